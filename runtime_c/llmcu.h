@@ -1,0 +1,91 @@
+/*
+ * llmcu runtime: the model's data as the generated files provide it, and the runtime's entry points.
+ *
+ * The generated model_config.h fixes every dimension at compile time, so all state is static and sized
+ * exactly; the generated model_weights.c fills in the two descriptors below with pointers into the
+ * linked-in weight and tokenizer data (see runtime_c/README.md for the arithmetic and storage format).
+ */
+#ifndef LLMCU_H
+#define LLMCU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model_config.h"
+
+/* Quantization types; model_config.h says which one each tensor kind uses (LLMCU_QTYPE_WQ, ...). */
+#define LLMCU_F32 0
+#define LLMCU_Q8 1
+#define LLMCU_Q4 2
+
+#define LLMCU_BOS 1
+#define LLMCU_EOS 2
+
+/* One weight matrix of `rows` x `cols` (the dimensions are known from its role in the model). */
+typedef struct {
+    const void *data;    /* float[rows*cols] | int8_t[rows*cols] | uint8_t[rows*ceil(cols/2)] (q4) */
+    const float *scales; /* q8/q4: rows * ceil(cols/LLMCU_GROUP_SIZE) group scales; NULL for fp32 */
+} llmcu_tensor;
+
+typedef struct {
+    const float *rms_att;        /* [DIM] */
+    llmcu_tensor wq, wk, wv, wo; /* (DIM, DIM), (KV_DIM, DIM), (KV_DIM, DIM), (DIM, DIM) */
+    const float *rms_ffn;        /* [DIM] */
+    llmcu_tensor w1, w2, w3;     /* (HIDDEN, DIM), (DIM, HIDDEN), (HIDDEN, DIM) */
+} llmcu_layer;
+
+typedef struct {
+    llmcu_tensor tok_embeddings; /* (VOCAB, DIM), type LLMCU_QTYPE_TOK_EMBEDDINGS */
+    llmcu_layer layers[LLMCU_N_LAYERS];
+    const float *rms_final;      /* [DIM] */
+    llmcu_tensor wcls;           /* (VOCAB, DIM): the embedding table itself when the classifier is shared */
+} llmcu_weights;
+
+/* The tokenizer, with the encoder's lookup order computed at build time. */
+typedef struct {
+    const float *scores;     /* [VOCAB] merge scores */
+    const uint32_t *offsets; /* [VOCAB + 1]: piece i is bytes[offsets[i] .. offsets[i+1]) */
+    const uint8_t *bytes;    /* every piece, concatenated, no terminators */
+    const uint32_t *sorted;  /* [VOCAB] token ids ordered by their bytes (strcmp order) */
+} llmcu_vocab;
+
+extern const llmcu_weights llmcu_model_weights; /* generated model_weights.c */
+extern const llmcu_vocab llmcu_model_vocab;     /* generated model_weights.c */
+
+/* ---- transformer.c ---- */
+/* Runs one token at position `pos` (0 <= pos < LLMCU_SEQ_LEN); returns the VOCAB logits. */
+float *llmcu_forward(int token, int pos);
+
+/* ---- tokenizer.c ---- */
+/* BPE-encodes `text` (NUL-terminated UTF-8) into at most `max_tokens` ids; returns the count, or -1 if
+ * the text needs more than `max_tokens`. A BOS and/or EOS is added when asked, as run.c does. */
+int llmcu_encode(const char *text, int bos, int eos, int *tokens, int max_tokens);
+/* The bytes to print for `token` following `prev`: leading space dropped after BOS, <0xNN> pieces as
+ * raw bytes, unprintable single bytes as nothing (run.c's safe_printf). Sets *len. */
+const char *llmcu_decode(int prev, int token, size_t *len);
+
+/* ---- sampler.c ---- */
+typedef struct {
+    float temperature;  /* 0: greedy (argmax) */
+    float topp;         /* nucleus sampling when 0 < topp < 1 */
+    uint64_t rng_state; /* run.c's xorshift state, seeded with the seed */
+} llmcu_sampler;
+
+void llmcu_sampler_init(llmcu_sampler *s, float temperature, float topp, uint64_t seed);
+/* Picks the next token; may scale and softmax `logits` in place as run.c does. */
+int llmcu_sample(llmcu_sampler *s, float *logits);
+
+/* ---- generate.c ---- */
+typedef struct {
+    const char *prompt; /* NULL or "" for none */
+    int steps;          /* forward passes, 0 or > SEQ_LEN meaning SEQ_LEN */
+    float temperature;
+    float topp;
+    uint64_t seed;
+    int records; /* 1: frame the text with the output protocol's markers and records; 0: text only */
+} llmcu_params;
+
+/* Generates text and writes it (and the records) through platform_write; returns 0 or an error code. */
+int llmcu_generate(const llmcu_params *params);
+
+#endif /* LLMCU_H */

@@ -1,0 +1,51 @@
+"""Shared fixtures: the library on sys.path, and the model files (from LLMCU_MODELS or ../shared/models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "site_scons"))
+
+
+def _model_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("LLMCU_MODELS", "").split(os.pathsep) if p]
+    dirs.append(ROOT.parent / "shared" / "models")
+    return [d if d.is_absolute() else (ROOT / d) for d in dirs]
+
+
+def find_model_file(name: str) -> Path | None:
+    for directory in _model_dirs():
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def stories260k() -> Path:
+    path = find_model_file("stories260K.bin")
+    if path is None:
+        pytest.skip("stories260K.bin not found (set LLMCU_MODELS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tok512() -> Path:
+    path = find_model_file("tok512.bin")
+    if path is None:
+        pytest.skip("tok512.bin not found (set LLMCU_MODELS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_cases() -> list[dict]:
+    path = ROOT.parent / "shared" / "golden" / "stories260K_llama2c_run.json"
+    if not path.is_file():
+        pytest.skip("golden outputs not found (../shared/golden)")
+    return json.loads(path.read_text())

@@ -44,6 +44,14 @@ def tok512() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tokenizer_32k() -> Path:
+    path = find_model_file("tokenizer.bin")
+    if path is None:
+        pytest.skip("tokenizer.bin not found (set LLMCU_MODELS)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def golden_cases() -> list[dict]:
     path = ROOT.parent / "shared" / "golden" / "stories260K_llama2c_run.json"
     if not path.is_file():

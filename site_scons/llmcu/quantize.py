@@ -186,3 +186,64 @@ def error_report(name: str, original: np.ndarray, quantized: QuantizedMatrix) ->
         rmse=float(np.sqrt(np.mean(diff * diff))) if diff.size else 0.0,
         cosine=cosine,
     )
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """Which quantization each matrix kind gets: a default, one group size, and per-kind overrides.
+
+    ``overrides`` maps a kind from ``config.MATRIX_KINDS`` (``tok_embeddings``, ``wq`` ... ``wcls``) to a
+    qtype, e.g. ``{"tok_embeddings": "q8"}`` keeps the embedding table in q8 while the layers are q4.
+    """
+
+    default: str = "fp32"
+    group_size: int = 32
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        from .config import MATRIX_KINDS
+
+        if self.default not in QTYPES:
+            raise QuantizationError(f"unknown quant {self.default!r}; allowed: {', '.join(QTYPES)}")
+        if self.group_size < 2 or self.group_size % 2:
+            raise QuantizationError(f"group_size must be an even number >= 2, got {self.group_size}")
+        for kind, qtype in self.overrides:
+            if kind not in MATRIX_KINDS:
+                raise QuantizationError(
+                    f"quant override names unknown tensor {kind!r}; allowed: {', '.join(MATRIX_KINDS)}"
+                )
+            if qtype not in QTYPES:
+                raise QuantizationError(
+                    f"quant override {kind}={qtype}: unknown type; allowed: {', '.join(QTYPES)}"
+                )
+
+    @classmethod
+    def parse(cls, default: str, group_size: int, overrides: str = "") -> QuantPlan:
+        """Build a plan from command-line text: ``overrides`` is ``kind=qtype[,kind=qtype...]``."""
+        pairs: list[tuple[str, str]] = []
+        for item in filter(None, (part.strip() for part in overrides.split(","))):
+            kind, sep, qtype = item.partition("=")
+            if not sep:
+                raise QuantizationError(f"quant override {item!r} is not of the form kind=qtype (e.g. w2=q8)")
+            pairs.append((kind.strip(), qtype.strip()))
+        return cls(default, group_size, tuple(pairs))
+
+    def qtype(self, kind: str) -> str:
+        return dict(self.overrides).get(kind, self.default)
+
+    @property
+    def name(self) -> str:
+        """A short label for build directories: ``q4`` or ``q4+tok_embeddings=q8``."""
+        extras = "".join(f"+{kind}={qtype}" for kind, qtype in sorted(self.overrides))
+        return self.default + extras
+
+
+def quantize_model(weights: dict[str, np.ndarray], plan: QuantPlan) -> dict[str, QuantizedMatrix]:
+    """Quantize every matrix kind present in ``weights`` (a checkpoint's float32 tensors) per ``plan``."""
+    from .config import MATRIX_KINDS
+
+    return {
+        kind: quantize_matrix(weights[kind], plan.qtype(kind), plan.group_size)
+        for kind in MATRIX_KINDS
+        if kind in weights
+    }

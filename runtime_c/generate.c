@@ -1,0 +1,165 @@
+/*
+ * The generation loop (run.c's generate()) and the output protocol around it (runtime_c/README.md).
+ *
+ * The text streams out token by token. The per-token records are kept in static arrays meanwhile and
+ * written after the text, so that nothing interrupts it and the protocol parser sees one text block.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "format.h"
+#include "llmcu.h"
+#include "platform.h"
+
+#ifndef LLMCU_TARGET_NAME /* set by the build, e.g. -DLLMCU_TARGET_NAME=\"host\" */
+#define LLMCU_TARGET_NAME "unknown"
+#endif
+
+#define GENERATE_ERR_PROMPT_TOO_LONG 3
+
+static int prompt_tokens[LLMCU_SEQ_LEN];
+/* Per forward pass (indexed by position): the token that followed and what the pass cost. */
+static int next_token[LLMCU_SEQ_LEN];
+static uint64_t pass_cost[LLMCU_SEQ_LEN];
+
+/* What one run did, for the summary record. */
+typedef struct {
+    int passes;        /* forward passes = positions processed */
+    int prompt_tokens; /* the encoded prompt, BOS included */
+    int generated;     /* tokens chosen by the sampler (the passes after the prompt) */
+} run_counts;
+
+static void write_header(void) {
+    fmt_line line;
+    line_start(&line);
+    line_str(&line, "\x02llmcu 1 target=" LLMCU_TARGET_NAME " model=" LLMCU_MODEL_NAME " quant=" LLMCU_QUANT_NAME
+                    " unit=");
+    line_str(&line, platform_counter_unit());
+    line_str(&line, " clock_hz=");
+    line_u64(&line, platform_counter_hz());
+    line_str(&line, "\n");
+    line_end(&line);
+}
+
+static void write_end(const char *status, const char *reason) {
+    fmt_line line;
+    line_start(&line);
+    line_str(&line, "\x03llmcu end status=");
+    line_str(&line, status);
+    if (reason != NULL) {
+        line_str(&line, " reason=");
+        line_str(&line, reason);
+    }
+    line_str(&line, "\n");
+    line_end(&line);
+}
+
+/* One record per forward pass; the token fed at pos is the one that followed pos - 1. */
+static void write_token_records(int first_token, int passes) {
+    for (int pos = 0; pos < passes; pos++) {
+        fmt_line line;
+        line_start(&line);
+        line_str(&line, "\x1etok pos=");
+        line_u64(&line, (uint64_t)pos);
+        line_str(&line, " token=");
+        line_u64(&line, (uint64_t)(pos == 0 ? first_token : next_token[pos - 1]));
+        line_str(&line, " next=");
+        line_u64(&line, (uint64_t)next_token[pos]);
+        line_str(&line, " cost=");
+        line_u64(&line, pass_cost[pos]);
+        line_str(&line, "\n");
+        line_end(&line);
+    }
+}
+
+static void write_summary(const run_counts *counts) {
+    uint64_t total = 0;
+    for (int pos = 0; pos < counts->passes; pos++) {
+        total += pass_cost[pos];
+    }
+    uint64_t passes = (uint64_t)counts->passes;
+    uint64_t hz = platform_counter_hz();
+
+    fmt_line line;
+    line_start(&line);
+    line_str(&line, "\x1esum tokens=");
+    line_u64(&line, passes);
+    line_str(&line, " prompt_tokens=");
+    line_u64(&line, (uint64_t)counts->prompt_tokens);
+    line_str(&line, " generated=");
+    line_u64(&line, (uint64_t)counts->generated);
+    line_str(&line, " cost=");
+    line_u64(&line, total);
+    line_str(&line, " cost_per_token=");
+    line_ratio(&line, total, passes, 1);
+    /* tok/s = passes / (cost / hz); a counter of unknown rate (hz 0) gives 0. */
+    line_str(&line, " tok_per_s=");
+    line_ratio(&line, hz == 0 ? 0 : passes * hz, total == 0 ? 1 : total, 2);
+    line_str(&line, " peak_stack=");
+    line_u64(&line, (uint64_t)platform_stack_peak());
+    line_str(&line, "\n");
+    line_end(&line);
+}
+
+/* Runs the model over the prompt and then on its own output; returns the counts for the summary. */
+static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
+    llmcu_sampler sampler;
+    llmcu_sampler_init(&sampler, params->temperature, params->topp, params->seed);
+
+    run_counts counts = {0, n_prompt, 0};
+    int token = prompt_tokens[0];
+    for (int pos = 0; pos < steps; pos++) {
+        uint64_t start = platform_counter();
+        float *logits = llmcu_forward(token, pos);
+        int next;
+        if (pos < n_prompt - 1) { /* still reading the prompt: its next token is given */
+            next = prompt_tokens[pos + 1];
+        } else {
+            next = llmcu_sample(&sampler, logits);
+            counts.generated++;
+        }
+        pass_cost[pos] = platform_counter() - start;
+        next_token[pos] = next;
+        counts.passes++;
+
+        if (next == LLMCU_BOS) { /* the model starts a new text: this one is done */
+            break;
+        }
+        size_t len;
+        const char *piece = llmcu_decode(token, next, &len);
+        if (len > 0) {
+            platform_write(piece, len);
+        }
+        token = next;
+    }
+    platform_write("\n", 1);
+    return counts;
+}
+
+int llmcu_generate(const llmcu_params *params) {
+    int steps = params->steps;
+    if (steps <= 0 || steps > LLMCU_SEQ_LEN) {
+        steps = LLMCU_SEQ_LEN;
+    }
+    const char *prompt = params->prompt != NULL ? params->prompt : "";
+
+    if (params->records) {
+        write_header();
+    }
+    int n_prompt = llmcu_encode(prompt, 1, 0, prompt_tokens, LLMCU_SEQ_LEN);
+    if (n_prompt < 0) {
+        if (params->records) {
+            write_end("error", "prompt_too_long");
+        }
+        return GENERATE_ERR_PROMPT_TOO_LONG;
+    }
+
+    run_counts counts = run(params, n_prompt, steps);
+
+    if (params->records) {
+        write_token_records(prompt_tokens[0], counts.passes);
+        write_summary(&counts);
+        write_end("ok", NULL);
+    }
+    return 0;
+}

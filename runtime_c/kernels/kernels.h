@@ -1,0 +1,61 @@
+/*
+ * The compute kernels of the forward pass, in one place.
+ *
+ * kernels/ref/ is the portable definition of the arithmetic (runtime_c/README.md, "The numeric
+ * contract"); an optimised set for an architecture lives in kernels/<arch>/ with these same signatures
+ * and must give the same results. Kernels take plain pointers and sizes: they know nothing of the model,
+ * the run state or the quantization plan, which transformer.c owns.
+ *
+ * Group-quantized data follows one layout everywhere: a vector (or each matrix row) of `n` values is cut
+ * into groups of `group_size` consecutive values, the last one shorter when group_size does not divide n;
+ * there is one float scale per group.
+ */
+#ifndef LLMCU_KERNELS_H
+#define LLMCU_KERNELS_H
+
+#include <stdint.h>
+
+/* Number of groups covering `n` values. */
+static inline int group_count(int n, int group_size) { return (n + group_size - 1) / group_size; }
+
+/* ---- matmul.c: out[rows] = W[rows][cols] . x[cols] ---- */
+
+void matmul_f32(float *out, const float *x, const float *w, int rows, int cols);
+/* x given quantized (xq, xs) by quantize_activations; w int8, one byte per weight, row-major. */
+void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws, int rows,
+               int cols, int group_size);
+/* w int4 stored as q+8, two per byte, even column in the low nibble, each row ceil(cols/2) bytes. */
+void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
+               int cols, int group_size);
+
+/* ---- quant.c ---- */
+
+/* Quantizes x[n] to int8 groups (QMAX 127) for matmul_q8/matmul_q4: xs needs group_count(n) floats. */
+void quantize_activations(int8_t *xq, float *xs, const float *x, int n, int group_size);
+/* Row `row` of an embedding table of `dim` columns, as float32. */
+void embed_f32(float *out, const float *table, int row, int dim);
+void embed_q8(float *out, const int8_t *table, const float *scales, int row, int dim, int group_size);
+void embed_q4(float *out, const uint8_t *table, const float *scales, int row, int dim, int group_size);
+
+/* ---- ops.c ---- */
+
+/* out[n] = RMS-normalised x, times the weight w (out may be x). */
+void rmsnorm(float *out, const float *x, const float *w, int n);
+/* In place: x[n] becomes its softmax. */
+void softmax(float *x, int n);
+/* Rotary position embedding at `pos`, in place, on q[q_dim] and k[k_dim] (both multiples of head_size). */
+void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos);
+/* In place: hb[i] = silu(hb[i]) * hb2[i]. */
+void swiglu(float *hb, const float *hb2, int n);
+
+/* ---- attention.c ---- */
+
+/*
+ * One attention head over positions 0..n_pos-1: out[head_size] = softmax(q . k_t / sqrt(head_size)) . v_t.
+ * k and v point at this head's slice of the cache at position 0; consecutive positions are `stride`
+ * floats apart. att needs n_pos floats of scratch. The caller maps query heads to kv heads (GQA).
+ */
+void attention_head(float *out, float *att, const float *q, const float *k, const float *v, int stride,
+                    int head_size, int n_pos);
+
+#endif /* LLMCU_KERNELS_H */

@@ -1,0 +1,70 @@
+/*
+ * The element-wise and normalisation steps of the forward pass. Each follows run.c's arithmetic to the
+ * operation (see runtime_c/README.md): e.g. softmax divides by the sum rather than multiplying by its
+ * reciprocal, because the two round differently.
+ */
+#include <math.h>
+
+#include "kernels/kernels.h"
+
+void rmsnorm(float *out, const float *x, const float *w, int n) {
+    float ss = 0.0f;
+    for (int j = 0; j < n; j++) {
+        ss += x[j] * x[j];
+    }
+    ss /= (float)n;
+    ss += 1e-5f;
+    ss = 1.0f / sqrtf(ss);
+    for (int j = 0; j < n; j++) {
+        out[j] = w[j] * (ss * x[j]);
+    }
+}
+
+void softmax(float *x, int n) {
+    /* Subtracting the maximum keeps expf from overflowing; it does not change the result. */
+    float max = x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] > max) {
+            max = x[i];
+        }
+    }
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++) {
+        x[i] /= sum;
+    }
+}
+
+static void rotate_pair(float *v, float fcr, float fci) {
+    float v0 = v[0];
+    float v1 = v[1];
+    v[0] = v0 * fcr - v1 * fci;
+    v[1] = v0 * fci + v1 * fcr;
+}
+
+/* k_dim <= q_dim (kv_dim <= dim): each pair's angle is computed once and applied to q and to k. */
+void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
+    for (int i = 0; i < q_dim; i += 2) {
+        int head_dim = i % head_size;
+        float freq = 1.0f / powf(10000.0f, (float)head_dim / (float)head_size);
+        float val = (float)pos * freq;
+        float fcr = cosf(val);
+        float fci = sinf(val);
+        rotate_pair(q + i, fcr, fci);
+        if (i < k_dim) {
+            rotate_pair(k + i, fcr, fci);
+        }
+    }
+}
+
+void swiglu(float *hb, const float *hb2, int n) {
+    for (int i = 0; i < n; i++) {
+        float h = hb[i];
+        h *= 1.0f / (1.0f + expf(-h)); /* silu(h) = h * sigmoid(h) */
+        h *= hb2[i];
+        hb[i] = h;
+    }
+}

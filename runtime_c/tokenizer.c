@@ -1,0 +1,211 @@
+/*
+ * The byte-pair-encoding tokenizer: run.c's encode() and decode() on the linked-in vocabulary.
+ *
+ * Pieces are byte strings without terminators (offsets[] delimits them). The encoder looks pieces up by
+ * binary search over `sorted`, the token ids in strcmp order, computed at build time instead of sorting
+ * on the device.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "llmcu.h"
+
+/* Merging never needs more than two pieces side by side, and no piece is longer than
+ * LLMCU_MAX_TOKEN_LENGTH, so a longer concatenation cannot be in the vocabulary. */
+static uint8_t pair_buffer[LLMCU_MAX_TOKEN_LENGTH * 2 + 1];
+
+/* What decode returns for a <0xHH> piece: valid until the next call. */
+static char raw_byte;
+
+static const uint8_t *piece_of(int id, size_t *len) {
+    uint32_t start = llmcu_model_vocab.offsets[id];
+    *len = llmcu_model_vocab.offsets[id + 1] - start;
+    return llmcu_model_vocab.bytes + start;
+}
+
+/* strcmp order for strings without NUL bytes: compare the common prefix, then the shorter comes first. */
+static int compare_pieces(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len) {
+    size_t common = a_len < b_len ? a_len : b_len;
+    int c = common > 0 ? memcmp(a, b, common) : 0;
+    if (c != 0) {
+        return c;
+    }
+    return (a_len > b_len) - (a_len < b_len);
+}
+
+/* The id of the piece equal to text[0..len), or -1. Probes exactly like glibc's bsearch, so that if two
+ * tokens had the same piece the same one would be found as in run.c. */
+static int lookup(const uint8_t *text, size_t len) {
+    size_t lo = 0;
+    size_t hi = LLMCU_VOCAB_SIZE;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int id = (int)llmcu_model_vocab.sorted[mid];
+        size_t piece_len;
+        const uint8_t *piece = piece_of(id, &piece_len);
+        int c = compare_pieces(text, len, piece, piece_len);
+        if (c < 0) {
+            hi = mid;
+        } else if (c > 0) {
+            lo = mid + 1;
+        } else {
+            return id;
+        }
+    }
+    return -1;
+}
+
+/* The token whose piece is piece(a) followed by piece(b), or -1. */
+static int lookup_pair(int a, int b) {
+    size_t a_len, b_len;
+    const uint8_t *pa = piece_of(a, &a_len);
+    const uint8_t *pb = piece_of(b, &b_len);
+    if (a_len + b_len > LLMCU_MAX_TOKEN_LENGTH) {
+        return -1;
+    }
+    memcpy(pair_buffer, pa, a_len);
+    memcpy(pair_buffer + a_len, pb, b_len);
+    return lookup(pair_buffer, a_len + b_len);
+}
+
+static int is_continuation(uint8_t byte) { return (byte & 0xC0) == 0x80; }
+
+/* Appends `id` unless the buffer is full; returns 0 when it is. */
+static int push(int *tokens, int *n, int max_tokens, int id) {
+    if (*n >= max_tokens) {
+        return 0;
+    }
+    tokens[(*n)++] = id;
+    return 1;
+}
+
+/*
+ * One token per UTF-8 character, as run.c splits the text: a character is a byte plus the continuation
+ * bytes that follow it, at most 4 bytes in all. A character missing from the vocabulary becomes one token
+ * per byte (byte fallback: the <0xHH> tokens are ids 3..258). Returns 0 if `tokens` fills up.
+ */
+static int split_characters(const uint8_t *text, int *tokens, int *n, int max_tokens) {
+    size_t i = 0;
+    while (text[i] != '\0') {
+        size_t len = 1;
+        while (len < 4 && is_continuation(text[i + len])) {
+            len++;
+        }
+        int id = lookup(text + i, len);
+        if (id >= 0) {
+            if (!push(tokens, n, max_tokens, id)) {
+                return 0;
+            }
+        } else {
+            for (size_t j = 0; j < len; j++) {
+                if (!push(tokens, n, max_tokens, text[i + j] + 3)) {
+                    return 0;
+                }
+            }
+        }
+        i += len;
+    }
+    return 1;
+}
+
+/* Merges the adjacent pair with the highest-scoring merged piece (the leftmost on a tie); returns the new
+ * token count, or n when no pair merges. */
+static int merge_best_pair(int *tokens, int n) {
+    float best_score = -1e10f; /* run.c's starting point: pieces scoring lower never merge */
+    int best_id = -1;
+    int best_at = -1;
+    for (int i = 0; i + 1 < n; i++) {
+        int id = lookup_pair(tokens[i], tokens[i + 1]);
+        if (id >= 0 && llmcu_model_vocab.scores[id] > best_score) {
+            best_score = llmcu_model_vocab.scores[id];
+            best_id = id;
+            best_at = i;
+        }
+    }
+    if (best_at < 0) {
+        return n;
+    }
+    tokens[best_at] = best_id;
+    memmove(&tokens[best_at + 1], &tokens[best_at + 2], (size_t)(n - best_at - 2) * sizeof(int));
+    return n - 1;
+}
+
+/*
+ * Note that `max_tokens` bounds the token list before merging too (one token per character or byte),
+ * because merging happens in place in `tokens`.
+ */
+int llmcu_encode(const char *text, int bos, int eos, int *tokens, int max_tokens) {
+    int n = 0;
+    if (bos && !push(tokens, &n, max_tokens, LLMCU_BOS)) {
+        return -1;
+    }
+    /* SentencePiece's dummy prefix: the text is encoded as if it started with a space. */
+    if (text[0] != '\0') {
+        int space = lookup((const uint8_t *)" ", 1);
+        if (space >= 0 && !push(tokens, &n, max_tokens, space)) {
+            return -1;
+        }
+    }
+    if (!split_characters((const uint8_t *)text, tokens, &n, max_tokens)) {
+        return -1;
+    }
+    for (int merged = merge_best_pair(tokens, n); merged != n; merged = merge_best_pair(tokens, n)) {
+        n = merged;
+    }
+    if (eos && !push(tokens, &n, max_tokens, LLMCU_EOS)) {
+        return -1;
+    }
+    return n;
+}
+
+static int hex_value(uint8_t c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
+/* The byte a "<0xHH>" piece stands for, or -1 for any other piece. */
+static int byte_piece_value(const uint8_t *p, size_t len) {
+    if (len != 6 || p[0] != '<' || p[1] != '0' || p[2] != 'x' || p[5] != '>') {
+        return -1;
+    }
+    int hi = hex_value(p[3]);
+    int lo = hex_value(p[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+/* What run.c's safe_printf lets through as a lone byte: printable ASCII or white space. */
+static int is_printable_byte(uint8_t c) {
+    return (c >= 0x20 && c <= 0x7e) || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+const char *llmcu_decode(int prev, int token, size_t *len) {
+    size_t n;
+    const uint8_t *p = piece_of(token, &n);
+    /* The first token after BOS carries the dummy prefix's space, which is not part of the text. */
+    if (prev == LLMCU_BOS && n > 0 && p[0] == ' ') {
+        p++;
+        n--;
+    }
+    int byte = byte_piece_value(p, n);
+    if (byte >= 0) {
+        raw_byte = (char)byte;
+        p = (const uint8_t *)&raw_byte;
+        n = 1;
+    }
+    /* Control bytes and stray bytes of multi-byte characters are dropped, which also keeps the output
+     * protocol's markers (STX, RS, ETX) out of the text. */
+    if (n == 1 && !is_printable_byte(p[0])) {
+        n = 0;
+    }
+    *len = n;
+    return (const char *)p;
+}

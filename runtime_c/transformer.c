@@ -1,0 +1,149 @@
+/*
+ * The Llama-2 forward pass: one token in, the next token's logits out.
+ *
+ * Top-down like run.c's forward(): embed the token, run every layer (attention block, then feed-forward
+ * block, each added to the residual stream x), normalise, classify. All state is static and sized by
+ * model_config.h. Which kernel a matrix uses is decided by its kind's LLMCU_QTYPE_<KIND> constant; the
+ * dispatchers below take that constant as an argument and, once inlined, the compiler keeps only the
+ * branch that applies, so an fp32 build carries no quantization code and vice versa.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "llmcu.h"
+
+/* A target may place the big buffers (KV cache, run state) in a particular memory, e.g.
+ * -DLLMCU_STATE_ATTR='__attribute__((section(".sdram_bss")))'. Empty by default. */
+#ifndef LLMCU_STATE_ATTR
+#define LLMCU_STATE_ATTR
+#endif
+
+#define IS_QUANTIZED(qtype) ((qtype) != LLMCU_F32)
+
+/* The longest vector a matmul reads: x/xb (DIM) or hb (HIDDEN_DIM). */
+#define ACT_LEN (LLMCU_DIM > LLMCU_HIDDEN_DIM ? LLMCU_DIM : LLMCU_HIDDEN_DIM)
+#define ACT_GROUPS ((ACT_LEN + LLMCU_GROUP_SIZE - 1) / LLMCU_GROUP_SIZE)
+#define KV_MUL (LLMCU_N_HEADS / LLMCU_N_KV_HEADS) /* query heads per kv head */
+
+/* The activations of one position. */
+typedef struct {
+    float x[LLMCU_DIM];          /* the residual stream */
+    float xb[LLMCU_DIM];         /* normalised x; also the attention output and the FFN output */
+    float xb2[LLMCU_DIM];        /* the attention block's output projection */
+    float hb[LLMCU_HIDDEN_DIM];  /* FFN hidden: w1 x, then swiglu */
+    float hb2[LLMCU_HIDDEN_DIM]; /* FFN hidden: w3 x */
+    float q[LLMCU_DIM];          /* queries (keys and values go straight into the cache) */
+    float att[LLMCU_SEQ_LEN];    /* one head's attention weights: heads run one after the other */
+    float logits[LLMCU_VOCAB_SIZE];
+    /* The current matmul input, quantized once and shared by every matmul that reads it. */
+    int8_t xq[ACT_LEN];
+    float xs[ACT_GROUPS];
+} run_state;
+
+static run_state s LLMCU_STATE_ATTR;
+static float key_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_STATE_ATTR;
+static float value_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_STATE_ATTR;
+
+/* ---- dispatch on the tensor kind's quantization type (a compile-time constant) ---- */
+
+/* Quantizes x[n] into s.xq/s.xs when at least one of the matmuls about to read it is quantized. */
+static inline void quantize_input(const float *x, int n, int needed) {
+    if (needed) {
+        quantize_activations(s.xq, s.xs, x, n, LLMCU_GROUP_SIZE);
+    }
+}
+
+/* out[rows] = W x, where x[cols] is the fp32 input and, for a quantized W, s.xq/s.xs hold it quantized. */
+static inline void matmul(float *out, const float *x, const llmcu_tensor *w, int qtype, int rows, int cols) {
+    switch (qtype) {
+    case LLMCU_Q8:
+        matmul_q8(out, s.xq, s.xs, (const int8_t *)w->data, w->scales, rows, cols, LLMCU_GROUP_SIZE);
+        break;
+    case LLMCU_Q4:
+        matmul_q4(out, s.xq, s.xs, (const uint8_t *)w->data, w->scales, rows, cols, LLMCU_GROUP_SIZE);
+        break;
+    default:
+        matmul_f32(out, x, (const float *)w->data, rows, cols);
+        break;
+    }
+}
+
+static inline void embed(float *out, const llmcu_tensor *table, int qtype, int token) {
+    switch (qtype) {
+    case LLMCU_Q8:
+        embed_q8(out, (const int8_t *)table->data, table->scales, token, LLMCU_DIM, LLMCU_GROUP_SIZE);
+        break;
+    case LLMCU_Q4:
+        embed_q4(out, (const uint8_t *)table->data, table->scales, token, LLMCU_DIM, LLMCU_GROUP_SIZE);
+        break;
+    default:
+        embed_f32(out, (const float *)table->data, token, LLMCU_DIM);
+        break;
+    }
+}
+
+/* ---- the blocks of a layer ---- */
+
+static void add_residual(float *x, const float *y, int n) {
+    for (int i = 0; i < n; i++) {
+        x[i] += y[i];
+    }
+}
+
+static void attention_block(const llmcu_layer *layer, int l, int pos) {
+    /* This position's key and value are written straight into the cache. */
+    float *k = key_cache[l][pos];
+    float *v = value_cache[l][pos];
+
+    rmsnorm(s.xb, s.x, layer->rms_att, LLMCU_DIM);
+    quantize_input(s.xb, LLMCU_DIM,
+                   IS_QUANTIZED(LLMCU_QTYPE_WQ) || IS_QUANTIZED(LLMCU_QTYPE_WK) || IS_QUANTIZED(LLMCU_QTYPE_WV));
+    matmul(s.q, s.xb, &layer->wq, LLMCU_QTYPE_WQ, LLMCU_DIM, LLMCU_DIM);
+    matmul(k, s.xb, &layer->wk, LLMCU_QTYPE_WK, LLMCU_KV_DIM, LLMCU_DIM);
+    matmul(v, s.xb, &layer->wv, LLMCU_QTYPE_WV, LLMCU_KV_DIM, LLMCU_DIM);
+
+    rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos);
+
+    /* Grouped-query attention: query head h reads kv head h / KV_MUL. */
+    for (int h = 0; h < LLMCU_N_HEADS; h++) {
+        int kv_offset = (h / KV_MUL) * LLMCU_HEAD_SIZE;
+        attention_head(s.xb + h * LLMCU_HEAD_SIZE, s.att, s.q + h * LLMCU_HEAD_SIZE, &key_cache[l][0][kv_offset],
+                       &value_cache[l][0][kv_offset], LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos + 1);
+    }
+
+    quantize_input(s.xb, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_WO));
+    matmul(s.xb2, s.xb, &layer->wo, LLMCU_QTYPE_WO, LLMCU_DIM, LLMCU_DIM);
+    add_residual(s.x, s.xb2, LLMCU_DIM);
+}
+
+static void ffn_block(const llmcu_layer *layer) {
+    rmsnorm(s.xb, s.x, layer->rms_ffn, LLMCU_DIM);
+    quantize_input(s.xb, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_W1) || IS_QUANTIZED(LLMCU_QTYPE_W3));
+    matmul(s.hb, s.xb, &layer->w1, LLMCU_QTYPE_W1, LLMCU_HIDDEN_DIM, LLMCU_DIM);
+    matmul(s.hb2, s.xb, &layer->w3, LLMCU_QTYPE_W3, LLMCU_HIDDEN_DIM, LLMCU_DIM);
+
+    swiglu(s.hb, s.hb2, LLMCU_HIDDEN_DIM);
+
+    quantize_input(s.hb, LLMCU_HIDDEN_DIM, IS_QUANTIZED(LLMCU_QTYPE_W2));
+    matmul(s.xb, s.hb, &layer->w2, LLMCU_QTYPE_W2, LLMCU_DIM, LLMCU_HIDDEN_DIM);
+    add_residual(s.x, s.xb, LLMCU_DIM);
+}
+
+/* ---- the forward pass ---- */
+
+float *llmcu_forward(int token, int pos) {
+    const llmcu_weights *w = &llmcu_model_weights;
+
+    embed(s.x, &w->tok_embeddings, LLMCU_QTYPE_TOK_EMBEDDINGS, token);
+
+    for (int l = 0; l < LLMCU_N_LAYERS; l++) {
+        attention_block(&w->layers[l], l, pos);
+        ffn_block(&w->layers[l]);
+    }
+
+    rmsnorm(s.x, s.x, w->rms_final, LLMCU_DIM);
+    quantize_input(s.x, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_WCLS));
+    matmul(s.logits, s.x, &w->wcls, LLMCU_QTYPE_WCLS, LLMCU_VOCAB_SIZE, LLMCU_DIM);
+    return s.logits;
+}

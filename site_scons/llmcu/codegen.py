@@ -1,0 +1,313 @@
+"""Generate the C side of a model: ``model_config.h``, ``model_weights.c``, ``model_data.S`` + its data file.
+
+The weights never pass through the C compiler: they are written once to a binary file which the assembler
+pulls in with ``.incbin``, one symbol and one section per tensor. Every output is written atomically, and the
+data file before the sources that name it, so an interrupted generation never leaves a set of files that a
+later build would trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from . import __version__
+from .checkpoint import Checkpoint, read_checkpoint
+from .config import LAYER_MATRICES, ModelConfig
+from .errors import LlmcuError, OptionError
+from .fileio import write_bytes_atomic, write_text_atomic
+from .quantize import QTYPES, QuantizedMatrix, QuantPlan, TensorReport, error_report, quantize_model
+from .tokenizer import Tokenizer, read_tokenizer, sorted_order
+
+DATA_FILE = "model_data.bin"
+GENERATED_FILES = ("model_config.h", "model_weights.c", "model_data.S", DATA_FILE)
+BLOB_ALIGN = 16
+QTYPE_CODES = {qtype: code for code, qtype in enumerate(QTYPES)}  # fp32 0, q8 1, q4 2, as llmcu.h
+
+
+@dataclass
+class Blob:
+    """One linked-in array: its symbol, section, C element type and bytes."""
+
+    symbol: str
+    section: str
+    ctype: str
+    data: bytes
+    align: int = BLOB_ALIGN
+    offset: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass
+class GeneratedModel:
+    """What :func:`generate` produced, for reports and the memory planner."""
+
+    config: ModelConfig
+    seq_len: int
+    plan: QuantPlan
+    blobs: list[Blob]
+    reports: list[TensorReport]
+
+    def weight_bytes(self) -> int:
+        return sum(blob.size for blob in self.blobs if blob.section.startswith(".llmcu_weights"))
+
+    def tokenizer_bytes(self) -> int:
+        return sum(blob.size for blob in self.blobs if blob.section.startswith(".llmcu_tokenizer"))
+
+    def kv_cache_bytes(self) -> int:
+        return 2 * self.config.n_layers * self.seq_len * self.config.kv_dim * 4
+
+
+def _weight_blob(symbol: str, ctype: str, data: bytes) -> Blob:
+    return Blob(symbol, f".llmcu_weights.{symbol}", ctype, data)
+
+
+def _matrix_blobs(kind: str, matrix: QuantizedMatrix, layer: int | None) -> list[Blob]:
+    suffix = kind if layer is None else f"{kind}_l{layer}"
+    data, scales = matrix.storage()
+    ctype = {"fp32": "float", "q8": "int8_t", "q4": "uint8_t"}[matrix.qtype]
+    blobs = [_weight_blob(f"llmcu_w_{suffix}", ctype, data)]
+    if scales:
+        blobs.append(_weight_blob(f"llmcu_s_{suffix}", "float", scales))
+    return blobs
+
+
+def _layer_slice(matrix: QuantizedMatrix, layer: int) -> QuantizedMatrix:
+    scales = None if matrix.scales is None else matrix.scales[layer]
+    return QuantizedMatrix(matrix.qtype, matrix.group_size, matrix.q[layer], scales)
+
+
+def _f32(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype="<f4").tobytes()
+
+
+def weight_blobs(ckpt: Checkpoint, quantized: dict[str, QuantizedMatrix]) -> list[Blob]:
+    """Every weight array in the order the runtime's descriptor names them."""
+    config, weights = ckpt.config, ckpt.weights
+    blobs = _matrix_blobs("tok_embeddings", quantized["tok_embeddings"], None)
+    for layer in range(config.n_layers):
+        blobs.append(_weight_blob(f"llmcu_w_rms_att_l{layer}", "float", _f32(weights["rms_att"][layer])))
+        blobs.append(_weight_blob(f"llmcu_w_rms_ffn_l{layer}", "float", _f32(weights["rms_ffn"][layer])))
+        for kind in LAYER_MATRICES:
+            blobs.extend(_matrix_blobs(kind, _layer_slice(quantized[kind], layer), layer))
+    blobs.append(_weight_blob("llmcu_w_rms_final", "float", _f32(weights["rms_final"])))
+    if not config.shared_classifier:
+        blobs.extend(_matrix_blobs("wcls", quantized["wcls"], None))
+    return blobs
+
+
+def tokenizer_blobs(tok: Tokenizer) -> list[Blob]:
+    """The vocabulary as four arrays, with the encoder's sorted lookup order computed here, not on device."""
+    offsets = np.zeros(len(tok.pieces) + 1, dtype="<u4")
+    offsets[1:] = np.cumsum([len(piece) for piece in tok.pieces])
+    order = np.asarray(sorted_order(tok), dtype="<u4")
+
+    def blob(symbol: str, ctype: str, data: bytes) -> Blob:
+        return Blob(symbol, f".llmcu_tokenizer.{symbol}", ctype, data)
+
+    return [
+        blob("llmcu_tok_scores", "float", _f32(tok.scores)),
+        blob("llmcu_tok_offsets", "uint32_t", offsets.tobytes()),
+        blob("llmcu_tok_sorted", "uint32_t", order.tobytes()),
+        blob("llmcu_tok_bytes", "uint8_t", b"".join(tok.pieces)),
+    ]
+
+
+def layout(blobs: Iterable[Blob]) -> bytes:
+    """Assign each blob its offset in the data file and return the file's bytes."""
+    chunks: list[bytes] = []
+    offset = 0
+    for blob in blobs:
+        padding = -offset % blob.align
+        chunks.append(b"\0" * padding)
+        offset += padding
+        blob.offset = offset
+        chunks.append(blob.data)
+        offset += blob.size
+    return b"".join(chunks)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("llmcu", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _tensor_initializer(blobs_by_symbol: dict[str, Blob]) -> callable:
+    def tensor(kind: str, layer: int | None = None) -> str:
+        suffix = kind if layer is None else f"{kind}_l{layer}"
+        data = f"llmcu_w_{suffix}"
+        scales = f"llmcu_s_{suffix}"
+        return f"{{ {data}, {scales if scales in blobs_by_symbol else 'NULL'} }}"
+
+    return tensor
+
+
+def _progress(items: list[str], enabled: bool) -> Iterator[str]:
+    if not enabled:
+        yield from items
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(items, desc="quantize", unit="tensor", file=sys.stderr, leave=False)
+
+
+def quantization_reports(
+    ckpt: Checkpoint, quantized: dict[str, QuantizedMatrix], progress: bool = False
+) -> list[TensorReport]:
+    """Per-matrix error figures (per layer for layer tensors)."""
+    reports: list[TensorReport] = []
+    for kind in _progress(list(quantized), progress):
+        matrix = quantized[kind]
+        if matrix.q.ndim == 3:
+            for layer in range(matrix.q.shape[0]):
+                name = f"layers.{layer}.{kind}"
+                reports.append(error_report(name, ckpt.weights[kind][layer], _layer_slice(matrix, layer)))
+        else:
+            reports.append(error_report(kind, ckpt.weights[kind], matrix))
+    return reports
+
+
+def generate(
+    ckpt: Checkpoint,
+    tok: Tokenizer,
+    plan: QuantPlan,
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    tokenizer_name: str = "tokenizer.bin",
+    seq_len: int | None = None,
+    gnu_stack_note: bool = True,
+    progress: bool = False,
+) -> GeneratedModel:
+    """Quantize ``ckpt`` per ``plan`` and write the generated C sources and data into ``out_dir``."""
+    config = ckpt.config
+    if len(tok.pieces) != config.vocab_size:
+        raise LlmcuError(
+            f"tokenizer has {len(tok.pieces)} tokens but the model's vocab_size is {config.vocab_size}; "
+            "use the tokenizer that belongs to this model"
+        )
+    context = config.seq_len if seq_len in (None, 0) else int(seq_len)
+    if not 1 <= context <= config.seq_len:
+        raise OptionError(f"seq_len={seq_len} is outside 1..{config.seq_len} (the model's context length)")
+
+    quantized = quantize_model(ckpt.weights, plan)
+    reports = quantization_reports(ckpt, quantized, progress=progress)
+    blobs = weight_blobs(ckpt, quantized) + tokenizer_blobs(tok)
+    data = layout(blobs)
+    model = GeneratedModel(config, context, plan, blobs, reports)
+
+    out = Path(out_dir)
+    env = _environment()
+    common = {"version": __version__, "config": config, "blobs": blobs}
+    qtypes = [(kind, QTYPE_CODES[plan.qtype(kind)]) for kind in ("tok_embeddings", *LAYER_MATRICES, "wcls")]
+    if config.shared_classifier:  # the classifier *is* the embedding table
+        qtypes[-1] = ("wcls", QTYPE_CODES[plan.qtype("tok_embeddings")])
+    header = env.get_template("model_config.h.j2").render(
+        **common,
+        checkpoint_name=ckpt.path.name if ckpt.path else "checkpoint",
+        tokenizer_name=tokenizer_name,
+        model_name=model_name,
+        quant_name=plan.name,
+        seq_len=context,
+        group_size=plan.group_size,
+        qtypes=qtypes,
+        any_quantized=any(code != 0 for _, code in qtypes),
+        max_token_length=max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1)),
+        tokenizer_bytes=model.tokenizer_bytes(),
+        weight_bytes=model.weight_bytes(),
+        kv_cache_bytes=model.kv_cache_bytes(),
+    )
+    weights_c = env.get_template("model_weights.c.j2").render(
+        **common, tensor=_tensor_initializer({blob.symbol: blob for blob in blobs})
+    )
+    assembly = env.get_template("model_data.S.j2").render(
+        **common, data_file=DATA_FILE, gnu_stack_note=gnu_stack_note
+    )
+    # The data first: the sources that name it are written last, so they never point at a stale file.
+    write_bytes_atomic(out / DATA_FILE, data)
+    write_text_atomic(out / "model_config.h", header)
+    write_text_atomic(out / "model_weights.c", weights_c)
+    write_text_atomic(out / "model_data.S", assembly)
+    return model
+
+
+def write_quant_report(model: GeneratedModel, json_path: str | Path, markdown_path: str | Path) -> None:
+    """The per-tensor quantization report as JSON and as a Markdown table."""
+    rows = [report.as_dict() for report in model.reports]
+    summary = {
+        "quant": model.plan.name,
+        "group_size": model.plan.group_size,
+        "weight_bytes": model.weight_bytes(),
+        "tokenizer_bytes": model.tokenizer_bytes(),
+        "kv_cache_bytes": model.kv_cache_bytes(),
+        "tensors": rows,
+    }
+    write_text_atomic(json_path, json.dumps(summary, indent=2) + "\n")
+    lines = [
+        f"# Quantization report: {model.plan.name}, group size {model.plan.group_size}",
+        "",
+        f"Weights {model.weight_bytes():,} bytes, tokenizer {model.tokenizer_bytes():,} bytes, "
+        f"KV cache {model.kv_cache_bytes():,} bytes.",
+        "",
+        "| tensor | type | shape | bytes | max abs error | RMSE | cosine |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        shape = "x".join(str(extent) for extent in row["shape"])
+        lines.append(
+            f"| {row['name']} | {row['qtype']} | {shape} | {row['bytes']:,} | "
+            f"{row['max_abs_error']:.3g} | {row['rmse']:.3g} | {row['cosine']:.6f} |"
+        )
+    write_text_atomic(markdown_path, "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llmcu.codegen", description=__doc__)
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--tokenizer", required=True, type=Path)
+    parser.add_argument("--quant", default="fp32", choices=QTYPES)
+    parser.add_argument("--group-size", type=int, default=32)
+    parser.add_argument("--overrides", default="", help="per-kind quant, e.g. tok_embeddings=q8,w2=q8")
+    parser.add_argument("--seq-len", type=int, default=0, help="context length (0: the model's)")
+    parser.add_argument("--model-name", default="")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    try:
+        ckpt = read_checkpoint(args.checkpoint)
+        tok = read_tokenizer(args.tokenizer, ckpt.config.vocab_size)
+        plan = QuantPlan.parse(args.quant, args.group_size, args.overrides)
+        model = generate(
+            ckpt,
+            tok,
+            plan,
+            args.out,
+            model_name=args.model_name or args.checkpoint.stem,
+            tokenizer_name=args.tokenizer.name,
+            seq_len=args.seq_len,
+            progress=sys.stderr.isatty(),
+        )
+        write_quant_report(model, args.out / "quant_report.json", args.out / "quant_report.md")
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {', '.join(GENERATED_FILES)} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The build options a user sets on the scons command line, with their defaults and allowed values.
+
+One table serves ``scons -h``, validation and the tests; the SCons glue turns it into a ``Variables`` object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionError
+from .quantize import QTYPES
+
+GROUP_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    help: str
+    default: str
+    allowed: tuple[str, ...] | None = None  # None: free-form, checked by `parse`
+    parse: Callable[[str], Any] = str
+    allowed_text: str = ""  # how to describe free-form values in help and errors
+
+    def describe_allowed(self) -> str:
+        if self.allowed is not None:
+            return "|".join(self.allowed)
+        return self.allowed_text
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text, 0)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:  # also rejects NaN
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
+    """The option table; the allowed targets and model presets come from the folders that define them."""
+    preset_names = "|".join(sorted(presets))
+    return [
+        Option("target", "what to build for", "host", tuple(sorted(targets))),
+        Option(
+            "model",
+            "model preset, or a path to a llama2.c checkpoint (.bin) together with tokenizer=",
+            "260k",
+            None,
+            str,
+            f"{preset_names}|PATH",
+        ),
+        Option("tokenizer", "tokenizer.bin path (default: the preset's)", "", None, str, "PATH"),
+        Option("quant", "weight quantization", "fp32", QTYPES),
+        Option(
+            "group_size",
+            "quantization group size (groups never cross a row)",
+            "32",
+            tuple(str(size) for size in GROUP_SIZES),
+            int,
+        ),
+        Option(
+            "quant_overrides",
+            "per-tensor quantization, e.g. tok_embeddings=q8 (kinds: tok_embeddings wq wk wv wo w1 w2 w3 wcls)",
+            "",
+            None,
+            str,
+            "KIND=QTYPE[,...]",
+        ),
+        Option(
+            "seq_len",
+            "context length to build for (0: the model's)",
+            "0",
+            None,
+            _int_in(0, 1 << 20),
+            "0..model seq_len",
+        ),
+        Option("prompt", "prompt for `run`", "", None, str, "TEXT"),
+        Option(
+            "steps",
+            "forward passes for `run` (0: the context length)",
+            "256",
+            None,
+            _int_in(0, 1 << 20),
+            "0..seq_len",
+        ),
+        Option(
+            "temperature",
+            "sampling temperature for `run` (0: greedy)",
+            "1.0",
+            None,
+            _float_in(0.0, 100.0),
+            "0.0..100",
+        ),
+        Option(
+            "topp",
+            "top-p (nucleus) sampling for `run`; 0 or 1 disables it",
+            "0.9",
+            None,
+            _float_in(0.0, 1.0),
+            "0.0..1.0",
+        ),
+        Option("seed", "sampler seed for `run`", "1", None, _int_in(0, (1 << 64) - 1), "0..2^64-1"),
+        Option(
+            "build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH"
+        ),
+    ]
+
+
+def check_unknown(given: Iterable[str], options: list[Option]) -> None:
+    """Reject option names the build does not know, naming the ones it does."""
+    known = {option.name for option in options}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise OptionError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"known options: {', '.join(option.name for option in options)} (see `scons -h`)"
+        )
+
+
+def validate(values: Mapping[str, str], options: list[Option]) -> dict[str, Any]:
+    """Check and convert every option's text value; a bad one is an error naming the allowed values."""
+    result: dict[str, Any] = {}
+    for option in options:
+        text = str(values.get(option.name, option.default))
+        if option.allowed is not None and text not in option.allowed:
+            raise OptionError(
+                f"{option.name}={text!r} is not allowed; choose one of: {', '.join(option.allowed)}"
+            )
+        try:
+            result[option.name] = option.parse(text)
+        except ValueError as error:
+            raise OptionError(
+                f"{option.name}={text!r} is not valid ({error}); allowed: {option.describe_allowed()}"
+            ) from None
+    return result
+
+
+def help_text(options: list[Option]) -> str:
+    lines = ["llmcu build options (NAME=VALUE on the scons command line):", ""]
+    for option in options:
+        lines.append(f"  {option.name}")
+        lines.append(f"      {option.help}")
+        lines.append(f"      default: {option.default!r}   allowed: {option.describe_allowed()}")
+    return "\n".join(lines) + "\n"
+
+
+def list_targets(targets_dir: Path) -> list[str]:
+    return sorted(path.parent.name for path in targets_dir.glob("*/target.toml"))

@@ -1,0 +1,124 @@
+"""One build's settings, worked out from the command-line options: which target, which model files, where
+the outputs go, and how to run the result. Pure Python; the SCons glue only turns this into nodes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import models
+from .options import Option, build_options, check_unknown, list_targets, validate
+from .quantize import QuantPlan
+from .targets import Target, load_target
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNTIME_DIR = ROOT / "runtime_c"
+TARGETS_DIR = ROOT / "targets"
+MODELS_DIR = ROOT / "models"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+LIBRARY_DIR = Path(__file__).resolve().parent
+
+
+def options_table() -> list[Option]:
+    return build_options(list_targets(TARGETS_DIR), models.list_presets(MODELS_DIR))
+
+
+@dataclass(frozen=True)
+class RunParams:
+    prompt: str
+    steps: int
+    temperature: float
+    topp: float
+    seed: int
+
+    def program_args(self) -> list[str]:
+        return [
+            "-p", self.prompt,
+            "-n", str(self.steps),
+            "-t", repr(self.temperature),
+            "-P", repr(self.topp),
+            "-s", str(self.seed),
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    target: Target
+    model_name: str
+    checkpoint: Path
+    tokenizer: Path
+    preset: Any
+    plan: QuantPlan
+    seq_len: int
+    out_dir: Path
+    run: RunParams
+
+    @property
+    def gen_dir(self) -> Path:
+        return self.out_dir / "gen"
+
+    @property
+    def obj_dir(self) -> Path:
+        return self.out_dir / "obj"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
+
+
+def variant_name(model_name: str, plan: QuantPlan, seq_len: int) -> str:
+    """``<model>-<quant>``, with the group size and context only when they are not the defaults."""
+    name = f"{model_name}-{plan.name}"
+    if plan.default != "fp32" or plan.overrides:
+        name += "" if plan.group_size == 32 else f"-g{plan.group_size}"
+    if seq_len:
+        name += f"-ctx{seq_len}"
+    return _safe(name)
+
+
+def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSettings:
+    """Validate the options and resolve everything a build needs; raises an LlmcuError on bad input."""
+    table = options_table()
+    check_unknown(arguments, table)
+    values = validate(arguments, table)
+    target = load_target(values["target"], TARGETS_DIR)
+    resolved = models.resolve_model(
+        values["model"], values["tokenizer"] or None, MODELS_DIR, download=download
+    )
+    plan = QuantPlan.parse(values["quant"], values["group_size"], values["quant_overrides"])
+    build_dir = Path(values["build_dir"])
+    if not build_dir.is_absolute():
+        build_dir = ROOT / build_dir
+    out_dir = build_dir / target.name / variant_name(resolved.name, plan, values["seq_len"])
+    run = RunParams(values["prompt"], values["steps"], values["temperature"], values["topp"], values["seed"])
+    return BuildSettings(
+        target=target,
+        model_name=resolved.name,
+        checkpoint=resolved.checkpoint,
+        tokenizer=resolved.tokenizer,
+        preset=resolved.preset,
+        plan=plan,
+        seq_len=values["seq_len"],
+        out_dir=out_dir,
+        run=run,
+    )
+
+
+def runtime_sources(kernels: str = "ref") -> list[Path]:
+    """The portable runtime plus one kernel set."""
+    return sorted(RUNTIME_DIR.glob("*.c")) + sorted((RUNTIME_DIR / "kernels" / kernels).glob("*.c"))
+
+
+def help_intro() -> str:
+    return """llmcu: build a llama2.c model for a target.
+
+  scons [options]            build build/<target>/<model>-<quant>/llmcu
+  scons [options] run        build, run, print the text and a summary line
+  scons -c [options]         remove that build's outputs
+
+Models are looked up in $LLMCU_MODELS (directories), then ~/.cache/llmcu, then downloaded.
+
+"""

@@ -1,0 +1,161 @@
+"""Parser for the llmcu output protocol (specified in runtime_c/README.md).
+
+The same byte stream comes from the host program, a UART or QEMU's serial port::
+
+    \\x02llmcu 1 key=value ...\\n      header (start marker)
+    generated text ... \\n
+    \\x1etok pos=0 token=1 next=403 cost=1234\\n   one record per forward pass
+    \\x1esum tokens=... \\n
+    \\x03llmcu end status=ok\\n         end marker
+
+The parser is incremental (feed it chunks as they arrive), skips anything before the start marker (boot
+messages, stale bytes), and starts over when a new start marker arrives mid-run (a board that reset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import ProtocolError
+
+STX, RS, ETX = b"\x02", b"\x1e", b"\x03"
+
+
+@dataclass
+class TokenRecord:
+    pos: int
+    token: int
+    next: int
+    cost: int
+
+
+@dataclass
+class RunOutput:
+    """Everything one run printed. ``complete`` is True once the end marker arrived."""
+
+    header: dict[str, str] = field(default_factory=dict)
+    text: bytes = b""
+    tokens: list[TokenRecord] = field(default_factory=list)
+    summary: dict[str, str] = field(default_factory=dict)
+    status: str = ""
+    reason: str = ""
+    complete: bool = False
+    restarts: int = 0
+    preamble: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and self.status == "ok"
+
+    def summary_number(self, key: str) -> float:
+        try:
+            return float(self.summary[key])
+        except (KeyError, ValueError):
+            raise ProtocolError(f"summary has no numeric {key!r}: {self.summary}") from None
+
+
+def _fields(line: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in line.split():
+        key, sep, value = item.partition("=")
+        if sep:
+            pairs[key] = value
+    return pairs
+
+
+class ProtocolParser:
+    """Feed bytes; ``on_text`` is called with each new piece of generated text as it arrives."""
+
+    def __init__(self, on_text: Callable[[bytes], None] | None = None) -> None:
+        self.on_text = on_text
+        self.output = RunOutput()
+        self._state = "preamble"  # preamble -> header -> text -> records -> done
+        self._line = bytearray()
+
+    def feed(self, data: bytes) -> RunOutput:
+        for byte in data:
+            self._feed_byte(bytes((byte,)))
+        return self.output
+
+    def _feed_byte(self, byte: bytes) -> None:
+        if byte == STX:  # a (re)start: everything before belongs to an earlier run or to boot noise
+            if self._state != "preamble":
+                restarts = self.output.restarts + 1
+                self.output = RunOutput(restarts=restarts)
+            self._state = "header"
+            self._line.clear()
+            return
+        if self._state == "preamble":
+            self.output.preamble += byte
+        elif self._state == "header":
+            self._collect(byte, self._header_line)
+        elif self._state == "text":
+            if byte in (RS, ETX):
+                self._state = "records"
+                self._line[:] = byte
+            else:
+                self.output.text += byte
+                if self.on_text is not None:
+                    self.on_text(byte)
+        elif self._state == "records":
+            self._collect(byte, self._record_line)
+
+    def _collect(self, byte: bytes, handle: Callable[[str], None]) -> None:
+        if byte == b"\n":
+            line = self._line.decode("utf-8", errors="replace")
+            self._line.clear()
+            handle(line)
+        else:
+            self._line += byte
+
+    def _header_line(self, line: str) -> None:
+        words = line.split()
+        if len(words) < 2 or words[0] != "llmcu":
+            raise ProtocolError(f"bad start line {line!r}: expected 'llmcu <version> key=value ...'")
+        self.output.header = {"version": words[1], **_fields(line)}
+        self._state = "text"
+
+    def _record_line(self, line: str) -> None:
+        marker, body = line[:1], line[1:]
+        if marker == RS.decode():
+            kind, _, rest = body.partition(" ")
+            values = _fields(rest)
+            if kind == "tok":
+                try:
+                    self.output.tokens.append(
+                        TokenRecord(
+                            int(values["pos"]), int(values["token"]), int(values["next"]), int(values["cost"])
+                        )
+                    )
+                except (KeyError, ValueError):
+                    raise ProtocolError(f"bad token record {body!r}") from None
+            elif kind == "sum":
+                self.output.summary = values
+        elif marker == ETX.decode():
+            values = _fields(body)
+            self.output.status = values.get("status", "")
+            self.output.reason = values.get("reason", "")
+            self.output.complete = True
+            self._state = "done"
+        elif line.strip():
+            raise ProtocolError(f"unexpected line after the text: {line!r}")
+
+
+def parse(data: bytes) -> RunOutput:
+    """Parse a whole captured stream."""
+    return ProtocolParser().feed(data)
+
+
+def format_summary(output: RunOutput) -> str:
+    """One human line: tokens, speed, cost per token and stack."""
+    s = output.summary
+    unit = output.header.get("unit", "")
+    parts = [f"{s.get('tokens', '?')} tokens ({s.get('prompt_tokens', '?')} prompt)"]
+    if float(s.get("tok_per_s", "0") or 0) > 0:
+        parts.append(f"{float(s['tok_per_s']):.1f} tok/s")
+    if "cost_per_token" in s:
+        parts.append(f"{float(s['cost_per_token']):,.0f} {unit}/token")
+    if int(float(s.get("peak_stack", "0") or 0)):
+        parts.append(f"peak stack {int(float(s['peak_stack'])):,} B")
+    return ", ".join(parts)

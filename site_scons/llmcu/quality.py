@@ -1,0 +1,86 @@
+"""How far a quantized model strays from fp32: greedy agreement and next-token KL divergence.
+
+Two views, both on the Python reference (which the C builds equal token for token):
+
+- free-running: both models generate greedily from the same prompt; how many of the generated tokens agree,
+  and where the first disagreement is;
+- teacher-forced: the quantized model is fed fp32's greedy sequence, and at every position its next-token
+  distribution is compared with fp32's: mean KL(fp32 || quantized) and top-1 agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .oracle import generate
+from .reference import Reference
+from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    quant: str
+    group_size: int
+    positions: int
+    greedy_agreement: float  # fraction of free-running generated tokens equal to fp32's
+    first_divergence: int | None  # index among generated tokens, None when all agree
+    teacher_forced_top1: float
+    mean_kl: float
+    max_kl: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    wide = logits.astype(np.float64)
+    shifted = wide - wide.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def compare(
+    ckpt: Checkpoint,
+    tok: Tokenizer,
+    quant: str,
+    group_size: int = 32,
+    overrides: dict[str, str] | None = None,
+    prompt: str = "Once upon a time",
+    steps: int = 256,
+) -> QualityReport:
+    """Compare ``quant`` with fp32 over a ``steps``-token greedy run from ``prompt``."""
+    reference = Reference.from_checkpoint(ckpt, "fp32")
+    baseline = generate(reference, tok, prompt, steps, 0.0, 0.9, 1)
+    candidate = generate(Reference.from_checkpoint(ckpt, quant, group_size, overrides), tok, prompt, steps, 0.0, 0.9, 1)
+
+    start = baseline.prompt_tokens
+    ours, theirs = baseline.tokens[start:], candidate.tokens[start:]
+    agreeing = sum(a == b for a, b in zip(ours, theirs, strict=False))
+    divergence = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), None)
+    if divergence is None and len(ours) != len(theirs):
+        divergence = min(len(ours), len(theirs))
+
+    # Teacher forcing: both models read fp32's sequence; compare their predictions for each next token.
+    fp32_model = Reference.from_checkpoint(ckpt, "fp32")
+    quant_model = Reference.from_checkpoint(ckpt, quant, group_size, overrides)
+    kls, top1 = [], []
+    sequence = baseline.tokens
+    for pos, token in enumerate(sequence[:-1]):
+        p_log = _log_softmax(fp32_model.forward(token, pos))
+        q_log = _log_softmax(quant_model.forward(token, pos))
+        if pos + 1 < start:
+            continue  # prompt positions: the next token is given, not predicted
+        kls.append(float(np.sum(np.exp(p_log) * (p_log - q_log))))
+        top1.append(int(np.argmax(p_log)) == int(np.argmax(q_log)))
+    return QualityReport(
+        quant=quant,
+        group_size=group_size,
+        positions=len(kls),
+        greedy_agreement=agreeing / max(len(ours), 1),
+        first_divergence=divergence,
+        teacher_forced_top1=float(np.mean(top1)) if top1 else 1.0,
+        mean_kl=float(np.mean(kls)) if kls else 0.0,
+        max_kl=float(np.max(kls)) if kls else 0.0,
+    )

@@ -1,0 +1,28 @@
+"""Helpers for tests that drive scons and the built programs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scons(
+    args: list[str], models_dir: Path, *, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run scons in the project root with LLMCU_MODELS pointing at ``models_dir``."""
+    env = dict(os.environ, LLMCU_MODELS=str(models_dir), LLMCU_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "SCons", "-Q", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"scons {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what llmcu needs on a Debian/Ubuntu machine: the C toolchains and the Python packages.
+# Safe to run again: it installs only what is missing. Needs root or sudo for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# gcc: the host build. The cross toolchains and QEMU serve the Cortex-M7 and Cortex-A55 targets.
+APT_PACKAGES=(gcc libc6-dev)
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "llmcu setup: apt-get install ${missing[*]}"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+python3 -m pip install -q --disable-pip-version-check -r requirements.txt
+# pyenv installs console scripts (scons) behind shims that must be refreshed.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+echo "llmcu setup: done"

@@ -24,7 +24,8 @@ void matmul_f32(float *out, const float *x, const float *w, int rows, int cols);
 /* x given quantized (xq, xs) by quantize_activations; w int8, one byte per weight, row-major. */
 void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws, int rows,
                int cols, int group_size);
-/* w int4 stored as q+8, two per byte, even column in the low nibble, each row ceil(cols/2) bytes. */
+/* w int4 stored as q+8, two per byte, even column in the low nibble, each row ceil(cols/2) bytes;
+ * group_size must be even (the code generator enforces it) so that no byte straddles two groups. */
 void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
                int cols, int group_size);
 

@@ -115,6 +115,7 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             "0.0..1.0",
         ),
         Option("seed", "sampler seed for `run`", "1", None, _int_in(0, (1 << 64) - 1), "0..2^64-1"),
+        Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1"),
         Option(
             "build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH"
         ),

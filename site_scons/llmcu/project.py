@@ -55,6 +55,7 @@ class BuildSettings:
     seq_len: int
     out_dir: Path
     run: RunParams
+    verbose: bool = False
 
     @property
     def gen_dir(self) -> Path:
@@ -104,6 +105,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         seq_len=values["seq_len"],
         out_dir=out_dir,
         run=run,
+        verbose=values["verbose"],
     )
 
 

@@ -8,25 +8,16 @@ from pathlib import Path
 
 from .checkpoint import read_checkpoint
 from .codegen import GeneratedModel, generate, write_quant_report
-from .config import ModelConfig
 from .errors import LlmcuError
 from .project import BuildSettings
 from .protocol import ProtocolParser, RunOutput, format_summary
 from .tokenizer import read_tokenizer
 
 
-def check_against_preset(settings: BuildSettings, config: ModelConfig) -> None:
-    """A preset's file must have the shape the preset says (a wrong or corrupt download is caught here)."""
-    if settings.preset is not None and config != settings.preset.shape:
-        raise LlmcuError(
-            f"{settings.checkpoint} does not have the shape of preset {settings.model_name!r}: "
-            f"expected {settings.preset.shape}, the file has {config}"
-        )
-
-
 def generate_sources(settings: BuildSettings) -> GeneratedModel:
     ckpt = read_checkpoint(settings.checkpoint)
-    check_against_preset(settings, ckpt.config)
+    if settings.preset is not None:  # a wrong or corrupt download is caught here, before any C is generated
+        settings.preset.check_shape(ckpt.config, settings.checkpoint)
     tok = read_tokenizer(settings.tokenizer, ckpt.config.vocab_size)
     model = generate(
         ckpt,

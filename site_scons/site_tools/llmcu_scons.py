@@ -13,6 +13,13 @@ from SCons.Variables import EnumVariable, Variables
 from llmcu import codegen, project, steps
 from llmcu.errors import LlmcuError
 
+# Short command lines unless verbose=1.
+QUIET_COMMANDS = {
+    "CCCOMSTR": "CC      $SOURCE",
+    "ASPPCOMSTR": "AS      $SOURCE",
+    "LINKCOMSTR": "LINK    $TARGET",
+}
+
 
 def _fail(error: Exception) -> None:
     print(f"llmcu: error: {error}", file=sys.stderr)
@@ -22,36 +29,47 @@ def _fail(error: Exception) -> None:
 def _variables(table: list) -> Variables:
     variables = Variables(None, scons.ARGUMENTS)
     for option in table:
-        help_text = option.help
         if option.allowed is not None:
-            variables.Add(EnumVariable(option.name, help_text, option.default, allowed_values=option.allowed))
+            variables.Add(EnumVariable(option.name, option.help, option.default, allowed_values=option.allowed))
         else:
-            variables.Add(option.name, f"{help_text} ({option.allowed_text})", option.default)
+            variables.Add(option.name, f"{option.help} ({option.allowed_text})", option.default)
     return variables
+
+
+# Actions are plain module functions that find their settings in the environment. SCons signs a function
+# action by its code; a closure over the settings would sign differently on every run and rebuild every time.
+def _generate_action(target, source, env) -> int:  # noqa: ARG001 (SCons's action signature)
+    try:
+        steps.generate_sources(env["LLMCU_SETTINGS"])
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_action(target, source, env) -> int:  # noqa: ARG001 (SCons's action signature)
+    settings = env["LLMCU_SETTINGS"]
+    try:
+        steps.run_host_program(settings.out_dir / "llmcu", settings.run.program_args())
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _model_sources(env, settings: project.BuildSettings) -> list:
     """The generated C and data, rebuilt when the model files, the options or the generator change."""
-    gen = settings.gen_dir
-    targets = [gen / name for name in codegen.GENERATED_FILES]
+    targets = [settings.gen_dir / name for name in codegen.GENERATED_FILES]
     targets += [settings.out_dir / "quant_report.json", settings.out_dir / "quant_report.md"]
     identity = env.Value(f"{settings.model_name}|{settings.plan!r}|{settings.seq_len}|{settings.target.kind}")
     sources = [str(settings.checkpoint), str(settings.tokenizer), identity]
     sources += [str(path) for path in sorted(project.TEMPLATES_DIR.glob("*.j2"))]
     sources += [str(path) for path in sorted(project.LIBRARY_DIR.glob("*.py"))]
-
-    def action(target, source, env):
-        try:
-            steps.generate_sources(settings)
-        except LlmcuError as error:
-            print(f"llmcu: error: {error}", file=sys.stderr)
-            return 1
-        return 0
-
     return env.Command(
         [str(path) for path in targets],
         sources,
-        env.Action(action, "Generating model sources in $TARGET.dir"),
+        env.Action(_generate_action, f"GEN     {settings.gen_dir}"),
+        LLMCU_SETTINGS=settings,
     )
 
 
@@ -65,30 +83,17 @@ def _program(env, settings: project.BuildSettings, generated: list):
         LIBS=list(target.libs),
         CPPPATH=[str(project.RUNTIME_DIR), str(gen)],
         CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"')],
-        ASFLAGS=[f"-Wa,-I{gen}"],
+        ASFLAGS=[f"-Wa,-I{gen}"],  # .incbin finds model_data.bin through the assembler's include path
     )
-    objects = []
     sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources()]
     sources += [(path, path.relative_to(project.ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
+    objects = []
     for path, rel in sources:
         stem = str(rel).rsplit(".", 1)[0]
         objects += build_env.Object(str(settings.obj_dir / stem), str(path))
-    build_env.Depends(objects, generated)
+    build_env.Depends(objects, generated)  # includes model_data.bin, which no scanner sees behind .incbin
     return build_env.Program(str(settings.out_dir / "llmcu"), objects)
-
-
-def _run_alias(env, settings: project.BuildSettings, program) -> None:
-    def action(target, source, env):
-        try:
-            steps.run_host_program(settings.out_dir / "llmcu", settings.run.program_args())
-        except LlmcuError as error:
-            print(f"llmcu: error: {error}", file=sys.stderr)
-            return 1
-        return 0
-
-    run = env.Alias("run", program, env.Action(action, "Running $SOURCE"))
-    env.AlwaysBuild(run)
 
 
 def llmcu_build(env, arguments: dict[str, str]):
@@ -106,11 +111,14 @@ def llmcu_build(env, arguments: dict[str, str]):
         return None
     if settings.target.run_method != "exec":
         _fail(LlmcuError(f"target {settings.target.name!r} is not buildable yet"))
+    if not settings.verbose:
+        env.Replace(**QUIET_COMMANDS)
     generated = _model_sources(env, settings)
     program = _program(env, settings, generated)
     env.Default(program)
     env.Alias("build", program)
-    _run_alias(env, settings, program)
+    run = env.Alias("run", program, env.Action(_run_action, None), LLMCU_SETTINGS=settings)
+    env.AlwaysBuild(run)
     out = settings.out_dir
     shown = out.relative_to(project.ROOT) if out.is_relative_to(project.ROOT) else out
     print(f"llmcu: {settings.target.name} {settings.model_name} {settings.plan.name} -> {shown}")
@@ -121,5 +129,5 @@ def generate(env) -> None:
     env.AddMethod(llmcu_build, "LlmcuBuild")
 
 
-def exists(env) -> bool:
+def exists(env) -> bool:  # noqa: ARG001 (SCons's tool signature)
     return True

@@ -162,7 +162,7 @@ static llmcu_params parse_args(int argc, char **argv) {
             params.prompt = value;
             break;
         case 'n':
-            params.steps = (int)parse_unsigned(flag, value, 0, 1000000000u, "a number of steps >= 0");
+            params.steps = (int)parse_unsigned(flag, value, 0, 1000000000u, "a number of steps in 0..1000000000");
             break;
         case 't':
             params.temperature = (float)parse_real(flag, value, 0.0, HUGE_VAL, "a temperature >= 0");

@@ -44,11 +44,20 @@ void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, c
     }
 }
 
-/* Weight `j` of a q4 row: the low nibble holds the even column, the high nibble the odd one. */
-static int32_t q4_at(const uint8_t *row, int j) {
-    uint8_t byte = row[j >> 1];
-    int nibble = (j & 1) ? (byte >> 4) : (byte & 0x0F);
-    return (int32_t)nibble - 8;
+/* The dot product of q4 weights row[start..end) with xq[start..end); start is even (the group size is
+ * even), so each byte holds the weights of columns j (low nibble) and j + 1 (high nibble). */
+static int32_t q4_group_dot(const uint8_t *row, const int8_t *xq, int start, int end) {
+    int32_t isum = 0;
+    int j = start;
+    for (; j + 1 < end; j += 2) {
+        uint8_t byte = row[j >> 1];
+        isum += ((int32_t)(byte & 0x0F) - 8) * (int32_t)xq[j];
+        isum += ((int32_t)(byte >> 4) - 8) * (int32_t)xq[j + 1];
+    }
+    if (j < end) { /* an odd-length row's last column: the low nibble of its last byte */
+        isum += ((int32_t)(row[j >> 1] & 0x0F) - 8) * (int32_t)xq[j];
+    }
+    return isum;
 }
 
 void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
@@ -62,10 +71,7 @@ void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, 
         for (int g = 0; g < ngroups; g++) {
             int start = g * group_size;
             int end = group_end(start, group_size, cols);
-            int32_t isum = 0;
-            for (int j = start; j < end; j++) {
-                isum += q4_at(row, j) * (int32_t)xq[j];
-            }
+            int32_t isum = q4_group_dot(row, xq, start, end);
             val += ((float)isum * row_scales[g]) * xs[g];
         }
         out[i] = val;

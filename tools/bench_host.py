@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Host throughput: build a model in each quantization and report tok/s (median, min, max of N runs).
+
+    tools/bench_host.py [--model 260k] [--quants fp32,q8,q4] [--runs 5] [--steps 256] [--json bench/host.json]
+
+Each run is a 256-token greedy generation from "Once upon a time"; tok/s is the program's own figure
+(forward passes over the time spent in them, from its summary record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "site_scons"))
+
+from llmcu.fileio import write_text_atomic  # noqa: E402
+from llmcu.protocol import parse  # noqa: E402
+
+
+def build(model: str, quant: str, extra: list[str]) -> Path:
+    args = [sys.executable, "-m", "SCons", "-Q", "target=host", f"model={model}", f"quant={quant}", *extra]
+    subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    builds = sorted((ROOT / "build" / "host").glob(f"*-{quant}/llmcu"), key=lambda p: p.stat().st_mtime)
+    return builds[-1]
+
+
+def measure(program: Path, steps: int, prompt: str) -> float:
+    stdout = subprocess.run(
+        [str(program), "-p", prompt, "-n", str(steps), "-t", "0"], capture_output=True, check=True
+    ).stdout
+    return parse(stdout).summary_number("tok_per_s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="260k")
+    parser.add_argument("--tokenizer", default="")
+    parser.add_argument("--quants", default="fp32,q8,q4")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=256)
+    parser.add_argument("--prompt", default="Once upon a time")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    extra = [f"tokenizer={args.tokenizer}"] if args.tokenizer else []
+    os.environ.setdefault("LLMCU_MODELS", str(ROOT.parent / "shared" / "models"))
+    rows = []
+    for quant in args.quants.split(","):
+        program = build(args.model, quant, extra)
+        rates = [measure(program, args.steps, args.prompt) for _ in range(args.runs)]
+        rows.append(
+            {
+                "target": "host",
+                "model": args.model,
+                "quant": quant,
+                "runs": args.runs,
+                "tok_per_s": {"min": min(rates), "median": statistics.median(rates), "max": max(rates)},
+            }
+        )
+    print(f"| model | quant | tok/s median | min | max |  ({args.runs} runs of {args.steps} tokens)")
+    print("|---|---|---:|---:|---:|")
+    for row in rows:
+        rate = row["tok_per_s"]
+        print(f"| {row['model']} | {row['quant']} | {rate['median']:.0f} | {rate['min']:.0f} | {rate['max']:.0f} |")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

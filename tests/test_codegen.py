@@ -92,13 +92,13 @@ def test_tokenizer_lookup_order_is_sorted(tok: Tokenizer) -> None:
 
 def test_mismatched_tokenizer_is_rejected(tmp_path: Path, tok: Tokenizer) -> None:
     config = ModelConfig(16, 40, 1, 4, 4, 300, 8, True)
-    with pytest.raises(LlmcuError, match="512 tokens but the model's vocab_size is 300"):
+    with pytest.raises(LlmcuError, match=r"512 tokens but the model.s vocab_size is 300"):
         generate(random_checkpoint(config), tok, QuantPlan(), tmp_path, model_name="x")
     assert not any(tmp_path.iterdir()), "nothing may be written for a rejected model"
 
 
 def test_seq_len_beyond_the_model_is_rejected(tmp_path: Path, tok: Tokenizer) -> None:
-    with pytest.raises(OptionError, match="outside 1..32"):
+    with pytest.raises(OptionError, match=r"outside 1\.\.32"):
         generate(random_checkpoint(SMALL), tok, QuantPlan(), tmp_path, model_name="x", seq_len=64)
 
 

@@ -6,12 +6,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from llmcu.oracle import generate
-from llmcu.reference import Reference
 
 from buildutil import scons
-from llmcu.checkpoint import read_checkpoint
+from llmcu.checkpoint import random_checkpoint, read_checkpoint, write_checkpoint
+from llmcu.config import ModelConfig
+from llmcu.oracle import generate
 from llmcu.protocol import parse
+from llmcu.reference import Reference
 from llmcu.tokenizer import read_tokenizer
 
 QUANTS = ("fp32", "q8", "q4")
@@ -153,3 +154,45 @@ def test_build_outputs_live_under_the_variant_dir(programs: dict[str, Path]) -> 
         assert (out / name).is_file(), name
     header = (out / "gen" / "model_config.h").read_text()
     assert "#define LLMCU_QTYPE_WQ 1" in header and "#define LLMCU_HIDDEN_DIM 172" in header
+
+
+@pytest.mark.parametrize("quant", QUANTS)
+def test_unshared_classifier_model_from_a_path_equals_the_oracle(
+    quant: str, tmp_path_factory: pytest.TempPathFactory, tok512: Path
+) -> None:
+    """A checkpoint given by path, with an unshared classifier, GQA and rows that end in short groups."""
+    work = tmp_path_factory.mktemp(f"unshared-{quant}")
+    config = ModelConfig(dim=48, hidden_dim=100, n_layers=2, n_heads=6, n_kv_heads=2, vocab_size=512, seq_len=48,
+                         shared_classifier=False)  # fmt: skip
+    ckpt = random_checkpoint(config, seed=11, scale=0.2)
+    write_checkpoint(work / "tiny.bin", ckpt, version=1)
+    scons(
+        [f"model={work / 'tiny.bin'}", f"tokenizer={tok512}", f"quant={quant}", "group_size=16",
+         f"build_dir={work}"],
+        tok512.parent,
+    )  # fmt: skip
+    program = next(work.glob("host/tiny-*/llmcu"))
+    model = Reference.from_checkpoint(read_checkpoint(work / "tiny.bin"), quant=quant, group_size=16)
+    tok = read_tokenizer(tok512, 512)
+    for case in ({"prompt": "Once", "steps": 40, "temperature": 0.0, "topp": 0.9, "seed": 1},
+                 {"prompt": "", "steps": 48, "temperature": 1.0, "topp": 0.9, "seed": 7}):  # fmt: skip
+        out = parse(run_program(program, case, quiet=False))
+        oracle = generate(model, tok, case["prompt"], case["steps"], case["temperature"], case["topp"], case["seed"])
+        assert [out.tokens[0].token] + [r.next for r in out.tokens][: len(oracle.tokens) - 1] == oracle.tokens
+        assert out.text == oracle.text
+
+
+@pytest.mark.slow
+def test_15m_shaped_model_builds_fast_and_runs(tmp_path: Path, tokenizer_32k: Path) -> None:
+    import time
+
+    write_checkpoint(tmp_path / "r15m.bin", random_checkpoint(ModelConfig(288, 768, 6, 6, 6, 32000, 256, True)))
+    for quant in QUANTS:
+        start = time.perf_counter()
+        scons([f"model={tmp_path / 'r15m.bin'}", f"tokenizer={tokenizer_32k}", f"quant={quant}",
+               f"build_dir={tmp_path}"], tokenizer_32k.parent)  # fmt: skip
+        elapsed = time.perf_counter() - start
+        assert elapsed < 60, f"{quant}: {elapsed:.1f} s"
+        program = tmp_path / "host" / f"r15m-{quant}" / "llmcu"
+        out = parse(subprocess.run([str(program), "-n", "8"], capture_output=True, check=True).stdout)
+        assert out.ok and len(out.tokens) == 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,10 @@ from llmcu.reference import (
     GroupLinear,
     HostCMath,
     Reference,
+    StackedLinear,
     _host_library,
     c_math,
+    fuse,
     make_linear,
     sequential_sum,
     softmax,
@@ -33,20 +35,19 @@ from llmcu.tokenizer import BOS, Tokenizer, read_tokenizer
 F32 = np.float32
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _checkpoint(path: Path) -> Checkpoint:
     return read_checkpoint(path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(path: Path, quant: str = "fp32", math: str = "auto") -> Reference:
     return Reference.from_checkpoint(_checkpoint(path), quant, 32, math=math)
 
 
 def _run(model: Reference, tok: Tokenizer, case: dict, keep_logits: bool = False) -> GenerationResult:
-    return generate(
-        model, tok, case["prompt"], case["steps"], case["temperature"], case["topp"], case["seed"], keep_logits
-    )
+    settings = (case["steps"], case["temperature"], case["topp"], case["seed"])
+    return generate(model, tok, case["prompt"], *settings, keep_logits=keep_logits)
 
 
 # --- run.c byte for byte -----------------------------------------------------------------------------------
@@ -64,9 +65,7 @@ def test_every_golden_case_matches(stories260k: Path, tok512: Path, golden_cases
     assert len(golden_cases) >= 4
 
 
-def test_golden_greedy_with_correctly_rounded_math(
-    stories260k: Path, tok512: Path, golden_cases: list[dict]
-) -> None:
+def test_golden_greedy_exact_math(stories260k: Path, tok512: Path, golden_cases: list[dict]) -> None:
     model = _model(stories260k, math="exact")
     tok = read_tokenizer(tok512)
     case = next(c for c in golden_cases if c["temperature"] == 0.0)
@@ -105,8 +104,8 @@ class _ScriptedModel:
     """A stand-in model whose greedy choice is scripted position by position."""
 
     script: list[int]
-    config: ModelConfig = ModelConfig(8, 8, 1, 1, 1, 512, 64)
-    cmath: CMath = CMath()
+    config: ModelConfig = field(default_factory=lambda: ModelConfig(8, 8, 1, 1, 1, 512, 64))
+    cmath: CMath = field(default_factory=CMath)
 
     def forward(self, token: int, pos: int) -> np.ndarray:
         logits = np.zeros(self.config.vocab_size, dtype=F32)
@@ -214,7 +213,7 @@ def test_topp_never_exceeded_uses_every_candidate() -> None:
     assert sample_topp(probs, F32(0.99), F32(0.999)) == 3
 
 
-def _scalar_sample(logits: np.ndarray, temperature: float, topp: float, coin: np.float32, cmath: CMath) -> int:
+def _scalar_sample(logits: np.ndarray, temperature: float, topp: float, coin: F32, cmath: CMath) -> int:
     """A plain scalar float32 loop version of run.c's sample (after the coin is drawn)."""
     t = F32(temperature)
     x = [F32(v / t) for v in logits]
@@ -248,7 +247,10 @@ def _scalar_sample(logits: np.ndarray, temperature: float, topp: float, coin: np
     return cand[last]
 
 
-@pytest.mark.parametrize(("temperature", "topp"), [(1.0, 0.9), (0.8, 0.95), (1.3, 0.5), (1.0, 1.0), (0.7, 0.0)])
+SAMPLER_SETTINGS = [(1.0, 0.9), (0.8, 0.95), (1.3, 0.5), (1.0, 1.0), (0.7, 0.0)]
+
+
+@pytest.mark.parametrize(("temperature", "topp"), SAMPLER_SETTINGS)
 def test_sampler_matches_a_scalar_loop(temperature: float, topp: float) -> None:
     cmath = c_math("auto")
     rng = np.random.default_rng(3)
@@ -306,9 +308,24 @@ def test_quantized_matmul_follows_the_contract(qtype: str, cols: int, group_size
             xs = F32(F32(np.max(np.abs(block))) / F32(qmax))
             xq = [0 if xs == 0 else int(np.sign(v) * np.floor(abs(float(F32(v / xs))) + 0.5)) for v in block]
             wq = [int(v) for v in matrix.q[1, i, start : start + group_size]]
-            isum = sum(a * b for a, b in zip(wq, xq))
+            isum = sum(a * b for a, b in zip(wq, xq, strict=True))
             acc = F32(acc + F32(F32(F32(isum) * matrix.scales[1, i, g]) * xs))
         assert out[i] == acc
+
+
+@pytest.mark.parametrize("qtypes", [("fp32", "fp32"), ("q8", "q8"), ("q4", "q8"), ("fp32", "q4")])
+def test_fused_matmuls_equal_separate_ones(qtypes: tuple[str, str]) -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(40).astype(F32)
+    parts = [
+        make_linear(quantize_matrix(rng.standard_normal((rows, 40)), q, 16))
+        for rows, q in zip((7, 5), qtypes, strict=True)
+    ]
+    fused = fuse(parts)
+    mixed = (qtypes[0] == "fp32") != (qtypes[1] == "fp32")
+    assert isinstance(fused, StackedLinear) == mixed
+    assert fused.rows == 12
+    assert fused(x).tobytes() == np.concatenate([part(x) for part in parts]).tobytes()
 
 
 def test_softmax_is_the_contract() -> None:
@@ -328,8 +345,8 @@ def test_host_expf_equals_the_c_library() -> None:
     expf = library.expf
     expf.restype, expf.argtypes = ctypes.c_float, [ctypes.c_float]
     rng = np.random.default_rng(4)
-    x = np.concatenate([rng.standard_normal(20000) * 10, -rng.random(5000) * 100, [0.0, -0.0, 88.7, 89.0, -104.0]])
-    x = x.astype(F32)
+    edges = [0.0, -0.0, 88.7, 89.0, -104.0]
+    x = np.concatenate([rng.standard_normal(20000) * 10, -rng.random(5000) * 100, edges]).astype(F32)
     expected = np.array([expf(float(v)) for v in x], dtype=F32)
     got = HostCMath(library).expf(x)
     assert got.tobytes() == expected.tobytes()
@@ -348,7 +365,7 @@ def test_forward_is_deterministic_and_checks_its_arguments(stories260k: Path) ->
     first, second = Reference(ckpt), Reference(ckpt)
     a = [first.forward(t, p) for p, t in enumerate([1, 403, 407])]
     b = [second.forward(t, p) for p, t in enumerate([1, 403, 407])]
-    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b, strict=True))
     assert a[0].dtype == np.float32 and a[0].shape == (512,)
     with pytest.raises(ValueError, match="vocabulary"):
         first.forward(512, 0)
@@ -358,8 +375,9 @@ def test_forward_is_deterministic_and_checks_its_arguments(stories260k: Path) ->
 
 def test_plan_overrides(stories260k: Path) -> None:
     ckpt = _checkpoint(stories260k)
-    model = Reference.from_checkpoint(ckpt, "fp32", 32, overrides={"w2": "q8"})
+    model = Reference.from_checkpoint(ckpt, "fp32", 32, overrides={"w2": "q8", "wk": "q4"})
     assert model.plan["w2"].qtype == "q8" and model.plan["wq"].qtype == "fp32"
+    assert isinstance(model.layers[0].qkv, StackedLinear)
     assert "wcls" not in model.plan  # stories260K shares its classifier
     plain = _model(stories260k)
     assert model.forward(1, 0).tobytes() != plain.forward(1, 0).tobytes()
@@ -380,11 +398,12 @@ def test_quantized_generation_stays_close(stories260k: Path, tok512: Path) -> No
     for quant, min_agree, min_cos in (("q8", 0.95, 0.995), ("q4", 0.6, 0.8)):
         model = Reference.from_checkpoint(_checkpoint(stories260k), quant, 32)
         logits = _teacher_forced(model, base.tokens[:-1])
-        agree = np.mean([np.argmax(a) == np.argmax(b) for a, b in zip(base.logits, logits)])
-        cos = [float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(base.logits, logits)]
+        pairs = list(zip(base.logits, logits, strict=True))
+        agree = np.mean([np.argmax(a) == np.argmax(b) for a, b in pairs])
+        cos = [float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in pairs]
         assert agree >= min_agree, quant
         assert min(cos) >= min_cos, quant
-        assert any(a.tobytes() != b.tobytes() for a, b in zip(base.logits, logits)), quant
+        assert any(a.tobytes() != b.tobytes() for a, b in pairs), quant
 
 
 def test_quantized_sampling_runs(stories260k: Path, tok512: Path) -> None:

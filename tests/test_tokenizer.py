@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import find_model_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import find_model_file
 from llmcu.errors import TokenizerError
 from llmcu.tokenizer import (
     BOS,
@@ -26,7 +26,7 @@ from llmcu.tokenizer import (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str) -> Tokenizer | None:
     path = find_model_file(name)
     return None if path is None else read_tokenizer(path)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
-from llmcu import models, project  # noqa: E402
-from llmcu.checkpoint import read_checkpoint  # noqa: E402
-from llmcu.errors import LlmcuError  # noqa: E402
-from llmcu.fileio import write_text_atomic  # noqa: E402
-from llmcu.quality import compare  # noqa: E402
-from llmcu.tokenizer import read_tokenizer  # noqa: E402
+from llmcu import models, project
+from llmcu.checkpoint import read_checkpoint
+from llmcu.errors import LlmcuError
+from llmcu.fileio import write_text_atomic
+from llmcu.quality import compare
+from llmcu.tokenizer import read_tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:

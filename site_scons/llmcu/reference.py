@@ -49,8 +49,7 @@ class CMath:
     name = "exact"
 
     def expf(self, x: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore", under="ignore"):
-            return np.exp(np.asarray(x, dtype=np.float64)).astype(F32)
+        return _round_to_f32(np.exp(np.asarray(x, dtype=np.float64)))
 
     def cosf(self, x: np.ndarray) -> np.ndarray:
         return np.cos(np.asarray(x, dtype=np.float64)).astype(F32)
@@ -81,8 +80,9 @@ class HostCMath(CMath):
 
     def expf(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=F32)
-        out = super().expf(x)
-        hard = _near_rounding_boundary(np.exp(x.astype(np.float64)), out)
+        wide = np.exp(x.astype(np.float64))
+        out = _round_to_f32(wide)
+        hard = _near_rounding_boundary(wide, out)
         if np.any(hard):
             flat_x, flat_out, flat_hard = x.reshape(-1), out.reshape(-1), hard.reshape(-1)
             for index in np.flatnonzero(flat_hard):
@@ -97,6 +97,11 @@ class HostCMath(CMath):
 
     def powf(self, base: float, exponents: np.ndarray) -> np.ndarray:
         return _elementwise(lambda e: self._powf(float(F32(base)), e), exponents)
+
+
+def _round_to_f32(wide: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", under="ignore"):
+        return wide.astype(F32)
 
 
 def _bind(library: ctypes.CDLL, name: str, arity: int) -> Callable[..., float]:
@@ -124,7 +129,7 @@ def _near_rounding_boundary(wide: np.ndarray, rounded: np.ndarray) -> np.ndarray
         return (wide != low) & ~(distance >= _HARD_ROUNDING_ULPS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _host_library() -> ctypes.CDLL | None:
     for name in (ctypes.util.find_library("m"), ctypes.util.find_library("c"), "libm.so.6"):
         if not name:
@@ -210,7 +215,8 @@ def rotate(vec: np.ndarray, fcr: np.ndarray, fci: np.ndarray) -> np.ndarray:
 
 
 class Linear(Protocol):
-    rows: int
+    @property
+    def rows(self) -> int: ...
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -279,15 +285,14 @@ def make_linear(matrix: QuantizedMatrix, layer: int | None = None) -> Linear:
 def fuse(parts: Sequence[Linear]) -> Linear:
     """One matmul for several of the same input. Rows are independent, so concatenating the matrices
     gives bit-identical results (a quantized input depends only on ``x`` and the group size)."""
-    if all(isinstance(part, Fp32Linear) for part in parts):
-        return Fp32Linear(np.concatenate([part.weight for part in parts]))  # type: ignore[union-attr]
-    group_sizes = {part.group_size for part in parts if isinstance(part, GroupLinear)}
-    if all(isinstance(part, GroupLinear) for part in parts) and len(group_sizes) == 1:
-        return GroupLinear(
-            np.concatenate([part.q for part in parts]),  # type: ignore[union-attr]
-            np.concatenate([part.scales for part in parts]),  # type: ignore[union-attr]
-            group_sizes.pop(),
-        )
+    dense = [part for part in parts if isinstance(part, Fp32Linear)]
+    if len(dense) == len(parts):
+        return Fp32Linear(np.concatenate([part.weight for part in dense]))
+    grouped = [part for part in parts if isinstance(part, GroupLinear)]
+    group_sizes = {part.group_size for part in grouped}
+    if len(grouped) == len(parts) and len(group_sizes) == 1:
+        q = np.concatenate([part.q for part in grouped])
+        return GroupLinear(q, np.concatenate([part.scales for part in grouped]), group_sizes.pop())
     return StackedLinear(list(parts))
 
 
@@ -401,8 +406,8 @@ class Reference:
         xb = rmsnorm(x, layer.rms_att)
         qkv = layer.qkv(xb)
         q = rotate(qkv[: cfg.dim], self.rope_cos[pos], self.rope_sin[pos])
-        kv_half = cfg.kv_dim // 2
-        k = rotate(qkv[cfg.dim : cfg.dim + cfg.kv_dim], self.rope_cos[pos, :kv_half], self.rope_sin[pos, :kv_half])
+        half = cfg.kv_dim // 2
+        k = rotate(qkv[cfg.dim : cfg.dim + cfg.kv_dim], self.rope_cos[pos, :half], self.rope_sin[pos, :half])
         self.key_cache[index, pos] = k
         self.value_cache[index, pos] = qkv[cfg.dim + cfg.kv_dim :]
         x = (x + layer.wo(self._attention(index, q, pos))).astype(F32)

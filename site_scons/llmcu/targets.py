@@ -8,10 +8,9 @@ where it is rather than a compiler failure later.
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from .errors import OptionError
 

@@ -11,6 +11,7 @@ vocabulary falls back to one token per byte (``id = byte + 3``).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import struct
@@ -109,7 +110,7 @@ class Tokenizer:
     def _dummy_prefix(self) -> int:
         token_id = self.lookup(b" ")
         if token_id is None:
-            raise TokenizerError("the tokenizer has no ' ' piece, which run.c's encoder needs as dummy prefix")
+            raise TokenizerError("the tokenizer has no ' ' piece, which run.c's encoder uses as dummy prefix")
         return token_id
 
     def _initial_tokens(self, data: bytes) -> list[int]:
@@ -142,7 +143,7 @@ class Tokenizer:
         scored pairs merges first; scores at or below -1e10 never merge. Like run.c, pairs that involve
         BOS are looked up too.
         """
-        pairs = [self._pair_score(a, b) for a, b in zip(tokens, tokens[1:])]
+        pairs = [self._pair_score(a, b) for a, b in itertools.pairwise(tokens)]
         while pairs:
             best_index = -1
             best_score = MERGE_SCORE_FLOOR
@@ -164,7 +165,7 @@ class Tokenizer:
         """The tokenizer in llama2.c's ``tokenizer.bin`` format."""
         _check_lengths(self.pieces, self.max_token_length, "tokenizer")
         parts = [_HEADER.pack(self.max_token_length)]
-        for piece, score in zip(self.pieces, self.scores):
+        for piece, score in zip(self.pieces, self.scores, strict=True):
             parts.append(_RECORD.pack(float(score), len(piece)))
             parts.append(piece)
         return b"".join(parts)
@@ -237,8 +238,8 @@ def parse_tokenizer(data: bytes, vocab_size: int | None = None, source: str = "t
     while offset < len(data):
         if len(data) - offset < _RECORD.size:
             raise TokenizerError(
-                f"{source}: {len(data) - offset} stray bytes at offset {offset} after token {len(pieces) - 1} "
-                "(the file is truncated or has trailing garbage)"
+                f"{source}: {len(data) - offset} stray bytes at offset {offset} after token "
+                f"{len(pieces) - 1} (the file is truncated or has trailing garbage)"
             )
         score, length = _RECORD.unpack_from(data, offset)
         offset += _RECORD.size
@@ -261,8 +262,8 @@ def parse_tokenizer(data: bytes, vocab_size: int | None = None, source: str = "t
         raise TokenizerError(f"{source}: the file holds no tokens")
     if vocab_size is not None and len(pieces) != vocab_size:
         raise TokenizerError(
-            f"{source}: tokenizer has {len(pieces)} tokens but the model's vocab_size is {vocab_size}; use the "
-            "tokenizer that belongs to this model (e.g. tok512.bin for stories260K)"
+            f"{source}: tokenizer has {len(pieces)} tokens but the model's vocab_size is {vocab_size}; "
+            "use the tokenizer that belongs to this model (e.g. tok512.bin for stories260K)"
         )
     return Tokenizer(pieces, np.array(scores, dtype=np.float32), max_token_length)
 

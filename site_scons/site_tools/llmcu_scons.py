@@ -38,7 +38,7 @@ def _variables(table: list) -> Variables:
 
 # Actions are plain module functions that find their settings in the environment. SCons signs a function
 # action by its code; a closure over the settings would sign differently on every run and rebuild every time.
-def _generate_action(target, source, env) -> int:  # noqa: ARG001 (SCons's action signature)
+def _generate_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
     try:
         steps.generate_sources(env["LLMCU_SETTINGS"])
     except LlmcuError as error:
@@ -47,7 +47,7 @@ def _generate_action(target, source, env) -> int:  # noqa: ARG001 (SCons's actio
     return 0
 
 
-def _run_action(target, source, env) -> int:  # noqa: ARG001 (SCons's action signature)
+def _run_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
     settings = env["LLMCU_SETTINGS"]
     try:
         steps.run_host_program(settings.out_dir / "llmcu", settings.run.program_args())
@@ -129,5 +129,5 @@ def generate(env) -> None:
     env.AddMethod(llmcu_build, "LlmcuBuild")
 
 
-def exists(env) -> bool:  # noqa: ARG001 (SCons's tool signature)
+def exists(env) -> bool:
     return True

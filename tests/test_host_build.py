@@ -76,11 +76,8 @@ def test_quantized_builds_equal_the_python_reference(
     for case in golden_cases:
         out = parse(run_program(programs[quant], case, quiet=False))
         assert out.ok
-        oracle = generate(
-            model, tok, case["prompt"], case["steps"], case["temperature"], case["topp"], case["seed"]
-        )
-        c_tokens = [out.tokens[0].token] + [record.next for record in out.tokens]
-        assert c_tokens[: len(oracle.tokens)] == oracle.tokens, (quant, case["prompt"])
+        oracle = generate(model, tok, case["prompt"], case["steps"], case["temperature"], case["topp"], case["seed"])
+        assert out.token_sequence() == oracle.tokens, (quant, case["prompt"])
         assert out.text == oracle.text
 
 
@@ -101,9 +98,7 @@ def test_option_change_rebuilds_only_that_variant(build_root: Path, stories260k:
     assert scons(["-q", *args], stories260k.parent, check=False).returncode == 0
 
 
-def test_run_alias_prints_text_and_summary(
-    programs: dict[str, Path], build_root: Path, stories260k: Path
-) -> None:
+def test_run_alias_prints_text_and_summary(programs: dict[str, Path], build_root: Path, stories260k: Path) -> None:
     result = scons(
         [
             "target=host", "model=260k", "quant=q8", f"build_dir={build_root}", "run",
@@ -178,7 +173,7 @@ def test_unshared_classifier_model_from_a_path_equals_the_oracle(
                  {"prompt": "", "steps": 48, "temperature": 1.0, "topp": 0.9, "seed": 7}):  # fmt: skip
         out = parse(run_program(program, case, quiet=False))
         oracle = generate(model, tok, case["prompt"], case["steps"], case["temperature"], case["topp"], case["seed"])
-        assert [out.tokens[0].token] + [r.next for r in out.tokens][: len(oracle.tokens) - 1] == oracle.tokens
+        assert out.token_sequence() == oracle.tokens
         assert out.text == oracle.text
 
 

@@ -38,7 +38,7 @@ def test_unknown_option_names_the_known_ones() -> None:
         ("steps", "-1", "between 0"),
         ("temperature", "hot", "0.0..100"),
         ("topp", "1.5", "between 0.0 and 1.0"),
-        ("seed", "nan", "0..2^64-1"),
+        ("seed", "0", "1..2^64-1"),
     ],
 )
 def test_bad_values_name_the_allowed_ones(name: str, value: str, expected: str) -> None:

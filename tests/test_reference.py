@@ -13,7 +13,7 @@ import pytest
 from llmcu import oracle
 from llmcu.checkpoint import Checkpoint, read_checkpoint
 from llmcu.config import ModelConfig
-from llmcu.errors import OptionError
+from llmcu.errors import OptionError, QuantizationError
 from llmcu.oracle import GenerationResult, effective_steps, generate
 from llmcu.quantize import quantize_matrix
 from llmcu.reference import (
@@ -381,7 +381,7 @@ def test_plan_overrides(stories260k: Path) -> None:
     assert "wcls" not in model.plan  # stories260K shares its classifier
     plain = _model(stories260k)
     assert model.forward(1, 0).tobytes() != plain.forward(1, 0).tobytes()
-    with pytest.raises(OptionError, match="unknown matrix kind"):
+    with pytest.raises(QuantizationError, match="unknown tensor 'w9'"):
         Reference.from_checkpoint(ckpt, "q8", 32, overrides={"w9": "q8"})
 
 

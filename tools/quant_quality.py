@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Quantization quality of a model: greedy agreement with fp32 and next-token KL, for q8 and q4.
 
-    tools/quant_quality.py [--model 260k] [--group-size 32] [--steps 256] [--json out.json]
+tools/quant_quality.py [--model 260k] [--group-size 32] [--steps 256] [--json out.json]
 """
 
 from __future__ import annotations

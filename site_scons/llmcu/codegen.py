@@ -235,9 +235,7 @@ def generate(
     weights_c = env.get_template("model_weights.c.j2").render(
         **common, tensor=_tensor_initializer({blob.symbol: blob for blob in blobs})
     )
-    assembly = env.get_template("model_data.S.j2").render(
-        **common, data_file=DATA_FILE, gnu_stack_note=gnu_stack_note
-    )
+    assembly = env.get_template("model_data.S.j2").render(**common, data_file=DATA_FILE, gnu_stack_note=gnu_stack_note)
     # The data first: the sources that name it are written last, so they never point at a stale file.
     write_bytes_atomic(out / DATA_FILE, data)
     write_text_atomic(out / "model_config.h", header)

@@ -18,6 +18,7 @@ import http.client
 import os
 import re
 import sys
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import tomllib
 from tqdm import tqdm
 
 from . import __version__

@@ -114,11 +114,16 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             _float_in(0.0, 1.0),
             "0.0..1.0",
         ),
-        Option("seed", "sampler seed for `run`", "1", None, _int_in(0, (1 << 64) - 1), "0..2^64-1"),
-        Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1"),
         Option(
-            "build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH"
+            "seed",
+            "sampler seed for `run` (0 would stall the xorshift generator)",
+            "1",
+            None,
+            _int_in(1, (1 << 64) - 1),
+            "1..2^64-1",
         ),
+        Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1"),
+        Option("build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH"),
     ]
 
 
@@ -139,9 +144,7 @@ def validate(values: Mapping[str, str], options: list[Option]) -> dict[str, Any]
     for option in options:
         text = str(values.get(option.name, option.default))
         if option.allowed is not None and text not in option.allowed:
-            raise OptionError(
-                f"{option.name}={text!r} is not allowed; choose one of: {', '.join(option.allowed)}"
-            )
+            raise OptionError(f"{option.name}={text!r} is not allowed; choose one of: {', '.join(option.allowed)}")
         try:
             result[option.name] = option.parse(text)
         except ValueError as error:

@@ -86,9 +86,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     check_unknown(arguments, table)
     values = validate(arguments, table)
     target = load_target(values["target"], TARGETS_DIR)
-    resolved = models.resolve_model(
-        values["model"], values["tokenizer"] or None, MODELS_DIR, download=download
-    )
+    resolved = models.resolve_model(values["model"], values["tokenizer"] or None, MODELS_DIR, download=download)
     plan = QuantPlan.parse(values["quant"], values["group_size"], values["quant_overrides"])
     build_dir = Path(values["build_dir"])
     if not build_dir.is_absolute():

@@ -48,6 +48,12 @@ class RunOutput:
     def ok(self) -> bool:
         return self.complete and self.status == "ok"
 
+    def token_sequence(self) -> list[int]:
+        """Every token fed or chosen, in order: the first fed token, then each record's next token."""
+        if not self.tokens:
+            return []
+        return [self.tokens[0].token, *(record.next for record in self.tokens)]
+
     def summary_number(self, key: str) -> float:
         try:
             return float(self.summary[key])
@@ -124,9 +130,7 @@ class ProtocolParser:
             if kind == "tok":
                 try:
                     self.output.tokens.append(
-                        TokenRecord(
-                            int(values["pos"]), int(values["token"]), int(values["next"]), int(values["cost"])
-                        )
+                        TokenRecord(int(values["pos"]), int(values["token"]), int(values["next"]), int(values["cost"]))
                     )
                 except (KeyError, ValueError):
                     raise ProtocolError(f"bad token record {body!r}") from None

@@ -51,8 +51,7 @@ def compare(
     steps: int = 256,
 ) -> QualityReport:
     """Compare ``quant`` with fp32 over a ``steps``-token greedy run from ``prompt``."""
-    reference = Reference.from_checkpoint(ckpt, "fp32")
-    baseline = generate(reference, tok, prompt, steps, 0.0, 0.9, 1)
+    baseline = generate(Reference.from_checkpoint(ckpt, "fp32"), tok, prompt, steps, 0.0, 0.9, 1, keep_logits=True)
     candidate = generate(Reference.from_checkpoint(ckpt, quant, group_size, overrides), tok, prompt, steps, 0.0, 0.9, 1)
 
     start = baseline.prompt_tokens
@@ -62,16 +61,16 @@ def compare(
     if divergence is None and len(ours) != len(theirs):
         divergence = min(len(ours), len(theirs))
 
-    # Teacher forcing: both models read fp32's sequence; compare their predictions for each next token.
-    fp32_model = Reference.from_checkpoint(ckpt, "fp32")
+    # Teacher forcing: the quantized model reads fp32's greedy sequence; fp32's own logits along that
+    # sequence are the ones it produced while generating it.
+    assert baseline.logits is not None
     quant_model = Reference.from_checkpoint(ckpt, quant, group_size, overrides)
     kls, top1 = [], []
-    sequence = baseline.tokens
-    for pos, token in enumerate(sequence[:-1]):
-        p_log = _log_softmax(fp32_model.forward(token, pos))
+    for pos, (token, fp32_logits) in enumerate(zip(baseline.tokens, baseline.logits, strict=False)):
         q_log = _log_softmax(quant_model.forward(token, pos))
         if pos + 1 < start:
             continue  # prompt positions: the next token is given, not predicted
+        p_log = _log_softmax(fp32_logits)
         kls.append(float(np.sum(np.exp(p_log) * (p_log - q_log))))
         top1.append(int(np.argmax(p_log)) == int(np.argmax(q_log)))
     return QualityReport(

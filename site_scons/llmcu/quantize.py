@@ -213,9 +213,7 @@ class QuantPlan:
                     f"quant override names unknown tensor {kind!r}; allowed: {', '.join(MATRIX_KINDS)}"
                 )
             if qtype not in QTYPES:
-                raise QuantizationError(
-                    f"quant override {kind}={qtype}: unknown type; allowed: {', '.join(QTYPES)}"
-                )
+                raise QuantizationError(f"quant override {kind}={qtype}: unknown type; allowed: {', '.join(QTYPES)}")
 
     @classmethod
     def parse(cls, default: str, group_size: int, overrides: str = "") -> QuantPlan:

@@ -26,7 +26,7 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import LAYER_MATRICES, MATRIX_KINDS, ModelConfig
 from .errors import OptionError
-from .quantize import QuantizedMatrix, quantize_matrix, quantize_vector
+from .quantize import QuantizedMatrix, QuantPlan, quantize_model, quantize_vector
 
 F32 = np.float32
 RMS_EPS = F32(1e-5)
@@ -320,21 +320,6 @@ class _Layer:
     w2: Linear
 
 
-def build_plan(
-    ckpt: Checkpoint, quant: str = "fp32", group_size: int = 32, overrides: dict[str, str] | None = None
-) -> dict[str, QuantizedMatrix]:
-    """Quantize every matrix of ``ckpt`` with ``quant``, or with ``overrides[kind]`` for that kind."""
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(MATRIX_KINDS))
-    if unknown:
-        raise OptionError(f"unknown matrix kind(s) {', '.join(unknown)}; allowed: {', '.join(MATRIX_KINDS)}")
-    return {
-        kind: quantize_matrix(ckpt.weights[kind], overrides.get(kind, quant), group_size)
-        for kind in MATRIX_KINDS
-        if kind in ckpt.weights
-    }
-
-
 class Reference:
     """run.c's ``forward`` with a KV cache, per the numeric contract (fp32 or group-quantized matrices)."""
 
@@ -364,7 +349,8 @@ class Reference:
         math: str | CMath = "auto",
     ) -> Reference:
         """A reference whose matrices are quantized with ``quant`` (norm weights stay fp32)."""
-        return cls(ckpt, build_plan(ckpt, quant, group_size, overrides), math=math)
+        plan = QuantPlan(quant, group_size, tuple((overrides or {}).items()))
+        return cls(ckpt, quantize_model(ckpt.weights, plan), math=math)
 
     @staticmethod
     def _complete_plan(ckpt: Checkpoint, plan: dict[str, QuantizedMatrix]) -> dict[str, QuantizedMatrix]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -20,15 +19,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "site_scons"))
 
+from llmcu import project  # noqa: E402
 from llmcu.fileio import write_text_atomic  # noqa: E402
 from llmcu.protocol import parse  # noqa: E402
 
 
-def build(model: str, quant: str, extra: list[str]) -> Path:
-    args = [sys.executable, "-m", "SCons", "-Q", "target=host", f"model={model}", f"quant={quant}", *extra]
-    subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    builds = sorted((ROOT / "build" / "host").glob(f"*-{quant}/llmcu"), key=lambda p: p.stat().st_mtime)
-    return builds[-1]
+def build(model: str, quant: str, extra: dict[str, str]) -> Path:
+    options = {"target": "host", "model": model, "quant": quant, **extra}
+    subprocess.run(
+        [sys.executable, "-m", "SCons", "-Q", *(f"{key}={value}" for key, value in options.items())],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return project.configure(options).out_dir / "llmcu"
 
 
 def measure(program: Path, steps: int, prompt: str) -> float:
@@ -48,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default="Once upon a time")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    extra = [f"tokenizer={args.tokenizer}"] if args.tokenizer else []
-    os.environ.setdefault("LLMCU_MODELS", str(ROOT.parent / "shared" / "models"))
+    extra = {"tokenizer": args.tokenizer} if args.tokenizer else {}
     rows = []
     for quant in args.quants.split(","):
         program = build(args.model, quant, extra)

@@ -13,11 +13,13 @@
 #include "kernels/kernels.h"
 #include "llmcu.h"
 
-/* A target may place the big buffers (KV cache, run state) in a particular memory, e.g.
- * -DLLMCU_STATE_ATTR='__attribute__((section(".sdram_bss")))'. Empty by default. */
-#ifndef LLMCU_STATE_ATTR
-#define LLMCU_STATE_ATTR
-#endif
+/*
+ * The big buffers live in named sections so that a firmware linker script can place them (the memory
+ * planner puts the KV cache and the run state in DTCM, AXI SRAM or SDRAM); names beginning with .bss keep
+ * them zero-initialised, uninitialised (NOLOAD) data wherever no linker script says otherwise.
+ */
+#define LLMCU_KV_ATTR __attribute__((section(".bss.llmcu_kv")))
+#define LLMCU_STATE_ATTR __attribute__((section(".bss.llmcu_state")))
 
 #define IS_QUANTIZED(qtype) ((qtype) != LLMCU_F32)
 
@@ -42,8 +44,8 @@ typedef struct {
 } run_state;
 
 static run_state s LLMCU_STATE_ATTR;
-static float key_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_STATE_ATTR;
-static float value_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_STATE_ATTR;
+static float key_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;
+static float value_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;
 
 /* ---- dispatch on the tensor kind's quantization type (a compile-time constant) ---- */
 

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# gcc: the host build. The cross toolchains and QEMU serve the Cortex-M7 and Cortex-A55 targets.
-APT_PACKAGES=(gcc libc6-dev)
+# gcc: the host build; arm-none-eabi-gcc + newlib: the Cortex-M7 firmware; qemu-system-arm: its QEMU twin.
+APT_PACKAGES=(gcc libc6-dev gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -18,6 +18,15 @@
 #define LLMCU_Q8 1
 #define LLMCU_Q4 2
 
+/* KV cache element types; model_config.h's LLMCU_KV_TYPE says which one the cache uses (runtime_c/README.md,
+ * "KV cache types"): float32, IEEE binary16 bits, or int8 with one float scale per position and kv head. */
+#define LLMCU_KV_F32 0
+#define LLMCU_KV_F16 1
+#define LLMCU_KV_Q8 2
+#ifndef LLMCU_KV_TYPE
+#define LLMCU_KV_TYPE LLMCU_KV_F32 /* a model_config.h generated before the option existed */
+#endif
+
 #define LLMCU_BOS 1
 #define LLMCU_EOS 2
 

@@ -35,7 +35,11 @@ typedef struct {
     float xb2[LLMCU_DIM];        /* the attention block's output projection */
     float hb[LLMCU_HIDDEN_DIM];  /* FFN hidden: w1 x, then swiglu */
     float hb2[LLMCU_HIDDEN_DIM]; /* FFN hidden: w3 x */
-    float q[LLMCU_DIM];          /* queries (keys and values go straight into the cache) */
+    float q[LLMCU_DIM];          /* queries (fp32 cache: keys and values go straight into the cache) */
+#if LLMCU_KV_TYPE != LLMCU_KV_F32
+    float k[LLMCU_KV_DIM]; /* this position's key and value in float32, before they are stored converted */
+    float v[LLMCU_KV_DIM];
+#endif
     float att[LLMCU_SEQ_LEN];    /* one head's attention weights: heads run one after the other */
     float logits[LLMCU_VOCAB_SIZE];
     /* The current matmul input, quantized once and shared by every matmul that reads it. */
@@ -44,8 +48,21 @@ typedef struct {
 } run_state;
 
 static run_state s LLMCU_STATE_ATTR;
-static float key_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;
-static float value_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;
+
+/* The KV cache's element type is LLMCU_KV_TYPE (runtime_c/README.md, "KV cache types"). */
+#if LLMCU_KV_TYPE == LLMCU_KV_F16
+typedef uint16_t kv_elem; /* IEEE binary16 bits */
+#elif LLMCU_KV_TYPE == LLMCU_KV_Q8
+typedef int8_t kv_elem; /* times the scale of its (position, kv head) */
+#else
+typedef float kv_elem;
+#endif
+static kv_elem key_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;
+static kv_elem value_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;
+#if LLMCU_KV_TYPE == LLMCU_KV_Q8
+static float key_scales[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_N_KV_HEADS] LLMCU_KV_ATTR;
+static float value_scales[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_N_KV_HEADS] LLMCU_KV_ATTR;
+#endif
 
 /* ---- dispatch on the tensor kind's quantization type (a compile-time constant) ---- */
 
@@ -85,6 +102,39 @@ static inline void embed(float *out, const llmcu_tensor *table, int qtype, int t
     }
 }
 
+/* ---- the KV cache's element type (a compile-time choice) ---- */
+
+/* Stores this position's key and value, computed in s.k/s.v, into the cache (fp32: already there). */
+static inline void store_kv(int l, int pos) {
+#if LLMCU_KV_TYPE == LLMCU_KV_F16
+    kv_store_f16(key_cache[l][pos], s.k, LLMCU_KV_DIM);
+    kv_store_f16(value_cache[l][pos], s.v, LLMCU_KV_DIM);
+#elif LLMCU_KV_TYPE == LLMCU_KV_Q8
+    /* One group per kv head: the weight contract's int8 quantization with group_size = head_size. */
+    quantize_activations(key_cache[l][pos], key_scales[l][pos], s.k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE);
+    quantize_activations(value_cache[l][pos], value_scales[l][pos], s.v, LLMCU_KV_DIM, LLMCU_HEAD_SIZE);
+#else
+    (void)l;
+    (void)pos;
+#endif
+}
+
+/* One query head (query q, output out) attends over positions 0..n_pos-1 of layer l's kv head kvh. */
+static inline void attend(float *out, const float *q, int l, int kvh, int n_pos) {
+    int kv_offset = kvh * LLMCU_HEAD_SIZE;
+#if LLMCU_KV_TYPE == LLMCU_KV_F16
+    attention_head_f16(out, s.att, q, &key_cache[l][0][kv_offset], &value_cache[l][0][kv_offset], LLMCU_KV_DIM,
+                       LLMCU_HEAD_SIZE, n_pos);
+#elif LLMCU_KV_TYPE == LLMCU_KV_Q8
+    attention_head_q8(out, s.att, q, &key_cache[l][0][kv_offset], &key_scales[l][0][kvh],
+                      &value_cache[l][0][kv_offset], &value_scales[l][0][kvh], LLMCU_KV_DIM, LLMCU_N_KV_HEADS,
+                      LLMCU_HEAD_SIZE, n_pos);
+#else
+    attention_head(out, s.att, q, &key_cache[l][0][kv_offset], &value_cache[l][0][kv_offset], LLMCU_KV_DIM,
+                   LLMCU_HEAD_SIZE, n_pos);
+#endif
+}
+
 /* ---- the blocks of a layer ---- */
 
 static void add_residual(float *x, const float *y, int n) {
@@ -94,9 +144,15 @@ static void add_residual(float *x, const float *y, int n) {
 }
 
 static void attention_block(const llmcu_layer *layer, int l, int pos) {
+#if LLMCU_KV_TYPE == LLMCU_KV_F32
     /* This position's key and value are written straight into the cache. */
     float *k = key_cache[l][pos];
     float *v = value_cache[l][pos];
+#else
+    /* They are computed and rotated in float32, then stored converted. */
+    float *k = s.k;
+    float *v = s.v;
+#endif
 
     rmsnorm(s.xb, s.x, layer->rms_att, LLMCU_DIM);
     quantize_input(s.xb, LLMCU_DIM,
@@ -106,12 +162,11 @@ static void attention_block(const llmcu_layer *layer, int l, int pos) {
     matmul(v, s.xb, &layer->wv, LLMCU_QTYPE_WV, LLMCU_KV_DIM, LLMCU_DIM);
 
     rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos);
+    store_kv(l, pos);
 
     /* Grouped-query attention: query head h reads kv head h / KV_MUL. */
     for (int h = 0; h < LLMCU_N_HEADS; h++) {
-        int kv_offset = (h / KV_MUL) * LLMCU_HEAD_SIZE;
-        attention_head(s.xb + h * LLMCU_HEAD_SIZE, s.att, s.q + h * LLMCU_HEAD_SIZE, &key_cache[l][0][kv_offset],
-                       &value_cache[l][0][kv_offset], LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos + 1);
+        attend(s.xb + h * LLMCU_HEAD_SIZE, s.q + h * LLMCU_HEAD_SIZE, l, h / KV_MUL, pos + 1);
     }
 
     quantize_input(s.xb, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_WO));

@@ -59,4 +59,26 @@ void swiglu(float *hb, const float *hb2, int n);
 void attention_head(float *out, float *att, const float *q, const float *k, const float *v, int stride,
                     int head_size, int n_pos);
 
+/*
+ * The KV cache in a smaller element type (runtime_c/README.md, "KV cache types"). A key or value vector is
+ * computed in float32 and stored converted; attention reads it converted back and is otherwise the fp32
+ * arithmetic above, so these variants differ from attention_head only in how they load k and v.
+ */
+
+/* float32 -> IEEE binary16 bits, round to nearest even (overflow to +-inf, subnormals, NaN stays NaN). */
+uint16_t f32_to_f16(float x);
+/* IEEE binary16 bits -> float32 (exact). */
+float f16_to_f32(uint16_t h);
+/* dst[n] = f32_to_f16(src[n]). q8 stores use quantize_activations with group_size = head_size: one
+ * scale per kv head (a cache row of kv_dim values is n_kv_heads groups). */
+void kv_store_f16(uint16_t *dst, const float *src, int n);
+/* attention_head over a binary16 cache: k and v point at this head's slice at position 0, `stride`
+ * elements (kv_dim) between positions. */
+void attention_head_f16(float *out, float *att, const float *q, const uint16_t *k, const uint16_t *v, int stride,
+                        int head_size, int n_pos);
+/* attention_head over an int8 cache: position t's key is (float)k[t*stride + i] * ks[t*scale_stride], the
+ * same for v with vs (ks and vs point at this kv head's scale at position 0; scale_stride is n_kv_heads). */
+void attention_head_q8(float *out, float *att, const float *q, const int8_t *k, const float *ks, const int8_t *v,
+                       const float *vs, int stride, int scale_stride, int head_size, int n_pos);
+
 #endif /* LLMCU_KERNELS_H */

@@ -365,14 +365,23 @@ def read_checkpoint(path: str | Path, *, allow_nonfinite: bool = False) -> Check
     return parse_checkpoint(data, str(source), allow_nonfinite=allow_nonfinite, path=source)
 
 
-def detect_format(path: str | Path) -> str:
-    """``"v0"``, ``"v1"`` or ``"v2"``, after validating the header and size (weights are not read)."""
+def _read_layout(path: str | Path) -> _Layout:
     source = Path(path)
     try:
         with source.open("rb") as handle:
-            return _plan(handle.read(HEADER_BYTES), os.fstat(handle.fileno()).st_size, str(source)).format
+            return _plan(handle.read(HEADER_BYTES), os.fstat(handle.fileno()).st_size, str(source))
     except OSError as exc:
         raise CheckpointError(f"{source}: cannot read checkpoint: {exc.strerror or exc}") from exc
+
+
+def detect_format(path: str | Path) -> str:
+    """``"v0"``, ``"v1"`` or ``"v2"``, after validating the header and size (weights are not read)."""
+    return _read_layout(path).format
+
+
+def detect_config(path: str | Path) -> ModelConfig:
+    """The model's shape from a validated header (weights are not read)."""
+    return _read_layout(path).config
 
 
 # --- writing ---------------------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def layout(blobs: Iterable[Blob]) -> bytes:
     return b"".join(chunks)
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("llmcu", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -212,7 +212,7 @@ def generate(
     model = GeneratedModel(config, context, plan, blobs, reports)
 
     out = Path(out_dir)
-    env = _environment()
+    env = environment()
     common = {"version": __version__, "config": config, "blobs": blobs}
     qtypes = [(kind, QTYPE_CODES[plan.qtype(kind)]) for kind in ("tok_embeddings", *LAYER_MATRICES, "wcls")]
     if config.shared_classifier:  # the classifier *is* the embedding table

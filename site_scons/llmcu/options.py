@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import OptionError
 from .quantize import QTYPES
+from .targets import parse_size
 
 GROUP_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -46,6 +47,19 @@ def _float_in(low: float, high: float) -> Callable[[str], float]:
         value = float(text)
         if not low <= value <= high:  # also rejects NaN
             raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _size_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = parse_size(text, "size")
+        except OptionError as error:
+            raise ValueError(str(error)) from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high} bytes")
         return value
 
     return parse
@@ -88,6 +102,28 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             None,
             _int_in(0, 1 << 20),
             "0..model seq_len",
+        ),
+        Option("board", "board of a firmware target (default: the target's default board)", "", None, str, "NAME"),
+        Option(
+            "weights",
+            "where firmware weights go: auto spills from internal flash to QSPI",
+            "auto",
+            ("auto", "flash", "qspi", "sdram"),
+        ),
+        Option(
+            "kv",
+            "RAM region for the KV cache on firmware targets (auto: the fastest that holds it)",
+            "auto",
+            None,
+            str,
+            "auto|dtcm|axi|sram|sdram|REGION",
+        ),
+        Option("stack", "firmware stack size in bytes", "8K", None, _size_in(1024, 1 << 20), "1K..1M"),
+        Option(
+            "hil",
+            "how `run` runs a firmware target: qemu = its QEMU twin, with the board's memory budget",
+            "none",
+            ("none", "qemu"),
         ),
         Option("prompt", "prompt for `run`", "", None, str, "TEXT"),
         Option(

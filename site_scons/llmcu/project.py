@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import models
+from . import boards, models
+from .errors import OptionError
+from .memplan import available_regions
 from .options import Option, build_options, check_unknown, list_targets, validate
 from .quantize import QuantPlan
-from .targets import Target, load_target
+from .targets import MemoryRegion, Target, load_target
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = ROOT / "runtime_c"
@@ -45,6 +47,35 @@ class RunParams:
 
 
 @dataclass(frozen=True)
+class FirmwareOptions:
+    """How the memory planner places things on a firmware target."""
+
+    weights: str
+    kv: str
+    stack_bytes: int
+    hil: str
+
+
+@dataclass(frozen=True)
+class FirmwareImage:
+    """One firmware to link: for a target's own regions, or for its QEMU twin with the board's budget."""
+
+    name: str  # "firmware" or "twin"
+    target: Target
+    regions: tuple[MemoryRegion, ...]
+    out_dir: Path
+    board: str
+
+    @property
+    def elf(self) -> Path:
+        return self.out_dir / "firmware.elf"
+
+    @property
+    def linker_script(self) -> Path:
+        return self.out_dir / "gen" / "firmware.ld"
+
+
+@dataclass(frozen=True)
 class BuildSettings:
     target: Target
     model_name: str
@@ -56,6 +87,9 @@ class BuildSettings:
     out_dir: Path
     run: RunParams
     verbose: bool = False
+    board: str = ""  # firmware targets: the board's name
+    firmware: FirmwareOptions | None = None
+    images: tuple[FirmwareImage, ...] = ()  # firmware targets: what to link (the board's, and its twin's)
 
     @property
     def gen_dir(self) -> Path:
@@ -80,6 +114,23 @@ def variant_name(model_name: str, plan: QuantPlan, seq_len: int) -> str:
     return _safe(name)
 
 
+def _firmware_images(target: Target, board: str, out_dir: Path, hil: str) -> tuple[str, tuple[FirmwareImage, ...]]:
+    """The firmware(s) a baremetal build links, and the board they are for."""
+    memories = None
+    if (target.folder / "boards").is_dir():
+        board = board or target.default_board
+        memories = boards.load_board(target.folder, board).memories
+    elif board:
+        raise OptionError(f"target {target.name} has no boards; drop board={board}")
+    images = [FirmwareImage("firmware", target, tuple(available_regions(target, memories)), out_dir, board)]
+    if hil == "qemu" and target.run_method != "qemu-system":
+        if not target.twin:
+            raise OptionError(f"target {target.name} has no QEMU twin, so hil=qemu cannot run it")
+        twin = load_target(target.twin, TARGETS_DIR)
+        images.append(FirmwareImage("twin", twin, tuple(available_regions(twin, memories)), out_dir / "twin", board))
+    return board, tuple(images)
+
+
 def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSettings:
     """Validate the options and resolve everything a build needs; raises an LlmcuError on bad input."""
     table = options_table()
@@ -91,8 +142,15 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     build_dir = Path(values["build_dir"])
     if not build_dir.is_absolute():
         build_dir = ROOT / build_dir
-    out_dir = build_dir / target.name / variant_name(resolved.name, plan, values["seq_len"])
+    variant = variant_name(resolved.name, plan, values["seq_len"])
+    if values["board"] and values["board"] != target.default_board:
+        variant += f"-{_safe(values['board'])}"
+    out_dir = build_dir / target.name / variant
     run = RunParams(values["prompt"], values["steps"], values["temperature"], values["topp"], values["seed"])
+    board, images, firmware = values["board"], (), None
+    if target.kind == "baremetal":
+        firmware = FirmwareOptions(values["weights"], values["kv"], values["stack"], values["hil"])
+        board, images = _firmware_images(target, values["board"], out_dir, values["hil"])
     return BuildSettings(
         target=target,
         model_name=resolved.name,
@@ -104,6 +162,9 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         out_dir=out_dir,
         run=run,
         verbose=values["verbose"],
+        board=board,
+        firmware=firmware,
+        images=images,
     )
 
 

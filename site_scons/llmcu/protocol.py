@@ -10,6 +10,15 @@ The same byte stream comes from the host program, a UART or QEMU's serial port::
 
 The parser is incremental (feed it chunks as they arrive), skips anything before the start marker (boot
 messages, stale bytes), and starts over when a new start marker arrives mid-run (a board that reset).
+
+A firmware adds lines of its own around a run (targets/cortex-m/firmware_main.c, fault.c), which the parser
+picks out of the bytes before the start marker::
+
+    \x05llmcu ready 1 target=... model=... quant=...\n      waiting for a command (``ready``)
+    \x15llmcu error reason=bad_command detail=steps\n      the command was refused (status ``rejected``)
+    \x03llmcu end status=fault reason=UsageFault pc=0x...\n a fault, before or during a run
+
+An end line also ends a record cut short (a fault while the records were being written).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from dataclasses import dataclass, field
 from .errors import ProtocolError
 
 STX, RS, ETX = b"\x02", b"\x1e", b"\x03"
+ENQ, NAK = b"\x05", b"\x15"  # a firmware's ready and error lines
 
 
 @dataclass
@@ -32,7 +42,11 @@ class TokenRecord:
 
 @dataclass
 class RunOutput:
-    """Everything one run printed. ``complete`` is True once the end marker arrived."""
+    """Everything one run printed. ``complete`` is True once the end marker (or a refusal) arrived.
+
+    ``end`` holds every field of the end line (a fault's registers) or of a refusal's error line; ``ready``
+    the fields of the last ready line seen before the run.
+    """
 
     header: dict[str, str] = field(default_factory=dict)
     text: bytes = b""
@@ -43,6 +57,8 @@ class RunOutput:
     complete: bool = False
     restarts: int = 0
     preamble: bytes = b""
+    end: dict[str, str] = field(default_factory=dict)
+    ready: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -94,6 +110,7 @@ class ProtocolParser:
             return
         if self._state == "preamble":
             self.output.preamble += byte
+            self._collect(byte, self._preamble_line)
         elif self._state == "header":
             self._collect(byte, self._header_line)
         elif self._state == "text":
@@ -105,6 +122,8 @@ class ProtocolParser:
                 if self.on_text is not None:
                     self.on_text(byte)
         elif self._state == "records":
+            if byte == ETX:  # the end line, even if it cuts a record short
+                self._line.clear()
             self._collect(byte, self._record_line)
 
     def _collect(self, byte: bytes, handle: Callable[[str], None]) -> None:
@@ -114,6 +133,29 @@ class ProtocolParser:
             handle(line)
         else:
             self._line += byte
+
+    def _preamble_line(self, line: str) -> None:
+        """A firmware's own lines, wherever they start in the noise before a run."""
+        for marker in (ENQ.decode(), NAK.decode(), ETX.decode()):
+            at = line.rfind(marker)
+            if at < 0:
+                continue
+            words = line[at + 1 :].split()
+            if marker == ENQ.decode() and words[:2] == ["llmcu", "ready"]:
+                self.output.ready = {"version": words[2] if len(words) > 2 else "", **_fields(line[at + 1 :])}
+            elif marker == NAK.decode() and words[:2] == ["llmcu", "error"]:
+                self._finish("rejected", _fields(line[at + 1 :]))
+            elif marker == ETX.decode() and words[:2] == ["llmcu", "end"]:
+                values = _fields(line[at + 1 :])
+                self._finish(values.get("status", ""), values)
+            return
+
+    def _finish(self, status: str, values: dict[str, str]) -> None:
+        self.output.status = status
+        self.output.reason = values.get("reason", "")
+        self.output.end = values
+        self.output.complete = True
+        self._state = "done"
 
     def _header_line(self, line: str) -> None:
         words = line.split()
@@ -138,10 +180,7 @@ class ProtocolParser:
                 self.output.summary = values
         elif marker == ETX.decode():
             values = _fields(body)
-            self.output.status = values.get("status", "")
-            self.output.reason = values.get("reason", "")
-            self.output.complete = True
-            self._state = "done"
+            self._finish(values.get("status", ""), values)
         elif line.strip():
             raise ProtocolError(f"unexpected line after the text: {line!r}")
 
@@ -149,6 +188,29 @@ class ProtocolParser:
 def parse(data: bytes) -> RunOutput:
     """Parse a whole captured stream."""
     return ProtocolParser().feed(data)
+
+
+# Cortex-M fault status bits (CFSR: MMFSR, BFSR, UFSR), named as in the ARMv7-M Architecture Reference Manual.
+CFSR_BITS = {
+    0: "IACCVIOL", 1: "DACCVIOL", 3: "MUNSTKERR", 4: "MSTKERR", 5: "MLSPERR", 7: "MMARVALID",
+    8: "IBUSERR", 9: "PRECISERR", 10: "IMPRECISERR", 11: "UNSTKERR", 12: "STKERR", 13: "LSPERR", 15: "BFARVALID",
+    16: "UNDEFINSTR", 17: "INVSTATE", 18: "INVPC", 19: "NOCP", 24: "UNALIGNED", 25: "DIVBYZERO",
+}  # fmt: skip
+
+
+def describe_fault(end: dict[str, str]) -> str:
+    """One line from a fault's end line fields: where, and what the fault status register says."""
+    try:
+        cfsr = int(end.get("cfsr", "0"), 16)
+    except ValueError:
+        cfsr = 0
+    flags = [name for bit, name in CFSR_BITS.items() if cfsr >> bit & 1]
+    parts = [f"{end.get('reason', 'fault')} at pc={end.get('pc', '?')}", f"lr={end.get('lr', '?')}"]
+    parts.append(f"cfsr={end.get('cfsr', '?')}" + (f" ({' '.join(flags)})" if flags else ""))
+    for key in ("hfsr", "mmfar", "bfar", "sp"):
+        if key in end:
+            parts.append(f"{key}={end[key]}")
+    return ", ".join(parts)
 
 
 def format_summary(output: RunOutput) -> str:

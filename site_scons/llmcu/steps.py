@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from .checkpoint import read_checkpoint
+from . import __version__, boards, codegen, elfreport, memplan
+from .checkpoint import detect_config, read_checkpoint
 from .codegen import GeneratedModel, generate, write_quant_report
 from .errors import LlmcuError
-from .project import BuildSettings
+from .fileio import write_text_atomic
+from .project import BuildSettings, FirmwareImage
 from .protocol import ProtocolParser, RunOutput, format_summary
 from .tokenizer import read_tokenizer
 
@@ -30,7 +33,56 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         progress=sys.stderr.isatty(),
     )
     write_quant_report(model, settings.out_dir / "quant_report.json", settings.out_dir / "quant_report.md")
+    for image in settings.images:
+        write_linker_script(settings, image, model)
+    if settings.images and settings.board:
+        board = boards.load_board(settings.target.folder, settings.board)
+        write_text_atomic(settings.gen_dir / "board_config.h", boards.render_board_config(board))
     return model
+
+
+def planner_blobs(model: GeneratedModel) -> list[memplan.Blob]:
+    """The generated arrays as the planner sees them: read in full every token (heat 0) or only in part."""
+    cold = {"llmcu_w_tok_embeddings", "llmcu_s_tok_embeddings"} if not model.config.shared_classifier else set()
+    return [
+        memplan.Blob(blob.section, blob.size, 1 if blob.symbol in cold or "tokenizer" in blob.section else 0)
+        for blob in model.blobs
+    ]
+
+
+def plan_image(settings: BuildSettings, image: FirmwareImage, model: GeneratedModel) -> memplan.MemoryPlan:
+    assert settings.firmware is not None
+    return memplan.plan_memory(
+        image.target,
+        image.regions,
+        model.config,
+        planner_blobs(model),
+        seq_len=model.seq_len,
+        kv_type=getattr(model, "kv_type", "f32"),
+        group_size=settings.plan.group_size,
+        weights=settings.firmware.weights,
+        kv=settings.firmware.kv,
+        stack_bytes=settings.firmware.stack_bytes,
+    )
+
+
+def write_linker_script(settings: BuildSettings, image: FirmwareImage, model: GeneratedModel) -> None:
+    plan = plan_image(settings, image, model)
+    template = codegen.environment().get_template("cortex_m.ld.j2")
+    text = template.render(
+        version=__version__,
+        target=image.target.name,
+        board=image.board or image.target.name,
+        plan_lines=memplan.describe(plan),
+        regions=plan.regions,
+        boot=plan.boot_region,
+        data=plan.data_region,
+        stack_bytes=plan.stack_bytes,
+        groups=plan.groups,
+        kv_region=plan.kv_region,
+        state_region=plan.state_region,
+    )
+    write_text_atomic(image.linker_script, text)
 
 
 def run_host_program(program: Path, args: list[str], *, echo: bool = True, timeout: float = 600) -> RunOutput:
@@ -53,3 +105,67 @@ def run_host_program(program: Path, args: list[str], *, echo: bool = True, timeo
     if echo:
         print(f"[llmcu] {format_summary(output)}", flush=True)
     return output
+
+
+def firmware_outputs(settings: BuildSettings, image: FirmwareImage) -> elfreport.FirmwareReport:
+    """After linking: raw images per flash region and the memory report."""
+    config = detect_config(settings.checkpoint)
+    elfreport.write_region_images(image.elf, list(image.regions), image.out_dir)
+    report = elfreport.analyse(image.elf, list(image.regions), config)
+    title = f"{image.target.name} ({image.board or 'default'}), {settings.model_name} {settings.plan.name}"
+    elfreport.write_report(report, image.out_dir / "memory_report.json", image.out_dir / "memory_report.md", title)
+    return report
+
+
+def run_image(settings: BuildSettings) -> None:
+    """`scons run` for a firmware target: its QEMU twin (or the target itself when it is QEMU)."""
+    image = next((i for i in settings.images if i.target.run_method == "qemu-system"), None)
+    if image is None:
+        raise LlmcuError(
+            f"running on a {settings.target.name} board needs flashing and UART capture, which llmcu does not do "
+            "yet; add hil=qemu to run this build's QEMU twin with the board's memory budget"
+        )
+    from . import qemu
+
+    output = qemu.run_firmware(image.elf, settings.run, on_text=_show)
+    print(f"[llmcu] {format_summary(output)}", flush=True)
+
+
+def _show(piece: bytes) -> None:
+    sys.stdout.buffer.write(piece)
+    sys.stdout.buffer.flush()
+
+
+_OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
+
+
+def explain_link_errors(stderr: str, image: FirmwareImage) -> list[str]:
+    """The linker's region overflows as llmcu errors: which region, its size, how much more was needed."""
+    messages = []
+    for region_name, excess in _OVERFLOW.findall(stderr):
+        region = next((r for r in image.regions if r.name.upper() == region_name), None)
+        if region is None:
+            continue
+        advice = {
+            "flash": "the code and the weights planned into internal flash are larger than planned: try "
+            "quant=q4 or quant=q8, weights=qspi (a board with QSPI flash), or a smaller model",
+            "ram": "try a smaller stack=, kv_type=f16 or q8, a shorter seq_len=, or kv=sdram on a board with SDRAM",
+            "xip": "the weights exceed the QSPI flash: try quant=q4",
+        }[region.kind]
+        messages.append(
+            f"{image.target.name} firmware does not fit: region {region.name} ({region.size:,} bytes at "
+            f"{region.origin:#010x}) would need {int(excess):,} bytes more; {advice}"
+        )
+    return messages
+
+
+def link(command: str, image: FirmwareImage) -> int:
+    """Run the link command; turn region overflows into errors a user can act on."""
+    result = subprocess.run(command, shell=True, capture_output=True, text=True)
+    sys.stdout.write(result.stdout)
+    if result.returncode != 0:
+        explained = explain_link_errors(result.stderr, image)
+        sys.stderr.write(result.stderr if not explained else "")
+        for message in explained:
+            print(f"llmcu: error: {message}", file=sys.stderr)
+    return result.returncode

@@ -50,10 +50,24 @@ def _generate_action(target, source, env) -> int:  # SCons calls actions with (t
 def _run_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
     settings = env["LLMCU_SETTINGS"]
     try:
-        steps.run_host_program(settings.out_dir / "llmcu", settings.run.program_args())
+        if settings.images:
+            steps.run_image(settings)
+        else:
+            steps.run_host_program(settings.out_dir / "llmcu", settings.run.program_args())
     except LlmcuError as error:
         print(f"llmcu: error: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _firmware_outputs_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
+    try:
+        report = steps.firmware_outputs(env["LLMCU_SETTINGS"], env["LLMCU_IMAGE"])
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 1
+    for line in report.table():
+        print(line)
     return 0
 
 
@@ -61,10 +75,19 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
     """The generated C and data, rebuilt when the model files, the options or the generator change."""
     targets = [settings.gen_dir / name for name in codegen.GENERATED_FILES]
     targets += [settings.out_dir / "quant_report.json", settings.out_dir / "quant_report.md"]
-    identity = env.Value(f"{settings.model_name}|{settings.plan!r}|{settings.seq_len}|{settings.target.kind}")
+    targets += [image.linker_script for image in settings.images]
+    if settings.images and settings.board:
+        targets.append(settings.gen_dir / "board_config.h")
+    identity = env.Value(
+        f"{settings.model_name}|{settings.plan!r}|{settings.seq_len}|{settings.target.kind}|{settings.board}|"
+        f"{settings.firmware!r}|{[(image.name, image.target.name, image.regions) for image in settings.images]}"
+    )
     sources = [str(settings.checkpoint), str(settings.tokenizer), identity]
     sources += [str(path) for path in sorted(project.TEMPLATES_DIR.glob("*.j2"))]
     sources += [str(path) for path in sorted(project.LIBRARY_DIR.glob("*.py"))]
+    sources += [str(image.target.folder / "target.toml") for image in settings.images]
+    if settings.images and settings.board:
+        sources.append(str(settings.target.folder / "boards" / f"{settings.board}.toml"))
     return env.Command(
         [str(path) for path in targets],
         sources,
@@ -96,6 +119,54 @@ def _program(env, settings: project.BuildSettings, generated: list):
     return build_env.Program(str(settings.out_dir / "llmcu"), objects)
 
 
+def _link_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
+    return steps.link(env.subst("$LLMCU_LINKCMD", target=target, source=source), env["LLMCU_IMAGE"])
+
+
+def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage, generated: list):
+    """Compile the runtime and the board layer for one firmware image, link it with its planned script."""
+    target = image.target
+    gen = settings.gen_dir
+    build_env = env.Clone(
+        CC=target.cc,
+        CCFLAGS=list(target.all_cflags),
+        ASFLAGS=[*target.cpu_flags, f"-Wa,-I{gen}"],
+        LINKFLAGS=[
+            *target.cpu_flags,
+            *target.ldflags,
+            f"-T{image.linker_script}",
+            f"-Wl,-Map={image.out_dir / 'firmware.map'}",
+        ],
+        LIBS=list(target.libs),
+        CPPPATH=[str(project.RUNTIME_DIR), str(gen), str(project.TARGETS_DIR / "cortex-m"), str(target.folder)],
+        CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"')],
+        PROGSUFFIX=".elf",
+        LLMCU_IMAGE=image,
+    )
+    # Link through llmcu so that a region overflow becomes an error naming the region and what would fit.
+    build_env["LLMCU_LINKCMD"] = build_env["LINKCOM"]
+    build_env["LINKCOM"] = build_env.Action(_link_action, "$LLMCU_LINKCMD" if settings.verbose else QUIET_COMMANDS["LINKCOMSTR"])
+    sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources()]
+    sources += [(path, path.resolve().relative_to(project.ROOT)) for path in target.board_sources]
+    sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
+    objects = []
+    for path, rel in sources:
+        stem = str(rel).rsplit(".", 1)[0]
+        objects += build_env.Object(str(image.out_dir / "obj" / stem), str(path))
+    build_env.Depends(objects, generated)
+    elf = build_env.Program(str(image.elf.with_suffix("")), objects)
+    build_env.Depends(elf, generated)  # the linker script
+    outputs = [image.out_dir / "memory_report.json", image.out_dir / "memory_report.md"]
+    report = build_env.Command(
+        [str(path) for path in outputs],
+        elf,
+        build_env.Action(_firmware_outputs_action, f"REPORT  {image.out_dir / 'memory_report.md'}"),
+        LLMCU_SETTINGS=settings,
+        LLMCU_IMAGE=image,
+    )
+    return elf + report
+
+
 def llmcu_build(env, arguments: dict[str, str]):
     """Declare the whole build for the given command-line options; returns the program node."""
     table = project.options_table()
@@ -109,12 +180,17 @@ def llmcu_build(env, arguments: dict[str, str]):
     except LlmcuError as error:
         _fail(error)
         return None
-    if settings.target.run_method != "exec":
+    if settings.target.kind not in ("hosted", "baremetal"):
         _fail(LlmcuError(f"target {settings.target.name!r} is not buildable yet"))
     if not settings.verbose:
         env.Replace(**QUIET_COMMANDS)
     generated = _model_sources(env, settings)
-    program = _program(env, settings, generated)
+    if settings.images:
+        program = []
+        for image in settings.images:
+            program += _firmware(env, settings, image, generated)
+    else:
+        program = _program(env, settings, generated)
     env.Default(program)
     env.Alias("build", program)
     run = env.Alias("run", program, env.Action(_run_action, None), LLMCU_SETTINGS=settings)

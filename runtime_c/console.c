@@ -1,0 +1,288 @@
+/*
+ * The console command line (see console.h): collecting bytes into a bounded line, splitting it into
+ * key=value words, and parsing numbers without the C library's strto* functions, which pull in locale
+ * tables and, in newlib, an allocating reentrancy structure.
+ */
+#include <float.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "console.h"
+
+/* ---- reading lines ---- */
+
+void console_reader_init(console_reader *r) {
+    r->len = 0;
+    r->overflow = 0;
+    r->buf[0] = '\0';
+}
+
+int console_feed(console_reader *r, uint8_t byte) {
+    if (byte == '\n') {
+        int result = r->overflow ? CONSOLE_LINE_TOO_LONG : CONSOLE_LINE;
+        if (!r->overflow && r->len > 0 && r->buf[r->len - 1] == '\r') { /* a terminal's CR LF */
+            r->len--;
+        }
+        r->buf[r->overflow ? 0 : r->len] = '\0';
+        r->len = 0;
+        r->overflow = 0;
+        return result;
+    }
+    if (r->overflow) {
+        return CONSOLE_MORE; /* dropping the rest of an overlong line up to its '\n' */
+    }
+    if (r->len == CONSOLE_LINE_MAX) {
+        r->overflow = 1;
+        return CONSOLE_MORE;
+    }
+    r->buf[r->len++] = (char)byte;
+    return CONSOLE_MORE;
+}
+
+/* ---- numbers ---- */
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+int console_parse_u64(const char *text, size_t len, uint64_t *out) {
+    if (len == 0) {
+        return 0;
+    }
+    uint64_t value = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!is_digit(text[i])) {
+            return 0;
+        }
+        uint64_t digit = (uint64_t)(text[i] - '0');
+        if (value > (UINT64_MAX - digit) / 10) {
+            return 0; /* does not fit */
+        }
+        value = value * 10 + digit;
+    }
+    *out = value;
+    return 1;
+}
+
+/* value * 10^exp10. Powers of ten up to 1e22 are exact doubles, so for a mantissa below 2^53 and
+ * |exp10| <= 22 this is a single correctly rounded multiplication or division. */
+static double scale_by_power_of_ten(double value, int exp10) {
+    static const double powers[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    while (exp10 > 22) {
+        value *= 1e22;
+        exp10 -= 22;
+    }
+    while (exp10 < -22) {
+        value /= 1e22;
+        exp10 += 22;
+    }
+    return exp10 >= 0 ? value * powers[exp10] : value / powers[-exp10];
+}
+
+/*
+ * Decimal digits with an optional fraction and exponent ("0.95", "1", ".5", "1e-05", "2.5E+3"); no sign,
+ * no "inf" or "nan". The digits are collected into an integer and scaled once in double precision, then
+ * rounded to float: the result is the float of the correctly rounded double, (float)strtod(text), which
+ * is what the host program and the Python reference use, whenever the digits fit in 2^53 and the decimal
+ * exponent in +-22 (every short decimal, such as Python's repr() of 0.8 or 0.95). Longer ones can be a
+ * double's last bit off, which changes the float only when it sits on a float rounding boundary.
+ */
+int console_parse_float(const char *text, size_t len, float *out) {
+    uint64_t mantissa = 0;
+    int exp10 = 0;
+    int digits = 0;
+    size_t i = 0;
+
+    for (; i < len && is_digit(text[i]); i++, digits++) {
+        if (mantissa <= (UINT64_MAX - 9) / 10) {
+            mantissa = mantissa * 10 + (uint64_t)(text[i] - '0');
+        } else {
+            exp10++; /* digits beyond 19 only scale */
+        }
+    }
+    if (i < len && text[i] == '.') {
+        for (i++; i < len && is_digit(text[i]); i++, digits++) {
+            if (mantissa <= (UINT64_MAX - 9) / 10) {
+                mantissa = mantissa * 10 + (uint64_t)(text[i] - '0');
+                exp10--;
+            }
+        }
+    }
+    if (digits == 0) {
+        return 0;
+    }
+    if (i < len && (text[i] == 'e' || text[i] == 'E')) {
+        i++;
+        int negative = 0;
+        if (i < len && (text[i] == '+' || text[i] == '-')) {
+            negative = text[i] == '-';
+            i++;
+        }
+        if (i == len || !is_digit(text[i])) {
+            return 0;
+        }
+        int exponent = 0;
+        for (; i < len && is_digit(text[i]); i++) {
+            if (exponent < 100000) { /* far past any float: saturate rather than overflow */
+                exponent = exponent * 10 + (text[i] - '0');
+            }
+        }
+        exp10 += negative ? -exponent : exponent;
+    }
+    if (i != len) {
+        return 0;
+    }
+
+    if (mantissa == 0) {
+        *out = 0.0f;
+        return 1;
+    }
+    /* Past these a float is 0 or infinite whatever the digits; stop the scaling loops early. */
+    if (exp10 < -400) {
+        exp10 = -400;
+    } else if (exp10 > 400) {
+        exp10 = 400;
+    }
+    *out = (float)scale_by_power_of_ten((double)mantissa, exp10);
+    return 1;
+}
+
+/* ---- the command ---- */
+
+static int is_space(char c) { return c == ' ' || c == '\t'; }
+
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Decodes %XX escapes into out (room for len + 1 bytes); a bare '%', a bad escape or %00 fails. */
+static int percent_decode(const char *text, size_t len, char *out) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] != '%') {
+            out[n++] = text[i];
+            continue;
+        }
+        if (i + 2 >= len) { /* fewer than two characters follow */
+            return 0;
+        }
+        int hi = hex_value(text[i + 1]);
+        int lo = hex_value(text[i + 2]);
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            return 0;
+        }
+        out[n++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    out[n] = '\0';
+    return 1;
+}
+
+static int word_is(const char *text, size_t len, const char *name) {
+    size_t i = 0;
+    for (; i < len && name[i] != '\0'; i++) {
+        if (text[i] != name[i]) {
+            return 0;
+        }
+    }
+    return i == len && name[i] == '\0';
+}
+
+/* One key=value word into cmd; returns 0 if the key is unknown or its value bad. */
+static int parse_setting(const char *key, size_t key_len, const char *value, size_t value_len,
+                         console_command *cmd) {
+    if (word_is(key, key_len, "steps")) {
+        uint64_t steps;
+        if (!console_parse_u64(value, value_len, &steps) || steps > 1000000000u) {
+            return 0;
+        }
+        cmd->steps = (int)steps;
+        return 1;
+    }
+    if (word_is(key, key_len, "temperature")) {
+        float t;
+        if (!console_parse_float(value, value_len, &t) || t > FLT_MAX) { /* >= 0 by syntax; not infinite */
+            return 0;
+        }
+        cmd->temperature = t;
+        return 1;
+    }
+    if (word_is(key, key_len, "topp")) {
+        float p;
+        if (!console_parse_float(value, value_len, &p) || p > 1.0f) {
+            return 0;
+        }
+        cmd->topp = p;
+        return 1;
+    }
+    if (word_is(key, key_len, "seed")) {
+        uint64_t seed;
+        /* Seed 0 would freeze run.c's xorshift generator at 0. */
+        if (!console_parse_u64(value, value_len, &seed) || seed == 0) {
+            return 0;
+        }
+        cmd->seed = seed;
+        return 1;
+    }
+    if (word_is(key, key_len, "prompt")) {
+        return percent_decode(value, value_len, cmd->prompt);
+    }
+    return 0;
+}
+
+int console_parse(const char *line, console_command *cmd, console_word *bad) {
+    cmd->steps = 256;
+    cmd->temperature = 1.0f;
+    cmd->topp = 0.9f;
+    cmd->seed = 1;
+    cmd->prompt[0] = '\0';
+
+    const char *p = line;
+    while (is_space(*p)) {
+        p++;
+    }
+    if (*p == '\0') {
+        return CONSOLE_EMPTY;
+    }
+    const char *word = p;
+    while (*p != '\0' && !is_space(*p)) {
+        p++;
+    }
+    if (!word_is(word, (size_t)(p - word), "run")) {
+        bad->text = word;
+        bad->len = (size_t)(p - word);
+        return CONSOLE_BAD_COMMAND;
+    }
+
+    for (;;) {
+        while (is_space(*p)) {
+            p++;
+        }
+        if (*p == '\0') {
+            return CONSOLE_OK;
+        }
+        word = p;
+        const char *equals = NULL;
+        while (*p != '\0' && !is_space(*p)) {
+            if (*p == '=' && equals == NULL) {
+                equals = p;
+            }
+            p++;
+        }
+        /* The error names the key, or the whole word when it has no '='. */
+        size_t key_len = equals != NULL ? (size_t)(equals - word) : (size_t)(p - word);
+        if (equals == NULL || !parse_setting(word, key_len, equals + 1, (size_t)(p - equals - 1), cmd)) {
+            bad->text = word;
+            bad->len = key_len;
+            return CONSOLE_BAD_COMMAND;
+        }
+    }
+}

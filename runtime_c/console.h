@@ -1,0 +1,63 @@
+/*
+ * The firmware's console command: one line that says what to generate, so that one flashed image serves
+ * any number of prompts. Portable C (no board code), so the host tests can feed it lines.
+ *
+ *   run [steps=N] [temperature=F] [topp=F] [seed=N] [prompt=<percent-encoded bytes>]\n
+ *
+ * Keys may come in any order; a missing key takes the host program's default (steps 256, temperature
+ * 1.0, topp 0.9, seed 1, empty prompt). In the prompt every byte may be written %XX (two hex digits) and
+ * space, tab, '%' and control bytes must be; %00 is refused because the prompt is a C string.
+ * The host side is site_scons/llmcu/console.py.
+ */
+#ifndef LLMCU_CONSOLE_H
+#define LLMCU_CONSOLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONSOLE_LINE_MAX 1024 /* bytes before the '\n' (a trailing '\r' included) */
+
+/* ---- reading lines ---- */
+
+typedef struct {
+    char buf[CONSOLE_LINE_MAX + 1]; /* the line, NUL-terminated once complete */
+    size_t len;
+    int overflow; /* the line grew past CONSOLE_LINE_MAX: the rest of it is being dropped */
+} console_reader;
+
+#define CONSOLE_MORE 0          /* keep feeding */
+#define CONSOLE_LINE 1          /* buf holds a complete line (without '\n' and a trailing '\r') */
+#define CONSOLE_LINE_TOO_LONG 2 /* a line longer than CONSOLE_LINE_MAX ended; it was discarded */
+
+void console_reader_init(console_reader *r);
+/* Adds one received byte. After CONSOLE_LINE or CONSOLE_LINE_TOO_LONG the next byte starts a new line. */
+int console_feed(console_reader *r, uint8_t byte);
+
+/* ---- parsing the command ---- */
+
+typedef struct {
+    int steps;
+    float temperature;
+    float topp;
+    uint64_t seed;
+    char prompt[CONSOLE_LINE_MAX + 1]; /* decoded, NUL-terminated; a prompt can only shrink when decoded */
+} console_command;
+
+#define CONSOLE_OK 0
+#define CONSOLE_EMPTY 1       /* nothing but white space: not a command, no reply */
+#define CONSOLE_BAD_COMMAND 2 /* *bad names the offending word: the command, a key, or a key's name */
+
+/* The word an error is about: points into the parsed line. */
+typedef struct {
+    const char *text;
+    size_t len;
+} console_word;
+
+/* Parses a line as console_feed leaves it (NUL-terminated, no '\n'). */
+int console_parse(const char *line, console_command *cmd, console_word *bad);
+
+/* Number parsing, exposed for the tests. Each takes the whole of text[0..len) or fails (returns 0). */
+int console_parse_u64(const char *text, size_t len, uint64_t *out);
+int console_parse_float(const char *text, size_t len, float *out);
+
+#endif /* LLMCU_CONSOLE_H */

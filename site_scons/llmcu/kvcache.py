@@ -1,0 +1,74 @@
+"""The KV cache's element types (``runtime_c/README.md``, "KV cache types"): names, sizes, and the numpy
+definition of what a stored key or value reads back as.
+
+- ``f32``: float32, as computed.
+- ``f16``: IEEE binary16, rounded to nearest even; read back exactly.
+- ``q8``: int8 per (position, kv head) vector of ``head_size`` values, ``scale = amax / 127``, with the
+  weight contract's rounding; read back as ``(float)q * scale``.
+
+numpy's float32 -> float16 cast rounds to nearest even with overflow to infinity, subnormals and NaN as the
+C runtime's ``f32_to_f16`` does (``tests/test_kv_cache.py`` checks it against the C code), so it is used
+directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import ModelConfig
+from .errors import OptionError
+from .quantize import quantize_groups
+
+KV_TYPES = ("f32", "f16", "q8")
+KV_CODES = {kv_type: code for code, kv_type in enumerate(KV_TYPES)}  # LLMCU_KV_F32 0, _F16 1, _Q8 2 (llmcu.h)
+ELEMENT_BYTES = {"f32": 4, "f16": 2, "q8": 1}
+KV_QMAX = 127
+
+F32 = np.float32
+
+
+def check_kv_type(kv_type: str) -> str:
+    if kv_type not in KV_TYPES:
+        raise OptionError(f"unknown KV cache type {kv_type!r}; allowed: {', '.join(KV_TYPES)}")
+    return kv_type
+
+
+def kv_cache_bytes(config: ModelConfig, seq_len: int, kv_type: str) -> int:
+    """Bytes of the key and value caches for ``seq_len`` positions, q8's float scales included."""
+    check_kv_type(kv_type)
+    rows = 2 * config.n_layers * seq_len  # (cache, layer, position)
+    total = rows * config.kv_dim * ELEMENT_BYTES[kv_type]
+    if kv_type == "q8":
+        total += rows * config.n_kv_heads * 4
+    return total
+
+
+def to_f16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> binary16 bit patterns (uint16), round to nearest even."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(x, dtype=F32).astype(np.float16).view(np.uint16)
+
+
+def from_f16_bits(bits: np.ndarray) -> np.ndarray:
+    """binary16 bit patterns -> float32 (exact)."""
+    return np.asarray(bits, dtype=np.uint16).view(np.float16).astype(F32)
+
+
+def quantize_heads(x: np.ndarray, head_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """int8 values and one float32 scale per ``head_size`` values of the last axis."""
+    flat = np.asarray(x, dtype=F32).reshape(-1, head_size)
+    q, scales = quantize_groups(flat, head_size, KV_QMAX)
+    return q.reshape(np.shape(x)), scales.reshape(*np.shape(x)[:-1], -1)
+
+
+def stored(x: np.ndarray, kv_type: str, head_size: int) -> np.ndarray:
+    """What a float32 key or value vector (last axis: kv_dim) reads back as after going through the cache."""
+    x = np.asarray(x, dtype=F32)
+    if kv_type == "f32":
+        return x
+    if kv_type == "f16":
+        with np.errstate(over="ignore", invalid="ignore"):
+            return x.astype(np.float16).astype(F32)
+    check_kv_type(kv_type)
+    q, scales = quantize_heads(x, head_size)
+    return (q.astype(F32) * np.repeat(scales, head_size, axis=-1)).astype(F32)

@@ -1,0 +1,13 @@
+/*
+ * What the shared Cortex-M code (startup.c, fault.c) offers the rest of the firmware.
+ */
+#ifndef LLMCU_CORTEX_M_H
+#define LLMCU_CORTEX_M_H
+
+#include <stddef.h>
+
+/* Deepest stack use since reset, in bytes from __stack_top: startup.c paints the stack at boot and this
+ * finds the lowest painted byte that has been overwritten since. */
+size_t cortex_m_stack_peak(void);
+
+#endif /* LLMCU_CORTEX_M_H */

@@ -1,0 +1,126 @@
+/*
+ * Fault report: HardFault, MemManage, BusFault and UsageFault (and any exception without a handler, via
+ * startup.c's Default_Handler) end the run with one output protocol end line over the console,
+ *
+ *   \x03llmcu end status=fault reason=UsageFault pc=0x.. lr=0x.. xpsr=0x.. cfsr=0x.. hfsr=0x..
+ *        mmfar=0x.. bfar=0x.. sp=0x..\n                                             (one line)
+ *
+ * so the host sees a fault where it would have seen the end of a run, then calls board_fatal().
+ * pc/lr/xpsr are the faulting code's, from the frame the core stacked; sp is its stack pointer before
+ * the exception. Everything is formatted by hand into a local buffer: no printf, nothing static, so the
+ * report works whatever state the fault left the program in (as long as the stack itself is usable).
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "armv7m.h"
+#include "board.h"
+
+void cortex_m_fault_entry(void);
+void cortex_m_fault_report(const uint32_t *frame, uint32_t exc_return) __attribute__((noreturn, used));
+
+/*
+ * The entry: bit 2 of EXC_RETURN (in LR) says which stack the core pushed the frame to, MSP or PSP.
+ * Pass that frame and EXC_RETURN on to C. Naked: no prologue may move SP or clobber LR first.
+ */
+__attribute__((naked)) void cortex_m_fault_entry(void) {
+    __asm volatile("tst lr, #4\n"
+                   "ite eq\n"
+                   "mrseq r0, msp\n"
+                   "mrsne r0, psp\n"
+                   "mov r1, lr\n"
+                   "b cortex_m_fault_report\n");
+}
+
+void HardFault_Handler(void) __attribute__((alias("cortex_m_fault_entry")));
+void MemManage_Handler(void) __attribute__((alias("cortex_m_fault_entry")));
+void BusFault_Handler(void) __attribute__((alias("cortex_m_fault_entry")));
+void UsageFault_Handler(void) __attribute__((alias("cortex_m_fault_entry")));
+
+/* The exception frame the core pushes: r0-r3, r12, lr, pc, xpsr. */
+#define FRAME_LR 5
+#define FRAME_PC 6
+#define FRAME_XPSR 7
+#define FRAME_WORDS 8
+#define FRAME_FP_WORDS 18         /* s0-s15, fpscr and a reserved word, when the FPU context was stacked */
+#define EXC_RETURN_BASIC_FRAME (1u << 4) /* 0: the frame includes the FP words */
+#define XPSR_STACK_ALIGNED (1u << 9)     /* the core added a padding word to align the frame to 8 */
+
+static const char *exception_name(uint32_t number) {
+    switch (number) {
+    case 2:
+        return "NMI";
+    case 3:
+        return "HardFault";
+    case 4:
+        return "MemManage";
+    case 5:
+        return "BusFault";
+    case 6:
+        return "UsageFault";
+    case 11:
+        return "SVC";
+    case 12:
+        return "DebugMon";
+    case 14:
+        return "PendSV";
+    case 15:
+        return "SysTick";
+    default:
+        return number >= 16 ? "IRQ" : "Reserved";
+    }
+}
+
+typedef struct {
+    char buf[256]; /* the longest report is under 200 characters */
+    size_t len;
+} report_line;
+
+static void put_str(report_line *line, const char *text) {
+    while (*text != '\0' && line->len < sizeof line->buf) {
+        line->buf[line->len++] = *text++;
+    }
+}
+
+/* " name=0x" and eight hex digits. */
+static void put_hex(report_line *line, const char *name, uint32_t value) {
+    static const char digits[] = "0123456789abcdef";
+    put_str(line, " ");
+    put_str(line, name);
+    put_str(line, "=0x");
+    for (int shift = 28; shift >= 0; shift -= 4) {
+        if (line->len < sizeof line->buf) {
+            line->buf[line->len++] = digits[(value >> shift) & 0xFu];
+        }
+    }
+}
+
+void cortex_m_fault_report(const uint32_t *frame, uint32_t exc_return) {
+    uint32_t ipsr;
+    __asm volatile("mrs %0, ipsr" : "=r"(ipsr));
+    uint32_t number = ipsr & 0x1FFu;
+
+    /* The faulting code's SP: above the frame, its FP extension and the alignment padding. */
+    uint32_t frame_words = FRAME_WORDS + ((exc_return & EXC_RETURN_BASIC_FRAME) ? 0u : FRAME_FP_WORDS);
+    uint32_t sp = (uint32_t)(uintptr_t)frame + 4u * frame_words;
+    if (frame[FRAME_XPSR] & XPSR_STACK_ALIGNED) {
+        sp += 4u;
+    }
+
+    report_line line;
+    line.len = 0;
+    put_str(&line, "\x03llmcu end status=fault reason=");
+    put_str(&line, exception_name(number));
+    put_hex(&line, "pc", frame[FRAME_PC]);
+    put_hex(&line, "lr", frame[FRAME_LR]);
+    put_hex(&line, "xpsr", frame[FRAME_XPSR]);
+    put_hex(&line, "cfsr", SCB_CFSR);
+    put_hex(&line, "hfsr", SCB_HFSR);
+    put_hex(&line, "mmfar", SCB_MMFAR);
+    put_hex(&line, "bfar", SCB_BFAR);
+    put_hex(&line, "sp", sp);
+    put_str(&line, "\n");
+    board_write(line.buf, line.len);
+
+    board_fatal((int)number);
+}

@@ -1,0 +1,129 @@
+/*
+ * The QEMU twin's board: `qemu-system-arm -M mps2-an500` (a Cortex-M7 on Arm's MPS2 FPGA board).
+ *
+ *   console   CMSDK APB UART0 at 0x40004000 (QEMU's first serial port)
+ *   counter   instructions: under `-icount shift=0` QEMU runs one instruction per virtual nanosecond and
+ *             SysTick, clocked at the 25 MHz system clock, ticks every 40 of them
+ *   exit      semihosting SYS_EXIT_EXTENDED with the run's status as QEMU's exit code
+ *
+ * QEMU's RAMs need no setup and it models no caches, so there is nothing to do before .data exists.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "armv7m.h"
+#include "board.h"
+
+#define SYSCLK_HZ 25000000u         /* mps2-an500: the system clock of SysTick and the UART */
+#define INSTRUCTIONS_PER_TICK 40u   /* 1e9 virtual ns per second / SYSCLK_HZ, one instruction per ns */
+#define CONSOLE_BAUD 115200u
+
+/* ---- CMSDK APB UART (Arm DDI 0479, Cortex-M System Design Kit TRM) ---- */
+
+#define UART0_BASE 0x40004000u
+#define UART_DATA REG32(UART0_BASE + 0x00u)
+#define UART_STATE REG32(UART0_BASE + 0x04u)
+#define UART_CTRL REG32(UART0_BASE + 0x08u)
+#define UART_BAUDDIV REG32(UART0_BASE + 0x10u)
+
+#define UART_STATE_TX_FULL (1u << 0)
+#define UART_STATE_RX_FULL (1u << 1)
+#define UART_CTRL_TX_ENABLE (1u << 0)
+#define UART_CTRL_RX_ENABLE (1u << 1)
+
+/* ---- semihosting (Arm's semihosting specification; QEMU with -semihosting-config enable=on) ---- */
+
+#define SEMIHOSTING_SYS_EXIT_EXTENDED 0x20u
+#define ADP_STOPPED_APPLICATION_EXIT 0x20026u
+
+/* Ends the emulation with `code` as QEMU's exit status. */
+__attribute__((noreturn)) static void semihosting_exit(uint32_t code) {
+    /* SYS_EXIT_EXTENDED takes a pointer to {reason, exit code}: plain SYS_EXIT on 32-bit Arm can only
+     * say "success" or "failure". */
+    volatile uint32_t block[2] = {ADP_STOPPED_APPLICATION_EXIT, code};
+    register uint32_t op __asm("r0") = SEMIHOSTING_SYS_EXIT_EXTENDED;
+    register volatile uint32_t *arg __asm("r1") = block;
+    __asm volatile("bkpt 0xAB" : "+r"(op) : "r"(arg) : "memory");
+    for (;;) { /* no semihosting host: stop here */
+    }
+}
+
+/* ---- SysTick: the instruction counter ---- */
+
+/*
+ * SysTick counts down from SYST_RVR_MAX to 0, then reloads: a period of 2^24 ticks. It raises its
+ * exception as it reaches 0, so the wraps counted by the handler already include a period whose counter
+ * reads 0; the position in the current period is therefore (2^24 - CVR) mod 2^24.
+ */
+static volatile uint32_t systick_wraps;
+static uint64_t systick_base; /* ticks counted before the last restart */
+
+void SysTick_Handler(void) { systick_wraps++; }
+
+static uint64_t systick_ticks(void) {
+    uint32_t wraps;
+    uint32_t current;
+    do { /* if the handler runs between the two reads, read both again */
+        wraps = systick_wraps;
+        current = SYST_CVR;
+    } while (wraps != systick_wraps);
+    return systick_base + (uint64_t)wraps * (SYST_RVR_MAX + 1u) + ((SYST_RVR_MAX + 1u - current) & SYST_RVR_MAX);
+}
+
+/*
+ * (Re)starts SysTick from this instruction. Its ticks then fall at fixed instruction counts from here,
+ * which is what makes the per-token counts repeatable: without it they would depend, by up to one tick,
+ * on how many polls the wait for the host's command took.
+ */
+static void systick_restart(void) {
+    uint64_t now = systick_ticks();
+    SYST_CSR = 0;
+    systick_base = now;
+    systick_wraps = 0;
+    SYST_RVR = SYST_RVR_MAX;
+    SYST_CVR = 0; /* any write clears it; the first tick reloads it without an exception */
+    SYST_CSR = SYST_CSR_CLKSOURCE | SYST_CSR_TICKINT | SYST_CSR_ENABLE;
+}
+
+/* ---- board.h ---- */
+
+void board_early_init(void) {}
+
+void board_init(void) {
+    UART_BAUDDIV = SYSCLK_HZ / CONSOLE_BAUD; /* QEMU ignores the rate but refuses a divisor below 16 */
+    UART_CTRL = UART_CTRL_TX_ENABLE | UART_CTRL_RX_ENABLE;
+
+    systick_restart();
+}
+
+void board_write(const void *data, size_t len) {
+    const uint8_t *bytes = data;
+    for (size_t i = 0; i < len; i++) {
+        while (UART_STATE & UART_STATE_TX_FULL) {
+        }
+        UART_DATA = bytes[i];
+    }
+}
+
+int board_read_byte(uint32_t timeout_ms) {
+    uint64_t start = systick_ticks();
+    uint64_t limit = (uint64_t)timeout_ms * (SYSCLK_HZ / 1000u);
+    while (!(UART_STATE & UART_STATE_RX_FULL)) {
+        if (timeout_ms != 0 && systick_ticks() - start >= limit) {
+            return -1;
+        }
+    }
+    int byte = (int)(UART_DATA & 0xFFu);
+    systick_restart(); /* the wait took as long as the host did: realign the counter to the code */
+    return byte;
+}
+
+uint64_t board_counter(void) { return systick_ticks() * INSTRUCTIONS_PER_TICK; }
+
+const char *board_counter_unit(void) { return "instructions"; }
+
+uint64_t board_counter_hz(void) { return 0; }
+
+void board_after_run(int status) { semihosting_exit((uint32_t)status); }
+
+void board_fatal(int code) { semihosting_exit(128u + (uint32_t)code); }

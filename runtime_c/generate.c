@@ -17,10 +17,10 @@
 
 #define GENERATE_ERR_PROMPT_TOO_LONG 3
 
-static int prompt_tokens[LLMCU_SEQ_LEN];
+static int prompt_tokens[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
 /* Per forward pass (indexed by position): the token that followed and what the pass cost. */
-static int next_token[LLMCU_SEQ_LEN];
-static uint64_t pass_cost[LLMCU_SEQ_LEN];
+static int next_token[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
+static uint64_t pass_cost[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
 
 /* What one run did, for the summary record. */
 typedef struct {

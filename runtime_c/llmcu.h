@@ -30,6 +30,14 @@
 #define LLMCU_BOS 1
 #define LLMCU_EOS 2
 
+/*
+ * The big static buffers live in named sections so that a firmware linker script can place them (the
+ * memory planner puts the KV cache and the run state in DTCM, AXI SRAM or SDRAM). Names beginning with
+ * .bss keep them zero-initialised wherever no linker script says otherwise (the host).
+ */
+#define LLMCU_KV_ATTR __attribute__((section(".bss.llmcu_kv")))
+#define LLMCU_STATE_ATTR __attribute__((section(".bss.llmcu_state")))
+
 /* One weight matrix of `rows` x `cols` (the dimensions are known from its role in the model). */
 typedef struct {
     const void *data;    /* float[rows*cols] | int8_t[rows*cols] | uint8_t[rows*ceil(cols/2)] (q4) */

@@ -16,8 +16,8 @@ typedef uint32_t token_index;
 #endif
 
 /* The candidates of top-p sampling, and the merge sort's second buffer. */
-static token_index candidates[LLMCU_VOCAB_SIZE];
-static token_index sort_scratch[LLMCU_VOCAB_SIZE];
+static token_index candidates[LLMCU_VOCAB_SIZE] LLMCU_STATE_ATTR;
+static token_index sort_scratch[LLMCU_VOCAB_SIZE] LLMCU_STATE_ATTR;
 
 void llmcu_sampler_init(llmcu_sampler *s, float temperature, float topp, uint64_t seed) {
     s->temperature = temperature;

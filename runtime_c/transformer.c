@@ -13,14 +13,6 @@
 #include "kernels/kernels.h"
 #include "llmcu.h"
 
-/*
- * The big buffers live in named sections so that a firmware linker script can place them (the memory
- * planner puts the KV cache and the run state in DTCM, AXI SRAM or SDRAM); names beginning with .bss keep
- * them zero-initialised, uninitialised (NOLOAD) data wherever no linker script says otherwise.
- */
-#define LLMCU_KV_ATTR __attribute__((section(".bss.llmcu_kv")))
-#define LLMCU_STATE_ATTR __attribute__((section(".bss.llmcu_state")))
-
 #define IS_QUANTIZED(qtype) ((qtype) != LLMCU_F32)
 
 /* The longest vector a matmul reads: x/xb (DIM) or hb (HIDDEN_DIM). */

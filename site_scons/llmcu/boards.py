@@ -229,7 +229,8 @@ class _Table:
         self.data = data
         self.used: set[str] = set()
 
-    def _get(self, key: str, default: object) -> object:
+    def raw(self, key: str, default: object) -> object:
+        """The value as TOML gave it (``_REQUIRED``: an error when it is missing)."""
         self.used.add(key)
         if key in self.data:
             return self.data[key]
@@ -237,8 +238,8 @@ class _Table:
             raise OptionError(f"{self.where}: missing `{key}`")
         return default
 
-    def int(self, key: str, default: object = None, *, lo: int | None = None, hi: int | None = None) -> int:
-        value = self._get(key, _REQUIRED if default is None else default)
+    def integer(self, key: str, default: object = None, *, lo: int | None = None, hi: int | None = None) -> int:
+        value = self.raw(key, _REQUIRED if default is None else default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise OptionError(f"{self.where}: `{key}` must be an integer, got {value!r}")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -246,38 +247,38 @@ class _Table:
         return value
 
     def number(self, key: str) -> Fraction:
-        value = self._get(key, _REQUIRED)
+        value = self.raw(key, _REQUIRED)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise OptionError(f"{self.where}: `{key}` must be a non-negative number, got {value!r}")
         return Fraction(str(value))
 
-    def bool(self, key: str, default: object = None) -> bool:
-        value = self._get(key, _REQUIRED if default is None else default)
+    def flag(self, key: str, default: object = None) -> bool:
+        value = self.raw(key, _REQUIRED if default is None else default)
         if not isinstance(value, bool):
             raise OptionError(f"{self.where}: `{key}` must be true or false, got {value!r}")
         return value
 
-    def str(self, key: str, default: object = None) -> str:
-        value = self._get(key, _REQUIRED if default is None else default)
+    def text(self, key: str, default: object = None) -> str:
+        value = self.raw(key, _REQUIRED if default is None else default)
         if not isinstance(value, str):
             raise OptionError(f"{self.where}: `{key}` must be a string, got {value!r}")
         return value
 
     def size(self, key: str) -> int:
-        value = self._get(key, _REQUIRED)
+        value = self.raw(key, _REQUIRED)
         try:
             return parse_size(value)
         except ValueError as error:
             raise OptionError(f"{self.where}: `{key}`: {error}") from None
 
     def strings(self, key: str) -> tuple[str, ...]:
-        value = self._get(key, [])
+        value = self.raw(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise OptionError(f"{self.where}: `{key}` must be a list of strings")
         return tuple(value)
 
     def table(self, key: str) -> _Table:
-        return _Table(self._get(key, _REQUIRED), self.file, (*self.path, key))
+        return _Table(self.raw(key, _REQUIRED), self.file, (*self.path, key))
 
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
@@ -313,8 +314,8 @@ def parse_pin(text: object, where: str, signal: str, af: int) -> Pin:
 def _pin_entry(value: object, where: str, signal: str) -> Pin:
     """A pin with its alternate function: ``{ pin = "PD8", af = 7 }``."""
     table = _Table(value, f"{where} `{signal}`")  # e.g. "board.toml [console] `tx`: missing `af`"
-    af = table.int("af", lo=0, hi=15)
-    pin = parse_pin(table.str("pin"), where, signal, af)
+    af = table.integer("af", lo=0, hi=15)
+    pin = parse_pin(table.text("pin"), where, signal, af)
     table.done()
     return pin
 
@@ -328,17 +329,17 @@ def _pll_range(ref_hz: int) -> int:
 
 
 def _clocks(table: _Table, where: str) -> Clocks:
-    hse_hz = table.int("hse_hz", lo=4_000_000, hi=50_000_000)  # HSE: 4-48 MHz crystal, up to 50 MHz bypass
-    hse_bypass = table.bool("hse_bypass")
-    vos = table.int("vos")
+    hse_hz = table.integer("hse_hz", lo=4_000_000, hi=50_000_000)  # HSE: 4-48 MHz crystal, up to 50 MHz bypass
+    hse_bypass = table.flag("hse_bypass")
+    vos = table.integer("vos")
     if vos not in CLOCK_LIMITS:
         raise OptionError(f"{table.where}: vos {vos} is not supported (0 or 1)")
     pll = table.table("pll1")
-    m = pll.int("m", lo=1, hi=63)
-    n = pll.int("n", lo=4, hi=512)
-    p = pll.int("p", lo=2, hi=128)
-    q = pll.int("q", lo=1, hi=128)
-    r = pll.int("r", lo=1, hi=128)
+    m = pll.integer("m", lo=1, hi=63)
+    n = pll.integer("n", lo=4, hi=512)
+    p = pll.integer("p", lo=2, hi=128)
+    q = pll.integer("q", lo=1, hi=128)
+    r = pll.integer("r", lo=1, hi=128)
     pll.done()
     if p % 2:
         raise OptionError(f"{pll.where}: `p` = {p}: PLL1 DIVP must be even (RM0433, RCC_PLL1DIVR)")
@@ -357,7 +358,7 @@ def _clocks(table: _Table, where: str) -> Clocks:
     sys_hz = vco_hz // p
 
     div = table.table("dividers")
-    dividers = {name: div.int(name) for name in ("d1cpre", "hpre", "d1ppre", "d2ppre1", "d2ppre2", "d3ppre")}
+    dividers = {name: div.integer(name) for name in ("d1cpre", "hpre", "d1ppre", "d2ppre1", "d2ppre2", "d3ppre")}
     div.done()
     bits = {}
     for name, value in dividers.items():
@@ -376,11 +377,10 @@ def _clocks(table: _Table, where: str) -> Clocks:
     for name, hz in pclk.items():
         if hz > pclk_max:
             raise OptionError(f"{div.where}: APB clock {hz} Hz (HCLK / {name}) is above {pclk_max} Hz")
-    for upper, latency, wrhighfreq in FLASH_WAIT_STATES[vos]:
-        if hclk_hz <= upper:
-            break
-    else:
+    setting = next(((lat, wr) for upper, lat, wr in FLASH_WAIT_STATES[vos] if hclk_hz <= upper), None)
+    if setting is None:
         raise OptionError(f"{div.where}: no flash wait state setting for HCLK {hclk_hz} Hz at VOS{vos}")
+    latency, wrhighfreq = setting
     return Clocks(
         hse_hz=hse_hz,
         hse_bypass=hse_bypass,
@@ -412,13 +412,13 @@ def _clocks(table: _Table, where: str) -> Clocks:
 
 
 def _console(table: _Table, clocks: Clocks) -> Console:
-    uart = table.str("uart").upper()
+    uart = table.text("uart").upper()
     if uart not in UARTS:
         raise OptionError(f"{table.where}: uart {uart!r} is not one of {', '.join(UARTS)}")
     instance, apb = UARTS[uart]
-    tx = _pin_entry(table._get("tx", _REQUIRED), table.where, "tx")
-    rx = _pin_entry(table._get("rx", _REQUIRED), table.where, "rx")
-    baud = table.int("baud", lo=1200, hi=12_000_000)
+    tx = _pin_entry(table.raw("tx", _REQUIRED), table.where, "tx")
+    rx = _pin_entry(table.raw("rx", _REQUIRED), table.where, "rx")
+    baud = table.integer("baud", lo=1200, hi=12_000_000)
     usb_ids = table.strings("usb_ids")
     for usb_id in usb_ids:
         vid, _, pid = usb_id.partition(":")
@@ -456,22 +456,22 @@ def sdram_required_signals(row_bits: int, column_bits: int, data_bits: int, bank
 
 
 def _sdram(table: _Table, clocks: Clocks) -> Sdram:
-    chip = table.str("chip")
-    bank = table.int("bank")
+    chip = table.text("chip")
+    bank = table.integer("bank")
     if bank not in SDRAM_BANK_BASE:
         raise OptionError(f"{table.where}: bank {bank} must be 1 (SDNE0/SDCKE0) or 2 (SDNE1/SDCKE1)")
     size = table.size("size")
-    data_bits = table.int("data_bits")
-    internal_banks = table.int("internal_banks")
-    row_bits = table.int("row_bits", lo=11, hi=13)
-    column_bits = table.int("column_bits", lo=8, hi=11)
-    cas = table.int("cas_latency", lo=1, hi=3)
-    divider = table.int("sdclk_divider")
-    read_burst = table.bool("read_burst")
-    read_pipe = table.int("read_pipe_delay", lo=0, hi=2)
-    startup_us = table.int("startup_delay_us", lo=1, hi=10_000)
-    auto_refresh = table.int("auto_refresh_commands", lo=2, hi=16)
-    max_clock = table._get("max_clock_hz", {})
+    data_bits = table.integer("data_bits")
+    internal_banks = table.integer("internal_banks")
+    row_bits = table.integer("row_bits", lo=11, hi=13)
+    column_bits = table.integer("column_bits", lo=8, hi=11)
+    cas = table.integer("cas_latency", lo=1, hi=3)
+    divider = table.integer("sdclk_divider")
+    read_burst = table.flag("read_burst")
+    read_pipe = table.integer("read_pipe_delay", lo=0, hi=2)
+    startup_us = table.integer("startup_delay_us", lo=1, hi=10_000)
+    auto_refresh = table.integer("auto_refresh_commands", lo=2, hi=16)
+    max_clock = table.raw("max_clock_hz", {})
     if data_bits not in (8, 16, 32):
         raise OptionError(f"{table.where}: data_bits {data_bits} must be 8, 16 or 32")
     if internal_banks not in (2, 4):
@@ -507,18 +507,16 @@ def _sdram(table: _Table, clocks: Clocks) -> Sdram:
         if in_ns:
             cycles[name] = max(1, _cycles(timing.number(f"t_{name}_ns"), sdclk_hz))
         else:
-            cycles[name] = timing.int(f"t_{name}_clk", lo=1)
+            cycles[name] = timing.integer(f"t_{name}_clk", lo=1)
     refresh_ms = timing.number("refresh_ms")
-    refresh_rows = timing.int("refresh_rows", lo=1)
+    refresh_rows = timing.integer("refresh_rows", lo=1)
     timing.done()
     # FMC_SDTR TWR note (RM0433): TWR must also cover TRAS - TRCD and TRC - TRCD - TRP, because the FMC
     # uses it to time the precharge after a write.
     cycles["wr"] = max(cycles["wr"], cycles["ras"] - cycles["rcd"], cycles["rc"] - cycles["rcd"] - cycles["rp"])
     for name, value in cycles.items():
         if value > 16:
-            raise OptionError(
-                f"{timing.where}: t_{name} is {value} SDCLK cycles at {sdclk_hz} Hz; FMC_SDTR holds 1-16"
-            )
+            raise OptionError(f"{timing.where}: t_{name} is {value} SDCLK cycles at {sdclk_hz} Hz; FMC_SDTR holds 1-16")
     # FMC_SDRTR: refresh every (refresh period / rows) less the 20-cycle margin; COUNT is 13 bits, >= 41.
     interval = math.floor(refresh_ms * sdclk_hz / 1000 / refresh_rows)
     refresh_count = interval - FMC_REFRESH_MARGIN
@@ -526,12 +524,12 @@ def _sdram(table: _Table, clocks: Clocks) -> Sdram:
         raise OptionError(f"{timing.where}: refresh count {refresh_count} is outside 41..8191 (FMC_SDRTR COUNT)")
 
     pins_table = table.table("pins")
-    af = pins_table.int("af", lo=0, hi=15)
+    af = pins_table.integer("af", lo=0, hi=15)
     required = sdram_required_signals(row_bits, column_bits, data_bits, internal_banks, bank)
     missing = [s for s in required if s not in pins_table.data]
     if missing:
         raise OptionError(f"{pins_table.where}: missing pin(s) for {', '.join(missing)}")
-    pins = tuple(parse_pin(pins_table.str(s), pins_table.where, s, af) for s in required)
+    pins = tuple(parse_pin(pins_table.text(s), pins_table.where, s, af) for s in required)
     pins_table.done()
     table.done()
 
@@ -596,32 +594,32 @@ QSPI_COMMANDS = ("write_enable", "read_status1", "read_status2", "write_status2"
 
 
 def _qspi(table: _Table, clocks: Clocks) -> Qspi:
-    chip = table.str("chip")
+    chip = table.text("chip")
     size = table.size("size")
-    page_size = table.int("page_size", lo=1)
+    page_size = table.integer("page_size", lo=1)
     sector_size = table.size("sector_size")
-    max_clock_hz = table.int("max_clock_hz", lo=1_000_000)
+    max_clock_hz = table.integer("max_clock_hz", lo=1_000_000)
     cs_high = table.number("cs_high_ns")
-    clock_mode = table.int("clock_mode")
-    sample_shift = table.bool("sample_shift")
-    timeout_ms = table.int("status_write_timeout_ms", lo=1, hi=5000)
+    clock_mode = table.integer("clock_mode")
+    sample_shift = table.flag("sample_shift")
+    timeout_ms = table.integer("status_write_timeout_ms", lo=1, hi=5000)
     if clock_mode not in (0, 3):
         raise OptionError(f"{table.where}: clock_mode {clock_mode} must be 0 or 3 (QUADSPI_DCR CKMODE)")
     if size & (size - 1) or size < 2:
         raise OptionError(f"{table.where}: size {size} must be a power of two (QUADSPI_DCR FSIZE, MPU region)")
 
     commands_table = table.table("commands")
-    commands = {name: commands_table.int(name, lo=0, hi=0xFF) for name in QSPI_COMMANDS}
-    commands["busy_bit"] = commands_table.int("busy_bit", lo=0, hi=7)
-    commands["quad_enable_bit"] = commands_table.int("quad_enable_bit", lo=0, hi=7)
+    commands = {name: commands_table.integer(name, lo=0, hi=0xFF) for name in QSPI_COMMANDS}
+    commands["busy_bit"] = commands_table.integer("busy_bit", lo=0, hi=7)
+    commands["quad_enable_bit"] = commands_table.integer("quad_enable_bit", lo=0, hi=7)
     commands_table.done()
 
     read = table.table("read")
-    instruction = read.int("instruction", lo=0, hi=0xFF)
-    address_bits = read.int("address_bits")
-    mode_byte = read.int("mode_byte", lo=0, hi=0xFF)
-    mode_clocks = read.int("mode_clocks")
-    dummy_clocks = read.int("dummy_clocks", lo=0, hi=31)  # QUADSPI_CCR DCYC is 5 bits
+    instruction = read.integer("instruction", lo=0, hi=0xFF)
+    address_bits = read.integer("address_bits")
+    mode_byte = read.integer("mode_byte", lo=0, hi=0xFF)
+    mode_clocks = read.integer("mode_clocks")
+    dummy_clocks = read.integer("dummy_clocks", lo=0, hi=31)  # QUADSPI_CCR DCYC is 5 bits
     read.done()
     if address_bits not in (24, 32):
         raise OptionError(f"{read.where}: address_bits {address_bits} must be 24 or 32")
@@ -635,7 +633,7 @@ def _qspi(table: _Table, clocks: Clocks) -> Qspi:
     missing = [s for s in QSPI_SIGNALS if s not in pins_table.data]
     if missing:
         raise OptionError(f"{pins_table.where}: missing pin(s) for {', '.join(missing)}")
-    pins = tuple(_pin_entry(pins_table._get(s, _REQUIRED), pins_table.where, s) for s in QSPI_SIGNALS)
+    pins = tuple(_pin_entry(pins_table.raw(s, _REQUIRED), pins_table.where, s) for s in QSPI_SIGNALS)
     pins_table.done()
     table.done()
 
@@ -706,10 +704,10 @@ def load_board(target_folder: Path, name: str) -> Board:
         raise OptionError(f"{path}: not valid TOML: {error}") from None
     where = str(path)
     top = _Table(raw, where)
-    board_name = top.str("name")
+    board_name = top.text("name")
     if board_name != name:
         raise OptionError(f"{where}: name {board_name!r} does not match the file name {name!r}")
-    description = top.str("description", "")
+    description = top.text("description", "")
     memories = top.strings("memories")
     target, cpu_hz, regions = _target_memories(target_folder)
     for memory in memories:

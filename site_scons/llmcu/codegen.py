@@ -23,6 +23,7 @@ from .checkpoint import Checkpoint, read_checkpoint
 from .config import LAYER_MATRICES, ModelConfig
 from .errors import LlmcuError, OptionError
 from .fileio import write_bytes_atomic, write_text_atomic
+from .kvcache import KV_CODES, KV_TYPES, check_kv_type, kv_cache_bytes
 from .quantize import QTYPES, QuantizedMatrix, QuantPlan, TensorReport, error_report, quantize_model
 from .tokenizer import Tokenizer, read_tokenizer, sorted_order
 
@@ -57,6 +58,7 @@ class GeneratedModel:
     plan: QuantPlan
     blobs: list[Blob]
     reports: list[TensorReport]
+    kv_type: str = "f32"
 
     def weight_bytes(self) -> int:
         return sum(blob.size for blob in self.blobs if blob.section.startswith(".llmcu_weights"))
@@ -65,7 +67,7 @@ class GeneratedModel:
         return sum(blob.size for blob in self.blobs if blob.section.startswith(".llmcu_tokenizer"))
 
     def kv_cache_bytes(self) -> int:
-        return 2 * self.config.n_layers * self.seq_len * self.config.kv_dim * 4
+        return kv_cache_bytes(self.config, self.seq_len, self.kv_type)
 
 
 def _weight_blob(symbol: str, ctype: str, data: bytes) -> Blob:
@@ -193,9 +195,11 @@ def generate(
     seq_len: int | None = None,
     gnu_stack_note: bool = True,
     progress: bool = False,
+    kv_type: str = "f32",
 ) -> GeneratedModel:
     """Quantize ``ckpt`` per ``plan`` and write the generated C sources and data into ``out_dir``."""
     config = ckpt.config
+    check_kv_type(kv_type)
     if len(tok.pieces) != config.vocab_size:
         raise LlmcuError(
             f"tokenizer has {len(tok.pieces)} tokens but the model's vocab_size is {config.vocab_size}; "
@@ -209,7 +213,7 @@ def generate(
     reports = quantization_reports(ckpt, quantized, progress=progress)
     blobs = weight_blobs(ckpt, quantized) + tokenizer_blobs(tok)
     data = layout(blobs)
-    model = GeneratedModel(config, context, plan, blobs, reports)
+    model = GeneratedModel(config, context, plan, blobs, reports, kv_type)
 
     out = Path(out_dir)
     env = environment()
@@ -230,6 +234,8 @@ def generate(
         max_token_length=max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1)),
         tokenizer_bytes=model.tokenizer_bytes(),
         weight_bytes=model.weight_bytes(),
+        kv_type=kv_type,
+        kv_code=KV_CODES[kv_type],
         kv_cache_bytes=model.kv_cache_bytes(),
     )
     weights_c = env.get_template("model_weights.c.j2").render(
@@ -252,6 +258,7 @@ def write_quant_report(model: GeneratedModel, json_path: str | Path, markdown_pa
         "group_size": model.plan.group_size,
         "weight_bytes": model.weight_bytes(),
         "tokenizer_bytes": model.tokenizer_bytes(),
+        "kv_type": model.kv_type,
         "kv_cache_bytes": model.kv_cache_bytes(),
         "tensors": rows,
     }
@@ -260,7 +267,7 @@ def write_quant_report(model: GeneratedModel, json_path: str | Path, markdown_pa
         f"# Quantization report: {model.plan.name}, group size {model.plan.group_size}",
         "",
         f"Weights {model.weight_bytes():,} bytes, tokenizer {model.tokenizer_bytes():,} bytes, "
-        f"KV cache {model.kv_cache_bytes():,} bytes.",
+        f"KV cache {model.kv_cache_bytes():,} bytes ({model.kv_type}).",
         "",
         "| tensor | type | shape | bytes | max abs error | RMSE | cosine |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -282,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-size", type=int, default=32)
     parser.add_argument("--overrides", default="", help="per-kind quant, e.g. tok_embeddings=q8,w2=q8")
     parser.add_argument("--seq-len", type=int, default=0, help="context length (0: the model's)")
+    parser.add_argument("--kv-type", default="f32", choices=KV_TYPES, help="KV cache element type")
     parser.add_argument("--model-name", default="")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
@@ -298,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer_name=args.tokenizer.name,
             seq_len=args.seq_len,
             progress=sys.stderr.isatty(),
+            kv_type=args.kv_type,
         )
         write_quant_report(model, args.out / "quant_report.json", args.out / "quant_report.md")
     except LlmcuError as error:

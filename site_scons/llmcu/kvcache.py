@@ -6,9 +6,10 @@ definition of what a stored key or value reads back as.
 - ``q8``: int8 per (position, kv head) vector of ``head_size`` values, ``scale = amax / 127``, with the
   weight contract's rounding; read back as ``(float)q * scale``.
 
-numpy's float32 -> float16 cast rounds to nearest even with overflow to infinity, subnormals and NaN as the
-C runtime's ``f32_to_f16`` does (``tests/test_kv_cache.py`` checks it against the C code), so it is used
-directly.
+numpy's float32 -> float16 cast gives the same bits as the C runtime's ``f32_to_f16`` for every float32 that
+is not a NaN (round to nearest even, overflow to infinity, subnormals; compared over all 2^32 bit patterns
+once, and on every rounding case by ``tests/test_kv_cache.py``), so it is used directly. A NaN stays a NaN
+either way; only its payload bits may differ (the C code quiets a signalling NaN).
 """
 
 from __future__ import annotations

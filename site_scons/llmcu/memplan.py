@@ -40,11 +40,15 @@ def kv_cache_bytes(config: ModelConfig, seq_len: int, kv_type: str) -> int:
 
 
 def run_state_bytes(config: ModelConfig, seq_len: int, group_size: int) -> int:
-    """The runtime's activations (transformer.c's run_state), rounded up to the next 32 bytes."""
+    """Everything the runtime keeps in .bss.llmcu_state: the activations (transformer.c's run_state), the
+    sampler's top-p buffers (sampler.c) and the per-position records (generate.c), with alignment slack."""
     act_len = max(config.dim, config.hidden_dim)
     floats = 4 * config.dim + 2 * config.hidden_dim + seq_len + config.vocab_size
     groups = -(-act_len // group_size)
-    return -(-(4 * floats + act_len + 4 * groups) // 32) * 32
+    activations = 4 * floats + act_len + 4 * groups
+    sampler = 2 * config.vocab_size * (2 if config.vocab_size <= 65536 else 4)
+    records = seq_len * (4 + 4 + 8)
+    return -(-(activations + sampler + records) // 32) * 32 + 4 * 32
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionError
+from .kvcache import KV_TYPES
 from .quantize import QTYPES
 from .targets import parse_size
 
@@ -102,6 +103,12 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             None,
             _int_in(0, 1 << 20),
             "0..model seq_len",
+        ),
+        Option(
+            "kv_type",
+            "KV cache element type: f16 halves the cache, q8 stores a byte per value plus a float scale per head",
+            "f32",
+            KV_TYPES,
         ),
         Option("board", "board of a firmware target (default: the target's default board)", "", None, str, "NAME"),
         Option(

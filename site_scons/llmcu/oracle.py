@@ -17,6 +17,7 @@ import numpy as np
 
 from .checkpoint import read_checkpoint
 from .errors import LlmcuError
+from .kvcache import KV_TYPES
 from .quantize import QTYPES
 from .reference import MATH_KINDS, Reference
 from .sampler import Sampler
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokenizer", required=True, help="llama2.c tokenizer (.bin)")
     parser.add_argument("--quant", default="fp32", choices=QTYPES, help="matrix quantization (default fp32)")
     parser.add_argument("--group-size", type=int, default=32, help="quantization group size (default 32)")
+    parser.add_argument("--kv-type", default="f32", choices=KV_TYPES, help="KV cache element type (default f32)")
     parser.add_argument("-p", "-i", "--prompt", default="", help="prompt (default: empty)")
     parser.add_argument("-n", "--steps", type=int, default=256, help="steps, 0 = seq_len (default 256)")
     parser.add_argument("-t", "--temperature", type=float, default=1.0, help="temperature (default 1.0)")
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ckpt = read_checkpoint(args.checkpoint)
         tok = read_tokenizer(args.tokenizer, ckpt.config.vocab_size)
-        model = Reference.from_checkpoint(ckpt, args.quant, args.group_size, math=args.math)
+        model = Reference.from_checkpoint(ckpt, args.quant, args.group_size, math=args.math, kv_type=args.kv_type)
         seed = args.seed if args.seed > 0 else int(time.time())
         result = generate(model, tok, args.prompt, args.steps, args.temperature, args.topp, seed)
     except LlmcuError as exc:

@@ -90,6 +90,7 @@ class BuildSettings:
     board: str = ""  # firmware targets: the board's name
     firmware: FirmwareOptions | None = None
     images: tuple[FirmwareImage, ...] = ()  # firmware targets: what to link (the board's, and its twin's)
+    kv_type: str = "f32"  # the KV cache's element type (runtime_c/README.md, "KV cache types")
 
     @property
     def gen_dir(self) -> Path:
@@ -104,13 +105,15 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
 
 
-def variant_name(model_name: str, plan: QuantPlan, seq_len: int) -> str:
-    """``<model>-<quant>``, with the group size and context only when they are not the defaults."""
+def variant_name(model_name: str, plan: QuantPlan, seq_len: int, kv_type: str = "f32") -> str:
+    """``<model>-<quant>``, with the group size, context and KV type only when they are not the defaults."""
     name = f"{model_name}-{plan.name}"
     if plan.default != "fp32" or plan.overrides:
         name += "" if plan.group_size == 32 else f"-g{plan.group_size}"
     if seq_len:
         name += f"-ctx{seq_len}"
+    if kv_type != "f32":
+        name += f"-kv{kv_type}"
     return _safe(name)
 
 
@@ -142,7 +145,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     build_dir = Path(values["build_dir"])
     if not build_dir.is_absolute():
         build_dir = ROOT / build_dir
-    variant = variant_name(resolved.name, plan, values["seq_len"])
+    variant = variant_name(resolved.name, plan, values["seq_len"], values["kv_type"])
     if values["board"] and values["board"] != target.default_board:
         variant += f"-{_safe(values['board'])}"
     out_dir = build_dir / target.name / variant
@@ -165,6 +168,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         board=board,
         firmware=firmware,
         images=images,
+        kv_type=values["kv_type"],
     )
 
 

@@ -158,10 +158,13 @@ class QemuSession:
             if stream is not None:
                 stream.close()
 
-    def stderr_text(self, limit: int = 2000) -> str:
+    def stderr_text(self, max_lines: int = 4) -> str:
+        """What QEMU said, its first lines only (a fatal error comes with a register dump)."""
         self._stderr.seek(0)
-        text = self._stderr.read().decode("utf-8", errors="replace").strip()
-        return text[-limit:] if text else "(nothing on stderr)"
+        lines = self._stderr.read().decode("utf-8", errors="replace").strip().splitlines()
+        if not lines:
+            return "(nothing on stderr)"
+        return "\n".join(lines[:max_lines]) + (" ..." if len(lines) > max_lines else "")
 
     # ---- the console ----
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .oracle import generate
+from .oracle import GenerationResult, generate
 from .reference import Reference
 from .tokenizer import Tokenizer
 
@@ -30,6 +30,7 @@ class QualityReport:
     teacher_forced_top1: float
     mean_kl: float
     max_kl: float
+    kv_type: str = "f32"
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -41,6 +42,13 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
+def fp32_baseline(
+    ckpt: Checkpoint, tok: Tokenizer, prompt: str = "Once upon a time", steps: int = 256
+) -> GenerationResult:
+    """fp32's greedy run from ``prompt``, with its logits: what :func:`compare` measures against."""
+    return generate(Reference.from_checkpoint(ckpt, "fp32"), tok, prompt, steps, 0.0, 0.9, 1, keep_logits=True)
+
+
 def compare(
     ckpt: Checkpoint,
     tok: Tokenizer,
@@ -49,10 +57,17 @@ def compare(
     overrides: dict[str, str] | None = None,
     prompt: str = "Once upon a time",
     steps: int = 256,
+    kv_type: str = "f32",
+    baseline: GenerationResult | None = None,
 ) -> QualityReport:
-    """Compare ``quant`` with fp32 over a ``steps``-token greedy run from ``prompt``."""
-    baseline = generate(Reference.from_checkpoint(ckpt, "fp32"), tok, prompt, steps, 0.0, 0.9, 1, keep_logits=True)
-    candidate = generate(Reference.from_checkpoint(ckpt, quant, group_size, overrides), tok, prompt, steps, 0.0, 0.9, 1)
+    """Compare ``quant`` (with a ``kv_type`` KV cache) with fp32 over a ``steps``-token greedy run from ``prompt``.
+
+    ``baseline`` is fp32's run (:func:`fp32_baseline`) when several comparisons share it.
+    """
+    if baseline is None:
+        baseline = fp32_baseline(ckpt, tok, prompt, steps)
+    candidate_model = Reference.from_checkpoint(ckpt, quant, group_size, overrides, kv_type=kv_type)
+    candidate = generate(candidate_model, tok, prompt, steps, 0.0, 0.9, 1)
 
     start = baseline.prompt_tokens
     ours, theirs = baseline.tokens[start:], candidate.tokens[start:]
@@ -64,7 +79,7 @@ def compare(
     # Teacher forcing: the quantized model reads fp32's greedy sequence; fp32's own logits along that
     # sequence are the ones it produced while generating it.
     assert baseline.logits is not None
-    quant_model = Reference.from_checkpoint(ckpt, quant, group_size, overrides)
+    quant_model = Reference.from_checkpoint(ckpt, quant, group_size, overrides, kv_type=kv_type)
     kls, top1 = [], []
     for pos, (token, fp32_logits) in enumerate(zip(baseline.tokens, baseline.logits, strict=False)):
         q_log = _log_softmax(quant_model.forward(token, pos))
@@ -82,4 +97,5 @@ def compare(
         teacher_forced_top1=float(np.mean(top1)) if top1 else 1.0,
         mean_kl=float(np.mean(kls)) if kls else 0.0,
         max_kl=float(np.max(kls)) if kls else 0.0,
+        kv_type=kv_type,
     )

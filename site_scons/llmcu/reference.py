@@ -26,6 +26,7 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .config import LAYER_MATRICES, MATRIX_KINDS, ModelConfig
 from .errors import OptionError
+from .kvcache import check_kv_type, stored
 from .quantize import QuantizedMatrix, QuantPlan, quantize_model, quantize_vector
 
 F32 = np.float32
@@ -321,12 +322,21 @@ class _Layer:
 
 
 class Reference:
-    """run.c's ``forward`` with a KV cache, per the numeric contract (fp32 or group-quantized matrices)."""
+    """run.c's ``forward`` with a KV cache, per the numeric contract (fp32 or group-quantized matrices).
+
+    ``kv_type`` is the cache's element type (``f32``, ``f16``, ``q8``); the cache arrays hold what each
+    stored key and value reads back as, in float32, so attention itself is the same for every type.
+    """
 
     def __init__(
-        self, ckpt: Checkpoint, plan: dict[str, QuantizedMatrix] | None = None, math: str | CMath = "auto"
+        self,
+        ckpt: Checkpoint,
+        plan: dict[str, QuantizedMatrix] | None = None,
+        math: str | CMath = "auto",
+        kv_type: str = "f32",
     ) -> None:
         self.config = ckpt.config
+        self.kv_type = check_kv_type(kv_type)
         self.cmath = math if isinstance(math, CMath) else c_math(math)
         self.plan = self._complete_plan(ckpt, plan or {})
         cfg = self.config
@@ -347,10 +357,11 @@ class Reference:
         group_size: int = 32,
         overrides: dict[str, str] | None = None,
         math: str | CMath = "auto",
+        kv_type: str = "f32",
     ) -> Reference:
         """A reference whose matrices are quantized with ``quant`` (norm weights stay fp32)."""
         plan = QuantPlan(quant, group_size, tuple((overrides or {}).items()))
-        return cls(ckpt, quantize_model(ckpt.weights, plan), math=math)
+        return cls(ckpt, quantize_model(ckpt.weights, plan), math=math, kv_type=kv_type)
 
     @staticmethod
     def _complete_plan(ckpt: Checkpoint, plan: dict[str, QuantizedMatrix]) -> dict[str, QuantizedMatrix]:
@@ -394,8 +405,9 @@ class Reference:
         q = rotate(qkv[: cfg.dim], self.rope_cos[pos], self.rope_sin[pos])
         half = cfg.kv_dim // 2
         k = rotate(qkv[cfg.dim : cfg.dim + cfg.kv_dim], self.rope_cos[pos, :half], self.rope_sin[pos, :half])
-        self.key_cache[index, pos] = k
-        self.value_cache[index, pos] = qkv[cfg.dim + cfg.kv_dim :]
+        # Rotated in float32, then stored in the cache's element type (read back as float32).
+        self.key_cache[index, pos] = stored(k, self.kv_type, cfg.head_size)
+        self.value_cache[index, pos] = stored(qkv[cfg.dim + cfg.kv_dim :], self.kv_type, cfg.head_size)
         x = (x + layer.wo(self._attention(index, q, pos))).astype(F32)
         xb = rmsnorm(x, layer.rms_ffn)
         h13 = layer.w13(xb)

@@ -31,6 +31,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         tokenizer_name=settings.tokenizer.name,
         seq_len=settings.seq_len,
         progress=sys.stderr.isatty(),
+        kv_type=settings.kv_type,
     )
     write_quant_report(model, settings.out_dir / "quant_report.json", settings.out_dir / "quant_report.md")
     for image in settings.images:

@@ -80,6 +80,7 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
         targets.append(settings.gen_dir / "board_config.h")
     identity = env.Value(
         f"{settings.model_name}|{settings.plan!r}|{settings.seq_len}|{settings.target.kind}|{settings.board}|"
+        f"kv_type={settings.kv_type}|"
         f"{settings.firmware!r}|{[(image.name, image.target.name, image.regions) for image in settings.images]}"
     )
     sources = [str(settings.checkpoint), str(settings.tokenizer), identity]
@@ -123,6 +124,12 @@ def _link_action(target, source, env) -> int:  # SCons calls actions with (targe
     return steps.link(env.subst("$LLMCU_LINKCMD", target=target, source=source), env["LLMCU_IMAGE"])
 
 
+def _link_string(target, source, env) -> str:  # SCons calls strfunctions with (target, source, env)
+    if env.get("LINKCOMSTR"):
+        return f"LINK    {target[0]}"
+    return env.subst("$LLMCU_LINKCMD", target=target, source=source)
+
+
 def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage, generated: list):
     """Compile the runtime and the board layer for one firmware image, link it with its planned script."""
     target = image.target
@@ -145,7 +152,7 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
     )
     # Link through llmcu so that a region overflow becomes an error naming the region and what would fit.
     build_env["LLMCU_LINKCMD"] = build_env["LINKCOM"]
-    build_env["LINKCOM"] = build_env.Action(_link_action, "$LLMCU_LINKCMD" if settings.verbose else QUIET_COMMANDS["LINKCOMSTR"])
+    build_env["LINKCOM"] = build_env.Action(_link_action, strfunction=_link_string)
     sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources()]
     sources += [(path, path.resolve().relative_to(project.ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]

@@ -7,8 +7,11 @@
  *
  * so the host sees a fault where it would have seen the end of a run, then calls board_fatal().
  * pc/lr/xpsr are the faulting code's, from the frame the core stacked; sp is its stack pointer before
- * the exception. Everything is formatted by hand into a local buffer: no printf, nothing static, so the
- * report works whatever state the fault left the program in (as long as the stack itself is usable).
+ * the exception. cfsr says what happened (MemManage, BusFault and UsageFault bits), hfsr why a fault
+ * became a HardFault, mmfar/bfar the faulting address when cfsr marks them valid.
+ *
+ * Everything is formatted by hand into a local buffer: no printf, no static state, so the report works
+ * whatever state the fault left the program in, a stack overflow included.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -21,7 +24,9 @@ void cortex_m_fault_report(const uint32_t *frame, uint32_t exc_return) __attribu
 
 /*
  * The entry: bit 2 of EXC_RETURN (in LR) says which stack the core pushed the frame to, MSP or PSP.
- * Pass that frame and EXC_RETURN on to C. Naked: no prologue may move SP or clobber LR first.
+ * Pass that frame and EXC_RETURN on to C. When SP is below the stack (an overflow: the fault is likely
+ * the core failing to push the frame there), the report moves to the top of the stack; nothing returns
+ * from here, so what was there is not needed. Naked: no prologue may move SP or clobber LR first.
  */
 __attribute__((naked)) void cortex_m_fault_entry(void) {
     __asm volatile("tst lr, #4\n"
@@ -29,6 +34,11 @@ __attribute__((naked)) void cortex_m_fault_entry(void) {
                    "mrseq r0, msp\n"
                    "mrsne r0, psp\n"
                    "mov r1, lr\n"
+                   "ldr r2, =__stack_limit\n"
+                   "ldr r3, =__stack_top\n"
+                   "cmp sp, r2\n"
+                   "it lo\n"
+                   "movlo sp, r3\n"
                    "b cortex_m_fault_report\n");
 }
 
@@ -42,9 +52,10 @@ void UsageFault_Handler(void) __attribute__((alias("cortex_m_fault_entry")));
 #define FRAME_PC 6
 #define FRAME_XPSR 7
 #define FRAME_WORDS 8
-#define FRAME_FP_WORDS 18         /* s0-s15, fpscr and a reserved word, when the FPU context was stacked */
+#define FRAME_FP_WORDS 18 /* s0-s15, fpscr and a reserved word, when the FPU context was stacked */
 #define EXC_RETURN_BASIC_FRAME (1u << 4) /* 0: the frame includes the FP words */
 #define XPSR_STACK_ALIGNED (1u << 9)     /* the core added a padding word to align the frame to 8 */
+#define CFSR_STACKING_FAILED ((1u << 4) | (1u << 12)) /* MSTKERR, STKERR: no frame to read */
 
 static const char *exception_name(uint32_t number) {
     switch (number) {
@@ -100,20 +111,28 @@ void cortex_m_fault_report(const uint32_t *frame, uint32_t exc_return) {
     __asm volatile("mrs %0, ipsr" : "=r"(ipsr));
     uint32_t number = ipsr & 0x1FFu;
 
-    /* The faulting code's SP: above the frame, its FP extension and the alignment padding. */
-    uint32_t frame_words = FRAME_WORDS + ((exc_return & EXC_RETURN_BASIC_FRAME) ? 0u : FRAME_FP_WORDS);
-    uint32_t sp = (uint32_t)(uintptr_t)frame + 4u * frame_words;
-    if (frame[FRAME_XPSR] & XPSR_STACK_ALIGNED) {
-        sp += 4u;
+    /* The faulting code's registers, from the frame, unless the core could not push one (then they read
+     * as 0 and sp is where the frame would have gone). */
+    uint32_t pc = 0, lr = 0, xpsr = 0;
+    uint32_t sp = (uint32_t)(uintptr_t)frame;
+    if ((SCB_CFSR & CFSR_STACKING_FAILED) == 0) {
+        pc = frame[FRAME_PC];
+        lr = frame[FRAME_LR];
+        xpsr = frame[FRAME_XPSR];
+        /* SP before the exception: above the frame, its FP extension and the alignment padding. */
+        sp += 4u * (FRAME_WORDS + ((exc_return & EXC_RETURN_BASIC_FRAME) ? 0u : FRAME_FP_WORDS));
+        if (xpsr & XPSR_STACK_ALIGNED) {
+            sp += 4u;
+        }
     }
 
     report_line line;
     line.len = 0;
     put_str(&line, "\x03llmcu end status=fault reason=");
     put_str(&line, exception_name(number));
-    put_hex(&line, "pc", frame[FRAME_PC]);
-    put_hex(&line, "lr", frame[FRAME_LR]);
-    put_hex(&line, "xpsr", frame[FRAME_XPSR]);
+    put_hex(&line, "pc", pc);
+    put_hex(&line, "lr", lr);
+    put_hex(&line, "xpsr", xpsr);
     put_hex(&line, "cfsr", SCB_CFSR);
     put_hex(&line, "hfsr", SCB_HFSR);
     put_hex(&line, "mmfar", SCB_MMFAR);

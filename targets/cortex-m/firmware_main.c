@@ -55,7 +55,7 @@ static void write_str(const char *text) {
 /* The word an error is about, reduced to characters that cannot disturb the host's parser (no
  * spaces, no protocol markers) and to a bounded length. */
 static void write_error(const char *reason, const console_word *detail) {
-    char line[96];
+    char tail[40]; /* the detail and the newline */
     size_t n = 0;
     write_str("\x15llmcu error reason=");
     write_str(reason);
@@ -65,11 +65,11 @@ static void write_error(const char *reason, const console_word *detail) {
             char c = detail->text[i];
             int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
                         c == '-' || c == '.';
-            line[n++] = plain ? c : '?';
+            tail[n++] = plain ? c : '?';
         }
     }
-    line[n++] = '\n';
-    board_write(line, n);
+    tail[n++] = '\n';
+    board_write(tail, n);
 }
 
 /* Collects one line; 0 when it was too long (and already answered with an error). */

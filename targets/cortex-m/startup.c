@@ -94,7 +94,7 @@ __attribute__((naked)) void Default_Handler(void) { __asm volatile("b cortex_m_f
 
 #define STACK_PAINT_WORD 0xA5A5A5A5u
 #define STACK_PAINT_BYTE 0xA5u
-#define STACK_PAINT_MARGIN 256u /* left unpainted below the painter's SP: its own frame and callees */
+#define STACK_PAINT_MARGIN 16u /* a gap below the painter's own SP: nothing live is ever painted over */
 
 /* Volatile stores: a plain loop could become a call to memset, whose frame would lie in the region. */
 static void paint_stack(void) {
@@ -114,7 +114,8 @@ size_t cortex_m_stack_peak(void) {
         word++;
     }
     const volatile uint8_t *byte = (const volatile uint8_t *)word;
-    while (byte < (const volatile uint8_t *)top && *byte == STACK_PAINT_BYTE) { /* then the bytes of the first used one */
+    const volatile uint8_t *end = (const volatile uint8_t *)top;
+    while (byte < end && *byte == STACK_PAINT_BYTE) { /* then the bytes of the first word in use */
         byte++;
     }
     return (size_t)((uintptr_t)top - (uintptr_t)byte);

@@ -56,8 +56,11 @@ static void pll1_on(void)
     RCC_PLLCFGR = (RCC_PLLCFGR & ~RCC_PLLCFGR_PLL1_MASK) | (BOARD_PLL1_VCOSEL << RCC_PLLCFGR_PLL1VCOSEL_SHIFT) |
                   (BOARD_PLL1_RGE << RCC_PLLCFGR_PLL1RGE_SHIFT) | RCC_PLLCFGR_DIVP1EN | RCC_PLLCFGR_DIVQ1EN |
                   RCC_PLLCFGR_DIVR1EN;
-    RCC_PLL1DIVR = ((BOARD_PLL1_N - 1u) << RCC_PLL1DIVR_DIVN1_SHIFT) | ((BOARD_PLL1_P - 1u) << RCC_PLL1DIVR_DIVP1_SHIFT) |
-                   ((BOARD_PLL1_Q - 1u) << RCC_PLL1DIVR_DIVQ1_SHIFT) | ((BOARD_PLL1_R - 1u) << RCC_PLL1DIVR_DIVR1_SHIFT);
+    /* Each divider field holds its factor minus one. */
+    RCC_PLL1DIVR = ((BOARD_PLL1_N - 1u) << RCC_PLL1DIVR_DIVN1_SHIFT) |
+                   ((BOARD_PLL1_P - 1u) << RCC_PLL1DIVR_DIVP1_SHIFT) |
+                   ((BOARD_PLL1_Q - 1u) << RCC_PLL1DIVR_DIVQ1_SHIFT) |
+                   ((BOARD_PLL1_R - 1u) << RCC_PLL1DIVR_DIVR1_SHIFT);
     RCC_PLL1FRACR = 0u;
     RCC_CR |= RCC_CR_PLL1ON;
     while ((RCC_CR & RCC_CR_PLL1RDY) == 0u) {

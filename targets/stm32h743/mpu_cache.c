@@ -61,6 +61,7 @@ void mpu_init(void)
     isb();
 }
 
+#if BOARD_HAS_SDRAM || BOARD_HAS_QSPI
 /* Changing a region while the MPU is on is safe here: nothing has used the memory it opens yet. */
 static void mpu_open(uint32_t number, uint32_t base, uint32_t attributes)
 {
@@ -69,6 +70,7 @@ static void mpu_open(uint32_t number, uint32_t base, uint32_t attributes)
     dsb();
     isb();
 }
+#endif
 
 void mpu_enable_sdram(void)
 {

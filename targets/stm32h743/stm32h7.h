@@ -1,8 +1,9 @@
 /*
  * STM32H743 peripheral registers used by llmcu's board layer, from ST's reference manual RM0433
- * (STM32H742, STM32H743/753 and STM32H750). Addresses are from section 2.3 (memory map and register
- * boundary addresses); bit positions from each peripheral's register description. Only what the board
- * layer uses is defined. Core (Cortex-M7) registers are in ../cortex-m/armv7m.h.
+ * (STM32H742, STM32H743/753 and STM32H750). Addresses are from its "Memory map and register boundary
+ * addresses"; bit positions from each peripheral's register description. Only the registers the board
+ * layer uses are defined (with a few neighbouring fields). Core (Cortex-M7) registers are in
+ * ../cortex-m/armv7m.h.
  */
 #ifndef LLMCU_STM32H7_H
 #define LLMCU_STM32H7_H

@@ -1,0 +1,487 @@
+"""A small STM32H743 for the unicorn emulator: enough of its registers to run the board layer's C.
+
+The CPU is unicorn's Cortex-M7 (Thumb, M profile); flash, DTCM and AXI SRAM are plain memory; the
+peripherals the board layer touches (RCC, PWR, SYSCFG, FLASH, GPIO, USART, FMC, QUADSPI) and the core's
+SCB, MPU, SysTick and DWT are Python models behind MMIO callbacks. The models act as RM0433 says where
+the C waits on them (HSERDY follows HSEON, PLL1RDY follows PLL1ON, VOSRDY after a voltage change, SWS
+follows SW, QUADSPI BUSY/TCF, a W25Q-style NOR flash behind the QUADSPI) and note a *violation* when the
+C does something RM0433 forbids (configuring PLL1 while it runs, switching to a PLL that is not ready,
+touching a peripheral whose clock is off, ...). Every access is recorded in order, with the register's
+name, so tests can assert what was written and when. Accesses to registers the model does not know are
+violations too: they catch a wrong address in the C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+from unicorn import UC_ARCH_ARM, UC_HOOK_MEM_WRITE, UC_MODE_MCLASS, UC_MODE_THUMB, Uc
+from unicorn import arm_const as arm
+
+FLASH = (0x08000000, 0x200000)
+DTCM = (0x20000000, 0x20000)
+AXI_SRAM = (0x24000000, 0x80000)
+STACK_TOP = DTCM[0] + DTCM[1]
+RETURN_ADDRESS = FLASH[0] + FLASH[1] - 0x100  # a BKPT the called function returns to
+MMIO_WINDOWS = ((0x40000000, 0x20000), (0x52000000, 0x10000), (0x58000000, 0x30000), (0xE0000000, 0x100000))
+
+RCC, PWR, SYSCFG, FLASH_IF, FMC, QSPI = 0x58024400, 0x58024800, 0x58000400, 0x52002000, 0x52004000, 0x52005000
+USARTS = {1: 0x40011000, 2: 0x40004400, 3: 0x40004800, 4: 0x40004C00, 5: 0x40005000, 6: 0x40011400}
+USARTS |= {7: 0x40007800, 8: 0x40007C00}
+USART_CLOCK = {1: ("RCC_APB2ENR", 4), 6: ("RCC_APB2ENR", 5), 2: ("RCC_APB1LENR", 17), 3: ("RCC_APB1LENR", 18)}
+USART_CLOCK |= {4: ("RCC_APB1LENR", 19), 5: ("RCC_APB1LENR", 20), 7: ("RCC_APB1LENR", 30), 8: ("RCC_APB1LENR", 31)}
+
+# Cortex-M7 with 16 KB 4-way D-cache, 32-byte lines: 128 sets (CCSIDR: WT/WB/RA/WA, NumSets-1, Assoc-1,
+# LineSize = log2(words per line) - 2).
+CCSIDR_M7_16K = 0xF0000000 | (127 << 13) | (3 << 3) | 1
+
+
+def _registers() -> dict[int, tuple[str, int]]:
+    """Address -> (name, reset value) for every register the model knows."""
+    regs: dict[int, tuple[str, int]] = {}
+
+    def block(base: int, prefix: str, layout: dict[int, tuple[str, int]]) -> None:
+        for offset, (name, reset) in layout.items():
+            regs[base + offset] = (f"{prefix}{name}", reset)
+
+    block(
+        RCC,
+        "RCC_",
+        {
+            0x000: ("CR", 0x00000025),
+            0x010: ("CFGR", 0),
+            0x018: ("D1CFGR", 0),
+            0x01C: ("D2CFGR", 0),
+            0x020: ("D3CFGR", 0),
+            0x028: ("PLLCKSELR", 0x02020200),
+            0x02C: ("PLLCFGR", 0x01FF0000),
+            0x030: ("PLL1DIVR", 0x01010280),
+            0x034: ("PLL1FRACR", 0),
+            0x04C: ("D1CCIPR", 0),
+            0x054: ("D2CCIP2R", 0),
+            0x0D4: ("AHB3ENR", 0),
+            0x0DC: ("AHB2ENR", 0),
+            0x0E0: ("AHB4ENR", 0),
+            0x0E8: ("APB1LENR", 0),
+            0x0F0: ("APB2ENR", 0),
+            0x0F4: ("APB4ENR", 0),
+        },
+    )
+    block(PWR, "PWR_", {0x04: ("CSR1", 0x00004000), 0x0C: ("CR3", 0x00000006), 0x18: ("D3CR", 0x00004000)})
+    block(SYSCFG, "SYSCFG_", {0x2C: ("PWRCR", 0)})
+    block(FLASH_IF, "FLASH_", {0x00: ("ACR", 0x37)})
+    block(
+        FMC,
+        "FMC_",
+        {
+            0x000: ("BCR1", 0x000030DB),
+            0x140: ("SDCR1", 0x2D0),
+            0x144: ("SDCR2", 0x2D0),
+            0x148: ("SDTR1", 0x0FFFFFFF),
+            0x14C: ("SDTR2", 0x0FFFFFFF),
+            0x150: ("SDCMR", 0),
+            0x154: ("SDRTR", 0),
+            0x158: ("SDSR", 0),
+        },
+    )
+    qspi_regs = ("CR", "DCR", "SR", "FCR", "DLR", "CCR", "AR", "ABR", "DR", "PSMKR", "PSMAR", "PIR", "LPTR")
+    block(QSPI, "QUADSPI_", {4 * i: (name, 0) for i, name in enumerate(qspi_regs)})
+    for port, letter in enumerate("ABCDEFGHIJK"):
+        moder = {0: 0xABFFFFFF, 1: 0xFFFFFEBF}.get(port, 0xFFFFFFFF)
+        ospeedr = {0: 0x0C000000, 1: 0x000000C0}.get(port, 0)
+        pupdr = {0: 0x64000000, 1: 0x00000100}.get(port, 0)
+        layout = {0x00: ("MODER", moder), 0x04: ("OTYPER", 0), 0x08: ("OSPEEDR", ospeedr), 0x0C: ("PUPDR", pupdr)}
+        layout |= {0x10: ("IDR", 0), 0x14: ("ODR", 0), 0x18: ("BSRR", 0), 0x20: ("AFRL", 0), 0x24: ("AFRH", 0)}
+        block(0x58020000 + 0x400 * port, f"GPIO{letter}_", layout)
+    usart_regs = ("CR1", "CR2", "CR3", "BRR", "GTPR", "RTOR", "RQR", "ISR", "ICR", "RDR", "TDR", "PRESC")
+    for number, base in USARTS.items():
+        kind = "USART" if number in (1, 2, 3, 6) else "UART"
+        resets = {"ISR": 0x000000C0}
+        block(base, f"{kind}{number}_", {4 * i: (n, resets.get(n, 0)) for i, n in enumerate(usart_regs)})
+    block(
+        0xE000E000,
+        "",
+        {
+            0x010: ("SYST_CSR", 0),
+            0x014: ("SYST_RVR", 0),
+            0x018: ("SYST_CVR", 0),
+            0xD00: ("SCB_CPUID", 0x411FC270),
+            0xD0C: ("SCB_AIRCR", 0xFA050000),
+            0xD14: ("SCB_CCR", 0x00040200),
+            0xD80: ("SCB_CCSIDR", CCSIDR_M7_16K),
+            0xD84: ("SCB_CSSELR", 0),
+            0xD90: ("MPU_TYPE", 16 << 8),
+            0xD94: ("MPU_CTRL", 0),
+            0xD98: ("MPU_RNR", 0),
+            0xD9C: ("MPU_RBAR", 0),
+            0xDA0: ("MPU_RASR", 0),
+            0xDFC: ("DEMCR", 0),
+            0xF50: ("SCB_ICIALLU", 0),
+            0xF60: ("SCB_DCISW", 0),
+        },
+    )
+    block(0xE0001000, "DWT_", {0x000: ("CTRL", 0x40000000), 0x004: ("CYCCNT", 0), 0xFB0: ("LAR", 0)})
+    return regs
+
+
+REGISTERS = _registers()
+ADDRESSES = {name: address for address, (name, _) in REGISTERS.items()}
+
+
+@dataclass
+class Access:
+    seq: int
+    kind: str  # "r" or "w"
+    name: str
+    value: int
+
+
+@dataclass
+class NorFlash:
+    """A W25Q-style NOR flash on the QUADSPI: status registers 1 (BUSY, WEL) and 2 (QE)."""
+
+    status1: int = 0
+    status2: int = 0
+    busy_polls: int = 0  # status 1 reads that still show BUSY after a status write
+    log: list[tuple[str, int, int | None]] = field(default_factory=list)  # (what, instruction, data)
+
+    def command(self, instruction: int) -> None:
+        self.log.append(("command", instruction, None))
+        if instruction == 0x06:
+            self.status1 |= 0x02  # WEL
+
+    def read(self, instruction: int) -> int:
+        self.log.append(("read", instruction, None))
+        if instruction == 0x05:
+            busy = 1 if self.busy_polls else 0
+            self.busy_polls = max(0, self.busy_polls - 1)
+            return (self.status1 & ~1) | busy
+        if instruction == 0x35:
+            return self.status2
+        return 0xFF
+
+    def write(self, instruction: int, data: int) -> None:
+        self.log.append(("write", instruction, data))
+        if instruction == 0x31 and self.status1 & 0x02:  # Write Status Register-2 needs WEL
+            self.status2 = data
+            self.status1 &= ~0x02
+            self.busy_polls = 3
+
+
+class Stm32h743:
+    """The emulated chip. ``call(symbol, *args)`` runs one C function to its return."""
+
+    def __init__(self, elf: Path, *, cyccnt_step: int = 64) -> None:
+        self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
+        self.uc.ctl_set_cpu_model(arm.UC_CPU_ARM_CORTEX_M7)
+        for base, size in (FLASH, DTCM, AXI_SRAM):
+            self.uc.mem_map(base, size)
+        for base, size in MMIO_WINDOWS:
+            self.uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
+        self.symbols = self._load(elf)
+        self.uc.mem_write(RETURN_ADDRESS, b"\x00\xbe")  # BKPT #0
+        self.values = {address: reset for address, (_, reset) in REGISTERS.items()}
+        self.log: list[Access] = []
+        self.violations: list[str] = []
+        self.unknown: list[str] = []
+        self.cyccnt_step = cyccnt_step
+        self.pending: dict[str, int] = {}  # flag -> reads left before it becomes true
+        self.mpu_regions: dict[int, tuple[int, int]] = {}
+        self.tx = bytearray()
+        self.rx = bytearray()
+        self.flash = NorFlash()
+        self.qspi_fifo: list[int] = []
+        self.qspi_write: tuple[int, int] | None = None  # (instruction, bytes expected) of an indirect write
+        self.sdram_commands: list[dict[str, int]] = []
+        self.switch_state: dict[str, int] | None = None  # chip state when SYSCLK switched to PLL1
+        self.memory_mapped_state: dict[str, int] | None = None
+        self.reset_requested = False
+        self.ram_writes: list[int] = []
+
+    # ---- program loading and calling ----
+
+    def _load(self, elf: Path) -> dict[str, int]:
+        with elf.open("rb") as handle:
+            image = ELFFile(handle)
+            for segment in image.iter_segments():
+                if segment["p_type"] == "PT_LOAD" and segment["p_filesz"]:
+                    self.uc.mem_write(segment["p_paddr"], segment.data())
+            symtab = image.get_section_by_name(".symtab")
+            return {s.name: s["st_value"] & ~1 for s in symtab.iter_symbols() if s["st_info"]["type"] == "STT_FUNC"}
+
+    def call(self, symbol: str, *args: int, max_instructions: int = 3_000_000) -> int:
+        for register, value in zip((arm.UC_ARM_REG_R0, arm.UC_ARM_REG_R1, arm.UC_ARM_REG_R2), args, strict=False):
+            self.uc.reg_write(register, value & 0xFFFFFFFF)
+        self.uc.reg_write(arm.UC_ARM_REG_SP, STACK_TOP)
+        self.uc.reg_write(arm.UC_ARM_REG_LR, RETURN_ADDRESS | 1)
+        self.uc.emu_start(self.symbols[symbol] | 1, RETURN_ADDRESS, count=max_instructions)
+        pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
+        if pc != RETURN_ADDRESS and not self.reset_requested:
+            recent = ", ".join(f"{a.kind}:{a.name}={a.value:#x}" for a in self.log[-8:])
+            raise AssertionError(f"{symbol} did not return (stuck at pc={pc:#x}); last accesses: {recent}")
+        low = self.uc.reg_read(arm.UC_ARM_REG_R0)
+        return low | (self.uc.reg_read(arm.UC_ARM_REG_R1) << 32)
+
+    def watch_ram_writes(self, start: int, end: int) -> Callable[[], None]:
+        """Record CPU writes into [start, end); returns a function that stops recording."""
+
+        def hook(uc: Uc, access: int, address: int, size: int, value: int, data: object) -> None:
+            self.ram_writes.append(address)
+
+        handle = self.uc.hook_add(UC_HOOK_MEM_WRITE, hook, begin=start, end=end - 1)
+        return lambda: self.uc.hook_del(handle)
+
+    # ---- queries for tests ----
+
+    def reg(self, name: str) -> int:
+        return self.values[ADDRESSES[name]]
+
+    def writes(self, name: str) -> list[Access]:
+        return [a for a in self.log if a.kind == "w" and a.name == name]
+
+    def first_write(self, name: str, predicate: Callable[[int], bool] = lambda v: True) -> int:
+        """Sequence number of the first write to ``name`` whose value satisfies ``predicate``."""
+        for access in self.writes(name):
+            if predicate(access.value):
+                return access.seq
+        raise AssertionError(f"no matching write to {name}")
+
+    @property
+    def cyccnt(self) -> int:
+        return self.reg("DWT_CYCCNT")
+
+    @cyccnt.setter
+    def cyccnt(self, value: int) -> None:
+        self.values[ADDRESSES["DWT_CYCCNT"]] = value & 0xFFFFFFFF
+
+    def vos_level(self) -> int:
+        vos = (self.reg("PWR_D3CR") >> 14) & 3
+        scale = {3: 1, 2: 2, 1: 3, 0: 3}[vos]
+        return 0 if scale == 1 and self.reg("SYSCFG_PWRCR") & 1 else scale
+
+    # ---- MMIO ----
+
+    def _mmio_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
+        address = base + offset
+        if size == 1 and (address & ~3) == QSPI + 0x20:
+            value = self.qspi_fifo.pop(0) if self.qspi_fifo else 0
+            self._record("r", "QUADSPI_DR", value)
+            return value
+        if address not in REGISTERS:
+            self.unknown.append(f"read {address:#010x}")
+            return 0
+        name = REGISTERS[address][0]
+        self._check_clock(name, "read")
+        value = self._read(name, address)
+        self._record("r", name, value)
+        return value
+
+    def _mmio_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
+        address = base + offset
+        if size == 1 and (address & ~3) == QSPI + 0x20:
+            self._record("w", "QUADSPI_DR", value)
+            self._qspi_data(value)
+            return
+        if address not in REGISTERS or size != 4:
+            self.unknown.append(f"write {address:#010x} ({size} bytes) = {value:#x}")
+            return
+        name = REGISTERS[address][0]
+        self._check_clock(name, "write")
+        self._record("w", name, value)
+        self._write(name, address, value)
+
+    def _record(self, kind: str, name: str, value: int) -> None:
+        self.log.append(Access(len(self.log), kind, name, value))
+
+    def _flag(self, name: str, reads: int) -> None:
+        self.pending[name] = reads
+
+    def _ready(self, name: str) -> bool:
+        """A flag that turns true after a few reads, so the C has to wait for it."""
+        left = self.pending.get(name)
+        if left is None:
+            return False
+        if left > 0:
+            self.pending[name] = left - 1
+            return False
+        return True
+
+    def _check_clock(self, name: str, what: str) -> None:
+        """RM0433: a peripheral's registers are reachable only with its bus clock enabled."""
+        clock = None
+        if name.startswith("GPIO"):
+            clock = ("RCC_AHB4ENR", "ABCDEFGHIJK".index(name[4]))
+        elif name.startswith("FMC_"):
+            clock = ("RCC_AHB3ENR", 12)
+        elif name.startswith("QUADSPI_"):
+            clock = ("RCC_AHB3ENR", 14)
+        elif name.startswith("SYSCFG_"):
+            clock = ("RCC_APB4ENR", 1)
+        elif name.startswith(("USART", "UART")):
+            clock = USART_CLOCK[int(name.split("_")[0].lstrip("USART"))]
+        if clock and not self.reg(clock[0]) >> clock[1] & 1:
+            self.violations.append(f"{what} of {name} with its clock off ({clock[0]} bit {clock[1]})")
+
+    def _read(self, name: str, address: int) -> int:
+        value = self.values[address]
+        if name == "PWR_CSR1":
+            return value | (1 << 13 if self._ready("ACTVOSRDY") else 0)
+        if name == "PWR_D3CR":
+            return (value & ~(1 << 13)) | (1 << 13 if self._ready("VOSRDY") else 0)
+        if name == "RCC_CR":
+            value &= ~((1 << 17) | (1 << 25))
+            value |= (1 << 17) if value & (1 << 16) and self._ready("HSERDY") else 0
+            value |= (1 << 25) if value & (1 << 24) and self._ready("PLL1RDY") else 0
+            self.values[address] = value
+            return value
+        if name == "DWT_CYCCNT":
+            if self.reg("DEMCR") >> 24 & 1 and self.reg("DWT_CTRL") & 1:
+                self.values[address] = (value + self.cyccnt_step) & 0xFFFFFFFF
+            return value
+        if name.endswith("_ISR") and name.startswith(("USART", "UART")):
+            cr1 = self.values[address - 0x1C]
+            rxne = bool(self.rx) and cr1 & 0b101 == 0b101
+            return value | (1 << 5 if rxne else 0)
+        if name.endswith("_RDR") and name.startswith(("USART", "UART")):
+            return self.rx.pop(0) if self.rx else 0
+        if name == "QUADSPI_SR":
+            tcf = 1 << 1 if self._qspi_done() else 0
+            busy = 1 << 5 if self.qspi_fifo or self.qspi_write or (self.pending.get("QSPI_TCF", 0) > 0) else 0
+            return tcf | busy | (len(self.qspi_fifo) << 8)
+        return value
+
+    def _write(self, name: str, address: int, value: int) -> None:
+        old = self.values[address]
+        if name == "PWR_CR3":
+            if self.writes("PWR_CR3")[:-1]:
+                self.violations.append("PWR_CR3 supply configuration written twice (it is write-once)")
+            self._flag("ACTVOSRDY", 2)
+        elif name == "PWR_D3CR":
+            if not self.writes("PWR_CR3"):
+                self.violations.append("voltage scaling changed before the supply configuration")
+            self._flag("VOSRDY", 3)
+        elif name == "SYSCFG_PWRCR":
+            if value & 1 and (self.reg("PWR_D3CR") >> 14) & 3 != 3:
+                self.violations.append("ODEN set while not in VOS1")
+            self._flag("VOSRDY", 3)
+        elif name == "RCC_CR":
+            if (value ^ old) & (1 << 18) and old & (1 << 16):
+                self.violations.append("HSEBYP changed while the HSE is on")
+            if value & (1 << 16) and not old & (1 << 16):
+                self._flag("HSERDY", 2)
+            if value & (1 << 24) and not old & (1 << 24):
+                if not old & (1 << 17) and self.reg("RCC_PLLCKSELR") & 3 == 2:
+                    self.violations.append("PLL1 enabled before its HSE source was ready")
+                self._flag("PLL1RDY", 2)
+        elif name in ("RCC_PLLCKSELR", "RCC_PLLCFGR", "RCC_PLL1DIVR", "RCC_PLL1FRACR"):
+            if self.reg("RCC_CR") & (1 << 24):
+                self.violations.append(f"{name} written while PLL1 is on")
+        elif name == "RCC_CFGR":
+            sw = value & 7
+            if sw == 3:
+                if not self.reg("RCC_CR") & (1 << 25):
+                    self.violations.append("SYSCLK switched to PLL1 before PLL1RDY")
+                self.switch_state = {
+                    "vos": self.vos_level(),
+                    "latency": self.reg("FLASH_ACR") & 0xF,
+                    "wrhighfreq": self.reg("FLASH_ACR") >> 4 & 3,
+                    "d1cfgr": self.reg("RCC_D1CFGR"),
+                    "d2cfgr": self.reg("RCC_D2CFGR"),
+                    "d3cfgr": self.reg("RCC_D3CFGR"),
+                }
+            value = (value & ~(7 << 3)) | (sw << 3)  # SWS follows SW
+        elif name == "DWT_CTRL":
+            if self.reg("DWT_LAR") != 0xC5ACCE55:
+                self.violations.append("DWT_CTRL written while the DWT is locked (DWT_LAR)")
+                return
+        elif name == "DWT_LAR":
+            value = value if value == 0xC5ACCE55 else 0
+        elif name == "MPU_RNR":
+            value &= 0xFF
+        elif name == "MPU_RBAR":
+            self.mpu_regions[self.reg("MPU_RNR")] = (value, self.mpu_regions.get(self.reg("MPU_RNR"), (0, 0))[1])
+        elif name == "MPU_RASR":
+            self.mpu_regions[self.reg("MPU_RNR")] = (self.mpu_regions.get(self.reg("MPU_RNR"), (0, 0))[0], value)
+        elif name == "SCB_AIRCR":
+            if value >> 16 == 0x05FA and value & (1 << 2):
+                self.reset_requested = True
+                self.uc.emu_stop()
+            value = (value & 0x700) | 0xFA050000
+        elif name.endswith("_BRR") and self.values[address - 0x0C] & 1:
+            self.violations.append(f"{name} written while the USART is enabled")
+        elif name.endswith("_TDR"):
+            cr1 = self.values[address - 0x28]
+            if cr1 & 0b1001 != 0b1001:
+                self.violations.append(f"{name} written with the transmitter off")
+            self.tx.append(value & 0xFF)
+        elif name.endswith("_ICR"):
+            return
+        elif name == "FMC_SDCMR":
+            if not self.reg("FMC_BCR1") >> 31:
+                self.violations.append("SDRAM command issued with the FMC disabled (FMC_BCR1 FMCEN)")
+            self.sdram_commands.append(
+                {
+                    "mode": value & 7,
+                    "ctb1": value >> 4 & 1,
+                    "ctb2": value >> 3 & 1,
+                    "nrfs": (value >> 5 & 0xF) + 1,
+                    "mrd": value >> 9 & 0x3FFF,
+                    "cyccnt": self.cyccnt,
+                    "seq": len(self.log) - 1,
+                }
+            )
+        elif name.startswith("QUADSPI_"):
+            value = self._qspi_register(name, value)
+            if value is None:
+                return
+        self.values[address] = value
+
+    # ---- QUADSPI with a NOR flash behind it ----
+
+    def _qspi_done(self) -> bool:
+        return self.pending.get("QSPI_TCF") == 0
+
+    def _qspi_register(self, name: str, value: int) -> int | None:
+        if name in ("QUADSPI_CCR", "QUADSPI_DCR") and (self.qspi_fifo or self.qspi_write):
+            self.violations.append(f"{name} written while QUADSPI is busy")
+        if name == "QUADSPI_FCR":
+            if value & 2:
+                self.pending.pop("QSPI_TCF", None)
+            return None
+        if name != "QUADSPI_CCR":
+            return value
+        if not self.reg("QUADSPI_CR") & 1:
+            self.violations.append("QUADSPI command with the peripheral disabled")
+        instruction, fmode = value & 0xFF, value >> 26 & 3
+        admode, dmode = value >> 10 & 3, value >> 24 & 3
+        if fmode == 3:
+            self.memory_mapped_state = {
+                "qe": self.flash.status2 >> 1 & 1,
+                "ccr": value,
+                "abr": self.reg("QUADSPI_ABR"),
+                "seq": len(self.log) - 1,
+            }
+        elif fmode == 1 and admode == 0:  # indirect read without address: starts now
+            count = self.reg("QUADSPI_DLR") + 1
+            self.qspi_fifo.extend([self.flash.read(instruction)] * count)
+            self.pending["QSPI_TCF"] = 0
+        elif fmode == 0 and admode == 0 and dmode == 0:  # instruction only: starts now
+            self.flash.command(instruction)
+            self.pending["QSPI_TCF"] = 0
+        elif fmode == 0 and admode == 0:  # starts when the data arrives
+            self.qspi_write = (instruction, self.reg("QUADSPI_DLR") + 1)
+        else:
+            self.violations.append(f"QUADSPI_CCR {value:#x}: a mode this model does not emulate")
+        return value
+
+    def _qspi_data(self, byte: int) -> None:
+        if self.qspi_write is None:
+            self.violations.append("QUADSPI_DR written without an indirect write command")
+            return
+        instruction, _count = self.qspi_write
+        self.flash.write(instruction, byte)
+        self.qspi_write = None
+        self.pending["QSPI_TCF"] = 0

@@ -1,0 +1,107 @@
+"""STM32H743 firmware: every board and quantization links, the region reports are right, misfits are clear."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from buildutil import scons
+from llmcu.checkpoint import random_checkpoint, write_checkpoint
+from llmcu.config import ModelConfig
+
+BOARDS = ("nucleo-h743zi", "h743-sdram-qspi")
+ON_CHIP_RAM = {"dtcm", "axi_sram", "sram123", "sram4", "itcm"}
+
+
+def report_of(out_dir: Path) -> dict:
+    return json.loads((out_dir / "memory_report.json").read_text())
+
+
+def used(report: dict) -> dict[str, int]:
+    return {region["name"]: region["used"] for region in report["regions"] if region["used"]}
+
+
+@pytest.fixture(scope="module")
+def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("firmware")
+
+
+@pytest.mark.parametrize("board", BOARDS)
+@pytest.mark.parametrize("quant", ["fp32", "q8", "q4"])
+def test_260k_links_with_a_region_report(board: str, quant: str, build_root: Path, stories260k: Path) -> None:
+    args = [
+        "target=stm32h743",
+        f"board={board}",
+        "model=260k",
+        f"quant={quant}",
+        "kv_type=f16",
+        f"build_dir={build_root}",
+    ]
+    scons(args, stories260k.parent)
+    out = next(path for path in (build_root / "stm32h743").iterdir() if path.name.startswith(f"260k-{quant}-kvf16")
+               and (board == BOARDS[0]) != path.name.endswith(board))  # fmt: skip
+    report = report_of(out)
+    regions = used(report)
+    assert set(regions) <= {"flash", "dtcm", "axi_sram"}, regions  # nothing external is needed for 260K
+    assert regions["axi_sram"] >= 327_680  # the f16 KV cache of the full 512-token context
+    assert report["weight_bytes"] > {"fp32": 1_000_000, "q8": 290_000, "q4": 160_000}[quant]
+    assert 4_000 < report["code_bytes"] < 64_000
+    assert report["macs_per_token"]["total_at_pos_128"] == 341_888
+    assert (out / "firmware.elf").is_file() and (out / "firmware.bin").is_file()
+    assert "| flash |" in (out / "memory_report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def model_15m(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("m15") / "r15m.bin"
+    write_checkpoint(path, random_checkpoint(ModelConfig(288, 768, 6, 6, 6, 32000, 256, True), seed=1))
+    return path
+
+
+@pytest.mark.parametrize("quant", ["q8", "q4"])
+def test_15m_shaped_model_links_on_the_external_memory_board(
+    quant: str, model_15m: Path, build_root: Path, tokenizer_32k: Path
+) -> None:
+    args = ["target=stm32h743", "board=h743-sdram-qspi", f"model={model_15m}", f"tokenizer={tokenizer_32k}",
+            f"quant={quant}", f"build_dir={build_root}"]  # fmt: skip
+    scons(args, tokenizer_32k.parent)
+    out = build_root / "stm32h743" / f"r15m-{quant}-h743-sdram-qspi"
+    regions = used(report_of(out))
+    assert regions["sdram"] == 2 * 6 * 256 * 288 * 4  # the fp32 KV cache (3.5 MB) only fits in SDRAM
+    if quant == "q8":
+        assert regions["qspi"] > 8_000_000  # 17 MB of q8 weights spill from flash into QSPI
+    assert regions["flash"] <= 2 * 1024 * 1024
+    assert (out / "firmware.bin").is_file()
+    assert (out / "firmware-qspi.bin").is_file() == ("qspi" in regions)
+
+
+def test_full_context_fp32_kv_on_the_nucleo_is_a_clear_error(build_root: Path, stories260k: Path) -> None:
+    result = scons(["target=stm32h743", "model=260k", "quant=q8", f"build_dir={build_root}"], stories260k.parent,
+                   check=False)  # fmt: skip
+    assert result.returncode != 0
+    message = result.stderr
+    assert "KV cache (655,360 bytes" in message and "axi_sram has 524,288 free" in message
+    assert "kv_type=f16" in message and "seq_len=" in message and "board=h743-sdram-qspi" in message
+    assert "Traceback" not in message
+
+
+def test_15m_on_the_nucleo_is_a_clear_error(model_15m: Path, build_root: Path, tokenizer_32k: Path) -> None:
+    args = ["target=stm32h743", f"model={model_15m}", f"tokenizer={tokenizer_32k}", "quant=q4", "kv_type=q8",
+            "seq_len=16", f"build_dir={build_root}"]  # fmt: skip
+    result = scons(args, tokenizer_32k.parent, check=False)
+    assert result.returncode != 0
+    assert "do not fit" in result.stderr and "flash has" in result.stderr and "QSPI" in result.stderr
+
+
+def test_unknown_board_lists_the_known_ones(build_root: Path, stories260k: Path) -> None:
+    result = scons(["target=stm32h743", "board=nucleo-h7", f"build_dir={build_root}"], stories260k.parent, check=False)
+    assert result.returncode != 0
+    assert "nucleo-h743zi" in result.stderr and "h743-sdram-qspi" in result.stderr
+
+
+def test_run_on_a_board_without_hil_says_what_to_do(build_root: Path, stories260k: Path) -> None:
+    result = scons(["target=stm32h743", "model=260k", "quant=q8", "kv_type=f16", f"build_dir={build_root}", "run"],
+                   stories260k.parent, check=False)  # fmt: skip
+    assert result.returncode != 0 and "hil=qemu" in result.stderr

@@ -78,8 +78,8 @@ def test_15m_shaped_model_links_on_the_external_memory_board(
 
 
 def test_full_context_fp32_kv_on_the_nucleo_is_a_clear_error(build_root: Path, stories260k: Path) -> None:
-    result = scons(["target=stm32h743", "model=260k", "quant=q8", f"build_dir={build_root}"], stories260k.parent,
-                   check=False)  # fmt: skip
+    args = ["target=stm32h743", "model=260k", "quant=q8", "kv_type=f32", f"build_dir={build_root}"]
+    result = scons(args, stories260k.parent, check=False)
     assert result.returncode != 0
     message = result.stderr
     assert "KV cache (655,360 bytes" in message and "axi_sram has 524,288 free" in message
@@ -105,3 +105,18 @@ def test_run_on_a_board_without_hil_says_what_to_do(build_root: Path, stories260
     result = scons(["target=stm32h743", "model=260k", "quant=q8", "kv_type=f16", f"build_dir={build_root}", "run"],
                    stories260k.parent, check=False)  # fmt: skip
     assert result.returncode != 0 and "hil=qemu" in result.stderr
+
+
+def test_automatic_kv_type_and_the_twin_with_the_boards_budget(build_root: Path, stories260k: Path) -> None:
+    """The issue's two commands: the default KV type makes the full context fit the NUCLEO (f16 in AXI SRAM),
+    and hil=qemu runs the build's twin, linked with the same plan, in QEMU."""
+    args = ["target=stm32h743", "model=260k", "quant=q8", f"build_dir={build_root}"]
+    result = scons([*args, "hil=qemu", "run", "prompt=Once upon a time", "temperature=0", "steps=24"],
+                   stories260k.parent)  # fmt: skip
+    out = build_root / "stm32h743" / "260k-q8"
+    for image in (out, out / "twin"):
+        script = (image / "gen" / "firmware.ld").read_text()
+        assert "KV cache (f16) 327,680 B -> axi_sram" in script
+    assert "#define LLMCU_KV_TYPE 1" in (out / "gen" / "model_config.h").read_text()
+    assert "Once upon a time, there was a little girl" in result.stdout
+    assert "24 tokens" in result.stdout and "instructions/token" in result.stdout

@@ -51,7 +51,10 @@ class Blob:
 
 @dataclass
 class GeneratedModel:
-    """What :func:`generate` produced, for reports and the memory planner."""
+    """A quantized model laid out for linking (:func:`prepare`), before and after its sources are written.
+
+    ``kv_type`` may still be decided (by the memory planner) between :func:`prepare` and :func:`write_sources`.
+    """
 
     config: ModelConfig
     seq_len: int
@@ -59,6 +62,8 @@ class GeneratedModel:
     blobs: list[Blob]
     reports: list[TensorReport]
     kv_type: str = "f32"
+    data: bytes = b""
+    max_token_length: int = 1
 
     def weight_bytes(self) -> int:
         return sum(blob.size for blob in self.blobs if blob.section.startswith(".llmcu_weights"))
@@ -184,6 +189,80 @@ def quantization_reports(
     return reports
 
 
+def prepare(
+    ckpt: Checkpoint,
+    tok: Tokenizer,
+    plan: QuantPlan,
+    *,
+    seq_len: int | None = None,
+    kv_type: str = "f32",
+    progress: bool = False,
+) -> GeneratedModel:
+    """Check the inputs, quantize ``ckpt`` per ``plan`` and lay out the data file; nothing is written."""
+    config = ckpt.config
+    check_kv_type(kv_type)
+    if len(tok.pieces) != config.vocab_size:
+        raise LlmcuError(
+            f"tokenizer has {len(tok.pieces)} tokens but the model's vocab_size is {config.vocab_size}; "
+            "use the tokenizer that belongs to this model"
+        )
+    context = config.seq_len if seq_len in (None, 0) else int(seq_len)
+    if not 1 <= context <= config.seq_len:
+        raise OptionError(f"seq_len={seq_len} is outside 1..{config.seq_len} (the model's context length)")
+    quantized = quantize_model(ckpt.weights, plan)
+    reports = quantization_reports(ckpt, quantized, progress=progress)
+    blobs = weight_blobs(ckpt, quantized) + tokenizer_blobs(tok)
+    data = layout(blobs)
+    max_token_length = max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1))
+    return GeneratedModel(config, context, plan, blobs, reports, kv_type, data, max_token_length)
+
+
+def write_sources(
+    model: GeneratedModel,
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    checkpoint_name: str = "checkpoint.bin",
+    tokenizer_name: str = "tokenizer.bin",
+    gnu_stack_note: bool = True,
+) -> None:
+    """Write ``model_config.h``, ``model_weights.c``, ``model_data.S`` and the data file into ``out_dir``."""
+    check_kv_type(model.kv_type)
+    config, plan, blobs = model.config, model.plan, model.blobs
+    out = Path(out_dir)
+    env = environment()
+    common = {"version": __version__, "config": config, "blobs": blobs}
+    qtypes = [(kind, QTYPE_CODES[plan.qtype(kind)]) for kind in ("tok_embeddings", *LAYER_MATRICES, "wcls")]
+    if config.shared_classifier:  # the classifier *is* the embedding table
+        qtypes[-1] = ("wcls", QTYPE_CODES[plan.qtype("tok_embeddings")])
+    header = env.get_template("model_config.h.j2").render(
+        **common,
+        checkpoint_name=checkpoint_name,
+        tokenizer_name=tokenizer_name,
+        model_name=model_name,
+        quant_name=plan.name,
+        seq_len=model.seq_len,
+        group_size=plan.group_size,
+        qtypes=qtypes,
+        any_quantized=any(code != 0 for _, code in qtypes),
+        max_token_length=model.max_token_length,
+        tokenizer_bytes=model.tokenizer_bytes(),
+        weight_bytes=model.weight_bytes(),
+        kv_type=model.kv_type,
+        kv_code=KV_CODES[model.kv_type],
+        kv_cache_bytes=model.kv_cache_bytes(),
+    )
+    weights_c = env.get_template("model_weights.c.j2").render(
+        **common, tensor=_tensor_initializer({blob.symbol: blob for blob in blobs})
+    )
+    assembly = env.get_template("model_data.S.j2").render(**common, data_file=DATA_FILE, gnu_stack_note=gnu_stack_note)
+    # The data first: the sources that name it are written last, so they never point at a stale file.
+    write_bytes_atomic(out / DATA_FILE, model.data)
+    write_text_atomic(out / "model_config.h", header)
+    write_text_atomic(out / "model_weights.c", weights_c)
+    write_text_atomic(out / "model_data.S", assembly)
+
+
 def generate(
     ckpt: Checkpoint,
     tok: Tokenizer,
@@ -197,56 +276,16 @@ def generate(
     progress: bool = False,
     kv_type: str = "f32",
 ) -> GeneratedModel:
-    """Quantize ``ckpt`` per ``plan`` and write the generated C sources and data into ``out_dir``."""
-    config = ckpt.config
-    check_kv_type(kv_type)
-    if len(tok.pieces) != config.vocab_size:
-        raise LlmcuError(
-            f"tokenizer has {len(tok.pieces)} tokens but the model's vocab_size is {config.vocab_size}; "
-            "use the tokenizer that belongs to this model"
-        )
-    context = config.seq_len if seq_len in (None, 0) else int(seq_len)
-    if not 1 <= context <= config.seq_len:
-        raise OptionError(f"seq_len={seq_len} is outside 1..{config.seq_len} (the model's context length)")
-
-    quantized = quantize_model(ckpt.weights, plan)
-    reports = quantization_reports(ckpt, quantized, progress=progress)
-    blobs = weight_blobs(ckpt, quantized) + tokenizer_blobs(tok)
-    data = layout(blobs)
-    model = GeneratedModel(config, context, plan, blobs, reports, kv_type)
-
-    out = Path(out_dir)
-    env = environment()
-    common = {"version": __version__, "config": config, "blobs": blobs}
-    qtypes = [(kind, QTYPE_CODES[plan.qtype(kind)]) for kind in ("tok_embeddings", *LAYER_MATRICES, "wcls")]
-    if config.shared_classifier:  # the classifier *is* the embedding table
-        qtypes[-1] = ("wcls", QTYPE_CODES[plan.qtype("tok_embeddings")])
-    header = env.get_template("model_config.h.j2").render(
-        **common,
-        checkpoint_name=ckpt.path.name if ckpt.path else "checkpoint",
-        tokenizer_name=tokenizer_name,
+    """:func:`prepare` and :func:`write_sources` in one step."""
+    model = prepare(ckpt, tok, plan, seq_len=seq_len, kv_type=kv_type, progress=progress)
+    write_sources(
+        model,
+        out_dir,
         model_name=model_name,
-        quant_name=plan.name,
-        seq_len=context,
-        group_size=plan.group_size,
-        qtypes=qtypes,
-        any_quantized=any(code != 0 for _, code in qtypes),
-        max_token_length=max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1)),
-        tokenizer_bytes=model.tokenizer_bytes(),
-        weight_bytes=model.weight_bytes(),
-        kv_type=kv_type,
-        kv_code=KV_CODES[kv_type],
-        kv_cache_bytes=model.kv_cache_bytes(),
+        checkpoint_name=ckpt.path.name if ckpt.path else "checkpoint.bin",
+        tokenizer_name=tokenizer_name,
+        gnu_stack_note=gnu_stack_note,
     )
-    weights_c = env.get_template("model_weights.c.j2").render(
-        **common, tensor=_tensor_initializer({blob.symbol: blob for blob in blobs})
-    )
-    assembly = env.get_template("model_data.S.j2").render(**common, data_file=DATA_FILE, gnu_stack_note=gnu_stack_note)
-    # The data first: the sources that name it are written last, so they never point at a stale file.
-    write_bytes_atomic(out / DATA_FILE, data)
-    write_text_atomic(out / "model_config.h", header)
-    write_text_atomic(out / "model_weights.c", weights_c)
-    write_text_atomic(out / "model_data.S", assembly)
     return model
 
 

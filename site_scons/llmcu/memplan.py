@@ -11,14 +11,14 @@ after linking (:mod:`llmcu.elfreport`) says what each region holds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .config import ModelConfig
 from .errors import LlmcuError
+from .kvcache import KV_TYPES, kv_cache_bytes
 from .targets import MemoryRegion, Target
 
-KV_TYPES = ("f32", "f16", "q8")
 WEIGHT_PLACEMENTS = ("auto", "flash", "qspi", "sdram")
 REGION_ALIASES = {"axi": "axi_sram", "sram": "sram123"}
 CODE_RESERVE = 96 * 1024  # flash kept for code, constants and the copy tables (the linker checks the real size)
@@ -29,17 +29,7 @@ class FitError(LlmcuError):
     """The model does not fit the target's memory."""
 
 
-def kv_cache_bytes(config: ModelConfig, seq_len: int, kv_type: str) -> int:
-    """Keys and values for every layer and position: f32/f16 per element, q8 plus a scale per kv head."""
-    per_position = {
-        "f32": config.kv_dim * 4,
-        "f16": config.kv_dim * 2,
-        "q8": config.kv_dim + config.n_kv_heads * 4,
-    }[kv_type]
-    return 2 * config.n_layers * seq_len * per_position
-
-
-def run_state_bytes(config: ModelConfig, seq_len: int, group_size: int) -> int:
+def run_state_bytes(config: ModelConfig, seq_len: int, group_size: int, kv_type: str = "f32") -> int:
     """Everything the runtime keeps in .bss.llmcu_state: the activations (transformer.c's run_state), the
     sampler's top-p buffers (sampler.c) and the per-position records (generate.c), with alignment slack."""
     act_len = max(config.dim, config.hidden_dim)
@@ -48,7 +38,8 @@ def run_state_bytes(config: ModelConfig, seq_len: int, group_size: int) -> int:
     activations = 4 * floats + act_len + 4 * groups
     sampler = 2 * config.vocab_size * (2 if config.vocab_size <= 65536 else 4)
     records = seq_len * (4 + 4 + 8)
-    return -(-(activations + sampler + records) // 32) * 32 + 4 * 32
+    kv_scratch = 0 if kv_type == "f32" else 2 * config.kv_dim * 4  # a key and a value read back as float
+    return -(-(activations + sampler + records + kv_scratch) // 32) * 32 + 4 * 32
 
 
 @dataclass(frozen=True)
@@ -83,6 +74,7 @@ class MemoryPlan:
     state_bytes: int
     groups: list[SectionGroup]
     planned: dict[str, int]  # region -> bytes the plan puts there (code estimated)
+    kv_type: str = "f32"
 
     def region(self, name: str) -> MemoryRegion:
         return next(region for region in self.regions if region.name == name)
@@ -166,7 +158,7 @@ def plan_memory(
     if not budget.take(data.name, stack_bytes + DATA_RESERVE):
         raise FitError(f"{data.name} ({data.size:,} bytes) cannot hold a {stack_bytes:,}-byte stack and .data/.bss")
 
-    state = run_state_bytes(config, seq_len, group_size)
+    state = run_state_bytes(config, seq_len, group_size, kv_type)
     state_region = next((r.name for r in ram if budget.take(r.name, state)), None)
     if state_region is None:
         raise FitError(f"the run state ({state:,} bytes) fits no RAM region: " + _room(budget, ram))
@@ -198,7 +190,22 @@ def plan_memory(
         state_bytes=state,
         groups=groups,
         planned=planned,
+        kv_type=kv_type,
     )
+
+
+def choose_kv_type(kv_type: str, attempt: Callable[[str], MemoryPlan]) -> MemoryPlan:
+    """``kv_type=auto``: the most exact KV cache type whose plan fits (f32, then f16, then q8)."""
+    if kv_type != "auto":
+        return attempt(kv_type)
+    failure: FitError | None = None
+    for candidate in KV_TYPES:
+        try:
+            return attempt(candidate)
+        except FitError as error:
+            failure = failure or error
+    assert failure is not None
+    raise failure
 
 
 def _room(budget: _Budget, regions: Iterable[MemoryRegion]) -> str:
@@ -263,7 +270,8 @@ def describe(plan: MemoryPlan) -> list[str]:
     """Human lines: what goes where."""
     lines = [f"code, constants -> {plan.boot_region}; stack {plan.stack_bytes:,} B, .data/.bss -> {plan.data_region}"]
     lines.append(
-        f"run state {plan.state_bytes:,} B -> {plan.state_region}; KV cache {plan.kv_bytes:,} B -> {plan.kv_region}"
+        f"run state {plan.state_bytes:,} B -> {plan.state_region}; "
+        f"KV cache ({plan.kv_type}) {plan.kv_bytes:,} B -> {plan.kv_region}"
     )
     for group in plan.groups:
         copied = f" (copied at boot from {group.load_region})" if group.load_region else ""

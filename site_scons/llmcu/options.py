@@ -106,9 +106,10 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
         ),
         Option(
             "kv_type",
-            "KV cache element type: f16 halves the cache, q8 stores a byte per value plus a float scale per head",
-            "f32",
-            KV_TYPES,
+            "KV cache element type: f16 halves the cache, q8 stores a byte per value plus a float scale per head; "
+            "auto: f32 where it fits (always on the host), else f16, else q8",
+            "auto",
+            ("auto", *KV_TYPES),
         ),
         Option("board", "board of a firmware target (default: the target's default board)", "", None, str, "NAME"),
         Option(

@@ -90,7 +90,7 @@ class BuildSettings:
     board: str = ""  # firmware targets: the board's name
     firmware: FirmwareOptions | None = None
     images: tuple[FirmwareImage, ...] = ()  # firmware targets: what to link (the board's, and its twin's)
-    kv_type: str = "f32"  # the KV cache's element type (runtime_c/README.md, "KV cache types")
+    kv_type: str = "auto"  # the KV cache's element type (runtime_c/README.md, "KV cache types")
 
     @property
     def gen_dir(self) -> Path:
@@ -105,14 +105,14 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
 
 
-def variant_name(model_name: str, plan: QuantPlan, seq_len: int, kv_type: str = "f32") -> str:
+def variant_name(model_name: str, plan: QuantPlan, seq_len: int, kv_type: str = "auto") -> str:
     """``<model>-<quant>``, with the group size, context and KV type only when they are not the defaults."""
     name = f"{model_name}-{plan.name}"
     if plan.default != "fp32" or plan.overrides:
         name += "" if plan.group_size == 32 else f"-g{plan.group_size}"
     if seq_len:
         name += f"-ctx{seq_len}"
-    if kv_type != "f32":
+    if kv_type not in ("f32", "auto"):
         name += f"-kv{kv_type}"
     return _safe(name)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__, boards, codegen, elfreport, memplan
 from .checkpoint import detect_config, read_checkpoint
-from .codegen import GeneratedModel, generate, write_quant_report
+from .codegen import GeneratedModel, write_quant_report
 from .errors import LlmcuError
 from .fileio import write_text_atomic
 from .project import BuildSettings, FirmwareImage
@@ -18,24 +18,33 @@ from .tokenizer import read_tokenizer
 
 
 def generate_sources(settings: BuildSettings) -> GeneratedModel:
+    """Quantize, plan the memory of every firmware image, and only then write the generated files, so a
+    model that does not fit leaves nothing behind."""
     ckpt = read_checkpoint(settings.checkpoint)
     if settings.preset is not None:  # a wrong or corrupt download is caught here, before any C is generated
         settings.preset.check_shape(ckpt.config, settings.checkpoint)
     tok = read_tokenizer(settings.tokenizer, ckpt.config.vocab_size)
-    model = generate(
-        ckpt,
-        tok,
-        settings.plan,
+    kv_type = "f32" if settings.kv_type == "auto" else settings.kv_type
+    model = codegen.prepare(
+        ckpt, tok, settings.plan, seq_len=settings.seq_len, kv_type=kv_type, progress=sys.stderr.isatty()
+    )
+    plans = []
+    if settings.images:
+        # The first image (the target's own) decides an automatic KV type; its twin must fit with the same one.
+        own = settings.images[0]
+        first = memplan.choose_kv_type(settings.kv_type, lambda kind: plan_image(settings, own, model, kind))
+        model.kv_type = first.kv_type
+        plans = [first] + [plan_image(settings, image, model, model.kv_type) for image in settings.images[1:]]
+    codegen.write_sources(
+        model,
         settings.gen_dir,
         model_name=settings.model_name,
+        checkpoint_name=settings.checkpoint.name,
         tokenizer_name=settings.tokenizer.name,
-        seq_len=settings.seq_len,
-        progress=sys.stderr.isatty(),
-        kv_type=settings.kv_type,
     )
     write_quant_report(model, settings.out_dir / "quant_report.json", settings.out_dir / "quant_report.md")
-    for image in settings.images:
-        write_linker_script(settings, image, model)
+    for image, plan in zip(settings.images, plans, strict=True):
+        write_linker_script(image, plan)
     if settings.images and settings.board:
         board = boards.load_board(settings.target.folder, settings.board)
         write_text_atomic(settings.gen_dir / "board_config.h", boards.render_board_config(board))
@@ -51,7 +60,9 @@ def planner_blobs(model: GeneratedModel) -> list[memplan.Blob]:
     ]
 
 
-def plan_image(settings: BuildSettings, image: FirmwareImage, model: GeneratedModel) -> memplan.MemoryPlan:
+def plan_image(
+    settings: BuildSettings, image: FirmwareImage, model: GeneratedModel, kv_type: str
+) -> memplan.MemoryPlan:
     assert settings.firmware is not None
     return memplan.plan_memory(
         image.target,
@@ -59,7 +70,7 @@ def plan_image(settings: BuildSettings, image: FirmwareImage, model: GeneratedMo
         model.config,
         planner_blobs(model),
         seq_len=model.seq_len,
-        kv_type=getattr(model, "kv_type", "f32"),
+        kv_type=kv_type,
         group_size=settings.plan.group_size,
         weights=settings.firmware.weights,
         kv=settings.firmware.kv,
@@ -67,8 +78,7 @@ def plan_image(settings: BuildSettings, image: FirmwareImage, model: GeneratedMo
     )
 
 
-def write_linker_script(settings: BuildSettings, image: FirmwareImage, model: GeneratedModel) -> None:
-    plan = plan_image(settings, image, model)
+def write_linker_script(image: FirmwareImage, plan: memplan.MemoryPlan) -> None:
     template = codegen.environment().get_template("cortex_m.ld.j2")
     text = template.render(
         version=__version__,

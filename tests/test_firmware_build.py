@@ -50,6 +50,7 @@ def test_260k_links_with_a_region_report(board: str, quant: str, build_root: Pat
     assert 4_000 < report["code_bytes"] < 64_000
     assert report["macs_per_token"]["total_at_pos_128"] == 341_888
     assert (out / "firmware.elf").is_file() and (out / "firmware.bin").is_file()
+    assert (out / "firmware.hex").read_text().startswith(":020000040800")  # extended address 0x0800xxxx
     assert "| flash |" in (out / "memory_report.md").read_text()
 
 

@@ -251,7 +251,7 @@ def test_unknown_kv_type_is_rejected(tmp_path: Path, tok512: Path) -> None:
         Reference(ckpt, kv_type="bf16")
     with pytest.raises(OptionError, match="q8"):
         generate_sources(ckpt, read_tokenizer(tok512, 512), QuantPlan(), tmp_path, model_name="x", kv_type="f8")
-    with pytest.raises(OptionError, match="kv_type=.f8. is not allowed; choose one of: auto, f32, f16, q8"):
+    with pytest.raises(OptionError, match=r"kv_type=.f8. is not allowed; choose one of: auto, f32, f16, q8"):
         validate({"kv_type": "f8"}, options_table())
 
 

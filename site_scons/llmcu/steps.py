@@ -122,10 +122,23 @@ def firmware_outputs(settings: BuildSettings, image: FirmwareImage) -> elfreport
     """After linking: raw images per flash region and the memory report."""
     config = detect_config(settings.checkpoint)
     elfreport.write_region_images(image.elf, list(image.regions), image.out_dir)
+    write_hex(image)
     report = elfreport.analyse(image.elf, list(image.regions), config)
     title = f"{image.target.name} ({image.board or 'default'}), {settings.model_name} {settings.plan.name}"
     elfreport.write_report(report, image.out_dir / "memory_report.json", image.out_dir / "memory_report.md", title)
     return report
+
+
+def write_hex(image: FirmwareImage) -> None:
+    """Intel HEX of every loadable byte (all flash regions, with their addresses), for any programmer."""
+    objcopy = f"{image.target.tool_prefix}objcopy"
+    hex_path = image.out_dir / "firmware.hex"
+    partial = hex_path.with_suffix(".hex.part")
+    result = subprocess.run([objcopy, "-O", "ihex", str(image.elf), str(partial)], capture_output=True, text=True)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise LlmcuError(f"{objcopy} could not write {hex_path.name}: {result.stderr.strip()}")
+    partial.replace(hex_path)
 
 
 def run_image(settings: BuildSettings) -> None:

@@ -163,7 +163,7 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
     build_env.Depends(objects, generated)
     elf = build_env.Program(str(image.elf.with_suffix("")), objects)
     build_env.Depends(elf, generated)  # the linker script
-    outputs = [image.out_dir / "memory_report.json", image.out_dir / "memory_report.md"]
+    outputs = [image.out_dir / "memory_report.json", image.out_dir / "memory_report.md", image.out_dir / "firmware.hex"]
     report = build_env.Command(
         [str(path) for path in outputs],
         elf,

@@ -111,6 +111,12 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             "auto",
             ("auto", *KV_TYPES),
         ),
+        Option(
+            "kernels",
+            "compute kernels: the target's optimised set, or the portable reference ones",
+            "opt",
+            ("opt", "ref"),
+        ),
         Option("board", "board of a firmware target (default: the target's default board)", "", None, str, "NAME"),
         Option(
             "weights",

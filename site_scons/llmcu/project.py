@@ -87,6 +87,7 @@ class BuildSettings:
     out_dir: Path
     run: RunParams
     verbose: bool = False
+    kernel_set: str = ""  # "" (reference kernels) or the target's optimised set, e.g. "cortex_m7"
     board: str = ""  # firmware targets: the board's name
     firmware: FirmwareOptions | None = None
     images: tuple[FirmwareImage, ...] = ()  # firmware targets: what to link (the board's, and its twin's)
@@ -146,6 +147,8 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     if not build_dir.is_absolute():
         build_dir = ROOT / build_dir
     variant = variant_name(resolved.name, plan, values["seq_len"], values["kv_type"])
+    if values["kernels"] == "ref" and target.kernel_set:
+        variant += "-refkernels"
     if values["board"] and values["board"] != target.default_board:
         variant += f"-{_safe(values['board'])}"
     out_dir = build_dir / target.name / variant
@@ -165,6 +168,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         out_dir=out_dir,
         run=run,
         verbose=values["verbose"],
+        kernel_set=target.kernel_set if values["kernels"] == "opt" else "",
         board=board,
         firmware=firmware,
         images=images,
@@ -172,9 +176,16 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     )
 
 
-def runtime_sources(kernels: str = "ref") -> list[Path]:
-    """The portable runtime plus one kernel set."""
-    return sorted(RUNTIME_DIR.glob("*.c")) + sorted((RUNTIME_DIR / "kernels" / kernels).glob("*.c"))
+def runtime_sources(kernel_set: str = "") -> list[Path]:
+    """The portable runtime plus its kernels: ``kernels/ref/X.c`` for every X, unless the optimised set
+    ``kernels/<kernel_set>/`` has its own ``X.c`` with the same functions (as TFLM's kernels/cmsis_nn/ does)."""
+    kernels = {path.name: path for path in (RUNTIME_DIR / "kernels" / "ref").glob("*.c")}
+    if kernel_set:
+        folder = RUNTIME_DIR / "kernels" / kernel_set
+        if not folder.is_dir():
+            raise OptionError(f"kernel set {kernel_set!r} does not exist ({folder})")
+        kernels.update({path.name: path for path in folder.glob("*.c")})
+    return sorted(RUNTIME_DIR.glob("*.c")) + [kernels[name] for name in sorted(kernels)]
 
 
 def help_intro() -> str:

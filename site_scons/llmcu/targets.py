@@ -86,6 +86,7 @@ class Target:
     default_board: str = ""
     twin: str = ""  # the target that stands in for this one with hil=qemu
     twin_of: str = ""  # the target this one is the twin of
+    kernel_set: str = ""  # optimised kernels in runtime_c/kernels/<kernel_set>/, replacing reference files
     raw: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -202,5 +203,6 @@ def load_target(name: str, targets_dir: Path) -> Target:
         default_board=raw.get("default_board", ""),
         twin=raw.get("twin", ""),
         twin_of=raw.get("twin_of", ""),
+        kernel_set=raw.get("kernels", ""),
         raw=raw,
     )

@@ -109,7 +109,7 @@ def _program(env, settings: project.BuildSettings, generated: list):
         CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"')],
         ASFLAGS=[f"-Wa,-I{gen}"],  # .incbin finds model_data.bin through the assembler's include path
     )
-    sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources()]
+    sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources(settings.kernel_set)]
     sources += [(path, path.relative_to(project.ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
     objects = []
@@ -153,7 +153,7 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
     # Link through llmcu so that a region overflow becomes an error naming the region and what would fit.
     build_env["LLMCU_LINKCMD"] = build_env["LINKCOM"]
     build_env["LINKCOM"] = build_env.Action(_link_action, strfunction=_link_string)
-    sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources()]
+    sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources(settings.kernel_set)]
     sources += [(path, path.resolve().relative_to(project.ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
     objects = []

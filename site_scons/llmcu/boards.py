@@ -11,15 +11,13 @@ reference manual RM0433 (STM32H742/743/750/753); section names are cited where t
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import jinja2
-
 from .errors import OptionError
-from .fileio import write_text_atomic
+from .fileio import read_toml, write_text_atomic
+from .templating import environment
 
 # ---- Chip facts (RM0433 and the STM32H743 datasheet) ----
 
@@ -685,7 +683,7 @@ def _target_memories(target_folder: Path) -> tuple[str, int, dict[str, dict]]:
     path = target_folder / "target.toml"
     if not path.is_file():
         return target_folder.name, 0, {}
-    raw = tomllib.loads(path.read_text())
+    raw = read_toml(path)
     regions = {r.get("name"): r for r in raw.get("memory", []) if isinstance(r, dict)}
     return raw.get("name", target_folder.name), raw.get("cpu", {}).get("clock_hz", 0), regions
 
@@ -698,10 +696,7 @@ def load_board(target_folder: Path, name: str) -> Board:
         known = list_boards(target_folder)
         listing = ", ".join(known) if known else "none"
         raise OptionError(f"unknown board {name!r} for target {target_folder.name}; known boards: {listing}")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise OptionError(f"{path}: not valid TOML: {error}") from None
+    raw = read_toml(path)
     where = str(path)
     top = _Table(raw, where)
     board_name = top.text("name")
@@ -754,16 +749,6 @@ def load_board(target_folder: Path, name: str) -> Board:
 # ---- Rendering ----
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("llmcu", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def port_mask(pins: tuple[Pin, ...]) -> int:
     """RCC_AHB4ENR GPIOxEN bits of the ports these pins are on."""
     mask = 0
@@ -774,7 +759,7 @@ def port_mask(pins: tuple[Pin, ...]) -> int:
 
 def render_board_config(board: Board) -> str:
     """The text of ``board_config.h`` for ``board``."""
-    template = _environment().get_template("board_config.h.j2")
+    template = environment().get_template("board_config.h.j2")
     return template.render(
         board=board,
         source=f"targets/{board.path.parent.parent.name}/boards/{board.path.name}",

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from . import __version__
@@ -25,6 +24,7 @@ from .errors import LlmcuError, OptionError
 from .fileio import write_bytes_atomic, write_text_atomic
 from .kvcache import KV_CODES, KV_TYPES, check_kv_type, kv_cache_bytes
 from .quantize import QTYPES, QuantizedMatrix, QuantPlan, TensorReport, error_report, quantize_model
+from .templating import environment
 from .tokenizer import Tokenizer, read_tokenizer, sorted_order
 
 DATA_FILE = "model_data.bin"
@@ -142,16 +142,6 @@ def layout(blobs: Iterable[Blob]) -> bytes:
         chunks.append(blob.data)
         offset += blob.size
     return b"".join(chunks)
-
-
-def environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("llmcu", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
 
 
 def _tensor_initializer(blobs_by_symbol: dict[str, Blob]) -> callable:

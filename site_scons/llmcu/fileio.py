@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import tomllib
 from pathlib import Path
+
+from .errors import OptionError
 
 
 def _umask() -> int:
@@ -35,3 +38,13 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` atomically (see :func:`write_bytes_atomic`)."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict:
+    """A project data file (target, board, model preset); invalid TOML is an OptionError naming the file."""
+    source = Path(path)
+    try:
+        with source.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise OptionError(f"{source}: not valid TOML: {error}") from None

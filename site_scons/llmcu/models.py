@@ -18,7 +18,6 @@ import http.client
 import os
 import re
 import sys
-import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,7 +31,7 @@ from tqdm import tqdm
 from . import __version__
 from .config import ModelConfig
 from .errors import CheckpointError, DownloadError, ModelNotFoundError, OptionError
-from .fileio import write_text_atomic
+from .fileio import read_toml, write_text_atomic
 
 ENV_MODELS = "LLMCU_MODELS"
 ENV_CACHE = "LLMCU_CACHE"
@@ -152,7 +151,7 @@ def _find_preset(name: str, presets: Mapping[str, Preset]) -> Preset | None:
 
 
 def _parse_preset(path: Path) -> Preset:
-    data = _read_toml(path)
+    data = read_toml(path)
     where = str(path)
     _reject_unknown_keys(data, _TOP_KEYS, where)
     name = _field(data, "name", str, where)
@@ -166,14 +165,6 @@ def _parse_preset(path: Path) -> Preset:
         shape=_parse_shape(_table(data, "shape", where), f"{where} [shape]"),
         source=path,
     )
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as err:
-        raise OptionError(f"{path} is not valid TOML ({err}); fix or remove this preset file.") from err
 
 
 def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from .errors import LlmcuError
 from .fileio import write_text_atomic
 from .project import BuildSettings, FirmwareImage
 from .protocol import ProtocolParser, RunOutput, format_summary
+from .templating import environment
 from .tokenizer import read_tokenizer
 
 
@@ -79,7 +80,7 @@ def plan_image(
 
 
 def write_linker_script(image: FirmwareImage, plan: memplan.MemoryPlan) -> None:
-    template = codegen.environment().get_template("cortex_m.ld.j2")
+    template = environment().get_template("cortex_m.ld.j2")
     text = template.render(
         version=__version__,
         target=image.target.name,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OptionError
+from .fileio import read_toml
 
 KINDS = ("hosted", "baremetal", "linux")
 RUN_METHODS = ("exec", "qemu-system", "qemu-user", "pyocd", "ssh")
@@ -161,10 +161,7 @@ def load_target(name: str, targets_dir: Path) -> Target:
     if not path.is_file():
         known = sorted(p.parent.name for p in targets_dir.glob("*/target.toml"))
         raise OptionError(f"unknown target {name!r}; known targets: {', '.join(known)}")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise OptionError(f"{path}: not valid TOML: {error}") from None
+    raw = read_toml(path)
     where = str(path)
     kind = _require(raw, "kind", where, str)
     if kind not in KINDS:

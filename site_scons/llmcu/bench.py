@@ -1,0 +1,251 @@
+"""The benchmark harness: build and run a matrix of target x model x quant x kernel set, and record exact
+instructions per token (QEMU twins), host tok/s, code size and estimated speed on the real chips.
+
+Figures are measured, never asserted: ``tools/bench.py`` writes ``bench/results.json`` (schema in README),
+a Markdown table and a PNG plot, and compares with a saved baseline to flag regressions.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+from . import project
+from .errors import LlmcuError
+from .fileio import write_bytes_atomic, write_text_atomic
+from .project import BuildSettings, RunParams
+from .protocol import RunOutput, parse
+
+PROMPT = "Once upon a time"
+STEPS = 256
+POSITIONS = (1, 64, 128, 255)
+REGRESSION_TOLERANCE = 0.02  # instruction counts are exact; 2% absorbs deliberate small changes only
+
+# The cycle model for estimates on the real chips, stated: instructions at an assumed CPI (caches warm,
+# code and hot data in TCM/cache), capped by the bandwidth of the region the weights stream from.
+CHIPS = {
+    "qemu-m7": {"chip": "STM32H743", "clock_hz": 480e6, "cpi": 1.0},
+    "rzv2l": {"chip": "RZ/V2L Cortex-A55", "clock_hz": 1.2e9, "cpi": 1.0},
+}
+# Sustained read bandwidth (bytes/s) by region, conservative: internal flash through the AXI bus with
+# 4 wait states at 240 MHz and a 64-bit line, quad-SPI NOR at 133 MHz SDR (4 bits per clock), 16-bit SDRAM
+# at 120 MHz with ~70% efficiency.
+REGION_BANDWIDTH = {"flash": 240e6 * 8 / 5, "qspi": 133e6 * 4 / 8, "sdram": 120e6 * 2 * 0.7}
+
+# The bar (issue "Performance", llama2.c's own code ported, measured under the same conditions).
+BAR = {
+    ("qemu-m7", "260k", "fp32"): 2.25e6,
+    ("qemu-m7", "260k", "q8"): 3.95e6,
+    ("qemu-m7", "260k", "q4"): 3.95e6,
+}
+GOALS = {
+    ("qemu-m7", "260k", "q8"): 450e3,
+    ("qemu-m7", "260k", "q4"): 600e3,
+    ("qemu-m7", "260k", "fp32"): 1.1e6,
+}
+
+
+@dataclass
+class BenchRow:
+    target: str
+    model: str
+    quant: str
+    kernels: str
+    instructions_per_token: float | None = None  # average over the run (twins)
+    instructions_at: dict[str, int] = field(default_factory=dict)  # position -> count
+    phases: dict[str, int] = field(default_factory=dict)  # phase -> instructions at position 128
+    code_bytes: int = 0
+    weight_bytes: int = 0
+    tok_per_s: dict[str, float] | None = None  # host: min, median, max
+    estimate: dict[str, object] | None = None  # real chip: tok/s from the cycle model, memory bound
+    costs: list[int] = field(default_factory=list, repr=False)  # per position, for the plot (not in the JSON)
+
+    def as_dict(self) -> dict[str, object]:
+        record = asdict(self)
+        del record["costs"]
+        return record
+
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.target, self.model, self.quant, self.kernels)
+
+
+def _build(options: dict[str, str]) -> BuildSettings:
+    args = [f"{key}={value}" for key, value in options.items()]
+    result = subprocess.run(
+        [sys.executable, "-m", "SCons", "-Q", *args], cwd=project.ROOT, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise LlmcuError(f"building {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    return project.configure(options)
+
+
+def _text_bytes(objects: Iterable[Path]) -> int:
+    """Code bytes of the runtime's object files (the .text sections), for targets without a memory report."""
+    total = 0
+    for path in objects:
+        with open(path, "rb") as stream:
+            for section in ELFFile(stream).iter_sections():
+                if section.name.startswith(".text"):
+                    total += section["sh_size"]
+    return total
+
+
+def _phases(output: RunOutput) -> dict[str, int]:
+    return {key: int(value) for key, value in output.phases.items()} if hasattr(output, "phases") else {}
+
+
+def _fill_counts(row: BenchRow, output: RunOutput) -> None:
+    costs = row.costs = [record.cost for record in output.tokens]
+    row.instructions_per_token = statistics.fmean(costs)
+    row.instructions_at = {str(pos): costs[pos] for pos in POSITIONS if pos < len(costs)}
+    row.phases = _phases(output)
+
+
+def _estimate(row: BenchRow, report: dict) -> dict[str, object]:
+    chip = CHIPS[row.target]
+    compute = chip["clock_hz"] / (row.instructions_per_token * chip["cpi"])
+    streamed = {
+        region["name"]: sum(size for name, size in region["sections"].items() if name.startswith(".llmcu_"))
+        for region in report["regions"]
+        if region["name"] in REGION_BANDWIDTH
+    }
+    seconds_reading = sum(size / REGION_BANDWIDTH[name] for name, size in streamed.items())
+    memory_bound = 1 / seconds_reading if seconds_reading else None
+    limit = min(compute, memory_bound) if memory_bound else compute
+    return {
+        "chip": chip["chip"],
+        "model": f"instructions x CPI {chip['cpi']} at {chip['clock_hz'] / 1e6:.0f} MHz; weights read once per "
+        "token at the region's bandwidth",
+        "compute_tok_per_s": round(compute, 1),
+        "memory_bound_tok_per_s": round(memory_bound, 1) if memory_bound else None,
+        "tok_per_s": round(limit, 1),
+    }
+
+
+def bench_twin(target: str, model: str, quant: str, kernels: str, extra: dict[str, str]) -> BenchRow:
+    from . import qemu
+
+    settings = _build({"target": target, "model": model, "quant": quant, "kernels": kernels, **extra})
+    image = settings.images[0]
+    output = qemu.run_firmware(image.elf, RunParams(PROMPT, STEPS, 0.0, 0.9, 1))
+    report = json.loads((image.out_dir / "memory_report.json").read_text())
+    row = BenchRow(target, model, quant, kernels, code_bytes=report["code_bytes"], weight_bytes=report["weight_bytes"])
+    _fill_counts(row, output)
+    if target in CHIPS:
+        row.estimate = _estimate(row, report)
+    return row
+
+
+def bench_host(model: str, quant: str, kernels: str, extra: dict[str, str], runs: int) -> BenchRow:
+    settings = _build({"target": "host", "model": model, "quant": quant, "kernels": kernels, **extra})
+    program = settings.out_dir / "llmcu"
+    rates = []
+    for _ in range(runs):
+        args = [str(program), "-p", PROMPT, "-n", str(STEPS), "-t", "0"]
+        output = parse(subprocess.run(args, capture_output=True, check=True).stdout)
+        rates.append(output.summary_number("tok_per_s"))
+    row = BenchRow("host", model, quant, kernels)
+    row.tok_per_s = {"min": min(rates), "median": statistics.median(rates), "max": max(rates)}
+    row.code_bytes = _text_bytes(p for p in (settings.obj_dir / "runtime_c").rglob("*.o"))
+    row.weight_bytes = json.loads((settings.out_dir / "quant_report.json").read_text())["weight_bytes"]
+    return row
+
+
+def run_matrix(
+    targets: Iterable[str],
+    models: Iterable[str],
+    quants: Iterable[str],
+    kernel_sets: Iterable[str],
+    *,
+    runs: int = 5,
+    extra: dict[str, str] | None = None,
+    progress: Callable[[str], None] = print,
+) -> list[BenchRow]:
+    rows = []
+    for target in targets:
+        for model in models:
+            for quant in quants:
+                for kernels in kernel_sets:
+                    progress(f"bench {target} {model} {quant} kernels={kernels}")
+                    options = {"build_dir": str(project.ROOT / "build" / "bench"), **(extra or {})}
+                    if target == "host":
+                        rows.append(bench_host(model, quant, kernels, options, runs))
+                    else:
+                        rows.append(bench_twin(target, model, quant, kernels, options))
+    return rows
+
+
+def compare(rows: list[BenchRow], baseline: list[dict]) -> list[str]:
+    """Regressions against a baseline: more instructions per token, or lower host tok/s (median, 10%)."""
+    old = {(r["target"], r["model"], r["quant"], r["kernels"]): r for r in baseline}
+    findings = []
+    for row in rows:
+        before = old.get(row.key())
+        if not before:
+            continue
+        if row.instructions_per_token and before.get("instructions_per_token"):
+            ratio = row.instructions_per_token / before["instructions_per_token"]
+            if ratio > 1 + REGRESSION_TOLERANCE:
+                findings.append(f"{' '.join(row.key())}: {ratio - 1:+.1%} instructions/token")
+        if row.tok_per_s and before.get("tok_per_s"):
+            ratio = row.tok_per_s["median"] / before["tok_per_s"]["median"]
+            if ratio < 0.9:
+                findings.append(f"{' '.join(row.key())}: {ratio - 1:+.1%} host tok/s (median)")
+    return findings
+
+
+def markdown(rows: list[BenchRow]) -> list[str]:
+    lines = [
+        "| target | model | quant | kernels | instr/token (avg) | at pos 1 / 128 / 255 | host tok/s (median) "
+        "| code bytes | est. tok/s on chip | vs bar |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        at = " / ".join(f"{row.instructions_at.get(str(p), 0):,}" for p in (1, 128, 255)) if row.instructions_at else ""
+        avg = f"{row.instructions_per_token:,.0f}" if row.instructions_per_token else ""
+        rate = f"{row.tok_per_s['median']:,.0f}" if row.tok_per_s else ""
+        est = f"{row.estimate['tok_per_s']:,.1f}" if row.estimate else ""
+        bar = BAR.get((row.target, row.model, row.quant))
+        versus = f"{bar / row.instructions_per_token:.2f}x" if bar and row.instructions_per_token else ""
+        lines.append(
+            f"| {row.target} | {row.model} | {row.quant} | {row.kernels} | {avg} | {at} | {rate} "
+            f"| {row.code_bytes:,} | {est} | {versus} |"
+        )
+    return lines
+
+
+def plot(rows: list[BenchRow], path: Path) -> None:
+    """Instructions per token over position, one line per twin row."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for row in rows:
+        if row.costs and row.instructions_per_token:
+            axis.plot(range(len(row.costs)), [c / 1e6 for c in row.costs], label=" ".join(row.key()))
+    axis.set_xlabel("position")
+    axis.set_ylabel("million instructions per token")
+    axis.set_title(f"Instructions per token, greedy {STEPS} tokens from {PROMPT!r}")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_results(rows: list[BenchRow], out_dir: Path) -> None:
+    write_text_atomic(out_dir / "results.json", json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+    write_text_atomic(out_dir / "results.md", "\n".join(markdown(rows)) + "\n")

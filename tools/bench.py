@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Benchmark matrix: exact instructions per token on the QEMU twins, host tok/s, code size, estimates.
+
+    tools/bench.py [--targets host,qemu-m7] [--models 260k] [--quants fp32,q8,q4] [--kernels ref,opt]
+                   [--runs 5] [--out bench] [--baseline bench/baseline.json] [--save-baseline]
+
+Writes OUT/results.json (README documents the schema), OUT/results.md and OUT/instructions.png, and lists
+regressions against the baseline (exit status 1 when there are any).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "site_scons"))
+
+from llmcu import bench  # noqa: E402
+from llmcu.errors import LlmcuError  # noqa: E402
+from llmcu.fileio import write_text_atomic  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", default="host,qemu-m7")
+    parser.add_argument("--models", default="260k")
+    parser.add_argument("--quants", default="fp32,q8,q4")
+    parser.add_argument("--kernels", default="ref,opt")
+    parser.add_argument("--runs", type=int, default=5, help="host runs per row (median, min, max)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    parser.add_argument("--baseline", type=Path, default=ROOT / "bench" / "baseline.json")
+    parser.add_argument("--save-baseline", action="store_true", help="also write the results as the baseline")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra scons option")
+    args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.set)
+    try:
+        rows = bench.run_matrix(
+            args.targets.split(","), args.models.split(","), args.quants.split(","), args.kernels.split(","),
+            runs=args.runs, extra=extra, progress=lambda line: print(line, file=sys.stderr),
+        )  # fmt: skip
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 2
+    bench.write_results(rows, args.out)
+    bench.plot(rows, args.out / "instructions.png")
+    print("\n".join(bench.markdown(rows)))
+    if args.save_baseline:
+        write_text_atomic(args.baseline, json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+    regressions = bench.compare(rows, json.loads(args.baseline.read_text())) if args.baseline.is_file() else []
+    for line in regressions:
+        print(f"REGRESSION {line}")
+    return 1 if regressions else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The benchmark harness's bookkeeping: regressions, table, estimates (the figures come from tools/bench.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmcu.bench import BenchRow, _estimate, compare, markdown, plot, write_results
+
+
+def twin_row(instructions: float) -> BenchRow:
+    row = BenchRow("qemu-m7", "260k", "q8", "opt", instructions_per_token=instructions)
+    row.instructions_at = {"1": 400_000, "128": 500_000, "255": 600_000}
+    row.costs = [400_000, 500_000, 600_000]
+    return row
+
+
+def test_regressions_are_flagged_beyond_the_tolerance() -> None:
+    baseline = [twin_row(500_000).as_dict(), {**BenchRow("host", "260k", "q8", "opt").as_dict(),
+                                              "tok_per_s": {"min": 9000, "median": 10000, "max": 11000}}]  # fmt: skip
+    host = BenchRow("host", "260k", "q8", "opt", tok_per_s={"min": 7000, "median": 8000, "max": 8500})
+    assert compare([twin_row(505_000)], baseline) == []  # +1%: within the tolerance
+    findings = compare([twin_row(520_000), host], baseline)
+    assert findings == ["qemu-m7 260k q8 opt: +4.0% instructions/token", "host 260k q8 opt: -20.0% host tok/s (median)"]
+
+
+def test_estimate_takes_the_slower_of_compute_and_memory() -> None:
+    report = {"regions": [{"name": "flash", "sections": {".llmcu_flash": 300_000, ".text": 16_000}},
+                          {"name": "qspi", "sections": {".llmcu_qspi": 10_000_000}}]}  # fmt: skip
+    estimate = _estimate(twin_row(480_000), report)
+    assert estimate["compute_tok_per_s"] == 1000.0  # 480 MHz / 480 K instructions at CPI 1
+    assert estimate["memory_bound_tok_per_s"] < 10  # 10 MB streamed from QSPI at ~66 MB/s per token
+    assert estimate["tok_per_s"] == estimate["memory_bound_tok_per_s"]
+
+
+def test_table_json_and_plot(tmp_path: Path) -> None:
+    rows = [twin_row(500_000), BenchRow("host", "260k", "q8", "opt", tok_per_s={"min": 1, "median": 2, "max": 3})]
+    lines = markdown(rows)
+    assert "| qemu-m7 | 260k | q8 | opt | 500,000 | 400,000 / 500,000 / 600,000 |" in lines[2]
+    assert lines[2].endswith("| 7.90x |")  # runq.c's 3.95 M over 500 K
+    write_results(rows, tmp_path)
+    plot(rows, tmp_path / "instructions.png")
+    assert (tmp_path / "results.json").read_text().count('"instructions_per_token"') == 2
+    assert "costs" not in (tmp_path / "results.json").read_text()
+    assert (tmp_path / "instructions.png").read_bytes().startswith(b"\x89PNG")

@@ -12,6 +12,7 @@
 
 #include "kernels/kernels.h"
 #include "llmcu.h"
+#include "parallel.h"
 
 #define IS_QUANTIZED(qtype) ((qtype) != LLMCU_F32)
 
@@ -65,19 +66,53 @@ static inline void quantize_input(const float *x, int n, int needed) {
     }
 }
 
-/* out[rows] = W x, where x[cols] is the fp32 input and, for a quantized W, s.xq/s.xs hold it quantized. */
-static inline void matmul(float *out, const float *x, const llmcu_tensor *w, int qtype, int rows, int cols) {
+/* Rows [row0, row0 + rows) of out = W x, where x[cols] is the fp32 input and, for a quantized W, s.xq/s.xs
+ * hold it quantized: the kernel on pointers offset to row0 (row0 is 0 unless the rows are split across
+ * threads, and every row's arithmetic is the same either way). */
+static inline void matmul_rows(float *out, const float *x, const llmcu_tensor *w, int qtype, int row0, int rows,
+                               int cols) {
+    size_t first_scale = (size_t)row0 * (size_t)group_count(cols, LLMCU_GROUP_SIZE);
     switch (qtype) {
     case LLMCU_Q8:
-        matmul_q8(out, s.xq, s.xs, (const int8_t *)w->data, w->scales, rows, cols, LLMCU_GROUP_SIZE);
+        matmul_q8(out + row0, s.xq, s.xs, (const int8_t *)w->data + (size_t)row0 * (size_t)cols,
+                  w->scales + first_scale, rows, cols, LLMCU_GROUP_SIZE);
         break;
     case LLMCU_Q4:
-        matmul_q4(out, s.xq, s.xs, (const uint8_t *)w->data, w->scales, rows, cols, LLMCU_GROUP_SIZE);
+        matmul_q4(out + row0, s.xq, s.xs, (const uint8_t *)w->data + (size_t)row0 * (((size_t)cols + 1) / 2),
+                  w->scales + first_scale, rows, cols, LLMCU_GROUP_SIZE);
         break;
     default:
-        matmul_f32(out, x, (const float *)w->data, rows, cols);
+        matmul_f32(out + row0, x, (const float *)w->data + (size_t)row0 * (size_t)cols, rows, cols);
         break;
     }
+}
+
+#if defined(LLMCU_PTHREADS)
+/* A matmul handed to the thread pool (parallel.h): each thread computes a range of rows. */
+typedef struct {
+    float *out;
+    const float *x;
+    const llmcu_tensor *w;
+    int qtype;
+    int cols;
+} matmul_job;
+
+static void matmul_range(void *ctx, int begin, int end) {
+    const matmul_job *job = (const matmul_job *)ctx;
+    matmul_rows(job->out, job->x, job->w, job->qtype, begin, end - begin, job->cols);
+}
+#endif
+
+/* out[rows] = W x (see matmul_rows), on every thread of the pool when the matrix is large enough. */
+static inline void matmul(float *out, const float *x, const llmcu_tensor *w, int qtype, int rows, int cols) {
+#if defined(LLMCU_PTHREADS)
+    if ((long)rows * cols >= LLMCU_PARALLEL_MIN_WORK && llmcu_parallel_threads() > 1) {
+        matmul_job job = {out, x, w, qtype, cols};
+        llmcu_parallel_rows(matmul_range, &job, rows);
+        return;
+    }
+#endif
+    matmul_rows(out, x, w, qtype, 0, rows, cols);
 }
 
 static inline void embed(float *out, const llmcu_tensor *table, int qtype, int token) {

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Host throughput: build a model in each quantization and report tok/s (median, min, max of N runs).
 
-    tools/bench_host.py [--model 260k] [--quants fp32,q8,q4] [--runs 5] [--steps 256] [--json bench/host.json]
+    tools/bench_host.py [--model 260k] [--quants fp32,q8,q4] [--kernels opt,ref] [--runs 5] [--steps 256]
+                        [--json bench/host.json]
 
 Each run is a 256-token greedy generation from "Once upon a time"; tok/s is the program's own figure
-(forward passes over the time spent in them, from its summary record).
+(forward passes over the time spent in them, from its summary record). --kernels picks the kernel sets to
+compare: opt (the host target's optimised set, runtime_c/kernels/x86/; the default) and/or ref (the portable
+reference kernels).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from llmcu.fileio import write_text_atomic  # noqa: E402
 from llmcu.protocol import parse  # noqa: E402
 
 
-def build(model: str, quant: str, extra: dict[str, str]) -> Path:
-    options = {"target": "host", "model": model, "quant": quant, **extra}
+def build(model: str, quant: str, extra: dict[str, str], kernels: str = "opt") -> Path:
+    options = {"target": "host", "model": model, "quant": quant, "kernels": kernels, **extra}
     subprocess.run(
         [sys.executable, "-m", "SCons", "-Q", *(f"{key}={value}" for key, value in options.items())],
         cwd=ROOT,
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="260k")
     parser.add_argument("--tokenizer", default="")
     parser.add_argument("--quants", default="fp32,q8,q4")
+    parser.add_argument("--kernels", default="opt", help="comma-separated kernel sets: opt, ref")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--prompt", default="Once upon a time")
@@ -55,22 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"tokenizer": args.tokenizer} if args.tokenizer else {}
     rows = []
     for quant in args.quants.split(","):
-        program = build(args.model, quant, extra)
-        rates = [measure(program, args.steps, args.prompt) for _ in range(args.runs)]
-        rows.append(
-            {
-                "target": "host",
-                "model": args.model,
-                "quant": quant,
-                "runs": args.runs,
-                "tok_per_s": {"min": min(rates), "median": statistics.median(rates), "max": max(rates)},
-            }
-        )
-    print(f"| model | quant | tok/s median | min | max |  ({args.runs} runs of {args.steps} tokens)")
-    print("|---|---|---:|---:|---:|")
+        for kernels in args.kernels.split(","):
+            program = build(args.model, quant, extra, kernels)
+            rates = [measure(program, args.steps, args.prompt) for _ in range(args.runs)]
+            rows.append(
+                {
+                    "target": "host",
+                    "model": args.model,
+                    "quant": quant,
+                    "kernels": kernels,
+                    "runs": args.runs,
+                    "tok_per_s": {"min": min(rates), "median": statistics.median(rates), "max": max(rates)},
+                }
+            )
+    print(f"| model | quant | kernels | tok/s median | min | max |  ({args.runs} runs of {args.steps} tokens)")
+    print("|---|---|---|---:|---:|---:|")
     for row in rows:
         rate = row["tok_per_s"]
-        print(f"| {row['model']} | {row['quant']} | {rate['median']:.0f} | {rate['min']:.0f} | {rate['max']:.0f} |")
+        print(
+            f"| {row['model']} | {row['quant']} | {row['kernels']} "
+            f"| {rate['median']:.0f} | {rate['min']:.0f} | {rate['max']:.0f} |"
+        )
     if args.json:
         write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n")
     return 0

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, weightsfile
 from .checkpoint import Checkpoint, read_checkpoint
 from .config import LAYER_MATRICES, ModelConfig
 from .errors import LlmcuError, OptionError
@@ -26,6 +26,7 @@ from .kvcache import KV_CODES, KV_TYPES, check_kv_type, kv_cache_bytes
 from .quantize import QTYPES, QuantizedMatrix, QuantPlan, TensorReport, error_report, quantize_model
 from .templating import environment
 from .tokenizer import Tokenizer, read_tokenizer, sorted_order
+from .weightsfile import WeightsFileLayout
 
 DATA_FILE = "model_data.bin"
 GENERATED_FILES = ("model_config.h", "model_weights.c", "model_data.S", DATA_FILE)
@@ -144,12 +145,24 @@ def layout(blobs: Iterable[Blob]) -> bytes:
     return b"".join(chunks)
 
 
-def _tensor_initializer(blobs_by_symbol: dict[str, Blob]) -> callable:
+def _reference(blobs_by_symbol: dict[str, Blob], weights_file: WeightsFileLayout | None) -> Callable[[str], str]:
+    """How model_weights.c names an array: its symbol, or (weights file) its offset in the mapped file."""
+
+    def ref(symbol: str) -> str:
+        if weights_file is None:
+            return symbol
+        blob = blobs_by_symbol[symbol]
+        return f"LLMCU_WF({blob.ctype}, {weights_file.offset(blob.offset)})"
+
+    return ref
+
+
+def _tensor_initializer(blobs_by_symbol: dict[str, Blob], ref: Callable[[str], str]) -> Callable[..., str]:
     def tensor(kind: str, layer: int | None = None) -> str:
         suffix = kind if layer is None else f"{kind}_l{layer}"
         data = f"llmcu_w_{suffix}"
         scales = f"llmcu_s_{suffix}"
-        return f"{{ {data}, {scales if scales in blobs_by_symbol else 'NULL'} }}"
+        return f"{{ {ref(data)}, {ref(scales) if scales in blobs_by_symbol else 'NULL'} }}"
 
     return tensor
 
@@ -215,13 +228,21 @@ def write_sources(
     checkpoint_name: str = "checkpoint.bin",
     tokenizer_name: str = "tokenizer.bin",
     gnu_stack_note: bool = True,
+    weights_file: str | Path | None = None,
 ) -> None:
-    """Write ``model_config.h``, ``model_weights.c``, ``model_data.S`` and the data file into ``out_dir``."""
+    """Write ``model_config.h``, ``model_weights.c``, ``model_data.S`` and the data file into ``out_dir``.
+
+    With ``weights_file`` (a path) the weights and tokenizer are not linked in: that file gets them behind a
+    header (llmcu.weightsfile), model_data.S only reserves the space the program maps it over, and
+    model_weights.c points into that space by offset."""
     check_kv_type(model.kv_type)
     config, plan, blobs = model.config, model.plan, model.blobs
     out = Path(out_dir)
     env = environment()
-    common = {"version": __version__, "config": config, "blobs": blobs}
+    wf = None
+    if weights_file is not None:
+        wf = weightsfile.describe(config, plan, blobs, len(model.data), f"{model_name} {plan.name}")
+    common = {"version": __version__, "config": config, "blobs": blobs, "weights_file": wf}
     qtypes = [(kind, QTYPE_CODES[plan.qtype(kind)]) for kind in ("tok_embeddings", *LAYER_MATRICES, "wcls")]
     if config.shared_classifier:  # the classifier *is* the embedding table
         qtypes[-1] = ("wcls", QTYPE_CODES[plan.qtype("tok_embeddings")])
@@ -242,12 +263,16 @@ def write_sources(
         kv_code=KV_CODES[model.kv_type],
         kv_cache_bytes=model.kv_cache_bytes(),
     )
+    by_symbol = {blob.symbol: blob for blob in blobs}
+    ref = _reference(by_symbol, wf)
     weights_c = env.get_template("model_weights.c.j2").render(
-        **common, tensor=_tensor_initializer({blob.symbol: blob for blob in blobs})
+        **common, tensor=_tensor_initializer(by_symbol, ref), ref=ref
     )
     assembly = env.get_template("model_data.S.j2").render(**common, data_file=DATA_FILE, gnu_stack_note=gnu_stack_note)
     # The data first: the sources that name it are written last, so they never point at a stale file.
     write_bytes_atomic(out / DATA_FILE, model.data)
+    if wf is not None and weights_file is not None:
+        weightsfile.write_weights_file(weights_file, wf, model.data)
     write_text_atomic(out / "model_config.h", header)
     write_text_atomic(out / "model_weights.c", weights_c)
     write_text_atomic(out / "model_data.S", assembly)

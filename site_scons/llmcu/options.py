@@ -117,7 +117,38 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             "opt",
             ("opt", "ref"),
         ),
-        Option("board", "board of a firmware target (default: the target's default board)", "", None, str, "NAME"),
+        Option(
+            "threads",
+            "threads for the matrix products on hosted and Linux targets (auto: the target's [cpu] threads, "
+            "1 under hil=qemu so instruction counts repeat); the output is the same for any count",
+            "auto",
+            ("auto", "1", "2", "3", "4", "5", "6", "7", "8"),
+        ),
+        Option(
+            "weights_file",
+            "Linux targets: weights in a separate model.bin the program maps at start (yes), linked into the "
+            "program (no), or a file when they exceed the target's weights_file_above (auto)",
+            "auto",
+            ("auto", "yes", "no"),
+        ),
+        Option(
+            "sdk",
+            "Linux targets: a Yocto SDK's environment-setup-* script; its CC, CFLAGS and LDFLAGS (sysroot) "
+            "build the program (else CC=, CROSS_COMPILE= or the target's compiler)",
+            "",
+            None,
+            str,
+            "PATH",
+        ),
+        Option(
+            "board",
+            "board of a firmware target (default: the target's default board); Linux targets: user@host[:port] "
+            "that `run` deploys to over SSH",
+            "",
+            None,
+            str,
+            "NAME|USER@HOST[:PORT]",
+        ),
         Option(
             "weights",
             "where firmware weights go: auto spills from internal flash to QSPI",
@@ -135,9 +166,10 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
         Option("stack", "firmware stack size in bytes", "8K", None, _size_in(1024, 1 << 20), "1K..1M"),
         Option(
             "hil",
-            "how `run` runs a firmware target: qemu = its QEMU twin, with the board's memory budget",
+            "how `run` runs a firmware target: none = on the board, qemu = its QEMU twin with the board's memory "
+            "budget, auto = the board if a debug probe is attached, else the twin",
             "none",
-            ("none", "qemu"),
+            ("none", "qemu", "auto"),
         ),
         Option("prompt", "prompt for `run`", "", None, str, "TEXT"),
         Option(
@@ -174,6 +206,25 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
         ),
         Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1"),
         Option("build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH"),
+        Option("log_dir", "where `run` logs go: LOG_DIR/<time>-<target>-<model>-<quant>/", "logs", None, str, "PATH"),
+        Option("port", "board console for `run`: device or pyserial URL (default: by USB id)", "", None, str, "URL"),
+        Option("probe", "debug probe for `flash` (its unique ID or part; default: the only one)", "", None, str, "UID"),
+        Option(
+            "power",
+            "power measurement during `run` (llmcu.power): a Nordic PPK2, an ST X-NUCLEO-LPM01A, or estimate "
+            "(no meter: the STM32H743 datasheet's Run-mode current; the only choice for the QEMU twin)",
+            "none",
+            ("none", "ppk2", "lpm01a", "estimate"),
+        ),
+        Option("power_port", "the meter's serial port (PPK2: found by USB name if empty)", "", None, str, "URL"),
+        Option("power_voltage", "the board's supply voltage in V", "3.3", None, _float_in(0.8, 5.0), "0.8..5.0"),
+        Option(
+            "power_supply",
+            "power=ppk2: board = the board keeps its supply, the PPK2 in series (ampere meter); meter = the PPK2 "
+            "powers the board at power_voltage (source meter)",
+            "board",
+            ("board", "meter"),
+        ),
     ]
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import boards, models
+from . import boards, linux, models
 from .errors import OptionError
 from .memplan import available_regions
 from .options import Option, build_options, check_unknown, list_targets, validate
@@ -92,6 +92,10 @@ class BuildSettings:
     firmware: FirmwareOptions | None = None
     images: tuple[FirmwareImage, ...] = ()  # firmware targets: what to link (the board's, and its twin's)
     kv_type: str = "auto"  # the KV cache's element type (runtime_c/README.md, "KV cache types")
+    threads: int = 1  # hosted and Linux programs: matmul threads for `run` (the program's -j)
+    default_threads: int = 1  # ... and when it is run without -j (LLMCU_THREADS)
+    weights_file: bool = False  # weights in model.bin beside the program, mapped at start (llmcu.weightsfile)
+    linux: linux.LinuxSettings | None = None  # Linux targets: toolchain, destination, QEMU (llmcu.linux)
 
     @property
     def gen_dir(self) -> Path:
@@ -127,7 +131,7 @@ def _firmware_images(target: Target, board: str, out_dir: Path, hil: str) -> tup
     elif board:
         raise OptionError(f"target {target.name} has no boards; drop board={board}")
     images = [FirmwareImage("firmware", target, tuple(available_regions(target, memories)), out_dir, board)]
-    if hil == "qemu" and target.run_method != "qemu-system":
+    if (hil == "qemu" or (hil == "auto" and target.twin)) and target.run_method != "qemu-system":
         if not target.twin:
             raise OptionError(f"target {target.name} has no QEMU twin, so hil=qemu cannot run it")
         twin = load_target(target.twin, TARGETS_DIR)
@@ -149,8 +153,22 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     variant = variant_name(resolved.name, plan, values["seq_len"], values["kv_type"])
     if values["kernels"] == "ref" and target.kernel_set:
         variant += "-refkernels"
-    if values["board"] and values["board"] != target.default_board:
-        variant += f"-{_safe(values['board'])}"
+    if values["board"] and target.kind == "baremetal" and values["board"] != target.default_board:
+        variant += f"-{_safe(values['board'])}"  # a Linux target's board= is where to run, not what to build
+    in_qemu = linux.runs_in_qemu(target, values["hil"], values["board"])
+    threads = linux.resolve_threads(values["threads"], target, in_qemu)
+    default_threads = linux.resolve_threads(values["threads"], target)
+    if values["threads"] != "auto" and target.kind != "baremetal":
+        variant += f"-j{threads}"
+    linux_settings = None
+    weights_file = values["weights_file"] == "yes"
+    if target.kind == "linux":
+        linux_settings = linux.configure(target, values, resolved.checkpoint, resolved.tokenizer, plan)
+        weights_file = linux_settings.weights_file
+    elif weights_file and target.kind == "baremetal":
+        raise OptionError(f"weights_file=yes: target {target.name} is firmware, whose weights are linked in")
+    if values["weights_file"] != "auto" and target.kind != "baremetal":
+        variant += "-wfile" if weights_file else "-linked"
     out_dir = build_dir / target.name / variant
     run = RunParams(values["prompt"], values["steps"], values["temperature"], values["topp"], values["seed"])
     board, images, firmware = values["board"], (), None
@@ -173,6 +191,10 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         firmware=firmware,
         images=images,
         kv_type=values["kv_type"],
+        threads=threads,
+        default_threads=default_threads,
+        weights_file=weights_file,
+        linux=linux_settings,
     )
 
 

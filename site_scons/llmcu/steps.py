@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from . import __version__, boards, codegen, elfreport, memplan
+from . import __version__, boards, codegen, elfreport, memplan, weightsfile
 from .checkpoint import detect_config, read_checkpoint
 from .codegen import GeneratedModel, write_quant_report
 from .errors import LlmcuError
@@ -42,6 +44,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         model_name=settings.model_name,
         checkpoint_name=settings.checkpoint.name,
         tokenizer_name=settings.tokenizer.name,
+        weights_file=settings.out_dir / weightsfile.FILE_NAME if settings.weights_file else None,
     )
     write_quant_report(model, settings.out_dir / "quant_report.json", settings.out_dir / "quant_report.md")
     for image, plan in zip(settings.images, plans, strict=True):
@@ -97,8 +100,16 @@ def write_linker_script(image: FirmwareImage, plan: memplan.MemoryPlan) -> None:
     write_text_atomic(image.linker_script, text)
 
 
-def run_host_program(program: Path, args: list[str], *, echo: bool = True, timeout: float = 600) -> RunOutput:
-    """Run a host build, streaming its text to stdout as it arrives, and parse its protocol output."""
+def run_host_program(
+    program: Path,
+    args: list[str],
+    *,
+    echo: bool = True,
+    timeout: float = 600,
+    on_bytes: Callable[[bytes], None] | None = None,
+) -> RunOutput:
+    """Run a host build, streaming its text to stdout as it arrives, and parse its protocol output.
+    ``on_bytes`` gets every byte of its output as it arrives (llmcu.runlog's raw.bin)."""
 
     def show(piece: bytes) -> None:
         sys.stdout.buffer.write(piece)
@@ -108,6 +119,8 @@ def run_host_program(program: Path, args: list[str], *, echo: bool = True, timeo
     with subprocess.Popen([str(program), *args], stdout=subprocess.PIPE) as process:
         assert process.stdout is not None
         while chunk := process.stdout.read1(65536):
+            if on_bytes is not None:
+                on_bytes(chunk)
             parser.feed(chunk)
         code = process.wait(timeout=timeout)
     output = parser.output
@@ -142,18 +155,12 @@ def write_hex(image: FirmwareImage) -> None:
     partial.replace(hex_path)
 
 
-def run_image(settings: BuildSettings) -> None:
-    """`scons run` for a firmware target: its QEMU twin (or the target itself when it is QEMU)."""
-    image = next((i for i in settings.images if i.target.run_method == "qemu-system"), None)
-    if image is None:
-        raise LlmcuError(
-            f"running on a {settings.target.name} board needs flashing and UART capture, which llmcu does not do "
-            "yet; add hil=qemu to run this build's QEMU twin with the board's memory budget"
-        )
-    from . import qemu
+def run_image(settings: BuildSettings, options: Any = None) -> None:
+    """`scons run` for a firmware target: its QEMU twin, the target itself when it is QEMU, or the board
+    (llmcu.runs chooses from hil=, captures the console and writes the run log)."""
+    from . import runs
 
-    output = qemu.run_firmware(image.elf, settings.run, on_text=_show)
-    print(f"[llmcu] {format_summary(output)}", flush=True)
+    runs.run(settings, options if options is not None else runs.run_options({}))
 
 
 def _show(piece: bytes) -> None:

@@ -10,7 +10,7 @@ import sys
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
-from llmcu import codegen, project, steps
+from llmcu import codegen, flashalgo, flashing, linux, project, runs, steps
 from llmcu.errors import LlmcuError
 
 # Short command lines unless verbose=1.
@@ -48,12 +48,12 @@ def _generate_action(target, source, env) -> int:  # SCons calls actions with (t
 
 
 def _run_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
-    settings = env["LLMCU_SETTINGS"]
+    settings, options = env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"]
     try:
-        if settings.images:
-            steps.run_image(settings)
+        if settings.linux is not None:  # a Linux board over SSH, or qemu-user
+            linux.run(settings, options.log_dir)
         else:
-            steps.run_host_program(settings.out_dir / "llmcu", settings.run.program_args())
+            runs.run(settings, options)  # host, QEMU twin or board; writes the run log
     except LlmcuError as error:
         print(f"llmcu: error: {error}", file=sys.stderr)
         return 1
@@ -71,6 +71,36 @@ def _firmware_outputs_action(target, source, env) -> int:  # SCons calls actions
     return 0
 
 
+def _flash_algo_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
+    try:
+        flashalgo.build_for_settings(env["LLMCU_SETTINGS"])
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _flash_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
+    try:
+        result = flashing.flash_build(env["LLMCU_SETTINGS"], env["LLMCU_PROBE"], progress=sys.stderr.isatty())
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 1
+    for line in result.lines():
+        print(f"[llmcu] {line}")
+    return 0
+
+
+def _flash_algo(env, settings: project.BuildSettings) -> list:
+    """The board's QSPI flash algorithm (flashalgo/qspi.flm) that `flash` needs; none without QSPI flash."""
+    build = flashalgo.for_settings(settings)
+    if build is None:
+        return []
+    path, sources = build
+    action = env.Action(_flash_algo_action, f"FLM     {path}")
+    return env.Command(str(path), [str(source) for source in sources], action, LLMCU_SETTINGS=settings)
+
+
 def _model_sources(env, settings: project.BuildSettings) -> list:
     """The generated C and data, rebuilt when the model files, the options or the generator change."""
     targets = [settings.gen_dir / name for name in codegen.GENERATED_FILES]
@@ -78,9 +108,11 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
     targets += [image.linker_script for image in settings.images]
     if settings.images and settings.board:
         targets.append(settings.gen_dir / "board_config.h")
+    if settings.weights_file:
+        targets.append(settings.out_dir / "model.bin")
     identity = env.Value(
         f"{settings.model_name}|{settings.plan!r}|{settings.seq_len}|{settings.target.kind}|{settings.board}|"
-        f"kv_type={settings.kv_type}|"
+        f"kv_type={settings.kv_type}|weights_file={settings.weights_file}|"
         f"{settings.firmware!r}|{[(image.name, image.target.name, image.regions) for image in settings.images]}"
     )
     sources = [str(settings.checkpoint), str(settings.tokenizer), identity]
@@ -109,6 +141,9 @@ def _program(env, settings: project.BuildSettings, generated: list):
         CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"')],
         ASFLAGS=[f"-Wa,-I{gen}"],  # .incbin finds model_data.bin through the assembler's include path
     )
+    build_env.Append(CPPDEFINES=linux.posix_defines(settings))  # the thread pool (runtime_c/parallel.h)
+    if settings.linux is not None:  # the hosted program, cross-compiled
+        build_env.Replace(**linux.construction_variables(settings, build_env["ENV"]))
     sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources(settings.kernel_set)]
     sources += [(path, path.relative_to(project.ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
@@ -187,21 +222,38 @@ def llmcu_build(env, arguments: dict[str, str]):
     except LlmcuError as error:
         _fail(error)
         return None
-    if settings.target.kind not in ("hosted", "baremetal"):
-        _fail(LlmcuError(f"target {settings.target.name!r} is not buildable yet"))
     if not settings.verbose:
         env.Replace(**QUIET_COMMANDS)
+    # One signature database per build directory: builds of different variants may run at the same time
+    # (tests, several terminals) and must not overwrite each other's records in one shared file.
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    env.SConsignFile(str(settings.out_dir / ".sconsign"))
     generated = _model_sources(env, settings)
     if settings.images:
         program = []
         for image in settings.images:
             program += _firmware(env, settings, image, generated)
+        program += _flash_algo(env, settings)
     else:
         program = _program(env, settings, generated)
     env.Default(program)
     env.Alias("build", program)
-    run = env.Alias("run", program, env.Action(_run_action, None), LLMCU_SETTINGS=settings)
+    run = env.Alias(
+        "run",
+        program,
+        env.Action(_run_action, None),
+        LLMCU_SETTINGS=settings,
+        LLMCU_RUN_OPTIONS=runs.run_options(dict(arguments)),
+    )
     env.AlwaysBuild(run)
+    if "flash" in scons.COMMAND_LINE_TARGETS:
+        try:
+            flashing.check_flashable(settings.target)
+        except LlmcuError as error:
+            _fail(error)
+    probe = arguments.get("probe", "")
+    flash = env.Alias("flash", program, env.Action(_flash_action, None), LLMCU_SETTINGS=settings, LLMCU_PROBE=probe)
+    env.AlwaysBuild(flash)
     out = settings.out_dir
     shown = out.relative_to(project.ROOT) if out.is_relative_to(project.ROOT) else out
     print(f"llmcu: {settings.target.name} {settings.model_name} {settings.plan.name} -> {shown}")

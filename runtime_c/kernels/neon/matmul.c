@@ -1,0 +1,502 @@
+/*
+ * NEON matrix-vector products for AArch64 (written for the Cortex-A55), out[i] = sum_j W[i][j] * x[j].
+ * Replaces kernels/ref/matmul.c, so it defines the same three functions.
+ *
+ * Bit-exactness with the reference (runtime_c/README.md, "The numeric contract"):
+ *
+ * - matmul_f32 (default): four rows at a time, one row per lane, each lane summing its row left to right
+ *   with a separate multiply and add (no FMA): every row sees exactly the reference's operations, so the
+ *   result is bit-identical. The speed comes from doing four rows' chains side by side.
+ * - matmul_f32 with LLMCU_FAST_F32 defined at compile time: FMA and 16 partial sums per row. Not
+ *   bit-identical; see the tolerance stated above its definition. Off by default because the golden
+ *   byte-for-byte tests of fp32 builds run with the target's kernels.
+ * - matmul_q8 / matmul_q4: the integer dot product of each group is exact in int32 whatever the order,
+ *   so it is computed with the dot-product instruction (SDOT, vdotq_s32: sixteen int8 products summed into
+ *   four int32 lanes); the float part, out[i] = sum_g ((float)isum * ws[i][g]) * xs[g], stays sequential
+ *   over g for each row, with four rows in the four lanes. Bit-identical.
+ *
+ * Without the dot-product extension (plain ARMv8.0-A, e.g. a Cortex-A53) the same integer sums are
+ * formed with widening multiplies (SMULL + SADALP): slower, equally exact.
+ */
+#include <arm_neon.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "neon_common.h"
+
+/* ---- fp32 ---- */
+
+#ifndef LLMCU_FAST_F32
+
+/* Row r's sequential dot product with x in lane r, for the four rows r0..r3 of length n. */
+static inline float32x4_t dot4_sequential(const float *r0, const float *r1, const float *r2, const float *r3,
+                                          const float *x, int n) {
+    float32x4_t acc = vdupq_n_f32(0.0f); /* the reference's `val = 0.0f` */
+    int j = 0;
+    for (; j + 8 <= n; j += 8) { /* two blocks of four columns per iteration: less loop overhead */
+        float32x4_t xv = vld1q_f32(x + j);
+        acc = add_columns_in_order(acc, vmulq_f32(vld1q_f32(r0 + j), xv), vmulq_f32(vld1q_f32(r1 + j), xv),
+                                   vmulq_f32(vld1q_f32(r2 + j), xv), vmulq_f32(vld1q_f32(r3 + j), xv));
+        xv = vld1q_f32(x + j + 4);
+        acc = add_columns_in_order(acc, vmulq_f32(vld1q_f32(r0 + j + 4), xv), vmulq_f32(vld1q_f32(r1 + j + 4), xv),
+                                   vmulq_f32(vld1q_f32(r2 + j + 4), xv), vmulq_f32(vld1q_f32(r3 + j + 4), xv));
+    }
+    for (; j + 4 <= n; j += 4) {
+        float32x4_t xv = vld1q_f32(x + j);
+        /* W[i][j] * x[j], the reference's operand order (it only matters for which NaN propagates). */
+        acc = add_columns_in_order(acc, vmulq_f32(vld1q_f32(r0 + j), xv), vmulq_f32(vld1q_f32(r1 + j), xv),
+                                   vmulq_f32(vld1q_f32(r2 + j), xv), vmulq_f32(vld1q_f32(r3 + j), xv));
+    }
+    for (; j < n; j++) { /* the last n % 4 columns, one column of four rows at a time */
+        acc = vaddq_f32(acc, vmulq_n_f32(gather4_f32(r0 + j, r1 + j, r2 + j, r3 + j), x[j]));
+    }
+    return acc;
+}
+
+void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) {
+    for (int i = 0; i < rows; i += 4) {
+        int valid = rows - i < 4 ? rows - i : 4;
+        const float *r0 = w + (size_t)i * (size_t)cols;
+        store_lanes_f32(out + i,
+                        dot4_sequential(r0, r0 + (size_t)clamp_row(1, valid) * (size_t)cols,
+                                        r0 + (size_t)clamp_row(2, valid) * (size_t)cols,
+                                        r0 + (size_t)clamp_row(3, valid) * (size_t)cols, x, cols),
+                        valid);
+    }
+}
+
+#else /* LLMCU_FAST_F32 */
+
+/*
+ * The fast fp32 matmul: fused multiply-adds into 16 partial sums per row (4 vectors of 4 lanes, so four
+ * independent FMA chains hide the FMA latency), combined at the end, and the last cols % 4 columns added
+ * one at a time. This changes the rounding, so it is NOT bit-identical to the reference.
+ *
+ * Stated tolerance (tests/test_neon_kernels.py checks it on every matmul_f32 case of tests/c/test_kernels.c):
+ * for every row i, unless something overflows to infinity,
+ *
+ *     |out_fast[i] - out_ref[i]| <= 2 * gamma(cols) * sum_j |W[i][j] * x[j]|  +  2 * cols * 2^-149,
+ *     gamma(n) = n * u / (1 - n * u),  u = 2^-24 (float32's unit roundoff),
+ *
+ * i.e. a relative error of at most 2 * gamma(cols) ~= cols * 1.19e-7 measured against the sum of the
+ * magnitudes of the products: 7.6e-6 for cols = 64, 3.4e-5 for cols = 288, 9.2e-5 for cols = 768. The
+ * second term only matters for products in float32's subnormal range, where a rounding can lose up to
+ * 2^-150 absolutely. Why: however n float32 products are summed, with or without the products rounded
+ * first, the result is within gamma(n) * sum |W x| of the exact dot product (Higham, "Accuracy and Stability
+ * of Numerical Algorithms", 2nd ed., section 3.1; no term goes through more than cols roundings here), and
+ * both the reference and this kernel are such sums. Relative to |out| itself no bound exists: when the
+ * products cancel, the reference's own result is mostly rounding error.
+ */
+static inline float dot_tail(const float *row, const float *x, int j, int n, float sum) {
+    for (; j < n; j++) {
+        sum += row[j] * x[j];
+    }
+    return sum;
+}
+
+void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) {
+    int i = 0;
+    /* Four rows share each load of x. */
+    for (; i + 4 <= rows; i += 4) {
+        const float *r0 = w + (size_t)i * (size_t)cols;
+        const float *r1 = r0 + cols;
+        const float *r2 = r1 + cols;
+        const float *r3 = r2 + cols;
+        float32x4_t a00 = vdupq_n_f32(0.0f), a01 = a00, a02 = a00, a03 = a00;
+        float32x4_t a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+        float32x4_t a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+        float32x4_t a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+        int j = 0;
+        for (; j + 16 <= cols; j += 16) {
+            float32x4_t x0 = vld1q_f32(x + j), x1 = vld1q_f32(x + j + 4);
+            float32x4_t x2 = vld1q_f32(x + j + 8), x3 = vld1q_f32(x + j + 12);
+            a00 = vfmaq_f32(a00, vld1q_f32(r0 + j), x0);
+            a01 = vfmaq_f32(a01, vld1q_f32(r0 + j + 4), x1);
+            a02 = vfmaq_f32(a02, vld1q_f32(r0 + j + 8), x2);
+            a03 = vfmaq_f32(a03, vld1q_f32(r0 + j + 12), x3);
+            a10 = vfmaq_f32(a10, vld1q_f32(r1 + j), x0);
+            a11 = vfmaq_f32(a11, vld1q_f32(r1 + j + 4), x1);
+            a12 = vfmaq_f32(a12, vld1q_f32(r1 + j + 8), x2);
+            a13 = vfmaq_f32(a13, vld1q_f32(r1 + j + 12), x3);
+            a20 = vfmaq_f32(a20, vld1q_f32(r2 + j), x0);
+            a21 = vfmaq_f32(a21, vld1q_f32(r2 + j + 4), x1);
+            a22 = vfmaq_f32(a22, vld1q_f32(r2 + j + 8), x2);
+            a23 = vfmaq_f32(a23, vld1q_f32(r2 + j + 12), x3);
+            a30 = vfmaq_f32(a30, vld1q_f32(r3 + j), x0);
+            a31 = vfmaq_f32(a31, vld1q_f32(r3 + j + 4), x1);
+            a32 = vfmaq_f32(a32, vld1q_f32(r3 + j + 8), x2);
+            a33 = vfmaq_f32(a33, vld1q_f32(r3 + j + 12), x3);
+        }
+        for (; j + 4 <= cols; j += 4) {
+            float32x4_t xv = vld1q_f32(x + j);
+            a00 = vfmaq_f32(a00, vld1q_f32(r0 + j), xv);
+            a10 = vfmaq_f32(a10, vld1q_f32(r1 + j), xv);
+            a20 = vfmaq_f32(a20, vld1q_f32(r2 + j), xv);
+            a30 = vfmaq_f32(a30, vld1q_f32(r3 + j), xv);
+        }
+        out[i] = dot_tail(r0, x, j, cols, vaddvq_f32(vaddq_f32(vaddq_f32(a00, a01), vaddq_f32(a02, a03))));
+        out[i + 1] = dot_tail(r1, x, j, cols, vaddvq_f32(vaddq_f32(vaddq_f32(a10, a11), vaddq_f32(a12, a13))));
+        out[i + 2] = dot_tail(r2, x, j, cols, vaddvq_f32(vaddq_f32(vaddq_f32(a20, a21), vaddq_f32(a22, a23))));
+        out[i + 3] = dot_tail(r3, x, j, cols, vaddvq_f32(vaddq_f32(vaddq_f32(a30, a31), vaddq_f32(a32, a33))));
+    }
+    for (; i < rows; i++) { /* the last rows % 4 rows, one at a time */
+        const float *row = w + (size_t)i * (size_t)cols;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
+        int j = 0;
+        for (; j + 8 <= cols; j += 8) {
+            a0 = vfmaq_f32(a0, vld1q_f32(row + j), vld1q_f32(x + j));
+            a1 = vfmaq_f32(a1, vld1q_f32(row + j + 4), vld1q_f32(x + j + 4));
+        }
+        for (; j + 4 <= cols; j += 4) {
+            a0 = vfmaq_f32(a0, vld1q_f32(row + j), vld1q_f32(x + j));
+        }
+        out[i] = dot_tail(row, x, j, cols, vaddvq_f32(vaddq_f32(a0, a1)));
+    }
+}
+
+#endif /* LLMCU_FAST_F32 */
+
+/* ---- group-quantized weights: exact integer group sums, then the reference's float chain per row ---- */
+
+/* acc + the sum of the 16 products a[k] * b[k], spread over acc's four int32 lanes (exact). */
+static inline int32x4_t dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    /* An int8 product fits int16 (|p| <= 128 * 128 = 16384), and SADALP adds neighbouring pairs of them
+     * into the int32 lanes. */
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    return vpadalq_s16(acc, vmull_high_s8(a, b));
+#endif
+}
+
+/* Lanes 16 - n .. 15 all ones, the others zero (1 <= n <= 15): a load of 16 bytes at mask_table + n. */
+static const int8_t mask_table[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0,  0,  0,  0,  0,  0,  0,  0,
+                                      -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+
+static inline int8x16_t last_lanes_mask(int n) { return vld1q_s8(mask_table + n); }
+
+/* The four lanes' int32 totals of a0..a3, as one vector (lane r = the sum of a_r's lanes). */
+static inline int32x4_t reduce4(int32x4_t a0, int32x4_t a1, int32x4_t a2, int32x4_t a3) {
+    return vpaddq_s32(vpaddq_s32(a0, a1), vpaddq_s32(a2, a3));
+}
+
+/*
+ * acc[r] += ((float)isum[r] * scales[r]) * xs_g: the reference's three float32 roundings in its order, for
+ * the four rows in the four lanes. The int32 -> float32 conversion rounds to nearest like the C cast (it is
+ * exact anyway below 2^24, i.e. for any group of at most 1040 columns).
+ */
+static inline float32x4_t scale_and_add(float32x4_t acc, int32x4_t isum, float32x4_t scales, float xs_g) {
+    return vaddq_f32(acc, vmulq_n_f32(vmulq_f32(vcvtq_f32_s32(isum), scales), xs_g));
+}
+
+/*
+ * The exact int32 dot products of four q8 rows with xq over the group's columns [start, end).
+ *
+ * Whole blocks of 16 columns go straight to SDOT. A group's last end - j < 16 columns would need a short
+ * load; instead the 16 bytes that END at the group's end are loaded (they start inside this row, or in
+ * the previous row of W, both in bounds, as long as end >= 16) and the activation lanes that belong to
+ * columns already counted are zeroed, so those weights multiply 0. Only a matrix narrower than 16 columns
+ * (or a first group shorter than 16) takes the zero-padded copy.
+ */
+static inline int32x4_t q8_group_dot4(const int8_t *const r[4], const int8_t *xq, int start, int end) {
+    int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0;
+    int j = start;
+    for (; j + 16 <= end; j += 16) {
+        int8x16_t xv = vld1q_s8(xq + j);
+        a0 = dot16(a0, vld1q_s8(r[0] + j), xv);
+        a1 = dot16(a1, vld1q_s8(r[1] + j), xv);
+        a2 = dot16(a2, vld1q_s8(r[2] + j), xv);
+        a3 = dot16(a3, vld1q_s8(r[3] + j), xv);
+    }
+    int rest = end - j;
+    if (rest > 0) {
+        if (end >= 16) {
+            int at = end - 16;
+            int8x16_t xv = vandq_s8(vld1q_s8(xq + at), last_lanes_mask(rest));
+            a0 = dot16(a0, vld1q_s8(r[0] + at), xv);
+            a1 = dot16(a1, vld1q_s8(r[1] + at), xv);
+            a2 = dot16(a2, vld1q_s8(r[2] + at), xv);
+            a3 = dot16(a3, vld1q_s8(r[3] + at), xv);
+        } else {
+            int8_t xpad[16] = {0}, wpad[4][16] = {{0}};
+            memcpy(xpad, xq + j, (size_t)rest);
+            for (int k = 0; k < 4; k++) {
+                memcpy(wpad[k], r[k] + j, (size_t)rest);
+            }
+            int8x16_t xv = vld1q_s8(xpad);
+            a0 = dot16(a0, vld1q_s8(wpad[0]), xv);
+            a1 = dot16(a1, vld1q_s8(wpad[1]), xv);
+            a2 = dot16(a2, vld1q_s8(wpad[2]), xv);
+            a3 = dot16(a3, vld1q_s8(wpad[3]), xv);
+        }
+    }
+    return reduce4(a0, a1, a2, a3);
+}
+
+/*
+ * The straight path of matmul_q8 and matmul_q4 for groups made of whole vector blocks (the usual group sizes),
+ * and its per-group bookkeeping:
+ *
+ * - The integer accumulators are not cleared per group: they keep a running total over the row, and a
+ *   group's sum is the difference between the totals after and before it. That is exact even if a total
+ *   wraps around (NEON integer adds are modulo 2^32 and a group's own sum always fits an int32), and it
+ *   saves four register clears per group.
+ * - The scales of four groups are loaded at once, one contiguous vector per row, and transposed so that
+ *   each group's vector holds its four rows' scales: three instructions per group instead of four lane
+ *   loads and their address arithmetic.
+ */
+typedef struct {
+    int32x4_t a0, a1, a2, a3; /* running integer totals of the four rows, spread over the lanes */
+    int32x4_t done;           /* the totals (lane r = row r) after the last group that was scaled */
+} running_sums;
+
+/* The sum of the group since the previous call; `times16`: the sums are q4_dot32's, which carry a factor 16. */
+static inline int32x4_t next_group_sum(running_sums *rs, int times16) {
+    int32x4_t total = reduce4(rs->a0, rs->a1, rs->a2, rs->a3);
+    int32x4_t group = vsubq_s32(total, rs->done);
+    rs->done = total;
+    return times16 ? vshrq_n_s32(group, 4) : group;
+}
+
+/* `blocks` blocks of 16 q8 columns of four rows into the running sums; the pointers walk. */
+static inline void q8_blocks(running_sums *rs, const int8_t **w, const int8_t **xp, int blocks) {
+    NEON_UNROLL4
+    for (int b = 0; b < blocks; b++) {
+        int8x16_t xv = vld1q_s8(*xp);
+        rs->a0 = dot16(rs->a0, vld1q_s8(w[0]), xv);
+        rs->a1 = dot16(rs->a1, vld1q_s8(w[1]), xv);
+        rs->a2 = dot16(rs->a2, vld1q_s8(w[2]), xv);
+        rs->a3 = dot16(rs->a3, vld1q_s8(w[3]), xv);
+        *xp += 16;
+        w[0] += 16;
+        w[1] += 16;
+        w[2] += 16;
+        w[3] += 16;
+    }
+}
+
+/* matmul_q8 for one group size; inlined with a constant group_size, the block counts and loops fold. */
+NEON_ALWAYS_INLINE void q8_matmul(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws,
+                               int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    /* Groups made of whole 16-column blocks (group sizes 32, 64, ...) take the straight path; a row's last,
+     * shorter group and other group sizes take q8_group_dot4. */
+    int blocks = group_size % 16 == 0 ? group_size / 16 : 0;
+    int simple_groups = blocks ? cols / group_size : 0;
+    for (int i = 0; i < rows; i += 4) {
+        int valid = rows - i < 4 ? rows - i : 4;
+        size_t d1 = (size_t)clamp_row(1, valid), d2 = (size_t)clamp_row(2, valid), d3 = (size_t)clamp_row(3, valid);
+        const int8_t *row0 = w + (size_t)i * (size_t)cols;
+        const int8_t *row[4] = {row0, row0 + d1 * (size_t)cols, row0 + d2 * (size_t)cols, row0 + d3 * (size_t)cols};
+        const float *s0 = ws + (size_t)i * (size_t)ngroups; /* the rows' scales, walking one group at a time */
+        const float *s1 = s0 + d1 * (size_t)ngroups, *s2 = s0 + d2 * (size_t)ngroups, *s3 = s0 + d3 * (size_t)ngroups;
+        const int8_t *wp[4] = {row[0], row[1], row[2], row[3]};
+        const int8_t *xp = xq;
+        running_sums rs = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        int g = 0;
+        for (; g + 4 <= simple_groups; g += 4) {
+            float32x4_t c0 = vld1q_f32(s0), c1 = vld1q_f32(s1), c2 = vld1q_f32(s2), c3 = vld1q_f32(s3);
+            transpose4_f32(&c0, &c1, &c2, &c3); /* c_k: the four rows' scales of group g + k */
+            s0 += 4, s1 += 4, s2 += 4, s3 += 4;
+            q8_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 0), c0, xs[g]);
+            q8_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 0), c1, xs[g + 1]);
+            q8_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 0), c2, xs[g + 2]);
+            q8_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 0), c3, xs[g + 3]);
+        }
+        for (; g < simple_groups; g++) {
+            q8_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 0), gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
+        }
+        for (; g < ngroups; g++) {
+            int start = g * group_size;
+            int end = start + group_size < cols ? start + group_size : cols;
+            acc = scale_and_add(acc, q8_group_dot4(row, xq, start, end), gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
+        }
+        store_lanes_f32(out + i, acc, valid);
+    }
+}
+
+void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws, int rows,
+               int cols, int group_size) {
+    /* The common group sizes get a copy of the loops specialised for them (fully unrolled blocks). */
+    switch (group_size) {
+    case 32:
+        q8_matmul(out, xq, xs, w, ws, rows, cols, 32);
+        break;
+    case 64:
+        q8_matmul(out, xq, xs, w, ws, rows, cols, 64);
+        break;
+    default:
+        q8_matmul(out, xq, xs, w, ws, rows, cols, group_size);
+        break;
+    }
+}
+
+/*
+ * q4: a byte holds column 2k (low nibble) and 2k + 1 (high nibble), each stored as q + 8.
+ *
+ * XOR with 0x88 flips bit 3 of both nibbles, which turns the stored q + 8 (0..15) into q as a 4-bit two's
+ * complement number. Shifting the byte left by 4 then gives the low nibble's q * 16 as an int8, and
+ * masking with 0xF0 the high nibble's q * 16: three operations for 32 weights, with no separate sign
+ * extension or "- 8". The group's dot product comes out multiplied by 16, exactly (|16 q x| <= 128 * 128
+ * still fits SDOT's int8 x int8 products), and an arithmetic shift right by 4 undoes it.
+ *
+ * The activations are split into even and odd columns by the de-interleaving load LD2, so that the
+ * low-nibble vector meets the even columns and the high-nibble vector the odd ones.
+ */
+static inline int32x4_t q4_dot32(int32x4_t acc, uint8x16_t bytes, int8x16_t x_even, int8x16_t x_odd) {
+    uint8x16_t q = veorq_u8(bytes, vdupq_n_u8(0x88));
+    acc = dot16(acc, vreinterpretq_s8_u8(vshlq_n_u8(q, 4)), x_even);
+    return dot16(acc, vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0xF0))), x_odd);
+}
+
+/*
+ * The exact int32 dot products of four q4 rows (each starting on a byte boundary) with xq over [start, end);
+ * start is even. Blocks of 32 columns (16 bytes) go to q4_dot32; the group's last pairs of columns use the
+ * same end-aligned load and lane mask as q8 (in bytes: lanes of byte pairs), and a final odd column (the
+ * last column of a row of odd length, in the low nibble of the row's last byte) is added by itself.
+ */
+static inline int32x4_t q4_group_dot4(const uint8_t *const r[4], const int8_t *xq, int start, int end) {
+    int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0;
+    int pairs_end = start + ((end - start) & ~1);
+    int j = start;
+    for (; j + 32 <= pairs_end; j += 32) {
+        int8x16x2_t xv = vld2q_s8(xq + j);
+        int b = j / 2;
+        a0 = q4_dot32(a0, vld1q_u8(r[0] + b), xv.val[0], xv.val[1]);
+        a1 = q4_dot32(a1, vld1q_u8(r[1] + b), xv.val[0], xv.val[1]);
+        a2 = q4_dot32(a2, vld1q_u8(r[2] + b), xv.val[0], xv.val[1]);
+        a3 = q4_dot32(a3, vld1q_u8(r[3] + b), xv.val[0], xv.val[1]);
+    }
+    int rest_bytes = (pairs_end - j) / 2;
+    if (rest_bytes > 0) {
+        int8x16_t even, odd;
+        int b;
+        if (pairs_end >= 32) {
+            /* The 16 bytes ending at the group's last pair, and the 32 activations they cover. */
+            b = pairs_end / 2 - 16;
+            int8x16x2_t xv = vld2q_s8(xq + 2 * b);
+            int8x16_t mask = last_lanes_mask(rest_bytes);
+            even = vandq_s8(xv.val[0], mask);
+            odd = vandq_s8(xv.val[1], mask);
+        } else {
+            int8_t xpad[32] = {0};
+            memcpy(xpad, xq + j, (size_t)(pairs_end - j));
+            int8x16x2_t xv = vld2q_s8(xpad);
+            even = xv.val[0];
+            odd = xv.val[1];
+            b = -1; /* the weights are copied below */
+        }
+        if (b >= 0) {
+            a0 = q4_dot32(a0, vld1q_u8(r[0] + b), even, odd);
+            a1 = q4_dot32(a1, vld1q_u8(r[1] + b), even, odd);
+            a2 = q4_dot32(a2, vld1q_u8(r[2] + b), even, odd);
+            a3 = q4_dot32(a3, vld1q_u8(r[3] + b), even, odd);
+        } else {
+            uint8_t wpad[4][16] = {{0}};
+            for (int k = 0; k < 4; k++) {
+                memcpy(wpad[k], r[k] + j / 2, (size_t)rest_bytes);
+            }
+            a0 = q4_dot32(a0, vld1q_u8(wpad[0]), even, odd);
+            a1 = q4_dot32(a1, vld1q_u8(wpad[1]), even, odd);
+            a2 = q4_dot32(a2, vld1q_u8(wpad[2]), even, odd);
+            a3 = q4_dot32(a3, vld1q_u8(wpad[3]), even, odd);
+        }
+    }
+    /* Exact: every term above was a multiple of 16. */
+    int32x4_t isum = vshrq_n_s32(reduce4(a0, a1, a2, a3), 4);
+    if (pairs_end < end) {
+        int last = end - 1, b = last / 2;
+        int32_t x_last = xq[last];
+        int32_t odd_terms[4] = {((r[0][b] & 0x0F) - 8) * x_last, ((r[1][b] & 0x0F) - 8) * x_last,
+                                ((r[2][b] & 0x0F) - 8) * x_last, ((r[3][b] & 0x0F) - 8) * x_last};
+        isum = vaddq_s32(isum, vld1q_s32(odd_terms));
+    }
+    return isum;
+}
+
+/* `blocks` blocks of 32 q4 columns (16 bytes) of four rows into the running sums; the pointers walk. */
+static inline void q4_blocks(running_sums *rs, const uint8_t **w, const int8_t **xp, int blocks) {
+    NEON_UNROLL4
+    for (int b = 0; b < blocks; b++) {
+        int8x16x2_t xv = vld2q_s8(*xp);
+        rs->a0 = q4_dot32(rs->a0, vld1q_u8(w[0]), xv.val[0], xv.val[1]);
+        rs->a1 = q4_dot32(rs->a1, vld1q_u8(w[1]), xv.val[0], xv.val[1]);
+        rs->a2 = q4_dot32(rs->a2, vld1q_u8(w[2]), xv.val[0], xv.val[1]);
+        rs->a3 = q4_dot32(rs->a3, vld1q_u8(w[3]), xv.val[0], xv.val[1]);
+        *xp += 32;
+        w[0] += 16;
+        w[1] += 16;
+        w[2] += 16;
+        w[3] += 16;
+    }
+}
+
+/* matmul_q4 for one group size; inlined with a constant group_size, the block counts and loops fold. */
+NEON_ALWAYS_INLINE void q4_matmul(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
+                               int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    size_t row_bytes = ((size_t)cols + 1) / 2;
+    /* As in matmul_q8: groups of whole 32-column (16-byte) blocks take the straight path. */
+    int blocks = group_size % 32 == 0 ? group_size / 32 : 0;
+    int simple_groups = blocks ? cols / group_size : 0;
+    for (int i = 0; i < rows; i += 4) {
+        int valid = rows - i < 4 ? rows - i : 4;
+        size_t d1 = (size_t)clamp_row(1, valid), d2 = (size_t)clamp_row(2, valid), d3 = (size_t)clamp_row(3, valid);
+        const uint8_t *row0 = w + (size_t)i * row_bytes;
+        const uint8_t *row[4] = {row0, row0 + d1 * row_bytes, row0 + d2 * row_bytes, row0 + d3 * row_bytes};
+        const float *s0 = ws + (size_t)i * (size_t)ngroups;
+        const float *s1 = s0 + d1 * (size_t)ngroups, *s2 = s0 + d2 * (size_t)ngroups, *s3 = s0 + d3 * (size_t)ngroups;
+        const uint8_t *wp[4] = {row[0], row[1], row[2], row[3]};
+        const int8_t *xp = xq;
+        running_sums rs = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        int g = 0;
+        for (; g + 4 <= simple_groups; g += 4) {
+            float32x4_t c0 = vld1q_f32(s0), c1 = vld1q_f32(s1), c2 = vld1q_f32(s2), c3 = vld1q_f32(s3);
+            transpose4_f32(&c0, &c1, &c2, &c3);
+            s0 += 4, s1 += 4, s2 += 4, s3 += 4;
+            q4_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 1), c0, xs[g]);
+            q4_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 1), c1, xs[g + 1]);
+            q4_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 1), c2, xs[g + 2]);
+            q4_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 1), c3, xs[g + 3]);
+        }
+        for (; g < simple_groups; g++) {
+            q4_blocks(&rs, wp, &xp, blocks);
+            acc = scale_and_add(acc, next_group_sum(&rs, 1), gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
+        }
+        for (; g < ngroups; g++) {
+            int start = g * group_size;
+            int end = start + group_size < cols ? start + group_size : cols;
+            acc = scale_and_add(acc, q4_group_dot4(row, xq, start, end), gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
+        }
+        store_lanes_f32(out + i, acc, valid);
+    }
+}
+
+void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
+               int cols, int group_size) {
+    /* The common group sizes get a copy of the loops specialised for them (fully unrolled blocks). */
+    switch (group_size) {
+    case 32:
+        q4_matmul(out, xq, xs, w, ws, rows, cols, 32);
+        break;
+    case 64:
+        q4_matmul(out, xq, xs, w, ws, rows, cols, 64);
+        break;
+    default:
+        q4_matmul(out, xq, xs, w, ws, rows, cols, group_size);
+        break;
+    }
+}

@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop tests (a package, so that its conftest.py does not shadow tests/conftest.py)."""

@@ -1,0 +1,61 @@
+"""Synthetic run logs for the power and report tests: a protocol stream written through llmcu.runlog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmcu.protocol import parse
+from llmcu.runlog import RunInfo, RunLog
+
+
+def protocol_stream(
+    tokens: int,
+    cost: int,
+    *,
+    unit: str = "cycles",
+    clock_hz: int = 480_000_000,
+    target: str = "stm32h743",
+    slope: int = 0,
+) -> bytes:
+    """A complete run as a board prints it: start line, text, one record per pass, summary, end line."""
+    lines = [f"\x02llmcu 1 target={target} model=stories260K quant=q8 unit={unit} clock_hz={clock_hz}\n"]
+    lines.append("Once upon a time, there was a tiny model.\n")
+    lines += [f"\x1etok pos={i} token={i + 1} next={i + 2} cost={cost + slope * i}\n" for i in range(tokens)]
+    tok_per_s = clock_hz / cost if unit == "cycles" else 0
+    lines.append(
+        f"\x1esum tokens={tokens} prompt_tokens=5 generated={tokens - 5} cost={tokens * cost} cost_per_token={cost} "
+        f"tok_per_s={tok_per_s:.2f} peak_stack=2344\n"
+    )
+    lines.append("\x03llmcu end status=ok\n")
+    return "".join(lines).encode()
+
+
+def make_run_dir(
+    root: Path,
+    *,
+    tokens: int = 200,
+    cost: int = 4_800_000,
+    unit: str = "cycles",
+    clock_hz: int = 480_000_000,
+    target: str = "stm32h743",
+    board: str = "nucleo-h743zi",
+    build: Path | None = None,
+    markers: tuple[float, float] | None = None,
+    settings: dict | None = None,
+    slope: int = 0,
+) -> Path:
+    """A log folder as llmcu.runlog writes it; ``markers`` are the host times of the start and end lines."""
+    stream = protocol_stream(tokens, cost, unit=unit, clock_hz=clock_hz, target=target, slope=slope)
+    values = {"build": str(build)} if build is not None else {}
+    values.update(settings or {})
+    info = RunInfo(target=target, model="stories260K", quant="q8", runner="board", board=board, settings=values)
+    log = RunLog(root, info)
+    log.write_raw(stream)
+    log.finish(parse(stream))
+    path = log.path / "summary.json"
+    summary = json.loads(path.read_text())
+    # the whole stream arrived in one write here, so replace runlog's own marker times: given ones, or none
+    summary["start_marker_time"], summary["end_marker_time"] = markers if markers is not None else (None, None)
+    path.write_text(json.dumps(summary, indent=2))
+    return log.path

@@ -1,0 +1,171 @@
+"""The Cortex-M7 kernel set (runtime_c/kernels/cortex_m7) against the reference kernels, bit for bit.
+
+- Kernels: tests/c/kernel_harness.c is linked once with kernels/ref and once with kernels/cortex_m7 (the
+  same files replaced by name, as the build does) and run on the QEMU twin; every case (random inputs, the
+  shapes of stories260K and 15M, tail groups, odd rows, misaligned rows, group sizes the fast paths do not
+  take, extreme sums, expf's special range, all binary16 values) must hash the same. The optimised image
+  also checks the inlined expf against the library's over a sweep of all floats.
+- LLMCU_FAST_EXP: the approximation's error bound, on the host.
+- Whole model: twin builds with kernels=opt and kernels=ref generate the same tokens for the golden cases.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from buildutil import ROOT, scons
+from llmcu.project import RunParams, runtime_sources
+from llmcu.qemu import qemu_command, run_firmware
+from llmcu.targets import load_target
+
+KERNEL_SET = "cortex_m7"
+HARNESS = ROOT / "tests" / "c" / "kernel_harness.c"
+HARNESS_LD = ROOT / "tests" / "c" / "kernel_harness.ld"
+FAST_EXP_HOST = ROOT / "tests" / "c" / "fast_exp_host.c"
+
+needs_qemu = pytest.mark.skipif(
+    shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+    reason="qemu-system-arm or arm-none-eabi-gcc missing (tools/setup.sh installs them)",
+)
+
+
+def build_harness(kernel_set: str, out: Path, defines: tuple[str, ...] = ()) -> Path:
+    """The harness with one kernel set, the twin's compiler flags and its board layer (without the
+    firmware's main)."""
+    target = load_target("qemu-m7", ROOT / "targets")
+    kernels = [path for path in runtime_sources(kernel_set) if "kernels" in path.parts]
+    board = [path for path in target.board_sources if path.name != "firmware_main.c"]
+    command = [target.cc, *target.all_cflags, *defines, f"-I{ROOT / 'runtime_c'}", f"-I{ROOT / 'targets' / 'cortex-m'}",
+               str(HARNESS), *map(str, kernels), *map(str, board), "-T", str(HARNESS_LD), *target.ldflags,
+               *(f"-l{lib}" for lib in target.libs), "-o", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def run_harness(elf: Path) -> str:
+    result = subprocess.run(qemu_command(elf), stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+    text = result.stdout.decode("ascii", errors="replace")
+    assert result.returncode == 0 and text.endswith("done\n"), (result.returncode, text[-500:], result.stderr)
+    return text
+
+
+def cases(text: str) -> dict[str, tuple[str, int]]:
+    """case line without its cost -> (hash, cost)."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("case "):
+            cost = re.search(r" cost=(\d+)", line)
+            key = re.sub(r" cost=\d+", "", line)
+            found[key.rsplit(" hash=", 1)[0]] = (key.rsplit(" hash=", 1)[1], int(cost.group(1)) if cost else 0)
+    return found
+
+
+@pytest.fixture(scope="module")
+def harness_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("kernel-harness")
+    ref = build_harness("", out / "ref.elf")
+    opt = build_harness(KERNEL_SET, out / "opt.elf", ("-DHARNESS_EXP_SWEEP",))
+    with ThreadPoolExecutor(2) as pool:
+        ref_text, opt_text = pool.map(run_harness, [ref, opt])
+    return {"ref": ref_text, "opt": opt_text}
+
+
+@needs_qemu
+def test_kernels_are_bit_identical_to_the_reference(harness_outputs: dict[str, str]) -> None:
+    ref, opt = cases(harness_outputs["ref"]), cases(harness_outputs["opt"])
+    assert len(ref) > 150 and ref.keys() == opt.keys()
+    differ = [name for name in ref if ref[name][0] != opt[name][0]]
+    assert not differ, "\n".join(differ)
+    # The instruction counts, for the record (pytest -s): a kernel faster than the reference is the point.
+    for name in ref:
+        print(f"{name:70s} ref {ref[name][1]:>9,} opt {opt[name][1]:>9,}")
+    hot = ("matmul_f32", "matmul_q8 rows=64 cols=64", "matmul_q4 rows=64 cols=172", "attention_f32 head_size=8")
+    for kernel in hot:
+        ref_cost = sum(cost for name, (_, cost) in ref.items() if kernel in name)
+        opt_cost = sum(cost for name, (_, cost) in opt.items() if kernel in name)
+        assert opt_cost < ref_cost / 2, (kernel, ref_cost, opt_cost)
+
+
+@needs_qemu
+def test_inlined_expf_gives_the_library_bits(harness_outputs: dict[str, str]) -> None:
+    sweep = re.search(r"expf_sweep n=(\d+) mismatches=(\d+) first=(\w+)", harness_outputs["opt"])
+    assert sweep and int(sweep.group(1)) > 4_000_000
+    assert int(sweep.group(2)) == 0, f"first mismatch at float bits 0x{sweep.group(3)}"
+    assert "exp_pass mismatches=0\n" in harness_outputs["opt"]
+
+
+def test_fast_exp_error_bound_on_the_host(tmp_path: Path) -> None:
+    """LLMCU_FAST_EXP's m7_fast_expf: within 1.84 ulp of exp (computed in double) on [-87, 88]."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no host C compiler")
+    program = tmp_path / "fast_exp"
+    subprocess.run([cc, "-std=c99", "-O2", "-ffp-contract=off", f"-I{ROOT / 'runtime_c'}", str(FAST_EXP_HOST),
+                    "-lm", "-o", str(program)], check=True)  # fmt: skip
+    result = subprocess.run([str(program), "97"], capture_output=True, text=True, check=True, timeout=120)
+    fields = dict(field.split("=") for field in result.stdout.split())
+    assert int(fields["n"]) > 20_000_000
+    assert float(fields["max_ulp"]) <= 1.84
+    assert float(fields["max_rel"]) < 2e-7
+    assert fields["clamped_ok"] == "1"
+
+
+# ---- whole model: the optimised set generates the reference set's tokens ----
+
+QUANTS = ("fp32", "q8", "q4")
+
+
+def build_twin(quant: str, kernels: str, build_root: Path, models_dir: Path) -> Path:
+    scons(["target=qemu-m7", "model=260k", f"quant={quant}", f"kernels={kernels}", f"build_dir={build_root}"],
+          models_dir)  # fmt: skip
+    variant = f"260k-{quant}" + ("-refkernels" if kernels == "ref" else "")
+    return build_root / "qemu-m7" / variant / "firmware.elf"
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> dict[tuple[str, str], Path]:
+    """(quant, kernels) -> the twin's firmware, for kernels opt and ref."""
+    build_root = tmp_path_factory.mktemp("m7-model")
+    keys = [(quant, kernels) for quant in QUANTS for kernels in ("opt", "ref")]
+    with ThreadPoolExecutor(2) as pool:
+        elves = pool.map(lambda key: build_twin(*key, build_root, stories260k.parent), keys)
+        return dict(zip(keys, elves, strict=True))
+
+
+@needs_qemu
+@pytest.mark.parametrize("quant", QUANTS)
+def test_model_tokens_equal_the_reference_kernels(
+    quant: str, twins: dict[tuple[str, str], Path], golden_cases: list[dict]
+) -> None:
+    """The greedy golden case (256 tokens, the longest attention) and a sampled one, on both kernel sets."""
+    chosen = [case for case in golden_cases if case["temperature"] == 0][:1]
+    chosen += [case for case in golden_cases if case["temperature"] == 1.0][:1]
+    params = [RunParams(c["prompt"], c["steps"], c["temperature"], c["topp"], c["seed"]) for c in chosen]
+    jobs = [(kernels, p) for kernels in ("opt", "ref") for p in params]
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda job: run_firmware(twins[quant, job[0]], job[1]), jobs))
+    opt_runs, ref_runs = runs[: len(params)], runs[len(params) :]
+    for case, got, want in zip(chosen, opt_runs, ref_runs, strict=True):
+        assert got.ok and want.ok
+        assert got.token_sequence() == want.token_sequence(), (quant, case["prompt"])
+        assert got.text == want.text
+        if quant == "fp32":
+            assert got.text.decode() == case["stdout"]
+    greedy_opt, greedy_ref = float(opt_runs[0].summary["cost_per_token"]), float(ref_runs[0].summary["cost_per_token"])
+    print(f"{quant}: {greedy_opt:,.0f} instructions/token with {KERNEL_SET}, {greedy_ref:,.0f} with ref")
+    assert greedy_opt < greedy_ref / 2
+
+
+def test_both_cortex_m7_targets_select_the_set() -> None:
+    for name in ("qemu-m7", "stm32h743"):
+        assert load_target(name, ROOT / "targets").kernel_set == KERNEL_SET
+    files = {path.name: path for path in runtime_sources(KERNEL_SET)}
+    for name in ("matmul.c", "attention.c", "ops.c", "quant.c"):
+        assert files[name].parent.name == KERNEL_SET

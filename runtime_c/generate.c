@@ -9,6 +9,7 @@
 
 #include "format.h"
 #include "llmcu.h"
+#include "phases.h"
 #include "platform.h"
 
 #ifndef LLMCU_TARGET_NAME /* set by the build, e.g. -DLLMCU_TARGET_NAME=\"host\" */
@@ -21,6 +22,61 @@ static int prompt_tokens[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
 /* Per forward pass (indexed by position): the token that followed and what the pass cost. */
 static int next_token[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
 static uint64_t pass_cost[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
+
+#if LLMCU_PHASES
+/* The harness's per-phase split is taken at this position (or the last one, in a shorter run). */
+#define PHASE_POS 128
+uint64_t llmcu_phase_cost[PHASE_COUNT];
+static uint64_t phase_snapshot[PHASE_COUNT + 1]; /* the phases, then the whole pass */
+static int phase_pos = -1;
+static const char *const phase_names[PHASE_COUNT] = {"matmul", "attention", "rope", "norm",
+                                                     "swiglu", "quantize", "sampling"};
+
+/* Writes `\x1ephase pos=N matmul=... sampling=... other=...`: where the pass at phase_pos went. */
+static void write_phase_record(void) {
+    if (phase_pos < 0) {
+        return;
+    }
+    fmt_line line;
+    uint64_t accounted = 0;
+    line_start(&line);
+    line_str(&line, "\x1ephase pos=");
+    line_u64(&line, (uint64_t)phase_pos);
+    for (int i = 0; i < PHASE_COUNT; i++) {
+        line_str(&line, " ");
+        line_str(&line, phase_names[i]);
+        line_str(&line, "=");
+        line_u64(&line, phase_snapshot[i]);
+        accounted += phase_snapshot[i];
+    }
+    line_str(&line, " other=");
+    line_u64(&line, phase_snapshot[PHASE_COUNT] > accounted ? phase_snapshot[PHASE_COUNT] - accounted : 0);
+    line_str(&line, "\n");
+    line_end(&line);
+}
+
+static void phase_begin_pass(int pos, int steps) {
+    if (pos == PHASE_POS || (pos == steps - 1 && steps - 1 < PHASE_POS)) {
+        for (int i = 0; i < PHASE_COUNT; i++) {
+            llmcu_phase_cost[i] = 0;
+        }
+    }
+}
+
+static void phase_end_pass(int pos, int steps, uint64_t cost) {
+    if (pos == PHASE_POS || (pos == steps - 1 && steps - 1 < PHASE_POS)) {
+        for (int i = 0; i < PHASE_COUNT; i++) {
+            phase_snapshot[i] = llmcu_phase_cost[i];
+        }
+        phase_snapshot[PHASE_COUNT] = cost;
+        phase_pos = pos;
+    }
+}
+#else
+#define write_phase_record() ((void)0)
+#define phase_begin_pass(pos, steps) ((void)0)
+#define phase_end_pass(pos, steps, cost) ((void)0)
+#endif
 
 /* What one run did, for the summary record. */
 typedef struct {
@@ -109,16 +165,18 @@ static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
     run_counts counts = {0, n_prompt, 0};
     int token = prompt_tokens[0];
     for (int pos = 0; pos < steps; pos++) {
+        phase_begin_pass(pos, steps);
         uint64_t start = platform_counter();
         float *logits = llmcu_forward(token, pos);
         int next;
         if (pos < n_prompt - 1) { /* still reading the prompt: its next token is given */
             next = prompt_tokens[pos + 1];
         } else {
-            next = llmcu_sample(&sampler, logits);
+            PHASE(PHASE_SAMPLING, next = llmcu_sample(&sampler, logits));
             counts.generated++;
         }
         pass_cost[pos] = platform_counter() - start;
+        phase_end_pass(pos, steps, pass_cost[pos]);
         next_token[pos] = next;
         counts.passes++;
 
@@ -158,6 +216,7 @@ int llmcu_generate(const llmcu_params *params) {
 
     if (params->records) {
         write_token_records(prompt_tokens[0], counts.passes);
+        write_phase_record();
         write_summary(&counts);
         write_end("ok", NULL);
     }

@@ -12,9 +12,13 @@
 
 #include "kernels/kernels.h"
 #include "llmcu.h"
+#include "phases.h"
 #include "parallel.h"
 
 #define IS_QUANTIZED(qtype) ((qtype) != LLMCU_F32)
+/* The matmuls that share one input need it quantized when any of them is quantized. */
+#define QKV_QUANTIZED (IS_QUANTIZED(LLMCU_QTYPE_WQ) || IS_QUANTIZED(LLMCU_QTYPE_WK) || IS_QUANTIZED(LLMCU_QTYPE_WV))
+#define W13_QUANTIZED (IS_QUANTIZED(LLMCU_QTYPE_W1) || IS_QUANTIZED(LLMCU_QTYPE_W3))
 
 /* The longest vector a matmul reads: x/xb (DIM) or hb (HIDDEN_DIM). */
 #define ACT_LEN (LLMCU_DIM > LLMCU_HIDDEN_DIM ? LLMCU_DIM : LLMCU_HIDDEN_DIM)
@@ -162,6 +166,13 @@ static inline void attend(float *out, const float *q, int l, int kvh, int n_pos)
 #endif
 }
 
+/* Grouped-query attention over positions 0..pos: query head h reads kv head h / KV_MUL; outputs in s.xb. */
+static void attend_all_heads(int l, int pos) {
+    for (int h = 0; h < LLMCU_N_HEADS; h++) {
+        attend(s.xb + h * LLMCU_HEAD_SIZE, s.q + h * LLMCU_HEAD_SIZE, l, h / KV_MUL, pos + 1);
+    }
+}
+
 /* ---- the blocks of a layer ---- */
 
 static void add_residual(float *x, const float *y, int n) {
@@ -181,36 +192,32 @@ static void attention_block(const llmcu_layer *layer, int l, int pos) {
     float *v = s.v;
 #endif
 
-    rmsnorm(s.xb, s.x, layer->rms_att, LLMCU_DIM);
-    quantize_input(s.xb, LLMCU_DIM,
-                   IS_QUANTIZED(LLMCU_QTYPE_WQ) || IS_QUANTIZED(LLMCU_QTYPE_WK) || IS_QUANTIZED(LLMCU_QTYPE_WV));
-    matmul(s.q, s.xb, &layer->wq, LLMCU_QTYPE_WQ, LLMCU_DIM, LLMCU_DIM);
-    matmul(k, s.xb, &layer->wk, LLMCU_QTYPE_WK, LLMCU_KV_DIM, LLMCU_DIM);
-    matmul(v, s.xb, &layer->wv, LLMCU_QTYPE_WV, LLMCU_KV_DIM, LLMCU_DIM);
+    PHASE(PHASE_NORM, rmsnorm(s.xb, s.x, layer->rms_att, LLMCU_DIM));
+    PHASE(PHASE_QUANTIZE, quantize_input(s.xb, LLMCU_DIM, QKV_QUANTIZED));
+    PHASE(PHASE_MATMUL, matmul(s.q, s.xb, &layer->wq, LLMCU_QTYPE_WQ, LLMCU_DIM, LLMCU_DIM));
+    PHASE(PHASE_MATMUL, matmul(k, s.xb, &layer->wk, LLMCU_QTYPE_WK, LLMCU_KV_DIM, LLMCU_DIM));
+    PHASE(PHASE_MATMUL, matmul(v, s.xb, &layer->wv, LLMCU_QTYPE_WV, LLMCU_KV_DIM, LLMCU_DIM));
 
-    rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos);
-    store_kv(l, pos);
+    PHASE(PHASE_ROPE, rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos));
+    PHASE(PHASE_ROPE, store_kv(l, pos));
 
-    /* Grouped-query attention: query head h reads kv head h / KV_MUL. */
-    for (int h = 0; h < LLMCU_N_HEADS; h++) {
-        attend(s.xb + h * LLMCU_HEAD_SIZE, s.q + h * LLMCU_HEAD_SIZE, l, h / KV_MUL, pos + 1);
-    }
+    PHASE(PHASE_ATTENTION, attend_all_heads(l, pos));
 
-    quantize_input(s.xb, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_WO));
-    matmul(s.xb2, s.xb, &layer->wo, LLMCU_QTYPE_WO, LLMCU_DIM, LLMCU_DIM);
+    PHASE(PHASE_QUANTIZE, quantize_input(s.xb, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_WO)));
+    PHASE(PHASE_MATMUL, matmul(s.xb2, s.xb, &layer->wo, LLMCU_QTYPE_WO, LLMCU_DIM, LLMCU_DIM));
     add_residual(s.x, s.xb2, LLMCU_DIM);
 }
 
 static void ffn_block(const llmcu_layer *layer) {
-    rmsnorm(s.xb, s.x, layer->rms_ffn, LLMCU_DIM);
-    quantize_input(s.xb, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_W1) || IS_QUANTIZED(LLMCU_QTYPE_W3));
-    matmul(s.hb, s.xb, &layer->w1, LLMCU_QTYPE_W1, LLMCU_HIDDEN_DIM, LLMCU_DIM);
-    matmul(s.hb2, s.xb, &layer->w3, LLMCU_QTYPE_W3, LLMCU_HIDDEN_DIM, LLMCU_DIM);
+    PHASE(PHASE_NORM, rmsnorm(s.xb, s.x, layer->rms_ffn, LLMCU_DIM));
+    PHASE(PHASE_QUANTIZE, quantize_input(s.xb, LLMCU_DIM, W13_QUANTIZED));
+    PHASE(PHASE_MATMUL, matmul(s.hb, s.xb, &layer->w1, LLMCU_QTYPE_W1, LLMCU_HIDDEN_DIM, LLMCU_DIM));
+    PHASE(PHASE_MATMUL, matmul(s.hb2, s.xb, &layer->w3, LLMCU_QTYPE_W3, LLMCU_HIDDEN_DIM, LLMCU_DIM));
 
-    swiglu(s.hb, s.hb2, LLMCU_HIDDEN_DIM);
+    PHASE(PHASE_SWIGLU, swiglu(s.hb, s.hb2, LLMCU_HIDDEN_DIM));
 
-    quantize_input(s.hb, LLMCU_HIDDEN_DIM, IS_QUANTIZED(LLMCU_QTYPE_W2));
-    matmul(s.xb, s.hb, &layer->w2, LLMCU_QTYPE_W2, LLMCU_DIM, LLMCU_HIDDEN_DIM);
+    PHASE(PHASE_QUANTIZE, quantize_input(s.hb, LLMCU_HIDDEN_DIM, IS_QUANTIZED(LLMCU_QTYPE_W2)));
+    PHASE(PHASE_MATMUL, matmul(s.xb, s.hb, &layer->w2, LLMCU_QTYPE_W2, LLMCU_DIM, LLMCU_HIDDEN_DIM));
     add_residual(s.x, s.xb, LLMCU_DIM);
 }
 
@@ -226,8 +233,8 @@ float *llmcu_forward(int token, int pos) {
         ffn_block(&w->layers[l]);
     }
 
-    rmsnorm(s.x, s.x, w->rms_final, LLMCU_DIM);
-    quantize_input(s.x, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_WCLS));
-    matmul(s.logits, s.x, &w->wcls, LLMCU_QTYPE_WCLS, LLMCU_VOCAB_SIZE, LLMCU_DIM);
+    PHASE(PHASE_NORM, rmsnorm(s.x, s.x, w->rms_final, LLMCU_DIM));
+    PHASE(PHASE_QUANTIZE, quantize_input(s.x, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_WCLS)));
+    PHASE(PHASE_MATMUL, matmul(s.logits, s.x, &w->wcls, LLMCU_QTYPE_WCLS, LLMCU_VOCAB_SIZE, LLMCU_DIM));
     return s.logits;
 }

@@ -64,3 +64,9 @@ def test_malformed_lines_raise() -> None:
         parse(b"\x02garbage\n")
     with pytest.raises(ProtocolError):
         parse(b"\x02llmcu 1\ntext\n\x1etok pos=x\n")
+
+
+def test_phase_record_is_collected() -> None:
+    stream = STREAM.replace(b"\x1esum", b"\x1ephase pos=128 matmul=700 attention=200 other=100\n\x1esum")
+    out = parse(stream)
+    assert out.ok and out.phases == {"pos": "128", "matmul": "700", "attention": "200", "other": "100"}

@@ -97,15 +97,10 @@ def _text_bytes(objects: Iterable[Path]) -> int:
     return total
 
 
-def _phases(output: RunOutput) -> dict[str, int]:
-    return {key: int(value) for key, value in output.phases.items()} if hasattr(output, "phases") else {}
-
-
 def _fill_counts(row: BenchRow, output: RunOutput) -> None:
     costs = row.costs = [record.cost for record in output.tokens]
     row.instructions_per_token = statistics.fmean(costs)
     row.instructions_at = {str(pos): costs[pos] for pos in POSITIONS if pos < len(costs)}
-    row.phases = _phases(output)
 
 
 def _estimate(row: BenchRow, report: dict) -> dict[str, object]:
@@ -140,6 +135,11 @@ def bench_twin(target: str, model: str, quant: str, kernels: str, extra: dict[st
     _fill_counts(row, output)
     if target in CHIPS:
         row.estimate = _estimate(row, report)
+    # The per-phase split comes from a second build that reads the counter around each phase (phases=1),
+    # so that the counter reads do not inflate the totals above.
+    timed = _build({"target": target, "model": model, "quant": quant, "kernels": kernels, "phases": "1", **extra})
+    split = qemu.run_firmware(timed.images[0].elf, RunParams(PROMPT, STEPS, 0.0, 0.9, 1))
+    row.phases = {key: int(value) for key, value in split.phases.items() if key != "pos"}
     return row
 
 
@@ -221,6 +221,22 @@ def markdown(rows: list[BenchRow]) -> list[str]:
     return lines
 
 
+def phase_table(rows: list[BenchRow]) -> list[str]:
+    """Where one forward pass (at position 128) spends its instructions, per twin row, as percentages."""
+    names = ["matmul", "attention", "rope", "norm", "swiglu", "quantize", "sampling", "other"]
+    lines = [
+        "| target | model | quant | kernels | " + " | ".join(names) + " |",
+        "|---|---|---|---|" + "---:|" * len(names),
+    ]
+    for row in rows:
+        total = sum(row.phases.values())
+        if not total:
+            continue
+        shares = " | ".join(f"{100 * row.phases.get(name, 0) / total:.0f}%" for name in names)
+        lines.append(f"| {row.target} | {row.model} | {row.quant} | {row.kernels} | {shares} |")
+    return lines
+
+
 def plot(rows: list[BenchRow], path: Path) -> None:
     """Instructions per token over position, one line per twin row."""
     import io
@@ -248,4 +264,5 @@ def plot(rows: list[BenchRow], path: Path) -> None:
 
 def write_results(rows: list[BenchRow], out_dir: Path) -> None:
     write_text_atomic(out_dir / "results.json", json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
-    write_text_atomic(out_dir / "results.md", "\n".join(markdown(rows)) + "\n")
+    tables = [*markdown(rows), "", "Per-phase split of one forward pass at position 128:", "", *phase_table(rows)]
+    write_text_atomic(out_dir / "results.md", "\n".join(tables) + "\n")

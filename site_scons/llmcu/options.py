@@ -204,6 +204,9 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             _int_in(1, (1 << 64) - 1),
             "1..2^64-1",
         ),
+        Option(
+            "phases", "count each phase of a forward pass (benchmark builds)", "0", ("0", "1"), lambda text: text == "1"
+        ),
         Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1"),
         Option("build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH"),
         Option("log_dir", "where `run` logs go: LOG_DIR/<time>-<target>-<model>-<quant>/", "logs", None, str, "PATH"),

@@ -87,6 +87,7 @@ class BuildSettings:
     out_dir: Path
     run: RunParams
     verbose: bool = False
+    phases: bool = False  # per-phase cost accounting for the benchmark harness (runtime_c/phases.h)
     kernel_set: str = ""  # "" (reference kernels) or the target's optimised set, e.g. "cortex_m7"
     board: str = ""  # firmware targets: the board's name
     firmware: FirmwareOptions | None = None
@@ -151,6 +152,8 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     if not build_dir.is_absolute():
         build_dir = ROOT / build_dir
     variant = variant_name(resolved.name, plan, values["seq_len"], values["kv_type"])
+    if values["phases"]:
+        variant += "-phases"
     if values["kernels"] == "ref" and target.kernel_set:
         variant += "-refkernels"
     if values["board"] and target.kind == "baremetal" and values["board"] != target.default_board:
@@ -186,6 +189,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         out_dir=out_dir,
         run=run,
         verbose=values["verbose"],
+        phases=values["phases"],
         kernel_set=target.kernel_set if values["kernels"] == "opt" else "",
         board=board,
         firmware=firmware,

@@ -52,6 +52,7 @@ class RunOutput:
     text: bytes = b""
     tokens: list[TokenRecord] = field(default_factory=list)
     summary: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, str] = field(default_factory=dict)  # builds with phases=1: where one pass's cost went
     status: str = ""
     reason: str = ""
     complete: bool = False
@@ -178,6 +179,8 @@ class ProtocolParser:
                     raise ProtocolError(f"bad token record {body!r}") from None
             elif kind == "sum":
                 self.output.summary = values
+            elif kind == "phase":
+                self.output.phases = values
         elif marker == ETX.decode():
             values = _fields(body)
             self._finish(values.get("status", ""), values)

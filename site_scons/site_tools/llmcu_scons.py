@@ -138,7 +138,7 @@ def _program(env, settings: project.BuildSettings, generated: list):
         LINKFLAGS=list(target.ldflags),
         LIBS=list(target.libs),
         CPPPATH=[str(project.RUNTIME_DIR), str(gen)],
-        CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"')],
+        CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'), ("LLMCU_PHASES", int(settings.phases))],
         ASFLAGS=[f"-Wa,-I{gen}"],  # .incbin finds model_data.bin through the assembler's include path
     )
     build_env.Append(CPPDEFINES=linux.posix_defines(settings))  # the thread pool (runtime_c/parallel.h)
@@ -181,7 +181,7 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
         ],
         LIBS=list(target.libs),
         CPPPATH=[str(project.RUNTIME_DIR), str(gen), str(project.TARGETS_DIR / "cortex-m"), str(target.folder)],
-        CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"')],
+        CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'), ("LLMCU_PHASES", int(settings.phases))],
         PROGSUFFIX=".elf",
         LLMCU_IMAGE=image,
     )

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define M7_EXP_DEFINE_TABLE
 #include "kernels/cortex_m7/exp_m7.h"
 
 static double max_ulp, max_rel;

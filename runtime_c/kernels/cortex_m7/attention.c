@@ -2,13 +2,14 @@
  * Attention for one head, and the KV cache's element types, for the Cortex-M7; bit-identical to
  * kernels/ref/attention.c.
  *
- * The reference runs four passes over the positions: scores, softmax's max, exp and sum, normalisation,
- * then the weighted sum of the values. Here the max is taken as the scores are made and the normalising
- * division happens as each weight is used, so three passes remain; each value is computed by the same
- * operations in the same order as the reference's. For head_size 8 (stories260K) the dot products and the
- * weighted sum are unrolled asm: q and the eight output sums stay in FPU registers, a key or value row is
- * one VLDM, and each sum still adds its terms one by one, left to right. Other head sizes take the same
- * passes in C.
+ * The reference makes five passes over the positions: scores, softmax's max, exp and sum, normalisation,
+ * and the weighted sum of the values. Here the max (and the min, see ops.c's exp pass) is taken as the
+ * scores are made, and for head_size 8 the normalising division happens as each weight is used, so three
+ * passes remain; every value is computed by the same operations in the same order as the reference's. For
+ * head_size 8 (stories260K) the dot products and the weighted sum are unrolled asm: q and the eight output
+ * sums stay in FPU registers, a key or value row is one VLDM, and each sum still adds its terms one by one,
+ * left to right. Other head sizes, and the int8 cache, take four passes in C, the weighted sum eight
+ * outputs at a time.
  *
  * Two details differ from the reference's code, not its results:
  * - The max is VMAXNM over the scores. It can differ from the reference's "first score greater than the
@@ -100,16 +101,43 @@ static inline __attribute__((always_inline)) void attend_c(float *out, float *at
         min = fminf(min, score);
     }
     float sum = m7_exp_pass(att, n_pos, max, min);
-    for (int i = 0; i < head_size; i++) {
-        out[i] = 0.0f;
-    }
     for (int t = 0; t < n_pos; t++) {
-        size_t row = (size_t)t * (size_t)stride;
-        float vscale = kind == KV_Q8 ? vs[(size_t)t * (size_t)scale_stride] : 0.0f;
-        float a = att[t] / sum;
-        for (int i = 0; i < head_size; i++) {
-            out[i] += a * kv_at(v, row + (size_t)i, kind, vscale);
+        att[t] /= sum; /* softmax's normalisation, as the reference does it */
+    }
+    /* The weighted sum, eight outputs at a time so that their sums stay in registers over all positions
+     * (each still adds its terms in position order); the last head_size % 8 outputs one by one. */
+    int c = 0;
+    for (; c + 8 <= head_size; c += 8) {
+        float o0 = 0.0f, o1 = 0.0f, o2 = 0.0f, o3 = 0.0f, o4 = 0.0f, o5 = 0.0f, o6 = 0.0f, o7 = 0.0f;
+        for (int t = 0; t < n_pos; t++) {
+            size_t row = (size_t)t * (size_t)stride + (size_t)c;
+            float vscale = kind == KV_Q8 ? vs[(size_t)t * (size_t)scale_stride] : 0.0f;
+            float a = att[t];
+            o0 += a * kv_at(v, row, kind, vscale);
+            o1 += a * kv_at(v, row + 1, kind, vscale);
+            o2 += a * kv_at(v, row + 2, kind, vscale);
+            o3 += a * kv_at(v, row + 3, kind, vscale);
+            o4 += a * kv_at(v, row + 4, kind, vscale);
+            o5 += a * kv_at(v, row + 5, kind, vscale);
+            o6 += a * kv_at(v, row + 6, kind, vscale);
+            o7 += a * kv_at(v, row + 7, kind, vscale);
         }
+        out[c] = o0;
+        out[c + 1] = o1;
+        out[c + 2] = o2;
+        out[c + 3] = o3;
+        out[c + 4] = o4;
+        out[c + 5] = o5;
+        out[c + 6] = o6;
+        out[c + 7] = o7;
+    }
+    for (; c < head_size; c++) {
+        float o = 0.0f;
+        for (int t = 0; t < n_pos; t++) {
+            float vscale = kind == KV_Q8 ? vs[(size_t)t * (size_t)scale_stride] : 0.0f;
+            o += att[t] * kv_at(v, (size_t)t * (size_t)stride + (size_t)c, kind, vscale);
+        }
+        out[c] = o;
     }
 }
 

@@ -1,19 +1,20 @@
 /*
  * Matrix-vector products for the Cortex-M7 (ARMv7E-M with FPv5-D16), bit-identical to kernels/ref/matmul.c.
  *
- * fp32: four rows per pass share each load of x; the loads are VLDM of eight floats (one instruction). Every
- * row still accumulates in its own register, left to right over j, with a separate VMUL and VADD per
- * term: the contract's sequential sum, so the result is the reference's to the bit.
+ * fp32: four rows per pass share each load of x, and a load is a VLDM of eight floats (one instruction).
+ * Every row still accumulates in its own register, left to right over j, with a separate VMUL and VADD
+ * per term: the contract's sequential sum, so the result is the reference's to the bit.
  *
- * q8/q4: the integer group sums are exact, so any order gives the same int32; they use SMLAD (two 16x16
- * products added to an accumulator in one instruction) on weights widened from 8 or 4 bits to 16 on the
- * fly, against activations widened once per matmul into a stack buffer laid out so that each weight word
- * needs no other shuffling. Two rows per pass share the activation loads. The float part is the
- * reference's: out[i] = sum_g ((float)isum * ws[g]) * xs[g], sequential over g.
+ * q8/q4: the integer group sums are exact, so any order of the products gives the same int32. They use
+ * SMLAD (two 16x16 products added to an accumulator in one instruction) on weights widened from 8 or 4
+ * bits to 16 on the fly, against activations widened into a stack buffer once per matmul (per 256
+ * columns), laid out so that each weight word needs no shuffling but its widening. Two rows per pass share
+ * the activation loads. After each group, the float part is the reference's, in its order:
+ * out[i] = sum_g ((float)isum * ws[g]) * xs[g], sequential over g from 0.0f.
  *
  * The hot loops are inline assembly because GCC neither folds the rotation into SXTB16 nor emits LDM/VLDM
- * for C loads; each asm block says what it computes. Shapes the fast paths do not cover (see each
- * function) take a plain loop that is the reference's arithmetic.
+ * for C loads, and runs out of registers around such loops; each asm block says what it computes. Shapes
+ * the fast paths do not cover (see each function) take a plain loop that is the reference's arithmetic.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -25,71 +26,102 @@
 
 /* ---- fp32 ---- */
 
-/* Two rows' products with eight x values (in s0..s7) whose weights are in s8..s15 and s16..s23, added
- * one by one into the accumulators A and B. */
+/* Two rows' terms for one x value X: the products of X with weights WA and WB, each added to its row's sum
+ * (A, B) with its own VADD -- no fused multiply-add, so each term rounds as in the reference. */
+#define F32_TERMS(WA, WB, X, A, B)                                                                       \
+    "vmul.f32 s24, " WA ", " X "\n\t"                                                                    \
+    "vmul.f32 s25, " WB ", " X "\n\t"                                                                    \
+    "vadd.f32 " A ", " A ", s24\n\t"                                                                     \
+    "vadd.f32 " B ", " B ", s25\n\t"
+
+/* Eight x values (s0..s7) against two rows' weights (s8..s15, s16..s23), in column order. */
 #define F32_ROWS_X8(A, B)                                                                                \
-    "vmul.f32 s24, s8, s0\n\tvmul.f32 s25, s16, s0\n\tvadd.f32 " A ", " A ", s24\n\tvadd.f32 " B ", " B \
-    ", s25\n\t"                                                                                          \
-    "vmul.f32 s24, s9, s1\n\tvmul.f32 s25, s17, s1\n\tvadd.f32 " A ", " A ", s24\n\tvadd.f32 " B ", " B \
-    ", s25\n\t"                                                                                          \
-    "vmul.f32 s24, s10, s2\n\tvmul.f32 s25, s18, s2\n\tvadd.f32 " A ", " A ", s24\n\tvadd.f32 " B ", " B \
-    ", s25\n\t"                                                                                          \
-    "vmul.f32 s24, s11, s3\n\tvmul.f32 s25, s19, s3\n\tvadd.f32 " A ", " A ", s24\n\tvadd.f32 " B ", " B \
-    ", s25\n\t"                                                                                          \
-    "vmul.f32 s24, s12, s4\n\tvmul.f32 s25, s20, s4\n\tvadd.f32 " A ", " A ", s24\n\tvadd.f32 " B ", " B \
-    ", s25\n\t"                                                                                          \
-    "vmul.f32 s24, s13, s5\n\tvmul.f32 s25, s21, s5\n\tvadd.f32 " A ", " A ", s24\n\tvadd.f32 " B ", " B \
-    ", s25\n\t"                                                                                          \
-    "vmul.f32 s24, s14, s6\n\tvmul.f32 s25, s22, s6\n\tvadd.f32 " A ", " A ", s24\n\tvadd.f32 " B ", " B \
-    ", s25\n\t"                                                                                          \
-    "vmul.f32 s24, s15, s7\n\tvmul.f32 s25, s23, s7\n\tvadd.f32 " A ", " A ", s24\n\tvadd.f32 " B ", " B \
-    ", s25\n\t"
+    F32_TERMS("s8", "s16", "s0", A, B)                                                                   \
+    F32_TERMS("s9", "s17", "s1", A, B)                                                                   \
+    F32_TERMS("s10", "s18", "s2", A, B)                                                                  \
+    F32_TERMS("s11", "s19", "s3", A, B)                                                                  \
+    F32_TERMS("s12", "s20", "s4", A, B)                                                                  \
+    F32_TERMS("s13", "s21", "s5", A, B)                                                                  \
+    F32_TERMS("s14", "s22", "s6", A, B)                                                                  \
+    F32_TERMS("s15", "s23", "s7", A, B)
+
+/*
+ * `quads` passes of four consecutive rows, each row `stride` bytes after the previous (0: the same row four
+ * times), of cols >= 8 columns: eight-column steps, then the last cols % 8 columns one at a time. The four
+ * sums (s26..s29) start at 0.0f and are stored to out[0..4) of each pass.
+ */
+static void f32_quads(float *out, const float *x, const float *w, int quads, int cols, int stride) {
+    const float *xp, *w1, *w2, *w3;
+    int n;
+    __asm__ volatile("vmov s30, s31, %[steps], %[tail]\n\t"
+                     "10:\n\t" /* four rows */
+                     "add %[w1], %[w0], %[st]\n\t"
+                     "add %[w2], %[w1], %[st]\n\t"
+                     "add %[w3], %[w2], %[st]\n\t"
+                     "vmov s26, s27, %[zero], %[zero]\n\t"
+                     "vmov s28, s29, %[zero], %[zero]\n\t"
+                     "mov %[xp], %[x]\n\t"
+                     "vmov %[n], s30\n\t"
+                     "11:\n\t" /* eight columns */
+                     "vldmia %[xp]!, {s0-s7}\n\t"
+                     "vldmia %[w0]!, {s8-s15}\n\t"
+                     "vldmia %[w1]!, {s16-s23}\n\t" F32_ROWS_X8("s26", "s27")
+                     "vldmia %[w2]!, {s8-s15}\n\t"
+                     "vldmia %[w3]!, {s16-s23}\n\t" F32_ROWS_X8("s28", "s29")
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 11b\n\t"
+                     "vmov %[n], s31\n\t"
+                     "cmp %[n], #0\n\t"
+                     "beq 13f\n\t"
+                     "12:\n\t" /* one column */
+                     "vldmia %[xp]!, {s0}\n\t"
+                     "vldmia %[w0]!, {s8}\n\t"
+                     "vldmia %[w1]!, {s16}\n\t"
+                     "vmul.f32 s24, s8, s0\n\t"
+                     "vmul.f32 s25, s16, s0\n\t"
+                     "vadd.f32 s26, s26, s24\n\t"
+                     "vadd.f32 s27, s27, s25\n\t"
+                     "vldmia %[w2]!, {s8}\n\t"
+                     "vldmia %[w3]!, {s16}\n\t"
+                     "vmul.f32 s24, s8, s0\n\t"
+                     "vmul.f32 s25, s16, s0\n\t"
+                     "vadd.f32 s28, s28, s24\n\t"
+                     "vadd.f32 s29, s29, s25\n\t"
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 12b\n\t"
+                     "13:\n\t"
+                     "vstmia %[out]!, {s26-s29}\n\t"
+                     "mov %[w0], %[w3]\n\t" /* the end of the pass's last row: the next pass's first */
+                     "subs %[q], %[q], #1\n\t"
+                     "bne 10b\n\t"
+                     : [out] "+r"(out), [w0] "+r"(w), [q] "+r"(quads), [xp] "=&r"(xp), [w1] "=&r"(w1),
+                       [w2] "=&r"(w2), [w3] "=&r"(w3), [n] "=&r"(n)
+                     : [x] "r"(x), [st] "r"(stride), [steps] "r"(cols >> 3), [tail] "r"(cols & 7), [zero] "r"(0)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "cc", "memory");
+}
 
 void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) {
-    int chunks = cols >> 3; /* whole eight-column steps; the last cols % 8 columns go one by one */
-    int tail = cols & 7;
-    for (int i = 0; i < rows; i += 4) {
-        /* Past the last row, a pass repeats row i (its sums are not stored): no separate 1-3 row code. */
-        const float *w0 = w + (size_t)i * (size_t)cols;
-        const float *w1 = i + 1 < rows ? w0 + cols : w0;
-        const float *w2 = i + 2 < rows ? w1 + cols : w0;
-        const float *w3 = i + 3 < rows ? w2 + cols : w0;
-        const float *xp = x;
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        if (chunks > 0) {
-            int n = chunks;
-            __asm__ volatile("1:\n\t"
-                             "vldmia %[xp]!, {s0-s7}\n\t"
-                             "vldmia %[w0]!, {s8-s15}\n\t"
-                             "vldmia %[w1]!, {s16-s23}\n\t" F32_ROWS_X8("%[a0]", "%[a1]")
-                             "vldmia %[w2]!, {s8-s15}\n\t"
-                             "vldmia %[w3]!, {s16-s23}\n\t" F32_ROWS_X8("%[a2]", "%[a3]")
-                             "subs %[n], %[n], #1\n\t"
-                             "bne 1b\n\t"
-                             : [xp] "+r"(xp), [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3),
-                               [n] "+r"(n), [a0] "+t"(a0), [a1] "+t"(a1), [a2] "+t"(a2), [a3] "+t"(a3)
-                             :
-                             : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12",
-                               "s13", "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24",
-                               "s25", "cc", "memory");
+    if (cols < 8) { /* the reference's loop */
+        for (int i = 0; i < rows; i++) {
+            float val = 0.0f;
+            for (int j = 0; j < cols; j++) {
+                val += w[(size_t)i * (size_t)cols + (size_t)j] * x[j];
+            }
+            out[i] = val;
         }
-        for (int j = 0; j < tail; j++) {
-            float xj = xp[j];
-            a0 += w0[j] * xj;
-            a1 += w1[j] * xj;
-            a2 += w2[j] * xj;
-            a3 += w3[j] * xj;
-        }
-        out[i] = a0;
-        if (i + 1 < rows) {
-            out[i + 1] = a1;
-        }
-        if (i + 2 < rows) {
-            out[i + 2] = a2;
-        }
-        if (i + 3 < rows) {
-            out[i + 3] = a3;
-        }
+        return;
+    }
+    int quads = rows / 4;
+    if (quads > 0) {
+        f32_quads(out, x, w, quads, cols, cols * (int)sizeof(float));
+    }
+    /* The last 1..3 rows: a pass over the first of them four times (its sums dropped) for each. */
+    for (int i = quads * 4; i < rows; i++) {
+        float sums[4];
+        f32_quads(sums, x, w + (size_t)i * (size_t)cols, 1, cols, 0);
+        out[i] = sums[0];
     }
 }
 
@@ -286,14 +318,28 @@ static void q4_rows(row_loop *args) {
                      : ROWS_CLOBBERS);
 }
 
+/* PKHBT / PKHTB: the low halfword of lo with that of hi above it; the high halfword of lo below that of hi. */
+static inline uint32_t pack_low(uint32_t lo, uint32_t hi) {
+    uint32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
+
+static inline uint32_t pack_high(uint32_t lo, uint32_t hi) {
+    uint32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(hi), "r"(lo));
+    return r;
+}
+
 /*
  * Activations widened to int16 pairs. q8, per four columns: [x0|x2], [x1|x3] -- SXTB16 of the int8 word and
  * of it rotated by 8, the split the weights get. q4, per eight columns: [x0|x4], [x1|x5], [x2|x6], [x3|x7]
  * -- a q4 weight word holds columns 0..7 at bits 0, 4, ..., 28, so (word >> 4k) & 0x000F000F is
- * [n_k | n_k+4]. Columns from n up to a multiple of 16 are zeros.
+ * [n_k | n_k+4]. Columns from n up to a multiple of 16 are zeros. Returns the number of words written.
  */
-static void widen(uint32_t *xe, const int8_t *xq, int n, int q4) {
+static inline __attribute__((always_inline)) int widen(uint32_t *xe, const int8_t *xq, int n, int q4) {
     int padded = (n + XE_STEP - 1) & ~(XE_STEP - 1);
+    uint32_t *p = xe;
     for (int j = 0; j < padded; j += 8) {
         const int8_t *src = xq + j;
         int8_t x[8];
@@ -307,18 +353,19 @@ static void widen(uint32_t *xe, const int8_t *xq, int n, int q4) {
         uint32_t e0 = __sxtb16(lo), e1 = __sxtb16(hi);       /* [x0|x2], [x4|x6] */
         uint32_t o0 = sxtb16_ror8(lo), o1 = sxtb16_ror8(hi); /* [x1|x3], [x5|x7] */
         if (q4) {
-            xe[0] = (e0 & 0xFFFFu) | (e1 << 16);     /* [x0|x4] */
-            xe[1] = (o0 & 0xFFFFu) | (o1 << 16);     /* [x1|x5] */
-            xe[2] = (e0 >> 16) | (e1 & 0xFFFF0000u); /* [x2|x6] */
-            xe[3] = (o0 >> 16) | (o1 & 0xFFFF0000u); /* [x3|x7] */
+            p[0] = pack_low(e0, e1);  /* [x0|x4] */
+            p[1] = pack_low(o0, o1);  /* [x1|x5] */
+            p[2] = pack_high(e0, e1); /* [x2|x6] */
+            p[3] = pack_high(o0, o1); /* [x3|x7] */
         } else {
-            xe[0] = e0;
-            xe[1] = o0;
-            xe[2] = e1;
-            xe[3] = o1;
+            p[0] = e0;
+            p[1] = o0;
+            p[2] = e1;
+            p[3] = o1;
         }
-        xe += 4;
+        p += 4;
     }
+    return (int)(p - xe);
 }
 
 /* The weight of column j of a q4 row, still offset by 8 (1..15). */
@@ -372,12 +419,12 @@ static inline __attribute__((always_inline)) void matmul_quant(float *out, const
         int used = ((nblock - 1) * steps + last_steps) * XE_STEP; /* columns a row pass consumes */
         size_t used_bytes = q4 ? (size_t)used / 2 : (size_t)used;
         size_t block_bytes = q4 ? (size_t)(n + 1) / 2 : (size_t)n;
-        widen(xe, xq + b0, n, q4);
-        if (q4) {
+        int words = widen(xe, xq + b0, n, q4);
+        if (q4) { /* each group's sum of activations, from the widened pairs (padding is zeros) */
             for (int k = 0; k < nblock; k++) {
                 int32_t sum = 0;
-                for (int j = k * group_size, end = j + (k + 1 < nblock ? group_size : last_len); j < end; j++) {
-                    sum += xq[b0 + j];
+                for (int i = k * group_size / 2, end = i + group_size / 2; i < end && i < words; i++) {
+                    sum = __smlad(xe[i], 0x00010001u, sum);
                 }
                 start[k] = -8 * sum;
             }

@@ -25,14 +25,15 @@ from llmcu.fileio import write_text_atomic  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", default="host,qemu-m7")
-    parser.add_argument("--models", default="260k")
+    parser.add_argument("--targets", default="host,qemu-m7,rzv2l")
+    parser.add_argument("--models", default="260k,15m-shaped")
     parser.add_argument("--quants", default="fp32,q8,q4")
     parser.add_argument("--kernels", default="ref,opt")
     parser.add_argument("--runs", type=int, default=5, help="host runs per row (median, min, max)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     parser.add_argument("--baseline", type=Path, default=ROOT / "bench" / "baseline.json")
     parser.add_argument("--save-baseline", action="store_true", help="also write the results as the baseline")
+    parser.add_argument("--merge", action="store_true", help="update the rows of OUT/results.json, keep the others")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra scons option")
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.set)
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except LlmcuError as error:
         print(f"llmcu: error: {error}", file=sys.stderr)
         return 2
+    if args.merge and (args.out / "results.json").is_file():
+        rows = bench.merge(bench.load_rows(args.out / "results.json"), rows)
     bench.write_results(rows, args.out)
     bench.plot(rows, args.out / "instructions.png")
     print("\n".join(bench.markdown(rows)))

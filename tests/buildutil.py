@@ -10,6 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def case_args(case: dict) -> list[str]:
+    """A golden case's settings as the program's command-line flags (the same for every hosted target)."""
+    return [
+        "-p", case["prompt"],
+        "-n", str(case["steps"]),
+        "-t", repr(case["temperature"]),
+        "-P", repr(case["topp"]),
+        "-s", str(case["seed"]),
+    ]  # fmt: skip
+
+
 def scons(
     args: list[str], models_dir: Path, *, check: bool = True, timeout: float = 600
 ) -> subprocess.CompletedProcess:

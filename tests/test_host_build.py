@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
+from buildutil import case_args, scons
 from llmcu.checkpoint import random_checkpoint, read_checkpoint, write_checkpoint
 from llmcu.config import ModelConfig
 from llmcu.oracle import generate
@@ -36,14 +36,7 @@ def programs(build_root: Path, stories260k: Path) -> dict[str, Path]:
 
 
 def run_program(program: Path, case: dict, *, quiet: bool) -> bytes:
-    args = [
-        str(program),
-        "-p", case["prompt"],
-        "-n", str(case["steps"]),
-        "-t", repr(case["temperature"]),
-        "-P", repr(case["topp"]),
-        "-s", str(case["seed"]),
-    ]  # fmt: skip
+    args = [str(program), *case_args(case)]
     if quiet:
         args.append("-q")
     return subprocess.run(args, capture_output=True, check=True, timeout=120).stdout

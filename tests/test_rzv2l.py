@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, scons
+from buildutil import ROOT, case_args, scons
 from llmcu import codegen, linux, project, qemu_user, sshdeploy, weightsfile
 from llmcu.checkpoint import read_checkpoint
 from llmcu.errors import OptionError
@@ -78,16 +78,6 @@ def builds(build_root: Path, stories260k: Path) -> dict[str, Path]:
         assert program.is_file(), program
         found[name] = program
     return found
-
-
-def case_args(case: dict) -> list[str]:
-    return [
-        "-p", case["prompt"],
-        "-n", str(case["steps"]),
-        "-t", repr(case["temperature"]),
-        "-P", repr(case["topp"]),
-        "-s", str(case["seed"]),
-    ]  # fmt: skip
 
 
 def run_qemu(program: Path, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, scons
+from buildutil import ROOT, case_args, scons
 from llmcu.project import RUNTIME_DIR, runtime_sources
 from llmcu.protocol import parse
 
@@ -128,14 +128,7 @@ def build(build_root: Path, models: Path, quant: str, extra: tuple[str, ...], ke
 
 
 def run_case(program: Path, case: dict) -> bytes:
-    args = [
-        str(program),
-        "-p", case["prompt"],
-        "-n", str(case["steps"]),
-        "-t", repr(case["temperature"]),
-        "-P", repr(case["topp"]),
-        "-s", str(case["seed"]),
-    ]  # fmt: skip
+    args = [str(program), *case_args(case)]
     return subprocess.run(args, capture_output=True, check=True, timeout=120).stdout
 
 

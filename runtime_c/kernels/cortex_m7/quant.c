@@ -16,7 +16,10 @@
 
 #include "kernels/kernels.h"
 
-#define ACT_QMAX 127.0f
+/* The reference file provides the embedding lookups; its quantize_activations is replaced below. */
+#define quantize_activations portable_quantize_activations
+#include "kernels/ref/quant.c"
+#undef quantize_activations
 
 /* roundf(r) converted to int32 (saturating), in one instruction. */
 static inline int32_t round_away(float r) {
@@ -66,27 +69,5 @@ void quantize_activations(int8_t *xq, float *xs, const float *x, int n, int grou
             int32_t q = __ssat(round_away(x[j] / scale), 8);
             xq[j] = (int8_t)(q < -127 ? -127 : q);
         }
-    }
-}
-
-void embed_f32(float *out, const float *table, int row, int dim) {
-    memcpy(out, table + (size_t)row * (size_t)dim, (size_t)dim * sizeof(float));
-}
-
-void embed_q8(float *out, const int8_t *table, const float *scales, int row, int dim, int group_size) {
-    const int8_t *q = table + (size_t)row * (size_t)dim;
-    const float *s = scales + (size_t)row * (size_t)group_count(dim, group_size);
-    for (int j = 0; j < dim; j++) {
-        out[j] = (float)q[j] * s[j / group_size];
-    }
-}
-
-void embed_q4(float *out, const uint8_t *table, const float *scales, int row, int dim, int group_size) {
-    const uint8_t *q = table + (size_t)row * (((size_t)dim + 1) / 2);
-    const float *s = scales + (size_t)row * (size_t)group_count(dim, group_size);
-    for (int j = 0; j < dim; j++) {
-        uint8_t byte = q[j >> 1];
-        int nibble = (j & 1) ? (byte >> 4) : (byte & 0x0F);
-        out[j] = (float)(nibble - 8) * s[j / group_size];
     }
 }

@@ -257,6 +257,13 @@ typedef struct {
     "vmov s25, r0\n\t"                                                                                   \
     "bne 10b\n\t"
 
+/* Steps of sixteen columns of both rows (ROW8: Q8_ROW8 or Q4_ROW8, eight columns of one row), then ROWS_END. */
+#define ROWS_LOOP(ROW8)                                                                                  \
+    "12:\n\t"                                                                                            \
+    "ldmia r1!, {r4, r5, r6, r7}\n\t" ROW8("r2", "r11") ROW8("r3", "r12")                                \
+    "ldmia r1!, {r4, r5, r6, r7}\n\t" ROW8("r2", "r11") ROW8("r3", "r12")                                \
+    ROWS_END
+
 #define ROWS_CLOBBERS                                                                                    \
     "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9", "s10",  \
         "s11", "s12", "s13", "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", \
@@ -280,10 +287,7 @@ static void q8_rows(row_loop *args) {
     __asm__ volatile(ROWS_START
                      "movs r11, #0\n\t"
                      "movs r12, #0\n\t"
-                     "12:\n\t"
-                     "ldmia r1!, {r4, r5, r6, r7}\n\t" Q8_ROW8("r2", "r11") Q8_ROW8("r3", "r12")
-                     "ldmia r1!, {r4, r5, r6, r7}\n\t" Q8_ROW8("r2", "r11") Q8_ROW8("r3", "r12")
-                     ROWS_END
+                     ROWS_LOOP(Q8_ROW8)
                      : "+r"(r0)
                      :
                      : ROWS_CLOBBERS);
@@ -309,10 +313,7 @@ static void q4_rows(row_loop *args) {
                      "ldr r11, [r8], #4\n\t"
                      "vmov s23, r8\n\t"
                      "mov r12, r11\n\t"
-                     "12:\n\t"
-                     "ldmia r1!, {r4, r5, r6, r7}\n\t" Q4_ROW8("r2", "r11") Q4_ROW8("r3", "r12")
-                     "ldmia r1!, {r4, r5, r6, r7}\n\t" Q4_ROW8("r2", "r11") Q4_ROW8("r3", "r12")
-                     ROWS_END
+                     ROWS_LOOP(Q4_ROW8)
                      : "+r"(r0)
                      :
                      : ROWS_CLOBBERS);

@@ -11,6 +11,18 @@
 #include "exp_m7.h"
 #include "kernels/kernels.h"
 
+/* From the reference file: its swiglu as it is, with M7_EXP for its exp (expf itself unless
+ * LLMCU_FAST_EXP), and rope_per_head_position, whose fallback for odd head sizes is the reference's rope,
+ * kept as portable_rope. Its rmsnorm and softmax come along as portable_*, left to --gc-sections. */
+#define rmsnorm portable_rmsnorm
+#define softmax portable_softmax
+#define rope portable_rope
+#define SWIGLU_EXP M7_EXP
+#include "kernels/ref/ops.c"
+#undef rmsnorm
+#undef softmax
+#undef rope
+
 /* softmax's exp pass (shared with attention.c): x[i] = exp(x[i] - max) and their sum, added in order. */
 float m7_exp_pass(float *x, int n, float max, float min) {
     (void)min; /* the range is what an inlined approximation would need; expf handles every input */
@@ -62,49 +74,8 @@ void softmax(float *x, int n) {
     }
 }
 
-static inline void rotate_pair(float *v, float fcr, float fci) {
-    float v0 = v[0];
-    float v1 = v[1];
-    v[0] = v0 * fcr - v1 * fci;
-    v[1] = v0 * fci + v1 * fcr;
-}
-
-/* The angle of a pair depends only on its place in the head (i % head_size), so powf, cosf and sinf run
- * head_size / 2 times per call rather than q_dim / 2 times; the values are the reference's. */
+/* powf, cosf and sinf head_size / 2 times per call rather than q_dim / 2 times: the reference file's
+ * rope_per_head_position. */
 void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
-    if (head_size & 1) { /* pairs would straddle heads: the reference's loop as it is */
-        for (int i = 0; i < q_dim; i += 2) {
-            int head_dim = i % head_size;
-            float freq = 1.0f / powf(10000.0f, (float)head_dim / (float)head_size);
-            float val = (float)pos * freq;
-            float fcr = cosf(val);
-            float fci = sinf(val);
-            rotate_pair(q + i, fcr, fci);
-            if (i < k_dim) {
-                rotate_pair(k + i, fcr, fci);
-            }
-        }
-        return;
-    }
-    for (int head_dim = 0; head_dim < head_size; head_dim += 2) {
-        float freq = 1.0f / powf(10000.0f, (float)head_dim / (float)head_size);
-        float val = (float)pos * freq;
-        float fcr = cosf(val);
-        float fci = sinf(val);
-        for (int i = head_dim; i < q_dim; i += head_size) {
-            rotate_pair(q + i, fcr, fci);
-            if (i < k_dim) {
-                rotate_pair(k + i, fcr, fci);
-            }
-        }
-    }
-}
-
-void swiglu(float *hb, const float *hb2, int n) {
-    for (int i = 0; i < n; i++) {
-        float h = hb[i];
-        h *= 1.0f / (1.0f + M7_EXP(-h)); /* silu(h) = h * sigmoid(h) */
-        h *= hb2[i];
-        hb[i] = h;
-    }
+    rope_per_head_position(q, q_dim, k, k_dim, head_size, pos);
 }

@@ -177,6 +177,9 @@ static const int8_t mask_table[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0,  0,  0,  0,  0,
 
 static inline int8x16_t last_lanes_mask(int n) { return vld1q_s8(mask_table + n); }
 
+/* 16 q8 weights from a row of W, which the integer kernels walk as bytes (q8 and q4 alike). */
+static inline int8x16_t load_s8(const uint8_t *p) { return vld1q_s8((const int8_t *)p); }
+
 /* The four lanes' int32 totals of a0..a3, as one vector (lane r = the sum of a_r's lanes). */
 static inline int32x4_t reduce4(int32x4_t a0, int32x4_t a1, int32x4_t a2, int32x4_t a3) {
     return vpaddq_s32(vpaddq_s32(a0, a1), vpaddq_s32(a2, a3));
@@ -200,25 +203,25 @@ static inline float32x4_t scale_and_add(float32x4_t acc, int32x4_t isum, float32
  * columns already counted are zeroed, so those weights multiply 0. Only a matrix narrower than 16 columns
  * (or a first group shorter than 16) takes the zero-padded copy.
  */
-static inline int32x4_t q8_group_dot4(const int8_t *const r[4], const int8_t *xq, int start, int end) {
+static inline int32x4_t q8_group_dot4(const uint8_t *const r[4], const int8_t *xq, int start, int end) {
     int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0;
     int j = start;
     for (; j + 16 <= end; j += 16) {
         int8x16_t xv = vld1q_s8(xq + j);
-        a0 = dot16(a0, vld1q_s8(r[0] + j), xv);
-        a1 = dot16(a1, vld1q_s8(r[1] + j), xv);
-        a2 = dot16(a2, vld1q_s8(r[2] + j), xv);
-        a3 = dot16(a3, vld1q_s8(r[3] + j), xv);
+        a0 = dot16(a0, load_s8(r[0] + j), xv);
+        a1 = dot16(a1, load_s8(r[1] + j), xv);
+        a2 = dot16(a2, load_s8(r[2] + j), xv);
+        a3 = dot16(a3, load_s8(r[3] + j), xv);
     }
     int rest = end - j;
     if (rest > 0) {
         if (end >= 16) {
             int at = end - 16;
             int8x16_t xv = vandq_s8(vld1q_s8(xq + at), last_lanes_mask(rest));
-            a0 = dot16(a0, vld1q_s8(r[0] + at), xv);
-            a1 = dot16(a1, vld1q_s8(r[1] + at), xv);
-            a2 = dot16(a2, vld1q_s8(r[2] + at), xv);
-            a3 = dot16(a3, vld1q_s8(r[3] + at), xv);
+            a0 = dot16(a0, load_s8(r[0] + at), xv);
+            a1 = dot16(a1, load_s8(r[1] + at), xv);
+            a2 = dot16(a2, load_s8(r[2] + at), xv);
+            a3 = dot16(a3, load_s8(r[3] + at), xv);
         } else {
             int8_t xpad[16] = {0}, wpad[4][16] = {{0}};
             memcpy(xpad, xq + j, (size_t)rest);
@@ -258,85 +261,6 @@ static inline int32x4_t next_group_sum(running_sums *rs, int times16) {
     int32x4_t group = vsubq_s32(total, rs->done);
     rs->done = total;
     return times16 ? vshrq_n_s32(group, 4) : group;
-}
-
-/* `blocks` blocks of 16 q8 columns of four rows into the running sums; the pointers walk. */
-static inline void q8_blocks(running_sums *rs, const int8_t **w, const int8_t **xp, int blocks) {
-    NEON_UNROLL4
-    for (int b = 0; b < blocks; b++) {
-        int8x16_t xv = vld1q_s8(*xp);
-        rs->a0 = dot16(rs->a0, vld1q_s8(w[0]), xv);
-        rs->a1 = dot16(rs->a1, vld1q_s8(w[1]), xv);
-        rs->a2 = dot16(rs->a2, vld1q_s8(w[2]), xv);
-        rs->a3 = dot16(rs->a3, vld1q_s8(w[3]), xv);
-        *xp += 16;
-        w[0] += 16;
-        w[1] += 16;
-        w[2] += 16;
-        w[3] += 16;
-    }
-}
-
-/* matmul_q8 for one group size; inlined with a constant group_size, the block counts and loops fold. */
-NEON_ALWAYS_INLINE void q8_matmul(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws,
-                               int rows, int cols, int group_size) {
-    int ngroups = group_count(cols, group_size);
-    /* Groups made of whole 16-column blocks (group sizes 32, 64, ...) take the straight path; a row's last,
-     * shorter group and other group sizes take q8_group_dot4. */
-    int blocks = group_size % 16 == 0 ? group_size / 16 : 0;
-    int simple_groups = blocks ? cols / group_size : 0;
-    for (int i = 0; i < rows; i += 4) {
-        int valid = rows - i < 4 ? rows - i : 4;
-        size_t d1 = (size_t)clamp_row(1, valid), d2 = (size_t)clamp_row(2, valid), d3 = (size_t)clamp_row(3, valid);
-        const int8_t *row0 = w + (size_t)i * (size_t)cols;
-        const int8_t *row[4] = {row0, row0 + d1 * (size_t)cols, row0 + d2 * (size_t)cols, row0 + d3 * (size_t)cols};
-        const float *s0 = ws + (size_t)i * (size_t)ngroups; /* the rows' scales, walking one group at a time */
-        const float *s1 = s0 + d1 * (size_t)ngroups, *s2 = s0 + d2 * (size_t)ngroups, *s3 = s0 + d3 * (size_t)ngroups;
-        const int8_t *wp[4] = {row[0], row[1], row[2], row[3]};
-        const int8_t *xp = xq;
-        running_sums rs = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-        float32x4_t acc = vdupq_n_f32(0.0f);
-        int g = 0;
-        for (; g + 4 <= simple_groups; g += 4) {
-            float32x4_t c0 = vld1q_f32(s0), c1 = vld1q_f32(s1), c2 = vld1q_f32(s2), c3 = vld1q_f32(s3);
-            transpose4_f32(&c0, &c1, &c2, &c3); /* c_k: the four rows' scales of group g + k */
-            s0 += 4, s1 += 4, s2 += 4, s3 += 4;
-            q8_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 0), c0, xs[g]);
-            q8_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 0), c1, xs[g + 1]);
-            q8_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 0), c2, xs[g + 2]);
-            q8_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 0), c3, xs[g + 3]);
-        }
-        for (; g < simple_groups; g++) {
-            q8_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 0), gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
-        }
-        for (; g < ngroups; g++) {
-            int start = g * group_size;
-            int end = start + group_size < cols ? start + group_size : cols;
-            acc = scale_and_add(acc, q8_group_dot4(row, xq, start, end), gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
-        }
-        store_lanes_f32(out + i, acc, valid);
-    }
-}
-
-void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws, int rows,
-               int cols, int group_size) {
-    /* The common group sizes get a copy of the loops specialised for them (fully unrolled blocks). */
-    switch (group_size) {
-    case 32:
-        q8_matmul(out, xq, xs, w, ws, rows, cols, 32);
-        break;
-    case 64:
-        q8_matmul(out, xq, xs, w, ws, rows, cols, 64);
-        break;
-    default:
-        q8_matmul(out, xq, xs, w, ws, rows, cols, group_size);
-        break;
-    }
 }
 
 /*
@@ -422,16 +346,28 @@ static inline int32x4_t q4_group_dot4(const uint8_t *const r[4], const int8_t *x
     return isum;
 }
 
-/* `blocks` blocks of 32 q4 columns (16 bytes) of four rows into the running sums; the pointers walk. */
-static inline void q4_blocks(running_sums *rs, const uint8_t **w, const int8_t **xp, int blocks) {
+/*
+ * `blocks` blocks of four rows into the running sums, the pointers walking: blocks of 16 q8 columns, or
+ * with q4 of 32 q4 columns (16 bytes too).
+ */
+static inline void q_blocks(running_sums *rs, const uint8_t **w, const int8_t **xp, int blocks, int q4) {
     NEON_UNROLL4
     for (int b = 0; b < blocks; b++) {
-        int8x16x2_t xv = vld2q_s8(*xp);
-        rs->a0 = q4_dot32(rs->a0, vld1q_u8(w[0]), xv.val[0], xv.val[1]);
-        rs->a1 = q4_dot32(rs->a1, vld1q_u8(w[1]), xv.val[0], xv.val[1]);
-        rs->a2 = q4_dot32(rs->a2, vld1q_u8(w[2]), xv.val[0], xv.val[1]);
-        rs->a3 = q4_dot32(rs->a3, vld1q_u8(w[3]), xv.val[0], xv.val[1]);
-        *xp += 32;
+        if (q4) {
+            int8x16x2_t xv = vld2q_s8(*xp);
+            rs->a0 = q4_dot32(rs->a0, vld1q_u8(w[0]), xv.val[0], xv.val[1]);
+            rs->a1 = q4_dot32(rs->a1, vld1q_u8(w[1]), xv.val[0], xv.val[1]);
+            rs->a2 = q4_dot32(rs->a2, vld1q_u8(w[2]), xv.val[0], xv.val[1]);
+            rs->a3 = q4_dot32(rs->a3, vld1q_u8(w[3]), xv.val[0], xv.val[1]);
+            *xp += 32;
+        } else {
+            int8x16_t xv = vld1q_s8(*xp);
+            rs->a0 = dot16(rs->a0, load_s8(w[0]), xv);
+            rs->a1 = dot16(rs->a1, load_s8(w[1]), xv);
+            rs->a2 = dot16(rs->a2, load_s8(w[2]), xv);
+            rs->a3 = dot16(rs->a3, load_s8(w[3]), xv);
+            *xp += 16;
+        }
         w[0] += 16;
         w[1] += 16;
         w[2] += 16;
@@ -439,20 +375,25 @@ static inline void q4_blocks(running_sums *rs, const uint8_t **w, const int8_t *
     }
 }
 
-/* matmul_q4 for one group size; inlined with a constant group_size, the block counts and loops fold. */
-NEON_ALWAYS_INLINE void q4_matmul(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
-                               int rows, int cols, int group_size) {
+/*
+ * matmul_q8 (q4 = 0) or matmul_q4 (q4 = 1) for one group size, W's rows walked as bytes; inlined with
+ * constant q4 and group_size, the branches on q4, the block counts and the loops fold.
+ */
+NEON_ALWAYS_INLINE void q_matmul(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
+                              int rows, int cols, int group_size, int q4) {
     int ngroups = group_count(cols, group_size);
-    size_t row_bytes = ((size_t)cols + 1) / 2;
-    /* As in matmul_q8: groups of whole 32-column (16-byte) blocks take the straight path. */
-    int blocks = group_size % 32 == 0 ? group_size / 32 : 0;
+    size_t row_bytes = q4 ? ((size_t)cols + 1) / 2 : (size_t)cols;
+    /* Groups made of whole blocks (16 q8 columns or 32 q4 columns: group sizes 32, 64, ...) take the straight
+     * path; a row's last, shorter group and other group sizes take q8_group_dot4 / q4_group_dot4. */
+    int block_cols = q4 ? 32 : 16;
+    int blocks = group_size % block_cols == 0 ? group_size / block_cols : 0;
     int simple_groups = blocks ? cols / group_size : 0;
     for (int i = 0; i < rows; i += 4) {
         int valid = rows - i < 4 ? rows - i : 4;
         size_t d1 = (size_t)clamp_row(1, valid), d2 = (size_t)clamp_row(2, valid), d3 = (size_t)clamp_row(3, valid);
         const uint8_t *row0 = w + (size_t)i * row_bytes;
         const uint8_t *row[4] = {row0, row0 + d1 * row_bytes, row0 + d2 * row_bytes, row0 + d3 * row_bytes};
-        const float *s0 = ws + (size_t)i * (size_t)ngroups;
+        const float *s0 = ws + (size_t)i * (size_t)ngroups; /* the rows' scales, walking one group at a time */
         const float *s1 = s0 + d1 * (size_t)ngroups, *s2 = s0 + d2 * (size_t)ngroups, *s3 = s0 + d3 * (size_t)ngroups;
         const uint8_t *wp[4] = {row[0], row[1], row[2], row[3]};
         const int8_t *xp = xq;
@@ -461,42 +402,53 @@ NEON_ALWAYS_INLINE void q4_matmul(float *out, const int8_t *xq, const float *xs,
         int g = 0;
         for (; g + 4 <= simple_groups; g += 4) {
             float32x4_t c0 = vld1q_f32(s0), c1 = vld1q_f32(s1), c2 = vld1q_f32(s2), c3 = vld1q_f32(s3);
-            transpose4_f32(&c0, &c1, &c2, &c3);
+            transpose4_f32(&c0, &c1, &c2, &c3); /* c_k: the four rows' scales of group g + k */
             s0 += 4, s1 += 4, s2 += 4, s3 += 4;
-            q4_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 1), c0, xs[g]);
-            q4_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 1), c1, xs[g + 1]);
-            q4_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 1), c2, xs[g + 2]);
-            q4_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 1), c3, xs[g + 3]);
+            q_blocks(&rs, wp, &xp, blocks, q4);
+            acc = scale_and_add(acc, next_group_sum(&rs, q4), c0, xs[g]);
+            q_blocks(&rs, wp, &xp, blocks, q4);
+            acc = scale_and_add(acc, next_group_sum(&rs, q4), c1, xs[g + 1]);
+            q_blocks(&rs, wp, &xp, blocks, q4);
+            acc = scale_and_add(acc, next_group_sum(&rs, q4), c2, xs[g + 2]);
+            q_blocks(&rs, wp, &xp, blocks, q4);
+            acc = scale_and_add(acc, next_group_sum(&rs, q4), c3, xs[g + 3]);
         }
         for (; g < simple_groups; g++) {
-            q4_blocks(&rs, wp, &xp, blocks);
-            acc = scale_and_add(acc, next_group_sum(&rs, 1), gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
+            q_blocks(&rs, wp, &xp, blocks, q4);
+            acc = scale_and_add(acc, next_group_sum(&rs, q4), gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
         }
         for (; g < ngroups; g++) {
             int start = g * group_size;
             int end = start + group_size < cols ? start + group_size : cols;
-            acc = scale_and_add(acc, q4_group_dot4(row, xq, start, end), gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
+            int32x4_t isum = q4 ? q4_group_dot4(row, xq, start, end) : q8_group_dot4(row, xq, start, end);
+            acc = scale_and_add(acc, isum, gather4_f32(s0++, s1++, s2++, s3++), xs[g]);
         }
         store_lanes_f32(out + i, acc, valid);
     }
 }
 
-void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
-               int cols, int group_size) {
-    /* The common group sizes get a copy of the loops specialised for them (fully unrolled blocks). */
+/* The common group sizes get a copy of the loops specialised for them (fully unrolled blocks). */
+NEON_ALWAYS_INLINE void q_matmul_sized(float *out, const int8_t *xq, const float *xs, const uint8_t *w,
+                                    const float *ws, int rows, int cols, int group_size, int q4) {
     switch (group_size) {
     case 32:
-        q4_matmul(out, xq, xs, w, ws, rows, cols, 32);
+        q_matmul(out, xq, xs, w, ws, rows, cols, 32, q4);
         break;
     case 64:
-        q4_matmul(out, xq, xs, w, ws, rows, cols, 64);
+        q_matmul(out, xq, xs, w, ws, rows, cols, 64, q4);
         break;
     default:
-        q4_matmul(out, xq, xs, w, ws, rows, cols, group_size);
+        q_matmul(out, xq, xs, w, ws, rows, cols, group_size, q4);
         break;
     }
+}
+
+void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws, int rows,
+               int cols, int group_size) {
+    q_matmul_sized(out, xq, xs, (const uint8_t *)w, ws, rows, cols, group_size, 0);
+}
+
+void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
+               int cols, int group_size) {
+    q_matmul_sized(out, xq, xs, w, ws, rows, cols, group_size, 1);
 }

@@ -60,10 +60,41 @@ void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
     }
 }
 
+/*
+ * rope with the same values in another order, for the kernel sets that include this file (x86, cortex_m7):
+ * a pair's angle depends only on its place in the head (i % head_size), so powf, cosf and sinf run
+ * head_size / 2 times per call rather than q_dim / 2 times. For an odd head_size pairs would straddle
+ * heads, and this file's rope runs as it is.
+ */
+static inline void rope_per_head_position(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
+    if (head_size % 2 != 0) {
+        rope(q, q_dim, k, k_dim, head_size, pos);
+        return;
+    }
+    /* Pair i (even) has head position i % head_size, so the pairs sharing one are hd, hd + head_size, ... */
+    for (int head_dim = 0; head_dim < head_size; head_dim += 2) {
+        float freq = 1.0f / powf(10000.0f, (float)head_dim / (float)head_size);
+        float val = (float)pos * freq;
+        float fcr = cosf(val);
+        float fci = sinf(val);
+        for (int i = head_dim; i < q_dim; i += head_size) {
+            rotate_pair(q + i, fcr, fci);
+            if (i < k_dim) {
+                rotate_pair(k + i, fcr, fci);
+            }
+        }
+    }
+}
+
+/* A kernel set that includes this file may give swiglu another exp (cortex_m7/ops.c: its M7_EXP). */
+#ifndef SWIGLU_EXP
+#define SWIGLU_EXP expf
+#endif
+
 void swiglu(float *hb, const float *hb2, int n) {
     for (int i = 0; i < n; i++) {
         float h = hb[i];
-        h *= 1.0f / (1.0f + expf(-h)); /* silu(h) = h * sigmoid(h) */
+        h *= 1.0f / (1.0f + SWIGLU_EXP(-h)); /* silu(h) = h * sigmoid(h) */
         h *= hb2[i];
         hb[i] = h;
     }

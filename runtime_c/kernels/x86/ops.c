@@ -106,23 +106,7 @@ void softmax(float *x, int n) {
     portable_softmax(x, n);
 }
 
-/* Plain C: the saving is in the libm calls. Pair i (even) has head position i % head_size, so the pairs
- * sharing one are hd, hd + head_size, hd + 2 * head_size, ... (for an even head_size). */
+/* Plain C: the saving is in the libm calls (the reference file's rope_per_head_position). */
 void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
-    if (head_size % 2 != 0) {
-        portable_rope(q, q_dim, k, k_dim, head_size, pos);
-        return;
-    }
-    for (int head_dim = 0; head_dim < head_size; head_dim += 2) {
-        float freq = 1.0f / powf(10000.0f, (float)head_dim / (float)head_size);
-        float val = (float)pos * freq;
-        float fcr = cosf(val);
-        float fci = sinf(val);
-        for (int i = head_dim; i < q_dim; i += head_size) {
-            rotate_pair(q + i, fcr, fci);
-            if (i < k_dim) {
-                rotate_pair(k + i, fcr, fci);
-            }
-        }
-    }
+    rope_per_head_position(q, q_dim, k, k_dim, head_size, pos);
 }

@@ -6,6 +6,7 @@ SConstruct loads it with ``env.Tool("llmcu_scons")`` and then calls ``env.LlmcuB
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
@@ -36,59 +37,48 @@ def _variables(table: list) -> Variables:
     return variables
 
 
+def _reported(work: Callable[[], object]) -> int:
+    """Runs an action's work; an LlmcuError becomes its message and a failed action, not a traceback."""
+    try:
+        work()
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_lines(lines: Iterable[str], prefix: str = "") -> None:
+    for line in lines:
+        print(f"{prefix}{line}")
+
+
 # Actions are plain module functions that find their settings in the environment. SCons signs a function
 # action by its code; a closure over the settings would sign differently on every run and rebuild every time.
-def _generate_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
-    try:
-        steps.generate_sources(env["LLMCU_SETTINGS"])
-    except LlmcuError as error:
-        print(f"llmcu: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+# SCons calls actions with (target, source, env).
+def _generate_action(target, source, env) -> int:
+    return _reported(lambda: steps.generate_sources(env["LLMCU_SETTINGS"]))
 
 
-def _run_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
+def _run_action(target, source, env) -> int:
     settings, options = env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"]
-    try:
-        if settings.linux is not None:  # a Linux board over SSH, or qemu-user
-            linux.run(settings, options.log_dir)
-        else:
-            runs.run(settings, options)  # host, QEMU twin or board; writes the run log
-    except LlmcuError as error:
-        print(f"llmcu: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    if settings.linux is not None:  # a Linux board over SSH, or qemu-user
+        return _reported(lambda: linux.run(settings, options.log_dir))
+    return _reported(lambda: runs.run(settings, options))  # host, QEMU twin or board; writes the run log
 
 
-def _firmware_outputs_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
-    try:
-        report = steps.firmware_outputs(env["LLMCU_SETTINGS"], env["LLMCU_IMAGE"])
-    except LlmcuError as error:
-        print(f"llmcu: error: {error}", file=sys.stderr)
-        return 1
-    for line in report.table():
-        print(line)
-    return 0
+def _firmware_outputs_action(target, source, env) -> int:
+    return _reported(lambda: _print_lines(steps.firmware_outputs(env["LLMCU_SETTINGS"], env["LLMCU_IMAGE"]).table()))
 
 
-def _flash_algo_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
-    try:
-        flashalgo.build_for_settings(env["LLMCU_SETTINGS"])
-    except LlmcuError as error:
-        print(f"llmcu: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+def _flash_algo_action(target, source, env) -> int:
+    return _reported(lambda: flashalgo.build_for_settings(env["LLMCU_SETTINGS"]))
 
 
-def _flash_action(target, source, env) -> int:  # SCons calls actions with (target, source, env)
-    try:
-        result = flashing.flash_build(env["LLMCU_SETTINGS"], env["LLMCU_PROBE"], progress=sys.stderr.isatty())
-    except LlmcuError as error:
-        print(f"llmcu: error: {error}", file=sys.stderr)
-        return 1
-    for line in result.lines():
-        print(f"[llmcu] {line}")
-    return 0
+def _flash_action(target, source, env) -> int:
+    settings, probe = env["LLMCU_SETTINGS"], env["LLMCU_PROBE"]
+    return _reported(
+        lambda: _print_lines(flashing.flash_build(settings, probe, progress=sys.stderr.isatty()).lines(), "[llmcu] ")
+    )
 
 
 def _flash_algo(env, settings: project.BuildSettings) -> list:

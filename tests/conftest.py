@@ -28,28 +28,26 @@ def find_model_file(name: str) -> Path | None:
     return None
 
 
+def _model_file_or_skip(name: str) -> Path:
+    path = find_model_file(name)
+    if path is None:
+        pytest.skip(f"{name} not found (set LLMCU_MODELS)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def stories260k() -> Path:
-    path = find_model_file("stories260K.bin")
-    if path is None:
-        pytest.skip("stories260K.bin not found (set LLMCU_MODELS)")
-    return path
+    return _model_file_or_skip("stories260K.bin")
 
 
 @pytest.fixture(scope="session")
 def tok512() -> Path:
-    path = find_model_file("tok512.bin")
-    if path is None:
-        pytest.skip("tok512.bin not found (set LLMCU_MODELS)")
-    return path
+    return _model_file_or_skip("tok512.bin")
 
 
 @pytest.fixture(scope="session")
 def tokenizer_32k() -> Path:
-    path = find_model_file("tokenizer.bin")
-    if path is None:
-        pytest.skip("tokenizer.bin not found (set LLMCU_MODELS)")
-    return path
+    return _model_file_or_skip("tokenizer.bin")
 
 
 @pytest.fixture(scope="session")

@@ -22,20 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "site_scons"))
 
-from llmcu import project  # noqa: E402
+from llmcu import bench  # noqa: E402
 from llmcu.fileio import write_text_atomic  # noqa: E402
 from llmcu.protocol import parse  # noqa: E402
 
 
 def build(model: str, quant: str, extra: dict[str, str], kernels: str = "opt") -> Path:
     options = {"target": "host", "model": model, "quant": quant, "kernels": kernels, **extra}
-    subprocess.run(
-        [sys.executable, "-m", "SCons", "-Q", *(f"{key}={value}" for key, value in options.items())],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return project.configure(options).out_dir / "llmcu"
+    return bench.build(options).out_dir / "llmcu"
 
 
 def measure(program: Path, steps: int, prompt: str) -> float:

@@ -84,7 +84,8 @@ class BenchRow:
         return (self.target, self.model, self.quant, self.kernels)
 
 
-def _build(options: dict[str, str]) -> BuildSettings:
+def build(options: dict[str, str]) -> BuildSettings:
+    """Build with scons for these options (a clear error with scons's output if it fails), then their settings."""
     args = [f"{key}={value}" for key, value in options.items()]
     result = subprocess.run(
         [sys.executable, "-m", "SCons", "-Q", *args], cwd=project.ROOT, capture_output=True, text=True
@@ -138,7 +139,7 @@ def _estimate(row: BenchRow, report: dict) -> dict[str, object]:
 def bench_twin(target: str, model: str, quant: str, kernels: str, extra: dict[str, str]) -> BenchRow:
     from . import qemu
 
-    settings = _build({"target": target, "model": model, "quant": quant, "kernels": kernels, **extra})
+    settings = build({"target": target, "model": model, "quant": quant, "kernels": kernels, **extra})
     image = settings.images[0]
     output = qemu.run_firmware(image.elf, RunParams(PROMPT, STEPS, 0.0, 0.9, 1))
     report = json.loads((image.out_dir / "memory_report.json").read_text())
@@ -148,7 +149,7 @@ def bench_twin(target: str, model: str, quant: str, kernels: str, extra: dict[st
         row.estimate = _estimate(row, report)
     # The per-phase split comes from a second build that reads the counter around each phase (phases=1),
     # so that the counter reads do not inflate the totals above.
-    timed = _build({"target": target, "model": model, "quant": quant, "kernels": kernels, "phases": "1", **extra})
+    timed = build({"target": target, "model": model, "quant": quant, "kernels": kernels, "phases": "1", **extra})
     split = qemu.run_firmware(timed.images[0].elf, RunParams(PROMPT, STEPS, 0.0, 0.9, 1))
     row.phases = {key: int(value) for key, value in split.phases.items() if key != "pos"}
     return row
@@ -159,7 +160,7 @@ def bench_linux_qemu(target: str, model: str, quant: str, kernels: str, extra: d
     from . import qemu_user
 
     options = {"target": target, "model": model, "quant": quant, "kernels": kernels, "hil": "qemu", **extra}
-    settings = _build(options)
+    settings = build(options)
     assert settings.linux is not None
     output = qemu_user.run_program(
         settings.out_dir / "llmcu",
@@ -195,7 +196,7 @@ def bench_model(name: str) -> tuple[str, dict[str, str], int]:
 
 
 def bench_host(model: str, quant: str, kernels: str, extra: dict[str, str], runs: int) -> BenchRow:
-    settings = _build({"target": "host", "model": model, "quant": quant, "kernels": kernels, **extra})
+    settings = build({"target": "host", "model": model, "quant": quant, "kernels": kernels, **extra})
     program = settings.out_dir / "llmcu"
     rates = []
     for _ in range(runs):

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "site_scons"))
-pytest_plugins = ["llmcu.hil.plugin", "pytester"]  # --target/--hil/--hardware-map, `device` (tests/hil)
+pytest_plugins = ["llmcu.hil.plugin", "pytester", "faultcatalog"]  # --target/--hil/--hardware-map, `device` (tests/hil)
 
 
 def _model_dirs() -> list[Path]:

@@ -220,13 +220,33 @@ def _check_size(layout: _Layout, actual: int, source: str) -> None:
     if actual < expected:
         missing = expected - actual
         raise CheckpointError(
-            f"{source}: truncated: {what} is {expected} bytes, the file has {actual} ({missing} missing)"
+            f"{source}: truncated: {what} is {expected} bytes, the file has {actual} ({missing} missing; "
+            f"{_where_file_ends(layout, actual)})"
         )
     if actual > expected:
         raise CheckpointError(
             f"{source}: {actual - expected} trailing bytes: {what} is {expected} bytes, the file has "
             f"{actual}; the header does not match the data, or this is not a llama2.c checkpoint"
         )
+
+
+def _segment_label(segment: _Segment) -> str:
+    return segment.name if segment.layer is None else f"{segment.name} (layer {segment.layer})"
+
+
+def _where_file_ends(layout: _Layout, size: int) -> str:
+    """Which tensor a short file stops in: tells a cut-off download (ends anywhere) from a header that lies
+    about the shape (a whole file that ends long before the header's model would)."""
+    offset = layout.header_bytes
+    for index, segment in enumerate(layout.segments):
+        end = offset + layout.segment_bytes(segment)
+        if size == offset:
+            before = f"after {_segment_label(layout.segments[index - 1])}, " if index else "after the header, "
+            return f"the file ends {before}before {_segment_label(segment)}"
+        if size < end:
+            return f"the file ends inside {_segment_label(segment)}, {size - offset} of its {end - offset} bytes"
+        offset = end
+    raise AssertionError("_where_file_ends needs a file shorter than its layout")
 
 
 # --- header parsing --------------------------------------------------------------------------------------
@@ -267,14 +287,51 @@ def _parse_versioned_header(head: bytes, source: str) -> _Layout:
     return layout
 
 
+# Files users mistake for llama2.c checkpoints, by their first bytes: naming the format says what to do instead.
+_OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
+    (b"GGUF", "a GGUF file (llama.cpp); llmcu reads llama2.c checkpoints (export.py in llama2.c writes them)"),
+    (b"PK\x03\x04", "a zip archive (a PyTorch .pt/.pth file is one); export it with llama2.c's export.py"),
+    (b"\x1f\x8b", "a gzip file; unpack it first"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\x7fELF", "an ELF program, not model data"),
+)
+
+
+def _other_format(head: bytes) -> str | None:
+    """What a rejected header looks like instead, when that is recognisable."""
+    for magic, what in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return what
+    if not any(head):
+        return "all zero bytes (a file allocated but never written, or wiped)"
+    if len(head) >= 8 and struct.unpack_from("<Q", head)[0] < len(head) + (1 << 24) and head[8:10] == b'{"':
+        return "a safetensors file; export the model to a llama2.c checkpoint with llama2.c's export.py"
+    if head.lstrip()[:1] in (b"<", b"{") and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "a text file (HTML or JSON: a download that returned an error page?)"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "a text file"
+    return None
+
+
 def _plan(head: bytes, file_size: int, source: str) -> _Layout:
     """Validate a header (the file's first bytes) against the file size, and say where every tensor is."""
     if file_size == 0:
         raise CheckpointError(f"{source}: file is empty: truncated, or not a llama2.c checkpoint")
-    if len(head) >= 4 and struct.unpack_from("<I", head)[0] == MAGIC:
+    magic = struct.pack("<I", MAGIC)
+    if len(head) >= 4 and head.startswith(magic):
         layout = _parse_versioned_header(head, source)
+    elif len(head) < 4 and magic.startswith(head):  # cut inside the magic: the start of a v1/v2 file
+        raise _truncated_header(source, len(head), V1_HEADER_BYTES, "a v1/v2 header")
     else:  # no v0 header can start with the magic: as a dim it is far above MAX_DIM
-        layout = _parse_v0_header(head, source)
+        try:
+            layout = _parse_v0_header(head, source)
+            _check_size(layout, file_size, source)
+        except CheckpointError as error:
+            other = _other_format(head)
+            if other is None:
+                raise
+            detail = str(error).removeprefix(f"{source}: ")
+            raise CheckpointError(f"{source}: not a llama2.c checkpoint: this is {other} ({detail})") from None
     _check_size(layout, file_size, source)
     return layout
 
@@ -324,13 +381,28 @@ def nonfinite_report(ckpt: Checkpoint) -> dict[str, int]:
     return report
 
 
+def first_nonfinite(tensor: np.ndarray) -> tuple[tuple[int, ...], float] | None:
+    """The index and value of the first NaN/Inf of a tensor (C order), or None when it is all finite."""
+    bad = np.flatnonzero(~np.isfinite(tensor.reshape(-1)))
+    if not bad.size:
+        return None
+    index = tuple(int(i) for i in np.unravel_index(int(bad[0]), tensor.shape))
+    return index, float(tensor[index])
+
+
 def _check_finite(ckpt: Checkpoint, source: str) -> None:
     report = nonfinite_report(ckpt)
     if report:
-        listing = ", ".join(f"{name} ({count})" for name, count in report.items())
+        listing = []
+        for name, count in report.items():
+            found = first_nonfinite(ckpt.weights[name])
+            assert found is not None
+            index, value = found
+            where = ", ".join(map(str, index))
+            listing.append(f"{name} ({count} value{'s' if count > 1 else ''}, the first {name}[{where}] = {value})")
         raise CheckpointError(
-            f"{source}: non-finite weights (NaN or Inf) in {listing}: the file is corrupt or the training "
-            "run diverged (pass allow_nonfinite=True to load it anyway)"
+            f"{source}: non-finite weights (NaN or Inf) in {'; '.join(listing)}: the file is corrupt or the "
+            "training run diverged (pass allow_nonfinite=True to load it anyway)"
         )
 
 

@@ -73,12 +73,44 @@ def test_reads_llama_tokenizer() -> None:
     assert max(len(p) for p in tok.pieces) <= tok.max_token_length
 
 
-def test_vocab_size_mismatch_names_the_fix() -> None:
+@pytest.mark.fault(
+    area="tokenizer",
+    kind="input",
+    what="Llama 2's 32000-token tokenizer.bin for a 512-token model (stories260K)",
+    sees=r"tokenizer has 32000 tokens but the model's vocab_size is 512; .*tok512\.bin, as for stories260K",
+)
+def test_vocab_size_mismatch_names_the_fix(sees) -> None:
     path = find_model_file("tokenizer.bin")
     if path is None:
         pytest.skip("tokenizer.bin not found")
-    with pytest.raises(TokenizerError, match=r"32000 tokens but the model's vocab_size is 512.*tok512\.bin"):
+    with pytest.raises(TokenizerError) as info:
         read_tokenizer(path, vocab_size=512)
+    sees(str(info.value))
+
+
+@pytest.mark.fault(
+    area="tokenizer",
+    kind="input",
+    what="tok512.bin for a 32000-token model (stories15M's shape)",
+    sees=r"tok512\.bin: tokenizer has 512 tokens but the model's vocab_size is 32000; .*tokenizer\.bin, Llama 2's",
+)
+def test_tok512_for_a_32000_token_model(tok512: Path, sees) -> None:
+    with pytest.raises(TokenizerError) as info:
+        read_tokenizer(tok512, vocab_size=32000)
+    sees(str(info.value))
+
+
+@pytest.mark.fault(
+    area="tokenizer",
+    kind="input",
+    what="tok512.bin for a model with an unusual vocabulary (511 and 513 tokens)",
+    sees=r"tokenizer has 512 tokens but the model's vocab_size is 51[13]; .*one with exactly 51[13] tokens",
+)
+@pytest.mark.parametrize("vocab_size", [511, 513])
+def test_off_by_one_vocab(tok512: Path, sees, vocab_size: int) -> None:
+    with pytest.raises(TokenizerError) as info:
+        read_tokenizer(tok512, vocab_size=vocab_size)
+    sees(str(info.value))
 
 
 def test_round_trip_is_byte_identical(tok512: Path, tmp_path: Path) -> None:
@@ -94,34 +126,190 @@ def test_round_trip_is_byte_identical(tok512: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"", "no header"),
-        (b"\x07\x00", "no header"),
-        (struct.pack("<i", 7), "no tokens"),
-        (struct.pack("<i", 0) + struct.pack("<fi", 0.0, 0), "max_token_length"),
-        (_file(4, [(0.0, b"ab"), (1.0, b"cd")])[:-1], "truncated inside token 1"),
-        (_file(4, [(0.0, b"ab")]) + b"\x01\x02\x03", "stray bytes"),
-        (_file(4, [(0.0, b"ab")]) + struct.pack("<fi", 0.0, -1), "length -1"),
-        (_file(2, [(0.0, b"abc")]), "length 3, outside 0..2"),
-        (_file(4, [(float("nan"), b"ab")]), "NaN"),
+        pytest.param(
+            b"",
+            "no header",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="empty tokenizer file",
+                sees=r"x\.bin: file is truncated \(0 bytes, no header\)",
+            ),
+        ),
+        pytest.param(
+            b"\x07\x00",
+            "no header",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="tokenizer cut inside max_token_length (2 bytes)",
+                sees=r"file is truncated \(2 bytes, no header\)",
+            ),
+        ),
+        pytest.param(
+            struct.pack("<i", 7),
+            "no tokens",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="tokenizer with a header and no tokens",
+                sees=r"the file holds no tokens",
+            ),
+        ),
+        pytest.param(
+            struct.pack("<i", 0) + struct.pack("<fi", 0.0, 0),
+            "max_token_length",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="max_token_length 0",
+                sees=r"invalid max_token_length 0 in the header",
+            ),
+        ),
+        pytest.param(
+            _file(4, [(0.0, b"ab"), (1.0, b"cd")])[:-1],
+            "truncated inside token 1",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="tokenizer cut inside the last token's bytes",
+                sees=r"file is truncated inside token 1 \(needs 2 bytes at offset \d+, has 1\)",
+            ),
+        ),
+        pytest.param(
+            _file(4, [(0.0, b"ab")]) + b"\x01\x02\x03",
+            "stray bytes",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="3 stray bytes after the last token (a record cut inside its score/length)",
+                sees=r"3 stray bytes at offset 14 after token 0 \(the file is truncated or has trailing garbage\)",
+            ),
+        ),
+        pytest.param(
+            _file(4, [(0.0, b"ab")]) + struct.pack("<fi", 0.0, -1),
+            "length -1",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="token length -1",
+                sees=r"token 1 has length -1, outside 0\.\.4 \(corrupt file, or not a llama2\.c tokenizer\)",
+            ),
+        ),
+        pytest.param(
+            _file(2, [(0.0, b"abc")]),
+            "length 3, outside 0..2",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="token longer than max_token_length",
+                sees=r"token 0 has length 3, outside 0\.\.2",
+            ),
+        ),
+        pytest.param(
+            _file(4, [(float("nan"), b"ab")]),
+            "NaN",
+            marks=pytest.mark.fault(
+                area="tokenizer", kind="input", what="NaN merge score", sees=r"token 0 has a NaN score"
+            ),
+        ),
+        pytest.param(
+            struct.pack("<i", -5) + bytes(8),
+            "max_token_length",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="negative max_token_length",
+                sees=r"invalid max_token_length -5 in the header",
+            ),
+        ),
+        pytest.param(
+            _file((1 << 31) - 1, [(0.0, b"ab")]) + struct.pack("<fi", 0.0, (1 << 31) - 1),
+            "truncated inside token 1",
+            marks=pytest.mark.fault(
+                area="tokenizer",
+                kind="input",
+                what="token length INT_MAX in a tiny file (nothing allocated for it)",
+                sees=r"file is truncated inside token 1 \(needs 2147483647 bytes",
+            ),
+        ),
     ],
 )
-def test_malformed_files_are_rejected(data: bytes, message: str) -> None:
-    with pytest.raises(TokenizerError, match=message):
+def test_malformed_files_are_rejected(sees, data: bytes, message: str) -> None:
+    with pytest.raises(TokenizerError, match=message) as info:
         parse_tokenizer(data, source="x.bin")
+    sees(str(info.value))
 
 
-def test_truncated_real_file(tok512: Path, tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="tokenizer",
+    kind="input",
+    what="tok512.bin cut 1, 5, 100 bytes and half its size short of its end",
+    sees=r"cut\.bin: (file is truncated inside token \d+|\d+ stray bytes at offset|tokenizer has \d+ tokens but)",
+)
+def test_truncated_real_file(tok512: Path, tmp_path: Path, sees) -> None:
     data = tok512.read_bytes()
     for cut in (1, 5, 100, len(data) // 2):
         path = tmp_path / "cut.bin"
         path.write_bytes(data[:-cut])
-        with pytest.raises(TokenizerError, match=str(path)):
+        with pytest.raises(TokenizerError, match=str(path)) as info:
             read_tokenizer(path, vocab_size=512)
+        sees(str(info.value))
 
 
-def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(TokenizerError, match="cannot read tokenizer"):
-        read_tokenizer(tmp_path / "nope.bin")
+@pytest.mark.fault(
+    area="tokenizer",
+    kind="input",
+    what="tokenizer path that does not exist, and a directory",
+    sees=r"cannot read tokenizer .*: (No such file or directory|Is a directory)",
+)
+def test_missing_file(tmp_path: Path, sees) -> None:
+    for path in (tmp_path / "nope.bin", tmp_path):
+        with pytest.raises(TokenizerError, match="cannot read tokenizer") as info:
+            read_tokenizer(path)
+        sees(str(info.value))
+
+
+@pytest.mark.fault(
+    area="tokenizer",
+    kind="input",
+    what="the checkpoint (stories260K.bin) given as the tokenizer",
+    sees=r"stories260K\.bin: (token \d+ has length -?\d+, outside|file is truncated inside token|token \d+ has a NaN)",
+)
+def test_checkpoint_is_not_a_tokenizer(stories260k: Path, sees) -> None:
+    with pytest.raises(TokenizerError) as info:
+        read_tokenizer(stories260k, vocab_size=512)
+    sees(str(info.value))
+
+
+TOK_FILE = _file(6, [(0.0, b"<unk>"), (0.0, b" "), (-1.0, b"ab"), (2.5, b"abc"), (1.0, b"")] * 3)
+
+
+@settings(max_examples=80, deadline=None)
+@given(cut=st.integers(0, len(TOK_FILE) - 1))
+def test_any_truncation_is_a_tokenizer_error(cut: int) -> None:
+    # with the model's vocab_size, a file cut anywhere (even between two records) is refused
+    with pytest.raises(TokenizerError):
+        parse_tokenizer(TOK_FILE[:cut], vocab_size=15)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.binary(max_size=300),
+    flips=st.lists(st.tuples(st.integers(0, len(TOK_FILE) - 1), st.integers(0, 255)), max_size=4),
+)
+def test_random_and_corrupted_files_parse_or_fail_cleanly(data: bytes, flips: list[tuple[int, int]]) -> None:
+    corrupted = bytearray(TOK_FILE)
+    for at, value in flips:
+        corrupted[at] = value
+    for candidate in (data, bytes(corrupted)):
+        try:
+            tok = parse_tokenizer(candidate)
+        except TokenizerError:
+            continue
+        # what parses is a consistent vocabulary that writes back to the same bytes
+        assert tok.to_bytes() == candidate
+        assert all(len(piece) <= tok.max_token_length for piece in tok.pieces)
 
 
 # --- encoder -----------------------------------------------------------------------------------------------
@@ -190,13 +378,47 @@ def test_merges_chain_and_stop_at_the_floor() -> None:
     assert ids == [tok.lookup(b" ab"), tok.lookup(b"c")]
 
 
-def test_missing_dummy_prefix_is_an_error() -> None:
+@pytest.mark.fault(
+    area="tokenizer",
+    kind="input",
+    what="a vocabulary without the ' ' piece, used to encode a prompt",
+    sees=r"the tokenizer has no ' ' piece, which run\.c's encoder uses as dummy prefix",
+)
+def test_missing_dummy_prefix_is_an_error(sees) -> None:
     tok = _tiny({}, extra=(b"a",))
-    with pytest.raises(TokenizerError, match="dummy prefix"):
+    with pytest.raises(TokenizerError, match="dummy prefix") as info:
         tok.encode("a", bos=False, eos=False)
+    sees(str(info.value))
+
+
+@pytest.mark.fault(
+    area="tokenizer",
+    kind="input",
+    what="a prompt character (é, UTF-8 C3 A9) with no byte-fallback token (a vocabulary of 5 tokens)",
+    sees=r"byte 0xC3 is not in the vocabulary and the tokenizer has no byte-fallback token for it \(id 198, vocabulary of 5\)",
+)
+def test_missing_byte_fallback_is_an_error(sees) -> None:
+    tok = Tokenizer([b"<unk>", b"<s>", b"</s>", b" ", b"a"], np.zeros(5, np.float32), 5)
+    with pytest.raises(TokenizerError) as info:
+        tok.encode("a\u00e9", bos=True, eos=False)
+    sees(str(info.value))
 
 
 # --- decoder -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.fault(
+    area="tokenizer",
+    kind="input",
+    what="decoding token id 512 (and -1) with a 512-token vocabulary",
+    sees=r"token id (512|-1) is outside the vocabulary \(0\.\.511\)",
+)
+def test_decode_out_of_range(tok512: Path, sees) -> None:
+    tok = read_tokenizer(tok512)
+    for token in (512, -1):
+        with pytest.raises(TokenizerError) as info:
+            tok.decode(1, token)
+        sees(str(info.value))
 
 
 def test_decode(tok512: Path) -> None:

@@ -225,6 +225,20 @@ def _check_lengths(pieces: list[bytes], max_token_length: int, source: str) -> N
             )
 
 
+# The tokenizers of llama2.c's published models, by vocabulary size: what to suggest when the sizes differ.
+_KNOWN_TOKENIZERS = {
+    512: "tok512.bin, as for stories260K",
+    32000: "tokenizer.bin, Llama 2's, as for stories15M/42M/110M",
+}
+
+
+def _tokenizer_hint(vocab_size: int) -> str:
+    known = _KNOWN_TOKENIZERS.get(vocab_size)
+    if known is not None:
+        return f"for a {vocab_size}-token vocabulary: {known}"
+    return f"one with exactly {vocab_size} tokens, exported with the model"
+
+
 def parse_tokenizer(data: bytes, vocab_size: int | None = None, source: str = "tokenizer") -> Tokenizer:
     """Parse ``tokenizer.bin`` bytes; ``source`` names the file in error messages."""
     if len(data) < _HEADER.size:
@@ -263,7 +277,7 @@ def parse_tokenizer(data: bytes, vocab_size: int | None = None, source: str = "t
     if vocab_size is not None and len(pieces) != vocab_size:
         raise TokenizerError(
             f"{source}: tokenizer has {len(pieces)} tokens but the model's vocab_size is {vocab_size}; "
-            "use the tokenizer that belongs to this model (e.g. tok512.bin for stories260K)"
+            f"use the tokenizer that belongs to this model ({_tokenizer_hint(vocab_size)})"
         )
     return Tokenizer(pieces, np.array(scores, dtype=np.float32), max_token_length)
 

@@ -67,6 +67,16 @@ typedef struct {
 } llmcu_vocab;
 
 extern const llmcu_weights llmcu_model_weights; /* generated model_weights.c */
+
+/* RoPE from a table computed at build time (codegen, rope_table=yes): row pos holds, for each even head
+ * position hd, cosf and sinf of pos * freq(hd) at [hd] and [hd + 1] -- the floats the runtime's own
+ * powf/cosf/sinf give (runtime_c/README.md, "RoPE table"), so the results do not change. */
+#ifndef LLMCU_ROPE_TABLE
+#define LLMCU_ROPE_TABLE 0 /* a model_config.h generated before the option existed */
+#endif
+#if LLMCU_ROPE_TABLE
+extern const float llmcu_rope_table[]; /* [LLMCU_SEQ_LEN][LLMCU_HEAD_SIZE], generated model_data.S */
+#endif
 extern const llmcu_vocab llmcu_model_vocab;     /* generated model_weights.c */
 
 /* ---- transformer.c ---- */

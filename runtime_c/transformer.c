@@ -198,7 +198,13 @@ static void attention_block(const llmcu_layer *layer, int l, int pos) {
     PHASE(PHASE_MATMUL, matmul(k, s.xb, &layer->wk, LLMCU_QTYPE_WK, LLMCU_KV_DIM, LLMCU_DIM));
     PHASE(PHASE_MATMUL, matmul(v, s.xb, &layer->wv, LLMCU_QTYPE_WV, LLMCU_KV_DIM, LLMCU_DIM));
 
+#if LLMCU_ROPE_TABLE
+    /* The angles' cosines and sines from the build-time table (llmcu.h), the same floats rope computes. */
+    PHASE(PHASE_ROPE, rope_rotate(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE,
+                                  llmcu_rope_table + (size_t)pos * LLMCU_HEAD_SIZE));
+#else
     PHASE(PHASE_ROPE, rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos));
+#endif
     PHASE(PHASE_ROPE, store_kv(l, pos));
 
     PHASE(PHASE_ATTENTION, attend_all_heads(l, pos));

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, scons
+from llmcu import codegen
+from llmcu.config import ModelConfig
 from llmcu.project import RunParams, runtime_sources
 from llmcu.qemu import qemu_command, run_firmware
 from llmcu.targets import load_target
@@ -91,6 +93,36 @@ def test_kernels_are_bit_identical_to_the_reference(harness_outputs: dict[str, s
         ref_cost = sum(cost for name, (_, cost) in ref.items() if kernel in name)
         opt_cost = sum(cost for name, (_, cost) in opt.items() if kernel in name)
         assert opt_cost < ref_cost / 2, (kernel, ref_cost, opt_cost)
+
+
+@needs_qemu
+def test_rope_rotate_with_the_librarys_values_is_rope(harness_outputs: dict[str, str]) -> None:
+    """rope_rotate fed the C library's cosf/sinf (what the build-time table holds) gives rope's bits, on both sets."""
+    for image in ("ref", "opt"):
+        rotations = [line for line in harness_outputs[image].splitlines() if line.startswith("case rope_rotate ")]
+        assert len(rotations) == 7
+        assert all(" same_as_rope=1 " in line for line in rotations), rotations
+
+
+def fnv1a64(data: bytes) -> int:
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+@needs_qemu
+def test_build_time_rope_table_equals_the_device_librarys_values(harness_outputs: dict[str, str]) -> None:
+    """codegen.rope_table is computed on the build machine (the host libm, as the Python reference); the
+    device computes cosf/sinf/powf with newlib. The table is only honest if both give the same floats, for
+    every position of the stock models' head sizes and contexts."""
+    lines = re.findall(r"rope_table head_size=(\d+) seq_len=(\d+) hash=(\w+)", harness_outputs["opt"])
+    assert len(lines) == 4
+    for head_size, seq_len, device_hash in lines:
+        config = ModelConfig(int(head_size), 1, 1, 1, 1, 1, int(seq_len))  # dim = head_size, one head
+        table = codegen.rope_table(config, int(seq_len))
+        assert table.shape == (int(seq_len), int(head_size))
+        assert f"{fnv1a64(table.astype('<f4').tobytes()):016x}" == device_hash, (head_size, seq_len)
 
 
 @needs_qemu

@@ -46,6 +46,10 @@ void rmsnorm(float *out, const float *x, const float *w, int n);
 void softmax(float *x, int n);
 /* Rotary position embedding at `pos`, in place, on q[q_dim] and k[k_dim] (both multiples of head_size). */
 void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos);
+/* The same rotation with the angles' cosines and sines given: cs[2 * (hd / 2)] = cosf and cs[2 * (hd / 2) + 1]
+ * = sinf of pos * freq(hd) for each even head position hd (one row of the build-time table, LLMCU_ROPE_TABLE);
+ * with the values rope computes, the results are rope's to the bit. head_size must be even. */
+void rope_rotate(float *q, int q_dim, float *k, int k_dim, int head_size, const float *cs);
 /* In place: hb[i] = silu(hb[i]) * hb2[i]. */
 void swiglu(float *hb, const float *hb2, int n);
 

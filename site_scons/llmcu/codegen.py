@@ -66,6 +66,11 @@ class GeneratedModel:
     data: bytes = b""
     max_token_length: int = 1
 
+    @property
+    def rope_table(self) -> bool:
+        """Whether RoPE reads its angles from a build-time table (llmcu_rope_table) instead of computing them."""
+        return any(blob.symbol == ROPE_TABLE_SYMBOL for blob in self.blobs)
+
     def weight_bytes(self) -> int:
         return sum(blob.size for blob in self.blobs if blob.section.startswith(".llmcu_weights"))
 
@@ -116,6 +121,35 @@ def weight_blobs(ckpt: Checkpoint, quantized: dict[str, QuantizedMatrix]) -> lis
 
 def tokenizer_blobs(tok: Tokenizer) -> list[Blob]:
     """The vocabulary as four arrays, with the encoder's sorted lookup order computed here, not on device."""
+ROPE_TABLE_SYMBOL = "llmcu_rope_table"
+
+
+def rope_table(config: ModelConfig, seq_len: int, math: str = "auto") -> np.ndarray:
+    """RoPE's cosines and sines for positions 0..seq_len-1, float32 ``[seq_len][head_size]``: row ``pos`` holds
+    ``cosf(pos * freq)`` at ``[hd]`` and ``sinf(pos * freq)`` at ``[hd + 1]`` for each even head position
+    ``hd``, ``freq = 1.0f / powf(10000.0f, hd / (float)head_size)`` -- the runtime's own expressions, in
+    float32, through the same C math functions the Python reference uses (the host's libm, as a host build
+    calls them; tests/test_cortex_m7_kernels.py checks that the Cortex-M7 newlib gives the same bits)."""
+    from .reference import F32, ROPE_THETA, c_math  # only here: the reference pulls in numpy-heavy code
+
+    cmath = c_math(math)
+    head_size = config.head_size
+    if head_size % 2:
+        raise LlmcuError(f"a RoPE table needs an even head_size (this model's is {head_size}); use rope_table=no")
+    exponents = (np.arange(0, head_size, 2, dtype=F32) / F32(head_size)).astype(F32)
+    freq = (F32(1.0) / cmath.powf(float(ROPE_THETA), exponents)).astype(F32)
+    angles = (np.arange(seq_len, dtype=F32)[:, None] * freq[None, :]).astype(F32)
+    table = np.empty((seq_len, head_size), dtype=F32)
+    table[:, 0::2] = cmath.cosf(angles)
+    table[:, 1::2] = cmath.sinf(angles)
+    return table
+
+
+def rope_table_blob(config: ModelConfig, seq_len: int) -> Blob:
+    """The table as a flash array beside the weights (the planner places it like a weight tensor)."""
+    return _weight_blob(ROPE_TABLE_SYMBOL, "float", _f32(rope_table(config, seq_len)))
+
+
     offsets = np.zeros(len(tok.pieces) + 1, dtype="<u4")
     offsets[1:] = np.cumsum([len(piece) for piece in tok.pieces])
     order = np.asarray(sorted_order(tok), dtype="<u4")
@@ -201,7 +235,11 @@ def prepare(
     kv_type: str = "f32",
     progress: bool = False,
 ) -> GeneratedModel:
-    """Check the inputs, quantize ``ckpt`` per ``plan`` and lay out the data file; nothing is written."""
+    """Check the inputs, quantize ``ckpt`` per ``plan`` and lay out the data file; nothing is written.
+    ``rope_table``: add RoPE's cosines and sines for every position (:func:`rope_table`). ``weight_layout``: how
+    the quantized matrices are arranged, for the kernel set being built (llmcu.layouts)."""
+    rope_table: bool = False,
+    weight_layout: str = layouts.REFERENCE,
     config = ckpt.config
     check_kv_type(kv_type)
     if len(tok.pieces) != config.vocab_size:
@@ -214,7 +252,10 @@ def prepare(
         raise OptionError(f"seq_len={seq_len} is outside 1..{config.seq_len} (the model's context length)")
     quantized = quantize_model(ckpt.weights, plan)
     reports = quantization_reports(ckpt, quantized, progress=progress)
-    blobs = weight_blobs(ckpt, quantized) + tokenizer_blobs(tok)
+    blobs = weight_blobs(ckpt, quantized, weight_layout)
+    if rope_table:
+        blobs.append(rope_table_blob(config, context))
+    blobs += tokenizer_blobs(tok)
     data = layout(blobs)
     max_token_length = max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1))
     return GeneratedModel(config, context, plan, blobs, reports, kv_type, data, max_token_length)
@@ -243,6 +284,8 @@ def write_sources(
     if weights_file is not None:
         wf = weightsfile.describe(config, plan, blobs, len(model.data), f"{model_name} {plan.name}")
     common = {"version": __version__, "config": config, "blobs": blobs, "weights_file": wf}
+        if model.rope_table:  # the runtime names the table by its symbol, which a weights file does not define
+            raise OptionError("rope_table=yes cannot go with weights_file=yes")
     qtypes = [(kind, QTYPE_CODES[plan.qtype(kind)]) for kind in ("tok_embeddings", *LAYER_MATRICES, "wcls")]
     if config.shared_classifier:  # the classifier *is* the embedding table
         qtypes[-1] = ("wcls", QTYPE_CODES[plan.qtype("tok_embeddings")])
@@ -264,6 +307,7 @@ def write_sources(
         kv_cache_bytes=model.kv_cache_bytes(),
     )
     by_symbol = {blob.symbol: blob for blob in blobs}
+        rope_table=model.rope_table,
     ref = _reference(by_symbol, wf)
     weights_c = env.get_template("model_weights.c.j2").render(
         **common, tensor=_tensor_initializer(by_symbol, ref), ref=ref

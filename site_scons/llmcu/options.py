@@ -135,6 +135,14 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             "sdk",
             "Linux targets: a Yocto SDK's environment-setup-* script; its CC, CFLAGS and LDFLAGS (sysroot) "
             "build the program (else CC=, CROSS_COMPILE= or the target's compiler)",
+        Option(
+            "rope_table",
+            "RoPE's cosines and sines from a table computed at build time (seq_len x head_size floats in flash, "
+            "the same values the runtime computes, so the output does not change) instead of powf/cosf/sinf at "
+            "every position; auto: yes on firmware targets",
+            "auto",
+            ("auto", "yes", "no"),
+        ),
             "",
             None,
             str,

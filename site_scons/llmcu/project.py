@@ -106,6 +106,7 @@ class BuildSettings:
     def obj_dir(self) -> Path:
         return self.out_dir / "obj"
 
+    rope_table: bool = False  # RoPE's angles from a build-time table (codegen.rope_table)
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
@@ -170,6 +171,9 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         weights_file = linux_settings.weights_file
     elif weights_file and target.kind == "baremetal":
         raise OptionError(f"weights_file=yes: target {target.name} is firmware, whose weights are linked in")
+    rope_table = values["rope_table"] == "yes" or (values["rope_table"] == "auto" and target.kind == "baremetal")
+    if values["rope_table"] != "auto":
+        variant += "-ropetable" if rope_table else "-noropetable"
     if values["weights_file"] != "auto" and target.kind != "baremetal":
         variant += "-wfile" if weights_file else "-linked"
     out_dir = build_dir / target.name / variant
@@ -221,6 +225,7 @@ def help_intro() -> str:
   scons [options] run        build, run, print the text and a summary line
   scons -c [options]         remove that build's outputs
 
+        rope_table=rope_table,
 Models are looked up in $LLMCU_MODELS (directories), then ~/.cache/llmcu, then downloaded.
 
 """

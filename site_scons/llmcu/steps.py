@@ -29,7 +29,14 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
     tok = read_tokenizer(settings.tokenizer, ckpt.config.vocab_size)
     kv_type = "f32" if settings.kv_type == "auto" else settings.kv_type
     model = codegen.prepare(
-        ckpt, tok, settings.plan, seq_len=settings.seq_len, kv_type=kv_type, progress=sys.stderr.isatty()
+        ckpt,
+        tok,
+        settings.plan,
+        seq_len=settings.seq_len,
+        kv_type=kv_type,
+        progress=sys.stderr.isatty(),
+        rope_table=settings.rope_table,
+        weight_layout=layouts.for_kernel_set(settings.kernel_set),
     )
     plans = []
     if settings.images:

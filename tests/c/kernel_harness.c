@@ -285,6 +285,56 @@ static void case_swiglu(int n, float scale) {
     case_end();
 }
 
+/* RoPE's cosines and sines at `pos` computed as rope computes them, with this image's C library: one row of
+ * the build-time table (codegen.rope_table), cs[hd] = cosf and cs[hd + 1] = sinf for each even hd. */
+static void rope_row(float *cs, int head_size, int pos) {
+    for (int hd = 0; hd < head_size; hd += 2) {
+        float freq = 1.0f / powf(10000.0f, (float)hd / (float)head_size);
+        float val = (float)pos * freq;
+        cs[hd] = cosf(val);
+        cs[hd + 1] = sinf(val);
+    }
+}
+
+/* rope_rotate with a row of the library's values: its hash, and whether it gave rope's bits. */
+static void case_rope_rotate(int q_dim, int k_dim, int head_size, int pos) {
+    static float q2[MAX_VEC], k2[MAX_VEC], cs[MAX_VEC];
+    fill(x_f32, q_dim, 2.0f);
+    fill(out, k_dim, 2.0f);
+    memcpy(q2, x_f32, (size_t)q_dim * sizeof(float));
+    memcpy(k2, out, (size_t)k_dim * sizeof(float));
+    rope(q2, q_dim, k2, k_dim, head_size, pos);
+    rope_row(cs, head_size, pos);
+    case_begin("rope_rotate");
+    put_int("q_dim", q_dim);
+    put_int("k_dim", k_dim);
+    put_int("head_size", head_size);
+    put_int("pos", pos);
+    TIMED(rope_rotate(x_f32, q_dim, out, k_dim, head_size, cs));
+    put_int("same_as_rope", !memcmp(q2, x_f32, (size_t)q_dim * sizeof(float)) &&
+                                !memcmp(k2, out, (size_t)k_dim * sizeof(float)));
+    hash_bytes(x_f32, (size_t)q_dim * sizeof(float));
+    hash_bytes(out, (size_t)k_dim * sizeof(float));
+    case_end();
+}
+
+/* The whole table for positions 0..seq_len-1 with this image's C library, as one hash over its float32
+ * bytes in the table's order (tests/test_cortex_m7_kernels.py hashes codegen.rope_table the same way). */
+static void rope_table_hash(int head_size, int seq_len) {
+    static float cs[MAX_VEC];
+    hash_begin();
+    for (int pos = 0; pos < seq_len; pos++) {
+        rope_row(cs, head_size, pos);
+        hash_bytes(cs, (size_t)head_size * sizeof(float));
+    }
+    put_str("rope_table");
+    put_int("head_size", head_size);
+    put_int("seq_len", seq_len);
+    put_str(" hash=");
+    put_hex(hash, 16);
+    put_str("\n");
+}
+
 static void case_rope(int q_dim, int k_dim, int head_size, int pos) {
     fill(x_f32, q_dim, 2.0f);
     fill(out, k_dim, 2.0f);
@@ -420,13 +470,12 @@ static void exp_sweep(void) {
     for (int round = 0; round < 64; round++) {
         fill(x_f32, MAX_VEC, round < 32 ? 30.0f : 200.0f);
         memcpy(out, x_f32, sizeof out);
-        float max = x_f32[0], min = x_f32[0];
+        float max = x_f32[0];
         for (int i = 0; i < MAX_VEC; i++) {
             max = fmaxf(max, x_f32[i]);
-            min = fminf(min, x_f32[i]);
         }
-        /* spread 60: the loop without the range test; 400: with it, and some elements go to expf */
-        float sum = m7_exp_pass(out, MAX_VEC, max, min);
+        /* spread 60 and 400: the latter with results that underflow to 0 */
+        float sum = m7_exp_pass(out, MAX_VEC, max);
         float ref_sum = 0.0f;
         for (int i = 0; i < MAX_VEC; i++) {
             float e = expf(x_f32[i] - max);
@@ -498,6 +547,18 @@ int main(void) {
     case_rope(288, 288, 48, 100);
     case_rope(64, 64, 64, 3);
     case_rope(12, 6, 6, 7);
+    case_rope_rotate(64, 32, 8, 0);
+    case_rope_rotate(64, 32, 8, 1);
+    case_rope_rotate(64, 32, 8, 255);
+    case_rope_rotate(64, 64, 8, 511);
+    case_rope_rotate(288, 288, 48, 100);
+    case_rope_rotate(64, 64, 64, 3);
+    case_rope_rotate(12, 6, 6, 7);
+    /* stories260K/15M/42M/110M head sizes and contexts, and a long one */
+    static const int tables[][2] = {{8, 512}, {48, 256}, {64, 1024}, {16, 2048}};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        rope_table_hash(tables[i][0], tables[i][1]);
+    }
 
     static const int attn[][3] = {{8, 1, 32},  {8, 2, 32},  {8, 3, 8},   {8, 17, 32}, {8, 128, 32}, {8, 512, 32},
                                   {16, 5, 32}, {16, 64, 64}, {48, 33, 48}, {64, 7, 128}, {6, 9, 12}};

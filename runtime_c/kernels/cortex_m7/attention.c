@@ -3,7 +3,7 @@
  * kernels/ref/attention.c.
  *
  * The reference makes five passes over the positions: scores, softmax's max, exp and sum, normalisation,
- * and the weighted sum of the values. Here the max (and the min, see ops.c's exp pass) is taken as the
+ * and the weighted sum of the values. Here the max is taken as the
  * scores are made, and for head_size 8 the normalising division happens as each weight is used, so three
  * passes remain; every value is computed by the same operations in the same order as the reference's. For
  * head_size 8 (stories260K) the dot products and the weighted sum are unrolled asm: q and the eight output
@@ -87,7 +87,7 @@ static inline __attribute__((always_inline)) void attend_c(float *out, float *at
                                                            int stride, int scale_stride, int head_size, int n_pos,
                                                            int kind) {
     float scale = sqrtf((float)head_size);
-    float max = -INFINITY, min = INFINITY;
+    float max = -INFINITY;
     for (int t = 0; t < n_pos; t++) {
         size_t row = (size_t)t * (size_t)stride;
         float kscale = kind == KV_Q8 ? ks[(size_t)t * (size_t)scale_stride] : 0.0f;
@@ -98,9 +98,8 @@ static inline __attribute__((always_inline)) void attend_c(float *out, float *at
         score /= scale;
         att[t] = score;
         max = fmaxf(max, score);
-        min = fminf(min, score);
     }
-    float sum = m7_exp_pass(att, n_pos, max, min);
+    float sum = m7_exp_pass(att, n_pos, max);
     for (int t = 0; t < n_pos; t++) {
         att[t] /= sum; /* softmax's normalisation, as the reference does it */
     }
@@ -157,7 +156,7 @@ static inline __attribute__((always_inline)) void attend_c(float *out, float *at
     "vcvtb.f32.f16 s14, s29\n\t"                                                                         \
     "vcvtt.f32.f16 s15, s29\n\t"
 
-/* Scores of positions 0..n-1 into att (q in s0..s7), each divided by scale; their max and min. */
+/* Scores of positions 0..n-1 into att (q in s0..s7), each divided by scale; their max. */
 #define SCORES8(LOAD8)                                                                                   \
     "vldmia %[q], {s0-s7}\n\t"                                                                           \
     "1:\n\t" LOAD8("%[kp]") "add %[kp], %[kp], %[st]\n\t"                                                \
@@ -178,7 +177,6 @@ static inline __attribute__((always_inline)) void attend_c(float *out, float *at
     "vadd.f32 s16, s16, s17\n\t"                                                                         \
     "vdiv.f32 s16, s16, %[scale]\n\t"                                                                    \
     "vmaxnm.f32 %[max], %[max], s16\n\t"                                                                 \
-    "vminnm.f32 %[min], %[min], s16\n\t"                                                                 \
     "vstmia %[att]!, {s16}\n\t"                                                                          \
     "subs %[n], %[n], #1\n\t"                                                                            \
     "bne 1b\n\t"
@@ -224,22 +222,22 @@ static inline __attribute__((always_inline)) void attend8(float *out, float *att
                                                           const void *v, int stride, int n_pos, int f16) {
     int stride_bytes = stride * (f16 ? 2 : 4);
     float scale = sqrtf(8.0f);
-    float max = -INFINITY, min = INFINITY;
+    float max = -INFINITY;
     const void *kp = k;
     float *ap = att;
     int n = n_pos;
     if (f16) {
         __asm__ volatile(SCORES8(LOAD8_F16)
-                         : [kp] "+r"(kp), [att] "+r"(ap), [n] "+r"(n), [max] "+t"(max), [min] "+t"(min)
+                         : [kp] "+r"(kp), [att] "+r"(ap), [n] "+r"(n), [max] "+t"(max)
                          : [q] "r"(q), [st] "r"(stride_bytes), [scale] "t"(scale)
                          : SCORE_CLOBBERS);
     } else {
         __asm__ volatile(SCORES8(LOAD8_F32)
-                         : [kp] "+r"(kp), [att] "+r"(ap), [n] "+r"(n), [max] "+t"(max), [min] "+t"(min)
+                         : [kp] "+r"(kp), [att] "+r"(ap), [n] "+r"(n), [max] "+t"(max)
                          : [q] "r"(q), [st] "r"(stride_bytes), [scale] "t"(scale)
                          : SCORE_CLOBBERS);
     }
-    float sum = m7_exp_pass(att, n_pos, max, min);
+    float sum = m7_exp_pass(att, n_pos, max);
     const void *vp = v;
     ap = att;
     n = n_pos;

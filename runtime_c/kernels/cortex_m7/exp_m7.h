@@ -68,9 +68,9 @@ static inline float m7_fast_expf(float x) {
 
 /*
  * softmax's exp pass: x[i] = expf(x[i] - max) for i < n, returning their sum, added in order from 0.0f.
- * max must be the largest x and min the smallest.
+ * max must be the largest x.
  */
-float m7_exp_pass(float *x, int n, float max, float min);
+float m7_exp_pass(float *x, int n, float max);
 
 /* What the kernels call for a single value. */
 #ifdef LLMCU_FAST_EXP

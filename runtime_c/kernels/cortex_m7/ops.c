@@ -17,15 +17,16 @@
 #define rmsnorm portable_rmsnorm
 #define softmax portable_softmax
 #define rope portable_rope
+#define rope_rotate portable_rope_rotate
 #define SWIGLU_EXP M7_EXP
 #include "kernels/ref/ops.c"
 #undef rmsnorm
 #undef softmax
 #undef rope
+#undef rope_rotate
 
 /* softmax's exp pass (shared with attention.c): x[i] = exp(x[i] - max) and their sum, added in order. */
-float m7_exp_pass(float *x, int n, float max, float min) {
-    (void)min; /* the range is what an inlined approximation would need; expf handles every input */
+float m7_exp_pass(float *x, int n, float max) {
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         x[i] = M7_EXP(x[i] - max);
@@ -63,12 +64,11 @@ void rmsnorm(float *out, const float *x, const float *w, int n) {
 }
 
 void softmax(float *x, int n) {
-    float max = x[0], min = x[0];
+    float max = x[0];
     for (int i = 1; i < n; i++) {
         max = fmaxf(max, x[i]); /* VMAXNM */
-        min = fminf(min, x[i]);
     }
-    float sum = m7_exp_pass(x, n, max, min);
+    float sum = m7_exp_pass(x, n, max);
     for (int i = 0; i < n; i++) {
         x[i] /= sum;
     }
@@ -78,4 +78,37 @@ void softmax(float *x, int n) {
  * rope_per_head_position. */
 void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
     rope_per_head_position(q, q_dim, k, k_dim, head_size, pos);
+}
+
+/* One pair of a head: v0' = v0*c - v1*s, v1' = v0*s + v1*c, each product rounded, as rotate_pair does. */
+#define ROTATE_PAIR(V0, V1, C, S)                                                                        \
+    "vmul.f32 s8, " V0 ", " C "\n\t"                                                                     \
+    "vmul.f32 s9, " V1 ", " S "\n\t"                                                                     \
+    "vmul.f32 s10, " V0 ", " S "\n\t"                                                                    \
+    "vmul.f32 s11, " V1 ", " C "\n\t"                                                                    \
+    "vsub.f32 " V0 ", s8, s9\n\t"                                                                        \
+    "vadd.f32 " V1 ", s10, s11\n\t"
+
+/* The heads at P (a counter in N, at least 1), one VLDM, 24 FPU operations and one VSTM each. */
+#define ROTATE_HEADS8(P, N, LABEL)                                                                       \
+    LABEL ":\n\t"                                                                                        \
+    "vldmia " P ", {s0-s7}\n\t" ROTATE_PAIR("s0", "s1", "s16", "s17") ROTATE_PAIR("s2", "s3", "s18", "s19") \
+        ROTATE_PAIR("s4", "s5", "s20", "s21") ROTATE_PAIR("s6", "s7", "s22", "s23")                      \
+    "vstmia " P "!, {s0-s7}\n\t"                                                                         \
+    "subs " N ", " N ", #1\n\t"                                                                          \
+    "bne " LABEL "b\n\t"
+
+/* The reference's rope_rotate; for head_size 8 (stories260K) the row's four cosines and sines stay in
+ * s16..s23 for every head of q and k. */
+void rope_rotate(float *q, int q_dim, float *k, int k_dim, int head_size, const float *cs) {
+    if (head_size != 8 || q_dim % 8 || k_dim % 8 || q_dim <= 0 || k_dim <= 0) {
+        portable_rope_rotate(q, q_dim, k, k_dim, head_size, cs);
+        return;
+    }
+    int qn = q_dim / 8, kn = k_dim / 8;
+    __asm__ volatile("vldmia %[cs], {s16-s23}\n\t" ROTATE_HEADS8("%[q]", "%[qn]", "1") ROTATE_HEADS8("%[k]", "%[kn]", "2")
+                     : [q] "+r"(q), [k] "+r"(k), [qn] "+r"(qn), [kn] "+r"(kn)
+                     : [cs] "r"(cs)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s16", "s17", "s18",
+                       "s19", "s20", "s21", "s22", "s23", "cc", "memory");
 }

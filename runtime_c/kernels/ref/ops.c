@@ -86,6 +86,20 @@ static inline void rope_per_head_position(float *q, int q_dim, float *k, int k_d
     }
 }
 
+/* rope with each angle's cosine and sine read from a table row instead of computed (the same rotate_pair). */
+void rope_rotate(float *q, int q_dim, float *k, int k_dim, int head_size, const float *cs) {
+    for (int head_dim = 0; head_dim < head_size; head_dim += 2) {
+        float fcr = cs[head_dim];
+        float fci = cs[head_dim + 1];
+        for (int i = head_dim; i < q_dim; i += head_size) {
+            rotate_pair(q + i, fcr, fci);
+            if (i < k_dim) {
+                rotate_pair(k + i, fcr, fci);
+            }
+        }
+    }
+}
+
 /* A kernel set that includes this file may give swiglu another exp (cortex_m7/ops.c: its M7_EXP). */
 #ifndef SWIGLU_EXP
 #define SWIGLU_EXP expf

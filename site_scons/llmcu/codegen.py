@@ -119,8 +119,6 @@ def weight_blobs(ckpt: Checkpoint, quantized: dict[str, QuantizedMatrix]) -> lis
     return blobs
 
 
-def tokenizer_blobs(tok: Tokenizer) -> list[Blob]:
-    """The vocabulary as four arrays, with the encoder's sorted lookup order computed here, not on device."""
 ROPE_TABLE_SYMBOL = "llmcu_rope_table"
 
 
@@ -150,6 +148,8 @@ def rope_table_blob(config: ModelConfig, seq_len: int) -> Blob:
     return _weight_blob(ROPE_TABLE_SYMBOL, "float", _f32(rope_table(config, seq_len)))
 
 
+def tokenizer_blobs(tok: Tokenizer) -> list[Blob]:
+    """The vocabulary as four arrays, with the encoder's sorted lookup order computed here, not on device."""
     offsets = np.zeros(len(tok.pieces) + 1, dtype="<u4")
     offsets[1:] = np.cumsum([len(piece) for piece in tok.pieces])
     order = np.asarray(sorted_order(tok), dtype="<u4")
@@ -234,12 +234,10 @@ def prepare(
     seq_len: int | None = None,
     kv_type: str = "f32",
     progress: bool = False,
+    rope_table: bool = False,
 ) -> GeneratedModel:
     """Check the inputs, quantize ``ckpt`` per ``plan`` and lay out the data file; nothing is written.
-    ``rope_table``: add RoPE's cosines and sines for every position (:func:`rope_table`). ``weight_layout``: how
-    the quantized matrices are arranged, for the kernel set being built (llmcu.layouts)."""
-    rope_table: bool = False,
-    weight_layout: str = layouts.REFERENCE,
+    ``rope_table``: add RoPE's cosines and sines for every position (:func:`rope_table`)."""
     config = ckpt.config
     check_kv_type(kv_type)
     if len(tok.pieces) != config.vocab_size:
@@ -252,7 +250,7 @@ def prepare(
         raise OptionError(f"seq_len={seq_len} is outside 1..{config.seq_len} (the model's context length)")
     quantized = quantize_model(ckpt.weights, plan)
     reports = quantization_reports(ckpt, quantized, progress=progress)
-    blobs = weight_blobs(ckpt, quantized, weight_layout)
+    blobs = weight_blobs(ckpt, quantized)
     if rope_table:
         blobs.append(rope_table_blob(config, context))
     blobs += tokenizer_blobs(tok)
@@ -282,10 +280,10 @@ def write_sources(
     env = environment()
     wf = None
     if weights_file is not None:
-        wf = weightsfile.describe(config, plan, blobs, len(model.data), f"{model_name} {plan.name}")
-    common = {"version": __version__, "config": config, "blobs": blobs, "weights_file": wf}
         if model.rope_table:  # the runtime names the table by its symbol, which a weights file does not define
             raise OptionError("rope_table=yes cannot go with weights_file=yes")
+        wf = weightsfile.describe(config, plan, blobs, len(model.data), f"{model_name} {plan.name}")
+    common = {"version": __version__, "config": config, "blobs": blobs, "weights_file": wf}
     qtypes = [(kind, QTYPE_CODES[plan.qtype(kind)]) for kind in ("tok_embeddings", *LAYER_MATRICES, "wcls")]
     if config.shared_classifier:  # the classifier *is* the embedding table
         qtypes[-1] = ("wcls", QTYPE_CODES[plan.qtype("tok_embeddings")])
@@ -305,9 +303,9 @@ def write_sources(
         kv_type=model.kv_type,
         kv_code=KV_CODES[model.kv_type],
         kv_cache_bytes=model.kv_cache_bytes(),
+        rope_table=model.rope_table,
     )
     by_symbol = {blob.symbol: blob for blob in blobs}
-        rope_table=model.rope_table,
     ref = _reference(by_symbol, wf)
     weights_c = env.get_template("model_weights.c.j2").render(
         **common, tensor=_tensor_initializer(by_symbol, ref), ref=ref

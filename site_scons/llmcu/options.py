@@ -118,6 +118,14 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             ("opt", "ref"),
         ),
         Option(
+            "rope_table",
+            "RoPE's cosines and sines from a table computed at build time (seq_len x head_size floats in flash, "
+            "the same values the runtime computes, so the output does not change) instead of powf/cosf/sinf at "
+            "every position; auto: yes on firmware targets",
+            "auto",
+            ("auto", "yes", "no"),
+        ),
+        Option(
             "threads",
             "threads for the matrix products on hosted and Linux targets (auto: the target's [cpu] threads, "
             "1 under hil=qemu so instruction counts repeat); the output is the same for any count",
@@ -135,14 +143,6 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             "sdk",
             "Linux targets: a Yocto SDK's environment-setup-* script; its CC, CFLAGS and LDFLAGS (sysroot) "
             "build the program (else CC=, CROSS_COMPILE= or the target's compiler)",
-        Option(
-            "rope_table",
-            "RoPE's cosines and sines from a table computed at build time (seq_len x head_size floats in flash, "
-            "the same values the runtime computes, so the output does not change) instead of powf/cosf/sinf at "
-            "every position; auto: yes on firmware targets",
-            "auto",
-            ("auto", "yes", "no"),
-        ),
             "",
             None,
             str,

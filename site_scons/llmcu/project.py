@@ -93,6 +93,7 @@ class BuildSettings:
     firmware: FirmwareOptions | None = None
     images: tuple[FirmwareImage, ...] = ()  # firmware targets: what to link (the board's, and its twin's)
     kv_type: str = "auto"  # the KV cache's element type (runtime_c/README.md, "KV cache types")
+    rope_table: bool = False  # RoPE's angles from a build-time table (codegen.rope_table)
     threads: int = 1  # hosted and Linux programs: matmul threads for `run` (the program's -j)
     default_threads: int = 1  # ... and when it is run without -j (LLMCU_THREADS)
     weights_file: bool = False  # weights in model.bin beside the program, mapped at start (llmcu.weightsfile)
@@ -106,7 +107,6 @@ class BuildSettings:
     def obj_dir(self) -> Path:
         return self.out_dir / "obj"
 
-    rope_table: bool = False  # RoPE's angles from a build-time table (codegen.rope_table)
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
@@ -157,6 +157,9 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         variant += "-phases"
     if values["kernels"] == "ref" and target.kernel_set:
         variant += "-refkernels"
+    rope_table = values["rope_table"] == "yes" or (values["rope_table"] == "auto" and target.kind == "baremetal")
+    if values["rope_table"] != "auto":
+        variant += "-ropetable" if rope_table else "-noropetable"
     if values["board"] and target.kind == "baremetal" and values["board"] != target.default_board:
         variant += f"-{_safe(values['board'])}"  # a Linux target's board= is where to run, not what to build
     in_qemu = linux.runs_in_qemu(target, values["hil"], values["board"])
@@ -171,9 +174,6 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         weights_file = linux_settings.weights_file
     elif weights_file and target.kind == "baremetal":
         raise OptionError(f"weights_file=yes: target {target.name} is firmware, whose weights are linked in")
-    rope_table = values["rope_table"] == "yes" or (values["rope_table"] == "auto" and target.kind == "baremetal")
-    if values["rope_table"] != "auto":
-        variant += "-ropetable" if rope_table else "-noropetable"
     if values["weights_file"] != "auto" and target.kind != "baremetal":
         variant += "-wfile" if weights_file else "-linked"
     out_dir = build_dir / target.name / variant
@@ -199,6 +199,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         firmware=firmware,
         images=images,
         kv_type=values["kv_type"],
+        rope_table=rope_table,
         threads=threads,
         default_threads=default_threads,
         weights_file=weights_file,
@@ -225,7 +226,6 @@ def help_intro() -> str:
   scons [options] run        build, run, print the text and a summary line
   scons -c [options]         remove that build's outputs
 
-        rope_table=rope_table,
 Models are looked up in $LLMCU_MODELS (directories), then ~/.cache/llmcu, then downloaded.
 
 """

@@ -36,7 +36,6 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         kv_type=kv_type,
         progress=sys.stderr.isatty(),
         rope_table=settings.rope_table,
-        weight_layout=layouts.for_kernel_set(settings.kernel_set),
     )
     plans = []
     if settings.images:

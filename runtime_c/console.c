@@ -9,6 +9,8 @@
 
 #include "console.h"
 
+#define CONSOLE_SUBSTITUTE '\x1a' /* what a received NUL byte becomes */
+
 /* ---- reading lines ---- */
 
 void console_reader_init(console_reader *r) {
@@ -35,7 +37,9 @@ int console_feed(console_reader *r, uint8_t byte) {
         r->overflow = 1;
         return CONSOLE_MORE;
     }
-    r->buf[r->len++] = (char)byte;
+    /* The line is handed on as a C string: a NUL byte would end it early and hide what followed (`run\0 x`
+     * would run with the defaults). ASCII SUB, the substitute character, keeps its place and is refused. */
+    r->buf[r->len++] = byte == 0 ? CONSOLE_SUBSTITUTE : (char)byte;
     return CONSOLE_MORE;
 }
 
@@ -150,6 +154,77 @@ int console_parse_float(const char *text, size_t len, float *out) {
 
 static int is_space(char c) { return c == ' ' || c == '\t'; }
 
+/* Raw control bytes in a word: they must come percent-encoded (and '\r' only ends a line). */
+static int is_control(char c) { return (uint8_t)c < 0x20 || (uint8_t)c == 0x7F; }
+
+int console_valid_utf8(const uint8_t *text, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        uint8_t lead = text[i];
+        size_t extra;
+        uint32_t min; /* the smallest code point this length may encode (shorter forms are overlong) */
+        uint32_t cp;
+        if (lead < 0x80) {
+            i++;
+            continue;
+        } else if ((lead & 0xE0) == 0xC0) {
+            extra = 1, min = 0x80, cp = lead & 0x1Fu;
+        } else if ((lead & 0xF0) == 0xE0) {
+            extra = 2, min = 0x800, cp = lead & 0x0Fu;
+        } else if ((lead & 0xF8) == 0xF0) {
+            extra = 3, min = 0x10000, cp = lead & 0x07u;
+        } else {
+            return 0; /* a continuation byte without a lead, or 0xF8..0xFF */
+        }
+        if (len - i <= extra) {
+            return 0; /* cut short by the end of the text */
+        }
+        for (size_t k = 1; k <= extra; k++) {
+            if ((text[i + k] & 0xC0) != 0x80) {
+                return 0;
+            }
+            cp = cp << 6 | (text[i + k] & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            return 0;
+        }
+        i += extra + 1;
+    }
+    return 1;
+}
+
+static size_t append(char *out, size_t at, const char *text, size_t max) {
+    for (size_t i = 0; i < max && text[i] != '\0'; i++) {
+        out[at++] = text[i];
+    }
+    return at;
+}
+
+size_t console_format_error(char *out, const char *reason, const console_word *detail) {
+    size_t n = append(out, 0, "\x15llmcu error reason=", 20);
+    n = append(out, n, reason, CONSOLE_REASON_MAX);
+    if (detail != NULL) {
+        n = append(out, n, " detail=", 8);
+        for (size_t i = 0; i < detail->len && i < CONSOLE_DETAIL_MAX; i++) {
+            char c = detail->text[i];
+            int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                        c == '-' || c == '.';
+            out[n++] = plain ? c : '?';
+        }
+    }
+    out[n++] = '\n';
+    return n;
+}
+
+const char *console_error_reason(int result) {
+    switch (result) {
+    case CONSOLE_BAD_UTF8:
+        return "bad_utf8";
+    default:
+        return "bad_command";
+    }
+}
+
 static int hex_value(char c) {
     if (c >= '0' && c <= '9') {
         return c - '0';
@@ -163,8 +238,9 @@ static int hex_value(char c) {
     return -1;
 }
 
-/* Decodes %XX escapes into out (room for len + 1 bytes); a bare '%', a bad escape or %00 fails. */
-static int percent_decode(const char *text, size_t len, char *out) {
+/* Decodes %XX escapes into out (room for len + 1 bytes); a bare '%', a bad escape or %00 fails (-1).
+ * Returns the decoded length. */
+static long percent_decode(const char *text, size_t len, char *out) {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         if (text[i] != '%') {
@@ -172,18 +248,18 @@ static int percent_decode(const char *text, size_t len, char *out) {
             continue;
         }
         if (i + 2 >= len) { /* fewer than two characters follow */
-            return 0;
+            return -1;
         }
         int hi = hex_value(text[i + 1]);
         int lo = hex_value(text[i + 2]);
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            return 0;
+            return -1;
         }
         out[n++] = (char)(hi * 16 + lo);
         i += 2;
     }
     out[n] = '\0';
-    return 1;
+    return (long)n;
 }
 
 static int word_is(const char *text, size_t len, const char *name) {
@@ -196,46 +272,55 @@ static int word_is(const char *text, size_t len, const char *name) {
     return i == len && name[i] == '\0';
 }
 
-/* One key=value word into cmd; returns 0 if the key is unknown or its value bad. */
+/* One key=value word into cmd; returns CONSOLE_OK, or CONSOLE_BAD_COMMAND if the key is unknown or its value
+ * bad, or CONSOLE_BAD_UTF8 for a prompt that is not UTF-8. */
 static int parse_setting(const char *key, size_t key_len, const char *value, size_t value_len,
                          console_command *cmd) {
     if (word_is(key, key_len, "steps")) {
         uint64_t steps;
         if (!console_parse_u64(value, value_len, &steps) || steps > 1000000000u) {
-            return 0;
+            return CONSOLE_BAD_COMMAND;
         }
         cmd->steps = (int)steps;
-        return 1;
+        return CONSOLE_OK;
     }
     if (word_is(key, key_len, "temperature")) {
         float t;
         if (!console_parse_float(value, value_len, &t) || t > FLT_MAX) { /* >= 0 by syntax; not infinite */
-            return 0;
+            return CONSOLE_BAD_COMMAND;
         }
         cmd->temperature = t;
-        return 1;
+        return CONSOLE_OK;
     }
     if (word_is(key, key_len, "topp")) {
         float p;
         if (!console_parse_float(value, value_len, &p) || p > 1.0f) {
-            return 0;
+            return CONSOLE_BAD_COMMAND;
         }
         cmd->topp = p;
-        return 1;
+        return CONSOLE_OK;
     }
     if (word_is(key, key_len, "seed")) {
         uint64_t seed;
         /* Seed 0 would freeze run.c's xorshift generator at 0. */
         if (!console_parse_u64(value, value_len, &seed) || seed == 0) {
-            return 0;
+            return CONSOLE_BAD_COMMAND;
         }
         cmd->seed = seed;
-        return 1;
+        return CONSOLE_OK;
     }
     if (word_is(key, key_len, "prompt")) {
-        return percent_decode(value, value_len, cmd->prompt);
+        long n = percent_decode(value, value_len, cmd->prompt);
+        if (n < 0) {
+            return CONSOLE_BAD_COMMAND;
+        }
+        if (!console_valid_utf8((const uint8_t *)cmd->prompt, (size_t)n)) {
+            cmd->prompt[0] = '\0'; /* nothing half-checked is left behind for a caller that ignores the result */
+            return CONSOLE_BAD_UTF8;
+        }
+        return CONSOLE_OK;
     }
-    return 0;
+    return CONSOLE_BAD_COMMAND;
 }
 
 int console_parse(const char *line, console_command *cmd, console_word *bad) {
@@ -271,18 +356,22 @@ int console_parse(const char *line, console_command *cmd, console_word *bad) {
         }
         word = p;
         const char *equals = NULL;
+        int control = 0;
         while (*p != '\0' && !is_space(*p)) {
             if (*p == '=' && equals == NULL) {
                 equals = p;
             }
+            control |= is_control(*p);
             p++;
         }
         /* The error names the key, or the whole word when it has no '='. */
         size_t key_len = equals != NULL ? (size_t)(equals - word) : (size_t)(p - word);
-        if (equals == NULL || !parse_setting(word, key_len, equals + 1, (size_t)(p - equals - 1), cmd)) {
+        int result = equals == NULL || control ? CONSOLE_BAD_COMMAND
+                                               : parse_setting(word, key_len, equals + 1, (size_t)(p - equals - 1), cmd);
+        if (result != CONSOLE_OK) {
             bad->text = word;
             bad->len = key_len;
-            return CONSOLE_BAD_COMMAND;
+            return result;
         }
     }
 }

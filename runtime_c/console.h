@@ -6,8 +6,13 @@
  *
  * Keys may come in any order; a missing key takes the host program's default (steps 256, temperature
  * 1.0, topp 0.9, seed 1, empty prompt). In the prompt every byte may be written %XX (two hex digits) and
- * space, tab, '%' and control bytes must be; %00 is refused because the prompt is a C string.
+ * space, tab, '%' and control bytes must be; %00 is refused because the prompt is a C string, and so is
+ * a prompt that does not decode to valid UTF-8 (the model's text is UTF-8; see console_parse).
  * The host side is site_scons/llmcu/console.py.
+ *
+ * A line is at most CONSOLE_LINE_MAX bytes whatever arrives: the reader never writes past its buffer, a
+ * longer line is dropped up to its '\n' and reported once, and a NUL byte on the wire cannot end a line
+ * early (it is kept as ASCII SUB, a control byte that no command accepts).
  */
 #ifndef LLMCU_CONSOLE_H
 #define LLMCU_CONSOLE_H
@@ -46,6 +51,7 @@ typedef struct {
 #define CONSOLE_OK 0
 #define CONSOLE_EMPTY 1       /* nothing but white space: not a command, no reply */
 #define CONSOLE_BAD_COMMAND 2 /* *bad names the offending word: the command, a key, or a key's name */
+#define CONSOLE_BAD_UTF8 3    /* the prompt decodes to bytes that are not UTF-8; *bad names the key */
 
 /* The word an error is about: points into the parsed line. */
 typedef struct {
@@ -53,8 +59,26 @@ typedef struct {
     size_t len;
 } console_word;
 
-/* Parses a line as console_feed leaves it (NUL-terminated, no '\n'). */
+/* Parses a line as console_feed leaves it (NUL-terminated, no '\n'). A word holding a raw control byte
+ * (below 0x20 or 0x7F; tab separates words) is refused: such bytes must be percent-encoded. */
 int console_parse(const char *line, console_command *cmd, console_word *bad);
+
+/* The protocol's reason word for a line console_parse refused: "bad_command" or "bad_utf8". (A line
+ * console_feed dropped as CONSOLE_LINE_TOO_LONG, whose value is a feed event, is "line_too_long".) */
+const char *console_error_reason(int result);
+
+/* The error line of a refused line, "\x15llmcu error reason=<reason>[ detail=<word>]\n", into out (at least
+ * CONSOLE_ERROR_MAX bytes); returns its length. The detail word is reduced to characters that cannot disturb
+ * the host's parser (A-Z a-z 0-9 _ - . ; anything else becomes '?', so no space or protocol marker comes
+ * back) and to its first CONSOLE_DETAIL_MAX of them. detail may be NULL. */
+#define CONSOLE_DETAIL_MAX 32
+#define CONSOLE_REASON_MAX 16
+#define CONSOLE_ERROR_MAX (20 + CONSOLE_REASON_MAX + 8 + CONSOLE_DETAIL_MAX + 1)
+size_t console_format_error(char *out, const char *reason, const console_word *detail);
+
+/* 1 if text[0..len) is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above
+ * U+10FFFF, no sequence cut short), else 0. */
+int console_valid_utf8(const uint8_t *text, size_t len);
 
 /* Number parsing, exposed for the tests. Each takes the whole of text[0..len) or fails (returns 0). */
 int console_parse_u64(const char *text, size_t len, uint64_t *out);

@@ -195,8 +195,11 @@ static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
 }
 
 int llmcu_generate(const llmcu_params *params) {
+    /* Every position needs a slot of the KV cache, so no run goes past the context: more steps than it
+     * holds (the prompt included) stop there, and the end line says so (reason=context_full). */
     int steps = params->steps;
-    if (steps <= 0 || steps > LLMCU_SEQ_LEN) {
+    int capped = steps > LLMCU_SEQ_LEN;
+    if (steps <= 0 || capped) {
         steps = LLMCU_SEQ_LEN;
     }
     const char *prompt = params->prompt != NULL ? params->prompt : "";
@@ -218,7 +221,8 @@ int llmcu_generate(const llmcu_params *params) {
         write_token_records(prompt_tokens[0], counts.passes);
         write_phase_record();
         write_summary(&counts);
-        write_end("ok", NULL);
+        /* Cut short by the context rather than ended by the model (BOS) or by the steps asked for. */
+        write_end("ok", capped && counts.passes == LLMCU_SEQ_LEN ? "context_full" : NULL);
     }
     return 0;
 }

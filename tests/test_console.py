@@ -44,8 +44,18 @@ def parse_floats(program: Path, texts: list[str]) -> list[list[str]]:
 
 
 def parse_commands(program: Path, stream: bytes) -> list[str]:
+    """One entry per event; a refusal's error line (the driver's "line <hex>") is left out."""
+    return [line for line in _driver_lines(program, stream) if not line.startswith("line ")]
+
+
+def _driver_lines(program: Path, stream: bytes) -> list[str]:
     result = subprocess.run([str(program), "commands"], input=stream, capture_output=True, check=True)
     return result.stdout.decode().splitlines()
+
+
+def error_lines(program: Path, stream: bytes) -> list[bytes]:
+    """The error lines the firmware would write for the refused commands in ``stream``."""
+    return [bytes.fromhex(line[5:]) for line in _driver_lines(program, stream) if line.startswith("line ")]
 
 
 def test_golden_and_typical_floats_parse_exactly(console_program: Path, golden_cases: list[dict]) -> None:
@@ -97,7 +107,9 @@ def test_commands_and_defaults(console_program: Path) -> None:
 
 
 def test_every_byte_but_nul_decodes(console_program: Path) -> None:
-    data = bytes(range(1, 256))
+    # Every ASCII byte, and UTF-8 sequences of each length at the edges of their ranges (U+0080, U+07FF,
+    # U+0800, the last before and first after the surrogates, U+FFFF, U+10000, U+10FFFF).
+    data = bytes(range(1, 128)) + "\u0080\u07ff\u0800\ud7ff\ue000\uffff\U00010000\U0010ffff🦙".encode()
     assert parse_commands(console_program, b"run prompt=" + percent_encode(data).encode() + b"\n") == [
         f"ok 256 {f32_bits(1.0)} {f32_bits(0.9)} 1 {data.hex()}"
     ]
@@ -108,30 +120,397 @@ def test_every_byte_but_nul_decodes(console_program: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "word"),
     [
-        (b"runn", "runn"),
-        (b"RUN", "RUN"),
-        (b"run steps", "steps"),
-        (b"run steps=", "steps"),
-        (b"run steps=-1", "steps"),
-        (b"run steps=1000000001", "steps"),
-        (b"run steps=1.5", "steps"),
-        (b"run seed=0", "seed"),
-        (b"run seed=18446744073709551616", "seed"),
-        (b"run temperature=-0.5", "temperature"),
-        (b"run temperature=1e39", "temperature"),
-        (b"run topp=1.5", "topp"),
-        (b"run topp=nan", "topp"),
-        (b"run prompt=%0", "prompt"),
-        (b"run prompt=%zz", "prompt"),
-        (b"run prompt=%00", "prompt"),
-        (b"run prompt=abc%", "prompt"),
-        (b"run foo=1", "foo"),
-        (b"run =5", ""),
-        (b"run steps=5 bogus", "bogus"),
+        pytest.param(
+            b"runn",
+            "runn",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: an unknown command word (runn)",
+                sees=r"^\x15llmcu error reason=bad_command detail=runn\n$",
+            ),
+        ),
+        pytest.param(
+            b"RUN",
+            "RUN",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: the command in upper case (RUN)",
+                sees=r"^\x15llmcu error reason=bad_command detail=RUN\n$",
+            ),
+        ),
+        pytest.param(
+            b"run steps",
+            "steps",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a setting without '=' (steps)",
+                sees=r"^\x15llmcu error reason=bad_command detail=steps\n$",
+            ),
+        ),
+        pytest.param(
+            b"run steps=",
+            "steps",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: steps with an empty value",
+                sees=r"^\x15llmcu error reason=bad_command detail=steps\n$",
+            ),
+        ),
+        pytest.param(
+            b"run steps=-1",
+            "steps",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a negative number of steps",
+                sees=r"^\x15llmcu error reason=bad_command detail=steps\n$",
+            ),
+        ),
+        pytest.param(
+            b"run steps=1000000001",
+            "steps",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: steps above 10^9",
+                sees=r"^\x15llmcu error reason=bad_command detail=steps\n$",
+            ),
+        ),
+        pytest.param(
+            b"run steps=1.5",
+            "steps",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a fractional number of steps",
+                sees=r"^\x15llmcu error reason=bad_command detail=steps\n$",
+            ),
+        ),
+        pytest.param(
+            b"run seed=0",
+            "seed",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: seed 0 (would stall the xorshift generator)",
+                sees=r"^\x15llmcu error reason=bad_command detail=seed\n$",
+            ),
+        ),
+        pytest.param(
+            b"run seed=18446744073709551616",
+            "seed",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a seed of 2^64 (does not fit 64 bits)",
+                sees=r"^\x15llmcu error reason=bad_command detail=seed\n$",
+            ),
+        ),
+        pytest.param(
+            b"run temperature=-0.5",
+            "temperature",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a negative temperature",
+                sees=r"^\x15llmcu error reason=bad_command detail=temperature\n$",
+            ),
+        ),
+        pytest.param(
+            b"run temperature=1e39",
+            "temperature",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a temperature beyond the float range (1e39)",
+                sees=r"^\x15llmcu error reason=bad_command detail=temperature\n$",
+            ),
+        ),
+        pytest.param(
+            b"run topp=1.5",
+            "topp",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: top-p above 1",
+                sees=r"^\x15llmcu error reason=bad_command detail=topp\n$",
+            ),
+        ),
+        pytest.param(
+            b"run topp=nan",
+            "topp",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: top-p nan",
+                sees=r"^\x15llmcu error reason=bad_command detail=topp\n$",
+            ),
+        ),
+        pytest.param(
+            b"run prompt=%0",
+            "prompt",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a percent escape cut short (%0)",
+                sees=r"^\x15llmcu error reason=bad_command detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"run prompt=%zz",
+            "prompt",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a percent escape with non-hex digits (%zz)",
+                sees=r"^\x15llmcu error reason=bad_command detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"run prompt=%00",
+            "prompt",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a NUL byte escaped in the prompt (%00)",
+                sees=r"^\x15llmcu error reason=bad_command detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"run prompt=abc%",
+            "prompt",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a bare '%' at the end of the prompt",
+                sees=r"^\x15llmcu error reason=bad_command detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"run foo=1",
+            "foo",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: an unknown key (foo)",
+                sees=r"^\x15llmcu error reason=bad_command detail=foo\n$",
+            ),
+        ),
+        pytest.param(
+            b"run =5",
+            "",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a setting with an empty key (=5)",
+                sees=r"^\x15llmcu error reason=bad_command detail=\n$",
+            ),
+        ),
+        pytest.param(
+            b"run steps=5 bogus",
+            "bogus",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a stray word after valid settings",
+                sees=r"^\x15llmcu error reason=bad_command detail=bogus\n$",
+            ),
+        ),
     ],
 )
-def test_bad_commands_name_the_word(console_program: Path, line: bytes, word: str) -> None:
-    assert parse_commands(console_program, line + b"\n") == [f"bad {word}"]
+def test_bad_commands_name_the_word(console_program: Path, line: bytes, word: str, sees) -> None:
+    stream = line + b"\nrun seed=5\n"  # and the reader takes the next command as usual
+    assert parse_commands(console_program, stream) == [f"bad {word}", f"ok 256 {f32_bits(1.0)} {f32_bits(0.9)} 5 "]
+    [error] = error_lines(console_program, stream)
+    sees(error.decode("latin-1"))
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        pytest.param(
+            b"\x80",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console prompt: a lone UTF-8 continuation byte (%80)",
+                sees=r"^\x15llmcu error reason=bad_utf8 detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"ab\xc3",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console prompt: a two-byte UTF-8 sequence cut short at the end",
+                sees=r"^\x15llmcu error reason=bad_utf8 detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"\xe2\x82x",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console prompt: a three-byte UTF-8 sequence broken by an ASCII byte",
+                sees=r"^\x15llmcu error reason=bad_utf8 detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"\xc0\xaf",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console prompt: an overlong UTF-8 encoding of '/' (C0 AF)",
+                sees=r"^\x15llmcu error reason=bad_utf8 detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"\xe0\x80\x80",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console prompt: an overlong three-byte encoding of U+0000",
+                sees=r"^\x15llmcu error reason=bad_utf8 detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"\xed\xa0\x80",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console prompt: a UTF-16 surrogate (U+D800) encoded in UTF-8",
+                sees=r"^\x15llmcu error reason=bad_utf8 detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"\xf4\x90\x80\x80",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console prompt: a code point above U+10FFFF (F4 90 80 80)",
+                sees=r"^\x15llmcu error reason=bad_utf8 detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"\xff\xfe",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console prompt: bytes FF FE, never valid in UTF-8",
+                sees=r"^\x15llmcu error reason=bad_utf8 detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"\xf8\x88\x80\x80\x80",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console prompt: a five-byte sequence (F8 lead byte)",
+                sees=r"^\x15llmcu error reason=bad_utf8 detail=prompt\n$",
+            ),
+        ),
+    ],
+)
+def test_prompts_that_are_not_utf8_are_refused(console_program: Path, prompt: bytes, sees) -> None:
+    """Percent-encoded or raw, a prompt must decode to UTF-8; the reader then takes the next command."""
+    for line in (b"run steps=3 prompt=" + percent_encode(prompt).encode(), b"run prompt=" + prompt + b" steps=3"):
+        stream = line + b"\nrun seed=5\n"
+        assert parse_commands(console_program, stream) == [
+            "bad_utf8 prompt",
+            f"ok 256 {f32_bits(1.0)} {f32_bits(0.9)} 5 ",
+        ]
+        [error] = error_lines(console_program, stream)
+        sees(error.decode("latin-1"))
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        pytest.param(
+            b"run\0 steps=3",
+            "run?",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a NUL byte on the wire after the command word (would have run with the defaults)",
+                sees=r"^\x15llmcu error reason=bad_command detail=run\?\n$",
+            ),
+        ),
+        pytest.param(
+            b"run steps=3\0",
+            "steps",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a NUL byte at the end of a setting",
+                sees=r"^\x15llmcu error reason=bad_command detail=steps\n$",
+            ),
+        ),
+        pytest.param(
+            b"run prompt=a\rb",
+            "prompt",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a raw carriage return inside the prompt",
+                sees=r"^\x15llmcu error reason=bad_command detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"run prompt=\x1b[2J",
+            "prompt",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a raw escape sequence (ESC [2J) in the prompt",
+                sees=r"^\x15llmcu error reason=bad_command detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"run prompt=x\x7f",
+            "prompt",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: a raw DEL byte in the prompt",
+                sees=r"^\x15llmcu error reason=bad_command detail=prompt\n$",
+            ),
+        ),
+        pytest.param(
+            b"\x02llmcu 1\x03",
+            "?llmcu",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: protocol markers (STX, ETX) echoed back at the firmware",
+                sees=r"^\x15llmcu error reason=bad_command detail=\?llmcu\n$",
+            ),
+        ),
+        pytest.param(
+            b"run " + b"k" * 100 + b"=1",
+            "k" * 32,
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="input",
+                what="console: an unknown 100-character key (the detail is cut to 32)",
+                sees=r"^\x15llmcu error reason=bad_command detail=k{32}\n$",
+            ),
+        ),
+    ],
+)
+def test_raw_control_bytes_are_refused(console_program: Path, line: bytes, shown: str, sees) -> None:
+    """Control bytes must come percent-encoded; raw ones (a NUL included, which must not end the line early)
+    get the command refused, and the reader goes on with the next line."""
+    stream = line + b"\nrun seed=5\n"
+    lines = parse_commands(console_program, stream)
+    assert lines[0].startswith("bad ") and lines[1] == f"ok 256 {f32_bits(1.0)} {f32_bits(0.9)} 5 "
+    [error] = error_lines(console_program, stream)
+    assert error.decode("latin-1") == f"\x15llmcu error reason=bad_command detail={shown}\n"
+    sees(error.decode("latin-1"))
 
 
 def test_line_length_bound(console_program: Path) -> None:

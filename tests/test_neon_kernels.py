@@ -88,12 +88,14 @@ def run_check(program: Path) -> list[str]:
 
 
 # The variants of the harness: kernel set and extra compiler flags.
+# NEON builds link their quantized matrices in the set's panel layout (llmcu.layouts): the harness makes it too.
+LAYOUT = ("-DHARNESS_LAYOUT_NEON_PANELS",)
 VARIANTS = {
     "ref": ("", ()),
-    "neon": (KERNEL_SET, ()),
-    "neon_fast": (KERNEL_SET, ("-DLLMCU_FAST_F32",)),
+    "neon": (KERNEL_SET, LAYOUT),
+    "neon_fast": (KERNEL_SET, (*LAYOUT, "-DLLMCU_FAST_F32")),
     # plain ARMv8.0-A (no dot-product instructions, e.g. a Cortex-A53): the SMULL/SADALP fallback
-    "neon_armv8": (KERNEL_SET, ("-mcpu=generic", "-march=armv8-a")),
+    "neon_armv8": (KERNEL_SET, (*LAYOUT, "-mcpu=generic", "-march=armv8-a")),
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, weightsfile
+from . import __version__, layouts, weightsfile
 from .checkpoint import Checkpoint, read_checkpoint
 from .config import LAYER_MATRICES, ModelConfig
 from .errors import LlmcuError, OptionError
@@ -85,9 +85,9 @@ def _weight_blob(symbol: str, ctype: str, data: bytes) -> Blob:
     return Blob(symbol, f".llmcu_weights.{symbol}", ctype, data)
 
 
-def _matrix_blobs(kind: str, matrix: QuantizedMatrix, layer: int | None) -> list[Blob]:
+def _matrix_blobs(kind: str, matrix: QuantizedMatrix, layer: int | None, layout: str = layouts.REFERENCE) -> list[Blob]:
     suffix = kind if layer is None else f"{kind}_l{layer}"
-    data, scales = matrix.storage()
+    data, scales = layouts.storage(matrix, layout)  # the kernel set's arrangement (llmcu.layouts)
     ctype = {"fp32": "float", "q8": "int8_t", "q4": "uint8_t"}[matrix.qtype]
     blobs = [_weight_blob(f"llmcu_w_{suffix}", ctype, data)]
     if scales:
@@ -104,18 +104,20 @@ def _f32(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype="<f4").tobytes()
 
 
-def weight_blobs(ckpt: Checkpoint, quantized: dict[str, QuantizedMatrix]) -> list[Blob]:
-    """Every weight array in the order the runtime's descriptor names them."""
+def weight_blobs(
+    ckpt: Checkpoint, quantized: dict[str, QuantizedMatrix], layout: str = layouts.REFERENCE
+) -> list[Blob]:
+    """Every weight array in the order the runtime's descriptor names them, matrices in ``layout``."""
     config, weights = ckpt.config, ckpt.weights
-    blobs = _matrix_blobs("tok_embeddings", quantized["tok_embeddings"], None)
+    blobs = _matrix_blobs("tok_embeddings", quantized["tok_embeddings"], None, layout)
     for layer in range(config.n_layers):
         blobs.append(_weight_blob(f"llmcu_w_rms_att_l{layer}", "float", _f32(weights["rms_att"][layer])))
         blobs.append(_weight_blob(f"llmcu_w_rms_ffn_l{layer}", "float", _f32(weights["rms_ffn"][layer])))
         for kind in LAYER_MATRICES:
-            blobs.extend(_matrix_blobs(kind, _layer_slice(quantized[kind], layer), layer))
+            blobs.extend(_matrix_blobs(kind, _layer_slice(quantized[kind], layer), layer, layout))
     blobs.append(_weight_blob("llmcu_w_rms_final", "float", _f32(weights["rms_final"])))
     if not config.shared_classifier:
-        blobs.extend(_matrix_blobs("wcls", quantized["wcls"], None))
+        blobs.extend(_matrix_blobs("wcls", quantized["wcls"], None, layout))
     return blobs
 
 
@@ -235,9 +237,11 @@ def prepare(
     kv_type: str = "f32",
     progress: bool = False,
     rope_table: bool = False,
+    weight_layout: str = layouts.REFERENCE,
 ) -> GeneratedModel:
     """Check the inputs, quantize ``ckpt`` per ``plan`` and lay out the data file; nothing is written.
-    ``rope_table``: add RoPE's cosines and sines for every position (:func:`rope_table`)."""
+    ``rope_table``: add RoPE's cosines and sines for every position (:func:`rope_table`). ``weight_layout``: how
+    the quantized matrices are arranged, for the kernel set being built (llmcu.layouts)."""
     config = ckpt.config
     check_kv_type(kv_type)
     if len(tok.pieces) != config.vocab_size:
@@ -250,7 +254,7 @@ def prepare(
         raise OptionError(f"seq_len={seq_len} is outside 1..{config.seq_len} (the model's context length)")
     quantized = quantize_model(ckpt.weights, plan)
     reports = quantization_reports(ckpt, quantized, progress=progress)
-    blobs = weight_blobs(ckpt, quantized)
+    blobs = weight_blobs(ckpt, quantized, weight_layout)
     if rope_table:
         blobs.append(rope_table_blob(config, context))
     blobs += tokenizer_blobs(tok)

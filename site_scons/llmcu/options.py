@@ -67,6 +67,23 @@ def _size_in(low: int, high: int) -> Callable[[str], int]:
 
 
 def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
+SANITIZERS = ("address", "thread", "undefined")
+
+
+def parse_sanitize(text: str) -> tuple[str, ...]:
+    """``sanitize=``: none (or 0, or nothing), 1 (address,undefined), or a comma-separated list of SANITIZERS, in
+    a fixed order so that the same set always names the same build directory."""
+    if text in ("", "0", "none"):
+        return ()
+    names = {"address", "undefined"} if text == "1" else {name.strip() for name in text.split(",")}
+    unknown = sorted(names - set(SANITIZERS))
+    if unknown:
+        raise ValueError(f"unknown sanitizer {', '.join(unknown)}")
+    if "thread" in names and "address" in names:
+        raise ValueError("thread and address sanitizers cannot be combined (gcc refuses it)")
+    return tuple(name for name in SANITIZERS if name in names)
+
+
     """The option table; the allowed targets and model presets come from the folders that define them."""
     preset_names = "|".join(sorted(presets))
     return [
@@ -214,6 +231,15 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
         ),
         Option(
             "phases", "count each phase of a forward pass (benchmark builds)", "0", ("0", "1"), lambda text: text == "1"
+        ),
+        Option(
+            "sanitize",
+            "target=host: build with gcc's sanitizers; any report ends the run with a non-zero status "
+            "(-fno-sanitize-recover=all); 1 means address,undefined; the build goes to its own directory",
+            "none",
+            None,
+            parse_sanitize,
+            "none|1|address,undefined|address|undefined|thread|thread,undefined",
         ),
         Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1"),
         Option("build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH"),

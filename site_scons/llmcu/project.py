@@ -24,6 +24,18 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 LIBRARY_DIR = Path(__file__).resolve().parent
 
 
+# Build directory suffixes of sanitized builds (their objects must never mix with the plain build's).
+SANITIZER_SUFFIX = {"address": "asan", "undefined": "ubsan", "thread": "tsan"}
+
+
+def sanitizer_flags(sanitize: tuple[str, ...]) -> list[str]:
+    """Compiler and linker flags for a sanitized build: every report is fatal (no recovering and carrying on,
+    so a test sees a non-zero exit status) and frames keep their pointer for readable stack traces."""
+    if not sanitize:
+        return []
+    return [f"-fsanitize={','.join(sanitize)}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+
+
 def options_table() -> list[Option]:
     return build_options(list_targets(TARGETS_DIR), models.list_presets(MODELS_DIR))
 
@@ -99,6 +111,7 @@ class BuildSettings:
     weights_file: bool = False  # weights in model.bin beside the program, mapped at start (llmcu.weightsfile)
     linux: linux.LinuxSettings | None = None  # Linux targets: toolchain, destination, QEMU (llmcu.linux)
 
+    sanitize: tuple[str, ...] = ()  # target=host: gcc sanitizers (options.SANITIZERS), e.g. ("address", "undefined")
     @property
     def gen_dir(self) -> Path:
         return self.out_dir / "gen"
@@ -177,6 +190,14 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     if values["weights_file"] != "auto" and target.kind != "baremetal":
         variant += "-wfile" if weights_file else "-linked"
     out_dir = build_dir / target.name / variant
+    if values["sanitize"]:
+        if target.kind != "hosted":
+            raise OptionError(
+                f"sanitize={','.join(values['sanitize'])}: sanitizers run on target=host only; target {target.name} "
+                f"is {'firmware' if target.kind == 'baremetal' else 'cross-compiled for ' + target.kind}, which has "
+                "no sanitizer runtime"
+            )
+        variant += "-" + "-".join(SANITIZER_SUFFIX[name] for name in values["sanitize"])
     run = RunParams(values["prompt"], values["steps"], values["temperature"], values["topp"], values["seed"])
     board, images, firmware = values["board"], (), None
     if target.kind == "baremetal":
@@ -209,6 +230,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
 
 def runtime_sources(kernel_set: str = "") -> list[Path]:
     """The portable runtime plus its kernels: ``kernels/ref/X.c`` for every X, unless the optimised set
+        sanitize=values["sanitize"],
     ``kernels/<kernel_set>/`` has its own ``X.c`` with the same functions (as TFLM's kernels/cmsis_nn/ does)."""
     kernels = {path.name: path for path in (RUNTIME_DIR / "kernels" / "ref").glob("*.c")}
     if kernel_set:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, boards, codegen, elfreport, memplan, weightsfile
+from . import __version__, boards, codegen, elfreport, layouts, memplan, weightsfile
 from .checkpoint import detect_config, read_checkpoint
 from .codegen import GeneratedModel, write_quant_report
 from .errors import LlmcuError
@@ -36,6 +36,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         kv_type=kv_type,
         progress=sys.stderr.isatty(),
         rope_table=settings.rope_table,
+        weight_layout=layouts.for_kernel_set(settings.kernel_set),
     )
     plans = []
     if settings.images:

@@ -132,6 +132,8 @@ def _program(env, settings: project.BuildSettings, generated: list):
         ASFLAGS=[f"-Wa,-I{gen}"],  # .incbin finds model_data.bin through the assembler's include path
     )
     build_env.Append(CPPDEFINES=linux.posix_defines(settings))  # the thread pool (runtime_c/parallel.h)
+    sanitizer_flags = project.sanitizer_flags(settings.sanitize)  # sanitize=: compile and link with them
+    build_env.Append(CCFLAGS=sanitizer_flags, LINKFLAGS=sanitizer_flags)
     if settings.linux is not None:  # the hosted program, cross-compiled
         build_env.Replace(**linux.construction_variables(settings, build_env["ENV"]))
     sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources(settings.kernel_set)]

@@ -11,6 +11,7 @@
  *
  *   \x15llmcu error reason=line_too_long\n             longer than CONSOLE_LINE_MAX; dropped
  *   \x15llmcu error reason=bad_command detail=<word>\n the command, key or word that is wrong
+ *   \x15llmcu error reason=bad_utf8 detail=prompt\n    the prompt does not decode to UTF-8
  *
  * The command syntax is in runtime_c/console.h; the host side is site_scons/llmcu/console.py.
  */
@@ -52,24 +53,11 @@ static void write_str(const char *text) {
     board_write(text, len);
 }
 
-/* The word an error is about, reduced to characters that cannot disturb the host's parser (no
- * spaces, no protocol markers) and to a bounded length. */
+/* A refused line's error line (console_format_error: the detail reduced to characters that cannot disturb
+ * the host's parser, and bounded). */
 static void write_error(const char *reason, const console_word *detail) {
-    char tail[40]; /* the detail and the newline */
-    size_t n = 0;
-    write_str("\x15llmcu error reason=");
-    write_str(reason);
-    if (detail != NULL) {
-        write_str(" detail=");
-        for (size_t i = 0; i < detail->len && n < 32; i++) {
-            char c = detail->text[i];
-            int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                        c == '-' || c == '.';
-            tail[n++] = plain ? c : '?';
-        }
-    }
-    tail[n++] = '\n';
-    board_write(tail, n);
+    char line[CONSOLE_ERROR_MAX];
+    board_write(line, console_format_error(line, reason, detail));
 }
 
 /* Collects one line; 0 when it was too long (and already answered with an error). */
@@ -120,8 +108,8 @@ int main(void) {
         if (parsed == CONSOLE_EMPTY) {
             continue;
         }
-        if (parsed == CONSOLE_BAD_COMMAND) {
-            write_error("bad_command", &bad);
+        if (parsed != CONSOLE_OK) { /* bad_command, bad_utf8 */
+            write_error(console_error_reason(parsed), &bad);
             continue;
         }
 

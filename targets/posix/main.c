@@ -2,9 +2,12 @@
  * The command-line program of the hosted and Linux targets (posix.h), around the runtime:
  *
  *   llmcu [-p prompt] [-n steps] [-t temperature] [-P topp] [-s seed] [-j threads] [-w weights] [-q]
+ *   llmcu -c [-j threads] [-w weights]
  *
  * Output is the output protocol (runtime_c/README.md) or, with -q, the generated text alone, byte for
- * byte what llama2.c's run.c prints for the same settings.
+ * byte what llama2.c's run.c prints for the same settings. With -c the program is the firmware's console
+ * (targets/cortex-m/firmware_main.c) on standard input and output: a ready line, one `run ...` command
+ * line read (runtime_c/console.c), its run or its refusal, and ready again until the input ends.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -15,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "console.h"
 #include "llmcu.h"
 #include "parallel.h"
 #include "platform.h"
@@ -90,6 +94,7 @@ const char *posix_program = "llmcu";
 static void usage(FILE *out) {
     fprintf(out,
             "usage: %s [-p prompt] [-n steps] [-t temperature] [-P topp] [-s seed] [-j threads]%s [-q]\n"
+            "       %s -c [-j threads]%s\n"
             "  -p prompt       text to start from (default: none)\n"
             "  -n steps        forward passes, 0 for the context length %d (default 256)\n"
             "  -t temperature  0 for greedy decoding (default 1.0)\n"
@@ -97,8 +102,11 @@ static void usage(FILE *out) {
             "  -s seed         random seed >= 1 (default 1)\n"
             "  -j threads      threads for the matrix products, 1..%d (default %d); the output is the same\n"
             "%s"
-            "  -q              print the generated text only, as llama2.c's run does\n",
-            posix_program, LLMCU_WEIGHTS_FILE ? " [-w weights]" : "", LLMCU_SEQ_LEN, LLMCU_MAX_THREADS,
+            "  -q              print the generated text only, as llama2.c's run does\n"
+            "  -c              console: read `run steps=N temperature=F topp=F seed=N prompt=TEXT` lines (the\n"
+            "                  firmware's commands, prompt percent-encoded) from standard input until it ends\n",
+            posix_program, LLMCU_WEIGHTS_FILE ? " [-w weights]" : "", posix_program,
+            LLMCU_WEIGHTS_FILE ? " [-w weights]" : "", LLMCU_SEQ_LEN, LLMCU_MAX_THREADS,
             LLMCU_THREADS,
             LLMCU_WEIGHTS_FILE ? "  -w weights      the weights file (default: model.bin beside the program)\n" : "");
 }
@@ -135,12 +143,18 @@ static uint64_t parse_unsigned(const char *flag, const char *text, uint64_t lo, 
 }
 
 posix_options posix_parse_args(int argc, char **argv) {
-    posix_options options = {{NULL, 256, 1.0f, 0.9f, 1, 1}, LLMCU_THREADS, NULL};
+    posix_options options = {{NULL, 256, 1.0f, 0.9f, 1, 1}, LLMCU_THREADS, NULL, 0};
     llmcu_params *params = &options.params;
+    const char *run_flag = NULL; /* the last flag that sets up a single run, which -c does not take */
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (strcmp(flag, "-q") == 0) {
             params->records = 0;
+            run_flag = flag;
+            continue;
+        }
+        if (strcmp(flag, "-c") == 0) {
+            options.console = 1;
             continue;
         }
         if (strcmp(flag, "-h") == 0 || strcmp(flag, "--help") == 0) {
@@ -158,6 +172,9 @@ posix_options posix_parse_args(int argc, char **argv) {
             exit(POSIX_EXIT_USAGE);
         }
         const char *value = argv[++i];
+        if (strchr("pntPs", flag[1]) != NULL) {
+            run_flag = flag;
+        }
         switch (flag[1]) {
         case 'p':
             params->prompt = value;
@@ -188,7 +205,58 @@ posix_options posix_parse_args(int argc, char **argv) {
             break;
         }
     }
+    if (options.console && run_flag != NULL) {
+        fprintf(stderr, "%s: %s does not go with -c: in console mode each command line says how to run\n",
+                posix_program, run_flag);
+        exit(POSIX_EXIT_USAGE);
+    }
     return options;
+}
+
+/* ---- console mode (-c) ---- */
+
+/* A refused command's error line (the same bytes the firmware writes). */
+static void console_refuse(const char *reason, const console_word *detail) {
+    char line[CONSOLE_ERROR_MAX];
+    platform_write(line, console_format_error(line, reason, detail));
+}
+
+static void console_ready(void) {
+    static const char ready[] = "\x05llmcu ready 1 target=" LLMCU_TARGET_NAME " model=" LLMCU_MODEL_NAME
+                                " quant=" LLMCU_QUANT_NAME "\n";
+    platform_write(ready, sizeof ready - 1);
+}
+
+/* Serves commands from standard input until it ends; the status is 0 (refusals and failed runs are answered
+ * on the channel, as on a board). Static: the reader and command are as big as a line each. */
+static int serve_console(void) {
+    static console_reader reader;
+    static console_command command;
+    console_reader_init(&reader);
+    console_ready();
+    int c;
+    while ((c = getchar()) != EOF) {
+        int event = console_feed(&reader, (uint8_t)c);
+        if (event == CONSOLE_MORE) {
+            continue;
+        }
+        if (event == CONSOLE_LINE_TOO_LONG) {
+            console_refuse("line_too_long", NULL);
+        } else {
+            console_word bad;
+            int parsed = console_parse(reader.buf, &command, &bad);
+            if (parsed == CONSOLE_OK) {
+                llmcu_params params = {command.prompt, command.steps, command.temperature, command.topp,
+                                       command.seed, 1};
+                paint_stack();
+                llmcu_generate(&params); /* a prompt too long for the context ends with its own end line */
+            } else if (parsed != CONSOLE_EMPTY) {
+                console_refuse(console_error_reason(parsed), &bad);
+            }
+        }
+        console_ready();
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -205,6 +273,9 @@ int main(int argc, char **argv) {
     if (llmcu_parallel_start(options.threads) != 0) {
         fprintf(stderr, "%s: cannot start %d threads\n", posix_program, options.threads);
         return POSIX_EXIT_THREADS;
+    }
+    if (options.console) {
+        return serve_console();
     }
     if (options.params.records) {
         paint_stack();

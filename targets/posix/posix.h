@@ -4,6 +4,7 @@
  * board.c adds only its cost counter (platform_counter, platform_counter_unit, platform_counter_hz).
  *
  *   llmcu [-p prompt] [-n steps] [-t temperature] [-P topp] [-s seed] [-j threads] [-w weights] [-q]
+ *   llmcu -c [-j threads] [-w weights]        (the firmware's console on standard input)
  */
 #ifndef LLMCU_POSIX_H
 #define LLMCU_POSIX_H
@@ -23,6 +24,7 @@ typedef struct {
     llmcu_params params;
     int threads;              /* 1..LLMCU_MAX_THREADS (default: the build's threads= option) */
     const char *weights_path; /* weights_file builds: NULL for model.bin beside the program */
+    int console;              /* -c: serve the firmware's console commands from standard input */
 } posix_options;
 
 /* Parses argv; prints usage and exits on -h or a bad flag. */

@@ -14,6 +14,12 @@
  * built for, and the generated model_weights.c points every tensor at its offset in a page-aligned region
  * the build reserved (model_data.S). The file is mapped read-only over that region (MAP_FIXED), so the
  * weights are demand-paged from the file and the runtime's descriptors stay compile-time constants.
+ *
+ * Everything is checked before the file is mapped, cheapest first: that it is a regular file, its magic,
+ * the header's own checksum, the format version and header size, the layout hash and data size this
+ * program was built for (so a file of another model shape or quantization is refused by name), the file's
+ * size, and finally the data's CRC-32, read through once with pread. Only a file that passed all of them
+ * is mapped; a refused one leaves the region untouched (zero pages) and the program exits.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -113,6 +119,28 @@ static const char *default_path(char *buf, size_t size) {
     return name;
 }
 
+/* The CRC-32 of bytes [offset, offset + len) of fd, read in chunks; 0 and *crc set, or -1 on a read error or
+ * an early end of file (the file shrank since fstat). */
+static int file_crc32(int fd, off_t offset, uint64_t len, uint32_t *crc) {
+    static uint8_t chunk[1u << 16];
+    uint32_t sum = 0;
+    while (len > 0) {
+        size_t want = len < sizeof chunk ? (size_t)len : sizeof chunk;
+        ssize_t got = pread(fd, chunk, want, offset);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got <= 0) {
+            return -1;
+        }
+        sum = posix_crc32(sum, chunk, (size_t)got);
+        offset += (off_t)got;
+        len -= (uint64_t)got;
+    }
+    *crc = sum;
+    return 0;
+}
+
 static int refuse(int fd) {
     if (fd >= 0) {
         close(fd);
@@ -134,12 +162,13 @@ int posix_map_weights(const char *path) {
     struct stat st;
     uint8_t header[WF_HEADER_BYTES];
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "%s: %s is not a regular file\n", me, path);
+        fprintf(stderr, "%s: the weights file %s is not a regular file%s\n", me, path,
+                S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
         return refuse(fd);
     }
     if (st.st_size < (off_t)WF_HEADER_BYTES || pread(fd, header, sizeof header, 0) != (ssize_t)sizeof header) {
-        fprintf(stderr, "%s: %s is not an llmcu weights file (%lld bytes, shorter than the header)\n", me, path,
-                (long long)st.st_size);
+        fprintf(stderr, "%s: %s is not an llmcu weights file (%lld bytes, shorter than the %u-byte header%s)\n", me,
+                path, (long long)st.st_size, WF_HEADER_BYTES, st.st_size == 0 ? ": it is empty" : "");
         return refuse(fd);
     }
     if (memcmp(header, WF_MAGIC, 8) != 0) {
@@ -152,8 +181,8 @@ int posix_map_weights(const char *path) {
     }
     uint32_t version = le32(header + 8);
     if (version != WF_VERSION || le32(header + 12) != WF_HEADER_BYTES) {
-        fprintf(stderr, "%s: %s is weights file format %u; this program reads format %u\n", me, path,
-                (unsigned)version, WF_VERSION);
+        fprintf(stderr, "%s: %s is weights file format %u with a %u-byte header; this program reads format %u "
+                "(%u bytes)\n", me, path, (unsigned)version, (unsigned)le32(header + 12), WF_VERSION, WF_HEADER_BYTES);
         return refuse(fd);
     }
     uint64_t layout = le64(header + 16);
@@ -181,6 +210,17 @@ int posix_map_weights(const char *path) {
         fprintf(stderr, "%s: pages of %ld bytes do not divide the 64K alignment of the weights region\n", me, page);
         return refuse(fd);
     }
+    uint32_t crc;
+    errno = 0; /* an early end of file sets none */
+    if (file_crc32(fd, (off_t)WF_HEADER_BYTES, data_bytes, &crc) != 0) {
+        fprintf(stderr, "%s: cannot read %s: %s\n", me, path, errno != 0 ? strerror(errno) : "it ended early");
+        return refuse(fd);
+    }
+    if (crc != data_crc) {
+        fprintf(stderr, "%s: %s is corrupt: the CRC-32 of its data is %08x, its header says %08x\n", me, path,
+                (unsigned)crc, (unsigned)data_crc);
+        return refuse(fd);
+    }
     void *region = (void *)llmcu_weights_file_region;
     void *mapped = mmap(region, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
     if (mapped != region) {
@@ -188,12 +228,6 @@ int posix_map_weights(const char *path) {
         return refuse(fd);
     }
     close(fd);
-    uint32_t crc = posix_crc32(0, llmcu_weights_file_region + WF_HEADER_BYTES, (size_t)data_bytes);
-    if (crc != data_crc) {
-        fprintf(stderr, "%s: %s is corrupt: the CRC-32 of its data is %08x, its header says %08x\n", me, path,
-                (unsigned)crc, (unsigned)data_crc);
-        return POSIX_EXIT_WEIGHTS;
-    }
     return 0;
 }
 

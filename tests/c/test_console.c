@@ -4,7 +4,7 @@
  *   test_console floats    stdin: one decimal per line; stdout: "<console> <strtof> <(float)strtod>" as
  *                          float bit patterns in hex, or "fail" when console_parse_float refuses it
  *   test_console commands  stdin: a byte stream fed to console_feed; stdout: one line per event, either
- *                          "too_long", "empty", "bad <word>" or
+ *                          "too_long", "empty", "bad <word>", "bad_utf8 <word>" or
  *                          "ok <steps> <temperature bits> <topp bits> <seed> <prompt as hex>"
  */
 #include <stdint.h>
@@ -54,8 +54,18 @@ static int commands(void) {
         int result = console_parse(reader.buf, &cmd, &bad);
         if (result == CONSOLE_EMPTY) {
             printf("empty\n");
-        } else if (result == CONSOLE_BAD_COMMAND) {
-            printf("bad %.*s\n", (int)bad.len, bad.text);
+        } else if (result != CONSOLE_OK) {
+            /* "bad <word>" or "bad_utf8 <word>": the reason as the firmware names it, and the word */
+            const char *reason = console_error_reason(result);
+            printf("%s %.*s\n", strcmp(reason, "bad_command") == 0 ? "bad" : reason, (int)bad.len, bad.text);
+            /* then the error line exactly as the firmware would write it, as "line <hex>" */
+            char line[CONSOLE_ERROR_MAX];
+            size_t n = console_format_error(line, reason, &bad);
+            printf("line ");
+            for (size_t i = 0; i < n; i++) {
+                printf("%02x", (unsigned)(uint8_t)line[i]);
+            }
+            printf("\n");
         } else {
             printf("ok %d %08x %08x %llu ", cmd.steps, (unsigned)bits(cmd.temperature), (unsigned)bits(cmd.topp),
                    (unsigned long long)cmd.seed);

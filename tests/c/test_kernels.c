@@ -31,6 +31,16 @@
 
 #include "kernels/kernels.h"
 
+#if defined(HARNESS_LAYOUT_NEON_PANELS) /* the kernel set reads the NEON panel layout (neon_layout.h) */
+#include "neon_layout.h"
+#define KERNEL_LAYOUT(q4, w, ws, wbytes, nscales, rows, cols, group_size)                                              \
+    neon_panels((q4), (w), (ws), (wbytes), (nscales), (rows), (cols), (group_size))
+#else /* the reference layout */
+#define KERNEL_LAYOUT(q4, w, ws, wbytes, nscales, rows, cols, group_size)                                              \
+    ((void)(q4), (void)(w), (void)(ws), (void)(wbytes), (void)(nscales), (void)(rows), (void)(cols),               \
+     (void)(group_size), 0)
+#endif
+
 /* ---- deterministic pseudo-random numbers (xorshift64*) ---- */
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -257,6 +267,7 @@ static void case_matmul_q(int q4, int rows, int cols, int group_size, int extrem
     for (int g = 0; g < ngroups; g++) {
         xs[g] = random_scale();
     }
+    (void)KERNEL_LAYOUT(q4, &w, &ws, &wbytes, &nscales, rows, cols, group_size); /* the layout a build links */
     float *outs[2];
     for (int side = 0; side < 2; side++) {
         guarded gw = guard_copy(w, wbytes, side == 0);
@@ -355,29 +366,41 @@ static void case_embed(int n_rows, int dim, int group_size) {
     for (size_t k = 0; k < (size_t)n_rows * (size_t)ngroups; k++) {
         scales[k] = random_scale();
     }
+    /* The tables in the layout a build links (the same scales, each copy arranged for its table). */
+    size_t nscales = (size_t)n_rows * (size_t)ngroups, t8_bytes = fn, t4_bytes = (size_t)n_rows * q4_row;
+    size_t s8_n = nscales, s4_n = nscales;
+    float *s8 = xmalloc(nscales * sizeof(float)), *s4 = xmalloc(nscales * sizeof(float));
+    memcpy(s8, scales, nscales * sizeof(float));
+    memcpy(s4, scales, nscales * sizeof(float));
+    (void)KERNEL_LAYOUT(0, (uint8_t **)&t8, &s8, &t8_bytes, &s8_n, n_rows, dim, group_size);
+    (void)KERNEL_LAYOUT(1, &t4, &s4, &t4_bytes, &s4_n, n_rows, dim, group_size);
     float *out = xmalloc((size_t)dim * sizeof(float));
     for (int row = 0; row < n_rows; row++) {
         guarded gf = guard_copy(tf, fn * sizeof(float), row % 2);
-        guarded g8 = guard_copy(t8, fn, row % 2);
-        guarded g4 = guard_copy(t4, (size_t)n_rows * q4_row, row % 2);
-        guarded gs = guard_copy(scales, (size_t)n_rows * (size_t)ngroups * sizeof(float), row % 2);
+        guarded g8 = guard_copy(t8, t8_bytes, row % 2);
+        guarded g4 = guard_copy(t4, t4_bytes, row % 2);
+        guarded gs8 = guard_copy(s8, s8_n * sizeof(float), row % 2);
+        guarded gs4 = guard_copy(s4, s4_n * sizeof(float), row % 2);
         embed_f32(out, gf.ptr, row, dim);
         for (int j = 0; j < dim; j++) {
             print_f32("embed_f32", id, (size_t)(row * dim + j), out[j]);
         }
-        embed_q8(out, g8.ptr, gs.ptr, row, dim, group_size);
+        embed_q8(out, g8.ptr, gs8.ptr, row, dim, group_size);
         for (int j = 0; j < dim; j++) {
             print_f32("embed_q8", id, (size_t)(row * dim + j), out[j]);
         }
-        embed_q4(out, g4.ptr, gs.ptr, row, dim, group_size);
+        embed_q4(out, g4.ptr, gs4.ptr, row, dim, group_size);
         for (int j = 0; j < dim; j++) {
             print_f32("embed_q4", id, (size_t)(row * dim + j), out[j]);
         }
         guard_free(&gf);
         guard_free(&g8);
         guard_free(&g4);
-        guard_free(&gs);
+        guard_free(&gs8);
+        guard_free(&gs4);
     }
+    free(s8);
+    free(s4);
     free(tf);
     free(t8);
     free(t4);
@@ -674,6 +697,8 @@ static int bench(const char *kind, int rows, int cols, int group_size, int calls
         for (int g = 0; g < ngroups; g++) {
             xs[g] = random_scale();
         }
+        size_t nscales = (size_t)rows * (size_t)ngroups;
+        (void)KERNEL_LAYOUT(q4, &w, &ws, &wbytes, &nscales, rows, cols, group_size);
         start = counter_read();
         for (int c = 0; c < calls; c++) {
             if (q4) {

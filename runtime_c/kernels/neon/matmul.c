@@ -443,12 +443,230 @@ NEON_ALWAYS_INLINE void q_matmul_sized(float *out, const int8_t *xq, const float
     }
 }
 
+/* ---- the panel layout (site_scons/llmcu/layouts.py, "neon_panels"): what codegen stores for this set ---- */
+
+/*
+ * Codegen stores every q8/q4 matrix whose columns and group size allow it in panels of four rows (the rows
+ * padded with zero rows to a multiple of four, zero scales), so that one SDOT by element gives four rows'
+ * partial sums in its four lanes, with no horizontal reduction:
+ *
+ * - q8 (cols % 4 == 0, group_size % 4 == 0): a panel is its 4 rows' columns in quads; the 16 bytes of quad c
+ *   are row 0's columns 4c..4c+3, then row 1's, row 2's, row 3's. `vdotq_laneq_s32(acc, quad, x, l)` with
+ *   lane l of x holding columns 4c..4c+3 adds each row's four products to its lane.
+ * - q4 (cols % 8 == 0, group_size % 8 == 0): 16 bytes hold 4 rows x 8 columns; byte 4k + m holds row k's
+ *   column 8b + m in its low nibble and column 8b + 4 + m in its high nibble, each as the 4-bit two's
+ *   complement of q (not q + 8). A left shift by 4 gives the low nibbles' q * 16 as int8, a mask with 0xF0
+ *   the high nibbles', so 32 weights cost two instructions to unpack.
+ * - scales: per panel, per group, the four rows' scales side by side (one vector load per group).
+ *
+ * A panel is 4 * cols bytes (q8) or 2 * cols (q4) and 4 * ngroups scales, so row r of a range starting at a
+ * multiple of four (the thread pool splits at multiples of 16) is where the row-major offset arithmetic of
+ * transformer.c puts it. Other shapes keep the reference's row-major layout and the code above.
+ */
+/* acc[k] += the dot product of w's bytes 4k..4k+3 with lane `lane` (bytes 4 lane..4 lane+3) of x. */
+#if defined(__ARM_FEATURE_DOTPROD)
+#define SDOT_LANE(acc, w, x, lane) vdotq_laneq_s32((acc), (w), (x), (lane))
+#else
+static inline int32x4_t sdot_lane_emulated(int32x4_t acc, int8x16_t w, int8x16_t x4) {
+    int32x4_t lo = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(x4)));  /* rows 0, 1: two pair sums each */
+    int32x4_t hi = vpaddlq_s16(vmull_high_s8(w, x4));                        /* rows 2, 3 */
+    return vaddq_s32(acc, vpaddq_s32(lo, hi));
+}
+#define SDOT_LANE(acc, w, x, lane)                                                                                     \
+    sdot_lane_emulated((acc), (w), vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x), (lane))))
+#endif
+
+/* `count` (1..4) quads of activations, exactly 4 * count bytes read (never past the vector's end). */
+static inline int8x16_t load_x_quads(const int8_t *p, int count) {
+    if (count >= 4) {
+        return vld1q_s8(p);
+    }
+    int32_t word;
+    int8x8_t low;
+    if (count == 1) {
+        memcpy(&word, p, sizeof word);
+        return vreinterpretq_s8_s32(vdupq_n_s32(word));
+    }
+    low = vld1_s8(p);
+    if (count == 2) {
+        return vcombine_s8(low, low);
+    }
+    memcpy(&word, p + 8, sizeof word);
+    return vreinterpretq_s8_s32(vsetq_lane_s32(word, vreinterpretq_s32_s8(vcombine_s8(low, low)), 2));
+}
+
+/* Four quads of a panel (q8) against the four lanes of xv. */
+static inline int32x4_t panel_dot4(int32x4_t acc, const uint8_t *w, int8x16_t xv) {
+    int8x16x4_t q = vld1q_s8_x4((const int8_t *)w);
+    acc = SDOT_LANE(acc, q.val[0], xv, 0);
+    acc = SDOT_LANE(acc, q.val[1], xv, 1);
+    acc = SDOT_LANE(acc, q.val[2], xv, 2);
+    return SDOT_LANE(acc, q.val[3], xv, 3);
+}
+
+/* One q4 block (16 bytes: 4 rows x 8 columns) against lanes `lane`, `lane` + 1 of xv; the sums carry x16. */
+#define Q4_BLOCK(acc, bytes, xv, lane)                                                                                 \
+    do {                                                                                                               \
+        int8x16_t b_ = (bytes);                                                                                        \
+        (acc) = SDOT_LANE((acc), vshlq_n_s8(b_, 4), (xv), (lane));                                                     \
+        (acc) = SDOT_LANE((acc), vandq_s8(b_, vdupq_n_s8((int8_t)0xF0)), (xv), (lane) + 1);                           \
+    } while (0)
+
+/* The integer sums of one group, `len` columns (a multiple of 4, q8; of 8, q4), for `np` (1 or 2) panels whose
+ * weights w[0], w[1] walk on; each activation load serves both panels. q4 sums come out exact (the x16 undone). */
+NEON_ALWAYS_INLINE void panel_group(int32x4_t sums[2], const uint8_t *w[2], const int8_t *x, int len, int np,
+                                    int q4) {
+    int32x4_t a0 = vdupq_n_s32(0), a1 = a0;
+    const uint8_t *p0 = w[0], *p1 = w[np - 1]; /* one panel: p1 is never used */
+    int j = 0;
+    if (q4) {
+        NEON_UNROLL4
+        for (; j + 16 <= len; j += 16) { /* two blocks against one x vector */
+            int8x16_t xv = vld1q_s8(x + j);
+            int8x16x2_t b = vld1q_s8_x2((const int8_t *)p0);
+            Q4_BLOCK(a0, b.val[0], xv, 0);
+            Q4_BLOCK(a0, b.val[1], xv, 2);
+            p0 += 32;
+            if (np == 2) {
+                b = vld1q_s8_x2((const int8_t *)p1);
+                Q4_BLOCK(a1, b.val[0], xv, 0);
+                Q4_BLOCK(a1, b.val[1], xv, 2);
+                p1 += 32;
+            }
+        }
+        if (j < len) { /* one block of 8 columns */
+            int8x16_t xv = load_x_quads(x + j, 2);
+            Q4_BLOCK(a0, vld1q_s8((const int8_t *)p0), xv, 0);
+            p0 += 16;
+            if (np == 2) {
+                Q4_BLOCK(a1, vld1q_s8((const int8_t *)p1), xv, 0);
+                p1 += 16;
+            }
+        }
+        a0 = vshrq_n_s32(a0, 4);
+        a1 = vshrq_n_s32(a1, 4);
+    } else {
+        NEON_UNROLL4
+        for (; j + 16 <= len; j += 16) {
+            int8x16_t xv = vld1q_s8(x + j);
+            a0 = panel_dot4(a0, p0, xv);
+            p0 += 64;
+            if (np == 2) {
+                a1 = panel_dot4(a1, p1, xv);
+                p1 += 64;
+            }
+        }
+        int rest = (len - j) / 4;
+        if (rest > 0) {
+            int8x16_t xv = load_x_quads(x + j, rest);
+            for (int r = 0; r < np; r++) {
+                const int8_t *p = (const int8_t *)(r ? p1 : p0);
+                int32x4_t a = r ? a1 : a0;
+                a = SDOT_LANE(a, vld1q_s8(p), xv, 0);
+                if (rest > 1) {
+                    a = SDOT_LANE(a, vld1q_s8(p + 16), xv, 1);
+                }
+                if (rest > 2) {
+                    a = SDOT_LANE(a, vld1q_s8(p + 32), xv, 2);
+                }
+                if (r) {
+                    a1 = a;
+                } else {
+                    a0 = a;
+                }
+            }
+            p0 += 16 * rest;
+            p1 += 16 * rest;
+        }
+    }
+    w[0] = p0;
+    if (np == 2) {
+        w[1] = p1;
+    }
+    sums[0] = a0;
+    sums[1] = a1;
+}
+
+/* acc[r] += ((float)isum[r] * scale[r]) * xs_g, lanes = rows: the reference's chain step in its order. */
+static inline float32x4_t panel_step(float32x4_t acc, int32x4_t isum, const float *scales, float xs_g) {
+    return vaddq_f32(acc, vmulq_n_f32(vmulq_f32(vcvtq_f32_s32(isum), vld1q_f32(scales)), xs_g));
+}
+
+/* `np` (1 or 2) panels from panel p on: out rows 4p.. (at most `rows` - 4p of them stored). */
+NEON_ALWAYS_INLINE void panels_pass(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
+                                    int p, int np, int rows, int cols, int group_size, int q4) {
+    int ngroups = group_count(cols, group_size);
+    size_t panel_bytes = q4 ? 2 * (size_t)cols : 4 * (size_t)cols;
+    size_t panel_scales = 4 * (size_t)ngroups;
+    const uint8_t *wp[2] = {w + (size_t)p * panel_bytes, w + (size_t)(p + np - 1) * panel_bytes};
+    const float *s0 = ws + (size_t)p * panel_scales, *s1 = s0 + (np - 1) * panel_scales;
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0;
+    int32x4_t sums[2];
+    int full = cols / group_size; /* whole groups: a constant length, so their loops unroll */
+    int g = 0;
+    for (; g < full; g++) {
+        panel_group(sums, wp, xq + g * group_size, group_size, np, q4);
+        acc0 = panel_step(acc0, sums[0], s0 + 4 * g, xs[g]);
+        if (np == 2) {
+            acc1 = panel_step(acc1, sums[1], s1 + 4 * g, xs[g]);
+        }
+    }
+    if (g < ngroups) { /* the row's last, shorter group */
+        panel_group(sums, wp, xq + g * group_size, cols - g * group_size, np, q4);
+        acc0 = panel_step(acc0, sums[0], s0 + 4 * g, xs[g]);
+        if (np == 2) {
+            acc1 = panel_step(acc1, sums[1], s1 + 4 * g, xs[g]);
+        }
+    }
+    int valid = rows - 4 * p;
+    store_lanes_f32(out + 4 * p, acc0, valid < 4 ? valid : 4);
+    if (np == 2) {
+        valid -= 4;
+        store_lanes_f32(out + 4 * p + 4, acc1, valid < 4 ? valid : 4);
+    }
+}
+
+/*
+ * matmul_q8/q4 over panels: two panels (eight rows) per pass share every activation load, each lane of a
+ * float accumulator doing its row's chain acc += ((float)isum * ws) * xs over the groups in order.
+ */
+NEON_ALWAYS_INLINE void q_matmul_panels(float *out, const int8_t *xq, const float *xs, const uint8_t *w,
+                                        const float *ws, int rows, int cols, int group_size, int q4) {
+    int panels = (rows + 3) / 4;
+    int p = 0;
+    for (; p + 2 <= panels; p += 2) {
+        panels_pass(out, xq, xs, w, ws, p, 2, rows, cols, group_size, q4);
+    }
+    if (p < panels) {
+        panels_pass(out, xq, xs, w, ws, p, 1, rows, cols, group_size, q4);
+    }
+}
+
+/* The common group sizes get a copy of the loops specialised for them (fully unrolled). */
+NEON_ALWAYS_INLINE void q_matmul_any(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
+                                     int rows, int cols, int group_size, int q4) {
+    if (panel_layout(cols, group_size, q4)) {
+        switch (group_size) {
+        case 32:
+            q_matmul_panels(out, xq, xs, w, ws, rows, cols, 32, q4);
+            return;
+        case 64:
+            q_matmul_panels(out, xq, xs, w, ws, rows, cols, 64, q4);
+            return;
+        default:
+            q_matmul_panels(out, xq, xs, w, ws, rows, cols, group_size, q4);
+            return;
+        }
+    }
+    q_matmul_sized(out, xq, xs, w, ws, rows, cols, group_size, q4);
+}
+
 void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws, int rows,
                int cols, int group_size) {
-    q_matmul_sized(out, xq, xs, (const uint8_t *)w, ws, rows, cols, group_size, 0);
+    q_matmul_any(out, xq, xs, (const uint8_t *)w, ws, rows, cols, group_size, 0);
 }
 
 void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
                int cols, int group_size) {
-    q_matmul_sized(out, xq, xs, w, ws, rows, cols, group_size, 1);
+    q_matmul_any(out, xq, xs, w, ws, rows, cols, group_size, 1);
 }

@@ -92,4 +92,12 @@ static inline void store_lanes_f32(float *dst, float32x4_t v, int count) {
  * a repeated row cannot change the others' results. */
 static inline int clamp_row(int r, int valid) { return r < valid ? r : valid - 1; }
 
+/* Whether codegen stored a q8 (q4 = 0) or q4 matrix of `cols` columns in this set's panel layout (matmul.c
+ * describes it; site_scons/llmcu/layouts.py makes it): a property of the columns and the group size only,
+ * so a range of rows handed to a thread answers it as the whole matrix does. */
+static inline int panel_layout(int cols, int group_size, int q4) {
+    int unit = q4 ? 8 : 4;
+    return cols % unit == 0 && group_size % unit == 0;
+}
+
 #endif /* LLMCU_KERNELS_NEON_COMMON_H */

@@ -75,15 +75,28 @@ void quantize_activations(int8_t *xq, float *xs, const float *x, int n, int grou
     }
 }
 
-/* The embedding lookups run once per token over `dim` values: not worth vectorising, written plainly. */
+/*
+ * The embedding lookups run once per token over `dim` values: not worth vectorising, written plainly. A
+ * quantized table is in the panel layout when panel_layout() says so (matmul.c): the table doubles as the
+ * classifier, which matmul reads that way.
+ */
 
 void embed_f32(float *out, const float *table, int row, int dim) {
     memcpy(out, table + (size_t)row * (size_t)dim, (size_t)dim * sizeof(float));
 }
 
 void embed_q8(float *out, const int8_t *table, const float *scales, int row, int dim, int group_size) {
+    int ngroups = group_count(dim, group_size);
+    if (panel_layout(dim, group_size, 0)) {
+        const int8_t *panel = table + (size_t)(row / 4) * 4 * (size_t)dim + (size_t)(row % 4) * 4;
+        const float *s = scales + (size_t)(row / 4) * 4 * (size_t)ngroups + (size_t)(row % 4);
+        for (int j = 0; j < dim; j++) { /* column j: quad j / 4, byte j % 4 of this row's four */
+            out[j] = (float)panel[(size_t)(j / 4) * 16 + (size_t)(j % 4)] * s[4 * (j / group_size)];
+        }
+        return;
+    }
     const int8_t *q = table + (size_t)row * (size_t)dim;
-    const float *s = scales + (size_t)row * (size_t)group_count(dim, group_size);
+    const float *s = scales + (size_t)row * (size_t)ngroups;
     for (int start = 0, g = 0; start < dim; start += group_size, g++) {
         int end = start + group_size < dim ? start + group_size : dim;
         for (int j = start; j < end; j++) {
@@ -93,8 +106,19 @@ void embed_q8(float *out, const int8_t *table, const float *scales, int row, int
 }
 
 void embed_q4(float *out, const uint8_t *table, const float *scales, int row, int dim, int group_size) {
+    int ngroups = group_count(dim, group_size);
+    if (panel_layout(dim, group_size, 1)) {
+        const uint8_t *panel = table + (size_t)(row / 4) * 2 * (size_t)dim + (size_t)(row % 4) * 4;
+        const float *s = scales + (size_t)(row / 4) * 4 * (size_t)ngroups + (size_t)(row % 4);
+        for (int j = 0; j < dim; j++) { /* column j: block j / 8; low nibble for j % 8 < 4, else high */
+            uint8_t byte = panel[(size_t)(j / 8) * 16 + (size_t)(j % 4)];
+            int nibble = (j % 8 < 4) ? (byte & 0x0F) : (byte >> 4);
+            out[j] = (float)(nibble >= 8 ? nibble - 16 : nibble) * s[4 * (j / group_size)];
+        }
+        return;
+    }
     const uint8_t *q = table + (size_t)row * (((size_t)dim + 1) / 2);
-    const float *s = scales + (size_t)row * (size_t)group_count(dim, group_size);
+    const float *s = scales + (size_t)row * (size_t)ngroups;
     for (int j = 0; j < dim; j++) {
         int stored = (j % 2 == 0) ? (q[j / 2] & 0x0F) : (q[j / 2] >> 4); /* q + 8, even column low */
         out[j] = (float)(stored - 8) * s[j / group_size];

@@ -1,0 +1,86 @@
+"""Weight layouts: how a kernel set wants its quantized matrices stored, made here at build time.
+
+The reference kernels read every matrix row-major (runtime_c/README.md, "Group quantization", Storage). An
+optimised kernel set may read another arrangement of the same bytes; codegen asks :func:`storage` for a matrix's
+bytes in the layout of the kernel set the build compiles (:func:`for_kernel_set`; ``kernels=ref`` keeps the
+reference layout). A layout keeps the runtime's offset arithmetic valid: a range of rows starting at a multiple
+of 16 (where the thread pool splits a matmul) starts where it would in the row-major layout.
+
+``neon_panels`` (runtime_c/kernels/neon/matmul.c describes the C side): rows in panels of four (padded with zero
+rows and zero scales to a multiple of four);
+
+- q8, when cols and group_size are multiples of 4: per panel, for each quad of columns 4c..4c+3, row 0's four
+  bytes, then row 1's, row 2's, row 3's (16 bytes);
+- q4, when cols and group_size are multiples of 8: per panel, 16 bytes per block of 8 columns 8b..8b+7, byte
+  4k + m holding row k's column 8b + m in its low nibble and column 8b + 4 + m in its high nibble, each nibble
+  the 4-bit two's complement of q (not q + 8);
+- scales, for either: per panel, per group, the four rows' scales side by side.
+
+Other shapes and fp32 matrices stay row-major.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .quantize import QuantizedMatrix
+
+REFERENCE = "rowmajor"
+NEON_PANELS = "neon_panels"
+LAYOUTS = (REFERENCE, NEON_PANELS)
+# The layout each optimised kernel set reads (runtime_c/kernels/<set>/); a set not named here reads the
+# reference layout.
+KERNEL_SET_LAYOUTS = {"neon": NEON_PANELS}
+
+
+def for_kernel_set(kernel_set: str) -> str:
+    """The layout a build with ``kernel_set`` ("" = the reference kernels) links in."""
+    return KERNEL_SET_LAYOUTS.get(kernel_set, REFERENCE)
+
+
+def panel_applies(qtype: str, cols: int, group_size: int) -> bool:
+    """Whether ``neon_panels`` rearranges a matrix (the same test as the C side's panel_layout())."""
+    unit = {"q8": 4, "q4": 8}.get(qtype)
+    return unit is not None and cols % unit == 0 and group_size % unit == 0
+
+
+def _pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
+    rows = array.shape[0]
+    padded = np.zeros((-(-rows // multiple) * multiple, *array.shape[1:]), dtype=array.dtype)
+    padded[:rows] = array
+    return padded
+
+
+def panel_q8(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int8 -> the q8 panel bytes (uint8, flat)."""
+    padded = _pad_rows(np.asarray(q, dtype=np.int8), 4)
+    panels, cols = padded.shape[0] // 4, padded.shape[1]
+    # (panel, row in panel, quad, byte) -> (panel, quad, row in panel, byte)
+    return padded.reshape(panels, 4, cols // 4, 4).transpose(0, 2, 1, 3).reshape(-1).view(np.uint8)
+
+
+def panel_q4(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int4 values in [-8, 7] -> the q4 panel bytes (uint8, flat)."""
+    nibbles = _pad_rows(np.asarray(q, dtype=np.int8), 4).astype(np.uint8) & 0x0F
+    panels, cols = nibbles.shape[0] // 4, nibbles.shape[1]
+    # (panel, row in panel, block, half, m) -> (panel, block, row in panel, m) for each half
+    blocks = nibbles.reshape(panels, 4, cols // 8, 2, 4).transpose(0, 2, 1, 3, 4)
+    return (blocks[..., 0, :] | (blocks[..., 1, :] << 4)).reshape(-1).astype(np.uint8)
+
+
+def panel_scales(scales: np.ndarray) -> np.ndarray:
+    """``(rows, ngroups)`` float32 -> per panel, per group, four rows' scales (flat, float32)."""
+    padded = _pad_rows(np.asarray(scales, dtype=np.float32), 4)
+    panels, ngroups = padded.shape[0] // 4, padded.shape[1]
+    return padded.reshape(panels, 4, ngroups).transpose(0, 2, 1).reshape(-1)
+
+
+def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, bytes]:
+    """A (rows, cols) matrix's bytes as the runtime links them in ``layout``: (weights, scales)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown weight layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    if layout == REFERENCE or not panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
+        return matrix.storage()
+    assert matrix.scales is not None and matrix.q.ndim == 2
+    data = panel_q4(matrix.q) if matrix.qtype == "q4" else panel_q8(matrix.q)
+    return data.tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()

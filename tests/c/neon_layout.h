@@ -1,0 +1,72 @@
+/*
+ * The NEON kernel set's weight layout ("neon_panels", site_scons/llmcu/layouts.py, which codegen uses; the C
+ * side in runtime_c/kernels/neon/matmul.c), remade here from the row-major reference layout so that
+ * test_kernels.c can hand the NEON matmuls and embedding lookups what a build links in. Compiled in only when
+ * the harness is built with -DHARNESS_LAYOUT_NEON_PANELS (tests/test_neon_kernels.py). The Python layout is
+ * checked against this one by tests/test_neon_kernels.py on a whole model (opt and ref builds agree).
+ */
+#ifndef HARNESS_NEON_LAYOUT_H
+#define HARNESS_NEON_LAYOUT_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+static int neon_panel_applies(int q4, int cols, int group_size) {
+    int unit = q4 ? 8 : 4;
+    return cols % unit == 0 && group_size % unit == 0;
+}
+
+/* q of row r, column c of a row-major q8 (int8) or q4 (q + 8 nibbles) matrix. */
+static int neon_q_at(const uint8_t *w, int q4, int cols, int r, int c) {
+    if (!q4) {
+        return (int8_t)w[(size_t)r * (size_t)cols + (size_t)c];
+    }
+    uint8_t byte = w[(size_t)r * (((size_t)cols + 1) / 2) + (size_t)c / 2];
+    return ((c % 2) ? (byte >> 4) : (byte & 0x0F)) - 8;
+}
+
+/*
+ * Replaces *w and *ws (row-major, rows x cols, malloc'ed) by the panel layout when it applies; returns
+ * 1 then (and the new byte and scale counts), 0 when the matrix stays row-major.
+ */
+static int neon_panels(int q4, uint8_t **w, float **ws, size_t *wbytes, size_t *nscales, int rows, int cols,
+                       int group_size) {
+    if (!neon_panel_applies(q4, cols, group_size)) {
+        return 0;
+    }
+    int panels = (rows + 3) / 4, ngroups = group_count(cols, group_size);
+    size_t panel_bytes = (size_t)(q4 ? 2 : 4) * (size_t)cols;
+    uint8_t *pw = calloc((size_t)panels * panel_bytes + 1, 1);
+    float *ps = calloc((size_t)panels * 4 * (size_t)ngroups + 1, sizeof(float));
+    if (!pw || !ps) {
+        abort();
+    }
+    for (int r = 0; r < rows; r++) {
+        int p = r / 4, k = r % 4;
+        uint8_t *panel = pw + (size_t)p * panel_bytes;
+        for (int c = 0; c < cols; c++) {
+            int q = neon_q_at(*w, q4, cols, r, c);
+            if (!q4) {
+                panel[(size_t)(c / 4) * 16 + (size_t)k * 4 + (size_t)(c % 4)] = (uint8_t)(int8_t)q;
+            } else {
+                uint8_t *byte = &panel[(size_t)(c / 8) * 16 + (size_t)k * 4 + (size_t)(c % 4)];
+                *byte |= (uint8_t)(((unsigned)q & 0x0Fu) << ((c % 8) < 4 ? 0 : 4));
+            }
+        }
+        for (int g = 0; g < ngroups; g++) {
+            ps[((size_t)p * (size_t)ngroups + (size_t)g) * 4 + (size_t)k] = (*ws)[(size_t)r * (size_t)ngroups + (size_t)g];
+        }
+    }
+    free(*w);
+    free(*ws);
+    *w = pw;
+    *ws = ps;
+    *wbytes = (size_t)panels * panel_bytes;
+    *nscales = (size_t)panels * 4 * (size_t)ngroups;
+    return 1;
+}
+
+#endif /* HARNESS_NEON_LAYOUT_H */

@@ -66,7 +66,6 @@ def _size_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
 SANITIZERS = ("address", "thread", "undefined")
 
 
@@ -84,6 +83,7 @@ def parse_sanitize(text: str) -> tuple[str, ...]:
     return tuple(name for name in SANITIZERS if name in names)
 
 
+def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
     """The option table; the allowed targets and model presets come from the folders that define them."""
     preset_names = "|".join(sorted(presets))
     return [

@@ -110,8 +110,8 @@ class BuildSettings:
     default_threads: int = 1  # ... and when it is run without -j (LLMCU_THREADS)
     weights_file: bool = False  # weights in model.bin beside the program, mapped at start (llmcu.weightsfile)
     linux: linux.LinuxSettings | None = None  # Linux targets: toolchain, destination, QEMU (llmcu.linux)
-
     sanitize: tuple[str, ...] = ()  # target=host: gcc sanitizers (options.SANITIZERS), e.g. ("address", "undefined")
+
     @property
     def gen_dir(self) -> Path:
         return self.out_dir / "gen"
@@ -189,7 +189,6 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         raise OptionError(f"weights_file=yes: target {target.name} is firmware, whose weights are linked in")
     if values["weights_file"] != "auto" and target.kind != "baremetal":
         variant += "-wfile" if weights_file else "-linked"
-    out_dir = build_dir / target.name / variant
     if values["sanitize"]:
         if target.kind != "hosted":
             raise OptionError(
@@ -198,6 +197,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
                 "no sanitizer runtime"
             )
         variant += "-" + "-".join(SANITIZER_SUFFIX[name] for name in values["sanitize"])
+    out_dir = build_dir / target.name / variant
     run = RunParams(values["prompt"], values["steps"], values["temperature"], values["topp"], values["seed"])
     board, images, firmware = values["board"], (), None
     if target.kind == "baremetal":
@@ -225,12 +225,12 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         default_threads=default_threads,
         weights_file=weights_file,
         linux=linux_settings,
+        sanitize=values["sanitize"],
     )
 
 
 def runtime_sources(kernel_set: str = "") -> list[Path]:
     """The portable runtime plus its kernels: ``kernels/ref/X.c`` for every X, unless the optimised set
-        sanitize=values["sanitize"],
     ``kernels/<kernel_set>/`` has its own ``X.c`` with the same functions (as TFLM's kernels/cmsis_nn/ does)."""
     kernels = {path.name: path for path in (RUNTIME_DIR / "kernels" / "ref").glob("*.c")}
     if kernel_set:

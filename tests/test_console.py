@@ -1,5 +1,6 @@
 """The firmware's console command: the C parser (runtime_c/console.c, driven by tests/c/test_console.c on the
-host) and the host side that writes the command (llmcu.console)."""
+host), the host side that writes the command (llmcu.console), and the QEMU twin's console answering bad lines
+through its UART. The host program's console mode under the sanitizers is in test_sanitizers.py."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT
+from buildutil import ROOT, scons
 from llmcu.console import LINE_MAX, encode_command, percent_encode
 from llmcu.errors import OptionError
 from llmcu.project import RunParams
+from llmcu.qemu import QemuSession
 
 
 @pytest.fixture(scope="module")
@@ -558,3 +560,72 @@ def test_encode_command_text() -> None:
 def test_encode_command_refuses_what_the_firmware_would(params: RunParams, message: str) -> None:
     with pytest.raises(OptionError, match=message):
         encode_command(params)
+
+
+# ---- the console of the QEMU twin, through its UART ----
+
+needs_qemu = pytest.mark.skipif(
+    shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+    reason="qemu-system-arm or arm-none-eabi-gcc missing (tools/setup.sh installs them)",
+)
+DIGITS_482_TOKENS = "1234567890" * 48  # BOS, the dummy prefix's space and one token per digit
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> Path:
+    root = tmp_path_factory.mktemp("twin")
+    scons(["target=qemu-m7", "model=260k", "quant=q8", f"build_dir={root}"], stories260k.parent)
+    elf = root / "qemu-m7" / "260k-q8" / "firmware.elf"
+    assert elf.is_file()
+    return elf
+
+
+@needs_qemu
+@pytest.mark.fault(
+    area="uart",
+    kind="input",
+    what="the twin's UART: invalid UTF-8, a NUL byte, blank lines, binary garbage, then a prompt of 513 tokens",
+    sees=r"\x15llmcu error reason=bad_utf8 detail=prompt\n.*\x15llmcu error reason=bad_command detail=run\?\n"
+    r".*\x03llmcu end status=error reason=prompt_too_long",
+)
+def test_twin_console_refuses_bad_lines_and_carries_on(twin: Path, sees) -> None:
+    """The firmware itself, over its (emulated) UART: every bad line is answered and the next one served; a
+    prompt longer than the context ends its run with an error, not with memory corruption."""
+    seen = b""
+    with QemuSession(twin) as session:
+        session.wait_ready()
+        for line, reason, detail in [
+            (b"run steps=3 prompt=%E2%82\n", "bad_utf8", "prompt"),
+            (b"run\0 steps=3\n", "bad_command", "run?"),
+            (b"\xff\xfe\x80garbage\x1b[0m\n", "bad_command", "???garbage??0m"),
+            (b"run prompt=" + bytes(range(1, 10)) + b"\n", "bad_command", "prompt"),
+        ]:
+            out = session.exchange(line, timeout=30)
+            assert out.status == "rejected" and out.reason == reason and out.end.get("detail") == detail, line
+            seen += out.preamble
+            session.wait_ready()
+        for blank in (b"\n", b"\r\n", b" \t\r\n"):  # not commands: the ready line again, nothing else
+            session.send(blank)
+            session.wait_ready()
+        out = session.exchange(encode_command(RunParams("7" * 511, 3, 0.0, 0.9, 1)), timeout=60)
+        assert out.complete and out.status == "error" and out.reason == "prompt_too_long" and out.tokens == []
+        seen += b"\x03llmcu end status=" + out.status.encode() + b" reason=" + out.reason.encode()
+        assert session.wait_exit() != 0
+    sees(seen.decode("latin-1"))
+
+
+@needs_qemu
+@pytest.mark.fault(
+    area="runtime",
+    kind="input",
+    what="the twin: steps=600 for its 512-token context, with a 482-token prompt",
+    sees=r"context_full",
+)
+def test_twin_stops_at_the_end_of_the_context(twin: Path, sees) -> None:
+    with QemuSession(twin) as session:
+        session.wait_ready()
+        out = session.exchange(encode_command(RunParams(DIGITS_482_TOKENS, 600, 0.0, 0.9, 1)), timeout=300)
+        assert session.wait_exit() == 0
+    assert out.ok and out.reason == "context_full"
+    assert len(out.tokens) == 512 and int(out.summary["generated"]) == 31
+    sees(out.reason)

@@ -32,7 +32,8 @@ def parse_size(value: int | str, where: str) -> int:
     match = re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*([KMG]?)i?B?\s*", str(value))
     if not match:
         raise OptionError(f"{where}: {value!r} is not a size (e.g. 65536, 64K, 2M)")
-    number = int(match.group(1), 0)
+    digits = match.group(1)
+    number = int(digits, 16) if digits.startswith("0x") else int(digits)  # int("010", 0) would refuse "010"
     return number * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match.group(2)]
 
 
@@ -120,6 +121,22 @@ def _require(table: dict, key: str, where: str, kind: type | tuple[type, ...]) -
     return value
 
 
+def _table(table: dict, key: str, where: str) -> dict:
+    """An optional [table]: absent is empty, anything but a table is an error (not an AttributeError later)."""
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise OptionError(f"{where}: `{key}` must be a [{key}] table, got {value!r}")
+    return value
+
+
+def _optional(table: dict, key: str, where: str, kind: type, default: object) -> object:
+    """An optional value of one type (bool is not accepted for int, although Python says it is one)."""
+    value = table.get(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise OptionError(f"{where}: `{key}` must be a {kind.__name__}, got {value!r}")
+    return value
+
+
 def _strings(table: dict, key: str, where: str) -> tuple[str, ...]:
     values = table.get(key, [])
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -133,18 +150,24 @@ def _memory(entries: object, where: str) -> tuple[MemoryRegion, ...]:
     regions: list[MemoryRegion] = []
     for index, entry in enumerate(entries):
         here = f"{where} [[memory]] #{index + 1}"
+        if not isinstance(entry, dict):
+            raise OptionError(f"{here}: must be a [[memory]] table, got {entry!r}")
         name = _require(entry, "name", here, str)
         kind = entry.get("kind", "ram")
         if kind not in REGION_KINDS:
             raise OptionError(f"{here} ({name}): kind {kind!r} is not one of {', '.join(REGION_KINDS)}")
+        origin = int(_require(entry, "origin", here, int))
+        size = parse_size(_require(entry, "size", here, (int, str)), here)
+        if not 0 <= origin < 1 << 64 or not 0 < size <= 1 << 64:
+            raise OptionError(f"{here} ({name}): origin {origin:#x} and size {size} are not a memory region")
         region = MemoryRegion(
             name=name,
-            origin=int(_require(entry, "origin", here, int)),
-            size=parse_size(_require(entry, "size", here, (int, str)), here),
+            origin=origin,
+            size=size,
             kind=kind,
-            speed=int(entry.get("speed", 3)),
-            retained=bool(entry.get("retained", kind != "ram")),
-            external=bool(entry.get("external", False)),
+            speed=_optional(entry, "speed", here, int, 3),
+            retained=_optional(entry, "retained", here, bool, kind != "ram"),
+            external=_optional(entry, "external", here, bool, False),
         )
         for other in regions:
             if other.name == region.name:
@@ -167,10 +190,15 @@ def load_target(name: str, targets_dir: Path) -> Target:
     if kind not in KINDS:
         raise OptionError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
     toolchain = _require(raw, "toolchain", where, dict)
-    flags = raw.get("flags", {})
-    board = raw.get("board", {})
-    run = raw.get("run", {})
-    cpu = raw.get("cpu", {})
+    flags = _table(raw, "flags", where)
+    board = _table(raw, "board", where)
+    run = _table(raw, "run", where)
+    cpu = _table(raw, "cpu", where)
+    for key in ("name", "description", "default_board", "twin", "twin_of", "kernels"):
+        _optional(raw, key, where, str, "")
+    _optional(toolchain, "cc", f"{where} [toolchain]", str, "gcc")
+    _optional(run, "counter_unit", f"{where} [run]", str, "ns")
+    clock_hz = _optional(cpu, "clock_hz", f"{where} [cpu]", int, 0)
     method = run.get("method", "exec")
     if method not in RUN_METHODS:
         raise OptionError(f"{where}: run.method {method!r} is not one of {', '.join(RUN_METHODS)}")
@@ -195,7 +223,7 @@ def load_target(name: str, targets_dir: Path) -> Target:
         run_method=method,
         counter_unit=run.get("counter_unit", "ns"),
         cpu_flags=_strings(cpu, "flags", f"{where} [cpu]"),
-        clock_hz=int(cpu.get("clock_hz", 0)),
+        clock_hz=clock_hz,
         memory=memory,
         default_board=raw.get("default_board", ""),
         twin=raw.get("twin", ""),

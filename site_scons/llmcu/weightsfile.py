@@ -128,4 +128,8 @@ def read_header(path: str | Path) -> HeaderInfo:
     if zlib.crc32(raw[:60]) != struct.unpack_from("<I", raw, 60)[0]:
         raise WeightsFileError(f"{path}: the header's checksum does not match")
     _magic, version, header_bytes, layout_hash, data_bytes, data_crc, _reserved, label = _HEAD.unpack_from(raw)
-    return HeaderInfo(version, header_bytes, layout_hash, data_bytes, data_crc, label.rstrip(b"\0").decode())
+    try:  # the writer puts ASCII there (_label); anything else is a damaged or foreign header with a lucky CRC
+        text = label.rstrip(b"\0").decode("ascii")
+    except UnicodeDecodeError:
+        raise WeightsFileError(f"{path}: the header's label is not ASCII: {label!r}") from None
+    return HeaderInfo(version, header_bytes, layout_hash, data_bytes, data_crc, text)

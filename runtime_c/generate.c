@@ -157,6 +157,9 @@ static void write_summary(const run_counts *counts) {
     line_end(&line);
 }
 
+/* The default of platform.h's per-pass hook: nothing to do (a firmware with a watchdog defines its own). */
+__attribute__((weak)) void platform_alive(void) {}
+
 /* Runs the model over the prompt and then on its own output; returns the counts for the summary. */
 static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
     llmcu_sampler sampler;
@@ -165,6 +168,7 @@ static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
     run_counts counts = {0, n_prompt, 0};
     int token = prompt_tokens[0];
     for (int pos = 0; pos < steps; pos++) {
+        platform_alive();
         phase_begin_pass(pos, steps);
         uint64_t start = platform_counter();
         float *logits = llmcu_forward(token, pos);

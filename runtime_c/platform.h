@@ -23,4 +23,8 @@ uint64_t platform_counter_hz(void);
 /* Deepest stack use seen so far, in bytes, or 0 when the platform cannot tell. */
 size_t platform_stack_peak(void);
 
+/* Called once per forward pass: the run is making progress (a firmware kicks its watchdog here).
+ * generate.c has an empty weak default, so a platform without a watchdog need not define it. */
+void platform_alive(void);
+
 #endif /* LLMCU_PLATFORM_H */

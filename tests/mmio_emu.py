@@ -29,6 +29,7 @@ RETURN_ADDRESS = FLASH[0] + FLASH[1] - 0x100  # a BKPT the called function retur
 MMIO_WINDOWS = ((0x40000000, 0x20000), (0x52000000, 0x10000), (0x58000000, 0x30000), (0xE0000000, 0x100000))
 
 RCC, PWR, SYSCFG, FLASH_IF, FMC, QSPI = 0x58024400, 0x58024800, 0x58000400, 0x52002000, 0x52004000, 0x52005000
+IWDG1 = 0x58004800
 USARTS = {1: 0x40011000, 2: 0x40004400, 3: 0x40004800, 4: 0x40004C00, 5: 0x40005000, 6: 0x40011400}
 USARTS |= {7: 0x40007800, 8: 0x40007C00}
 USART_CLOCK = {1: ("RCC_APB2ENR", 4), 6: ("RCC_APB2ENR", 5), 2: ("RCC_APB1LENR", 17), 3: ("RCC_APB1LENR", 18)}
@@ -62,6 +63,7 @@ def _registers() -> dict[int, tuple[str, int]]:
             0x034: ("PLL1FRACR", 0),
             0x04C: ("D1CCIPR", 0),
             0x054: ("D2CCIP2R", 0),
+            0x0D0: ("RSR", 0),
             0x0D4: ("AHB3ENR", 0),
             0x0DC: ("AHB2ENR", 0),
             0x0E0: ("AHB4ENR", 0),
@@ -69,6 +71,12 @@ def _registers() -> dict[int, tuple[str, int]]:
             0x0F0: ("APB2ENR", 0),
             0x0F4: ("APB4ENR", 0),
         },
+    )
+    # IWDG1: KR is write-only; PR and RLR take keys first (0x5555) and SR shows their update in progress.
+    block(
+        IWDG1,
+        "IWDG1_",
+        {0x00: ("KR", 0), 0x04: ("PR", 0), 0x08: ("RLR", 0xFFF), 0x0C: ("SR", 0), 0x10: ("WINR", 0xFFF)},
     )
     block(PWR, "PWR_", {0x04: ("CSR1", 0x00004000), 0x0C: ("CR3", 0x00000006), 0x18: ("D3CR", 0x00004000)})
     block(SYSCFG, "SYSCFG_", {0x2C: ("PWRCR", 0)})
@@ -200,6 +208,9 @@ class Stm32h743:
         self.memory_mapped_state: dict[str, int] | None = None
         self.reset_requested = False
         self.ram_writes: list[int] = []
+        self.iwdg_started = False
+        self.iwdg_unlocked = False  # 0x5555 written, not yet locked again by 0xAAAA
+        self.iwdg_reloads = 0
 
     # ---- program loading and calling ----
 
@@ -309,6 +320,10 @@ class Stm32h743:
             return False
         return True
 
+    def _settled(self, name: str) -> bool:
+        """A busy flag that clears after a few reads (never set: settled)."""
+        return name not in self.pending or self._ready(name)
+
     def _check_clock(self, name: str, what: str) -> None:
         """RM0433: a peripheral's registers are reachable only with its bus clock enabled."""
         clock = None
@@ -347,6 +362,8 @@ class Stm32h743:
             return value | (1 << 5 if rxne else 0)
         if name.endswith("_RDR") and name.startswith(("USART", "UART")):
             return self.rx.pop(0) if self.rx else 0
+        if name == "IWDG1_SR":  # PVU, RVU: set for a few reads after PR or RLR was written
+            return sum(1 << bit for bit, flag in ((0, "IWDG_PVU"), (1, "IWDG_RVU")) if not self._settled(flag))
         if name == "QUADSPI_SR":
             tcf = 1 << 1 if self._qspi_done() else 0
             busy = 1 << 5 if self.qspi_fifo or self.qspi_write or (self.pending.get("QSPI_TCF", 0) > 0) else 0
@@ -405,6 +422,24 @@ class Stm32h743:
             self.mpu_regions[self.reg("MPU_RNR")] = (value, self.mpu_regions.get(self.reg("MPU_RNR"), (0, 0))[1])
         elif name == "MPU_RASR":
             self.mpu_regions[self.reg("MPU_RNR")] = (self.mpu_regions.get(self.reg("MPU_RNR"), (0, 0))[0], value)
+        elif name == "IWDG1_KR":
+            if value == 0xCCCC:
+                self.iwdg_started = True
+            elif value == 0x5555:
+                self.iwdg_unlocked = True
+            elif value == 0xAAAA:
+                if not (self._settled("IWDG_PVU") and self._settled("IWDG_RVU")):
+                    self.violations.append("IWDG1 reloaded before its PR/RLR update finished (IWDG1_SR)")
+                self.iwdg_unlocked = False
+                self.iwdg_reloads += 1
+            return  # write-only: reads as 0
+        elif name in ("IWDG1_PR", "IWDG1_RLR"):
+            if not self.iwdg_unlocked:
+                self.violations.append(f"{name} written while write-protected (no 0x5555 key): the IWDG ignores it")
+                return
+            self._flag("IWDG_PVU" if name == "IWDG1_PR" else "IWDG_RVU", 2)
+        elif name == "RCC_RSR":
+            value = old & 0x0000FFFF if value & 1 << 16 else old  # RMVF clears every flag; they are read-only
         elif name == "SCB_AIRCR":
             if value >> 16 == 0x05FA and value & (1 << 2):
                 self.reset_requested = True

@@ -516,3 +516,141 @@ def test_fatal_before_the_console_exists_still_resets(firmware: dict) -> None:
     soc.call("board_fatal", 1)
     assert soc.reset_requested and bytes(soc.tx) == b""
     assert_clean(soc)  # the unclocked USART was never touched
+
+
+# ---- watchdog (IWDG1), reset cause (RCC_RSR) and the stack guard beside the board's MPU regions ----
+
+GUARD_BASE, GUARD_BYTES = 0x20000000, 256  # where cortex_m.ld.j2 puts them on the STM32H743: DTCM's start
+
+
+@pytest.fixture(scope="module")
+def watchdog_firmware(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The nucleo board layer built with watchdog=2s (the defines the build computes) and the shared stack
+    guard, its linker symbols placed as the generated linker script places them."""
+    if shutil.which(CC) is None:
+        pytest.skip(f"{CC} not installed (tools/setup.sh installs it)")
+    pytest.importorskip("unicorn", reason="unicorn not installed (pip install -r requirements.txt)")
+    from llmcu import watchdog
+    from llmcu.targets import load_target
+
+    folder = tmp_path_factory.mktemp("watchdog")
+    write_board_config(load_board(TARGET, "nucleo-h743zi"), folder / "board_config.h")
+    (folder / "test.ld").write_text(LINKER_SCRIPT)
+    defines = [f"-D{name}={value}" for name, value in watchdog.defines(load_target("stm32h743", ROOT / "targets"), 2.0)]
+    sources = [
+        TARGET / source
+        for source in tomllib.loads((TARGET / "target.toml").read_text())["board"]["sources"]
+        if not source.startswith("../")
+    ]
+    sources.append(ROOT / "targets" / "cortex-m" / "stack_guard.c")
+    elf = folder / "board.elf"
+    command = [CC, *CPU_FLAGS, "-std=c99", "-O2", *WARNINGS, "-ffunction-sections", "-fdata-sections", *defines]
+    command += ["-I", str(ROOT / "targets" / "cortex-m"), "-I", str(folder), "-T", str(folder / "test.ld")]
+    command += [f"-Wl,--defsym=__stack_guard={GUARD_BASE}", f"-Wl,--defsym=__stack_limit={GUARD_BASE + GUARD_BYTES}"]
+    command += ["-nostdlib", *map(str, sources), "-lgcc", "-o", str(elf)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return elf
+
+
+def test_watchdog_start_sequence(watchdog_firmware: Path) -> None:
+    """RM0433's order: start (0xCCCC), unlock (0x5555), PR and RLR, wait until SR shows them taken, reload."""
+    from mmio_emu import Stm32h743
+
+    soc = Stm32h743(watchdog_firmware)
+    soc.call("board_watchdog_start")
+    keys = [(a.seq, a.value) for a in soc.writes("IWDG1_KR")]
+    assert [value for _, value in keys] == [0xCCCC, 0x5555, 0xAAAA]
+    # 2 s at 32 kHz: prescaler /16 (PR=2) is the smallest whose reload fits 12 bits; 4,000 ticks -> RLR 3,999.
+    assert soc.reg("IWDG1_PR") == 2 and soc.reg("IWDG1_RLR") == 2 * 32000 // 16 - 1
+    assert keys[1][0] < soc.first_write("IWDG1_PR") < keys[2][0] and keys[1][0] < soc.first_write("IWDG1_RLR")
+    polls = [a for a in soc.log if a.name == "IWDG1_SR"]
+    assert polls and polls[-1].value == 0 and polls[-1].seq < keys[2][0]  # reloaded only once SR cleared
+    assert soc.iwdg_started and not soc.iwdg_unlocked  # running, and PR/RLR locked again
+    soc.call("board_watchdog_kick")
+    assert soc.writes("IWDG1_KR")[-1].value == 0xAAAA and soc.iwdg_reloads == 2
+    assert soc.call("board_watchdog_fired") & 0xFFFFFFFF == 0  # the IWDG resets; it raises no NMI
+    assert_clean(soc)
+
+
+def test_watchdog_off_touches_nothing(firmware: dict) -> None:
+    soc = chip(firmware, "nucleo-h743zi")  # built without watchdog=: LLMCU_WATCHDOG is 0
+    soc.call("board_watchdog_start")
+    soc.call("board_watchdog_kick")
+    assert not soc.iwdg_started and soc.writes("IWDG1_KR") == []
+    assert_clean(soc)
+
+
+POR = 1 << 23 | 1 << 22 | 1 << 21 | 1 << 20 | 1 << 19 | 1 << 17  # PORRSTF, PINRSTF, BORRSTF, D2, D1, CPU
+SYSTEM = 1 << 22 | 1 << 20 | 1 << 19 | 1 << 17  # what every system reset sets: PINRSTF (NRST is driven), D2, D1, CPU
+
+
+def decode_reset(elf: Path, rsr: int) -> str:
+    """board_reset_cause() on a chip whose RCC_RSR holds ``rsr``. The most specific flag wins (a power-on
+    also sets BORRSTF and PINRSTF); the flags are cleared once read (RMVF), so the next boot's are its own,
+    and the cause is kept for every ready line of this boot."""
+    from mmio_emu import ADDRESSES, Stm32h743
+
+    soc = Stm32h743(elf)
+    soc.values[ADDRESSES["RCC_RSR"]] = rsr
+    decoded = read_string(soc, soc.call("board_reset_cause") & 0xFFFFFFFF)
+    assert soc.reg("RCC_RSR") == 0 and soc.writes("RCC_RSR")[0].value >> 16 & 1  # RMVF
+    assert read_string(soc, soc.call("board_reset_cause") & 0xFFFFFFFF) == decoded
+    assert len([a for a in soc.log if a.name == "RCC_RSR" and a.kind == "r"]) == 2  # read once, and RMVF's |=
+    assert_clean(soc)
+    return decoded
+
+
+@pytest.mark.parametrize(
+    ("rsr", "cause"),
+    [
+        pytest.param(1 << 28 | SYSTEM, "window_watchdog", id="wwdg"),
+        pytest.param(1 << 24 | SYSTEM, "software", id="sysresetreq"),
+        pytest.param(1 << 30 | SYSTEM, "low_power", id="lpwr"),
+        pytest.param(POR, "power_on", id="por"),
+        pytest.param(1 << 21 | SYSTEM, "brownout", id="bor"),
+        pytest.param(SYSTEM, "pin", id="nrst"),
+        pytest.param(0, "unknown", id="none"),
+    ],
+)
+def test_reset_cause(watchdog_firmware: Path, rsr: int, cause: str) -> None:
+    assert decode_reset(watchdog_firmware, rsr) == cause
+
+
+@pytest.mark.fault(
+    area="firmware",
+    kind="fault",
+    what="STM32H743 booting after IWDG1 reset it (RCC_RSR IWDG1RSTF, with PINRSTF as on the chip)",
+    sees=r"reset=watchdog",
+)
+def test_reset_cause_after_a_watchdog_reset(watchdog_firmware: Path, sees) -> None:
+    """What the next ready line says (firmware_main.c appends the cause), and what the capture makes of it."""
+    serial = pytest.importorskip("serial")
+    from llmcu import uart
+    from llmcu.project import RunParams
+
+    cause = decode_reset(watchdog_firmware, 1 << 26 | SYSTEM)
+    ready = f"\x05llmcu ready 1 target=stm32h743 model=260k quant=q8 reset={cause}\n".encode()
+    port = serial.serial_for_url("loop://", timeout=0.05)  # plays the board: a run cut short by the watchdog
+    port.write(ready + b"\x02llmcu 1 target=stm32h743 unit=cycles\nOnce upon" + ready)
+    with pytest.raises(uart.BoardResetError) as caught:
+        uart.capture_run(port, RunParams("Once", 8, 0.0, 0.9, 1), resend_on_reset=0, ready_timeout=5, timeout=10)
+    port.close()
+    sees(f"{ready.decode()} -> {caught.value}")
+    assert "watchdog reset it" in str(caught.value)
+    assert caught.value.capture.reason == "watchdog" and caught.value.capture.attempts[0].text == b"Once upon"
+
+
+def test_stack_guard_is_the_highest_region_beside_the_boards(watchdog_firmware: Path) -> None:
+    """The guard takes region 15 (the highest, which wins where regions overlap) and leaves the board's
+    regions and its MPU_CTRL bits as they were."""
+    from mmio_emu import Stm32h743
+
+    soc = Stm32h743(watchdog_firmware)
+    soc.call("board_early_init")
+    board_regions = {n: r for n, r in soc.mpu_regions.items() if n != 15}  # mpu_init clears all 16 first
+    assert soc.mpu_regions[15] == (0, 0) and soc.call("cortex_m_stack_guard_enable") & 0xFFFFFFFF == 15
+    assert soc.mpu_regions[15] == (GUARD_BASE, rasr(8, ap=0, tex=0, c=0, b=0, xn=1))  # 256 B, no access, XN
+    assert {n: r for n, r in soc.mpu_regions.items() if n != 15} == board_regions
+    assert soc.reg("MPU_CTRL") == 0b101  # ENABLE, PRIVDEFENA; HFNMIENA stays off: no MPU in HardFault/NMI
+    assert_clean(soc)

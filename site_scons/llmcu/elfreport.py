@@ -40,6 +40,9 @@ class FirmwareReport:
     weight_bytes: int  # the llmcu_* weight and tokenizer sections
     ram_bytes: int  # everything that occupies RAM at run time
     macs_per_token: dict[str, int]
+    # The stack from the linker script's symbols: bytes, guard_bytes (the MPU guard below it), limit, top.
+    # Its peak use is measured at run time: peak_stack in the run's summary record and log.
+    stack: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -52,6 +55,7 @@ class FirmwareReport:
             "weight_bytes": self.weight_bytes,
             "ram_bytes": self.ram_bytes,
             "macs_per_token": self.macs_per_token,
+            "stack": self.stack,
         }  # fmt: skip
 
     def table(self) -> list[str]:
@@ -109,7 +113,22 @@ def analyse(elf_path: Path, regions: list[MemoryRegion], config: ModelConfig) ->
                 weights += size
             if run_region.name in ram_names:
                 ram += size
-    return FirmwareReport(usage, code, weights, ram, macs_per_token(config))
+        stack = _stack(elf)
+    return FirmwareReport(usage, code, weights, ram, macs_per_token(config), stack)
+
+
+def _stack(elf: ELFFile) -> dict[str, int]:
+    """The stack's size and its guard from __stack_guard, __stack_limit and __stack_top (cortex_m.ld.j2)."""
+    symtab = elf.get_section_by_name(".symtab")
+    if symtab is None:
+        return {}
+    wanted = {"__stack_guard": "guard", "__stack_limit": "limit", "__stack_top": "top"}
+    found = {wanted[sym.name]: sym["st_value"] for sym in symtab.iter_symbols() if sym.name in wanted}
+    if "limit" not in found or "top" not in found:
+        return {}
+    stack = {"bytes": found["top"] - found["limit"], "limit": found["limit"], "top": found["top"]}
+    stack["guard_bytes"] = found["limit"] - found["guard"] if "guard" in found else 0
+    return stack
 
 
 def write_report(report: FirmwareReport, json_path: Path, markdown_path: Path, title: str) -> None:
@@ -119,6 +138,14 @@ def write_report(report: FirmwareReport, json_path: Path, markdown_path: Path, t
     lines.append(f"Weights and tokenizer: {report.weight_bytes:,} bytes.  RAM in use: {report.ram_bytes:,} bytes.  ")
     macs = ", ".join(f"{key} {value:,}" for key, value in report.macs_per_token.items())
     lines.append(f"Multiply-accumulates per token: {macs}.")
+    if report.stack:
+        st = report.stack
+        guard = f" above a {st['guard_bytes']:,}-byte MPU guard" if st.get("guard_bytes") else ""
+        lines[-1] += "  "
+        lines.append(
+            f"Stack: {st['bytes']:,} bytes at {st['limit']:#010x}-{st['top']:#010x}{guard}; a run's peak use is "
+            "`peak_stack` in its summary line and run log."
+        )
     write_text_atomic(markdown_path, "\n".join(lines) + "\n")
 
 

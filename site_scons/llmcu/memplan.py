@@ -23,6 +23,11 @@ WEIGHT_PLACEMENTS = ("auto", "flash", "qspi", "sdram")
 REGION_ALIASES = {"axi": "axi_sram", "sram": "sram123"}
 CODE_RESERVE = 96 * 1024  # flash kept for code, constants and the copy tables (the linker checks the real size)
 DATA_RESERVE = 8 * 1024  # RAM kept beside the stack for the runtime's and libc's .data/.bss
+# Below the stack: an MPU region with no access (targets/cortex-m/stack_guard.c), so that an overflow faults
+# instead of overwriting data. A power of two >= 32 (the MPU's smallest region), aligned to its size, and larger
+# than any function's stack frame: a frame that skipped over the guard would land below it unseen (the optimised
+# q8 matmul's is 1,276 bytes; tests/test_firmware_faults.py checks every frame of the firmware against this).
+STACK_GUARD_BYTES = 2048
 
 
 class FitError(LlmcuError):
@@ -155,7 +160,7 @@ def plan_memory(
     data = ram[0]
     if not budget.take(boot.name, CODE_RESERVE):
         raise FitError(f"{boot.name} ({boot.size:,} bytes) cannot hold the runtime's code ({CODE_RESERVE:,} bytes)")
-    if not budget.take(data.name, stack_bytes + DATA_RESERVE):
+    if not budget.take(data.name, stack_bytes + STACK_GUARD_BYTES + DATA_RESERVE):
         raise FitError(f"{data.name} ({data.size:,} bytes) cannot hold a {stack_bytes:,}-byte stack and .data/.bss")
 
     state = run_state_bytes(config, seq_len, group_size, kv_type)
@@ -268,7 +273,10 @@ def _place_blobs(
 
 def describe(plan: MemoryPlan) -> list[str]:
     """Human lines: what goes where."""
-    lines = [f"code, constants -> {plan.boot_region}; stack {plan.stack_bytes:,} B, .data/.bss -> {plan.data_region}"]
+    lines = [
+        f"code, constants -> {plan.boot_region}; stack {plan.stack_bytes:,} B above a {STACK_GUARD_BYTES} B MPU guard, "
+        f".data/.bss -> {plan.data_region}"
+    ]
     lines.append(
         f"run state {plan.state_bytes:,} B -> {plan.state_region}; "
         f"KV cache ({plan.kv_type}) {plan.kv_bytes:,} B -> {plan.kv_region}"

@@ -14,6 +14,7 @@ from .errors import OptionError
 from .kvcache import KV_TYPES
 from .quantize import QTYPES
 from .targets import parse_size
+from .watchdog import parse_timeout
 
 GROUP_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -189,6 +190,15 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             "auto|dtcm|axi|sram|sdram|REGION",
         ),
         Option("stack", "firmware stack size in bytes", "8K", None, _size_in(1024, 1 << 20), "1K..1M"),
+        Option(
+            "watchdog",
+            "firmware watchdog: reset (board) or fault report (QEMU twin) when a forward pass or the console loop "
+            "stops for this long",
+            "off",
+            None,
+            parse_timeout,
+            "off|TIME (e.g. 2s, 500ms)",
+        ),
         Option(
             "hil",
             "how `run` runs a firmware target: none = on the board, qemu = its QEMU twin with the board's memory "

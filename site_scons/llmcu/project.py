@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import boards, linux, models
+from . import boards, linux, models, watchdog
 from .errors import OptionError
 from .memplan import available_regions
 from .options import Option, build_options, check_unknown, list_targets, validate
@@ -66,6 +66,7 @@ class FirmwareOptions:
     kv: str
     stack_bytes: int
     hil: str
+    watchdog_s: float = 0.0  # watchdog=: seconds, 0 = off (llmcu.watchdog)
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,12 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     run = RunParams(values["prompt"], values["steps"], values["temperature"], values["topp"], values["seed"])
     board, images, firmware = values["board"], (), None
     if target.kind == "baremetal":
-        firmware = FirmwareOptions(values["weights"], values["kv"], values["stack"], values["hil"])
+        firmware = FirmwareOptions(values["weights"], values["kv"], values["stack"], values["hil"], values["watchdog"])
         board, images = _firmware_images(target, values["board"], out_dir, values["hil"])
+        for image in images:  # a time the board's (or the twin's) watchdog cannot count stops the build here
+            watchdog.plan(image.target, firmware.watchdog_s)
+    elif values["watchdog"]:
+        watchdog.plan(target, values["watchdog"])  # says that this target has no watchdog
     return BuildSettings(
         target=target,
         model_name=resolved.name,

@@ -201,15 +201,47 @@ CFSR_BITS = {
 }  # fmt: skip
 
 
+def _hex(end: dict[str, str], key: str) -> int | None:
+    try:
+        return int(end[key], 16)
+    except (KeyError, ValueError):
+        return None
+
+
+def _overflow_lead(end: dict[str, str]) -> str:
+    """What a stack overflow report (reason=stack_overflow, targets/cortex-m/fault.c) means, and what to do."""
+    sp, limit, top = _hex(end, "sp"), _hex(end, "stack_limit"), _hex(end, "stack_top")
+    lead = "stack overflow"
+    if limit is not None and top is not None and top > limit:
+        size = top - limit
+        lead += f": the {size:,}-byte stack ({limit:#010x}-{top:#010x}) ran into the MPU guard below it"
+        if sp is not None and sp < limit:
+            lead += f" (sp={sp:#010x}, {limit - sp:,} bytes below its limit)"
+        suggested = 1 << max(size * 2 - 1, 1).bit_length()  # at least twice the size, a power of two
+        lead += f"; build with a larger stack, e.g. stack={suggested // 1024}K"
+    return f"{lead}; {end.get('exception', 'fault')}"
+
+
 def describe_fault(end: dict[str, str]) -> str:
-    """One line from a fault's end line fields: where, and what the fault status register says."""
+    """One line from a fault's end line fields: what happened (a stack overflow, the watchdog, or the
+    exception), where, and what the fault status register says."""
     try:
         cfsr = int(end.get("cfsr", "0"), 16)
     except ValueError:
         cfsr = 0
     flags = [name for bit, name in CFSR_BITS.items() if cfsr >> bit & 1]
-    parts = [f"{end.get('reason', 'fault')} at pc={end.get('pc', '?')}", f"lr={end.get('lr', '?')}"]
+    reason = end.get("reason", "fault")
+    if reason == "stack_overflow":
+        lead = _overflow_lead(end)
+    elif reason == "watchdog":
+        lead = "watchdog: the firmware made no progress for the watchdog's time (hung); it was"
+    else:
+        lead = reason
+    parts = [f"{lead} at pc={end.get('pc', '?')}", f"lr={end.get('lr', '?')}"]
     parts.append(f"cfsr={end.get('cfsr', '?')}" + (f" ({' '.join(flags)})" if flags else ""))
+    if cfsr & (1 << 4 | 1 << 12):  # MSTKERR, STKERR: the core could not push the frame, so pc and lr are lost
+        parts[0] = parts[0].replace(f" at pc={end.get('pc', '?')}", " (pc and lr lost: no exception frame)")
+        parts.pop(1)
     for key in ("hfsr", "mmfar", "bfar", "sp"):
         if key in end:
             parts.append(f"{key}={end[key]}")

@@ -243,11 +243,9 @@ class QemuSession:
 def check_run(output: RunOutput, exit_code: int | None, elf: Path, stderr: str = "") -> RunOutput:
     """Raises the error that says what went wrong, or returns the output of a good run."""
     if output.status == "fault":
-        raise FirmwareFaultError(
-            f"{elf.name} faulted: {describe_fault(output.end)}; the source line: "
-            f"arm-none-eabi-addr2line -e {elf} {output.end.get('pc', '')}",
-            output.end,
-        )
+        pc = output.end.get("pc", "")
+        where = f"; the source line: arm-none-eabi-addr2line -e {elf} {pc}" if pc.strip("0x") else ""  # 0: no frame
+        raise FirmwareFaultError(f"{elf.name} faulted: {describe_fault(output.end)}{where}", output.end)
     if output.status == "rejected":
         detail = output.end.get("detail")
         raise CommandRejectedError(

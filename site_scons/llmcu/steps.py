@@ -100,6 +100,7 @@ def write_linker_script(image: FirmwareImage, plan: memplan.MemoryPlan) -> None:
         boot=plan.boot_region,
         data=plan.data_region,
         stack_bytes=plan.stack_bytes,
+        stack_guard_bytes=memplan.STACK_GUARD_BYTES,
         groups=plan.groups,
         kv_region=plan.kv_region,
         state_region=plan.state_region,

@@ -322,7 +322,10 @@ class _Capturer:
             self.tolerate_ready -= 1  # the answer to our empty line; the command is next in the firmware's queue
             return
         self.capture.ready = ready
-        self._cut_short("board_reset", "the board reset (a new ready line)")
+        if ready.get("reset") == "watchdog":  # the firmware says why it booted (targets/cortex-m/firmware_main.c)
+            self._cut_short("watchdog", "the board's watchdog reset it (its new ready line says reset=watchdog)")
+        else:
+            self._cut_short("board_reset", "the board reset (a new ready line)")
         self.capture.resent += 1
         self._send_command()
 

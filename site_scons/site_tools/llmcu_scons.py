@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
-from llmcu import codegen, flashalgo, flashing, linux, project, runs, steps
+from llmcu import codegen, flashalgo, flashing, linux, project, runs, steps, watchdog
 from llmcu.errors import LlmcuError
 
 # Short command lines unless verbose=1.
@@ -177,6 +177,8 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
         PROGSUFFIX=".elf",
         LLMCU_IMAGE=image,
     )
+    # watchdog=: the register values for this image's watchdog (the board's, or its twin's)
+    build_env.Append(CPPDEFINES=watchdog.defines(target, settings.firmware.watchdog_s if settings.firmware else 0.0))
     # Link through llmcu so that a region overflow becomes an error naming the region and what would fit.
     build_env["LLMCU_LINKCMD"] = build_env["LINKCOM"]
     build_env["LINKCOM"] = build_env.Action(_link_action, strfunction=_link_string)

@@ -33,4 +33,20 @@ void board_after_run(int status);
 /* Called by the fault handler after the report: never returns (reset, or the twin's exit). */
 void board_fatal(int code) __attribute__((noreturn));
 
+/*
+ * Watchdog (option watchdog=<time>): the build computes the board's prescaler and reload from the time
+ * (site_scons/llmcu/watchdog.py) and defines LLMCU_WATCHDOG=1, LLMCU_WATCHDOG_PRESCALER,
+ * LLMCU_WATCHDOG_RELOAD and LLMCU_WATCHDOG_MS; without the option LLMCU_WATCHDOG is 0 and these do nothing.
+ * firmware_main.c starts it before the first ready line and kicks it after each forward pass
+ * (platform_alive) and while it waits for a command. board_watchdog_fired() tells the fault handler
+ * whether an NMI came from the watchdog (the twin's watchdog raises one; a board's may just reset it).
+ */
+void board_watchdog_start(void);
+void board_watchdog_kick(void);
+int board_watchdog_fired(void);
+
+/* Why the chip last reset, as one word for the ready line: power_on, pin, software, watchdog,
+ * window_watchdog, brownout, low_power or unknown. */
+const char *board_reset_cause(void);
+
 #endif /* LLMCU_CORTEX_M_BOARD_H */

@@ -10,4 +10,8 @@
  * finds the lowest painted byte that has been overwritten since. */
 size_t cortex_m_stack_peak(void);
 
+/* Makes the guard below the stack an MPU region with no access (stack_guard.c); returns the region's
+ * number, or -1 when the core has no MPU. startup.c calls it once the fault traps are on. */
+int cortex_m_stack_guard_enable(void);
+
 #endif /* LLMCU_CORTEX_M_H */

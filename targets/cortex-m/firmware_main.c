@@ -3,7 +3,7 @@
  *
  * The firmware serves prompts over the console, so that one flashed image answers many of them:
  *
- *   firmware: \x05llmcu ready 1 target=<t> model=<m> quant=<q>\n
+ *   firmware: \x05llmcu ready 1 target=<t> model=<m> quant=<q> reset=<why the chip last reset>\n
  *   host:     run steps=256 temperature=0.0 topp=0.9 seed=1 prompt=Once%20upon%20a%20time\n
  *   firmware: the output protocol (runtime_c/README.md), then board_after_run(status)
  *
@@ -28,6 +28,11 @@
 #define LLMCU_TARGET_NAME "unknown"
 #endif
 
+#ifndef LLMCU_WATCHDOG /* set by the build from watchdog= (board.h) */
+#define LLMCU_WATCHDOG 0
+#endif
+#define READ_SLICE_MS 10u /* with a watchdog: how long to wait for a console byte between two kicks */
+
 /* ---- platform hooks ---- */
 
 void platform_write(const void *data, size_t len) { board_write(data, len); }
@@ -39,6 +44,43 @@ const char *platform_counter_unit(void) { return board_counter_unit(); }
 uint64_t platform_counter_hz(void) { return board_counter_hz(); }
 
 size_t platform_stack_peak(void) { return cortex_m_stack_peak(); }
+
+#ifdef LLMCU_TEST_HANG_AFTER
+/* Test builds only: after this many forward passes the firmware hangs, kicking nothing, so that the tests
+ * see the watchdog end the run. */
+static void test_hang(void) {
+    static unsigned passes;
+    if (++passes > LLMCU_TEST_HANG_AFTER) {
+        for (;;) {
+            __asm volatile("" ::: "memory");
+        }
+    }
+}
+#endif
+
+/* Once per forward pass: the runtime is making progress, so the watchdog is kicked. */
+void platform_alive(void) {
+#ifdef LLMCU_TEST_HANG_AFTER
+    test_hang();
+#endif
+    board_watchdog_kick();
+}
+
+#ifdef LLMCU_TEST_RECURSION_BYTES
+/* Test builds only: before each run, a recursion at least LLMCU_TEST_RECURSION_BYTES deep (64-byte
+ * frames plus saved registers), so that the tests see the stack's peak grow and, deeper than the stack,
+ * the guard stop it. Not a tail call (the frame is read after the call returns), so every level keeps its
+ * frame; volatile, so the compiler neither drops nor merges the frames. */
+__attribute__((noinline)) static uint32_t test_recurse(uint32_t depth) {
+    volatile uint8_t frame[64];
+    frame[0] = (uint8_t)depth;
+    frame[63] = (uint8_t)(depth >> 8);
+    if (depth == 0u) {
+        return frame[0];
+    }
+    return test_recurse(depth - 1u) + frame[0] + frame[63];
+}
+#endif
 
 /* ---- console ---- */
 
@@ -63,8 +105,10 @@ static void write_error(const char *reason, const console_word *detail) {
 /* Collects one line; 0 when it was too long (and already answered with an error). */
 static int read_line(void) {
     for (;;) {
-        int byte = board_read_byte(0);
+        /* With a watchdog, wait in slices and kick it between them: waiting for the host is not a hang. */
+        int byte = board_read_byte(LLMCU_WATCHDOG ? READ_SLICE_MS : 0u);
         if (byte < 0) {
+            board_watchdog_kick();
             continue;
         }
         int event = console_feed(&reader, (uint8_t)byte);
@@ -92,9 +136,13 @@ static int is_fault_command(const char *line) {
 
 int main(void) {
     console_reader_init(&reader);
+    board_watchdog_start();
     for (;;) {
+        /* reset=: why this boot happened (reset=watchdog after the watchdog reset the board). */
         write_str("\x05llmcu ready 1 target=" LLMCU_TARGET_NAME " model=" LLMCU_MODEL_NAME
-                  " quant=" LLMCU_QUANT_NAME "\n");
+                  " quant=" LLMCU_QUANT_NAME " reset=");
+        write_str(board_reset_cause());
+        write_str("\n");
         if (!read_line()) {
             continue;
         }
@@ -120,6 +168,9 @@ int main(void) {
         params.topp = command.topp;
         params.seed = command.seed;
         params.records = 1;
+#ifdef LLMCU_TEST_RECURSION_BYTES
+        (void)test_recurse(LLMCU_TEST_RECURSION_BYTES / 64u);
+#endif
         int status = llmcu_generate(&params);
         board_after_run(status); /* a board comes back for the next command; the QEMU twin exits */
     }

@@ -3,7 +3,7 @@
  * and calls main().
  *
  *   Reset_Handler: FPU on -> VTOR -> board_early_init() -> copy table -> zero table -> paint the stack
- *                  -> fault traps on -> board_init() -> main()
+ *                  -> fault traps on -> stack guard (MPU) on -> board_init() -> main()
  *
  * Only the 16 core entries are here. Every handler but Reset_Handler is a weak alias of Default_Handler,
  * so a board or fault.c defines the ones it uses simply by defining a function of that name.
@@ -164,6 +164,9 @@ void Reset_Handler(void) {
     SCB_CCR |= SCB_CCR_DIV_0_TRP;
     dsb();
     isb();
+
+    /* After the fault traps: a hit in the guard is a MemManage fault (stack_guard.c). */
+    (void)cortex_m_stack_guard_enable();
 
     board_init();
     main();

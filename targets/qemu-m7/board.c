@@ -5,6 +5,8 @@
  *   counter   instructions: under `-icount shift=0` QEMU runs one instruction per virtual nanosecond and
  *             SysTick, clocked at the 25 MHz system clock, ticks every 40 of them
  *   exit      semihosting SYS_EXIT_EXTENDED with the run's status as QEMU's exit code
+ *   watchdog  the CMSDK APB watchdog at 0x40008000 on the 25 MHz clock (watchdog=<time>); QEMU wires its
+ *             interrupt to the NMI, and fault.c reports that NMI as reason=watchdog before the exit
  *
  * QEMU's RAMs need no setup and it models no caches, so there is nothing to do before .data exists.
  */
@@ -30,6 +32,22 @@
 #define UART_STATE_RX_FULL (1u << 1)
 #define UART_CTRL_TX_ENABLE (1u << 0)
 #define UART_CTRL_RX_ENABLE (1u << 1)
+
+/* ---- CMSDK APB watchdog (Arm DDI 0479; QEMU's hw/arm/mps2.c maps it at 0x40008000 for mps2-an500) ---- */
+
+#define WDOG_BASE 0x40008000u
+#define WDOG_LOAD REG32(WDOG_BASE + 0x000u)
+#define WDOG_CONTROL REG32(WDOG_BASE + 0x008u)
+#define WDOG_INTCLR REG32(WDOG_BASE + 0x00Cu) /* any write: clear the interrupt, reload the counter */
+#define WDOG_RIS REG32(WDOG_BASE + 0x010u)    /* bit 0: the counter reached 0 */
+#define WDOG_LOCK REG32(WDOG_BASE + 0xC00u)
+
+#define WDOG_CONTROL_INTEN (1u << 0) /* interrupt (here: NMI) when the counter reaches 0 */
+#define WDOG_LOCK_KEY 0x1ACCE551u    /* unlocks writes; any other value locks them again */
+
+#ifndef LLMCU_WATCHDOG
+#define LLMCU_WATCHDOG 0
+#endif
 
 /* ---- semihosting (Arm's semihosting specification; QEMU with -semihosting-config enable=on) ---- */
 
@@ -127,3 +145,31 @@ uint64_t board_counter_hz(void) { return 0; }
 void board_after_run(int status) { semihosting_exit((uint32_t)status); }
 
 void board_fatal(int code) { semihosting_exit(128u + (uint32_t)code); }
+
+/*
+ * The watchdog counts down from LOAD and raises its interrupt (the NMI) at 0. RESEN is left off: QEMU
+ * would reset the machine on the second timeout and the twin would boot again silently, whereas the
+ * NMI's report says what happened and ends the emulation with a non-zero status (board_fatal).
+ * The registers are locked between accesses, as a stray write must not stop the watchdog.
+ */
+void board_watchdog_start(void) {
+#if LLMCU_WATCHDOG
+    WDOG_LOCK = WDOG_LOCK_KEY;
+    WDOG_LOAD = LLMCU_WATCHDOG_RELOAD;
+    WDOG_CONTROL = WDOG_CONTROL_INTEN;
+    WDOG_LOCK = 0u;
+#endif
+}
+
+void board_watchdog_kick(void) {
+#if LLMCU_WATCHDOG
+    WDOG_LOCK = WDOG_LOCK_KEY;
+    WDOG_INTCLR = 1u;
+    WDOG_LOCK = 0u;
+#endif
+}
+
+int board_watchdog_fired(void) { return LLMCU_WATCHDOG && (WDOG_RIS & 1u) != 0u; }
+
+/* QEMU starts the twin afresh every time (nothing survives a reset to tell otherwise). */
+const char *board_reset_cause(void) { return "power_on"; }

@@ -27,12 +27,28 @@
 #define RCC_PLL1FRACR REG32(RCC_BASE + 0x034u)
 #define RCC_D1CCIPR REG32(RCC_BASE + 0x04Cu)
 #define RCC_D2CCIP2R REG32(RCC_BASE + 0x054u)
+#define RCC_RSR REG32(RCC_BASE + 0x0D0u) /* reset status (RM0433 RCC_RSR; RCC_C1_RSR at 0x130 mirrors it) */
 #define RCC_AHB3ENR REG32(RCC_BASE + 0x0D4u)
 #define RCC_AHB2ENR REG32(RCC_BASE + 0x0DCu)
 #define RCC_AHB4ENR REG32(RCC_BASE + 0x0E0u)
 #define RCC_APB1LENR REG32(RCC_BASE + 0x0E8u)
 #define RCC_APB2ENR REG32(RCC_BASE + 0x0F0u)
 #define RCC_APB4ENR REG32(RCC_BASE + 0x0F4u)
+
+/* RCC_RSR: which resets happened since the flags were last cleared (RMVF). A reset sets every flag of
+ * the resets it implies: a power-on sets PORRSTF and BORRSTF and PINRSTF (the chip drives NRST), an IWDG1
+ * reset also sets PINRSTF, so the decoding goes from the most specific cause to the least. */
+#define RCC_RSR_RMVF (1u << 16)
+#define RCC_RSR_CPURSTF (1u << 17)
+#define RCC_RSR_D1RSTF (1u << 19)
+#define RCC_RSR_D2RSTF (1u << 20)
+#define RCC_RSR_BORRSTF (1u << 21)
+#define RCC_RSR_PINRSTF (1u << 22)
+#define RCC_RSR_PORRSTF (1u << 23)
+#define RCC_RSR_SFTRSTF (1u << 24)
+#define RCC_RSR_IWDG1RSTF (1u << 26)
+#define RCC_RSR_WWDG1RSTF (1u << 28)
+#define RCC_RSR_LPWRRSTF (1u << 30)
 
 #define RCC_CR_HSION (1u << 0)
 #define RCC_CR_HSEON (1u << 16)
@@ -235,5 +251,20 @@
 #define QUADSPI_CCR_FMODE_MEMORY_MAPPED (3u << 26)
 #define QUADSPI_LINES_SINGLE 1u
 #define QUADSPI_LINES_QUAD 3u
+
+/* ---- IWDG1, the independent watchdog (D3 APB4, 0x58004800), clocked by the LSI (32 kHz) ---- */
+#define IWDG1_BASE 0x58004800u
+#define IWDG1_KR REG32(IWDG1_BASE + 0x00u)
+#define IWDG1_PR REG32(IWDG1_BASE + 0x04u)  /* prescaler: 0 = /4, 1 = /8, ..., 6 and 7 = /256 */
+#define IWDG1_RLR REG32(IWDG1_BASE + 0x08u) /* reload value, 12 bits */
+#define IWDG1_SR REG32(IWDG1_BASE + 0x0Cu)  /* PVU, RVU, WVU: an update still on its way to the LSI domain */
+
+#define IWDG_KR_RELOAD 0xAAAAu /* reload the counter from RLR (the kick) */
+#define IWDG_KR_UNLOCK 0x5555u /* allow writes to PR, RLR and WINR */
+#define IWDG_KR_START 0xCCCCu  /* start the watchdog (and the LSI); nothing stops it but a reset */
+#define IWDG_SR_PVU (1u << 0)
+#define IWDG_SR_RVU (1u << 1)
+#define IWDG_SR_WVU (1u << 2)
+#define IWDG_RLR_MAX 0xFFFu
 
 #endif /* LLMCU_STM32H7_H */

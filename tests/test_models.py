@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
+import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,6 +39,9 @@ class FileServer(ThreadingHTTPServer):
         self.root = root
         self.breaks = 0
         self.ranges = True
+        self.status = 0  # answer every request with this HTTP error
+        self.stall = 0.0  # after half the body, wait this long before the rest (a stalled connection)
+        self.wrong_range = False  # answer a Range request at another offset than asked
         self.requests: list[tuple[str, str | None]] = []
 
     def url(self, name: str) -> str:
@@ -49,12 +55,16 @@ class RangeHandler(BaseHTTPRequestHandler):
         requested_range = self.headers.get("Range")
         self.server.requests.append((self.path, requested_range))
         path = self.server.root / self.path.lstrip("/")
+        if self.server.status:
+            self.send_error(self.server.status)
+            return
         if not path.is_file():
             self.send_error(404)
             return
         data = path.read_bytes()
         start = int(requested_range.split("=")[1].split("-")[0]) if requested_range else 0
         if requested_range and self.server.ranges:
+            start = start // 2 if self.server.wrong_range else start
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
@@ -66,7 +76,13 @@ class RangeHandler(BaseHTTPRequestHandler):
         if self.server.breaks > 0:
             self.server.breaks -= 1
             body = body[: len(body) // 2]
-        self.wfile.write(body)
+        if self.server.stall:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            time.sleep(self.server.stall)
+            body = body[len(body) // 2 :]
+        with contextlib.suppress(OSError):  # the client may have given up (a stall)
+            self.wfile.write(body)
         self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
@@ -188,10 +204,17 @@ def test_check_shape_names_every_difference() -> None:
     assert preset.shape_mismatches(preset.shape) == []
 
 
-def test_unknown_preset_lists_presets_and_the_path_form() -> None:
+@pytest.mark.fault(
+    area="options",
+    kind="input",
+    what="model=stories15M (not a preset name)",
+    sees=r"'stories15M'.*model=path/to/model\.bin tokenizer=path/to/tokenizer\.bin",
+)
+def test_unknown_preset_lists_presets_and_the_path_form(sees) -> None:
     with pytest.raises(OptionError) as info:
         models.load_preset("stories15M", MODELS_DIR)
     message = str(info.value)
+    sees(message)
     assert "'stories15M'" in message
     for name in ("260k", "15m", "42m", "110m", "stories15M.bin"):
         assert name in message
@@ -209,19 +232,39 @@ BAD_PRESETS = [
 ]
 
 
+@pytest.mark.fault(
+    area="download",
+    kind="input",
+    what=(
+        "a broken preset file (misspelt key, wrong name, short sha256, ftp:// URL, size as a string, no tokenizer,"
+        " bad TOML)"
+    ),
+    sees=(
+        r"p\.toml.*(sha265|name is 'other'|64 hexadecimal|http:// or https://|'size' must be a whole|'tokenizer' is"
+        r" missing|not valid TOML)"
+    ),
+)
 @pytest.mark.parametrize(("text", "fragment"), BAD_PRESETS)
-def test_broken_preset_file_says_what_is_wrong(tmp_path: Path, text: str, fragment: str) -> None:
+def test_broken_preset_file_says_what_is_wrong(tmp_path: Path, sees, text: str, fragment: str) -> None:
     (tmp_path / "p.toml").write_text(text)
     with pytest.raises(OptionError, match=r"p\.toml") as info:
         models.list_presets(tmp_path)
     assert fragment in str(info.value)
+    sees(str(info.value))
 
 
-def test_missing_shape_field_is_reported(tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="download",
+    kind="input",
+    what="a preset without n_kv_heads in its [shape]",
+    sees=r"260k\.toml.*\[shape\]: 'n_kv_heads' is missing",
+)
+def test_missing_shape_field_is_reported(tmp_path: Path, sees) -> None:
     text = (MODELS_DIR / "260k.toml").read_text().replace("n_kv_heads = 4\n", "")
     (tmp_path / "260k.toml").write_text(text)
-    with pytest.raises(OptionError, match=r"\[shape\]: 'n_kv_heads' is missing"):
+    with pytest.raises(OptionError) as info:
         models.list_presets(tmp_path)
+    sees(str(info.value))
 
 
 def test_sha256_file(tmp_path: Path) -> None:
@@ -285,12 +328,19 @@ def test_cache_location_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
     assert models.default_cache_dir() == Path.home() / ".cache" / "llmcu"
 
 
-def test_wrong_size_in_llmcu_models_is_an_error(server: FileServer, tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="download",
+    kind="input",
+    what="a model file of the wrong size in an LLMCU_MODELS directory",
+    sees=r"fake\.bin.*has 9 bytes, expected 300000",
+)
+def test_wrong_size_in_llmcu_models_is_an_error(server: FileServer, tmp_path: Path, sees) -> None:
     preset = fake_preset(server)
     put(tmp_path / "mine", "fake.bin", b"too short")
     with pytest.raises(ModelNotFoundError) as info:
         models.resolve_file(preset.checkpoint, search_dirs=[tmp_path / "mine"])
     message = str(info.value)
+    sees(message)
     assert str(tmp_path / "mine" / "fake.bin") in message
     assert "has 9 bytes, expected 300000" in message and "LLMCU_MODELS" in message
     assert server.requests == []
@@ -319,8 +369,14 @@ def test_cache_hash_is_stamped_and_not_recomputed(
     assert calls == [cached, cached]
 
 
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="one flipped bit in a cached model file (offline: an error; online: downloaded again)",
+    sees=r"fake\.bin has sha256 [0-9a-f]{64}, expected [0-9a-f]{64}",
+)
 def test_damaged_cache_file_offline_is_an_error_and_online_is_replaced(
-    server: FileServer, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+    server: FileServer, clean_env: Path, monkeypatch: pytest.MonkeyPatch, sees
 ) -> None:
     remote = fake_preset(server).checkpoint
     good = (server.root / "fake.bin").read_bytes()
@@ -330,6 +386,7 @@ def test_damaged_cache_file_offline_is_an_error_and_online_is_replaced(
     with pytest.raises(DownloadError) as info:
         models.resolve_file(remote, search_dirs=[])
     assert remote.sha256 in str(info.value) and hashlib.sha256(damaged).hexdigest() in str(info.value)
+    sees(str(info.value))
 
     monkeypatch.delenv("LLMCU_OFFLINE")
     assert models.resolve_file(remote, search_dirs=[], progress=False) == clean_env / "fake.bin"
@@ -344,11 +401,18 @@ def test_path_model_with_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert resolved == models.ResolvedModel("My_Model", checkpoint, tokenizer, None)
 
 
-def test_path_model_needs_a_tokenizer(tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="options",
+    kind="input",
+    what="model=path/to/mine.bin without tokenizer=",
+    sees=r"tokenizer=path/to/tokenizer\.bin",
+)
+def test_path_model_needs_a_tokenizer(tmp_path: Path, sees) -> None:
     checkpoint = put(tmp_path, "mine.bin", b"weights")
     with pytest.raises(OptionError) as info:
         models.resolve_model(str(checkpoint), None, MODELS_DIR, search_dirs=[])
     message = str(info.value)
+    sees(message)
     assert "tokenizer=path/to/tokenizer.bin" in message
     assert "tok512.bin (as in 260k)" in message and "tokenizer.bin (as in 15m, 42m, 110m)" in message
 
@@ -361,10 +425,17 @@ def test_path_model_accepts_a_known_tokenizer_name(tok512: Path, tmp_path: Path)
     assert (resolved.name, resolved.tokenizer, resolved.preset) == ("mine", tok512, None)
 
 
-def test_missing_path_model_lists_where_it_looked(tmp_path: Path, clean_env: Path) -> None:
+@pytest.mark.fault(
+    area="download",
+    kind="input",
+    what="model=nothere.bin, a file that exists nowhere",
+    sees=r"nothere\.bin",
+)
+def test_missing_path_model_lists_where_it_looked(tmp_path: Path, clean_env: Path, sees) -> None:
     with pytest.raises(ModelNotFoundError) as info:
         models.resolve_model("nothere.bin", "tok.bin", MODELS_DIR, search_dirs=[tmp_path / "d"])
     message = str(info.value)
+    sees(message)
     for place in (Path.cwd() / "nothere.bin", tmp_path / "d" / "nothere.bin", clean_env / "nothere.bin"):
         assert str(place) in message
 
@@ -396,8 +467,33 @@ def test_download_into_the_cache(server: FileServer, clean_env: Path) -> None:
     assert len(server.requests) == 2
 
 
-@pytest.mark.parametrize("field", ["sha256", "size"])
-def test_checksum_mismatch_keeps_nothing(server: FileServer, clean_env: Path, field: str) -> None:
+@pytest.mark.parametrize(
+    "field",
+    [
+        pytest.param(
+            "sha256",
+            marks=pytest.mark.fault(
+                area="download",
+                kind="fault",
+                what="a download whose sha256 is not the preset's (the server has other content)",
+                sees=(
+                    r"does not have the expected content: sha256 [0-9a-f]{64}, expected 0{64}; the download was"
+                    r" deleted"
+                ),
+            ),
+        ),
+        pytest.param(
+            "size",
+            marks=pytest.mark.fault(
+                area="download",
+                kind="fault",
+                what="a download one byte longer than the preset's size",
+                sees=r"sent 300000 bytes, expected 299999; the download was deleted",
+            ),
+        ),
+    ],
+)
+def test_checksum_mismatch_keeps_nothing(server: FileServer, clean_env: Path, sees, field: str) -> None:
     remote = fake_preset(server).checkpoint
     wrong = {"sha256": "0" * 64} if field == "sha256" else {"size": 299_999}
     bad = RemoteFile(**{**remote.__dict__, **wrong})
@@ -408,14 +504,25 @@ def test_checksum_mismatch_keeps_nothing(server: FileServer, clean_env: Path, fi
         assert "0" * 64 in message and str(remote.sha256) in message
     else:
         assert "300000 bytes, expected 299999" in message
-    assert list(clean_env.iterdir()) == []
+    sees(message)
+    assert list(clean_env.iterdir()) == []  # neither the final name nor a .part
 
 
-def test_interrupted_download_leaves_no_final_file_and_resumes(server: FileServer, clean_env: Path) -> None:
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="connection dropped halfway through the body (one attempt), then a second run",
+    sees=(
+        r"stopped after 150000 of 300000 bytes\. The partial download is kept in .*fake\.bin\.part; the next try"
+        r" resumes it"
+    ),
+)
+def test_interrupted_download_leaves_no_final_file_and_resumes(server: FileServer, clean_env: Path, sees) -> None:
     remote = fake_preset(server).checkpoint
     server.breaks = 1
-    with pytest.raises(DownloadError, match="partial download is kept"):
+    with pytest.raises(DownloadError, match="partial download is kept") as info:
         models.download_file(remote, clean_env, progress=False, attempts=1)
+    sees(str(info.value))
     assert not (clean_env / "fake.bin").exists()
     assert (clean_env / "fake.bin.part").stat().st_size == 150_000
 
@@ -425,37 +532,64 @@ def test_interrupted_download_leaves_no_final_file_and_resumes(server: FileServe
     assert not (clean_env / "fake.bin.part").exists()
 
 
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="connection dropped halfway through the body, with retries left",
+    sees=r"stopped after 150000 of 300000 bytes; retrying \(2 of 3\)",
+)
 def test_interrupted_download_is_retried_at_once(
-    server: FileServer, clean_env: Path, capsys: pytest.CaptureFixture[str]
+    server: FileServer, clean_env: Path, capsys: pytest.CaptureFixture[str], sees
 ) -> None:
     remote = fake_preset(server).checkpoint
     server.breaks = 1
     assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
     assert [header for _, header in server.requests] == [None, "bytes=150000-"]
-    assert "retrying" in capsys.readouterr().err
+    sees(capsys.readouterr().err)
 
 
-def test_server_without_range_support_restarts(server: FileServer, clean_env: Path) -> None:
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="a server that ignores Range (answers 200 with the whole file) after a dropped connection",
+    sees=r"stopped after 150000 of 300000 bytes",
+)
+def test_server_without_range_support_restarts(server: FileServer, clean_env: Path, sees) -> None:
     remote = fake_preset(server).checkpoint
     server.ranges = False
     server.breaks = 1
-    with pytest.raises(DownloadError):
+    with pytest.raises(DownloadError) as info:
         models.download_file(remote, clean_env, progress=False, attempts=1)
+    sees(str(info.value))
     assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
     assert server.requests[-1] == ("/fake.bin", "bytes=150000-")  # asked, got a full 200 answer
 
 
-def test_unverifiable_download_warns(server: FileServer, clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.fault(
+    area="download",
+    kind="input",
+    what="a preset with no sha256 and no size",
+    sees=r"fake\.bin cannot be verified: its preset records no sha256 \(the download has [0-9a-f]{64}\)",
+)
+def test_unverifiable_download_warns(
+    server: FileServer, clean_env: Path, capsys: pytest.CaptureFixture[str], sees
+) -> None:
     remote = fake_preset(server).checkpoint
     unknown = RemoteFile(remote.filename, remote.url)
     assert models.download_file(unknown, clean_env, progress=False).stat().st_size == 300_000
-    assert f"cannot be verified: its preset records no sha256 (the download has {remote.sha256})" in (
-        capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert f"cannot be verified: its preset records no sha256 (the download has {remote.sha256})" in err
+    sees(err)
 
 
+@pytest.mark.fault(
+    area="download",
+    kind="input",
+    what="LLMCU_OFFLINE=1 and the model in no directory",
+    sees=r"Cannot find the checkpoint of preset 'fake' \(fake\.bin\).*unset LLMCU_OFFLINE",
+)
 def test_offline_error_lists_every_place(
-    server: FileServer, tmp_path: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+    server: FileServer, tmp_path: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch, sees
 ) -> None:
     remote = fake_preset(server).checkpoint
     (tmp_path / "a").mkdir()
@@ -471,13 +605,144 @@ def test_offline_error_lists_every_place(
     assert "unset LLMCU_OFFLINE" in message
     assert remote.url in message and str(remote.sha256) in message and "300000 bytes" in message
     assert "LLMCU_MODELS=/path/to/models" in message
+    sees(message)
     assert server.requests == []
 
 
-def test_failed_download_is_one_not_found_error(server: FileServer, clean_env: Path) -> None:
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="HTTP 404 for the model's URL",
+    sees=r"answered HTTP 404",
+)
+def test_failed_download_is_one_not_found_error(server: FileServer, clean_env: Path, sees) -> None:
     remote = RemoteFile("gone.bin", server.url("gone.bin"), 10, "0" * 64)
     with pytest.raises(ModelNotFoundError) as info:
         models.resolve_file(remote, search_dirs=[], progress=False)
     message = str(info.value)
+    sees(message)
     assert "HTTP 404" in message and str(clean_env / "gone.bin") in message and "(no directories" in message
     assert not (clean_env / "gone.bin").exists()
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param(
+            500,
+            marks=pytest.mark.fault(
+                area="download",
+                kind="fault",
+                what="HTTP 500 from the server",
+                sees=r"fake\.bin answered HTTP 500 Internal Server Error",
+            ),
+        ),
+        pytest.param(
+            403,
+            marks=pytest.mark.fault(
+                area="download", kind="fault", what="HTTP 403 from the server", sees=r"answered HTTP 403 Forbidden"
+            ),
+        ),
+        pytest.param(
+            503,
+            marks=pytest.mark.fault(
+                area="download",
+                kind="fault",
+                what="HTTP 503 from the server",
+                sees=r"answered HTTP 503 Service Unavailable",
+            ),
+        ),
+    ],
+)
+def test_http_errors_are_not_retried_and_keep_nothing(server: FileServer, clean_env: Path, sees, status: int) -> None:
+    remote = fake_preset(server).checkpoint
+    server.status = status
+    with pytest.raises(DownloadError) as info:
+        models.download_file(remote, clean_env, progress=False)
+    sees(str(info.value))
+    assert len(server.requests) == 1  # a refusal is an answer: asking again would not change it
+    assert list(clean_env.iterdir()) == []
+
+
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="no server listening at the URL (connection refused: offline, or a firewall)",
+    sees=r"Cannot find .*fake\.bin.*cannot reach http://127\.0\.0\.1:\d+/fake\.bin \(.*[Cc]onnection refused",
+)
+def test_unreachable_server(server: FileServer, clean_env: Path, sees) -> None:
+    remote = fake_preset(server).checkpoint
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = RemoteFile(
+            remote.filename, f"http://127.0.0.1:{closed.getsockname()[1]}/fake.bin", remote.size, remote.sha256
+        )
+    with pytest.raises(ModelNotFoundError) as info:
+        models.resolve_file(dead, search_dirs=[], progress=False)
+    sees(str(info.value))
+    assert not (clean_env / "fake.bin").exists() and not (clean_env / "fake.bin.part").exists()
+
+
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="a server that stalls halfway through the body for longer than the timeout",
+    sees=r"the download of .*fake\.bin broke off after 150000 bytes \(.*timed out.*\)\. The partial download is kept",
+)
+def test_stalled_download_times_out_keeps_the_part_and_resumes(server: FileServer, clean_env: Path, sees) -> None:
+    remote = fake_preset(server).checkpoint
+    server.stall = 2.0
+    with pytest.raises(DownloadError) as info:
+        models.download_file(remote, clean_env, progress=False, timeout=0.3, attempts=1)
+    sees(str(info.value))
+    assert not (clean_env / "fake.bin").exists()
+    assert (clean_env / "fake.bin.part").stat().st_size == 150_000
+    server.stall = 0.0
+    assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
+    assert server.requests[-1] == ("/fake.bin", "bytes=150000-")
+
+
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="a server that resumes at another offset than the Range asked for (206 with a wrong Content-Range)",
+    sees=r"resumed at the wrong place; retrying",
+)
+def test_resume_at_the_wrong_offset_restarts(
+    server: FileServer, clean_env: Path, capsys: pytest.CaptureFixture[str], sees
+) -> None:
+    remote = fake_preset(server).checkpoint
+    (clean_env).mkdir(parents=True, exist_ok=True)
+    (clean_env / "fake.bin.part").write_bytes(blob(300_000, 1)[:100_000])
+    server.wrong_range = True
+    assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
+    sees(capsys.readouterr().err)
+    # the part was dropped and the file fetched again from its start, not spliced at the wrong place
+    assert [header for _, header in server.requests] == ["bytes=100000-", None]
+    assert not (clean_env / "fake.bin.part").exists()
+
+
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="a left-over .part whose bytes are not the file's (another version of it): resumed, then the hash fails",
+    sees=r"does not have the expected content: sha256 [0-9a-f]{64}, expected [0-9a-f]{64}; the download was deleted",
+)
+def test_foreign_partial_file_is_detected_and_deleted(server: FileServer, clean_env: Path, sees) -> None:
+    remote = fake_preset(server).checkpoint
+    clean_env.mkdir(parents=True, exist_ok=True)
+    (clean_env / "fake.bin.part").write_bytes(blob(100_000, 99))  # same name, other content
+    with pytest.raises(DownloadError) as info:
+        models.download_file(remote, clean_env, progress=False)
+    sees(str(info.value))
+    assert list(clean_env.iterdir()) == []  # nothing truncated or wrong is left to be trusted
+    assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
+
+
+def test_oversized_partial_file_is_restarted(server: FileServer, clean_env: Path) -> None:
+    remote = fake_preset(server).checkpoint
+    clean_env.mkdir(parents=True, exist_ok=True)
+    (clean_env / "fake.bin.part").write_bytes(bytes(400_000))
+    path = models.download_file(remote, clean_env, progress=False)
+    assert path.read_bytes() == blob(300_000, 1)
+    assert server.requests == [("/fake.bin", None)]  # started from 0, no Range for a part that cannot fit

@@ -107,7 +107,7 @@ def analyse(elf_path: Path, regions: list[MemoryRegion], config: ModelConfig) ->
             for region in places:
                 region.used += size
                 region.sections[name] = region.sections.get(name, 0) + size
-            if name in (".isr_vector", ".text", ".ARM.exidx"):
+            if name in (".isr_vector", ".text", ".ARM.exidx", ".itcm_text"):  # .itcm_text: hot code run from ITCM
                 code += size
             elif name.startswith(".llmcu_") and name not in (".llmcu_kv", ".llmcu_state", ".llmcu_tables"):
                 weights += size

@@ -23,6 +23,12 @@ WEIGHT_PLACEMENTS = ("auto", "flash", "qspi", "sdram")
 REGION_ALIASES = {"axi": "axi_sram", "sram": "sram123"}
 CODE_RESERVE = 96 * 1024  # flash kept for code, constants and the copy tables (the linker checks the real size)
 DATA_RESERVE = 8 * 1024  # RAM kept beside the stack for the runtime's and libc's .data/.bss
+# Hot code copied at boot into ITCM (zero-wait-state instruction memory on the M7): the compute kernels, the
+# forward pass and expf. Their size is checked by the linker against the region; this is what the plan keeps.
+HOT_CODE_RESERVE = 16 * 1024
+HOT_CODE_REGION = "itcm"
+# Input sections that are hot code, as linker-script patterns (object files of the runtime and libm's expf).
+HOT_CODE_PATTERNS = ("*/kernels/*.o", "*/runtime_c/transformer.o", "*libm.a:lib_a-sf_exp.o")
 # Below the stack: an MPU region with no access (targets/cortex-m/stack_guard.c), so that an overflow faults
 # instead of overwriting data. A power of two >= 32 (the MPU's smallest region), aligned to its size, and larger
 # than any function's stack frame: a frame that skipped over the guard would land below it unseen (the optimised
@@ -80,6 +86,7 @@ class MemoryPlan:
     groups: list[SectionGroup]
     planned: dict[str, int]  # region -> bytes the plan puts there (code estimated)
     kv_type: str = "f32"
+    hot_code_region: str | None = None  # ITCM: the kernels' code, copied there from flash at boot
 
     def region(self, name: str) -> MemoryRegion:
         return next(region for region in self.regions if region.name == name)
@@ -183,6 +190,9 @@ def plan_memory(
         )
 
     groups = _place_blobs(blobs, regions, budget, boot, weights)
+    hot_code = (
+        HOT_CODE_REGION if HOT_CODE_REGION in budget.free and budget.take(HOT_CODE_REGION, HOT_CODE_RESERVE) else None
+    )
     planned = {name: budget.used[name] for name in budget.used}
     return MemoryPlan(
         regions=regions,
@@ -196,6 +206,7 @@ def plan_memory(
         groups=groups,
         planned=planned,
         kv_type=kv_type,
+        hot_code_region=hot_code,
     )
 
 
@@ -281,6 +292,10 @@ def describe(plan: MemoryPlan) -> list[str]:
         f"run state {plan.state_bytes:,} B -> {plan.state_region}; "
         f"KV cache ({plan.kv_type}) {plan.kv_bytes:,} B -> {plan.kv_region}"
     )
+    if plan.hot_code_region:
+        lines.append(
+            f"hot code (kernels, forward pass, expf) -> {plan.hot_code_region}, copied at boot from {plan.boot_region}"
+        )
     for group in plan.groups:
         copied = f" (copied at boot from {group.load_region})" if group.load_region else ""
         lines.append(f"{len(group.sections)} weight/tokenizer arrays, {group.size:,} B -> {group.region}{copied}")

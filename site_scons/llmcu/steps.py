@@ -104,6 +104,8 @@ def write_linker_script(image: FirmwareImage, plan: memplan.MemoryPlan) -> None:
         groups=plan.groups,
         kv_region=plan.kv_region,
         state_region=plan.state_region,
+        hot_code_region=plan.hot_code_region,
+        hot_code_patterns=memplan.HOT_CODE_PATTERNS,
     )
     write_text_atomic(image.linker_script, text)
 

@@ -136,6 +136,14 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             ("opt", "ref"),
         ),
         Option(
+            "numerics",
+            "exact: every kernel set gives the reference's results to the bit; fast: an optimised set may use FMA, "
+            "reordered sums and a fast exp (within the quantization quality bounds, not bit-identical; "
+            "-DLLMCU_NUMERICS_FAST=1); the build goes to its own directory",
+            "exact",
+            ("exact", "fast"),
+        ),
+        Option(
             "rope_table",
             "RoPE's cosines and sines from a table computed at build time (seq_len x head_size floats in flash, "
             "the same values the runtime computes, so the output does not change) instead of powf/cosf/sinf at "

@@ -102,6 +102,7 @@ class BuildSettings:
     verbose: bool = False
     phases: bool = False  # per-phase cost accounting for the benchmark harness (runtime_c/phases.h)
     kernel_set: str = ""  # "" (reference kernels) or the target's optimised set, e.g. "cortex_m7"
+    numerics: str = "exact"  # numerics=: "fast" lets kernels trade bit-exactness for speed (LLMCU_NUMERICS_FAST)
     board: str = ""  # firmware targets: the board's name
     firmware: FirmwareOptions | None = None
     images: tuple[FirmwareImage, ...] = ()  # firmware targets: what to link (the board's, and its twin's)
@@ -171,6 +172,8 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         variant += "-phases"
     if values["kernels"] == "ref" and target.kernel_set:
         variant += "-refkernels"
+    if values["numerics"] == "fast":
+        variant += "-fast"
     rope_table = values["rope_table"] == "yes" or (values["rope_table"] == "auto" and target.kind == "baremetal")
     if values["rope_table"] != "auto":
         variant += "-ropetable" if rope_table else "-noropetable"
@@ -221,6 +224,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         verbose=values["verbose"],
         phases=values["phases"],
         kernel_set=target.kernel_set if values["kernels"] == "opt" else "",
+        numerics=values["numerics"],
         board=board,
         firmware=firmware,
         images=images,

@@ -119,6 +119,11 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
     )
 
 
+def numerics_defines(settings: project.BuildSettings) -> list[tuple[str, int]]:
+    """numerics=fast: kernels may use FMA, reordered sums and a fast exp (runtime_c/README.md, "Fast numerics")."""
+    return [("LLMCU_NUMERICS_FAST", 1)] if settings.numerics == "fast" else []
+
+
 def _program(env, settings: project.BuildSettings, generated: list):
     target = settings.target
     gen = settings.gen_dir
@@ -128,7 +133,11 @@ def _program(env, settings: project.BuildSettings, generated: list):
         LINKFLAGS=list(target.ldflags),
         LIBS=list(target.libs),
         CPPPATH=[str(project.RUNTIME_DIR), str(gen)],
-        CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'), ("LLMCU_PHASES", int(settings.phases))],
+        CPPDEFINES=[
+            ("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'),
+            ("LLMCU_PHASES", int(settings.phases)),
+            *numerics_defines(settings),
+        ],
         ASFLAGS=[f"-Wa,-I{gen}"],  # .incbin finds model_data.bin through the assembler's include path
     )
     build_env.Append(CPPDEFINES=linux.posix_defines(settings))  # the thread pool (runtime_c/parallel.h)
@@ -173,7 +182,11 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
         ],
         LIBS=list(target.libs),
         CPPPATH=[str(project.RUNTIME_DIR), str(gen), str(project.TARGETS_DIR / "cortex-m"), str(target.folder)],
-        CPPDEFINES=[("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'), ("LLMCU_PHASES", int(settings.phases))],
+        CPPDEFINES=[
+            ("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'),
+            ("LLMCU_PHASES", int(settings.phases)),
+            *numerics_defines(settings),
+        ],
         PROGSUFFIX=".elf",
         LLMCU_IMAGE=image,
     )

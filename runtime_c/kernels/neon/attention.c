@@ -227,12 +227,110 @@ static inline void weighted_values(float *out, const float *att, const void *v, 
     }
 }
 
+#if !defined(LLMCU_NUMERICS_FAST) || !LLMCU_NUMERICS_FAST
+
 void attention_head(float *out, float *att, const float *q, const float *k, const float *v, int stride,
                     int head_size, int n_pos) {
     scores(att, q, k, NULL, stride, 0, head_size, n_pos, CACHE_F32);
     softmax(att, n_pos);
     weighted_values(out, att, v, NULL, stride, 0, head_size, n_pos, CACHE_F32);
 }
+
+#else /* numerics=fast: FMA, and each score's sum in four partial sums (ops.c says what that means) */
+
+/* q . k_t as a vector of four partial sums (head_size % 4 == 0), or its total when head_size is not. */
+NEON_ALWAYS_INLINE float32x4_t score_parts(const float *q, const float *kt, int head_size) {
+    float32x4_t a = vmulq_f32(vld1q_f32(q), vld1q_f32(kt));
+    int i = 4;
+    for (; i + 4 <= head_size; i += 4) {
+        a = vfmaq_f32(a, vld1q_f32(q + i), vld1q_f32(kt + i));
+    }
+    if (i < head_size) {
+        float tail = 0.0f;
+        for (; i < head_size; i++) {
+            tail = fmaf(q[i], kt[i], tail);
+        }
+        a = vsetq_lane_f32(vgetq_lane_f32(a, 0) + tail, a, 0);
+    }
+    return a;
+}
+
+NEON_ALWAYS_INLINE void attention_fast(float *out, float *att, const float *q, const float *k, const float *v,
+                                       int stride, int head_size, int n_pos) {
+    if (head_size < 4) {
+        scores(att, q, k, NULL, stride, 0, head_size, n_pos, CACHE_F32);
+        softmax(att, n_pos);
+        weighted_values(out, att, v, NULL, stride, 0, head_size, n_pos, CACHE_F32);
+        return;
+    }
+    float32x4_t inv_scale = vdupq_n_f32(1.0f / sqrtf((float)head_size));
+    int t = 0;
+    for (; t + 4 <= n_pos; t += 4) { /* four positions' partial sums, reduced pairwise into four lanes */
+        const float *kt = k + (size_t)t * (size_t)stride;
+        float32x4_t a0 = score_parts(q, kt, head_size), a1 = score_parts(q, kt + stride, head_size);
+        float32x4_t a2 = score_parts(q, kt + 2 * stride, head_size), a3 = score_parts(q, kt + 3 * stride, head_size);
+        vst1q_f32(att + t, vmulq_f32(vpaddq_f32(vpaddq_f32(a0, a1), vpaddq_f32(a2, a3)), inv_scale));
+    }
+    for (; t < n_pos; t++) {
+        att[t] = vaddvq_f32(score_parts(q, k + (size_t)t * (size_t)stride, head_size)) * vgetq_lane_f32(inv_scale, 0);
+    }
+
+    softmax(att, n_pos);
+
+    int i = 0;
+    for (; i + 8 <= head_size; i += 8) {
+        float32x4_t o0 = vdupq_n_f32(0.0f), o1 = o0;
+        const float *vt = v + i;
+        int p = 0;
+        for (; p + 2 <= n_pos; p += 2, vt += 2 * stride) { /* two positions per turn: less loop overhead */
+            float32x4_t a = vld1q_dup_f32(att + p), b = vld1q_dup_f32(att + p + 1);
+            o0 = vfmaq_f32(o0, a, vld1q_f32(vt));
+            o1 = vfmaq_f32(o1, a, vld1q_f32(vt + 4));
+            o0 = vfmaq_f32(o0, b, vld1q_f32(vt + stride));
+            o1 = vfmaq_f32(o1, b, vld1q_f32(vt + stride + 4));
+        }
+        if (p < n_pos) {
+            float32x4_t a = vld1q_dup_f32(att + p);
+            o0 = vfmaq_f32(o0, a, vld1q_f32(vt));
+            o1 = vfmaq_f32(o1, a, vld1q_f32(vt + 4));
+        }
+        vst1q_f32(out + i, o0);
+        vst1q_f32(out + i + 4, o1);
+    }
+    for (; i + 4 <= head_size; i += 4) {
+        float32x4_t o0 = vdupq_n_f32(0.0f);
+        const float *vt = v + i;
+        for (int p = 0; p < n_pos; p++, vt += stride) {
+            o0 = vfmaq_f32(o0, vld1q_dup_f32(att + p), vld1q_f32(vt));
+        }
+        vst1q_f32(out + i, o0);
+    }
+    for (; i < head_size; i++) {
+        float o = 0.0f;
+        for (int p = 0; p < n_pos; p++) {
+            o = fmaf(att[p], v[(size_t)p * (size_t)stride + (size_t)i], o);
+        }
+        out[i] = o;
+    }
+}
+
+/* The common head sizes get loops unrolled for them (stories260K's 8, stories15M's 48). */
+void attention_head(float *out, float *att, const float *q, const float *k, const float *v, int stride,
+                    int head_size, int n_pos) {
+    switch (head_size) {
+    case 8:
+        attention_fast(out, att, q, k, v, stride, 8, n_pos);
+        break;
+    case 48:
+        attention_fast(out, att, q, k, v, stride, 48, n_pos);
+        break;
+    default:
+        attention_fast(out, att, q, k, v, stride, head_size, n_pos);
+        break;
+    }
+}
+
+#endif /* LLMCU_NUMERICS_FAST */
 
 void attention_head_f16(float *out, float *att, const float *q, const uint16_t *k, const uint16_t *v, int stride,
                         int head_size, int n_pos) {

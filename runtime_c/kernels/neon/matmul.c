@@ -27,6 +27,10 @@
 
 /* ---- fp32 ---- */
 
+#if defined(LLMCU_NUMERICS_FAST) && LLMCU_NUMERICS_FAST && !defined(LLMCU_FAST_F32)
+#define LLMCU_FAST_F32 1 /* numerics=fast takes the FMA matmul below */
+#endif
+
 #ifndef LLMCU_FAST_F32
 
 /* Row r's sequential dot product with x in lane r, for the four rows r0..r3 of length n. */

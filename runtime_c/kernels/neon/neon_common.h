@@ -100,4 +100,30 @@ static inline int panel_layout(int cols, int group_size, int q4) {
     return cols % unit == 0 && group_size % unit == 0;
 }
 
+#if defined(LLMCU_NUMERICS_FAST) && LLMCU_NUMERICS_FAST
+/*
+ * exp(x) in four lanes for numerics=fast (softmax, SwiGLU, attention): x = n ln2 + r with n = round(x / ln2) and
+ * |r| <= ln2 / 2 (ln2 in two parts, the second folded in with FMA, so r is nearly exact), exp(r) by its Taylor
+ * polynomial to degree 6 (truncation below 1.3e-7 relative on that interval), times 2^n built in the exponent
+ * bits. x is clamped to [-87, 88] first, so 2^n stays a normal float: below -87 the result is about 1.6e-38
+ * where the C library's expf would give a subnormal or 0 -- no difference to a softmax or a sigmoid. NaN in
+ * gives NaN out. Relative error about 2.4e-7 (2 ulp) over the whole range (tests/test_neon_kernels.py).
+ */
+static inline float32x4_t neon_exp4(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+    float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693145751953125f)); /* ln2's first 16 bits: n * hi is exact */
+    r = vfmsq_f32(r, n, vdupq_n_f32(1.428606765330187e-06f));         /* ln2 - hi */
+    float32x4_t p = vdupq_n_f32(1.0f / 720.0f);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    int32x4_t scale = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23); /* 2^n's bits */
+    return vmulq_f32(p, vreinterpretq_f32_s32(scale));
+}
+#endif
+
 #endif /* LLMCU_KERNELS_NEON_COMMON_H */

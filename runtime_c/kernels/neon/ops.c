@@ -1,0 +1,80 @@
+/*
+ * The element-wise steps for AArch64 NEON. With the default numerics (numerics=exact) they are the reference's
+ * own (kernels/ref/ops.c, included as it is): bit-identical, expf from the C library.
+ *
+ * With numerics=fast (LLMCU_NUMERICS_FAST, runtime_c/README.md "Fast numerics") softmax and SwiGLU run four lanes
+ * at a time with neon_exp4 (neon_common.h: a degree-6 polynomial after range reduction, about 2 ulp where the
+ * C library's expf is within 1), softmax multiplies by the sum's reciprocal instead of dividing, and its sum is
+ * four interleaved partial sums. The model's output then differs from the reference's by float rounding only;
+ * tests/test_rzv2l.py holds it to the quality bounds of tests/test_quality.py.
+ */
+#include <math.h>
+
+#include "kernels/kernels.h"
+
+#if !defined(LLMCU_NUMERICS_FAST) || !LLMCU_NUMERICS_FAST
+
+#include "kernels/ref/ops.c"
+
+#else /* numerics=fast */
+
+#include <arm_neon.h>
+
+#include "neon_common.h"
+
+/* rmsnorm and RoPE from the reference; its softmax and swiglu are replaced below. */
+#define softmax portable_softmax
+#define swiglu portable_swiglu
+#include "kernels/ref/ops.c"
+#undef softmax
+#undef swiglu
+
+void softmax(float *x, int n) {
+    float32x4_t m4 = vdupq_n_f32(-INFINITY);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        m4 = vmaxq_f32(m4, vld1q_f32(x + i));
+    }
+    float max = vmaxvq_f32(m4);
+    for (; i < n; i++) {
+        max = x[i] > max ? x[i] : max;
+    }
+    float32x4_t mv = vdupq_n_f32(max), s4 = vdupq_n_f32(0.0f);
+    i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t e = neon_exp4(vsubq_f32(vld1q_f32(x + i), mv));
+        vst1q_f32(x + i, e);
+        s4 = vaddq_f32(s4, e);
+    }
+    float sum = vaddvq_f32(s4);
+    for (; i < n; i++) {
+        x[i] = vgetq_lane_f32(neon_exp4(vdupq_n_f32(x[i] - max)), 0);
+        sum += x[i];
+    }
+    float32x4_t inv = vdupq_n_f32(1.0f / sum);
+    i = 0;
+    for (; i + 4 <= n; i += 4) {
+        vst1q_f32(x + i, vmulq_f32(vld1q_f32(x + i), inv));
+    }
+    for (; i < n; i++) {
+        x[i] *= vgetq_lane_f32(inv, 0);
+    }
+}
+
+/* silu(h) * hb2 = h / (1 + exp(-h)) * hb2, four lanes at a time (the last n % 4 through one padded vector). */
+static inline float32x4_t swiglu4(float32x4_t h, float32x4_t h2) {
+    float32x4_t gate = vdivq_f32(h, vaddq_f32(vdupq_n_f32(1.0f), neon_exp4(vnegq_f32(h))));
+    return vmulq_f32(gate, h2);
+}
+
+void swiglu(float *hb, const float *hb2, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        vst1q_f32(hb + i, swiglu4(vld1q_f32(hb + i), vld1q_f32(hb2 + i)));
+    }
+    for (; i < n; i++) {
+        hb[i] = vgetq_lane_f32(swiglu4(vdupq_n_f32(hb[i]), vdupq_n_f32(hb2[i])), 0);
+    }
+}
+
+#endif /* LLMCU_NUMERICS_FAST */

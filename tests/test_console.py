@@ -629,3 +629,41 @@ def test_twin_stops_at_the_end_of_the_context(twin: Path, sees) -> None:
     assert out.ok and out.reason == "context_full"
     assert len(out.tokens) == 512 and int(out.summary["generated"]) == 31
     sees(out.reason)
+
+
+# ---- the prompt option: UTF-8 before it reaches any target ----
+
+
+@pytest.mark.parametrize(
+    ("prompt", "where"),
+    [
+        pytest.param(
+            b"Once \xff".decode("utf-8", "surrogateescape"),
+            "byte 0xff at byte 5",
+            marks=pytest.mark.fault(
+                area="options",
+                kind="input",
+                what="prompt= with a byte that is not UTF-8 (0xFF), as the shell passes it",
+                sees=r"prompt=.Once \\udcff. is not valid \(not UTF-8: byte 0xff at byte 5; write the prompt in UTF-8",
+            ),
+        ),
+        pytest.param(
+            b"caf\xc3".decode("utf-8", "surrogateescape"),
+            "byte 0xc3 at byte 3",
+            marks=pytest.mark.fault(
+                area="options",
+                kind="input",
+                what="prompt= ending in a cut UTF-8 sequence (Latin-1 or a truncated argument)",
+                sees=r"not UTF-8: byte 0xc3 at byte 3",
+            ),
+        ),
+    ],
+)
+def test_prompt_option_must_be_utf8(prompt: str, where: str, sees) -> None:
+    """Bytes that are not UTF-8 on the scons command line used to end `scons run` in a UnicodeEncodeError
+    traceback (writing the run log, or encoding the firmware's command); now they are an option error."""
+    from llmcu import project
+
+    with pytest.raises(OptionError, match=where) as excinfo:
+        project.configure({"prompt": prompt}, download=False)
+    sees(str(excinfo.value))

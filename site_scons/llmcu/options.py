@@ -67,6 +67,25 @@ def _size_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _utf8_text(text: str) -> str:
+    """A prompt must be UTF-8, as the model's text is (the firmware refuses anything else with bad_utf8). Bytes
+    that are not reach Python from the command line as lone surrogates (surrogateescape), which would otherwise
+    end the build in a UnicodeEncodeError wherever the text is first encoded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"character {error.start} is not valid Unicode text") from None
+        try:
+            return raw.decode("utf-8")  # escaped bytes that do make UTF-8 together
+        except UnicodeDecodeError as error:
+            at = error.start
+            raise ValueError(f"not UTF-8: byte 0x{raw[at]:02x} at byte {at}; write the prompt in UTF-8") from None
+    return text
+
+
 SANITIZERS = ("address", "thread", "undefined")
 
 
@@ -214,7 +233,7 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             "none",
             ("none", "qemu", "auto"),
         ),
-        Option("prompt", "prompt for `run`", "", None, str, "TEXT"),
+        Option("prompt", "prompt for `run` (UTF-8)", "", None, _utf8_text, "TEXT"),
         Option(
             "steps",
             "forward passes for `run` (0: the context length)",

@@ -89,10 +89,7 @@ static void on_abort(int sig) {
     raise(sig);
 }
 
-void fuzz_fail(const char *what) {
-    fprintf(stderr, "fuzz: %s: invariant broken: %s\n", FUZZ_TARGET_NAME, what);
-    abort();
-}
+
 
 static void run_one(const uint8_t *data, size_t size) {
     /* A copy of exactly `size` bytes on the heap, so that a read past the end is an AddressSanitizer report. */

@@ -63,7 +63,7 @@ def build(target: str, work: Path, gen: Path | None, *, libfuzzer: bool = False,
     flags = sanitizer_flags(sanitizers)
     if libfuzzer:
         flags = [flags[0].replace("-fsanitize=", "-fsanitize=fuzzer,"), *flags[1:]]
-    driver = [] if libfuzzer else [HERE / "fuzz_driver.c"]
+    driver = [HERE / "fuzz_fail.c"] + ([] if libfuzzer else [HERE / "fuzz_driver.c"])
     program = work / (f"fuzz_{target}" + ("_libfuzzer" if libfuzzer else ""))
     includes = [f"-I{HERE}", f"-I{ROOT / 'runtime_c'}"] + ([f"-I{gen}", f"-Wa,-I{gen}"] if gen else [])
     command = [compiler, "-std=c99", "-O1", "-g", *WARNINGS, *flags, *includes, f'-DFUZZ_TARGET_NAME="{target}"',

@@ -120,7 +120,7 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
 
 
 def numerics_defines(settings: project.BuildSettings) -> list[tuple[str, int]]:
-    """numerics=fast: kernels may use FMA, reordered sums and a fast exp (runtime_c/README.md, "Fast numerics")."""
+    """numerics=fast: kernels may use FMA, reordered sums and a fast exp (runtime_c/kernels/neon/README.md)."""
     return [("LLMCU_NUMERICS_FAST", 1)] if settings.numerics == "fast" else []
 
 

@@ -2,7 +2,7 @@
  * The element-wise steps for AArch64 NEON. With the default numerics (numerics=exact) they are the reference's
  * own (kernels/ref/ops.c, included as it is): bit-identical, expf from the C library.
  *
- * With numerics=fast (LLMCU_NUMERICS_FAST, runtime_c/README.md "Fast numerics") softmax and SwiGLU run four lanes
+ * With numerics=fast (LLMCU_NUMERICS_FAST, runtime_c/kernels/neon/README.md) softmax and SwiGLU run four lanes
  * at a time with neon_exp4 (neon_common.h: a degree-6 polynomial after range reduction, about 2 ulp where the
  * C library's expf is within 1), softmax multiplies by the sum's reciprocal instead of dividing, and its sum is
  * four interleaved partial sums. The model's output then differs from the reference's by float rounding only;

@@ -5,9 +5,13 @@ misbehaves (garbage, stalls, hang-ups, resets), and the real QEMU twin with its 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -78,15 +82,28 @@ def test_board_file_usb_ids_find_its_port() -> None:
     assert board.console.baud == 115200
 
 
-def test_open_port_error_names_the_port() -> None:
-    with pytest.raises(uart.PortOpenError, match="/dev/llmcu-no-such-port"):
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="port=/dev/llmcu-no-such-port (a board not plugged in)",
+    sees=r"cannot open serial port /dev/llmcu-no-such-port: ",
+)
+def test_open_port_error_names_the_port(sees) -> None:
+    with pytest.raises(uart.PortOpenError, match="/dev/llmcu-no-such-port") as info:
         uart.open_port("/dev/llmcu-no-such-port")
+    sees(str(info.value))
 
 
 # ---- loop:// ----
 
 
-def test_loop_capture_drains_stale_bytes_and_resets_after_opening() -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="input",
+    what="stale bytes of an earlier run in the OS buffer, then boot noise (0x00 0xFF) before the ready line",
+    sees=r"\d+ stale bytes drained; run status ok",
+)
+def test_loop_capture_drains_stale_bytes_and_resets_after_opening(sees) -> None:
     port = serial.serial_for_url("loop://", timeout=0.05)
     port.write(b"\x02llmcu 1 stale run from before\nold text \x1etok pos=0")  # in the buffer before the reset
     events: list[str] = []
@@ -99,6 +116,7 @@ def test_loop_capture_drains_stale_bytes_and_resets_after_opening() -> None:
     capture = uart.capture_run(port, PARAMS, reset=reset, on_bytes=received.extend, ready_timeout=5, timeout=10)
     assert events == ["reset"] and port.is_open  # an open port given is left open
     assert capture.drained > 0 and b"stale" not in received
+    sees(f"{capture.drained} stale bytes drained; run status {capture.output.status}")
     assert capture.output.ok and capture.output.token_sequence() == TOKENS and capture.output.text == TEXT
     assert capture.ready["target"] == "stm32h743" and not capture.attempts
     assert port.read(len(COMMAND) + 10) == COMMAND  # the loop echoes what was sent: the command, once
@@ -106,7 +124,16 @@ def test_loop_capture_drains_stale_bytes_and_resets_after_opening() -> None:
     port.close()
 
 
-def test_loop_capture_of_a_refusal_and_a_fault() -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="the firmware refuses the command (bad steps), and faults mid-run (HardFault, imprecise bus error)",
+    sees=(
+        r"(the firmware refused the command: bad_command \(at 'steps'\)|the firmware faulted: HardFault at"
+        r" pc=0x08000123.*IMPRECISERR.*addr2line -e fw\.elf 0x08000123)"
+    ),
+)
+def test_loop_capture_of_a_refusal_and_a_fault(sees) -> None:
     for answer, message in [
         (b"\x15llmcu error reason=bad_command detail=steps\n", "refused the command: bad_command.*steps"),
         (HEADER + b"Once\x03llmcu end status=fault reason=HardFault pc=0x08000123 cfsr=0x00000400\n",
@@ -116,8 +143,9 @@ def test_loop_capture_of_a_refusal_and_a_fault() -> None:
         port.write(READY + answer)
         capture = uart.capture_run(port, PARAMS, ready_timeout=5, timeout=10)
         assert capture.complete and not capture.output.ok
-        with pytest.raises(uart.RunFailedError, match=message):
+        with pytest.raises(uart.RunFailedError, match=message) as info:
             uart.check_capture(capture, "fw.elf")
+        sees(str(info.value))
 
 
 # ---- a socket peer that plays the firmware ----
@@ -187,7 +215,14 @@ def peers():
         peer.close()
 
 
-def test_socket_garbage_then_a_valid_run(peers, tmp_path: Path, tok512: Path) -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="input",
+    what="garbage before the ready line that looks like the protocol (a stray start marker, half an end line, "
+    "half a ready line), then the run in 7-byte pieces",
+    sees=r"status complete, 4 tokens",
+)
+def test_socket_garbage_then_a_valid_run(peers, tmp_path: Path, tok512: Path, sees) -> None:
     def script(conn: socket.socket, peer: Peer) -> None:
         # Noise that looks like the protocol: a stray start marker and a half end line.
         peer.boot(conn, b"\xff\xfe\x00garbage \x02 not a header\r\n\x03llmcu en\n\x05ll" + READY)
@@ -207,10 +242,20 @@ def test_socket_garbage_then_a_valid_run(peers, tmp_path: Path, tok512: Path) ->
     assert (log.path / "raw.bin").read_bytes() == bytes(peer.sent)
     summary = read_log(log.path)["summary"]
     assert summary["status"] == "complete" and summary["tokens"] == 4 and summary["tok_per_s"] == 400.0
+    sees(f"status {summary['status']}, {summary['tokens']} tokens")
     assert summary["ms_per_token"] == 2.5 and summary["peak_stack"] == 512
 
 
-def test_socket_stall_is_a_silence_error_and_the_partial_log_is_kept(peers, tmp_path: Path, tok512: Path) -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="the board stalls after two token records (the connection stays open)",
+    sees=(
+        r"the UART on socket://\S+ went silent: no byte for 0\.6 s in the middle of the run \(2 token records, \d+"
+        r" bytes of text so far"
+    ),
+)
+def test_socket_stall_is_a_silence_error_and_the_partial_log_is_kept(peers, tmp_path: Path, tok512: Path, sees) -> None:
     done = threading.Event()
 
     def script(conn: socket.socket, peer: Peer) -> None:
@@ -236,9 +281,16 @@ def test_socket_stall_is_a_silence_error_and_the_partial_log_is_kept(peers, tmp_
     assert logged["summary"]["status"] == "incomplete" and logged["summary"]["reason"] == "silence"
     assert "went silent" in logged["summary"]["error"]
     assert [row["next"] for row in logged["tokens"]] == [403, 407]
+    sees(str(caught.value))
 
 
-def test_socket_disconnect_mid_run_keeps_every_byte(peers, tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="the peer hangs up after two token records (USB cable pulled)",
+    sees=r"socket://\S+ closed in the middle of the run: .*\(2 token records received",
+)
+def test_socket_disconnect_mid_run_keeps_every_byte(peers, tmp_path: Path, sees) -> None:
     raw_at_disconnect: list[bytes] = []
     log = RunLog(tmp_path, run_info())
 
@@ -258,9 +310,16 @@ def test_socket_disconnect_mid_run_keeps_every_byte(peers, tmp_path: Path) -> No
     assert raw_at_disconnect == [READY + HALF]  # flushed as it arrived, not at close
     summary = log.finish(capture.output, reason=capture.reason, error=str(caught.value))
     assert summary["status"] == "incomplete" and summary["reason"] == "disconnected" and summary["tokens"] == 2
+    sees(str(caught.value))
 
 
-def test_socket_reset_mid_run_resends_the_command_once(peers, tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="the board resets once mid-run (boot noise and a new ready line)",
+    sees=r'"reason": "board_reset", "tokens": 2',
+)
+def test_socket_reset_mid_run_resends_the_command_once(peers, tmp_path: Path, sees) -> None:
     def script(conn: socket.socket, peer: Peer) -> None:
         peer.boot(conn, READY)
         peer.read_command(conn)
@@ -280,9 +339,16 @@ def test_socket_reset_mid_run_resends_the_command_once(peers, tmp_path: Path) ->
     assert summary["status"] == "complete" and summary["attempts"] == [
         {"reason": "board_reset", "tokens": 2, "text_bytes": len(TEXT)}
     ]
+    sees(json.dumps(summary["attempts"]))
 
 
-def test_socket_reset_without_resend_and_a_second_reset_are_errors(peers) -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="the board resets mid-run with resend_on_reset=0, and resets twice with the default",
+    sees=r"the board reset \(a new ready line\) in the middle of the run, after 2 token records and \d+ bytes of text",
+)
+def test_socket_reset_without_resend_and_a_second_reset_are_errors(peers, sees) -> None:
     def resets(count: int) -> Callable[[socket.socket, Peer], None]:
         def script(conn: socket.socket, peer: Peer) -> None:
             peer.boot(conn, READY)
@@ -296,11 +362,13 @@ def test_socket_reset_without_resend_and_a_second_reset_are_errors(peers) -> Non
     peer = peers(resets(1))
     with pytest.raises(uart.BoardResetError, match=r"board reset.*2 token records") as caught:
         uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, resend_on_reset=0, ready_timeout=5, timeout=30)
+    sees(str(caught.value))
     assert caught.value.capture.reason == "board_reset" and len(caught.value.capture.attempts) == 1
 
     peer = peers(resets(2))
     with pytest.raises(uart.BoardResetError, match="sent again 1 time") as caught:
         uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, ready_timeout=5, timeout=30)
+    sees(str(caught.value))
     assert [a.reason for a in caught.value.capture.attempts] == ["board_reset", "board_reset"]
 
 
@@ -325,7 +393,13 @@ def test_one_open_port_serves_two_commands(peers) -> None:
     assert second.ready["target"] == "stm32h743"
 
 
-def test_socket_new_start_marker_mid_run_takes_the_new_run(peers) -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="a new start marker mid-run without a ready line (a board that restarted the run)",
+    sees=r"attempts: \['restarted'\], then ok",
+)
+def test_socket_new_start_marker_mid_run_takes_the_new_run(peers, sees) -> None:
     def script(conn: socket.socket, peer: Peer) -> None:
         peer.boot(conn, READY)
         peer.read_command(conn)
@@ -336,6 +410,7 @@ def test_socket_new_start_marker_mid_run_takes_the_new_run(peers) -> None:
     capture = uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, ready_timeout=5, timeout=30)
     assert capture.output.ok and capture.output.token_sequence() == TOKENS
     assert [a.reason for a in capture.attempts] == ["restarted"] and capture.resent == 0
+    sees(f"attempts: {[a.reason for a in capture.attempts]}, then {capture.output.status}")
 
 
 def test_socket_waiting_firmware_is_poked_for_a_ready_line(peers) -> None:
@@ -353,46 +428,118 @@ def test_socket_waiting_firmware_is_poked_for_a_ready_line(peers) -> None:
     assert capture.poked and capture.output.ok
 
 
-def test_socket_errors_before_and_during_the_run(peers) -> None:
-    stop = threading.Event()
+@pytest.fixture
+def stop():
+    event = threading.Event()
+    yield event
+    event.set()
 
+
+@pytest.mark.fault(
+    area="uart",
+    kind="input",
+    what="only garbage with protocol bytes (STX, RS, ETX) and no ready line",
+    sees=(
+        r"no ready line from the firmware on socket://\S+ within 0\.5 s \(\d+ bytes received; last bytes: .*noise"
+        r" without"
+    ),
+)
+def test_socket_garbage_without_a_ready_line(peers, stop, sees) -> None:
     def garbage(conn: socket.socket, peer: Peer) -> None:
         peer.boot(conn, b"\x02\x1e\x03 noise without a ready line\n" * 3)
         stop.wait(10)
 
     peer = peers(garbage)
-    with pytest.raises(uart.ReadyTimeoutError, match=r"no ready line.*within 0.5 s.*noise without") as caught:
+    with pytest.raises(uart.ReadyTimeoutError) as caught:
         uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, ready_timeout=0.5, poke_after=None, timeout=30)
     assert caught.value.capture.reason == "ready_timeout"
+    sees(str(caught.value))
 
+
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="the firmware faults while booting (a BusFault report before the ready line)",
+    sees=r"the firmware faulted before it was ready: BusFault at pc=0x08000400",
+)
+def test_socket_fault_at_boot(peers, stop, sees) -> None:
     def fault_at_boot(conn: socket.socket, peer: Peer) -> None:
         peer.boot(conn, b"\x03llmcu end status=fault reason=BusFault pc=0x08000400 cfsr=0x00000200\n")
         stop.wait(10)
 
     peer = peers(fault_at_boot)
-    with pytest.raises(uart.RunFailedError, match="faulted before it was ready: BusFault at pc=0x08000400"):
+    with pytest.raises(uart.RunFailedError) as caught:
         uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, ready_timeout=5, timeout=30)
+    sees(str(caught.value))
 
-    def noise_then(tail: bytes) -> Callable[[socket.socket, Peer], None]:
-        def script(conn: socket.socket, peer: Peer) -> None:
-            peer.boot(conn, READY)
-            peer.read_command(conn)
-            peer.send(conn, HALF + b"\x00\xff brown-out\r\n" + tail)
-            stop.wait(10)
 
-        return script
+@pytest.mark.fault(
+    area="uart",
+    kind="input",
+    what="boot noise that contains the end and start markers' bytes (ETX, then STX) before the ready line",
+    sees=r"status ok, 5 tokens",
+)
+def test_socket_noise_with_protocol_bytes_before_the_ready_line_is_skipped(peers, sees) -> None:
+    def script(conn: socket.socket, peer: Peer) -> None:
+        # before the fix this was a ProtocolError ("bad start line") that ended the capture
+        peer.boot(conn, b"rom \x03 x \x02 junk\r\n" + READY)
+        peer.read_command(conn)
+        peer.send(conn, RUN)
+        time.sleep(0.3)
 
-    peer = peers(noise_then(b""))
-    with pytest.raises(uart.CaptureError, match=r"stopped following the protocol.*brown-out.*within 0.5 s") as caught:
+    peer = peers(script)
+    capture = uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, ready_timeout=5, timeout=30)
+    sees(f"status {capture.output.status}, {len(capture.output.token_sequence())} tokens")
+
+
+def _noise_then(tail: bytes, stop: threading.Event) -> Callable[[socket.socket, Peer], None]:
+    def script(conn: socket.socket, peer: Peer) -> None:
+        peer.boot(conn, READY)
+        peer.read_command(conn)
+        peer.send(conn, HALF + b"\x00\xff brown-out\r\n" + tail)
+        stop.wait(10)
+
+    return script
+
+
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="noise in the middle of the records (a brown-out) and then nothing",
+    sees=r"the output on socket://\S+ stopped following the protocol \(unexpected line after the text: "
+    r".*brown-out.*\) and no new run started within 0\.5 s",
+)
+def test_socket_noise_mid_run(peers, stop, sees) -> None:
+    peer = peers(_noise_then(b"", stop))
+    with pytest.raises(uart.CaptureError) as caught:
         uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, ready_timeout=5, silence=0.5, timeout=30)
     assert caught.value.capture.reason == "protocol_error" and len(caught.value.capture.output.tokens) == 2
+    sees(str(caught.value))
 
-    peer = peers(noise_then(b"\x03llmcu end status=fault reason=HardFault pc=0x08000200 cfsr=0x00008200\n"))
+
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="noise mid-run followed by a HardFault report",
+    sees=r"the firmware faulted: HardFault at pc=0x08000200.*PRECISERR BFARVALID",
+)
+def test_socket_noise_then_a_fault_report(peers, stop, sees) -> None:
+    fault = b"\x03llmcu end status=fault reason=HardFault pc=0x08000200 cfsr=0x00008200\n"
+    peer = peers(_noise_then(fault, stop))
     capture = uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, ready_timeout=5, silence=5, timeout=30)
     assert capture.output.status == "fault" and len(capture.output.tokens) == 2  # the report after the noise
-    with pytest.raises(uart.RunFailedError, match=r"HardFault at pc=0x08000200.*PRECISERR BFARVALID"):
+    with pytest.raises(uart.RunFailedError) as caught:
         uart.check_capture(capture)
+    sees(str(caught.value))
 
+
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="a board that never stops sending text (never silent, never done)",
+    sees=r"the run on socket://\S+ did not end within 0\.8 s \(0 token records so far",
+)
+def test_socket_run_that_never_ends(peers, stop, sees) -> None:
     def trickle(conn: socket.socket, peer: Peer) -> None:
         peer.boot(conn, READY)
         peer.read_command(conn)
@@ -402,9 +549,9 @@ def test_socket_errors_before_and_during_the_run(peers) -> None:
                 peer.send(conn, b"a")
 
     peer = peers(trickle)
-    with pytest.raises(uart.CaptureTimeoutError, match=r"did not end within 0.8 s"):
+    with pytest.raises(uart.CaptureTimeoutError) as caught:
         uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, ready_timeout=5, silence=5, timeout=0.8)
-    stop.set()
+    sees(str(caught.value))
 
 
 # ---- the QEMU twin's console on a TCP socket ----
@@ -475,6 +622,72 @@ def test_run_twin_reports_a_qemu_that_cannot_start(twin_elf: Path) -> None:
     image = SimpleNamespace(elf=twin_elf, target=SimpleNamespace(run_settings={"machine": "no-such-machine"}))
     with pytest.raises(runs.qemu.QemuError, match="QEMU exited with status"):
         runs.run_twin(image, PARAMS)  # type: ignore[arg-type]
+
+
+def _qemu_running(elf: Path) -> int | None:
+    """The pid of the qemu-system-arm that runs this firmware (its command line names the ELF), from /proc."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if argv[0].endswith(b"qemu-system-arm") and str(elf).encode() in argv:
+                    return int(entry.name)
+    return None
+
+
+@needs_qemu
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="QEMU SIGKILLed while the twin is generating (`scons run`, console on a TCP socket)",
+    sees=r"closed in the middle of the run: .*\(\d+ token records received; .*QEMU was killed by SIGKILL",
+)
+def test_qemu_killed_mid_run_keeps_the_partial_log(twin_elf: Path, tmp_path: Path, stories260k: Path, sees) -> None:
+    build_root = twin_elf.parents[2]
+    args = ["target=qemu-m7", "model=260k", "quant=q8", f"build_dir={build_root}", f"log_dir={tmp_path}"]
+    env = dict(os.environ, LLMCU_MODELS=str(stories260k.parent), LLMCU_OFFLINE="1")
+    command = [sys.executable, "-m", "SCons", "-Q", *args, "run", "prompt=Once upon a time", "steps=0", "temperature=0"]
+    scons_run = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        qemu_pid = None
+        while time.monotonic() < deadline and scons_run.poll() is None and not killed:
+            qemu_pid = qemu_pid or _qemu_running(twin_elf)  # found once, before it generates
+            raws = list(tmp_path.glob("*/raw.bin"))
+            raw = raws[0].read_bytes() if raws else b""
+            if qemu_pid and b"\x02llmcu" in raw:
+                # QEMU generates faster than the capture reads (the socket buffers its output), so it is paused
+                # and let run in short steps until the log has three token records, then killed mid-generation
+                os.kill(qemu_pid, signal.SIGSTOP)
+                time.sleep(0.2)  # the capture drains what is in the socket
+                raw = raws[0].read_bytes()
+                if raw.count(b"\x1etok") >= 3:
+                    assert b"\x03llmcu end" not in raw
+                    os.kill(qemu_pid, signal.SIGKILL)
+                    killed.append(qemu_pid)
+                else:
+                    os.kill(qemu_pid, signal.SIGCONT)
+                    time.sleep(0.03)
+            time.sleep(0.005)
+        out, err = scons_run.communicate(timeout=120)
+    finally:
+        if scons_run.poll() is None:
+            scons_run.kill()
+    assert killed, f"QEMU was not seen generating:\n{scons_run.stdout}"
+    assert scons_run.returncode != 0, out + err
+    sees(err + out)
+    folder = next(tmp_path.iterdir())
+    assert re.search(rf"\[llmcu\] log: {re.escape(str(folder))} \(disconnected\)", out), out
+    logged = read_log(folder)
+    summary = logged["summary"]
+    assert summary["status"] == "incomplete" and summary["reason"] == "disconnected"
+    assert "QEMU was killed by SIGKILL" in summary["error"]
+    raw = (folder / "raw.bin").read_bytes()
+    records = len(parse(raw).tokens)  # whole records; the kill may cut the last one short
+    # everything QEMU sent before it died is in raw.bin, and parsed into the token rows: nothing lost
+    assert 3 <= records < 460 and raw.count(b"\x1etok") - records in (0, 1)
+    assert len(logged["tokens"]) == summary["tokens"] == records
 
 
 # ---- a board run, with llmcu.flashing and the probe faked at their boundary ----

@@ -23,6 +23,7 @@ An end line also ends a record cut short (a fault while the records were being w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -253,10 +254,22 @@ def format_summary(output: RunOutput) -> str:
     s = output.summary
     unit = output.header.get("unit", "")
     parts = [f"{s.get('tokens', '?')} tokens ({s.get('prompt_tokens', '?')} prompt)"]
-    if float(s.get("tok_per_s", "0") or 0) > 0:
-        parts.append(f"{float(s['tok_per_s']):.1f} tok/s")
-    if "cost_per_token" in s:
-        parts.append(f"{float(s['cost_per_token']):,.0f} {unit}/token")
-    if int(float(s.get("peak_stack", "0") or 0)):
-        parts.append(f"peak stack {int(float(s['peak_stack'])):,} B")
+    # a summary line garbled on the wire (UART noise) prints what it can; it must not end the run in a traceback
+    tok_per_s, cost, stack = (_finite(s.get(key)) for key in ("tok_per_s", "cost_per_token", "peak_stack"))
+    if tok_per_s is not None and tok_per_s > 0:
+        parts.append(f"{tok_per_s:.1f} tok/s")
+    if cost is not None:
+        parts.append(f"{cost:,.0f} {unit}/token")
+    elif "cost_per_token" in s:
+        parts.append(f"{s['cost_per_token']!r} {unit}/token (not a number)")
+    if stack is not None and int(stack):
+        parts.append(f"peak stack {int(stack):,} B")
     return ", ".join(parts)
+
+
+def _finite(text: str | None) -> float | None:
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None

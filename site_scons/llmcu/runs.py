@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -232,7 +233,7 @@ def run_twin(
                 )
             except uart.PortClosedError as error:
                 code = process.wait(timeout=qemu.EXIT_TIMEOUT)
-                error.args = (f"{error} (QEMU exit status {code}; QEMU said: {_stderr_text(stderr)})",)
+                error.args = (f"{error} ({_exit_text(code)}; QEMU said: {_stderr_text(stderr)})",)
                 raise
             finally:
                 handle.close()
@@ -252,6 +253,15 @@ def run_twin(
             if process.poll() is None:
                 process.kill()
             process.wait()
+
+
+def _exit_text(code: int) -> str:
+    """QEMU's end in words: a signal (killed by the user, the OOM killer, a CI timeout) or its exit status."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"QEMU was killed by {signal.Signals(-code).name}"
+        return f"QEMU was killed by signal {-code}"
+    return f"QEMU exit status {code}"
 
 
 def _wait_exit(process: Any) -> int:

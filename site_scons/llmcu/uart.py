@@ -248,7 +248,10 @@ class _Capturer:
             return
         at = line.rfind(ETX)
         if at >= 0:
-            end = ProtocolParser().feed(line[at:] + b"\n")
+            try:
+                end = ProtocolParser().feed(line[at:] + b"\n")
+            except ProtocolError:  # noise that merely contains the end marker's byte: skipped like other noise
+                return
             if end.status == "fault":  # a firmware that faults while booting never gets ready
                 self.capture.output = end
                 self.capture.reason = "fault"

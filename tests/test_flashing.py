@@ -62,9 +62,16 @@ def internal(chip: FakeChip, size: int) -> bytes:
 # ---- probe selection ----
 
 
-def test_no_probe_attached_is_a_clear_error(firmware: tuple[Path, bytes]) -> None:
-    with pytest.raises(NoProbeError, match=r"no debug probe found \(is the board connected\? `pyocd list`\)"):
+@pytest.mark.fault(
+    area="flash",
+    kind="fault",
+    what="no debug probe attached",
+    sees=r"no debug probe found \(is the board connected\? `pyocd list`\)",
+)
+def test_no_probe_attached_is_a_clear_error(firmware: tuple[Path, bytes], sees) -> None:
+    with pytest.raises(NoProbeError) as info:
         flash(firmware[0], FakeFactory([]))
+    sees(str(info.value))
 
 
 class ListOnly(flashing.PyocdSessionFactory):
@@ -216,7 +223,13 @@ def test_only_sectors_that_differ_are_rewritten(firmware: tuple[Path, bytes], tm
     assert internal(factory.chip, len(data)) == bytes(changed)
 
 
-def test_verify_mismatch_reports_the_address_range(firmware: tuple[Path, bytes]) -> None:
+@pytest.mark.fault(
+    area="flash",
+    kind="fault",
+    what="16 flash bytes stuck at 0 (the read-back after programming differs)",
+    sees=r"differs from the image at 0x08020010-0x0802001f",
+)
+def test_verify_mismatch_reports_the_address_range(firmware: tuple[Path, bytes], sees) -> None:
     elf, data = firmware
     chip = FakeChip()
     bad = range(INTERNAL_FLASH + SECTOR + 0x10, INTERNAL_FLASH + SECTOR + 0x20)
@@ -227,6 +240,7 @@ def test_verify_mismatch_reports_the_address_range(firmware: tuple[Path, bytes])
     with pytest.raises(VerifyError, match=f"differs from the image at {first:#010x}-{last:#010x}") as raised:
         flash(elf, FakeFactory([PROBE], chip))
     assert raised.value.ranges == [(first, last)]
+    sees(str(raised.value))
 
 
 def test_unverified_flash_does_not_read_back(firmware: tuple[Path, bytes]) -> None:
@@ -255,10 +269,17 @@ def test_loader_progress_switches_from_erase_to_program() -> None:
     assert program.desc == "program QSPI flash" and program.n == 100
 
 
-def test_failed_erase_is_explained(firmware: tuple[Path, bytes]) -> None:
+@pytest.mark.fault(
+    area="flash",
+    kind="fault",
+    what="a write-protected sector that cannot be erased",
+    sees=r"address 0x08020000.*write-protected \(option bytes WRPSN\)",
+)
+def test_failed_erase_is_explained(firmware: tuple[Path, bytes], sees) -> None:
     chip = FakeChip(write_protected={INTERNAL_FLASH + SECTOR})
-    with pytest.raises(ProgramError, match=r"address 0x08020000.*write-protected \(option bytes WRPSN\)"):
+    with pytest.raises(ProgramError) as info:
         flash(firmware[0], FakeFactory([PROBE], chip))
+    sees(str(info.value))
 
 
 # ---- a probe that goes away ----
@@ -267,18 +288,37 @@ def test_failed_erase_is_explained(firmware: tuple[Path, bytes]) -> None:
 @pytest.mark.parametrize(
     ("failure", "message"),
     [
-        (exceptions.ProbeDisconnected, f"the debug probe {PROBE.uid} stopped answering while erasing and programming"),
-        (exceptions.TransferTimeoutError, f"lost contact with the chip through probe {PROBE.uid} while erasing"),
+        pytest.param(
+            exceptions.ProbeDisconnected,
+            f"the debug probe {PROBE.uid} stopped answering while erasing and programming",
+            marks=pytest.mark.fault(
+                area="flash",
+                kind="fault",
+                what="the probe disappears (USB unplugged) part-way through programming, then a retry",
+                sees=r"the debug probe \w+ stopped answering while erasing and programming",
+            ),
+        ),
+        pytest.param(
+            exceptions.TransferTimeoutError,
+            f"lost contact with the chip through probe {PROBE.uid} while erasing",
+            marks=pytest.mark.fault(
+                area="flash",
+                kind="fault",
+                what="SWD transfers time out part-way through programming (chip reset or power lost), then a retry",
+                sees=r"lost contact with the chip through probe \w+ while erasing",
+            ),
+        ),
     ],
 )
 def test_probe_lost_mid_flash_then_running_again_recovers(
-    firmware: tuple[Path, bytes], failure: type[Exception], message: str
+    firmware: tuple[Path, bytes], sees, failure: type[Exception], message: str
 ) -> None:
     elf, data = firmware
     chip = FakeChip()
     broken = FakeFactory([PROBE], chip, fail_after=150, fail_with=failure)  # part-way through the pages
-    with pytest.raises(ProbeLostError, match=message):
+    with pytest.raises(ProbeLostError, match=message) as info:
         flash(elf, broken)
+    sees(str(info.value))
     assert chip.programmed and internal(chip, len(data)) != data  # half-written
     result = flash(elf, FakeFactory([PROBE], chip))
     assert internal(chip, len(data)) == data and result.regions[0].verified

@@ -47,13 +47,20 @@ def test_small_model_goes_fastest_first() -> None:
     assert plan.planned["axi_sram"] == 327_680
 
 
-def test_full_context_f32_kv_does_not_fit_on_chip_and_says_what_would() -> None:
+@pytest.mark.fault(
+    area="memory",
+    kind="input",
+    what="stories260K with an f32 KV cache at 512 tokens on the on-chip-only board",
+    sees=r"655,360 bytes.*does not fit.*kv_type=f16 \(327,680 bytes, fits axi_sram\)",
+)
+def test_full_context_f32_kv_does_not_fit_on_chip_and_says_what_would(sees) -> None:
     with pytest.raises(FitError) as info:
         plan_memory(TARGET, ON_CHIP, STORIES260K, weights(300_000), seq_len=512, kv_type="f32")
     message = str(info.value)
     assert "655,360 bytes" in message and "axi_sram has 524,288 free" in message
     assert "kv_type=f16 (327,680 bytes, fits axi_sram)" in message
     assert "kv_type=q8" in message and "seq_len=409" in message and "board=h743-sdram-qspi" in message
+    sees(message)
 
 
 def test_kv_pinned_to_sdram() -> None:
@@ -61,11 +68,19 @@ def test_kv_pinned_to_sdram() -> None:
     assert plan.kv_region == "sdram"
 
 
-def test_pin_to_a_missing_region_is_an_error() -> None:
-    with pytest.raises(FitError, match="no such region; it has: itcm, flash, dtcm"):
+@pytest.mark.fault(
+    area="memory",
+    kind="input",
+    what="kv=sdram and weights=qspi on a board without SDRAM or QSPI",
+    sees=r"(no such region; it has: itcm, flash, dtcm|no QSPI flash)",
+)
+def test_pin_to_a_missing_region_is_an_error(sees) -> None:
+    with pytest.raises(FitError, match="no such region; it has: itcm, flash, dtcm") as info:
         plan_memory(TARGET, ON_CHIP, STORIES260K, weights(300_000), seq_len=256, kv="sdram")
-    with pytest.raises(FitError, match="no QSPI flash"):
+    sees(str(info.value))
+    with pytest.raises(FitError, match="no QSPI flash") as info:
         plan_memory(TARGET, ON_CHIP, STORIES260K, weights(300_000), seq_len=256, weights="qspi")
+    sees(str(info.value))
 
 
 def test_15m_q8_spills_from_flash_into_qspi() -> None:
@@ -84,11 +99,18 @@ def test_weights_in_sdram_are_loaded_from_qspi() -> None:
     assert (group.region, group.load_region) == ("sdram", "qspi")
 
 
-def test_model_too_big_for_the_nucleo() -> None:
+@pytest.mark.fault(
+    area="memory",
+    kind="input",
+    what="a 17 MB stories15M build for the on-chip-only board",
+    sees=r"do not fit.*flash has.*quant=q4",
+)
+def test_model_too_big_for_the_nucleo(sees) -> None:
     with pytest.raises(FitError) as info:
         plan_memory(TARGET, ON_CHIP, STORIES15M, weights(17_000_000), seq_len=32, kv_type="q8")
     message = str(info.value)
     assert "do not fit" in message and "flash has" in message and "quant=q4" in message
+    sees(message)
 
 
 def test_run_state_size_is_plausible() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, case_args, scons
-from llmcu import codegen, linux, project, qemu_user, sshdeploy, weightsfile
+from llmcu import codegen, layouts, linux, project, qemu_user, sshdeploy, weightsfile
 from llmcu.checkpoint import read_checkpoint
 from llmcu.errors import OptionError
 from llmcu.protocol import RunOutput, parse
@@ -145,7 +145,9 @@ def test_weights_file_build_maps_model_bin(builds: dict[str, Path], golden_cases
     program = builds["q8-file"]
     data = (program.parent / "gen" / "model_data.bin").read_bytes()
     info = weightsfile.read_header(program.parent / "model.bin")
-    assert info.data_bytes == len(data) and info.label == "260k q8" and info.version == 1
+    layout = layouts.for_kernel_set(TARGET.kernel_set if not kernel_options() else "")
+    label = "260k q8" + ("" if layout == layouts.REFERENCE else f" {layout}")
+    assert info.data_bytes == len(data) and info.label == label and info.version == 1
     assert (program.parent / "model.bin").read_bytes()[64:] == data
     # The program holds no weights of its own: it is far smaller than the linked-in one.
     assert program.stat().st_size < builds["q8"].stat().st_size - len(data) // 2
@@ -190,7 +192,30 @@ def test_weights_file_refuses_corrupt_or_foreign_files(
     layout = weightsfile.describe(model.config, model.plan, model.blobs, len(model.data), "260k q4")
     weightsfile.write_weights_file(tmp_path / "q4.bin", layout, model.data)
     _refused(program, tmp_path / "q4.bin", "does not belong to this program: it holds '260k q4'")
-    _refused(program, tmp_path / "q4.bin", "this program was built for '260k q8'")
+    _refused(program, tmp_path / "q4.bin", "this program was built for '260k q8")
+
+
+@pytest.mark.fault(
+    area="deploy",
+    kind="input",
+    what="a model.bin of the same model and quant written for the reference kernels' matrix layout, given to a "
+    "program built with the optimised kernels (same size and offsets, other byte order)",
+    sees=r"does not belong to this program: it holds '260k q8' .*built for '260k q8 neon_panels'",
+)
+def test_weights_file_of_another_kernel_layout_is_refused(
+    builds: dict[str, Path], tmp_path: Path, stories260k: Path, tok512: Path, sees
+) -> None:
+    if kernel_options() or layouts.for_kernel_set(TARGET.kernel_set) == layouts.REFERENCE:
+        pytest.skip("the rzv2l build reads the reference layout")
+    model = codegen.prepare(read_checkpoint(stories260k), read_tokenizer(tok512, 512), QuantPlan.parse("q8", 32))
+    assert model.weight_layout == layouts.REFERENCE
+    built = (builds["q8-file"].parent / "model.bin").read_bytes()
+    layout = weightsfile.describe(model.config, model.plan, model.blobs, len(model.data), "260k q8")
+    assert layout.data_bytes == len(built) - 64  # same size: only the layout hash tells them apart
+    weightsfile.write_weights_file(tmp_path / "rowmajor.bin", layout, model.data)
+    result = run_qemu(builds["q8-file"], ["-n", "2", "-w", str(tmp_path / "rowmajor.bin")], check=False)
+    assert result.returncode == 4 and result.stdout == b""
+    sees(result.stderr.decode())
 
 
 def test_linked_program_refuses_a_weights_file(builds: dict[str, Path]) -> None:

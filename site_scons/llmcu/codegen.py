@@ -65,6 +65,7 @@ class GeneratedModel:
     kv_type: str = "f32"
     data: bytes = b""
     max_token_length: int = 1
+    weight_layout: str = layouts.REFERENCE  # how the kernel set reads the quantized matrices (llmcu.layouts)
 
     @property
     def rope_table(self) -> bool:
@@ -260,7 +261,7 @@ def prepare(
     blobs += tokenizer_blobs(tok)
     data = layout(blobs)
     max_token_length = max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1))
-    return GeneratedModel(config, context, plan, blobs, reports, kv_type, data, max_token_length)
+    return GeneratedModel(config, context, plan, blobs, reports, kv_type, data, max_token_length, weight_layout)
 
 
 def write_sources(
@@ -286,7 +287,10 @@ def write_sources(
     if weights_file is not None:
         if model.rope_table:  # the runtime names the table by its symbol, which a weights file does not define
             raise OptionError("rope_table=yes cannot go with weights_file=yes")
-        wf = weightsfile.describe(config, plan, blobs, len(model.data), f"{model_name} {plan.name}")
+        label = f"{model_name} {plan.name}"  # the arrangement too, when it is not the reference's: users read it
+        if model.weight_layout != layouts.REFERENCE:
+            label += f" {model.weight_layout}"
+        wf = weightsfile.describe(config, plan, blobs, len(model.data), label, model.weight_layout)
     common = {"version": __version__, "config": config, "blobs": blobs, "weights_file": wf}
     qtypes = [(kind, QTYPE_CODES[plan.qtype(kind)]) for kind in ("tok_embeddings", *LAYER_MATRICES, "wcls")]
     if config.shared_classifier:  # the classifier *is* the embedding table

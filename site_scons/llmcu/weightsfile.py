@@ -72,15 +72,18 @@ class WeightsFileLayout:
         return self.header_bytes + blob_offset
 
 
-def layout_text(config: Any, plan: Any, blobs: Iterable[Any]) -> str:
+def layout_text(config: Any, plan: Any, blobs: Iterable[Any], weight_layout: str = "rowmajor") -> str:
     """The text the layout hash is taken of (``config``: ModelConfig, ``plan``: QuantPlan, ``blobs``: codegen
-    Blobs with their offsets assigned)."""
+    Blobs with their offsets assigned, ``weight_layout``: the kernel set's arrangement of the quantized matrices,
+    llmcu.layouts). The arrangement is in it because two layouts can have equal sizes and offsets: a program
+    built with kernels=opt must refuse the file a kernels=ref build wrote, or it would read the wrong weights."""
     kinds = ("tok_embeddings", "wq", "wk", "wv", "wo", "w1", "w2", "w3", "wcls")
     lines = [
         f"llmcu weights file {VERSION}",
         f"dim={config.dim} hidden_dim={config.hidden_dim} n_layers={config.n_layers} n_heads={config.n_heads} "
         f"n_kv_heads={config.n_kv_heads} vocab_size={config.vocab_size} shared={int(config.shared_classifier)}",
         f"group_size={plan.group_size} " + " ".join(f"{kind}={plan.qtype(kind)}" for kind in kinds),
+        f"matrix_layout={weight_layout}",
     ]
     lines += [f"{blob.symbol} {blob.ctype} {blob.offset} {blob.size}" for blob in blobs]
     return "\n".join(lines) + "\n"
@@ -91,8 +94,11 @@ def _label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+= -]", "_", text)[:LABEL_BYTES]
 
 
-def describe(config: Any, plan: Any, blobs: list[Any], data_bytes: int, label: str) -> WeightsFileLayout:
-    return WeightsFileLayout(fnv1a64(layout_text(config, plan, blobs).encode()), data_bytes, _label(label))
+def describe(
+    config: Any, plan: Any, blobs: list[Any], data_bytes: int, label: str, weight_layout: str = "rowmajor"
+) -> WeightsFileLayout:
+    layout_hash = fnv1a64(layout_text(config, plan, blobs, weight_layout).encode())
+    return WeightsFileLayout(layout_hash, data_bytes, _label(label))
 
 
 def header(layout: WeightsFileLayout, data: bytes) -> bytes:

@@ -4,8 +4,9 @@ the end of the context, and weights files that must be refused, all with zero sa
 
 Every sanitized program run goes through ``run_sanitized``, which fails the test on any sanitizer output; the
 build makes every report fatal (``-fno-sanitize-recover=all``), so a report also means a non-zero exit status.
-Sanitizer runs in the default suite: 12 golden (4 cases x fp32/q8/q4) + 16 console + 4 context + 15 weights
-file + 1 deliberate bug = 48 (and 4 more under ThreadSanitizer in the slow test).
+Sanitized runs of the runtime in the default suite: 8 golden (4 cases x fp32, q8) + 32 console sessions and
+their reference runs + 4 at the end of the context + 17 weights files = 61, and 3 deliberate bugs that must
+be reported; the slow tests add 4 golden q4 runs and 8 under ThreadSanitizer.
 """
 
 from __future__ import annotations
@@ -43,21 +44,11 @@ FOLLOW_UP = b"run steps=12 temperature=0.0 seed=3 prompt=Lily%20had\n"  # proves
 DIGITS_482_TOKENS = "1234567890" * 48  # one token per digit: BOS, the dummy prefix's space and 480 digits
 
 
-@pytest.fixture(scope="module")
-def builds(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> dict[str, Path]:
-    """Sanitized fp32, q4 and q8 (the q8 one with a weights file, so mapping runs sanitized too) and the
-    unsanitized q8 and q4 they are compared with; two scons processes at a time."""
-    root = tmp_path_factory.mktemp("sanitize")
-    wanted = {
-        "fp32": (["quant=fp32", "sanitize=1"], "260k-fp32-asan-ubsan"),
-        "q8": (["quant=q8", "sanitize=1", "weights_file=yes"], "260k-q8-wfile-asan-ubsan"),
-        "q4": (["quant=q4", "sanitize=1"], "260k-q4-asan-ubsan"),
-        "plain-q8": (["quant=q8"], "260k-q8"),
-        "plain-q4": (["quant=q4"], "260k-q4"),
-    }
+def build_all(root: Path, models: Path, wanted: dict[str, tuple[list[str], str]]) -> dict[str, Path]:
+    """Host builds of stories260K, two scons processes at a time; name -> program."""
 
     def build(args: list[str]) -> None:
-        scons(["target=host", "model=260k", f"build_dir={root}", *args], stories260k.parent)
+        scons(["target=host", "model=260k", f"build_dir={root}", *args], models)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(build, [args for args, _ in wanted.values()]))
@@ -65,6 +56,18 @@ def builds(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> dict[
     for program in programs.values():
         assert program.is_file(), program
     return programs
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> dict[str, Path]:
+    """Sanitized fp32 and q8 (the q8 one with a weights file, so that mapping runs sanitized too) and the
+    unsanitized q8 it is compared with. (q4 is the slow test's: two more builds.)"""
+    wanted = {
+        "fp32": (["quant=fp32", "sanitize=1"], "260k-fp32-asan-ubsan"),
+        "q8": (["quant=q8", "sanitize=1", "weights_file=yes"], "260k-q8-wfile-asan-ubsan"),
+        "plain-q8": (["quant=q8"], "260k-q8"),
+    }
+    return build_all(tmp_path_factory.mktemp("sanitize"), stories260k.parent, wanted)
 
 
 def run_sanitized(
@@ -216,16 +219,26 @@ def test_fp32_golden_cases(builds: dict[str, Path], golden_cases: list[dict]) ->
         assert stdout.decode("utf-8", errors="replace") == case["stdout"], case["prompt"]
 
 
-@pytest.mark.parametrize("quant", ["q8", "q4"])
-def test_quantized_golden_cases_equal_the_unsanitized_build(
-    quant: str, builds: dict[str, Path], golden_cases: list[dict]
-) -> None:
+def golden_cases_equal_the_unsanitized_build(sanitized: Path, plain: Path, golden_cases: list[dict]) -> None:
     for case in golden_cases:
-        out = parse(run_sanitized(builds[quant], case_args(case)).stdout)
-        plain = parse(subprocess.run([str(builds[f"plain-{quant}"]), *case_args(case)], capture_output=True,
-                                     check=True, timeout=60).stdout)  # fmt: skip
-        assert out.ok and plain.ok
-        assert out.text == plain.text and out.token_sequence() == plain.token_sequence(), case["prompt"]
+        out = parse(run_sanitized(sanitized, case_args(case)).stdout)
+        expected = parse(subprocess.run([str(plain), *case_args(case)], capture_output=True, check=True,
+                                        timeout=60).stdout)  # fmt: skip
+        assert out.ok and expected.ok
+        assert out.text == expected.text and out.token_sequence() == expected.token_sequence(), case["prompt"]
+
+
+def test_q8_golden_cases_equal_the_unsanitized_build(builds: dict[str, Path], golden_cases: list[dict]) -> None:
+    golden_cases_equal_the_unsanitized_build(builds["q8"], builds["plain-q8"], golden_cases)
+
+
+@pytest.mark.slow
+def test_q4_golden_cases_equal_the_unsanitized_build(
+    tmp_path: Path, stories260k: Path, golden_cases: list[dict]
+) -> None:
+    wanted = {"q4": (["quant=q4", "sanitize=1"], "260k-q4-asan-ubsan"), "plain-q4": (["quant=q4"], "260k-q4")}
+    programs = build_all(tmp_path, stories260k.parent, wanted)
+    golden_cases_equal_the_unsanitized_build(programs["q4"], programs["plain-q4"], golden_cases)
 
 
 # ---- the console (-c): bad lines, each answered, the next command served ----

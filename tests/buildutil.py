@@ -22,13 +22,20 @@ def case_args(case: dict) -> list[str]:
 
 
 def scons(
-    args: list[str], models_dir: Path, *, check: bool = True, timeout: float = 600
+    args: list[str],
+    models_dir: Path,
+    *,
+    check: bool = True,
+    timeout: float = 600,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run scons in the project root with LLMCU_MODELS pointing at ``models_dir``."""
-    env = dict(os.environ, LLMCU_MODELS=str(models_dir), LLMCU_OFFLINE="1")
+    """Run scons in the project root (or in ``cwd``, a copy of it) with LLMCU_MODELS pointing at
+    ``models_dir``; ``env`` adds or replaces environment variables."""
+    env = dict(os.environ, LLMCU_MODELS=str(models_dir), LLMCU_OFFLINE="1", **(env or {}))
     result = subprocess.run(
         [sys.executable, "-m", "SCons", "-Q", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

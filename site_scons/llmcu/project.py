@@ -238,6 +238,24 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     )
 
 
+def prefix_map_flags(settings: BuildSettings) -> list[str]:
+    """Compiler flags that keep the checkout's and the build directory's absolute paths out of the objects
+    (debug info, __FILE__), so that the same sources give bit-identical programs and firmware wherever they
+    are built. The source tree becomes ``.`` and the build directory ``/llmcu-build`` (GCC applies the last
+    matching map, so the build directory's wins when it lies inside the tree). A build directory inside the
+    tree reaches the compiler as a relative path, so it is mapped by that name too. The build directory is
+    always renamed, even the default ``build``: GCC describes a source whose name a map changed slightly
+    differently in the line table (one more file entry), so an unmapped build would differ from a mapped one.
+    A debugger finds the generated sources with ``set substitute-path /llmcu-build <build_dir>``. GCC
+    matches plain string prefixes, so the build directory's maps end in ``/`` (``runtime/`` must not match
+    ``runtime_c/``); the tree's cannot, since the compiler's working directory is the tree itself."""
+    build_dir = settings.out_dir.parents[1]
+    flags = [f"-ffile-prefix-map={ROOT}=.", f"-ffile-prefix-map={build_dir}/=/llmcu-build/"]
+    if build_dir.is_relative_to(ROOT):
+        flags.append(f"-ffile-prefix-map={build_dir.relative_to(ROOT)}/=/llmcu-build/")
+    return flags
+
+
 def runtime_sources(kernel_set: str = "") -> list[Path]:
     """The portable runtime plus its kernels: ``kernels/ref/X.c`` for every X, unless the optimised set
     ``kernels/<kernel_set>/`` has its own ``X.c`` with the same functions (as TFLM's kernels/cmsis_nn/ does)."""

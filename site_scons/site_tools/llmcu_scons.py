@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
-from llmcu import codegen, flashalgo, flashing, linux, project, runs, steps, watchdog
+from llmcu import codegen, fileio, flashalgo, flashing, linux, project, runs, steps, watchdog
 from llmcu.errors import LlmcuError
 
 # Short command lines unless verbose=1.
@@ -124,6 +125,17 @@ def numerics_defines(settings: project.BuildSettings) -> list[tuple[str, int]]:
     return [("LLMCU_NUMERICS_FAST", 1)] if settings.numerics == "fast" else []
 
 
+def _object(build_env, stem, source, gen):
+    """One object. The generated headers (model_config.h, board_config.h) are found by the C scanner, so only
+    the objects that include them wait for and rebuild with them; the weights that model_data.S pulls in with
+    .incbin are a dependency no scanner sees. (Making every object depend on every generated file recompiled
+    the whole runtime whenever a weight or a report changed.)"""
+    built = build_env.Object(str(stem), str(source))
+    if Path(source).name == "model_data.S":
+        build_env.Depends(built, str(gen / codegen.DATA_FILE))
+    return built
+
+
 def _program(env, settings: project.BuildSettings, generated: list):
     target = settings.target
     gen = settings.gen_dir
@@ -145,14 +157,15 @@ def _program(env, settings: project.BuildSettings, generated: list):
     build_env.Append(CCFLAGS=sanitizer_flags, LINKFLAGS=sanitizer_flags)
     if settings.linux is not None:  # the hosted program, cross-compiled
         build_env.Replace(**linux.construction_variables(settings, build_env["ENV"]))
+    # After the cross toolchain's flags (which replace CCFLAGS), so every hosted and Linux program gets it.
+    build_env.Append(CCFLAGS=project.prefix_map_flags(settings))  # reproducible: no absolute paths in the program
     sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources(settings.kernel_set)]
     sources += [(path, path.relative_to(project.ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
     objects = []
     for path, rel in sources:
         stem = str(rel).rsplit(".", 1)[0]
-        objects += build_env.Object(str(settings.obj_dir / stem), str(path))
-    build_env.Depends(objects, generated)  # includes model_data.bin, which no scanner sees behind .incbin
+        objects += _object(build_env, settings.obj_dir / stem, path, gen)
     return build_env.Program(str(settings.out_dir / "llmcu"), objects)
 
 
@@ -192,6 +205,7 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
     )
     # watchdog=: the register values for this image's watchdog (the board's, or its twin's)
     build_env.Append(CPPDEFINES=watchdog.defines(target, settings.firmware.watchdog_s if settings.firmware else 0.0))
+    build_env.Append(CCFLAGS=project.prefix_map_flags(settings))  # reproducible: no absolute paths in the ELF
     # Link through llmcu so that a region overflow becomes an error naming the region and what would fit.
     build_env["LLMCU_LINKCMD"] = build_env["LINKCOM"]
     build_env["LINKCOM"] = build_env.Action(_link_action, strfunction=_link_string)
@@ -201,11 +215,11 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
     objects = []
     for path, rel in sources:
         stem = str(rel).rsplit(".", 1)[0]
-        objects += build_env.Object(str(image.out_dir / "obj" / stem), str(path))
-    build_env.Depends(objects, generated)
+        objects += _object(build_env, image.out_dir / "obj" / stem, path, gen)
     elf = build_env.Program(str(image.elf.with_suffix("")), objects)
-    build_env.Depends(elf, generated)  # the linker script
+    build_env.Depends(elf, str(image.linker_script))  # -T in LINKFLAGS is no dependency SCons sees
     outputs = [image.out_dir / "memory_report.json", image.out_dir / "memory_report.md", image.out_dir / "firmware.hex"]
+    outputs.append(image.out_dir / "firmware.bin")  # the boot flash's image: always written, since code is there
     report = build_env.Command(
         [str(path) for path in outputs],
         elf,
@@ -213,7 +227,19 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
         LLMCU_SETTINGS=settings,
         LLMCU_IMAGE=image,
     )
+    # Other flash regions' images (firmware-qspi.bin) exist only when the plan put something there, which is
+    # known after planning; `scons -c` removes them too.
+    boot = next(region for region in image.regions if region.kind == "flash")
+    others = [region for region in image.regions if region.kind != "ram" and region is not boot]
+    build_env.Clean(report, [str(image.out_dir / f"firmware-{region.name}.bin") for region in others])
     return elf + report
+
+
+_BUILD_DIR_LOCK = None  # the open lock file of this process's build directory (llmcu.fileio.lock_dir)
+
+
+def _waiting_for(out_dir) -> None:
+    print(f"llmcu: another scons is building {out_dir}; waiting for it to finish", file=sys.stderr, flush=True)
 
 
 def llmcu_build(env, arguments: dict[str, str]):
@@ -233,7 +259,17 @@ def llmcu_build(env, arguments: dict[str, str]):
         env.Replace(**QUIET_COMMANDS)
     # One signature database per build directory: builds of different variants may run at the same time
     # (tests, several terminals) and must not overwrite each other's records in one shared file.
-    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    global _BUILD_DIR_LOCK
+    try:
+        fileio.ensure_dir(settings.out_dir)  # a read-only or full build_dir= is one clear error, not a traceback
+        # One scons at a time per build directory (a second one waits): the lock lives as long as this process.
+        _BUILD_DIR_LOCK = fileio.lock_dir(settings.out_dir, lambda: _waiting_for(settings.out_dir))
+        damaged = fileio.set_aside_damaged_database(settings.out_dir / ".sconsign.dblite")
+    except LlmcuError as error:
+        _fail(error)
+        return None
+    if damaged:
+        print(f"llmcu: warning: {damaged}", file=sys.stderr)
     env.SConsignFile(str(settings.out_dir / ".sconsign"))
     generated = _model_sources(env, settings)
     if settings.images:
@@ -243,6 +279,7 @@ def llmcu_build(env, arguments: dict[str, str]):
         program += _flash_algo(env, settings)
     else:
         program = _program(env, settings, generated)
+    program = list(program) + list(generated)  # the reports and a weights file are outputs nothing links
     env.Default(program)
     env.Alias("build", program)
     run = env.Alias(

@@ -3,6 +3,7 @@
  * otherwise temperature-scaled softmax, one random number from run.c's xorshift generator, and either
  * plain multinomial sampling or top-p (nucleus) sampling.
  */
+#include <float.h>
 #include <stdint.h>
 
 #include "kernels/kernels.h"
@@ -133,6 +134,19 @@ static int sample_topp(const float *p, int n, float topp, float coin) {
 int llmcu_sample(llmcu_sampler *s, float *logits) {
     const int n = LLMCU_VOCAB_SIZE;
     if (s->temperature == 0.0f) {
+        return argmax(logits, n);
+    }
+    /* A temperature so small (below about 1e-37) that a logit divided by it overflows would give softmax
+     * inf - inf = NaN and run.c's sampler then picks token 0 (<unk>) at every step. The distribution it
+     * stands for is the greedy one, so that is what such a temperature gets; the coin is still drawn, as at
+     * every other nonzero temperature. Finite scaled logits take run.c's path unchanged. */
+    float largest = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float magnitude = logits[i] < 0.0f ? -logits[i] : logits[i];
+        largest = magnitude > largest ? magnitude : largest;
+    }
+    if (!(largest / s->temperature <= FLT_MAX)) {
+        (void)random_f32(&s->rng_state);
         return argmax(logits, n);
     }
     for (int i = 0; i < n; i++) {

@@ -5,8 +5,8 @@ the end of the context, and weights files that must be refused, all with zero sa
 Every sanitized program run goes through ``run_sanitized``, which fails the test on any sanitizer output; the
 build makes every report fatal (``-fno-sanitize-recover=all``), so a report also means a non-zero exit status.
 Sanitized runs of the runtime in the default suite: 8 golden (4 cases x fp32, q8) + 32 console sessions and
-their reference runs + 4 at the end of the context + 17 weights files = 61, and 3 deliberate bugs that must
-be reported; the slow tests add 4 golden q4 runs and 8 under ThreadSanitizer.
+their reference runs + 4 at the end of the context + 4 at a tiny temperature + 17 weights files = 65, and 3
+deliberate bugs that must be reported; the slow tests add 4 golden q4 runs and 8 under ThreadSanitizer.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from llmcu.checkpoint import random_checkpoint, read_checkpoint
 from llmcu.config import ModelConfig
 from llmcu.errors import OptionError
 from llmcu.options import parse_sanitize
+from llmcu.oracle import generate
 from llmcu.protocol import RunOutput, parse
 from llmcu.quantize import QuantPlan
+from llmcu.reference import Reference
 from llmcu.tokenizer import read_tokenizer
 
 # halt_on_error: stop at the first report; detect_leaks: the runtime allocates nothing, so any leak is news.
@@ -489,6 +491,44 @@ def test_generation_stops_at_the_end_of_the_context(
 def test_steps_equal_to_the_context_are_no_cut(builds: dict[str, Path]) -> None:
     out = parse(run_sanitized(builds["q8"], ["-p", DIGITS_482_TOKENS, "-n", "512", "-t", "0.0"]).stdout)
     assert out.ok and out.reason == "" and len(out.tokens) == 512
+
+
+@pytest.mark.parametrize(
+    "topp",
+    [
+        pytest.param(
+            "0.9",
+            marks=pytest.mark.fault(
+                area="runtime",
+                kind="input",
+                what="temperature=1e-45 with top-p 0.9: logits / temperature overflow (was <unk> at every step)",
+                sees=r"^Once upon a time, there was a little girl",
+            ),
+        ),
+        pytest.param(
+            "1.0",
+            marks=pytest.mark.fault(
+                area="runtime",
+                kind="input",
+                what="temperature=1e-45 without top-p: logits / temperature overflow",
+                sees=r"^Once upon a time, there was a little girl",
+            ),
+        ),
+    ],
+)
+def test_a_tiny_temperature_is_greedy(
+    builds: dict[str, Path], topp: str, stories260k: Path, tok512: Path, sees
+) -> None:
+    """Dividing the logits by a denormal temperature overflows to inf and softmax to NaN, after which run.c's
+    sampler picks token 0 (<unk>) forever; the runtime and the Python reference sample greedily instead."""
+    args = ["-p", "Once upon a time", "-n", "40", "-P", topp, "-s", "5"]
+    tiny = parse(run_sanitized(builds["q8"], [*args, "-t", "1e-45"]).stdout)
+    greedy = parse(run_sanitized(builds["q8"], [*args, "-t", "0"]).stdout)
+    assert tiny.ok and tiny.token_sequence() == greedy.token_sequence()
+    model = Reference.from_checkpoint(read_checkpoint(stories260k), quant="q8", group_size=32)
+    oracle = generate(model, read_tokenizer(tok512, 512), "Once upon a time", 40, 1e-45, float(topp), 5)
+    assert oracle.tokens == tiny.token_sequence()
+    sees(tiny.text.decode())
 
 
 # ---- the weights file, checked before it is mapped ----

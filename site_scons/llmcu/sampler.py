@@ -83,6 +83,11 @@ class Sampler:
     def sample(self, logits: np.ndarray) -> int:
         if self.temperature == F32(0.0):
             return argmax(np.asarray(logits, dtype=F32))
+        with np.errstate(over="ignore"):
+            overflows = not np.all(np.isfinite(np.asarray(logits, dtype=F32) / self.temperature))
+        if overflows:  # a tiny temperature: greedy, after drawing the coin (runtime_c/sampler.c says why)
+            self.rng.next_f32()
+            return argmax(np.asarray(logits, dtype=F32))
         probs = self.probabilities(logits)
         coin = self.rng.next_f32()
         if self.topp <= 0 or self.topp >= 1:

@@ -87,16 +87,36 @@ def test_start_mark_plus_host_interval(tmp_path: Path) -> None:
     assert "host interval" in result["window"]["method"]
 
 
-def test_alignment_needs_markers_or_marks(tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="power",
+    kind="input",
+    what="a run log without start/end marker times, and meter samples without trigger marks",
+    sees=(
+        r"summary\.json has no start_marker_time/end_marker_time \(host times of the protocol's start and end"
+        r" lines\) and the meter saw no trigger: the generation cannot be placed on the meter's timeline"
+    ),
+)
+def test_alignment_needs_markers_or_marks(tmp_path: Path, sees) -> None:
     run_dir = make_run_dir(tmp_path, tokens=10)
-    with pytest.raises(MeterError, match="start_marker_time"):
+    with pytest.raises(MeterError, match="start_marker_time") as excinfo:
         analyse(load_run(run_dir), step_samples())
+    sees(str(excinfo.value))
 
 
-def test_generation_outside_the_samples_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="power",
+    kind="input",
+    what="run markers 1000 s after the meter's 4 s of samples ended (the meter was not running during the run)",
+    sees=(
+        r"the generation \(999\.997-1000\.997 s on the meter's clock\) lies outside the samples \(0\.000-4\.000"
+        r" s\): was the meter running during the run\?"
+    ),
+)
+def test_generation_outside_the_samples_is_an_error(tmp_path: Path, sees) -> None:
     run_dir = make_run_dir(tmp_path, tokens=10, markers=(2000.0, 2001.0))  # 1000 s after the meter stopped
-    with pytest.raises(MeterError, match="outside the samples"):
+    with pytest.raises(MeterError, match="outside the samples") as excinfo:
         analyse(load_run(run_dir), step_samples())
+    sees(str(excinfo.value))
 
 
 def test_write_power_files(tmp_path: Path) -> None:
@@ -111,34 +131,49 @@ def test_write_power_files(tmp_path: Path) -> None:
     assert "estimated" not in (run_dir / "power.csv").read_text()
 
 
+class Recorder:
+    """A meter that notes what was done to it."""
+
+    name, estimated = "recorder", False
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def start(self) -> None:
+        self.events.append("start")
+
+    def stop(self) -> Samples:
+        self.events.append("stop")
+        return Samples("recorder", np.zeros(2), np.zeros(2))
+
+    def close(self) -> None:
+        self.events.append("close")
+
+
 def test_measure_during_starts_first_and_always_stops() -> None:
     events: list[str] = []
-
-    class Recorder:
-        name, estimated = "recorder", False
-
-        def start(self) -> None:
-            events.append("start")
-
-        def stop(self) -> Samples:
-            events.append("stop")
-            return Samples("recorder", np.zeros(2), np.zeros(2))
-
-        def close(self) -> None:
-            events.append("close")
-
-    result, samples = measure_during(lambda: events.append("run") or "output", Recorder())
+    result, samples = measure_during(lambda: events.append("run") or "output", Recorder(events))
     assert (result, len(samples)) == ("output", 2)
     assert events == ["start", "run", "stop", "close"]
-    events.clear()
+
+
+@pytest.mark.fault(
+    area="power",
+    kind="fault",
+    what="the run fails (RuntimeError 'board did not answer') while the meter records",
+    sees=r"^board did not answer$",
+)
+def test_measure_during_stops_the_meter_when_the_run_fails(sees) -> None:
+    events: list[str] = []
 
     def failing() -> None:
         events.append("run")
         raise RuntimeError("board did not answer")
 
-    with pytest.raises(RuntimeError, match="did not answer"):
-        measure_during(failing, Recorder())
-    assert events == ["start", "run", "stop", "close"]
+    with pytest.raises(RuntimeError, match="did not answer") as excinfo:
+        measure_during(failing, Recorder(events))
+    assert events == ["start", "run", "stop", "close"]  # the meter is stopped and closed all the same
+    sees(str(excinfo.value))  # the run's own error, not one from the meter
 
 
 def test_power_options() -> None:
@@ -148,23 +183,85 @@ def test_power_options() -> None:
         {"power": "ppk2", "power_port": "/dev/ttyACM3", "power_voltage": "1.8", "power_supply": "meter"}, table
     )
     assert power_settings(values) == PowerSettings("ppk2", "/dev/ttyACM3", 1.8, "meter")
-    with pytest.raises(OptionError, match="none, ppk2, lpm01a, estimate"):
-        validate({"power": "multimeter"}, table)
-    with pytest.raises(OptionError, match=r"0\.8\.\.5\.0"):
-        validate({"power_voltage": "12"}, table)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        pytest.param(
+            {"power": "multimeter"},
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="power=multimeter (a meter llmcu does not know)",
+                sees=r"power='multimeter' is not allowed; choose one of: none, ppk2, lpm01a, estimate",
+            ),
+        ),
+        pytest.param(
+            {"power_voltage": "12"},
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="power_voltage=12 (above the meters' 5 V)",
+                sees=r"power_voltage='12' is not valid \(must be between 0\.8 and 5\.0\)",
+            ),
+        ),
+    ],
+)
+def test_power_option_errors(arguments: dict[str, str], sees) -> None:
+    table = build_options(["host", "stm32h743"], ["260k"])
+    with pytest.raises(OptionError) as excinfo:
+        validate(arguments, table)
+    sees(str(excinfo.value))
 
 
 def test_power_choice_by_runner() -> None:
-    with pytest.raises(OptionError, match="power=estimate"):
-        check_choice(PowerSettings("ppk2"), runner="qemu")
-    with pytest.raises(OptionError, match="target=host"):
-        check_choice(PowerSettings("estimate"), runner="host")
     check_choice(PowerSettings("estimate"), runner="qemu")
     check_choice(PowerSettings("none"), runner="host")
     assert make_meter(PowerSettings("none"), runner="board") is None
     assert isinstance(make_meter(PowerSettings("estimate"), runner="qemu"), EstimateMeter)
-    with pytest.raises(MeterError, match="power_port"):
-        make_meter(PowerSettings("lpm01a"), runner="board")
+
+
+@pytest.mark.parametrize(
+    ("settings", "runner"),
+    [
+        pytest.param(
+            PowerSettings("ppk2"),
+            "qemu",
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="power=ppk2 for a QEMU run (no real supply to measure)",
+                sees=r"power=ppk2 measures a real board's supply, and a QEMU run has none: use power=estimate",
+            ),
+        ),
+        pytest.param(
+            PowerSettings("estimate"),
+            "host",
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="power=estimate with target=host",
+                sees=r"power=estimate is for firmware targets .*; target=host runs on this computer",
+            ),
+        ),
+        pytest.param(
+            PowerSettings("lpm01a"),
+            "board",
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="power=lpm01a without power_port=",
+                sees=r"power=lpm01a needs the shield's serial port: power_port=/dev/ttyACMn",
+            ),
+        ),
+    ],
+)
+def test_power_choice_refusals(settings: PowerSettings, runner: str, sees) -> None:
+    with pytest.raises((OptionError, MeterError)) as excinfo:
+        check_choice(settings, runner=runner)
+        make_meter(settings, runner=runner)
+    sees(str(excinfo.value))
 
 
 # ---- the estimate ----
@@ -196,14 +293,34 @@ def test_estimate_on_the_qemu_twin_counts_instructions(tmp_path: Path) -> None:
     assert result["generation"]["energy_per_token_mj"] == pytest.approx(ANCHORS[0][1] * 3.3 * 0.010 * 1e3)
 
 
-def test_estimate_scales_with_the_clock_and_refuses_the_host(tmp_path: Path) -> None:
+def test_estimate_scales_with_the_clock() -> None:
     assert RunCurrentModel(vos=1, cpu_hz=200e6).current_a == pytest.approx(ANCHORS[1][1] / 2)
     assert RunCurrentModel(run_current_a=0.2).current_a == 0.2
-    with pytest.raises(MeterError, match="outside VOS1"):
+
+
+@pytest.mark.fault(
+    area="power",
+    kind="input",
+    what="an estimate for a 480 MHz CPU clock at VOS1 (which goes up to 400 MHz)",
+    sees=r"a 480 MHz CPU clock is outside VOS1 \(up to 400 MHz\)",
+)
+def test_estimate_refuses_a_clock_outside_the_voltage_scale(sees) -> None:
+    with pytest.raises(MeterError, match="outside VOS1") as excinfo:
         RunCurrentModel(vos=1, cpu_hz=480e6)
+    sees(str(excinfo.value))
+
+
+@pytest.mark.fault(
+    area="power",
+    kind="input",
+    what="power=estimate applied to a target=host run log (costs in ns)",
+    sees=r"power=estimate models an STM32H743 \(its cost unit is cycles, .*\); this run counts ns \(host\)",
+)
+def test_estimate_refuses_the_host(tmp_path: Path, sees) -> None:
     run_dir = make_run_dir(tmp_path, tokens=5, cost=1000, unit="ns", target="host")
-    with pytest.raises(MeterError, match="counts ns"):
+    with pytest.raises(MeterError, match="counts ns") as excinfo:
         analyse(load_run(run_dir), EstimateMeter().stop())
+    sees(str(excinfo.value))
 
 
 # ---- CSV import ----
@@ -238,18 +355,57 @@ def test_csv_absolute_times_give_the_host_clock(tmp_path: Path) -> None:
     assert list(samples.t_s) == pytest.approx([0.0, 0.5]) and samples.current_a[1] == pytest.approx(0.007)
 
 
-def test_csv_errors_name_the_problem(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "mapping"),
+    [
+        pytest.param(
+            "when,amps\n0,1\n",
+            None,
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="meter CSV whose headers name no time column (when,amps), no column mapping",
+                sees=r"CSV: no time column found among when, amps; name it with a column mapping \(time=COLUMN\[:UNIT",
+            ),
+        ),
+        pytest.param(
+            "when,amps\n0,1\n",
+            CsvMapping(time="when", current="I"),
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="meter CSV column mapping current=I for a file without that column",
+                sees=r"CSV has no column 'I' for current; its columns: when, amps",
+            ),
+        ),
+        pytest.param(
+            "when,amps\n0,1\n",
+            CsvMapping(time="when", current="amps", current_unit="kA"),
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="meter CSV current unit kA",
+                sees=r"unknown current unit 'kA'; use one of a, ma, ua, na",
+            ),
+        ),
+        pytest.param(
+            "time,current\n0,1\n1,x\n",
+            None,
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="meter CSV with a non-numeric current (x) in its second data row",
+                sees=r"bad\.csv: data row 3 \('1,x'\): could not convert string to float: 'x'",
+            ),
+        ),
+    ],
+)
+def test_csv_errors_name_the_problem(tmp_path: Path, content: str, mapping: CsvMapping | None, sees) -> None:
     path = tmp_path / "bad.csv"
-    path.write_text("when,amps\n0,1\n")
-    with pytest.raises(MeterError, match="no time column"):
-        read_csv(path)
-    with pytest.raises(MeterError, match="no column 'I'"):
-        read_csv(path, CsvMapping(time="when", current="I"))
-    with pytest.raises(MeterError, match="unknown current unit"):
-        read_csv(path, CsvMapping(time="when", current="amps", current_unit="kA"))
-    path.write_text("time,current\n0,1\n1,x\n")
-    with pytest.raises(MeterError, match="row 3"):
-        read_csv(path)
+    path.write_text(content)
+    with pytest.raises(MeterError) as excinfo:
+        read_csv(path, mapping)
+    sees(str(excinfo.value))
 
 
 # ---- LPM01A: a fake shield on a TCP socket (pyserial socket://) ----
@@ -322,32 +478,78 @@ def test_lpm01a_session_and_stream() -> None:
     assert samples.warnings == []
 
 
-def test_lpm01a_refusal_carries_the_error_detail() -> None:
+@pytest.mark.fault(
+    area="power",
+    kind="fault",
+    what="the LPM01A refuses 'freq 5k' (error, then 'Error detail: frequency not compatible ...')",
+    sees=r"the LPM01A refused 'freq 5k': frequency not compatible with acquisition mode$",
+)
+def test_lpm01a_refusal_carries_the_error_detail(sees) -> None:
     shield = FakeShield("", refuse={"freq 5k": "frequency not compatible with acquisition mode"})
     shield.start()
     meter = Lpm01aMeter(f"socket://127.0.0.1:{shield.port}", freq_hz=5000)
-    with pytest.raises(MeterError, match="refused 'freq 5k': frequency not compatible"):
+    with pytest.raises(MeterError, match="refused 'freq 5k': frequency not compatible") as excinfo:
         meter.start()
+    sees(str(excinfo.value))
     meter.close()
     shield.join(timeout=5)
 
 
-def test_lpm01a_silence_is_an_error() -> None:
+@pytest.mark.fault(
+    area="power",
+    kind="fault",
+    what="the LPM01A's port accepts the connection but never answers (command_timeout_s=0.3)",
+    sees=(
+        r"no answer from the LPM01A at socket://127\.0\.0\.1:\d+ to 'htc' within 0\.3 s: is it an X-NUCLEO-LPM01A"
+        r" \(USB virtual COM port, \d+ baud\)\?"
+    ),
+)
+def test_lpm01a_silence_is_an_error(sees) -> None:
     server = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
     meter = Lpm01aMeter(f"socket://127.0.0.1:{server.getsockname()[1]}", command_timeout_s=0.3)
-    with pytest.raises(MeterError, match="no answer from the LPM01A"):
+    with pytest.raises(MeterError, match="no answer from the LPM01A") as excinfo:
         meter.start()
+    sees(str(excinfo.value))
     meter._serial.close()
     server.close()
 
 
-def test_lpm01a_settings_are_checked() -> None:
-    with pytest.raises(MeterError, match=r"1\.8-3\.3 V"):
-        Lpm01aMeter("loop://", voltage_v=5.0)
-    with pytest.raises(MeterError, match="bin_hexa"):
-        Lpm01aMeter("loop://", freq_hz=20_000)
-    with pytest.raises(MeterError, match="not one of"):
-        Lpm01aMeter("loop://", freq_hz=3_000)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param(
+            {"voltage_v": 5.0},
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="LPM01A supply voltage 5.0 V",
+                sees=r"the LPM01A supplies 1\.8-3\.3 V, not 5\.0 V",
+            ),
+        ),
+        pytest.param(
+            {"freq_hz": 20_000},
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="LPM01A at 20 kHz in the ascii_dec format",
+                sees=r"the LPM01A streams ascii_dec for long at 5000 Hz at most; use bin_hexa",
+            ),
+        ),
+        pytest.param(
+            {"freq_hz": 3_000},
+            marks=pytest.mark.fault(
+                area="power",
+                kind="input",
+                what="LPM01A sampling frequency 3000 Hz (not one the shield offers)",
+                sees=r"LPM01A frequency 3000 Hz is not one of \(100000, 50000, .*, 1\)",
+            ),
+        ),
+    ],
+)
+def test_lpm01a_settings_are_checked(settings: dict[str, float], sees) -> None:
+    with pytest.raises(MeterError) as excinfo:
+        Lpm01aMeter("loop://", **settings)  # type: ignore[arg-type]
+    sees(str(excinfo.value))
 
 
 def test_lpm01a_sample_decoding() -> None:
@@ -356,16 +558,29 @@ def test_lpm01a_sample_decoding() -> None:
     assert decode_binary_sample(0x52, 0xA0) == pytest.approx(640.9e-6, rel=1e-4)  # UM2269's example
 
 
-def test_lpm01a_ascii_metadata_and_overcurrent() -> None:
+@pytest.mark.fault(
+    area="power",
+    kind="fault",
+    what="the LPM01A reports an overcurrent mid-acquisition (ASCII stream: 'PowerShield > Error: overcurrent')",
+    sees=r"^LPM01A: Error: overcurrent$",
+)
+def test_lpm01a_ascii_metadata_and_overcurrent(sees) -> None:
     parser = StreamParser(binary=False)
     for chunk in (b"1000-0", b"4\r\n2000-04\r\nevent 1 ris\r\n", b"PowerShield > Error: overcurrent\r\n", b"end\r\n"):
         parser.feed(chunk)
     assert list(parser.values) == pytest.approx([0.1, 0.2])
     assert parser.events == [(2, "ris")] and parser.ended
     assert parser.errors == ["Error: overcurrent"]
+    sees("\n".join(Lpm01aMeter("loop://", freq_hz=1000)._samples(parser).warnings))  # what the run reports
 
 
-def test_lpm01a_binary_stream_byte_by_byte() -> None:
+@pytest.mark.fault(
+    area="power",
+    kind="fault",
+    what="the LPM01A reports an overcurrent mid-acquisition (bin_hexa stream: an F0 F5 frame between samples)",
+    sees=r"LPM01A: overcurrent: the target drew more than the selected range",
+)
+def test_lpm01a_binary_stream_byte_by_byte(sees) -> None:
     stream = bytes([0x52, 0xA0, 0x30, 0x64])  # 640.9 uA, 0x064 x 16^-3 = 24.4 mA
     stream += bytes([0xF0, 0xF3, 0x00, 0x00, 0x03, 0xE8, 0x07, 0xFF, 0xFF])  # timestamp 1000 ms, buffer 7 %
     stream += bytes([0xF0, 0xF5, 0xFF, 0xFF])  # overcurrent
@@ -378,6 +593,7 @@ def test_lpm01a_binary_stream_byte_by_byte() -> None:
     assert parser.timestamps == [(2, 1.0, 7)]
     assert parser.ended and any("overcurrent" in e for e in parser.errors)
     assert parser.messages[-1] == "Acquisition completed"
+    sees("\n".join(Lpm01aMeter("loop://", freq_hz=1000, data_format="bin_hexa")._samples(parser).warnings))
 
 
 # ---- PPK2: its byte stream through ppk2-api, with the serial port replaced ----
@@ -456,7 +672,13 @@ def fake_ppk2(monkeypatch: pytest.MonkeyPatch) -> type[FakePpk2]:
     return FakePpk2
 
 
-def test_ppk2_source_mode_stream_decoding(fake_ppk2: type[FakePpk2], tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="power",
+    kind="fault",
+    what="the USB link drops 3 PPK2 samples mid-recording (the sample counter skips 3)",
+    sees=r"the USB link dropped 3 PPK2 samples \(0\.03 ms\)",
+)
+def test_ppk2_source_mode_stream_decoding(fake_ppk2: type[FakePpk2], tmp_path: Path, sees) -> None:
     from llmcu.power.ppk2 import Ppk2Meter
 
     fake_ppk2.recording = ppk2_words(2000, 10_000, drop_at=7000, dropped=3, channel=2)
@@ -469,7 +691,7 @@ def test_ppk2_source_mode_stream_decoding(fake_ppk2: type[FakePpk2], tmp_path: P
     # 228: 3 + 9, 228), source-meter mode, DUT power on, start, stop
     assert bytes(port.written) == bytes([0x07, 0x19, 0x0D, 12, 228, 0x11, 0x02, 0x0C, 0x01, 0x06, 0x07])
     assert len(samples) == 14_000 and samples.info["dropped_samples"] == 3
-    assert any("dropped 3 PPK2 samples" in w for w in samples.warnings)
+    sees("\n".join(samples.warnings))
     assert samples.t_s[-1] == pytest.approx((14_000 - 1 + 3) / 100_000)
     assert samples.current_a[:2000] == pytest.approx(np.full(2000, 0.025))
     assert samples.current_a[2000:12_000] == pytest.approx(np.full(10_000, 0.1))
@@ -498,22 +720,48 @@ def test_ppk2_ampere_mode_averages(fake_ppk2: type[FakePpk2]) -> None:
     assert samples.warnings == [] and samples.marks == {}
 
 
-def test_ppk2_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.fault(
+    area="power",
+    kind="fault",
+    what="power=ppk2 without the ppk2-api package (its import fails)",
+    sees=r"power=ppk2 needs the ppk2-api package \(Nordic PPK2 support\): pip install 'ppk2-api>=[\d.]+'",
+)
+def test_ppk2_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, sees) -> None:
     from llmcu.power.ppk2 import Ppk2Meter
 
     monkeypatch.setitem(sys.modules, "ppk2_api", None)
-    with pytest.raises(MeterError, match="pip install 'ppk2-api"):
+    with pytest.raises(MeterError, match="pip install 'ppk2-api") as excinfo:
         Ppk2Meter("/dev/ttyACM0").start()
-    with pytest.raises(MeterError, match="divide"):
+    sees(str(excinfo.value))
+
+
+@pytest.mark.fault(
+    area="power",
+    kind="input",
+    what="PPK2 sample rate 3000 Hz (does not divide the PPK2's 100 kHz)",
+    sees=r"PPK2 sample rate 3000 Hz must divide 100000 Hz",
+)
+def test_ppk2_sample_rate_must_divide_the_raw_rate(sees) -> None:
+    from llmcu.power.ppk2 import Ppk2Meter
+
+    with pytest.raises(MeterError, match="divide") as excinfo:
         Ppk2Meter("/dev/ttyACM0", sample_rate_hz=3000)
+    sees(str(excinfo.value))
 
 
-def test_ppk2_silent_port_is_not_a_ppk2(fake_ppk2: type[FakePpk2], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.fault(
+    area="power",
+    kind="fault",
+    what="power_port= names a serial port that never answers the PPK2's metadata request",
+    sees=r"^/dev/ttyUSB0 did not send PPK2 calibration metadata: is it a PPK2\?$",
+)
+def test_ppk2_silent_port_is_not_a_ppk2(fake_ppk2: type[FakePpk2], monkeypatch: pytest.MonkeyPatch, sees) -> None:
     from llmcu.power.ppk2 import Ppk2Meter
 
     monkeypatch.setattr(FakePpk2, "write", lambda self, data: len(data))  # never answers
-    with pytest.raises(MeterError, match="did not send PPK2 calibration metadata"):
+    with pytest.raises(MeterError, match="did not send PPK2 calibration metadata") as excinfo:
         Ppk2Meter("/dev/ttyUSB0").start()
+    sees(str(excinfo.value))
 
 
 def test_measured_run_end_to_end(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ summary says, atomic writes and a raw.bin that has every byte even when the run 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -81,44 +82,85 @@ def test_cost_units_and_a_tokenizer_that_does_not_match() -> None:
     assert token_rows(instructions, None)[0]["ms"] is None and token_rows(ns, None)[0]["piece"] is None
 
 
-def test_atomic_summary_survives_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="the disk fills up as the run log is finished (the rename of tokens.jsonl fails with ENOSPC)",
+    sees=r"cannot write \S+/tokens\.jsonl: No space left on device \(the file system is full: .*another log_dir=\)",
+)
+def test_atomic_summary_survives_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sees) -> None:
     log = RunLog(tmp_path, info())
     log.write_raw(STREAM)
     before = (log.path / "summary.json").read_text()
 
     def broken_replace(source: object, target: object) -> None:
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fileio.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="No space left") as excinfo:
         log.finish(parse(STREAM))
     monkeypatch.undo()
+    assert isinstance(excinfo.value, LlmcuError) and excinfo.value.errno == errno.ENOSPC  # a clear error, still OSError
+    sees(str(excinfo.value))
     assert (log.path / "summary.json").read_text() == before  # the old file, whole
     assert json.loads(before)["reason"] == "running"
     assert sorted(os.listdir(log.path)) == ["raw.bin", "summary.json"]  # the temporary files are gone
 
 
-def test_context_manager_logs_a_failure_from_raw_bin(tmp_path: Path) -> None:
-    for error, reason in [(RuntimeError("the probe went away"), "error"), (KeyboardInterrupt(), "interrupted")]:
-        with pytest.raises(type(error)), RunLog(tmp_path, info()) as log:
-            log.write_raw(STREAM[: STREAM.index(b"\x1etok pos=1")])
-            raise error
-        logged = read_log(log.path)
-        assert logged["summary"]["status"] == "incomplete" and logged["summary"]["reason"] == reason
-        assert [row["next"] for row in logged["tokens"]] == [403]
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        pytest.param(
+            RuntimeError("the probe went away"),
+            "error",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="fault",
+                what="the runner raises (RuntimeError 'the probe went away') after one token record",
+                sees=r'"status": "incomplete",\s*"reason": "error",\s*"error": "the probe went away"',
+            ),
+        ),
+        pytest.param(
+            KeyboardInterrupt(),
+            "interrupted",
+            marks=pytest.mark.fault(
+                area="uart",
+                kind="fault",
+                what="Ctrl-C (KeyboardInterrupt) after one token record",
+                sees=r'"status": "incomplete",\s*"reason": "interrupted",\s*"error": "KeyboardInterrupt"',
+            ),
+        ),
+    ],
+)
+def test_context_manager_logs_a_failure_from_raw_bin(tmp_path: Path, error: BaseException, reason: str, sees) -> None:
+    with pytest.raises(type(error)), RunLog(tmp_path, info()) as log:
+        log.write_raw(STREAM[: STREAM.index(b"\x1etok pos=1")])
+        raise error
+    logged = read_log(log.path)
+    assert logged["summary"]["status"] == "incomplete" and logged["summary"]["reason"] == reason
+    assert [row["next"] for row in logged["tokens"]] == [403]
+    sees((log.path / "summary.json").read_text())
 
 
-def test_host_program_that_dies_leaves_its_bytes(tmp_path: Path) -> None:
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="the host program exits with status 3 after two token records (no summary line, no end marker)",
+    sees=r"^dies\.sh failed: exit status 3$",
+)
+def test_host_program_that_dies_leaves_its_bytes(tmp_path: Path, sees) -> None:
     partial = STREAM[: STREAM.index(b"\x1esum")]
     program = tmp_path / "dies.sh"
     (tmp_path / "partial.bin").write_bytes(partial)
     program.write_text(f"#!/bin/sh\ncat '{tmp_path / 'partial.bin'}'\nexit 3\n")
     program.chmod(0o755)
-    with pytest.raises(LlmcuError, match="exit status 3"), RunLog(tmp_path / "logs", info()) as log:
+    with pytest.raises(LlmcuError, match="exit status 3") as excinfo, RunLog(tmp_path / "logs", info()) as log:
         steps.run_host_program(program, [], echo=False, on_bytes=log.write_raw)
     assert (log.path / "raw.bin").read_bytes() == partial
     summary = read_log(log.path)["summary"]
-    assert summary["status"] == "incomplete" and "exit status 3" in summary["error"] and summary["tokens"] == 2
+    assert summary["status"] == "incomplete" and summary["reason"] == "error" and summary["tokens"] == 2
+    sees(str(excinfo.value))
+    sees(summary["error"])  # the summary keeps the same message
 
 
 def test_kv_type_of_the_build(tmp_path: Path) -> None:
@@ -167,14 +209,24 @@ def test_runner_choice(models: Path, capsys: pytest.CaptureFixture[str]) -> None
     runner, image = runs.choose_runner(auto, probes=lambda: (["066DFF48"], ""))
     assert (runner, image.target.name) == ("board", "stm32h743")
     assert "debug probe 066DFF48 attached" in capsys.readouterr().out
-    runner, image = runs.choose_runner(auto, probes=lambda: ([], "pyocd sees no debug probe"))
-    assert (runner, image.target.name) == ("qemu", "qemu-m7")
-    assert "no board (pyocd sees no debug probe), running the QEMU twin qemu-m7" in capsys.readouterr().out
 
     assert runs.choose_runner(configure({**board, "hil": "qemu"}, download=False))[0] == "qemu"
     assert runs.choose_runner(configure(board, download=False))[0] == "board"
     twin = configure({**board, "target": "qemu-m7", "hil": "auto"}, download=False)
     assert runs.choose_runner(twin, probes=lambda: pytest.fail("no probe lookup for QEMU itself"))[0] == "qemu"
+
+
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
+    what="hil=auto with no debug probe attached (pyocd lists none)",
+    sees=r"no board \(pyocd sees no debug probe\), running the QEMU twin qemu-m7",
+)
+def test_runner_choice_without_a_probe_is_the_qemu_twin(models: Path, capsys: pytest.CaptureFixture[str], sees) -> None:
+    auto = configure({"target": "stm32h743", "model": "260k", "quant": "q8", "hil": "auto"}, download=False)
+    runner, image = runs.choose_runner(auto, probes=lambda: ([], "pyocd sees no debug probe"))
+    assert (runner, image.target.name) == ("qemu", "qemu-m7")
+    sees(capsys.readouterr().out)
 
 
 def test_run_options() -> None:

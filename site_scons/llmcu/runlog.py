@@ -37,7 +37,7 @@ from typing import Any
 
 from . import __version__
 from .errors import LlmcuError, ProtocolError
-from .fileio import write_text_atomic
+from .fileio import OutputWriteError, write_text_atomic
 from .kvcache import KV_TYPES
 from .protocol import ETX, STX, ProtocolParser, RunOutput, describe_fault
 from .tokenizer import BOS, Tokenizer, printable, read_tokenizer
@@ -231,15 +231,13 @@ class RunLog:
         if output is None:
             output = self.parse_raw()
         rows = token_rows(output, self._tokenizer(output))
-        write_text_atomic(
-            self.path / "tokens.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        )
+        _write_log_file(self.path / "tokens.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({key: "" if row[key] is None else row[key] for key in CSV_COLUMNS})
-        write_text_atomic(self.path / "tokens.csv", buffer.getvalue())
+        _write_log_file(self.path / "tokens.csv", buffer.getvalue())
 
         if output.complete and output.status == "ok" and not reason:
             status, why = "complete", ""
@@ -260,7 +258,7 @@ class RunLog:
             return None  # the rows go without text; the ids are what matter
 
     def _write_summary(self, summary: dict[str, Any]) -> None:
-        write_text_atomic(self.path / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        _write_log_file(self.path / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
 
     def _summary(
         self,
@@ -327,6 +325,15 @@ class RunLog:
             "files": list(FILES),
             "host": {**host_versions(), **info.host},
         }
+
+
+def _write_log_file(path: Path, text: str) -> None:
+    """write_text_atomic for a log file: a failed write's advice names log_dir=, where the logs go."""
+    try:
+        write_text_atomic(path, text)
+    except OutputWriteError as error:
+        error.args = (str(error).replace("build_dir=", "log_dir="),)
+        raise
 
 
 def _output_reason(output: RunOutput) -> str:

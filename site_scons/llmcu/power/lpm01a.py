@@ -270,7 +270,7 @@ class Lpm01aMeter(MeterBase):
                 line = self._read_line(deadline)
             except TimeoutError:
                 raise MeterError(
-                    f"no answer from the LPM01A at {self.port} to {text!r} within {self.command_timeout_s:.0f} s: "
+                    f"no answer from the LPM01A at {self.port} to {text!r} within {self.command_timeout_s:g} s: "
                     f"is it an X-NUCLEO-LPM01A (USB virtual COM port, {BAUDRATE} baud)?"
                 ) from None
             words = line.split()

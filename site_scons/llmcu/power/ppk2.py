@@ -91,7 +91,7 @@ def decode_stream(
         missing[1:] = (np.diff(counter.astype(np.int64)) - 1) % (COUNTER_MASK + 1)
     dropped = int(missing.sum())
     if dropped:
-        warnings.append(f"the USB link dropped {dropped} PPK2 samples ({dropped / SAMPLE_RATE_HZ * 1e3:.1f} ms)")
+        warnings.append(f"the USB link dropped {dropped} PPK2 samples ({dropped / SAMPLE_RATE_HZ * 1e3:g} ms)")
     index = np.arange(count, dtype=np.int64) + np.cumsum(missing)
     t_full = index / SAMPLE_RATE_HZ
     marks: dict[str, list[float]] = {}

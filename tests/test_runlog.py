@@ -234,3 +234,16 @@ def test_run_options() -> None:
     assert runs.run_options({"log_dir": "/tmp/x", "port": "socket://h:1"}) == runs.RunOptions(
         Path("/tmp/x"), "socket://h:1"
     )
+
+
+@pytest.mark.fault(
+    area="uart",
+    kind="input",
+    what="log_dir= that cannot be created (a path below an ordinary file)",
+    sees=r"cannot create the run log under .*blocker/logs: .*; choose another log_dir=",
+)
+def test_log_dir_that_cannot_be_created(tmp_path: Path, sees) -> None:
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    with pytest.raises(LlmcuError) as excinfo:
+        RunLog(tmp_path / "blocker" / "logs", info(), now=WHEN)
+    sees(str(excinfo.value))

@@ -153,19 +153,25 @@ class RunLog:
         stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
         base = f"{stamp}-{_safe(info.target)}-{_safe(info.model)}-{_safe(info.quant)}"
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1000):  # two runs in the same second get -1, -2, ...
-            path = root / (base if attempt == 0 else f"{base}-{attempt}")
-            try:
-                path.mkdir()
-                break
-            except FileExistsError:
-                continue
-        else:
-            raise LlmcuError(f"cannot create a log folder under {root}: too many named {base}")
-        self.path = path
-        self.raw_path = path / "raw.bin"
-        self._raw = self.raw_path.open("wb", buffering=0)  # unbuffered: every write reaches the OS at once
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for attempt in range(1000):  # two runs in the same second get -1, -2, ...
+                path = root / (base if attempt == 0 else f"{base}-{attempt}")
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise LlmcuError(f"cannot create a log folder under {root}: too many named {base}")
+            self.path = path
+            self.raw_path = path / "raw.bin"
+            self._raw = self.raw_path.open("wb", buffering=0)  # unbuffered: every write reaches the OS at once
+        except OSError as error:  # before the run starts: nothing is lost yet, so say where and stop
+            raise LlmcuError(
+                f"cannot create the run log under {root}: {error.strerror or error}; "
+                "choose another log_dir= (a writable folder)"
+            ) from error
         self.received = 0
         self.start_marker_time: float | None = None  # host time.time() when the start line arrived
         self.end_marker_time: float | None = None  # and the end line (what aligns a power meter with the run)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from llmcu.bench import BenchRow, _estimate, compare, markdown, plot, write_results
+from llmcu.bench import (
+    BenchRow,
+    _estimate,
+    compare,
+    honours_fast_numerics,
+    load_rows,
+    markdown,
+    plot,
+    write_results,
+)
 
 
 def twin_row(instructions: float) -> BenchRow:
@@ -20,7 +30,17 @@ def test_regressions_are_flagged_beyond_the_tolerance() -> None:
     host = BenchRow("host", "260k", "q8", "opt", tok_per_s={"min": 7000, "median": 8000, "max": 8500})
     assert compare([twin_row(505_000)], baseline) == []  # +1%: within the tolerance
     findings = compare([twin_row(520_000), host], baseline)
-    assert findings == ["qemu-m7 260k q8 opt: +4.0% instructions/token", "host 260k q8 opt: -20.0% host tok/s (median)"]
+    assert findings == [
+        "qemu-m7 260k q8 opt exact: +4.0% instructions/token",
+        "host 260k q8 opt exact: -20.0% host tok/s (median)",
+    ]
+    # a fast row is its own key: compared with the fast row of the baseline, never with the exact one
+    fast = twin_row(300_000)
+    fast.numerics = "fast"
+    assert compare([fast], baseline) == []
+    assert compare([twin_row(600_000)], [*baseline, {**fast.as_dict(), "instructions_per_token": 100}]) == [
+        "qemu-m7 260k q8 opt exact: +20.0% instructions/token"
+    ]
 
 
 def test_estimate_takes_the_slower_of_compute_and_memory() -> None:
@@ -35,10 +55,23 @@ def test_estimate_takes_the_slower_of_compute_and_memory() -> None:
 def test_table_json_and_plot(tmp_path: Path) -> None:
     rows = [twin_row(500_000), BenchRow("host", "260k", "q8", "opt", tok_per_s={"min": 1, "median": 2, "max": 3})]
     lines = markdown(rows)
-    assert "| qemu-m7 | 260k | q8 | opt | 500,000 | 400,000 / 500,000 / 600,000 |" in lines[2]
+    assert "| qemu-m7 | 260k | q8 | opt | exact | 500,000 | 400,000 / 500,000 / 600,000 |" in lines[2]
     assert lines[2].endswith("| 7.90x | <= 450 K: missed |")  # runq.c's 3.95 M over 500 K; the goal is 450 K
     write_results(rows, tmp_path)
     plot(rows, tmp_path / "instructions.png")
     assert (tmp_path / "results.json").read_text().count('"instructions_per_token"') == 2
     assert "costs" not in (tmp_path / "results.json").read_text()
     assert (tmp_path / "instructions.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_fast_rows_only_for_kernel_sets_that_have_the_route() -> None:
+    assert honours_fast_numerics("qemu-m7") and honours_fast_numerics("rzv2l")
+    assert not honours_fast_numerics("host")  # the x86 set is exact only: a fast row would repeat the exact one
+
+
+def test_rows_without_numerics_load_as_exact(tmp_path: Path) -> None:
+    record = twin_row(500_000).as_dict()
+    del record["numerics"]  # results written before the numerics column
+    (tmp_path / "results.json").write_text(json.dumps([record]))
+    (row,) = load_rows(tmp_path / "results.json")
+    assert row.numerics == "exact" and row.key() == ("qemu-m7", "260k", "q8", "opt", "exact")

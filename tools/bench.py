@@ -2,7 +2,7 @@
 """Benchmark matrix: exact instructions per token on the QEMU twins, host tok/s, code size, estimates.
 
     tools/bench.py [--targets host,qemu-m7] [--models 260k] [--quants fp32,q8,q4] [--kernels ref,opt]
-                   [--runs 5] [--out bench] [--baseline bench/baseline.json] [--save-baseline]
+                   [--numerics exact,fast] [--runs 5] [--out bench] [--baseline bench/baseline.json] [--save-baseline]
 
 Writes OUT/results.json (README documents the schema), OUT/results.md and OUT/instructions.png, and lists
 regressions against the baseline (exit status 1 when there are any).
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="260k,15m-shaped")
     parser.add_argument("--quants", default="fp32,q8,q4")
     parser.add_argument("--kernels", default="ref,opt")
+    parser.add_argument(
+        "--numerics", default="exact,fast", help="exact, fast or both (fast rows only for kernel sets that have it)"
+    )
     parser.add_argument("--runs", type=int, default=5, help="host runs per row (median, min, max)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     parser.add_argument("--baseline", type=Path, default=ROOT / "bench" / "baseline.json")
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = bench.run_matrix(
             args.targets.split(","), args.models.split(","), args.quants.split(","), args.kernels.split(","),
-            runs=args.runs, extra=extra, progress=lambda line: print(line, file=sys.stderr),
+            numerics=args.numerics.split(","), runs=args.runs, extra=extra,
+            progress=lambda line: print(line, file=sys.stderr),
         )  # fmt: skip
     except LlmcuError as error:
         print(f"llmcu: error: {error}", file=sys.stderr)

@@ -66,6 +66,7 @@ class BenchRow:
     model: str
     quant: str
     kernels: str
+    numerics: str = "exact"  # numerics=fast: the kernel set's quality-bound route (not bit-exact)
     instructions_per_token: float | None = None  # average over the run (twins)
     instructions_at: dict[str, int] = field(default_factory=dict)  # position -> count
     phases: dict[str, int] = field(default_factory=dict)  # phase -> instructions at position 128
@@ -80,8 +81,8 @@ class BenchRow:
         del record["costs"]
         return record
 
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.target, self.model, self.quant, self.kernels)
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.target, self.model, self.quant, self.kernels, self.numerics)
 
 
 def build(options: dict[str, str]) -> BuildSettings:
@@ -210,12 +211,21 @@ def bench_host(model: str, quant: str, kernels: str, extra: dict[str, str], runs
     return row
 
 
+def honours_fast_numerics(target: str) -> bool:
+    """Whether the target's optimised kernel set has a numerics=fast route (it reads LLMCU_NUMERICS_FAST);
+    a fast row of a set that does not would only repeat the exact row."""
+    kernel_set = project.load_target(target, project.TARGETS_DIR).kernel_set
+    folder = project.ROOT / "runtime_c" / "kernels" / kernel_set
+    return bool(kernel_set) and any("LLMCU_NUMERICS_FAST" in f.read_text() for f in folder.glob("*.[ch]"))
+
+
 def run_matrix(
     targets: Iterable[str],
     models: Iterable[str],
     quants: Iterable[str],
     kernel_sets: Iterable[str],
     *,
+    numerics: Iterable[str] = ("exact",),
     runs: int = 5,
     extra: dict[str, str] | None = None,
     progress: Callable[[str], None] = print,
@@ -227,10 +237,15 @@ def run_matrix(
             if (target, name) in SKIP:
                 continue
             model, model_options, steps = bench_model(name)
+            combos = [(k, n) for k in kernel_sets for n in numerics]
+            # the fast route belongs to the optimised kernels: reference kernels are always exact
+            combos = [(k, n) for k, n in combos if n == "exact" or (k == "opt" and honours_fast_numerics(target))]
             for quant in quants:
-                for kernels in kernel_sets:
-                    progress(f"bench {target} {name} {quant} kernels={kernels}")
+                for kernels, numeric in combos:
+                    progress(f"bench {target} {name} {quant} kernels={kernels} numerics={numeric}")
                     options = {"build_dir": str(project.ROOT / "build" / "bench"), **model_options, **(extra or {})}
+                    if numeric != "exact":
+                        options["numerics"] = numeric
                     if kind == "hosted":
                         row = bench_host(model, quant, kernels, options, runs)
                     elif kind == "linux":
@@ -238,13 +253,14 @@ def run_matrix(
                     else:
                         row = bench_twin(target, model, quant, kernels, options)
                     row.model = name
+                    row.numerics = numeric
                     rows.append(row)
     return rows
 
 
 def compare(rows: list[BenchRow], baseline: list[dict]) -> list[str]:
     """Regressions against a baseline: more instructions per token, or lower host tok/s (median, 10%)."""
-    old = {(r["target"], r["model"], r["quant"], r["kernels"]): r for r in baseline}
+    old = {(r["target"], r["model"], r["quant"], r["kernels"], r.get("numerics", "exact")): r for r in baseline}
     findings = []
     for row in rows:
         before = old.get(row.key())
@@ -263,9 +279,9 @@ def compare(rows: list[BenchRow], baseline: list[dict]) -> list[str]:
 
 def markdown(rows: list[BenchRow]) -> list[str]:
     lines = [
-        "| target | model | quant | kernels | instr/token (avg) | at pos 1 / 128 / 255 | host tok/s (median) "
-        "| code bytes | est. tok/s on chip | vs bar | goal |",
-        "|---|---|---|---|---:|---|---:|---:|---:|---:|---|",
+        "| target | model | quant | kernels | numerics | instr/token (avg) | at pos 1 / 128 / 255 "
+        "| host tok/s (median) | code bytes | est. tok/s on chip | vs bar | goal |",
+        "|---|---|---|---|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         at = ""
@@ -284,7 +300,7 @@ def markdown(rows: list[BenchRow]) -> list[str]:
             verdict = "met" if row.instructions_per_token <= goal else "missed"
             target_text = f"<= {goal / 1e3:,.0f} K: {verdict}"
         lines.append(
-            f"| {row.target} | {row.model} | {row.quant} | {row.kernels} | {avg} | {at} | {rate} "
+            f"| {row.target} | {row.model} | {row.quant} | {row.kernels} | {row.numerics} | {avg} | {at} | {rate} "
             f"| {row.code_bytes:,} | {est} | {versus} | {target_text} |"
         )
     return lines
@@ -294,15 +310,15 @@ def phase_table(rows: list[BenchRow]) -> list[str]:
     """Where one forward pass (at position 128) spends its instructions, per twin row, as percentages."""
     names = ["matmul", "attention", "rope", "norm", "swiglu", "quantize", "sampling", "other"]
     lines = [
-        "| target | model | quant | kernels | " + " | ".join(names) + " |",
-        "|---|---|---|---|" + "---:|" * len(names),
+        "| target | model | quant | kernels | numerics | " + " | ".join(names) + " |",
+        "|---|---|---|---|---|" + "---:|" * len(names),
     ]
     for row in rows:
         total = sum(row.phases.values())
         if not total:
             continue
         shares = " | ".join(f"{100 * row.phases.get(name, 0) / total:.0f}%" for name in names)
-        lines.append(f"| {row.target} | {row.model} | {row.quant} | {row.kernels} | {shares} |")
+        lines.append(f"| {row.target} | {row.model} | {row.quant} | {row.kernels} | {row.numerics} | {shares} |")
     return lines
 
 

@@ -219,81 +219,81 @@ def interrupted(
     return output
 
 
-INTERRUPTIONS = [
-    pytest.param(
-        "qemu-m7",
-        "codegen",
-        signal.SIGKILL,
-        marks=pytest.mark.fault(
-            area="build",
-            kind="fault",
-            what="firmware build SIGKILLed during codegen, after the new model_data.bin and model_config.h were "
-            "written and before the other generated files: scons -q then says out of date and a rebuild equals "
-            "a clean build bit for bit (.elf, .bin, .hex, reports)",
-            sees=r"GEN ",
-        ),
-    ),
-    pytest.param(
-        "qemu-m7",
-        "link",
-        signal.SIGKILL,
-        marks=pytest.mark.fault(
-            area="build",
-            kind="fault",
-            what="firmware build SIGKILLed during the link, leaving half a firmware.elf: the rebuild relinks it "
-            "and equals a clean build bit for bit",
-            sees=r"LINK .*firmware\.elf",
-        ),
-    ),
-    pytest.param(
-        "host",
-        "link",
-        signal.SIGKILL,
-        marks=[
-            pytest.mark.slow,
-            pytest.mark.fault(
+@pytest.mark.parametrize(
+    ("target", "point", "how"),
+    [
+        pytest.param(
+            "qemu-m7",
+            "codegen",
+            signal.SIGKILL,
+            marks=pytest.mark.fault(
                 area="build",
                 kind="fault",
-                what="host build SIGKILLed during the link, leaving half a program: the rebuild relinks it and "
-                "equals a clean build bit for bit",
-                sees=r"LINK .*llmcu",
-            ),
-        ],
-    ),
-    pytest.param(
-        "host",
-        "codegen",
-        signal.SIGKILL,
-        marks=[
-            pytest.mark.slow,
-            pytest.mark.fault(
-                area="build",
-                kind="fault",
-                what="host build SIGKILLed during codegen (generated directory half new, half old): the rebuild "
-                "regenerates and equals a clean build bit for bit",
+                what="firmware build SIGKILLed during codegen, after the new model_data.bin and model_config.h were "
+                "written and before the other generated files: scons -q then says out of date and a rebuild equals "
+                "a clean build bit for bit (.elf, .bin, .hex, reports)",
                 sees=r"GEN ",
             ),
-        ],
-    ),
-    pytest.param(
-        "qemu-m7",
-        "codegen",
-        signal.SIGINT,
-        marks=[
-            pytest.mark.slow,
-            pytest.mark.fault(
+        ),
+        pytest.param(
+            "qemu-m7",
+            "link",
+            signal.SIGKILL,
+            marks=pytest.mark.fault(
                 area="build",
                 kind="fault",
-                what="Ctrl-C (SIGINT) to the whole build during codegen: the generation finishes its files, scons "
-                "stops before compiling and saves its records; the rebuild equals a clean build",
-                sees=r"[Ii]nterrupt",
+                what="firmware build SIGKILLed during the link, leaving half a firmware.elf: the rebuild relinks it "
+                "and equals a clean build bit for bit",
+                sees=r"LINK .*firmware\.elf",
             ),
-        ],
-    ),
-]
-
-
-@pytest.mark.parametrize(("target", "point", "how"), INTERRUPTIONS)
+        ),
+        pytest.param(
+            "host",
+            "link",
+            signal.SIGKILL,
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.fault(
+                    area="build",
+                    kind="fault",
+                    what="host build SIGKILLed during the link, leaving half a program: the rebuild relinks it and "
+                    "equals a clean build bit for bit",
+                    sees=r"LINK .*llmcu",
+                ),
+            ],
+        ),
+        pytest.param(
+            "host",
+            "codegen",
+            signal.SIGKILL,
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.fault(
+                    area="build",
+                    kind="fault",
+                    what="host build SIGKILLed during codegen (generated directory half new, half old): the rebuild "
+                    "regenerates and equals a clean build bit for bit",
+                    sees=r"GEN ",
+                ),
+            ],
+        ),
+        pytest.param(
+            "qemu-m7",
+            "codegen",
+            signal.SIGINT,
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.fault(
+                    area="build",
+                    kind="fault",
+                    what="Ctrl-C (SIGINT) to the whole build during codegen: the generation finishes its files, scons "
+                    "stops before compiling and saves its records; the rebuild equals a clean build",
+                    sees=r"[Ii]nterrupt",
+                ),
+            ],
+        ),
+    ],
+)
 def test_interrupted_build_rebuilds_to_the_clean_result(
     target: str,
     point: str,

@@ -17,13 +17,15 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from buildutil import ROOT, scons
-from llmcu import codegen
+from llmcu import codegen, layouts
 from llmcu.config import ModelConfig
 from llmcu.project import RunParams, runtime_sources
 from llmcu.qemu import qemu_command, run_firmware
+from llmcu.quantize import quantize_matrix
 from llmcu.targets import load_target
 
 KERNEL_SET = "cortex_m7"
@@ -73,7 +75,7 @@ def cases(text: str) -> dict[str, tuple[str, int]]:
 def harness_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("kernel-harness")
     ref = build_harness("", out / "ref.elf")
-    opt = build_harness(KERNEL_SET, out / "opt.elf", ("-DHARNESS_EXP_SWEEP",))
+    opt = build_harness(KERNEL_SET, out / "opt.elf", ("-DHARNESS_EXP_SWEEP", "-DHARNESS_LAYOUT_M7_PANELS"))
     with ThreadPoolExecutor(2) as pool:
         ref_text, opt_text = pool.map(run_harness, [ref, opt])
     return {"ref": ref_text, "opt": opt_text}
@@ -207,3 +209,30 @@ def test_both_cortex_m7_targets_select_the_set() -> None:
     files = {path.name: path for path in runtime_sources(KERNEL_SET)}
     for name in ("matmul.c", "attention.c", "ops.c", "quant.c"):
         assert files[name].parent.name == KERNEL_SET
+
+
+M7_LAYOUT_SHAPES = [("q8", 6, 172, 32), ("q4", 5, 172, 32), ("q4", 4, 64, 16)]
+
+
+@pytest.mark.parametrize(("qtype", "rows", "cols", "group"), M7_LAYOUT_SHAPES)
+def test_m7_panels_put_each_weight_where_the_kernels_read_it(qtype: str, rows: int, cols: int, group: int) -> None:
+    """llmcu.layouts' m7_panels against runtime_c/kernels/cortex_m7/m7_layout.h's accessors, spelled again here."""
+    matrix = quantize_matrix(np.random.default_rng(rows).standard_normal((rows, cols)), qtype, group)
+    data, scales = layouts.storage(matrix, layouts.for_kernel_set(KERNEL_SET))
+    panel_rows, ngroups = (4 if qtype == "q8" else 2), -(-cols // group)
+    padded = -(-rows // panel_rows) * panel_rows
+    assert len(data) == padded * (cols if qtype == "q8" else cols // 2) and len(scales) == padded * ngroups * 4
+    flat, s = np.frombuffer(data, dtype=np.uint8), np.frombuffer(scales, dtype="<f4")
+    for r in range(padded):
+        for c in range(cols):
+            if qtype == "q8":
+                q = flat[(r // 4) * 4 * cols + (c // 4) * 16 + (r % 4) * 4 + c % 4].astype(np.int8)
+            else:
+                full = cols // 8 * 8
+                at = (r // 2) * cols + (c % 8) // 2 + ((c // 8) * 8 + (r % 2) * 4 if c < full else full + (r % 2) * 2)
+                q = (int(flat[at]) >> (4 * (c % 2)) & 0x0F) - 8
+            assert q == (matrix.q[r, c] if r < rows else 0), (r, c)
+        for g in range(ngroups):
+            want = matrix.scales[r, g] if r < rows else 0.0
+            assert s[((r // panel_rows) * ngroups + g) * panel_rows + r % panel_rows] == want
+    assert layouts.storage(matrix, layouts.for_kernel_set("")) == matrix.storage()

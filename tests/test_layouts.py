@@ -17,7 +17,7 @@ from llmcu.quantize import quantize_matrix
 def test_each_kernel_set_names_its_layout() -> None:
     assert layouts.for_kernel_set("neon") == layouts.NEON_PANELS
     assert layouts.for_kernel_set("") == layouts.REFERENCE
-    assert layouts.for_kernel_set("cortex_m7") == layouts.REFERENCE
+    assert layouts.for_kernel_set("cortex_m7") == layouts.M7_PANELS
 
 
 @pytest.mark.parametrize("rows", [4, 6, 9])

@@ -16,6 +16,16 @@ rows and zero scales to a multiple of four);
   the 4-bit two's complement of q (not q + 8);
 - scales, for either: per panel, per group, the four rows' scales side by side.
 
+``m7_panels`` (runtime_c/kernels/cortex_m7/matmul.c describes the C side):
+
+- q8, when cols and group_size are multiples of 4: the q8 bytes of ``neon_panels`` (four-row panels, per quad of
+  columns each row's four bytes), scales per panel, per group, the four rows' side by side;
+- q4, when cols is a multiple of 4 and group_size of 8: rows in panels of two (padded with a row of zeros, q + 8
+  = 0x88, and zero scales to an even count); per panel, per block of 8 columns, row 0's four bytes then row 1's,
+  each the reference's bytes (q + 8, the even column in the low nibble); when cols % 8 == 4, the last four
+  columns as row 0's two bytes then row 1's. Scales per panel, per group, the two rows' side by side. A panel is
+  ``cols`` bytes: the rows stay where the row-major layout has them, in pairs.
+
 Other shapes and fp32 matrices stay row-major.
 """
 
@@ -27,10 +37,11 @@ from .quantize import QuantizedMatrix
 
 REFERENCE = "rowmajor"
 NEON_PANELS = "neon_panels"
-LAYOUTS = (REFERENCE, NEON_PANELS)
+M7_PANELS = "m7_panels"
+LAYOUTS = (REFERENCE, NEON_PANELS, M7_PANELS)
 # The layout each optimised kernel set reads (runtime_c/kernels/<set>/); a set not named here reads the
 # reference layout.
-KERNEL_SET_LAYOUTS = {"neon": NEON_PANELS}
+KERNEL_SET_LAYOUTS = {"neon": NEON_PANELS, "cortex_m7": M7_PANELS}
 
 
 def for_kernel_set(kernel_set: str) -> str:
@@ -42,6 +53,13 @@ def panel_applies(qtype: str, cols: int, group_size: int) -> bool:
     """Whether ``neon_panels`` rearranges a matrix (the same test as the C side's panel_layout())."""
     unit = {"q8": 4, "q4": 8}.get(qtype)
     return unit is not None and cols % unit == 0 and group_size % unit == 0
+
+
+def m7_panel_applies(qtype: str, cols: int, group_size: int) -> bool:
+    """Whether ``m7_panels`` rearranges a matrix (the same test as the C side's m7_panel_layout())."""
+    if qtype == "q8":
+        return cols % 4 == 0 and group_size % 4 == 0
+    return qtype == "q4" and cols % 4 == 0 and group_size % 8 == 0
 
 
 def _pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
@@ -68,17 +86,36 @@ def panel_q4(q: np.ndarray) -> np.ndarray:
     return (blocks[..., 0, :] | (blocks[..., 1, :] << 4)).reshape(-1).astype(np.uint8)
 
 
-def panel_scales(scales: np.ndarray) -> np.ndarray:
-    """``(rows, ngroups)`` float32 -> per panel, per group, four rows' scales (flat, float32)."""
-    padded = _pad_rows(np.asarray(scales, dtype=np.float32), 4)
-    panels, ngroups = padded.shape[0] // 4, padded.shape[1]
-    return padded.reshape(panels, 4, ngroups).transpose(0, 2, 1).reshape(-1)
+def panel_scales(scales: np.ndarray, panel_rows: int = 4) -> np.ndarray:
+    """``(rows, ngroups)`` float32 -> per panel, per group, the panel's rows' scales (flat, float32)."""
+    padded = _pad_rows(np.asarray(scales, dtype=np.float32), panel_rows)
+    panels, ngroups = padded.shape[0] // panel_rows, padded.shape[1]
+    return padded.reshape(panels, panel_rows, ngroups).transpose(0, 2, 1).reshape(-1)
+
+
+def m7_pairs_q4(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int4 values in [-7, 7] -> the q4 bytes of ``m7_panels`` (uint8, flat)."""
+    stored = np.asarray(q, dtype=np.int16) + 8  # the reference's q + 8, 1..15 (0x88: the padding row's zeros)
+    stored = np.concatenate([stored, np.full((stored.shape[0] % 2, stored.shape[1]), 8, dtype=np.int16)])
+    rows, cols = stored.shape
+    row_bytes = (stored[:, 0::2] | (stored[:, 1::2] << 4)).astype(np.uint8)  # the reference's bytes, per row
+    pairs = row_bytes.reshape(rows // 2, 2, cols // 2)
+    full = (cols // 8) * 4  # bytes in whole blocks of 8 columns
+    blocks = pairs[:, :, :full].reshape(rows // 2, 2, cols // 8, 4).transpose(0, 2, 1, 3).reshape(rows // 2, -1)
+    return np.concatenate([blocks, pairs[:, :, full:].reshape(rows // 2, -1)], axis=1).reshape(-1)
 
 
 def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, bytes]:
     """A (rows, cols) matrix's bytes as the runtime links them in ``layout``: (weights, scales)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown weight layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    if layout == M7_PANELS:
+        if not m7_panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
+            return matrix.storage()
+        assert matrix.scales is not None and matrix.q.ndim == 2
+        if matrix.qtype == "q4":
+            return m7_pairs_q4(matrix.q).tobytes(), panel_scales(matrix.scales, 2).astype("<f4").tobytes()
+        return panel_q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()
     if layout == REFERENCE or not panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
         return matrix.storage()
     assert matrix.scales is not None and matrix.q.ndim == 2

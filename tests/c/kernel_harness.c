@@ -143,6 +143,54 @@ static uint16_t k_f16[MAX_KV], v_f16[MAX_KV];
 static int8_t k_q8[MAX_KV], v_q8[MAX_KV];
 static float k_s[MAX_KV / 2], v_s[MAX_KV / 2];
 
+#ifdef HARNESS_LAYOUT_M7_PANELS
+/*
+ * The Cortex-M7 set's weight layout, m7_panels (runtime_c/kernels/cortex_m7/m7_layout.h, made at build time by
+ * site_scons/llmcu/layouts.py), rebuilt here from the row-major bytes block by block, the way the Python side
+ * builds it, so that the optimised image gets what a build links; the reference image keeps the row-major
+ * arrays. Matrices the layout does not cover, and the bytes at an offset, are passed as they are / at the same
+ * offset (the kernels' fallbacks). Returns the weights to pass; *scales becomes the scales to pass.
+ */
+static uint8_t m7_bytes[MAX_W + 4096];
+static float m7_scales[MAX_W / 2 + 1024];
+
+static const uint8_t *m7_panels(int q4, const uint8_t *w, const float **scales, int rows, int cols, int group_size,
+                                int offset) {
+    if (cols % 4 || group_size % (q4 ? 8 : 4)) {
+        return w;
+    }
+    int panel_rows = q4 ? 2 : 4, ngroups = group_count(cols, group_size);
+    int panels = (rows + panel_rows - 1) / panel_rows;
+    size_t row_bytes = q4 ? (size_t)cols / 2 : (size_t)cols;
+    size_t block = 4; /* a row's bytes in a block: 8 columns (q4) or 4 (q8) */
+    uint8_t *d = m7_bytes + offset;
+    float *ds = m7_scales;
+    for (int p = 0; p < panels; p++) {
+        for (size_t b = 0; b < row_bytes; b += block) {
+            size_t n = b + block <= row_bytes ? block : row_bytes - b; /* q4: the last four columns, two bytes */
+            for (int k = 0; k < panel_rows; k++) {
+                int r = p * panel_rows + k;
+                for (size_t m = 0; m < n; m++) {
+                    *d++ = r < rows ? w[(size_t)r * row_bytes + b + m] : (q4 ? 0x88 : 0);
+                }
+            }
+        }
+        for (int g = 0; g < ngroups; g++) {
+            for (int k = 0; k < panel_rows; k++) {
+                int r = p * panel_rows + k;
+                *ds++ = r < rows ? (*scales)[(size_t)r * (size_t)ngroups + (size_t)g] : 0.0f;
+            }
+        }
+    }
+    *scales = m7_scales;
+    return m7_bytes + offset;
+}
+#define KERNEL_LAYOUT(q4, w, scales, rows, cols, group_size, offset)                                     \
+    m7_panels((q4), (w), (scales), (rows), (cols), (group_size), (offset))
+#else /* the reference layout */
+#define KERNEL_LAYOUT(q4, w, scales, rows, cols, group_size, offset) (w)
+#endif
+
 /* Activations with some structure: ordinary values, now and then a zero run, a -0, a large value. */
 static void fill_activations(float *x, int n, float scale) {
     fill(x, n, scale);
@@ -195,10 +243,12 @@ static void case_matmul_q(int q4, int rows, int cols, int group_size, int offset
     put_int("group", group_size);
     put_int("offset", offset);
     put_int("extreme", extreme);
+    const float *scales = w_scales;
+    const uint8_t *lw = KERNEL_LAYOUT(q4, w, &scales, rows, cols, group_size, offset); /* what a build links */
     if (q4) {
-        TIMED(matmul_q4(out, x_q, x_s, w, w_scales, rows, cols, group_size));
+        TIMED(matmul_q4(out, x_q, x_s, lw, scales, rows, cols, group_size));
     } else {
-        TIMED(matmul_q8(out, x_q, x_s, (const int8_t *)w, w_scales, rows, cols, group_size));
+        TIMED(matmul_q8(out, x_q, x_s, (const int8_t *)lw, scales, rows, cols, group_size));
     }
     hash_bytes(out, (size_t)rows * sizeof(float));
     case_end();
@@ -235,9 +285,13 @@ static void case_embed(int dim, int group_size) {
     for (int row = 0; row < rows; row++) {
         embed_f32(out, w_f32, row, dim);
         hash_bytes(out, (size_t)dim * sizeof(float));
-        embed_q8(out, (const int8_t *)w_bytes, w_scales, row, dim, group_size);
+        const float *scales = w_scales;
+        const uint8_t *table = KERNEL_LAYOUT(0, w_bytes, &scales, rows, dim, group_size, 0);
+        embed_q8(out, (const int8_t *)table, scales, row, dim, group_size);
         hash_bytes(out, (size_t)dim * sizeof(float));
-        embed_q4(out, w_bytes, w_scales, row, dim, group_size);
+        scales = w_scales;
+        table = KERNEL_LAYOUT(1, w_bytes, &scales, rows, dim, group_size, 0);
+        embed_q4(out, table, scales, row, dim, group_size);
         hash_bytes(out, (size_t)dim * sizeof(float));
     }
     case_end();

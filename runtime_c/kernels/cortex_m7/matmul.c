@@ -7,9 +7,9 @@
  *
  * q8/q4: the integer group sums are exact, so any order of the products gives the same int32. They use
  * SMLAD (two 16x16 products added to an accumulator in one instruction) on weights widened from 8 or 4
- * bits to 16 on the fly, against activations widened into a stack buffer once per matmul (per 256
- * columns), laid out so that each weight word needs no shuffling but its widening. Two rows per pass share
- * the activation loads. After each group, the float part is the reference's, in its order:
+ * bits to 16 on the fly, against activations widened once per matmul, on weights stored at build time in
+ * panels of four (q8) or two (q4) rows that share each activation load. After each group, the float part is
+ * the reference's, in its order:
  * out[i] = sum_g ((float)isum * ws[g]) * xs[g], sequential over g from 0.0f.
  *
  * The hot loops are inline assembly because GCC neither folds the rotation into SXTB16 nor emits LDM/VLDM
@@ -22,6 +22,7 @@
 
 #include <arm_acle.h>
 
+#include "kernels/cortex_m7/m7_layout.h"
 #include "kernels/kernels.h"
 
 /* ---- fp32 ---- */
@@ -128,16 +129,35 @@ void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) 
 /* ---- group-quantized ---- */
 
 /*
- * The fast path widens the activations XE_COLS columns at a time (a block of whole groups; a row's float
- * sum carries on from out[i] to the next block exactly as in one loop) and then runs one asm loop over all
- * row pairs of the block. A group is a number of 16-column steps: the block's last group, when shorter, is
- * padded with zero activations to a multiple of 16, so its weight loads run past the row's end into the
- * next row (multiplied by 0); the last row pair reads from a padded copy instead, never past the tensor.
- * It takes group sizes that are multiples of 16 up to XE_COLS (the build allows 2..256); other group sizes
- * and misaligned q8 rows take the plain loop, which is the reference's.
+ * The weights come in the build-time layout m7_panels (m7_layout.h; site_scons/llmcu/layouts.py makes it),
+ * shaped for these loops:
+ *
+ * q8, panels of four rows: a block of four columns is four words, one per row (one LDM). A weight word
+ * [w0 w1 w2 w3] gives [w0|w2] by SXTB16 and [w1|w3] by SXTB16 of it rotated by 8, against the activation
+ * words [x0|x2] and [x1|x3]: two SMLADs, four products. Sixteen products per LDM of weights, the activations'
+ * two words loaded once for the four rows.
+ * q4, panels of two rows: a block of eight columns is two words (one LDRD), the reference's bytes; a word of
+ * eight q+8 nibbles ANDed with 0x000F000F after shifts by 0, 4, 8 and 12 gives [n0|n4], [n1|n5], [n2|n6],
+ * [n3|n7] against [x0|x4] ... [x3|x7]. The +8 comes out per group: the sum starts at -8 * sum(x) of the group.
+ * A panel's scales for a group are side by side (one VLDM).
+ *
+ * The activations are prepared once per matmul into a small program (`xe`, built by q8_program/q4_program)
+ * that the asm walks for each panel: per group the activation words, then the group's xs, and in the words
+ * the loop needs where it needs them (so no register holds a counter): a group of 32 columns -- the build's
+ * default group size -- is a fully unrolled block with a word saying whether another such group follows;
+ * other groups (the short last group of a row, other group sizes) run a loop of 4- (q8) or 8-column (q4)
+ * steps, each step carrying its own "more follows" word. The condition flags carry that answer across the
+ * block: nothing between the compare and the branch sets them (SXTB16, SMLAD, AND without S and the FPU's
+ * arithmetic do not).
+ *
+ * Integer sums are exact in any order. After each group the float part is the reference's, in its order:
+ * out[i] = sum_g ((float)isum * ws[g]) * xs[g], sequential over g from 0.0f.
+ *
+ * Matrices not in the layout (other shapes) take the reference's loops; so do weights that are not word
+ * aligned (LDM/LDRD need it; codegen aligns every blob to 16) and rows too long for the program's buffer, which
+ * then read the layout element by element.
  */
-#define XE_COLS 256
-#define XE_STEP 16 /* columns per step of the asm loops */
+#define XE_WORDS 640 /* 2.5 KB of stack: 768 columns in groups of 32 (q8 433 words, q4 458) or of 64 (613, 542) */
 
 static inline uint32_t load_u32(const void *p) {
     uint32_t v;
@@ -150,173 +170,6 @@ static inline uint32_t sxtb16_ror8(uint32_t v) {
     uint32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
     return r;
-}
-
-/* End (exclusive) of the group that starts at column `start`. */
-static inline int group_end(int start, int group_size, int cols) {
-    return start + group_size < cols ? start + group_size : cols;
-}
-
-/*
- * What the asm row loops read. The first eight words are loaded into s8..s15 and stay there, the next seven
- * into s20..s26 (the loop's state, kept in FPU registers because the integer ones are all taken), the last
- * two into r2/r3.
- */
-typedef struct {
-    int32_t steps;        /* s8: 16-column steps in a group */
-    int32_t nfull;        /* s9: groups of `steps` steps in the block */
-    const float *xs;      /* s10: the block's activation scales */
-    const uint32_t *xe;   /* s11: the widened activations */
-    int32_t row_adv;      /* s12: bytes from where a pair's row pointers end to the next pair's rows */
-    int32_t scale_adv;    /* s13: the same for the scale pointers */
-    const int32_t *start; /* s14: q4: each group's initial sum (-8 * the sum of its activations) */
-    int32_t last_steps;   /* s15: steps of the block's last group when it is shorter, else 0 */
-    const float *s0;      /* s20, s21: the pair's row scales at the block's first group */
-    const float *s1;
-    const float *xsp;     /* s22, s23: scratch */
-    const int32_t *stp;
-    float *out;           /* s24: the pair's two outputs, written (and read first when `carry`) */
-    int32_t npairs;       /* s25 */
-    int32_t carry;        /* s26: 0 in the first block (the sums start at 0.0f), else 1 (from out) */
-    const void *p0;       /* r2, r3: the pair's rows at the block's first column */
-    const void *p1;
-} row_loop;
-
-/*
- * The asm row loops, one per weight type (their step and group start differ). Registers: r0 step counter,
- * r1 activation pointer, r2/r3 row pointers, r4-r7 four activation words, r8-r10 weight words and scratch,
- * r11/r12 the two rows' int32 sums, lr group counter; s28/s29 the two rows' float sums, s27 the steps of
- * a pending short group. Per group, after the integer sums: v += ((float)isum * ws[g]) * xs[g], the
- * contract's operations in its order.
- */
-#define ROWS_START                                                                                       \
-    "vldmia r0!, {s8-s15}\n\t"                                                                           \
-    "vldmia r0!, {s20-s26}\n\t"                                                                          \
-    "ldmia r0, {r2, r3}\n\t"                                                                             \
-    "10:\n\t"                          /* a row pair */                                                  \
-    "vmov r11, s24\n\t"                                                                                  \
-    "vmov r0, s26\n\t"                                                                                   \
-    "cbz r0, 14f\n\t"                                                                                    \
-    "vldmia r11, {s28, s29}\n\t"       /* the sums so far */                                            \
-    "b 15f\n\t"                                                                                          \
-    "14:\n\t"                                                                                            \
-    "vmov s28, s29, r0, r0\n\t"        /* 0.0f */                                                       \
-    "15:\n\t"                                                                                            \
-    "vmov r1, s11\n\t"                 /* activations from the block's start */                         \
-    "vmov.f32 s22, s10\n\t"                                                                              \
-    "vmov.f32 s23, s14\n\t"                                                                              \
-    "vmov.f32 s27, s15\n\t"                                                                              \
-    "vmov lr, s9\n\t"                                                                                    \
-    "cmp lr, #0\n\t"                                                                                     \
-    "beq 17f\n\t"                                                                                        \
-    "11:\n\t"                          /* a group of `steps` steps */                                   \
-    "vmov r0, s8\n\t"                                                                                    \
-    "13:\n\t"                          /* a group of r0 steps */
-
-#define ROWS_END                                                                                         \
-    "subs r0, r0, #1\n\t"                                                                                \
-    "bne 12b\n\t"                                                                                        \
-    "vmov s16, s17, r11, r12\n\t"                                                                        \
-    "vcvt.f32.s32 s16, s16\n\t"                                                                          \
-    "vcvt.f32.s32 s17, s17\n\t"                                                                          \
-    "vmov r4, r5, s20, s21\n\t"                                                                          \
-    "vldmia r4!, {s18}\n\t"                                                                              \
-    "vldmia r5!, {s19}\n\t"                                                                              \
-    "vmov s20, s21, r4, r5\n\t"                                                                          \
-    "vmov r6, s22\n\t"                                                                                   \
-    "vldmia r6!, {s30}\n\t"                                                                              \
-    "vmov s22, r6\n\t"                                                                                   \
-    "vmul.f32 s16, s16, s18\n\t"                                                                         \
-    "vmul.f32 s17, s17, s19\n\t"                                                                         \
-    "vmul.f32 s16, s16, s30\n\t"                                                                         \
-    "vmul.f32 s17, s17, s30\n\t"                                                                         \
-    "vadd.f32 s28, s28, s16\n\t"                                                                         \
-    "vadd.f32 s29, s29, s17\n\t"                                                                         \
-    "subs lr, lr, #1\n\t"                                                                                \
-    "bne 11b\n\t"                                                                                        \
-    "17:\n\t"                          /* then the short group, if there is one */                      \
-    "vmov r0, s27\n\t"                                                                                   \
-    "cbz r0, 16f\n\t"                                                                                    \
-    "movs lr, #0\n\t"                                                                                    \
-    "vmov s27, lr\n\t"                                                                                   \
-    "movs lr, #1\n\t"                                                                                    \
-    "b 13b\n\t"                                                                                          \
-    "16:\n\t"                          /* the pair is done */                                           \
-    "vmov r11, s24\n\t"                                                                                  \
-    "vstmia r11!, {s28, s29}\n\t"                                                                        \
-    "vmov s24, r11\n\t"                                                                                  \
-    "vmov r4, r5, s12, s13\n\t"                                                                          \
-    "add r2, r2, r4\n\t"                                                                                 \
-    "add r3, r3, r4\n\t"                                                                                 \
-    "vmov r6, r7, s20, s21\n\t"                                                                          \
-    "add r6, r6, r5\n\t"                                                                                 \
-    "add r7, r7, r5\n\t"                                                                                 \
-    "vmov s20, s21, r6, r7\n\t"                                                                          \
-    "vmov r0, s25\n\t"                                                                                   \
-    "subs r0, r0, #1\n\t"                                                                                \
-    "vmov s25, r0\n\t"                                                                                   \
-    "bne 10b\n\t"
-
-/* Steps of sixteen columns of both rows (ROW8: Q8_ROW8 or Q4_ROW8, eight columns of one row), then ROWS_END. */
-#define ROWS_LOOP(ROW8)                                                                                  \
-    "12:\n\t"                                                                                            \
-    "ldmia r1!, {r4, r5, r6, r7}\n\t" ROW8("r2", "r11") ROW8("r3", "r12")                                \
-    "ldmia r1!, {r4, r5, r6, r7}\n\t" ROW8("r2", "r11") ROW8("r3", "r12")                                \
-    ROWS_END
-
-#define ROWS_CLOBBERS                                                                                    \
-    "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9", "s10",  \
-        "s11", "s12", "s13", "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", \
-        "s25", "s26", "s27", "s28", "s29", "s30", "cc", "memory"
-
-/* q8, eight columns of one row: two weight words (LDRD), SXTB16 of each (even bytes) and of each rotated
- * (odd bytes) against the activation words in r4..r7, into the sum ACC. */
-#define Q8_ROW8(P, ACC)                                                                                  \
-    "ldrd r8, r9, [" P "], #8\n\t"                                                                       \
-    "sxtb16 r10, r8\n\t"                                                                                 \
-    "smlad " ACC ", r10, r4, " ACC "\n\t"                                                                \
-    "sxtb16 r10, r8, ror #8\n\t"                                                                         \
-    "smlad " ACC ", r10, r5, " ACC "\n\t"                                                                \
-    "sxtb16 r10, r9\n\t"                                                                                 \
-    "smlad " ACC ", r10, r6, " ACC "\n\t"                                                                \
-    "sxtb16 r10, r9, ror #8\n\t"                                                                         \
-    "smlad " ACC ", r10, r7, " ACC "\n\t"
-
-static void q8_rows(row_loop *args) {
-    register row_loop *r0 __asm__("r0") = args;
-    __asm__ volatile(ROWS_START
-                     "movs r11, #0\n\t"
-                     "movs r12, #0\n\t"
-                     ROWS_LOOP(Q8_ROW8)
-                     : "+r"(r0)
-                     :
-                     : ROWS_CLOBBERS);
-}
-
-/* q4, eight columns of one row: one word of eight nibbles, ANDed with 0x000F000F (r9) shifted by 0, 4, 8
- * and 12, each [n_k | n_k+4] against the activation words in r4..r7, into the sum ACC. */
-#define Q4_ROW8(P, ACC)                                                                                  \
-    "ldr r8, [" P "], #4\n\t"                                                                            \
-    "and r10, r8, #0x000F000F\n\t"                                                                       \
-    "smlad " ACC ", r10, r4, " ACC "\n\t"                                                                \
-    "and r10, r9, r8, lsr #4\n\t"                                                                        \
-    "smlad " ACC ", r10, r5, " ACC "\n\t"                                                                \
-    "and r10, r9, r8, lsr #8\n\t"                                                                        \
-    "smlad " ACC ", r10, r6, " ACC "\n\t"                                                                \
-    "and r10, r9, r8, lsr #12\n\t"                                                                       \
-    "smlad " ACC ", r10, r7, " ACC "\n\t"
-
-static void q4_rows(row_loop *args) {
-    register row_loop *r0 __asm__("r0") = args;
-    __asm__ volatile("mov r9, #0x000F000F\n\t" ROWS_START
-                     "vmov r8, s23\n\t"
-                     "ldr r11, [r8], #4\n\t"
-                     "vmov s23, r8\n\t"
-                     "mov r12, r11\n\t"
-                     ROWS_LOOP(Q4_ROW8)
-                     : "+r"(r0)
-                     :
-                     : ROWS_CLOBBERS);
 }
 
 /* PKHBT / PKHTB: the low halfword of lo with that of hi above it; the high halfword of lo below that of hi. */
@@ -332,52 +185,281 @@ static inline uint32_t pack_high(uint32_t lo, uint32_t hi) {
     return r;
 }
 
+static inline uint32_t float_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* End (exclusive) of the group that starts at column `start`. */
+static inline int group_end(int start, int group_size, int cols) {
+    return start + group_size < cols ? start + group_size : cols;
+}
+
+/* What the asm reads at its start: s8-s11, then lr and r0. */
+typedef struct {
+    const uint32_t *xe; /* the activation program */
+    float *out;         /* the panels' outputs, panel_rows each */
+    int32_t panels;     /* >= 1 */
+    int32_t full;       /* whether the program starts with unrolled groups of 32 */
+    const float *ws;    /* the first panel's scales */
+    const void *w;      /* the first panel's weights, word aligned */
+} panel_args;
+
 /*
- * Activations widened to int16 pairs. q8, per four columns: [x0|x2], [x1|x3] -- SXTB16 of the int8 word and
- * of it rotated by 8, the split the weights get. q4, per eight columns: [x0|x4], [x1|x5], [x2|x6], [x3|x7]
- * -- a q4 weight word holds columns 0..7 at bits 0, 4, ..., 28, so (word >> 4k) & 0x000F000F is
- * [n_k | n_k+4]. Columns from n up to a multiple of 16 are zeros. Returns the number of words written.
+ * The q8 program. Unrolled group (32 columns): [x0|x2] [x1|x3] of columns 0..3, "another unrolled group
+ * follows", then the pairs of columns 4..31, then xs. Other group: 1, then per four columns [x0|x2] [x1|x3]
+ * "another step follows", then xs. Then 0. Returns whether it fitted.
  */
-static inline __attribute__((always_inline)) int widen(uint32_t *xe, const int8_t *xq, int n, int q4) {
-    int padded = (n + XE_STEP - 1) & ~(XE_STEP - 1);
-    uint32_t *p = xe;
-    for (int j = 0; j < padded; j += 8) {
-        const int8_t *src = xq + j;
-        int8_t x[8];
-        if (j + 8 > n) { /* the padding */
-            for (int k = 0; k < 8; k++) {
-                x[k] = j + k < n ? xq[j + k] : 0;
-            }
-            src = x;
-        }
-        uint32_t lo = load_u32(src), hi = load_u32(src + 4);
-        uint32_t e0 = __sxtb16(lo), e1 = __sxtb16(hi);       /* [x0|x2], [x4|x6] */
-        uint32_t o0 = sxtb16_ror8(lo), o1 = sxtb16_ror8(hi); /* [x1|x3], [x5|x7] */
-        if (q4) {
-            p[0] = pack_low(e0, e1);  /* [x0|x4] */
-            p[1] = pack_low(o0, o1);  /* [x1|x5] */
-            p[2] = pack_high(e0, e1); /* [x2|x6] */
-            p[3] = pack_high(o0, o1); /* [x3|x7] */
-        } else {
-            p[0] = e0;
-            p[1] = o0;
-            p[2] = e1;
-            p[3] = o1;
-        }
-        p += 4;
+static int q8_program(uint32_t *xe, const int8_t *xq, const float *xs, int cols, int group_size, int32_t *full) {
+    int ngroups = group_count(cols, group_size);
+    int nfull = group_size == 32 ? cols / 32 : 0;
+    int tail_cols = cols - nfull * 32;
+    int words = nfull * 18 + (ngroups - nfull) * 2 + tail_cols / 4 * 3 + 1;
+    if (words > XE_WORDS) {
+        return 0;
     }
-    return (int)(p - xe);
+    uint32_t *p = xe;
+    for (int g = 0; g < ngroups; g++) {
+        int start = g * group_size, end = group_end(start, group_size, cols);
+        if (g >= nfull) {
+            *p++ = 1;
+        }
+        for (int j = start; j < end; j += 4) {
+            uint32_t v = load_u32(xq + j);
+            *p++ = __sxtb16(v);
+            *p++ = sxtb16_ror8(v);
+            if (g >= nfull) {
+                *p++ = j + 4 < end;
+            } else if (j == start) {
+                *p++ = g + 1 < nfull;
+            }
+        }
+        *p++ = float_bits(xs[g]);
+    }
+    *p = 0;
+    *full = nfull > 0;
+    return 1;
 }
 
-/* The weight of column j of a q4 row, still offset by 8 (1..15). */
-static inline int32_t q4_nibble(const uint8_t *row, int j) {
-    uint8_t byte = row[j >> 1];
-    return (j & 1) ? (byte >> 4) : (byte & 0x0F);
+/*
+ * The q4 program: per eight columns [x0|x4] [x1|x5] [x2|x6] [x3|x7] (the last four columns of a row whose
+ * length is 4 mod 8: [x0|0] ... [x3|0]). Unrolled group: columns 0..7's words, "another unrolled group
+ * follows", -8 * (the group's sum of x), columns 8..31's words, xs. Other group: 1, -8 * sum, then per step
+ * its words and a word (bit 0: a four-column step, bit 1: the group's last step), then xs. Then 0, 0.
+ */
+static int q4_program(uint32_t *xe, const int8_t *xq, const float *xs, int cols, int group_size, int32_t *full) {
+    int ngroups = group_count(cols, group_size);
+    int nfull = group_size == 32 ? cols / 32 : 0;
+    int tail_steps = (cols - nfull * 32 + 7) / 8;
+    int words = nfull * 19 + (ngroups - nfull) * 3 + tail_steps * 5 + 2;
+    if (words > XE_WORDS) {
+        return 0;
+    }
+    uint32_t *p = xe;
+    for (int g = 0; g < ngroups; g++) {
+        int start = g * group_size, end = group_end(start, group_size, cols);
+        int32_t sum = 0;
+        for (int j = start; j < end; j++) {
+            sum += xq[j];
+        }
+        if (g >= nfull) {
+            *p++ = 1;
+            *p++ = (uint32_t)(-8 * sum);
+        }
+        for (int j = start; j < end; j += 8) {
+            int half = j + 8 > end; /* four columns */
+            uint32_t lo = load_u32(xq + j), hi = half ? 0 : load_u32(xq + j + 4);
+            uint32_t e0 = __sxtb16(lo), e1 = __sxtb16(hi);       /* [x0|x2], [x4|x6] */
+            uint32_t o0 = sxtb16_ror8(lo), o1 = sxtb16_ror8(hi); /* [x1|x3], [x5|x7] */
+            *p++ = pack_low(e0, e1);                             /* [x0|x4] */
+            *p++ = pack_low(o0, o1);                             /* [x1|x5] */
+            *p++ = pack_high(e0, e1);                            /* [x2|x6] */
+            *p++ = pack_high(o0, o1);                            /* [x3|x7] */
+            if (g >= nfull) {
+                *p++ = (uint32_t)half | (j + 8 >= end ? 2u : 0u);
+            } else if (j == start) {
+                *p++ = g + 1 < nfull;
+                *p++ = (uint32_t)(-8 * sum);
+            }
+        }
+        *p++ = float_bits(xs[g]);
+    }
+    p[0] = 0;
+    p[1] = 0;
+    *full = nfull > 0;
+    return 1;
 }
 
-/* The reference's loops, for the shapes the fast path does not take. */
+/*
+ * q8 asm. Registers: r0 weights, r1 the program, r2-r5 the four rows' int32 sums, r6/r7 activation words,
+ * r8-r11 the four rows' weight words, r12 scratch, lr scales; s0-s3 the float terms, s4-s7 scales then xs,
+ * s8-s11 panel_args, s12-s15 the four rows' float sums. Per group: v += ((float)isum * ws[g]) * xs[g].
+ */
+#define Q8_ROW(W, ACC, FIRST)                                                                            \
+    "sxtb16 r12, " W "\n\t" FIRST(ACC)                                                                  \
+    "sxtb16 " W ", " W ", ror #8\n\t"                                                                    \
+    "smlad " ACC ", " W ", r7, " ACC "\n\t"
+#define Q8_START(ACC) "smuad " ACC ", r12, r6\n\t"
+#define Q8_ADD(ACC) "smlad " ACC ", r12, r6, " ACC "\n\t"
+#define Q8_ROWS(FIRST) Q8_ROW("r8", "r2", FIRST) Q8_ROW("r9", "r3", FIRST) Q8_ROW("r10", "r4", FIRST) Q8_ROW("r11", "r5", FIRST)
+#define Q8_STEP "ldmia r1!, {r6, r7}\n\t" "ldmia r0!, {r8-r11}\n\t" Q8_ROWS(Q8_ADD)
+#define Q8_FLOAT                                                                                         \
+    "vmov s0, s1, r2, r3\n\t"                                                                            \
+    "vmov s2, s3, r4, r5\n\t"                                                                            \
+    "vcvt.f32.s32 s0, s0\n\t"                                                                            \
+    "vcvt.f32.s32 s1, s1\n\t"                                                                            \
+    "vcvt.f32.s32 s2, s2\n\t"                                                                            \
+    "vcvt.f32.s32 s3, s3\n\t"                                                                            \
+    "vldmia lr!, {s4-s7}\n\t"                                                                            \
+    "vmul.f32 s0, s0, s4\n\t"                                                                            \
+    "vmul.f32 s1, s1, s5\n\t"                                                                            \
+    "vmul.f32 s2, s2, s6\n\t"                                                                            \
+    "vmul.f32 s3, s3, s7\n\t"                                                                            \
+    "vldmia r1!, {s4}\n\t"                                                                               \
+    "vmul.f32 s0, s0, s4\n\t"                                                                            \
+    "vmul.f32 s1, s1, s4\n\t"                                                                            \
+    "vmul.f32 s2, s2, s4\n\t"                                                                            \
+    "vmul.f32 s3, s3, s4\n\t"                                                                            \
+    "vadd.f32 s12, s12, s0\n\t"                                                                          \
+    "vadd.f32 s13, s13, s1\n\t"                                                                          \
+    "vadd.f32 s14, s14, s2\n\t"                                                                          \
+    "vadd.f32 s15, s15, s3\n\t"
+
+#define PANEL_CLOBBERS                                                                                   \
+    "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1", "s2", "s3", \
+        "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory"
+
+static void q8_panels(const panel_args *args) {
+    register const panel_args *r0 __asm__("r0") = args;
+    __asm__ volatile("vldmia r0, {s8-s11}\n\t"
+                     "ldr lr, [r0, #16]\n\t"
+                     "ldr r0, [r0, #20]\n\t"
+                     "10:\n\t" /* a panel: sums from 0.0f, the program from its start */
+                     "vmov r1, s8\n\t"
+                     "movs r2, #0\n\t"
+                     "vmov s12, s13, r2, r2\n\t"
+                     "vmov s14, s15, r2, r2\n\t"
+                     "vmov r2, s11\n\t"
+                     "cmp r2, #0\n\t"
+                     "beq 12f\n\t"
+                     "11:\n\t" /* an unrolled group of 32 columns */
+                     "ldmia r1!, {r6, r7, r12}\n\t"
+                     "cmp r12, #0\n\t" /* Z: the last one */
+                     "ldmia r0!, {r8-r11}\n\t" Q8_ROWS(Q8_START)
+                     Q8_STEP Q8_STEP Q8_STEP Q8_STEP Q8_STEP Q8_STEP Q8_STEP
+                     Q8_FLOAT
+                     "bne 11b\n\t"
+                     "12:\n\t" /* other groups */
+                     "ldr r2, [r1], #4\n\t"
+                     "cmp r2, #0\n\t"
+                     "beq 19f\n\t"
+                     "movs r2, #0\n\t"
+                     "movs r3, #0\n\t"
+                     "movs r4, #0\n\t"
+                     "movs r5, #0\n\t"
+                     "13:\n\t" /* four columns */
+                     "ldmia r1!, {r6, r7, r12}\n\t"
+                     "cmp r12, #0\n\t"
+                     "ldmia r0!, {r8-r11}\n\t" Q8_ROWS(Q8_ADD)
+                     "bne 13b\n\t"
+                     Q8_FLOAT
+                     "b 12b\n\t"
+                     "19:\n\t" /* the panel's four outputs */
+                     "vmov r12, s9\n\t"
+                     "vstmia r12!, {s12-s15}\n\t"
+                     "vmov s9, r12\n\t"
+                     "vmov r12, s10\n\t"
+                     "subs r12, r12, #1\n\t"
+                     "vmov s10, r12\n\t"
+                     "bne 10b\n\t"
+                     : "+r"(r0)
+                     :
+                     : PANEL_CLOBBERS);
+}
+
+/*
+ * q4 asm. Registers: r0 weights, r1 the program, r2/r3 the two rows' int32 sums, r4-r7 activation words,
+ * r8/r9 the two rows' weight words, r10 scratch, r11 0x000F000F, r12 the group's -8 * sum(x), then a step's
+ * word, lr scales; s0/s1 float terms, s4/s5 scales then xs, s8-s11 panel_args, s12/s13 the float sums.
+ */
+#define Q4_ROW(W, ACC, IN)                                                                               \
+    "and r10, " W ", #0x000F000F\n\t"                                                                    \
+    "smlad " ACC ", r10, r4, " IN "\n\t"                                                                 \
+    "and r10, r11, " W ", lsr #4\n\t"                                                                    \
+    "smlad " ACC ", r10, r5, " ACC "\n\t"                                                                \
+    "and r10, r11, " W ", lsr #8\n\t"                                                                    \
+    "smlad " ACC ", r10, r6, " ACC "\n\t"                                                                \
+    "and r10, r11, " W ", lsr #12\n\t"                                                                   \
+    "smlad " ACC ", r10, r7, " ACC "\n\t"
+#define Q4_STEP "ldmia r1!, {r4-r7}\n\t" "ldrd r8, r9, [r0], #8\n\t" Q4_ROW("r8", "r2", "r2") Q4_ROW("r9", "r3", "r3")
+#define Q4_FLOAT                                                                                         \
+    "vmov s0, s1, r2, r3\n\t"                                                                            \
+    "vcvt.f32.s32 s0, s0\n\t"                                                                            \
+    "vcvt.f32.s32 s1, s1\n\t"                                                                            \
+    "vldmia lr!, {s4, s5}\n\t"                                                                           \
+    "vmul.f32 s0, s0, s4\n\t"                                                                            \
+    "vmul.f32 s1, s1, s5\n\t"                                                                            \
+    "vldmia r1!, {s4}\n\t"                                                                               \
+    "vmul.f32 s0, s0, s4\n\t"                                                                            \
+    "vmul.f32 s1, s1, s4\n\t"                                                                            \
+    "vadd.f32 s12, s12, s0\n\t"                                                                          \
+    "vadd.f32 s13, s13, s1\n\t"
+
+static void q4_panels(const panel_args *args) {
+    register const panel_args *r0 __asm__("r0") = args;
+    __asm__ volatile("vldmia r0, {s8-s11}\n\t"
+                     "ldr lr, [r0, #16]\n\t"
+                     "ldr r0, [r0, #20]\n\t"
+                     "mov r11, #0x000F000F\n\t"
+                     "10:\n\t" /* a panel of two rows */
+                     "vmov r1, s8\n\t"
+                     "movs r2, #0\n\t"
+                     "vmov s12, s13, r2, r2\n\t"
+                     "vmov r2, s11\n\t"
+                     "cmp r2, #0\n\t"
+                     "beq 12f\n\t"
+                     "11:\n\t" /* an unrolled group of 32 columns */
+                     "ldmia r1!, {r4-r8, r12}\n\t"
+                     "cmp r8, #0\n\t" /* Z: the last one */
+                     "ldrd r8, r9, [r0], #8\n\t" Q4_ROW("r8", "r2", "r12") Q4_ROW("r9", "r3", "r12")
+                     Q4_STEP Q4_STEP Q4_STEP
+                     Q4_FLOAT
+                     "bne 11b\n\t"
+                     "12:\n\t" /* other groups */
+                     "ldmia r1!, {r2, r12}\n\t"
+                     "cmp r2, #0\n\t"
+                     "beq 19f\n\t"
+                     "mov r2, r12\n\t"
+                     "mov r3, r12\n\t"
+                     "13:\n\t" /* eight columns, or the row's last four (one word: row 0's two bytes, row 1's) */
+                     "ldmia r1!, {r4-r7, r12}\n\t"
+                     "tst r12, #1\n\t"
+                     "itee eq\n\t"
+                     "ldrdeq r8, r9, [r0], #8\n\t"
+                     "ldrne r8, [r0], #4\n\t"
+                     "lsrne r9, r8, #16\n\t" /* the upper halves meet activations of 0 */
+                     Q4_ROW("r8", "r2", "r2") Q4_ROW("r9", "r3", "r3")
+                     "tst r12, #2\n\t"
+                     "beq 13b\n\t"
+                     Q4_FLOAT
+                     "b 12b\n\t"
+                     "19:\n\t" /* the panel's two outputs */
+                     "vmov r12, s9\n\t"
+                     "vstmia r12!, {s12, s13}\n\t"
+                     "vmov s9, r12\n\t"
+                     "vmov r12, s10\n\t"
+                     "subs r12, r12, #1\n\t"
+                     "vmov s10, r12\n\t"
+                     "bne 10b\n\t"
+                     : "+r"(r0)
+                     :
+                     : PANEL_CLOBBERS);
+}
+
+/* The reference's loops, on the row-major layout (panels = 0) or on m7_panels element by element. */
 static void matmul_plain(float *out, const int8_t *xq, const float *xs, const void *w, const float *ws, int rows,
-                         int cols, int group_size, int q4) {
+                         int cols, int group_size, int q4, int panels) {
     int ngroups = group_count(cols, group_size);
     size_t row_bytes = q4 ? ((size_t)cols + 1) / 2 : (size_t)cols;
     for (int i = 0; i < rows; i++) {
@@ -388,109 +470,58 @@ static void matmul_plain(float *out, const int8_t *xq, const float *xs, const vo
             int end = group_end(start, group_size, cols);
             int32_t isum = 0;
             for (int j = start; j < end; j++) {
-                int32_t q = q4 ? q4_nibble(row, j) - 8 : (int32_t)(int8_t)row[j];
+                int32_t q;
+                if (panels) {
+                    q = q4 ? m7_q4_at(w, cols, i, j) : m7_q8_at(w, cols, i, j);
+                } else {
+                    q = q4 ? ((j & 1) ? (row[j >> 1] >> 4) : (row[j >> 1] & 0x0F)) - 8 : (int32_t)(int8_t)row[j];
+                }
                 isum += q * (int32_t)xq[j];
             }
-            val += ((float)isum * ws[(size_t)i * (size_t)ngroups + (size_t)g]) * xs[g];
+            float scale = panels ? m7_scale_at(ws, ngroups, q4 ? 2 : 4, i, g) : ws[(size_t)i * (size_t)ngroups + (size_t)g];
+            val += ((float)isum * scale) * xs[g];
         }
         out[i] = val;
     }
 }
 
-/* Inlined into matmul_q8 and matmul_q4 with q4 a constant, so a build links only the row loop it uses. */
+/* Inlined into matmul_q8 and matmul_q4 with q4 a constant, so a build links only the asm it uses. */
 static inline __attribute__((always_inline)) void matmul_quant(float *out, const int8_t *xq, const float *xs,
                                                                const uint8_t *w, const float *ws, int rows,
                                                                int cols, int group_size, int q4) {
-    size_t row_bytes = q4 ? ((size_t)cols + 1) / 2 : (size_t)cols;
-    if ((group_size % XE_STEP) || group_size > XE_COLS || (!q4 && ((cols & 3) || ((uintptr_t)w & 3u)))) {
-        matmul_plain(out, xq, xs, w, ws, rows, cols, group_size, q4);
+    if (!m7_panel_layout(cols, group_size, q4)) {
+        matmul_plain(out, xq, xs, w, ws, rows, cols, group_size, q4, 0);
         return;
     }
-    uint32_t xe[XE_COLS / 2];
-    int32_t start[XE_COLS / XE_STEP];
-    uint32_t last_rows[2][XE_COLS / 4]; /* the last pair's rows when the block's end is padded */
-    int ngroups = group_count(cols, group_size);
-    int block_cols = (XE_COLS / group_size) * group_size;
-    int steps = group_size / XE_STEP;
-    for (int b0 = 0; b0 < cols; b0 += block_cols) {
-        int n = (b0 + block_cols < cols ? b0 + block_cols : cols) - b0;
-        int nblock = group_count(n, group_size);
-        int last_len = n - (nblock - 1) * group_size;
-        int last_steps = (last_len + XE_STEP - 1) / XE_STEP;
-        int used = ((nblock - 1) * steps + last_steps) * XE_STEP; /* columns a row pass consumes */
-        size_t used_bytes = q4 ? (size_t)used / 2 : (size_t)used;
-        size_t block_bytes = q4 ? (size_t)(n + 1) / 2 : (size_t)n;
-        int words = widen(xe, xq + b0, n, q4);
-        if (q4) { /* each group's sum of activations, from the widened pairs (padding is zeros) */
-            for (int k = 0; k < nblock; k++) {
-                int32_t sum = 0;
-                for (int i = k * group_size / 2, end = i + group_size / 2; i < end && i < words; i++) {
-                    sum = __smlad(xe[i], 0x00010001u, sum);
-                }
-                start[k] = -8 * sum;
-            }
+    uint32_t xe[XE_WORDS];
+    int32_t full;
+    int fits = q4 ? q4_program(xe, xq, xs, cols, group_size, &full) : q8_program(xe, xq, xs, cols, group_size, &full);
+    if (!fits || ((uintptr_t)w & 3u)) {
+        matmul_plain(out, xq, xs, w, ws, rows, cols, group_size, q4, 1);
+        return;
+    }
+    int panel_rows = q4 ? 2 : 4;
+    panel_args a = {xe, out, rows / panel_rows, full, ws, w};
+    if (a.panels > 0) {
+        if (q4) {
+            q4_panels(&a);
+        } else {
+            q8_panels(&a);
         }
-        row_loop a;
-        a.steps = steps;
-        a.nfull = last_len < group_size ? nblock - 1 : nblock;
-        a.xs = xs + b0 / group_size;
-        a.xe = xe;
-        a.row_adv = (int32_t)(2 * row_bytes - used_bytes);
-        a.scale_adv = (int32_t)((2 * (size_t)ngroups - (size_t)nblock) * sizeof(float));
-        a.start = start;
-        a.last_steps = last_len < group_size ? last_steps : 0;
-        a.s0 = ws + b0 / group_size;
-        a.s1 = a.s0 + ngroups;
-        a.out = out;
-        a.carry = b0 > 0;
-        a.p0 = w + b0 / (q4 ? 2 : 1);
-        a.p1 = (const uint8_t *)a.p0 + row_bytes;
-        /* Pairs that may read past their rows' end (into the next row) run from the tensor; the last pair
-         * (or the odd last row, paired with itself) from a copy when the block's end is padded: the copy's
-         * bytes past the row meet zero activations, whatever they are. */
-        int pairs = rows / 2;
-        int tail_rows = rows & 1;
-        if (used_bytes > block_bytes && pairs > 0 && !tail_rows) {
-            pairs--;
-            tail_rows = 2;
+    }
+    int done = a.panels * panel_rows;
+    if (done < rows) { /* the last panel's padding rows are computed, not stored */
+        float sums[4];
+        a.out = sums;
+        a.panels = 1;
+        a.ws = ws + (size_t)done * (size_t)group_count(cols, group_size);
+        a.w = w + (size_t)(done / panel_rows) * (size_t)cols * (q4 ? 1u : 4u);
+        if (q4) {
+            q4_panels(&a);
+        } else {
+            q8_panels(&a);
         }
-        if (pairs > 0) {
-            a.npairs = pairs;
-            if (q4) {
-                q4_rows(&a);
-            } else {
-                q8_rows(&a);
-            }
-        }
-        if (tail_rows) {
-            int i = rows - tail_rows;
-            float sums[2] = {0.0f, 0.0f};
-            if (b0 > 0) {
-                sums[0] = out[i];
-                sums[1] = out[rows - 1];
-            }
-            const uint8_t *r0 = w + (size_t)i * row_bytes + b0 / (q4 ? 2 : 1);
-            const uint8_t *r1 = tail_rows == 2 ? r0 + row_bytes : r0;
-            if (used_bytes > block_bytes) {
-                memcpy(last_rows[0], r0, block_bytes);
-                memcpy(last_rows[1], r1, block_bytes);
-                r0 = (const uint8_t *)last_rows[0];
-                r1 = (const uint8_t *)last_rows[1];
-            }
-            a.s0 = ws + (size_t)i * (size_t)ngroups + b0 / group_size;
-            a.s1 = tail_rows == 2 ? a.s0 + ngroups : a.s0;
-            a.out = sums;
-            a.npairs = 1;
-            a.p0 = r0;
-            a.p1 = r1;
-            if (q4) {
-                q4_rows(&a);
-            } else {
-                q8_rows(&a);
-            }
-            out[i] = sums[0];
-            out[rows - 1] = sums[tail_rows - 1];
-        }
+        memcpy(out + done, sums, (size_t)(rows - done) * sizeof(float));
     }
 }
 

@@ -6,7 +6,8 @@
  * converts to an integer rounding half away from zero, i.e. roundf and the conversion in one instruction
  * (a NaN gives 0, as the reference's conversion of roundf(NaN) does on this core); the clamp to
  * [-127, 127] is then done on the integer, which is the same as clamping the rounded float.
- * The embedding lookups are the reference's.
+ * The embedding lookups are the reference's arithmetic; a quantized table in the build-time layout m7_panels
+ * (m7_layout.h: the table doubles as the classifier, which matmul.c reads that way) is read through it.
  */
 #include <math.h>
 #include <stddef.h>
@@ -14,12 +15,39 @@
 
 #include <arm_acle.h>
 
+#include "kernels/cortex_m7/m7_layout.h"
 #include "kernels/kernels.h"
 
-/* The reference file provides the embedding lookups; its quantize_activations is replaced below. */
+/* The reference file provides embed_f32 and the row-major lookups; the rest is replaced below. */
 #define quantize_activations portable_quantize_activations
+#define embed_q8 rowmajor_embed_q8
+#define embed_q4 rowmajor_embed_q4
 #include "kernels/ref/quant.c"
 #undef quantize_activations
+#undef embed_q8
+#undef embed_q4
+
+void embed_q8(float *out, const int8_t *table, const float *scales, int row, int dim, int group_size) {
+    if (!m7_panel_layout(dim, group_size, 0)) {
+        rowmajor_embed_q8(out, table, scales, row, dim, group_size);
+        return;
+    }
+    int ngroups = group_count(dim, group_size);
+    for (int j = 0; j < dim; j++) {
+        out[j] = (float)m7_q8_at(table, dim, row, j) * m7_scale_at(scales, ngroups, 4, row, j / group_size);
+    }
+}
+
+void embed_q4(float *out, const uint8_t *table, const float *scales, int row, int dim, int group_size) {
+    if (!m7_panel_layout(dim, group_size, 1)) {
+        rowmajor_embed_q4(out, table, scales, row, dim, group_size);
+        return;
+    }
+    int ngroups = group_count(dim, group_size);
+    for (int j = 0; j < dim; j++) {
+        out[j] = (float)m7_q4_at(table, dim, row, j) * m7_scale_at(scales, ngroups, 2, row, j / group_size);
+    }
+}
 
 /* roundf(r) converted to int32 (saturating), in one instruction. */
 static inline int32_t round_away(float r) {

@@ -225,8 +225,9 @@ def test_m7_panels_put_each_weight_where_the_kernels_read_it(qtype: str, rows: i
     flat, s = np.frombuffer(data, dtype=np.uint8), np.frombuffer(scales, dtype="<f4")
     for r in range(padded):
         for c in range(cols):
-            if qtype == "q8":
-                q = flat[(r // 4) * 4 * cols + (c // 4) * 16 + (r % 4) * 4 + c % 4].astype(np.int8)
+            if qtype == "q8":  # an odd column's byte is q - 1 after a negative even column
+                at = (r // 4) * 4 * cols + (c // 4) * 16 + (r % 4) * 4 + c % 4
+                q = int(flat[at].astype(np.int8)) + (c % 2 == 1 and flat[at - 1] >= 128)
             else:
                 full = cols // 8 * 8
                 at = (r // 2) * cols + (c % 8) // 2 + ((c // 8) * 8 + (r % 2) * 4 if c < full else full + (r % 2) * 2)
@@ -236,3 +237,15 @@ def test_m7_panels_put_each_weight_where_the_kernels_read_it(qtype: str, rows: i
             want = matrix.scales[r, g] if r < rows else 0.0
             assert s[((r // panel_rows) * ngroups + g) * panel_rows + r % panel_rows] == want
     assert layouts.storage(matrix, layouts.for_kernel_set("")) == matrix.storage()
+
+
+def test_m7_q8_halfwords_are_even_plus_256_odd() -> None:
+    q = np.array([[-127, -127, 127, 127, 0, -127, -1, 0], [5, -3, -5, 3, 127, -127, -127, 127]] * 2, dtype=np.int8)
+    matrix = quantize_matrix(q.astype(np.float32), "q8", 8)
+    assert (matrix.q == q).all()
+    halves = np.frombuffer(layouts.storage(matrix, layouts.M7_PANELS)[0], dtype="<i2").reshape(-1, 2)  # per word
+    words = q.reshape(4, 2, 4).transpose(1, 0, 2).reshape(-1, 4).astype(np.int32)  # block, row in panel, byte
+    assert (halves[:, 0] == words[:, 0] + 256 * words[:, 1]).all()
+    assert (halves[:, 1] == words[:, 2] + 256 * words[:, 3]).all()
+    with pytest.raises(ValueError, match="-127, 127"):
+        layouts.m7_panels_q8(np.full((4, 4), -128, dtype=np.int8))

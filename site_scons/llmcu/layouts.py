@@ -18,8 +18,11 @@ rows and zero scales to a multiple of four);
 
 ``m7_panels`` (runtime_c/kernels/cortex_m7/matmul.c describes the C side):
 
-- q8, when cols and group_size are multiples of 4: the q8 bytes of ``neon_panels`` (four-row panels, per quad of
-  columns each row's four bytes), scales per panel, per group, the four rows' side by side;
+- q8, when cols and group_size are multiples of 4: four-row panels, per quad of columns each row's four bytes
+  (the arrangement of ``neon_panels``), except that an odd column's byte holds q - 1 where the even column
+  before it is negative: the word's halfwords are then q_even + 256 q_odd as int16, which the kernel multiplies
+  as they are (q must be in [-127, 127], as the quantizer makes it). Scales per panel, per group, the four rows'
+  side by side;
 - q4, when cols is a multiple of 4 and group_size of 8: rows in panels of two (padded with a row of zeros, q + 8
   = 0x88, and zero scales to an even count); per panel, per block of 8 columns, row 0's four bytes then row 1's,
   each the reference's bytes (q + 8, the even column in the low nibble); when cols % 8 == 4, the last four
@@ -93,6 +96,16 @@ def panel_scales(scales: np.ndarray, panel_rows: int = 4) -> np.ndarray:
     return padded.reshape(panels, panel_rows, ngroups).transpose(0, 2, 1).reshape(-1)
 
 
+def m7_panels_q8(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int8 in [-127, 127] -> the q8 bytes of ``m7_panels`` (uint8, flat)."""
+    q = np.asarray(q, dtype=np.int8)
+    if q.size and q.min() < -127:
+        raise ValueError("m7_panels holds q8 values in [-127, 127] only")
+    pairs = panel_q8(q).view(np.int8).astype(np.int16).reshape(-1, 2)  # (even column, odd column)
+    pairs[:, 1] -= pairs[:, 0] < 0  # little-endian halfword: even + 256 * odd == q_even + 256 * q_odd
+    return pairs.astype(np.int8).reshape(-1).view(np.uint8)
+
+
 def m7_pairs_q4(q: np.ndarray) -> np.ndarray:
     """``(rows, cols)`` int4 values in [-7, 7] -> the q4 bytes of ``m7_panels`` (uint8, flat)."""
     stored = np.asarray(q, dtype=np.int16) + 8  # the reference's q + 8, 1..15 (0x88: the padding row's zeros)
@@ -115,7 +128,7 @@ def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, by
         assert matrix.scales is not None and matrix.q.ndim == 2
         if matrix.qtype == "q4":
             return m7_pairs_q4(matrix.q).tobytes(), panel_scales(matrix.scales, 2).astype("<f4").tobytes()
-        return panel_q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()
+        return m7_panels_q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()
     if layout == REFERENCE or not panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
         return matrix.storage()
     assert matrix.scales is not None and matrix.q.ndim == 2

@@ -124,6 +124,15 @@ static void fill_bytes(void *dst, size_t n) {
     }
 }
 
+/* Random q8 weights: every int8 but -128, which the quantizer never makes (it clamps to [-127, 127]). */
+static void fill_q8(void *dst, size_t n) {
+    uint8_t *p = dst;
+    fill_bytes(p, n);
+    for (size_t i = 0; i < n; i++) {
+        p[i] = p[i] == 0x80 ? 0x81 : p[i];
+    }
+}
+
 /* ---- buffers ---- */
 
 #define MAX_W 40000   /* weights (floats, or bytes) */
@@ -151,7 +160,7 @@ static float k_s[MAX_KV / 2], v_s[MAX_KV / 2];
  * arrays. Matrices the layout does not cover, and the bytes at an offset, are passed as they are / at the same
  * offset (the kernels' fallbacks). Returns the weights to pass; *scales becomes the scales to pass.
  */
-static uint8_t m7_bytes[MAX_W + 4096];
+static uint8_t m7_bytes[MAX_W + 4096]; /* q8 values in [-127, 127], as the quantizer makes them */
 static float m7_scales[MAX_W / 2 + 1024];
 
 static const uint8_t *m7_panels(int q4, const uint8_t *w, const float **scales, int rows, int cols, int group_size,
@@ -171,8 +180,12 @@ static const uint8_t *m7_panels(int q4, const uint8_t *w, const float **scales, 
             for (int k = 0; k < panel_rows; k++) {
                 int r = p * panel_rows + k;
                 for (size_t m = 0; m < n; m++) {
-                    *d++ = r < rows ? w[(size_t)r * row_bytes + b + m] : (q4 ? 0x88 : 0);
+                    d[m] = r < rows ? w[(size_t)r * row_bytes + b + m] : (q4 ? 0x88 : 0);
+                    if (!q4 && (m & 1) && (int8_t)d[m - 1] < 0) { /* q8: halfwords q_even + 256 q_odd */
+                        d[m]--;
+                    }
                 }
+                d += n;
             }
         }
         for (int g = 0; g < ngroups; g++) {
@@ -227,11 +240,15 @@ static void case_matmul_q(int q4, int rows, int cols, int group_size, int offset
     int ngroups = group_count(cols, group_size);
     size_t row_bytes = q4 ? ((size_t)cols + 1) / 2 : (size_t)cols;
     uint8_t *w = w_bytes + offset;
-    fill_bytes(w, row_bytes * (size_t)rows);
+    if (q4) {
+        fill_bytes(w, row_bytes * (size_t)rows);
+    } else {
+        fill_q8(w, row_bytes * (size_t)rows);
+    }
     fill(w_scales, rows * ngroups, 0.02f);
     fill_activations(x_f32, cols, 3.0f);
     if (extreme) {
-        memset(w, q4 ? 0xFF : 0x80, row_bytes * (size_t)rows); /* nibble 15 (q = 7) / -128 */
+        memset(w, q4 ? 0xFF : 0x81, row_bytes * (size_t)rows); /* nibble 15 (q = 7) / -127 */
         for (int j = 0; j < cols; j++) {
             x_f32[j] = (j & 1) ? -1.0f : 1.0f; /* every activation integer is +-127 */
         }
@@ -276,7 +293,7 @@ static void case_quantize(int n, int group_size) {
 static void case_embed(int dim, int group_size) {
     int rows = 5;
     fill(w_f32, rows * dim, 1.0f);
-    fill_bytes(w_bytes, (size_t)rows * (size_t)dim);
+    fill_q8(w_bytes, (size_t)rows * (size_t)dim);
     fill(w_scales, rows * group_count(dim, group_size), 0.1f);
     case_begin("embed");
     put_int("dim", dim);

@@ -4,7 +4,8 @@
  * columns and the group size only, so the embedding lookup (quant.c) and the matmul agree on every table.
  *
  * q8 (cols and group_size multiples of 4): rows in panels of four (the last padded with zero rows); per panel,
- * per block of four columns, row 0's four bytes, then row 1's, row 2's, row 3's.
+ * per block of four columns, row 0's four bytes, then row 1's, row 2's, row 3's; an odd column's byte holds
+ * q - 1 where the even column before it is negative, so that each halfword read as int16 is q_even + 256 q_odd.
  * q4 (cols a multiple of 4, group_size of 8): rows in panels of two (padded with a row of q = 0); per panel,
  * per block of eight columns, row 0's four bytes then row 1's (the reference's bytes: q + 8, even column in
  * the low nibble); when cols % 8 == 4, the last four columns as row 0's two bytes then row 1's.
@@ -24,7 +25,8 @@ static inline int m7_panel_layout(int cols, int group_size, int q4) {
 
 /* q of row r, column c of a q8 matrix in m7_panels. */
 static inline int32_t m7_q8_at(const int8_t *w, int cols, int r, int c) {
-    return w[(size_t)(r / 4) * 4 * (size_t)cols + (size_t)(c / 4) * 16 + (size_t)(r % 4) * 4 + (size_t)(c % 4)];
+    const int8_t *at = w + (size_t)(r / 4) * 4 * (size_t)cols + (size_t)(c / 4) * 16 + (size_t)(r % 4) * 4 + (size_t)(c % 4);
+    return (c & 1) ? at[0] + (at[-1] < 0) : at[0];
 }
 
 /* q of row r, column c of a q4 matrix in m7_panels (the stored nibble minus 8). */

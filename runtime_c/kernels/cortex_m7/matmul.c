@@ -132,10 +132,14 @@ void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) 
  * The weights come in the build-time layout m7_panels (m7_layout.h; site_scons/llmcu/layouts.py makes it),
  * shaped for these loops:
  *
- * q8, panels of four rows: a block of four columns is four words, one per row (one LDM). A weight word
- * [w0 w1 w2 w3] gives [w0|w2] by SXTB16 and [w1|w3] by SXTB16 of it rotated by 8, against the activation
- * words [x0|x2] and [x1|x3]: two SMLADs, four products. Sixteen products per LDM of weights, the activations'
- * two words loaded once for the four rows.
+ * q8, panels of four rows: a block of four columns is four words, one per row (one LDM). The layout stores
+ * a weight word so that its halfwords, read as int16, are h0 = w0 + 256 w1 and h1 = w2 + 256 w3 (the odd byte
+ * is w1 - 1 where w0 < 0). SMLAD of the word as it is against [x1|x3], plus SMLAD of its SXTB16 ([w0|w2])
+ * against [256 x0 - x1 | 256 x2 - x3], is (w0 + 256 w1) x1 + w0 (256 x0 - x1) + ... = 256 (w0 x0 + w1 x1 +
+ * w2 x2 + w3 x3): four products in three instructions instead of four (no second SXTB16). |256 x - x'| <=
+ * 32639 fits a halfword (|x| <= 127), and 256 * isum fits int32 for groups up to 512 columns. The float part
+ * converts it with VCVT's 8 fraction bits: (float)(256 isum / 256), exactly the rounding of (float)isum.
+ * Sixteen products per LDM of weights, the activations' two words loaded once for the four rows.
  * q4, panels of two rows: a block of eight columns is two words (one LDRD), the reference's bytes; a word of
  * eight q+8 nibbles ANDed with 0x000F000F after shifts by 0, 4, 8 and 12 gives [n0|n4], [n1|n5], [n2|n6],
  * [n3|n7] against [x0|x4] ... [x3|x7]. The +8 comes out per group: the sum starts at -8 * sum(x) of the group.
@@ -207,16 +211,16 @@ typedef struct {
 } panel_args;
 
 /*
- * The q8 program. Unrolled group (32 columns): [x0|x2] [x1|x3] of columns 0..3, "another unrolled group
- * follows", then the pairs of columns 4..31, then xs. Other group: 1, then per four columns [x0|x2] [x1|x3]
- * "another step follows", then xs. Then 0. Returns whether it fitted.
+ * The q8 program. Unrolled group (32 columns): [x1|x3] [256 x0 - x1 | 256 x2 - x3] of columns 0..3, "another
+ * unrolled group follows", then the pairs of columns 4..31, then xs. Other group: 1, then per four columns
+ * the pair and "another step follows", then xs. Then 0. Returns whether it fitted.
  */
 static int q8_program(uint32_t *xe, const int8_t *xq, const float *xs, int cols, int group_size, int32_t *full) {
     int ngroups = group_count(cols, group_size);
     int nfull = group_size == 32 ? cols / 32 : 0;
     int tail_cols = cols - nfull * 32;
     int words = nfull * 18 + (ngroups - nfull) * 2 + tail_cols / 4 * 3 + 1;
-    if (words > XE_WORDS) {
+    if (words > XE_WORDS || group_size > 512) { /* 256 * isum must fit int32 */
         return 0;
     }
     uint32_t *p = xe;
@@ -227,8 +231,9 @@ static int q8_program(uint32_t *xe, const int8_t *xq, const float *xs, int cols,
         }
         for (int j = start; j < end; j += 4) {
             uint32_t v = load_u32(xq + j);
-            *p++ = __sxtb16(v);
-            *p++ = sxtb16_ror8(v);
+            uint32_t odd = sxtb16_ror8(v);                        /* [x1|x3] */
+            *p++ = odd;
+            *p++ = __ssub16((v << 8) & 0xFF00FF00u, odd);         /* [256 x0 - x1 | 256 x2 - x3] */
             if (g >= nfull) {
                 *p++ = j + 4 < end;
             } else if (j == start) {
@@ -292,25 +297,26 @@ static int q4_program(uint32_t *xe, const int8_t *xq, const float *xs, int cols,
 }
 
 /*
- * q8 asm. Registers: r0 weights, r1 the program, r2-r5 the four rows' int32 sums, r6/r7 activation words,
- * r8-r11 the four rows' weight words, r12 scratch, lr scales; s0-s3 the float terms, s4-s7 scales then xs,
- * s8-s11 panel_args, s12-s15 the four rows' float sums. Per group: v += ((float)isum * ws[g]) * xs[g].
+ * q8 asm. Registers: r0 weights, r1 the program, r2-r5 the four rows' 256 * int32 sums, r6/r7 activation
+ * words, r8-r11 the four rows' weight words, r12 the program's "more follows", lr scales; s0-s3 the float
+ * terms, s4-s7 scales then xs, s8-s11 panel_args, s12-s15 the four rows' float sums. Per group:
+ * v += ((float)isum * ws[g]) * xs[g].
  */
 #define Q8_ROW(W, ACC, FIRST)                                                                            \
-    "sxtb16 r12, " W "\n\t" FIRST(ACC)                                                                  \
-    "sxtb16 " W ", " W ", ror #8\n\t"                                                                    \
+    FIRST(W, ACC)                                                                                        \
+    "sxtb16 " W ", " W "\n\t"                                                                            \
     "smlad " ACC ", " W ", r7, " ACC "\n\t"
-#define Q8_START(ACC) "smuad " ACC ", r12, r6\n\t"
-#define Q8_ADD(ACC) "smlad " ACC ", r12, r6, " ACC "\n\t"
+#define Q8_START(W, ACC) "smuad " ACC ", " W ", r6\n\t"
+#define Q8_ADD(W, ACC) "smlad " ACC ", " W ", r6, " ACC "\n\t"
 #define Q8_ROWS(FIRST) Q8_ROW("r8", "r2", FIRST) Q8_ROW("r9", "r3", FIRST) Q8_ROW("r10", "r4", FIRST) Q8_ROW("r11", "r5", FIRST)
 #define Q8_STEP "ldmia r1!, {r6, r7}\n\t" "ldmia r0!, {r8-r11}\n\t" Q8_ROWS(Q8_ADD)
 #define Q8_FLOAT                                                                                         \
     "vmov s0, s1, r2, r3\n\t"                                                                            \
     "vmov s2, s3, r4, r5\n\t"                                                                            \
-    "vcvt.f32.s32 s0, s0\n\t"                                                                            \
-    "vcvt.f32.s32 s1, s1\n\t"                                                                            \
-    "vcvt.f32.s32 s2, s2\n\t"                                                                            \
-    "vcvt.f32.s32 s3, s3\n\t"                                                                            \
+    "vcvt.f32.s32 s0, s0, #8\n\t" /* (float)isum: the sums are 256 * isum */                            \
+    "vcvt.f32.s32 s1, s1, #8\n\t"                                                                        \
+    "vcvt.f32.s32 s2, s2, #8\n\t"                                                                        \
+    "vcvt.f32.s32 s3, s3, #8\n\t"                                                                        \
     "vldmia lr!, {s4-s7}\n\t"                                                                            \
     "vmul.f32 s0, s0, s4\n\t"                                                                            \
     "vmul.f32 s1, s1, s5\n\t"                                                                            \

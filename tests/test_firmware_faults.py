@@ -4,7 +4,7 @@ the stack, the watchdog, and what the host makes of the fault reports.
 The faults are real: test builds of the twin's firmware (tests/test_qemu_m7.py's compile_test_firmware, the
 same generated sources, linker script and startup/fault code) recurse deeper than the stack
 (-DLLMCU_TEST_RECURSION_BYTES) or hang after a few forward passes without kicking the watchdog
-(-DLLMCU_TEST_HANG_AFTER), and a `scons ... stack=1K run` overflows the stack of an ordinary build. QEMU
+(-DLLMCU_TEST_HANG_AFTER), and a `scons ... stack=256 run` overflows the stack of an ordinary build. QEMU
 emulates the Cortex-M7's MPU (PMSAv7), so the guard is what stops the overflow: memory below 0x20000000 does
 not fault by itself there.
 """
@@ -133,12 +133,12 @@ def test_deep_recursion_ends_in_the_stack_overflow_report(variant, tmp_path: Pat
 @pytest.mark.fault(
     area="firmware",
     kind="fault",
-    what="`scons target=qemu-m7 stack=1K run`: a stack smaller than one forward pass needs",
-    sees=r"stack overflow: the 1,024-byte stack .* build with a larger stack, e\.g\. stack=2K",
+    what="`scons target=qemu-m7 stack=256 run`: a stack smaller than one forward pass needs",
+    sees=r"stack overflow: the 256-byte stack .* build with a larger stack, e\.g\. stack=512\b",
 )
 def test_too_small_a_stack_fails_the_run(stories260k: Path, tmp_path: Path, sees) -> None:
     """End to end: the option, the planner's guard, the report, `scons run`'s exit status and the log."""
-    args = ["target=qemu-m7", "model=260k", "quant=q8", f"build_dir={tmp_path / 'build'}", "stack=1K"]
+    args = ["target=qemu-m7", "model=260k", "quant=q8", f"build_dir={tmp_path / 'build'}", "stack=256"]
     args += [f"log_dir={tmp_path / 'logs'}", "run", "prompt=Once upon a time", "steps=8"]
     result = scons(args, stories260k.parent, check=False, timeout=300)
     assert result.returncode != 0

@@ -16,7 +16,7 @@ import pytest
 
 from buildutil import ROOT, scons
 from llmcu.console import encode_command
-from llmcu.project import RunParams
+from llmcu.project import RunParams, runtime_sources
 from llmcu.protocol import ProtocolParser, RunOutput, parse
 from llmcu.qemu import (
     CommandRejectedError,
@@ -63,13 +63,15 @@ def build_host(quant: str, build_root: Path, models_dir: Path) -> Path:
 
 
 def compile_test_firmware(build: Build, out: Path, defines: tuple[str, ...]) -> Path:
-    """The firmware again with extra defines, from the same generated sources and linker script (the build has
-    no option for test-only code)."""
+    """The firmware again with extra defines, from the same generated sources, kernel set and linker script (the
+    build has no option for test-only code). The kernel set must be the build's: the generated weights are in
+    its matrix layout (llmcu.layouts), which the reference kernels would misread."""
     target = load_target("qemu-m7", ROOT / "targets")
-    sources = sorted((ROOT / "runtime_c").glob("*.c")) + sorted((ROOT / "runtime_c" / "kernels" / "ref").glob("*.c"))
+    sources = runtime_sources(target.kernel_set)
     sources += [*target.board_sources, build.gen / "model_weights.c", build.gen / "model_data.S"]
     command = [target.cc, *target.all_cflags, *defines, f'-DLLMCU_TARGET_NAME="{target.name}"',
                f"-I{ROOT / 'runtime_c'}", f"-I{build.gen}", f"-I{ROOT / 'targets' / 'cortex-m'}", f"-Wa,-I{build.gen}",
+               f"-I{target.folder}",
                *map(str, sources), "-T", str(build.linker_script), *target.ldflags,
                *(f"-l{lib}" for lib in target.libs), "-o", str(out)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)

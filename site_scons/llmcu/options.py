@@ -216,7 +216,7 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             str,
             "auto|dtcm|axi|sram|sdram|REGION",
         ),
-        Option("stack", "firmware stack size in bytes", "8K", None, _size_in(1024, 1 << 20), "1K..1M"),
+        Option("stack", "firmware stack size in bytes", "8K", None, _size_in(256, 1 << 20), "256..1M"),
         Option(
             "watchdog",
             "firmware watchdog: reset (board) or fault report (QEMU twin) when a forward pass or the console loop "

@@ -219,7 +219,8 @@ def _overflow_lead(end: dict[str, str]) -> str:
         if sp is not None and sp < limit:
             lead += f" (sp={sp:#010x}, {limit - sp:,} bytes below its limit)"
         suggested = 1 << max(size * 2 - 1, 1).bit_length()  # at least twice the size, a power of two
-        lead += f"; build with a larger stack, e.g. stack={suggested // 1024}K"
+        amount = f"{suggested // 1024}K" if suggested >= 1024 else str(suggested)  # never "stack=0K"
+        lead += f"; build with a larger stack, e.g. stack={amount}"
     return f"{lead}; {end.get('exception', 'fault')}"
 
 

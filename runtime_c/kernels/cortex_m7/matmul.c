@@ -161,7 +161,7 @@ void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) 
  * aligned (LDM/LDRD need it; codegen aligns every blob to 16) and rows too long for the program's buffer, which
  * then read the layout element by element.
  */
-#define XE_WORDS 640 /* 2.5 KB of stack: 768 columns in groups of 32 (q8 433 words, q4 458) or of 64 (613, 542) */
+#define XE_WORDS 640 /* 2.5 KB: 768 columns in groups of 32 (q8 433 words, q4 458) or of 64 (613, 542) */
 
 static inline uint32_t load_u32(const void *p) {
     uint32_t v;
@@ -499,7 +499,10 @@ static inline __attribute__((always_inline)) void matmul_quant(float *out, const
         matmul_plain(out, xq, xs, w, ws, rows, cols, group_size, q4, 0);
         return;
     }
-    uint32_t xe[XE_WORDS];
+    /* Static, not on the stack: a 2.5 KB frame would be larger than the MPU guard below the stack (memplan's
+     * STACK_GUARD_BYTES) and could step over it. One matmul runs at a time on the M7 (one core, no threads,
+     * never from an interrupt), so one buffer serves every call. */
+    static uint32_t xe[XE_WORDS];
     int32_t full;
     int fits = q4 ? q4_program(xe, xq, xs, cols, group_size, &full) : q8_program(xe, xq, xs, cols, group_size, &full);
     if (!fits || ((uintptr_t)w & 3u)) {

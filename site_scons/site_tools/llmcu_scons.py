@@ -136,7 +136,7 @@ def _object(build_env, stem, source, gen):
     return built
 
 
-def _program(env, settings: project.BuildSettings, generated: list):
+def _program(env, settings: project.BuildSettings):
     target = settings.target
     gen = settings.gen_dir
     build_env = env.Clone(
@@ -179,7 +179,7 @@ def _link_string(target, source, env) -> str:  # SCons calls strfunctions with (
     return env.subst("$LLMCU_LINKCMD", target=target, source=source)
 
 
-def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage, generated: list):
+def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage):
     """Compile the runtime and the board layer for one firmware image, link it with its planned script."""
     target = image.target
     gen = settings.gen_dir
@@ -275,10 +275,10 @@ def llmcu_build(env, arguments: dict[str, str]):
     if settings.images:
         program = []
         for image in settings.images:
-            program += _firmware(env, settings, image, generated)
+            program += _firmware(env, settings, image)
         program += _flash_algo(env, settings)
     else:
-        program = _program(env, settings, generated)
+        program = _program(env, settings)
     program = list(program) + list(generated)  # the reports and a weights file are outputs nothing links
     env.Default(program)
     env.Alias("build", program)

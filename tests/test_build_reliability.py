@@ -513,7 +513,10 @@ def test_target_file_change_recompiles_every_object(work: Path, models: dict[str
         toml.write_text(original)
     out = out_dir(work, "xr", "qemu-m7")
     compiled = {str(path.relative_to(out)) for path in (out / "obj").rglob("*.o")} - {"obj/gen/model_data.o"}
-    assert {name for name in names if name.startswith("obj/")} == compiled  # C flags; the assembler's did not change
+    objects = {name for name in names if name.startswith("obj/")}
+    # every C object (C flags changed); the assembled data object may follow the regenerated model_data.S (seen
+    # once in a CI run, not reproduced), so it is allowed but not required
+    assert compiled <= objects <= compiled | {"obj/gen/model_data.o"}
     assert GEN_STEP in names  # the memory map is in target.toml, so the linker script is regenerated
 
 

@@ -344,6 +344,42 @@ def test_interrupted_build_rebuilds_to_the_clean_result(
     assert not list(out.rglob("*.tmp")), "a temporary file of the atomic writer was left behind"
 
 
+# A compiler wrapper that stamps every output with one fixed mtime: a rebuild then makes objects whose
+# whole-second timestamps equal the recorded ones, as a fast machine rebuilding within a second does. (A recent
+# instant: SCons trusts recorded signatures of files older than its max_drift, two days, by design.)
+PINNED_MTIME = """#!/bin/sh
+out=; prev=
+for arg in "$@"; do [ "$prev" = "-o" ] && out=$arg; prev=$arg; done
+"{real}" "$@" || exit $?
+[ -n "$out" ] && touch -d @{mtime} "$out"
+exit 0
+"""
+
+
+def test_rebuilt_object_with_the_same_timestamp_still_relinks(
+    tmp_path: Path, snapshot: Path, models: dict[str, Path], reference: dict[str, Path]
+) -> None:
+    """The model's data object rebuilt with new bytes but the same mtime as before (SCons keeps whole
+    seconds): the firmware is relinked. A timestamp-trusting decider kept the old firmware.elf here (seen in
+    CI as a flaky interrupted-build test)."""
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    real = shutil.which("arm-none-eabi-gcc")
+    assert real is not None
+    mtime = int(time.time())
+    (wrappers / "arm-none-eabi-gcc").write_text(PINNED_MTIME.format(real=real, mtime=mtime))
+    (wrappers / "arm-none-eabi-gcc").chmod(0o755)
+    folder = shutil.copytree(models["b"], tmp_path / "models")
+    args = build_args("qemu-m7", f"pinned-{tmp_path.name}")
+    out = out_dir(snapshot, f"pinned-{tmp_path.name}", "qemu-m7")
+    env = {"PATH": f"{wrappers}{os.pathsep}{os.environ['PATH']}"}
+    scons(args, folder, cwd=snapshot, env=env)
+    assert (out / "obj/gen/model_data.o").stat().st_mtime == mtime
+    shutil.copy(models["a"] / "stories260K.bin", folder / "stories260K.bin")
+    scons(args, folder, cwd=snapshot, env=env)
+    assert (out / "firmware.elf").read_bytes() == (reference["qemu-m7"] / "firmware.elf").read_bytes()
+
+
 # ------------------------------------------------------------------------------ reproducible and parallel
 
 

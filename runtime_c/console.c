@@ -57,13 +57,21 @@ int console_parse_u64(const char *text, size_t len, uint64_t *out) {
             return 0;
         }
         uint64_t digit = (uint64_t)(text[i] - '0');
-        if (value > (UINT64_MAX - digit) / 10) {
+        /* Compared with constants: a division by 10 here would pull libgcc's 64-bit division in at -Os. */
+        if (value > UINT64_MAX / 10 || (value == UINT64_MAX / 10 && digit > UINT64_MAX % 10)) {
             return 0; /* does not fit */
         }
         value = value * 10 + digit;
     }
     *out = value;
     return 1;
+}
+
+/* (double)value, correctly rounded, from two 32-bit halves: both convert exactly and hi * 2^32 is exact, so
+ * the one rounding is the sum's. The Cortex-M7's FPU converts 32-bit integers only; (double) of a 64-bit one
+ * pulled about a kilobyte of soft-float code from libgcc into the firmware. */
+static double u64_to_double(uint64_t value) {
+    return (double)(uint32_t)(value >> 32) * 4294967296.0 + (double)(uint32_t)value;
 }
 
 /* value * 10^exp10. Powers of ten up to 1e22 are exact doubles, so for a mantissa below 2^53 and
@@ -146,7 +154,7 @@ int console_parse_float(const char *text, size_t len, float *out) {
     } else if (exp10 > 400) {
         exp10 = 400;
     }
-    *out = (float)scale_by_power_of_ten((double)mantissa, exp10);
+    *out = (float)scale_by_power_of_ten(u64_to_double(mantissa), exp10);
     return 1;
 }
 

@@ -52,6 +52,20 @@ def _symbols(elf_path: Path) -> dict[str, int]:
         return {symbol.name: symbol["st_value"] for symbol in symtab.iter_symbols() if symbol.name}
 
 
+def optimisation_by_file(elf_path: Path) -> dict[str, str]:
+    """The last -O option each of llmcu's C files was compiled with, from DWARF's DW_AT_producer (GCC records
+    its command-line options there); libc's files are left out."""
+    found = {}
+    with open(elf_path, "rb") as stream:
+        for unit in ELFFile(stream).get_dwarf_info().iter_CUs():
+            attributes = unit.get_top_DIE().attributes
+            name = attributes["DW_AT_name"].value.decode()
+            if name.endswith(".c") and not name.startswith(".."):
+                levels = [word for word in attributes["DW_AT_producer"].value.decode().split() if word.startswith("-O")]
+                found[name] = levels[-1]
+    return found
+
+
 @needs_qemu
 @pytest.mark.parametrize("target", ["qemu-m7", "stm32h743"])
 def test_hot_code_links_into_itcm_and_the_twin_runs_it(
@@ -74,6 +88,10 @@ def test_hot_code_links_into_itcm_and_the_twin_runs_it(
     hot = symbols["__llmcu_hot_code_end"] - symbols["__llmcu_hot_code_start"]
     assert 1000 < hot <= itcm_used <= memplan.HOT_CODE_RESERVE
     assert report["code_bytes"] > hot  # counted as code, not as weights or RAM data
+    assert optimisation_by_file(elf) == {
+        name: "-O2" if memplan.is_hot_object(f"obj/{name.rsplit('.', 1)[0]}.o") else "-Os"
+        for name in optimisation_by_file(elf)
+    }, "hot code -O2 (the target's cflags), the rest -Os (its cold_cflags)"
     if target == "qemu-m7":
         case = next(case for case in golden_cases if case["temperature"] == 0)
         run = run_firmware(elf, RunParams(case["prompt"], case["steps"], 0.0, case["topp"], case["seed"]))

@@ -11,6 +11,7 @@ after linking (:mod:`llmcu.elfreport`) says what each region holds.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,14 @@ HOT_CODE_RESERVE = 16 * 1024
 HOT_CODE_REGION = "itcm"
 # Input sections that are hot code, as linker-script patterns (object files of the runtime and libm's expf).
 HOT_CODE_PATTERNS = ("*/kernels/*.o", "*/runtime_c/transformer.o", "*libm.a:lib_a-sf_exp.o")
+
+
+def is_hot_object(path: str) -> bool:
+    """Whether an object file of the build is hot code (what HOT_CODE_PATTERNS put in ITCM): the rest is
+    compiled with the target's cold_cflags."""
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in HOT_CODE_PATTERNS if ":" not in pattern)
+
+
 # Below the stack: an MPU region with no access (targets/cortex-m/stack_guard.c), so that an overflow faults
 # instead of overwriting data. A power of two >= 32 (the MPU's smallest region), aligned to its size, and larger
 # than any function's stack frame: a frame that skipped over the guard would land below it unseen (the optimised

@@ -88,6 +88,9 @@ class Target:
     twin: str = ""  # the target that stands in for this one with hil=qemu
     twin_of: str = ""  # the target this one is the twin of
     kernel_set: str = ""  # optimised kernels in runtime_c/kernels/<kernel_set>/, replacing reference files
+    # Appended for code off the per-token path (board layer, console, tokenizer, sampler, output): -Os where
+    # flash is what runs out, while the kernels and the forward pass keep cflags' -O2.
+    cold_cflags: tuple[str, ...] = ()
     raw: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -219,6 +222,7 @@ def load_target(name: str, targets_dir: Path) -> Target:
         cflags=_strings(flags, "cflags", f"{where} [flags]"),
         ldflags=_strings(flags, "ldflags", f"{where} [flags]"),
         libs=_strings(flags, "libs", f"{where} [flags]"),
+        cold_cflags=_strings(flags, "cold_cflags", f"{where} [flags]"),
         board_sources=sources,
         run_method=method,
         counter_unit=run.get("counter_unit", "ns"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
-from llmcu import codegen, fileio, flashalgo, flashing, linux, project, runs, steps, watchdog
+from llmcu import codegen, fileio, flashalgo, flashing, linux, memplan, project, runs, steps, watchdog
 from llmcu.errors import LlmcuError
 
 # Short command lines unless verbose=1.
@@ -126,6 +126,14 @@ def numerics_defines(settings: project.BuildSettings) -> list[tuple[str, int]]:
 
 
 def _object(build_env, stem, source, gen):
+    target = build_env["LLMCU_TARGET"]
+    if target.cold_cflags and not memplan.is_hot_object(f"{stem}.o"):
+        build_env = build_env.Clone()
+        build_env.Append(CCFLAGS=list(target.cold_cflags))  # after -O2: the last -O wins
+    return _compiled(build_env, stem, source, gen)
+
+
+def _compiled(build_env, stem, source, gen):
     """One object. The generated headers (model_config.h, board_config.h) are found by the C scanner, so only
     the objects that include them wait for and rebuild with them; the weights that model_data.S pulls in with
     .incbin are a dependency no scanner sees. (Making every object depend on every generated file recompiled
@@ -151,6 +159,7 @@ def _program(env, settings: project.BuildSettings):
             *numerics_defines(settings),
         ],
         ASFLAGS=[f"-Wa,-I{gen}"],  # .incbin finds model_data.bin through the assembler's include path
+        LLMCU_TARGET=target,
     )
     build_env.Append(CPPDEFINES=linux.posix_defines(settings))  # the thread pool (runtime_c/parallel.h)
     sanitizer_flags = project.sanitizer_flags(settings.sanitize)  # sanitize=: compile and link with them
@@ -202,6 +211,7 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
         ],
         PROGSUFFIX=".elf",
         LLMCU_IMAGE=image,
+        LLMCU_TARGET=target,
     )
     # watchdog=: the register values for this image's watchdog (the board's, or its twin's)
     build_env.Append(CPPDEFINES=watchdog.defines(target, settings.firmware.watchdog_s if settings.firmware else 0.0))

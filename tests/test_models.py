@@ -8,6 +8,8 @@ import os
 import random
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -746,3 +748,41 @@ def test_oversized_partial_file_is_restarted(server: FileServer, clean_env: Path
     path = models.download_file(remote, clean_env, progress=False)
     assert path.read_bytes() == blob(300_000, 1)
     assert server.requests == [("/fake.bin", None)]  # started from 0, no Range for a part that cannot fit
+
+
+@pytest.mark.fault(
+    area="download",
+    kind="fault",
+    what="two processes download the same model into the cache at once (two builds started together)",
+    sees=r"another llmcu process is downloading into .*; waiting for it to finish",
+)
+def test_concurrent_downloads_of_one_file_fetch_it_once(server: FileServer, clean_env: Path, sees) -> None:
+    """The second process waits for the first (a lock on the cache directory), then finds the verified file:
+    one request, one intact file, no .part appended to by two writers."""
+    remote = fake_preset(server).checkpoint
+    server.stall = 1.0  # the first download is still running when the second starts
+    first: list[Path] = []
+    thread = threading.Thread(target=lambda: first.append(models.download_file(remote, clean_env, progress=False)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    code = (
+        "import sys; from llmcu import models; from llmcu.models import RemoteFile\n"
+        f"remote = RemoteFile({remote.filename!r}, {remote.url!r}, {remote.size!r}, {remote.sha256!r})\n"
+        f"print(models.download_file(remote, {str(clean_env)!r}, progress=False))\n"
+    )
+    second = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "site_scons")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    thread.join(timeout=60)
+    assert second.returncode == 0, second.stderr
+    sees(second.stderr)
+    assert first == [clean_env / "fake.bin"] and second.stdout.strip() == str(clean_env / "fake.bin")
+    assert (clean_env / "fake.bin").read_bytes() == blob(300_000, 1)
+    assert server.requests == [("/fake.bin", None)]
+    assert not (clean_env / "fake.bin.part").exists()

@@ -16,7 +16,7 @@ import os
 import pickle
 import tempfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -82,6 +82,24 @@ def lock_dir(folder: str | os.PathLike[str], on_wait: Callable[[], None] | None 
             on_wait()
         fcntl.flock(handle, fcntl.LOCK_EX)
     return handle
+
+
+@contextlib.contextmanager
+def locked_directory(folder: str | os.PathLike[str], on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the directory itself (its own inode: no lock file is left in it) for the
+    ``with`` block; released when the block ends or the process dies. ``on_wait`` is called first if another
+    process holds it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor drops the lock
 
 
 def set_aside_damaged_database(path: str | os.PathLike[str]) -> str | None:

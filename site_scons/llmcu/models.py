@@ -31,7 +31,7 @@ from tqdm import tqdm
 from . import __version__
 from .config import ModelConfig
 from .errors import CheckpointError, DownloadError, ModelNotFoundError, OptionError
-from .fileio import read_toml, write_text_atomic
+from .fileio import locked_directory, read_toml, write_text_atomic
 
 ENV_MODELS = "LLMCU_MODELS"
 ENV_CACHE = "LLMCU_CACHE"
@@ -537,10 +537,18 @@ def _download(remote: RemoteFile, cache: Path, progress: bool, timeout: float, a
     cache.mkdir(parents=True, exist_ok=True)
     final = cache / remote.filename
     part = final.with_name(final.name + ".part")
-    sha = _fetch_with_retries(remote, part, progress, timeout, attempts)
-    _verify_download(part, remote, sha)
-    os.replace(part, final)
-    _write_stamp(final, sha)
+
+    def waiting() -> None:
+        _warn(f"another llmcu process is downloading into {cache}; waiting for it to finish")
+
+    # One download into the cache at a time: two builds fetching the same model would append to one .part.
+    with locked_directory(cache, on_wait=waiting):
+        if final.is_file() and _size_problem(final, remote) is None and _hash_problem(final, remote) is None:
+            return final  # the process we waited for fetched it
+        sha = _fetch_with_retries(remote, part, progress, timeout, attempts)
+        _verify_download(part, remote, sha)
+        os.replace(part, final)
+        _write_stamp(final, sha)
     return final
 
 

@@ -561,6 +561,8 @@ def test_watchdog_start_sequence(watchdog_firmware: Path) -> None:
     soc.call("board_watchdog_start")
     keys = [(a.seq, a.value) for a in soc.writes("IWDG1_KR")]
     assert [value for _, value in keys] == [0xCCCC, 0x5555, 0xAAAA]
+    # frozen while a debugger halts the core, set before the watchdog starts
+    assert soc.reg("DBGMCU_APB4FZ1") == 1 << 18 and soc.first_write("DBGMCU_APB4FZ1") < keys[0][0]
     # 2 s at 32 kHz: prescaler /16 (PR=2) is the smallest whose reload fits 12 bits; 4,000 ticks -> RLR 3,999.
     assert soc.reg("IWDG1_PR") == 2 and soc.reg("IWDG1_RLR") == 2 * 32000 // 16 - 1
     assert keys[1][0] < soc.first_write("IWDG1_PR") < keys[2][0] and keys[1][0] < soc.first_write("IWDG1_RLR")
@@ -577,7 +579,7 @@ def test_watchdog_off_touches_nothing(firmware: dict) -> None:
     soc = chip(firmware, "nucleo-h743zi")  # built without watchdog=: LLMCU_WATCHDOG is 0
     soc.call("board_watchdog_start")
     soc.call("board_watchdog_kick")
-    assert not soc.iwdg_started and soc.writes("IWDG1_KR") == []
+    assert not soc.iwdg_started and soc.writes("IWDG1_KR") == [] and soc.writes("DBGMCU_APB4FZ1") == []
     assert_clean(soc)
 
 

@@ -267,4 +267,9 @@
 #define IWDG_SR_WVU (1u << 2)
 #define IWDG_RLR_MAX 0xFFFu
 
+/* ---- DBGMCU (0x5C001000): what keeps counting while a debugger halts the core ---- */
+#define DBGMCU_BASE 0x5C001000u
+#define DBGMCU_APB4FZ1 REG32(DBGMCU_BASE + 0x54u)
+#define DBGMCU_APB4FZ1_DBG_IWDG1 (1u << 18) /* IWDG1 stops while the core is halted */
+
 #endif /* LLMCU_STM32H7_H */

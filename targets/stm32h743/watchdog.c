@@ -27,6 +27,9 @@
 void board_watchdog_start(void)
 {
 #if LLMCU_WATCHDOG
+    /* Frozen while a debugger halts the core: otherwise a breakpoint, or pyOCD halting the chip to flash it
+     * again, ends in a watchdog reset under the debugger's feet. No effect without a debugger. */
+    DBGMCU_APB4FZ1 |= DBGMCU_APB4FZ1_DBG_IWDG1;
     IWDG1_KR = IWDG_KR_START; /* starts the LSI and the counter, with the reset values (/4, 0xFFF) */
     IWDG1_KR = IWDG_KR_UNLOCK;
     IWDG1_PR = LLMCU_WATCHDOG_PRESCALER;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,19 @@ def scons(
     if check and result.returncode != 0:
         raise AssertionError(f"scons {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+# The runtime's C contract flags (llmcu.targets.CONTRACT_CFLAGS) and warnings, for host test drivers.
+HOST_C_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wshadow", "-Wdouble-promotion", "-Werror", "-ffp-contract=off",
+                "-fno-fast-math"]  # fmt: skip
+
+
+def host_c_program(program: Path, sources: list[Path], optimisation: str = "-O2") -> Path:
+    """A test driver and runtime sources compiled with the host's gcc (the test is skipped without one)."""
+    import pytest
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not found")
+    command = ["gcc", *HOST_C_FLAGS, optimisation, f"-I{ROOT / 'runtime_c'}", *map(str, sources), "-o", str(program)]
+    subprocess.run(command, check=True)
+    return program

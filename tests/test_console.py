@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, scons
+from buildutil import ROOT, host_c_program, scons
 from llmcu.console import LINE_MAX, encode_command, percent_encode
 from llmcu.errors import OptionError
 from llmcu.project import RunParams
@@ -21,16 +21,8 @@ from llmcu.qemu import QemuSession
 
 @pytest.fixture(scope="module")
 def console_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not found")
-    program = tmp_path_factory.mktemp("console") / "test_console"
-    subprocess.run(
-        ["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Wshadow", "-Wdouble-promotion", "-Werror",
-         "-ffp-contract=off", "-fno-fast-math", f"-I{ROOT / 'runtime_c'}",
-         str(ROOT / "tests" / "c" / "test_console.c"), str(ROOT / "runtime_c" / "console.c"), "-o", str(program)],
-        check=True,
-    )  # fmt: skip
-    return program
+    sources = [ROOT / "tests" / "c" / "test_console.c", ROOT / "runtime_c" / "console.c"]
+    return host_c_program(tmp_path_factory.mktemp("console") / "test_console", sources)
 
 
 def f32_bits(value: float) -> str:

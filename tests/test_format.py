@@ -5,28 +5,21 @@ the M7 firmware 750 bytes of flash), so their shift-and-add arithmetic is checke
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT
+from buildutil import ROOT, host_c_program
 
 U64_MAX = 2**64 - 1
 
 
 @pytest.fixture(scope="module")
 def format_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not found")
-    program = tmp_path_factory.mktemp("format") / "test_format"
-    subprocess.run(
-        ["gcc", "-std=c99", "-Os", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'runtime_c'}",
-         str(ROOT / "tests" / "c" / "test_format.c"), str(ROOT / "runtime_c" / "format.c"), "-o", str(program)],
-        check=True,
-    )  # fmt: skip
-    return program
+    """At -Os, as the M7 firmware compiles format.c (tests/test_hot_code.py)."""
+    sources = [ROOT / "tests" / "c" / "test_format.c", ROOT / "runtime_c" / "format.c"]
+    return host_c_program(tmp_path_factory.mktemp("format") / "test_format", sources, "-Os")
 
 
 def run(program: Path, cases: list[str]) -> list[str]:

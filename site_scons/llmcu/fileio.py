@@ -75,13 +75,18 @@ def lock_dir(folder: str | os.PathLike[str], on_wait: Callable[[], None] | None 
     directory would otherwise write the same objects and signature database at once; the second waits,
     calling ``on_wait`` first so the user knows why nothing happens."""
     handle = (ensure_dir(folder) / ".lock").open("ab")
+    _lock_exclusive(handle.fileno(), on_wait)
+    return handle
+
+
+def _lock_exclusive(fd: int, on_wait: Callable[[], None] | None) -> None:
+    """flock(fd, LOCK_EX), calling ``on_wait`` first when another process holds the lock."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         if on_wait is not None:
             on_wait()
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 @contextlib.contextmanager
@@ -91,12 +96,7 @@ def locked_directory(folder: str | os.PathLike[str], on_wait: Callable[[], None]
     process holds it."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock_exclusive(fd, on_wait)
         yield
     finally:
         os.close(fd)  # closing the only descriptor drops the lock

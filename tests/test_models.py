@@ -43,6 +43,7 @@ class FileServer(ThreadingHTTPServer):
         self.ranges = True
         self.status = 0  # answer every request with this HTTP error
         self.stall = 0.0  # after half the body, wait this long before the rest (a stalled connection)
+        self.gate: threading.Event | None = None  # after half the body, wait until this is set
         self.wrong_range = False  # answer a Range request at another offset than asked
         self.requests: list[tuple[str, str | None]] = []
 
@@ -78,10 +79,13 @@ class RangeHandler(BaseHTTPRequestHandler):
         if self.server.breaks > 0:
             self.server.breaks -= 1
             body = body[: len(body) // 2]
-        if self.server.stall:
+        if self.server.stall or self.server.gate is not None:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
-            time.sleep(self.server.stall)
+            if self.server.gate is not None:
+                self.server.gate.wait(timeout=60)
+            else:
+                time.sleep(self.server.stall)
             body = body[len(body) // 2 :]
         with contextlib.suppress(OSError):  # the client may have given up (a stall)
             self.wfile.write(body)
@@ -758,13 +762,14 @@ def test_oversized_partial_file_is_restarted(server: FileServer, clean_env: Path
 )
 def test_concurrent_downloads_of_one_file_fetch_it_once(server: FileServer, clean_env: Path, sees) -> None:
     """The second process waits for the first (a lock on the cache directory), then finds the verified file:
-    one request, one intact file, no .part appended to by two writers."""
+    one request, one intact file, no .part appended to by two writers. The first download is held halfway
+    until the second process says it waits."""
     remote = fake_preset(server).checkpoint
-    server.stall = 1.0  # the first download is still running when the second starts
+    server.gate = threading.Event()
     first: list[Path] = []
     thread = threading.Thread(target=lambda: first.append(models.download_file(remote, clean_env, progress=False)))
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not server.requests and time.monotonic() < deadline:
         time.sleep(0.01)
     code = (
@@ -772,17 +777,22 @@ def test_concurrent_downloads_of_one_file_fetch_it_once(server: FileServer, clea
         f"remote = RemoteFile({remote.filename!r}, {remote.url!r}, {remote.size!r}, {remote.sha256!r})\n"
         f"print(models.download_file(remote, {str(clean_env)!r}, progress=False))\n"
     )
-    second = subprocess.run(
+    second = subprocess.Popen(
         [sys.executable, "-c", code],
         env=dict(os.environ, PYTHONPATH=str(ROOT / "site_scons")),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
     )
+    try:
+        waiting = second.stderr.readline()  # printed before it blocks on the lock (or its traceback)
+    finally:
+        server.gate.set()
+    out, rest = second.communicate(timeout=60)
     thread.join(timeout=60)
-    assert second.returncode == 0, second.stderr
-    sees(second.stderr)
-    assert first == [clean_env / "fake.bin"] and second.stdout.strip() == str(clean_env / "fake.bin")
+    assert second.returncode == 0, waiting + rest
+    sees(waiting)
+    assert first == [clean_env / "fake.bin"] and out.strip() == str(clean_env / "fake.bin")
     assert (clean_env / "fake.bin").read_bytes() == blob(300_000, 1)
     assert server.requests == [("/fake.bin", None)]
     assert not (clean_env / "fake.bin.part").exists()

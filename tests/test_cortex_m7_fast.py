@@ -1,10 +1,11 @@
 """numerics=fast on the Cortex-M7 twin: not bit-identical to the reference, so shown to stay within the quality
 bounds of tests/test_quality.py, by a mirror that is itself checked bit for bit.
 
-The M7 kernels' fast route changes one thing: softmax, the attention weights and SwiGLU take m7_fast_expf
+The M7 kernels' fast route changes two things: softmax, the attention weights and SwiGLU take m7_fast_expf
 (runtime_c/kernels/cortex_m7/exp_m7.h, <= 1.84 ulp, its bound tested in tests/test_cortex_m7_kernels.py) instead
-of the C library's expf. llmcu.fastmath mirrors that exp in numpy, so the Python reference with it computes what
-the twin computes. The tests check the chain:
+of the C library's expf, and attention fuses its multiply-adds (runtime_c/kernels/cortex_m7/attention.c).
+llmcu.fastmath mirrors both in numpy, so the Python reference with them computes what the twin computes. The
+tests check the chain:
 
 1. the mirror gives m7_fast_expf's bits (the C function compiled on the host, over a sweep of inputs);
 2. the twin built with numerics=fast generates the mirrored reference's tokens (256 greedy tokens);
@@ -75,25 +76,36 @@ def test_mirror_gives_the_c_functions_bits(tmp_path: Path) -> None:
     assert differ.size == 0, [(float(x[i]), f"{got[i]:08x}", f"{want[i]:08x}") for i in differ[:5]]
 
 
-def _fast_reference(ckpt, quant: str) -> Reference:
-    return Reference.from_checkpoint(ckpt, quant, 32, math=fastmath.M7FastMath())
+def _fast_reference(ckpt, quant: str, kv_type: str = "f32") -> Reference:
+    return Reference.from_checkpoint(ckpt, quant, 32, math=fastmath.M7FastMath(), kv_type=kv_type)
 
 
 @needs_qemu
-@pytest.mark.parametrize("quant", ["q8", pytest.param("q4", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    ("quant", "kv_type"),
+    [
+        ("q8", "f32"),
+        ("q8", "q8"),
+        pytest.param("q8", "f16", marks=pytest.mark.slow),
+        pytest.param("q4", "f32", marks=pytest.mark.slow),
+    ],
+)
 def test_fast_twin_equals_the_mirror_and_keeps_the_quality_bounds(
-    quant: str, tmp_path: Path, stories260k: Path, tok512: Path
+    quant: str, kv_type: str, tmp_path: Path, stories260k: Path, tok512: Path
 ) -> None:
-    scons(["target=qemu-m7", "model=260k", f"quant={quant}", "numerics=fast", f"build_dir={tmp_path}"],
-          stories260k.parent)  # fmt: skip
+    """kv_type f32 and f16 take the asm attention for head_size 8, q8 the C one (attend_c_fast)."""
+    options = ["target=qemu-m7", "model=260k", f"quant={quant}", f"kv_type={kv_type}", "numerics=fast"]
+    scons([*options, f"build_dir={tmp_path}"], stories260k.parent)
     elf = next((tmp_path / "qemu-m7").glob(f"260k-{quant}*fast*/firmware.elf"))
     run = run_firmware(elf, RunParams(PROMPT, STEPS, 0.0, 0.9, 1))
     assert run.ok
 
     ckpt, tok = read_checkpoint(stories260k), read_tokenizer(tok512, 512)
-    mirror = generate(_fast_reference(ckpt, quant), tok, PROMPT, STEPS, 0.0, 0.9, 1)
+    mirror = generate(_fast_reference(ckpt, quant, kv_type), tok, PROMPT, STEPS, 0.0, 0.9, 1)
     assert run.token_sequence() == mirror.tokens[: len(run.token_sequence())]
     assert len(run.token_sequence()) == len(mirror.tokens)
+    if kv_type != "f32":
+        return  # the quality bounds below are the weights' quantization's, measured with the float cache
 
     # Teacher forcing on fp32's greedy sequence (llmcu.quality.compare's measure, with the fast exp).
     baseline = fp32_baseline(ckpt, tok, PROMPT, STEPS)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .reference import F32, CMath, c_math
+from .reference import F32, CMath, c_math, sequential_sum
 
 EXP_HEADER = Path(__file__).resolve().parents[2] / "runtime_c" / "kernels" / "cortex_m7" / "exp_m7.h"
 
@@ -102,3 +102,23 @@ class M7FastMath(CMath):
 
     def powf(self, base: float, exponents: np.ndarray) -> np.ndarray:
         return self.base.powf(base, exponents)
+
+    def attention(self, keys: np.ndarray, values: np.ndarray, heads: np.ndarray) -> np.ndarray:
+        """runtime_c/kernels/cortex_m7/attention.c under numerics=fast, operation by operation: q scaled by
+        1/sqrt(head_size); a score is an FMA chain over the even elements plus one over the odd ones; the
+        unnormalised exp weights are fused into each output's sum in position order, then times 1/sum."""
+        head_size = heads.shape[-1]
+        scaled = (heads[0] * (F32(1.0) / np.sqrt(F32(head_size)))).astype(F32)  # (head, head_size)
+        chains = []
+        for first in (0, 1)[: min(head_size, 2)]:
+            chain = (keys[:, :, first] * scaled[:, first]).astype(F32)
+            for i in range(first + 2, head_size, 2):
+                chain = fmaf(np.broadcast_to(scaled[:, i], chain.shape), keys[:, :, i], chain)
+            chains.append(chain)
+        scores = chains[0] if len(chains) == 1 else (chains[0] + chains[1]).astype(F32)  # (t, head)
+        weights = self.expf((scores - np.max(scores, axis=0, keepdims=True)).astype(F32))
+        inv_sum = (F32(1.0) / sequential_sum(weights, axis=0)).astype(F32)
+        out = np.zeros(heads.shape[1:], dtype=F32)
+        for t in range(keys.shape[0]):
+            out = fmaf(np.broadcast_to(weights[t][:, None], out.shape), values[t], out)
+        return (out * inv_sum[:, None]).astype(F32)

@@ -62,6 +62,15 @@ class CMath:
         with np.errstate(over="ignore", under="ignore"):
             return np.power(np.float64(F32(base)), np.asarray(exponents, dtype=np.float64)).astype(F32)
 
+    def attention(self, keys: np.ndarray, values: np.ndarray, heads: np.ndarray) -> np.ndarray:
+        """The contract's attention for every head at once: keys and values ``(t, head, head_size)``, the
+        queries ``(1, head, head_size)``; scores ``q . k / sqrt(head_size)``, softmax over ``t``, the weighted
+        sum of the values in position order. Numerics that compute it another way (llmcu.fastmath) override it."""
+        head_size = heads.shape[-1]
+        scores = (sequential_sum(keys * heads, axis=2) / np.sqrt(F32(head_size))).astype(F32)
+        att = softmax(scores, self, axis=0)
+        return sequential_sum(att[:, :, None] * values, axis=0)
+
 
 class HostCMath(CMath):
     """The host C library's functions, called through ctypes.
@@ -423,7 +432,4 @@ class Reference:
         keys = np.repeat(keys, kv_mul, axis=1)  # head h reads kv head h // kv_mul
         values = np.repeat(values, kv_mul, axis=1)
         heads = q.reshape(1, cfg.n_heads, head_size)
-        scores = (sequential_sum(keys * heads, axis=2) / np.sqrt(F32(head_size))).astype(F32)
-        att = softmax(scores, self.cmath, axis=0)
-        out = sequential_sum(att[:, :, None] * values, axis=0)
-        return out.reshape(cfg.dim).astype(F32)
+        return self.cmath.attention(keys, values, heads).reshape(cfg.dim).astype(F32)

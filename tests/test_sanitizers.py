@@ -92,7 +92,7 @@ def test_sanitize_values() -> None:
     assert parse_sanitize("1") == parse_sanitize("undefined,address") == ("address", "undefined")
     assert parse_sanitize("thread") == ("thread",) and parse_sanitize("undefined,thread") == ("thread", "undefined")
     assert project.sanitizer_flags(("address", "undefined")) == [
-        "-fsanitize=address,undefined",
+        "-fsanitize=address,undefined,float-cast-overflow",
         "-fno-sanitize-recover=all",
         "-fno-omit-frame-pointer",
     ]
@@ -195,6 +195,16 @@ def test_sanitized_builds_live_apart(stories260k: Path, monkeypatch: pytest.Monk
                 kind="fault",
                 what="a signed integer overflow, compiled with sanitize=1's flags",
                 sees=r"runtime error: signed integer overflow: 2147483647 \+ 1",
+            ),
+        ),
+        pytest.param(
+            "float f = 3e9f * (float)argc; return (int)f & 1;",
+            marks=pytest.mark.fault(
+                area="runtime",
+                kind="fault",
+                what="a float converted to an int it does not fit (UB in C; GCC's undefined leaves it out, sanitize=1 "
+                "adds float-cast-overflow)",
+                sees=r"runtime error: 3e\+09 is outside the range of representable values of type 'int'",
             ),
         ),
     ],

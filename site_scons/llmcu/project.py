@@ -33,7 +33,10 @@ def sanitizer_flags(sanitize: tuple[str, ...]) -> list[str]:
     so a test sees a non-zero exit status) and frames keep their pointer for readable stack traces."""
     if not sanitize:
         return []
-    return [f"-fsanitize={','.join(sanitize)}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+    # GCC's "undefined" leaves out float-to-integer conversions that overflow (UB in C: the quantizers and
+    # the tokenizer's casts must clamp first); checked too.
+    checks = [*sanitize, "float-cast-overflow"] if "undefined" in sanitize else list(sanitize)
+    return [f"-fsanitize={','.join(checks)}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 
 
 def options_table() -> list[Option]:

@@ -126,6 +126,7 @@ def numerics_defines(settings: project.BuildSettings) -> list[tuple[str, int]]:
 
 
 def _object(build_env, stem, source, gen):
+    """One object, with the target's cold_cflags unless it is hot code (llmcu.memplan.is_hot_object)."""
     target = build_env["LLMCU_TARGET"]
     if target.cold_cflags and not memplan.is_hot_object(f"{stem}.o"):
         build_env = build_env.Clone()

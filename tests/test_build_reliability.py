@@ -181,12 +181,14 @@ exec "{real}" "$@"
 """
 
 
-def compiler_wrappers(folder: Path) -> Path:
+def compiler_wrappers(folder: Path, script: str = STALL_LINK, **fields: object) -> Path:
+    """``folder`` holding gcc and arm-none-eabi-gcc as ``script`` (formatted with the real compiler's path as
+    ``real`` and ``fields``), to put first in PATH."""
     folder.mkdir()
     for name in ("gcc", "arm-none-eabi-gcc"):
         real = shutil.which(name)
         assert real is not None, name
-        (folder / name).write_text(STALL_LINK.format(real=real))
+        (folder / name).write_text(script.format(real=real, **fields))
         (folder / name).chmod(0o755)
     return folder
 
@@ -362,13 +364,8 @@ def test_rebuilt_object_with_the_same_timestamp_still_relinks(
     """The model's data object rebuilt with new bytes but the same mtime as before (SCons keeps whole
     seconds): the firmware is relinked. A timestamp-trusting decider kept the old firmware.elf here (seen in
     CI as a flaky interrupted-build test)."""
-    wrappers = tmp_path / "bin"
-    wrappers.mkdir()
-    real = shutil.which("arm-none-eabi-gcc")
-    assert real is not None
     mtime = int(time.time())
-    (wrappers / "arm-none-eabi-gcc").write_text(PINNED_MTIME.format(real=real, mtime=mtime))
-    (wrappers / "arm-none-eabi-gcc").chmod(0o755)
+    wrappers = compiler_wrappers(tmp_path / "bin", PINNED_MTIME, mtime=mtime)
     folder = shutil.copytree(models["b"], tmp_path / "models")
     args = build_args("qemu-m7", f"pinned-{tmp_path.name}")
     out = out_dir(snapshot, f"pinned-{tmp_path.name}", "qemu-m7")

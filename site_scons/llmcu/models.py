@@ -465,7 +465,7 @@ def _check_search_dir_file(path: Path, remote: RemoteFile) -> Path | None:
 def _check_cache_file(path: Path, remote: RemoteFile, can_download: bool) -> Path | None:
     if not path.is_file():
         return None
-    problem = _size_problem(path, remote) or _hash_problem(path, remote)
+    problem = _cache_problem(path, remote)
     if problem is None:
         return path
     if can_download:
@@ -475,6 +475,11 @@ def _check_cache_file(path: Path, remote: RemoteFile, can_download: bool) -> Pat
         f"{problem}: the cached file is damaged or outdated. Delete it, or allow downloading (unset "
         f"{ENV_OFFLINE}) to replace it, or put the right file ({remote.describe()}) there."
     )
+
+
+def _cache_problem(path: Path, remote: RemoteFile) -> str | None:
+    """Why the cached file ``path`` is not ``remote`` (size first, then the stamped or computed sha256), or None."""
+    return _size_problem(path, remote) or _hash_problem(path, remote)
 
 
 def _size_problem(path: Path, remote: RemoteFile) -> str | None:
@@ -543,7 +548,7 @@ def _download(remote: RemoteFile, cache: Path, progress: bool, timeout: float, a
 
     # One download into the cache at a time: two builds fetching the same model would append to one .part.
     with locked_directory(cache, on_wait=waiting):
-        if final.is_file() and _size_problem(final, remote) is None and _hash_problem(final, remote) is None:
+        if final.is_file() and _cache_problem(final, remote) is None:
             return final  # the process we waited for fetched it
         sha = _fetch_with_retries(remote, part, progress, timeout, attempts)
         _verify_download(part, remote, sha)

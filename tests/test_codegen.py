@@ -13,7 +13,7 @@ from llmcu.checkpoint import random_checkpoint, read_checkpoint
 from llmcu.codegen import DATA_FILE, GENERATED_FILES, generate, tokenizer_blobs
 from llmcu.config import ModelConfig
 from llmcu.errors import LlmcuError, OptionError
-from llmcu.quantize import QuantPlan, quantize_matrix
+from llmcu.quantize import QuantizedMatrix, QuantPlan, quantize_checkpoint
 from llmcu.tokenizer import Tokenizer, read_tokenizer
 
 SMALL = ModelConfig(dim=16, hidden_dim=40, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512, seq_len=32,
@@ -38,7 +38,8 @@ def _symbols(assembly: str) -> dict[str, tuple[str, int, int]]:
 
 def test_every_tensor_has_its_symbol_section_and_bytes(tmp_path: Path, tok: Tokenizer) -> None:
     ckpt = random_checkpoint(SMALL, seed=3)
-    model = generate(ckpt, tok, QuantPlan.parse("q4", 8, "tok_embeddings=q8"), tmp_path, model_name="small")
+    plan = QuantPlan.parse("q4", 8, "tok_embeddings=q8")
+    model = generate(ckpt, tok, plan, tmp_path, model_name="small")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(GENERATED_FILES)
     symbols = _symbols((tmp_path / "model_data.S").read_text())
     assert set(symbols) == {blob.symbol for blob in model.blobs}
@@ -48,7 +49,9 @@ def test_every_tensor_has_its_symbol_section_and_bytes(tmp_path: Path, tok: Toke
         assert section.endswith(blob.symbol) and offset % 16 == 0
         assert data[offset : offset + size] == blob.data
     # Spot-check the bytes: layer 1's w2 in q4 and the unshared classifier's scales.
-    w2 = quantize_matrix(ckpt.weights["w2"][1], "q4", 8)
+    stack = quantize_checkpoint(ckpt, plan)["w2"]  # the build's fit (calibrated GPTQ), layer 1
+    assert stack.scales is not None
+    w2 = QuantizedMatrix("q4", 8, stack.q[1], stack.scales[1])
     section, offset, size = symbols["llmcu_w_w2_l1"]
     assert data[offset : offset + size] == w2.storage()[0]
     assert size == 16 * (40 // 2)

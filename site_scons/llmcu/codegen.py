@@ -23,7 +23,7 @@ from .config import LAYER_MATRICES, ModelConfig
 from .errors import LlmcuError, OptionError
 from .fileio import write_bytes_atomic, write_text_atomic
 from .kvcache import KV_CODES, KV_TYPES, check_kv_type, kv_cache_bytes
-from .quantize import QTYPES, QuantizedMatrix, QuantPlan, TensorReport, error_report, quantize_model
+from .quantize import QTYPES, QuantizedMatrix, QuantPlan, TensorReport, error_report, quantize_checkpoint
 from .templating import environment
 from .tokenizer import Tokenizer, read_tokenizer, sorted_order
 from .weightsfile import WeightsFileLayout
@@ -253,7 +253,7 @@ def prepare(
     context = config.seq_len if seq_len in (None, 0) else int(seq_len)
     if not 1 <= context <= config.seq_len:
         raise OptionError(f"seq_len={seq_len} is outside 1..{config.seq_len} (the model's context length)")
-    quantized = quantize_model(ckpt.weights, plan)
+    quantized = quantize_checkpoint(ckpt, plan, tok, show_progress=progress)
     reports = quantization_reports(ckpt, quantized, progress=progress)
     blobs = weight_blobs(ckpt, quantized, weight_layout)
     if rope_table:

@@ -4,37 +4,39 @@ The arithmetic is specified in ``runtime_c/README.md`` ("The numeric contract");
 definition. A row whose length is not a multiple of the group size ends in a shorter group (stories260K's
 hidden_dim of 172 with groups of 32 gives five groups of 32 and one of 12), so nothing is rejected and
 nothing is silently misaligned.
+
+What the kernels read is fixed: a float32 scale per group and integer codes (q8 -127..127, q4 -8..7). How the
+weights are fitted to it is not: llmcu.fitting has the fits (``absmax``, ``search``, ``gptq``) and
+llmcu.calibration the activation statistics the better ones use. Activations and the KV cache are quantized
+at run time by the contract's absmax rule (:func:`quantize_groups`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import QuantizationError
+from .fitting import absmax_groups, group_bounds, round_half_away  # noqa: F401 - the contract's names, here too
+from .fitting import fit as fit_matrix
 
 QTYPES = ("fp32", "q8", "q4")
 QMAX = {"q8": 127, "q4": 7}
-
-
-def round_half_away(values: np.ndarray) -> np.ndarray:
-    """C's ``roundf``: halves round away from zero. Computed in float64, where ``|v| + 0.5`` is exact."""
-    wide = values.astype(np.float64)
-    return np.sign(wide) * np.floor(np.abs(wide) + 0.5)
+# How a build fits its weights (llmcu.fitting) and what text calibrates the fit (llmcu.calibration).
+FITS = ("gptq", "search", "absmax")
+DEFAULT_FIT = "gptq"
+DEFAULT_CALIBRATION = "sampled"
 
 
 def group_count(cols: int, group_size: int) -> int:
     return -(-cols // group_size)
 
 
-def group_bounds(cols: int, group_size: int) -> list[tuple[int, int]]:
-    """The ``[start, end)`` column range of each group of a row."""
-    return [(start, min(start + group_size, cols)) for start in range(0, cols, group_size)]
-
-
 def quantize_groups(matrix: np.ndarray, group_size: int, qmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """Quantize each row of a float32 ``(rows, cols)`` matrix in groups.
+    """Quantize each row of a float32 ``(rows, cols)`` matrix in groups by the contract's absmax rule (what
+    the runtime does to activations and the KV cache; llama2.c's weight fit).
 
     Returns ``(q, scales)``: ``q`` int8 ``(rows, cols)`` and ``scales`` float32 ``(rows, ngroups)``.
     """
@@ -42,22 +44,7 @@ def quantize_groups(matrix: np.ndarray, group_size: int, qmax: int) -> tuple[np.
         raise QuantizationError(f"expected a matrix, got shape {matrix.shape}")
     if group_size < 1:
         raise QuantizationError(f"group size must be positive, got {group_size}")
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    rows, cols = matrix.shape
-    q = np.zeros((rows, cols), dtype=np.int8)
-    scales = np.zeros((rows, group_count(cols, group_size)), dtype=np.float32)
-    qmax_f = np.float32(qmax)
-    for g, (start, end) in enumerate(group_bounds(cols, group_size)):
-        block = matrix[:, start:end]
-        amax = np.max(np.abs(block), axis=1)
-        scale = (amax / qmax_f).astype(np.float32)
-        scales[:, g] = scale
-        safe = np.where(scale == 0, np.float32(1), scale).astype(np.float32)
-        ratio = (block / safe[:, None]).astype(np.float32)
-        rounded = np.clip(round_half_away(ratio), -qmax, qmax)
-        rounded[scale == 0, :] = 0
-        q[:, start:end] = rounded.astype(np.int8)
-    return q, scales
+    return absmax_groups(matrix, group_size, qmax)
 
 
 def quantize_vector(x: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +54,7 @@ def quantize_vector(x: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndar
 
 
 def pack_q4(q: np.ndarray) -> np.ndarray:
-    """Pack int4 values in ``[-7, 7]`` two per byte, ``q + 8``, even column in the low nibble.
+    """Pack int4 values in ``[-8, 7]`` two per byte, ``q + 8``, even column in the low nibble.
 
     Each row starts on a byte boundary; an odd-length row's last high nibble is 0.
     """
@@ -130,22 +117,30 @@ class QuantizedMatrix:
         return len(weights) + len(scales)
 
 
-def quantize_matrix(tensor: np.ndarray, qtype: str, group_size: int) -> QuantizedMatrix:
-    """Quantize a ``(rows, cols)`` or ``(layers, rows, cols)`` float32 tensor."""
+def quantize_matrix(
+    tensor: np.ndarray,
+    qtype: str,
+    group_size: int,
+    fit: str = "search",
+    hessians: Sequence[np.ndarray | None] | None = None,
+) -> QuantizedMatrix:
+    """Quantize a ``(rows, cols)`` or ``(layers, rows, cols)`` float32 tensor with the ``fit`` of
+    llmcu.fitting; ``hessians``: per layer (one for a matrix) its input's ``E[x x^T]``, or None."""
     if qtype not in QTYPES:
         raise QuantizationError(f"unknown quantization type {qtype!r}; allowed: {', '.join(QTYPES)}")
     tensor = np.asarray(tensor, dtype=np.float32)
     if qtype == "fp32":
         return QuantizedMatrix("fp32", group_size, tensor.copy(), None)
-    lead = tensor.shape[:-2]
-    rows, cols = tensor.shape[-2:]
-    q, scales = quantize_groups(tensor.reshape(-1, cols), group_size, QMAX[qtype])
-    return QuantizedMatrix(
-        qtype,
-        group_size,
-        q.reshape(*lead, rows, cols),
-        scales.reshape(*lead, rows, group_count(cols, group_size)),
-    )
+    if tensor.ndim not in (2, 3):
+        raise QuantizationError(f"expected a matrix or a stack of matrices, got shape {tensor.shape}")
+    if group_size < 1:
+        raise QuantizationError(f"group size must be positive, got {group_size}")
+    stack = tensor.reshape(-1, *tensor.shape[-2:])
+    hessians = list(hessians) if hessians is not None else [None] * len(stack)
+    fitted = [fit_matrix(matrix, qtype, group_size, fit, h) for matrix, h in zip(stack, hessians, strict=True)]
+    q = np.stack([pair[0] for pair in fitted]).reshape(tensor.shape)
+    scales = np.stack([pair[1] for pair in fitted])
+    return QuantizedMatrix(qtype, group_size, q, scales.reshape(*tensor.shape[:-1], scales.shape[-1]))
 
 
 @dataclass(frozen=True)
@@ -199,12 +194,16 @@ class QuantPlan:
     default: str = "fp32"
     group_size: int = 32
     overrides: tuple[tuple[str, str], ...] = ()
+    fit: str = DEFAULT_FIT  # llmcu.fitting's method
+    calibration: str = DEFAULT_CALIBRATION  # llmcu.calibration's source: sampled, none or a text file's path
 
     def __post_init__(self) -> None:
         from .config import MATRIX_KINDS
 
         if self.default not in QTYPES:
             raise QuantizationError(f"unknown quant {self.default!r}; allowed: {', '.join(QTYPES)}")
+        if self.fit not in FITS:
+            raise QuantizationError(f"unknown fit {self.fit!r}; allowed: {', '.join(FITS)}")
         if self.group_size < 2 or self.group_size % 2:
             raise QuantizationError(f"group_size must be an even number >= 2, got {self.group_size}")
         for kind, qtype in self.overrides:
@@ -216,7 +215,14 @@ class QuantPlan:
                 raise QuantizationError(f"quant override {kind}={qtype}: unknown type; allowed: {', '.join(QTYPES)}")
 
     @classmethod
-    def parse(cls, default: str, group_size: int, overrides: str = "") -> QuantPlan:
+    def parse(
+        cls,
+        default: str,
+        group_size: int,
+        overrides: str = "",
+        fit: str = DEFAULT_FIT,
+        calibration: str = DEFAULT_CALIBRATION,
+    ) -> QuantPlan:
         """Build a plan from command-line text: ``overrides`` is ``kind=qtype[,kind=qtype...]``."""
         pairs: list[tuple[str, str]] = []
         for item in filter(None, (part.strip() for part in overrides.split(","))):
@@ -224,7 +230,7 @@ class QuantPlan:
             if not sep:
                 raise QuantizationError(f"quant override {item!r} is not of the form kind=qtype (e.g. w2=q8)")
             pairs.append((kind.strip(), qtype.strip()))
-        return cls(default, group_size, tuple(pairs))
+        return cls(default, group_size, tuple(pairs), fit, calibration)
 
     def qtype(self, kind: str) -> str:
         return dict(self.overrides).get(kind, self.default)
@@ -235,13 +241,76 @@ class QuantPlan:
         extras = "".join(f"+{kind}={qtype}" for kind, qtype in sorted(self.overrides))
         return self.default + extras
 
+    @property
+    def quantized(self) -> bool:
+        return self.default != "fp32" or any(qtype != "fp32" for _, qtype in self.overrides)
 
-def quantize_model(weights: dict[str, np.ndarray], plan: QuantPlan) -> dict[str, QuantizedMatrix]:
-    """Quantize every matrix kind present in ``weights`` (a checkpoint's float32 tensors) per ``plan``."""
+    @property
+    def calibrated(self) -> bool:
+        """Whether quantizing with this plan reads calibration statistics."""
+        from .calibration import NONE
+
+        return self.quantized and self.fit != "absmax" and self.calibration != NONE
+
+    def with_types(self, default: str, overrides: dict[str, str]) -> QuantPlan:
+        """The same fit and calibration with other types (``overrides`` equal to ``default`` are dropped)."""
+        kept = tuple(sorted((kind, qtype) for kind, qtype in overrides.items() if qtype != default))
+        return QuantPlan(default, self.group_size, kept, self.fit, self.calibration)
+
+
+def quantize_model(
+    weights: dict[str, np.ndarray],
+    plan: QuantPlan,
+    calibration: object = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, QuantizedMatrix]:
+    """Quantize every matrix kind present in ``weights`` (a checkpoint's float32 tensors) per ``plan``;
+    ``calibration`` (llmcu.calibration.Calibration) steers the fit; ``progress`` gets 1 per matrix done."""
     from .config import MATRIX_KINDS
 
-    return {
-        kind: quantize_matrix(weights[kind], plan.qtype(kind), plan.group_size)
-        for kind in MATRIX_KINDS
-        if kind in weights
-    }
+    out = {}
+    for kind in MATRIX_KINDS:
+        if kind not in weights:
+            continue
+        out[kind] = quantize_kind(weights[kind], kind, plan.qtype(kind), plan.group_size, plan.fit, calibration)
+        if progress is not None:
+            progress(1 if np.ndim(weights[kind]) == 2 else int(np.shape(weights[kind])[0]))
+    return out
+
+
+def quantize_kind(
+    tensor: np.ndarray, kind: str, qtype: str, group_size: int, fit: str, calibration: object = None
+) -> QuantizedMatrix:
+    """One matrix kind (all its layers) with the statistics ``calibration`` holds for its input."""
+    layers = None if np.ndim(tensor) == 2 else int(np.shape(tensor)[0])
+    hessians = None
+    if calibration is not None and qtype != "fp32" and fit != "absmax":
+        if layers is None:
+            hessians = [calibration.hessian(kind)]  # type: ignore[attr-defined]
+        else:
+            hessians = [calibration.hessian(kind, layer) for layer in range(layers)]  # type: ignore[attr-defined]
+    return quantize_matrix(tensor, qtype, group_size, fit, hessians)
+
+
+def quantize_checkpoint(
+    ckpt: object, plan: QuantPlan, tokenizer: object = None, show_progress: bool = False
+) -> dict[str, QuantizedMatrix]:
+    """Calibrate (when the plan's fit reads statistics) and quantize a checkpoint: what every build and the
+    Python reference do, so that they hold the same codes."""
+    from . import calibration
+
+    stats = None
+    if plan.calibrated:
+        stats = calibration.calibrate(ckpt, plan.calibration, tokenizer, show_progress)  # type: ignore[arg-type]
+    weights = ckpt.weights  # type: ignore[attr-defined]
+    bar = None
+    if show_progress and plan.quantized:
+        from tqdm import tqdm
+
+        total = sum(1 if np.ndim(w) == 2 else int(np.shape(w)[0]) for w in weights.values() if np.ndim(w) >= 2)
+        bar = tqdm(total=total, desc=f"quantizing ({plan.fit})", unit="matrix", leave=False, dynamic_ncols=True)
+    try:
+        return quantize_model(weights, plan, stats, bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()

@@ -27,7 +27,14 @@ from .checkpoint import Checkpoint
 from .config import LAYER_MATRICES, MATRIX_KINDS, ModelConfig
 from .errors import OptionError
 from .kvcache import check_kv_type, stored
-from .quantize import QuantizedMatrix, QuantPlan, quantize_model, quantize_vector
+from .quantize import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_FIT,
+    QuantizedMatrix,
+    QuantPlan,
+    quantize_checkpoint,
+    quantize_vector,
+)
 
 F32 = np.float32
 RMS_EPS = F32(1e-5)
@@ -367,10 +374,25 @@ class Reference:
         overrides: dict[str, str] | None = None,
         math: str | CMath = "auto",
         kv_type: str = "f32",
+        fit: str = DEFAULT_FIT,
+        calibration: str = DEFAULT_CALIBRATION,
     ) -> Reference:
-        """A reference whose matrices are quantized with ``quant`` (norm weights stay fp32)."""
-        plan = QuantPlan(quant, group_size, tuple((overrides or {}).items()))
-        return cls(ckpt, quantize_model(ckpt.weights, plan), math=math, kv_type=kv_type)
+        """A reference whose matrices are quantized with ``quant`` (norm weights stay fp32), fitted and
+        calibrated as a build with the same options fits them."""
+        plan = QuantPlan(quant, group_size, tuple((overrides or {}).items()), fit, calibration)
+        return cls.from_plan(ckpt, plan, math=math, kv_type=kv_type)
+
+    @classmethod
+    def from_plan(
+        cls,
+        ckpt: Checkpoint,
+        plan: QuantPlan,
+        tokenizer: object = None,
+        math: str | CMath = "auto",
+        kv_type: str = "f32",
+    ) -> Reference:
+        """A reference quantized by ``plan`` (``tokenizer``: for a calibration text file)."""
+        return cls(ckpt, quantize_checkpoint(ckpt, plan, tokenizer), math=math, kv_type=kv_type)
 
     @staticmethod
     def _complete_plan(ckpt: Checkpoint, plan: dict[str, QuantizedMatrix]) -> dict[str, QuantizedMatrix]:

@@ -198,6 +198,37 @@ def collect(
     return Calibration(source=label, tokens=seen, totals=model.totals, sequences=history)
 
 
+def log_probs(ckpt: Checkpoint, sequences: Sequence[Sequence[int]], max_tokens: int = 1024) -> np.ndarray:
+    """The model's next-token log-probabilities (float32, one row per position) over ``sequences`` read
+    teacher-forced, up to ``max_tokens`` positions in all: what llmcu.autoquant compares mixes by."""
+    kept, budget = [], max_tokens
+    for sequence in sequences:
+        if budget <= 0:
+            break
+        kept.append(list(sequence[: min(budget, ckpt.config.seq_len)]))
+        budget -= len(kept[-1])
+    kept = [s for s in kept if s]
+    if not kept:
+        raise QuantizationError("calibration got no tokens")
+    model = _BatchModel(ckpt, len(kept), max(len(s) for s in kept))
+    model._record = lambda *args: None  # type: ignore[method-assign] - no statistics wanted here
+    rows = []
+    with np.errstate(over="ignore"):
+        for pos in range(max(len(s) for s in kept)):
+            active = np.array([pos < len(s) for s in kept])
+            tokens = np.array([s[pos] if pos < len(s) else 0 for s in kept], dtype=np.int64)
+            logits = model.step(tokens, pos, active)[active].astype(np.float64)
+            shifted = logits - logits.max(axis=-1, keepdims=True)
+            rows.append((shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32))
+    return np.concatenate(rows)
+
+
+def mean_kl(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Mean over positions of KL(reference || candidate), both log-probabilities."""
+    p = reference.astype(np.float64)
+    return float(np.mean(np.sum(np.exp(p) * (p - candidate.astype(np.float64)), axis=-1)))
+
+
 def text_sequences(path: Path, seq_len: int, tokenizer: object) -> list[list[int]]:
     """A UTF-8 text file encoded with the model's tokenizer, cut into sequences of the context length."""
     try:

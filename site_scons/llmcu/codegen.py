@@ -66,6 +66,9 @@ class GeneratedModel:
     data: bytes = b""
     max_token_length: int = 1
     weight_layout: str = layouts.REFERENCE  # how the kernel set reads the quantized matrices (llmcu.layouts)
+    quality: dict[str, object] | None = None  # llmcu.quality.build_quality's figures, when measured
+    quality_note: str = ""  # why quality was not measured
+    auto_steps: tuple[str, ...] = ()  # quant=auto: what it chose and why (llmcu.autoquant)
 
     @property
     def rope_table(self) -> bool:
@@ -239,10 +242,13 @@ def prepare(
     progress: bool = False,
     rope_table: bool = False,
     weight_layout: str = layouts.REFERENCE,
+    quantized: dict[str, QuantizedMatrix] | None = None,
+    reports: bool = True,
 ) -> GeneratedModel:
     """Check the inputs, quantize ``ckpt`` per ``plan`` and lay out the data file; nothing is written.
     ``rope_table``: add RoPE's cosines and sines for every position (:func:`rope_table`). ``weight_layout``: how
-    the quantized matrices are arranged, for the kernel set being built (llmcu.layouts)."""
+    the quantized matrices are arranged, for the kernel set being built (llmcu.layouts). ``quantized``: the
+    matrices when they are already quantized per ``plan`` (quant=auto assembles them)."""
     config = ckpt.config
     check_kv_type(kv_type)
     if len(tok.pieces) != config.vocab_size:
@@ -253,15 +259,16 @@ def prepare(
     context = config.seq_len if seq_len in (None, 0) else int(seq_len)
     if not 1 <= context <= config.seq_len:
         raise OptionError(f"seq_len={seq_len} is outside 1..{config.seq_len} (the model's context length)")
-    quantized = quantize_checkpoint(ckpt, plan, tok, show_progress=progress)
-    reports = quantization_reports(ckpt, quantized, progress=progress)
+    if quantized is None:
+        quantized = quantize_checkpoint(ckpt, plan, tok, show_progress=progress)
+    tensor_reports = quantization_reports(ckpt, quantized, progress=progress) if reports else []
     blobs = weight_blobs(ckpt, quantized, weight_layout)
     if rope_table:
         blobs.append(rope_table_blob(config, context))
     blobs += tokenizer_blobs(tok)
     data = layout(blobs)
     max_token_length = max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1))
-    return GeneratedModel(config, context, plan, blobs, reports, kv_type, data, max_token_length, weight_layout)
+    return GeneratedModel(config, context, plan, blobs, tensor_reports, kv_type, data, max_token_length, weight_layout)
 
 
 def write_sources(
@@ -357,9 +364,17 @@ def generate(
 def write_quant_report(model: GeneratedModel, json_path: str | Path, markdown_path: str | Path) -> None:
     """The per-tensor quantization report as JSON and as a Markdown table."""
     rows = [report.as_dict() for report in model.reports]
+    plan = model.plan
     summary = {
-        "quant": model.plan.name,
-        "group_size": model.plan.group_size,
+        "quant": plan.name,
+        "group_size": plan.group_size,
+        "default": plan.default,
+        "overrides": dict(plan.overrides),
+        "fit": plan.fit,
+        "calibration": plan.calibration,
+        "quality": model.quality,
+        "quality_note": model.quality_note,
+        "auto_steps": list(model.auto_steps),
         "weight_bytes": model.weight_bytes(),
         "tokenizer_bytes": model.tokenizer_bytes(),
         "kv_type": model.kv_type,
@@ -372,7 +387,22 @@ def write_quant_report(model: GeneratedModel, json_path: str | Path, markdown_pa
         "",
         f"Weights {model.weight_bytes():,} bytes, tokenizer {model.tokenizer_bytes():,} bytes, "
         f"KV cache {model.kv_cache_bytes():,} bytes ({model.kv_type}).",
+        f"Fit: {plan.fit}" + (f", calibrated on {plan.calibration}" if plan.calibrated else "") + ".",
         "",
+    ]
+    if model.quality is not None:
+        q = model.quality
+        lines += [
+            f"Quality against fp32, teacher-forced on fp32's greedy continuation of {q['prompt']!r} "
+            f"({q['positions']} positions): top-1 agreement {q['top1']:.3f}, mean KL {q['mean_kl']:.5f}, "
+            f"max KL {q['max_kl']:.4f}.",
+            "",
+        ]
+    elif model.quality_note:
+        lines += [f"Quality: {model.quality_note}", ""]
+    if model.auto_steps:
+        lines += ["## quant=auto", "", *[f"- {step}" for step in model.auto_steps], ""]
+    lines += [
         "| tensor | type | shape | bytes | max abs error | RMSE | cosine |",
         "|---|---|---|---:|---:|---:|---:|",
     ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import OptionError
 from .kvcache import KV_TYPES
-from .quantize import QTYPES
+from .quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, FITS, QTYPES
 from .targets import parse_size
 from .watchdog import parse_timeout
 
@@ -67,6 +67,16 @@ def _size_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _calibration_source(text: str) -> str:
+    """``sampled``, ``none``, or an existing file's path (made absolute: SCons may run elsewhere)."""
+    if text in ("sampled", "none"):
+        return text
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ValueError(f"is neither sampled, none, nor a text file ({path} does not exist)")
+    return str(path.resolve())
+
+
 def _utf8_text(text: str) -> str:
     """A prompt must be UTF-8, as the model's text is (the firmware refuses anything else with bad_utf8). Bytes
     that are not reach Python from the command line as lone surrogates (surrogateescape), which would otherwise
@@ -117,7 +127,44 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             f"{preset_names}|PATH",
         ),
         Option("tokenizer", "tokenizer.bin path (default: the preset's)", "", None, str, "PATH"),
-        Option("quant", "weight quantization", "fp32", QTYPES),
+        Option(
+            "quant",
+            "weight quantization; auto: per tensor the mix of q4/q8/fp32 that fits the target (and budget=) and "
+            "loses the least (quant_report.md says what it chose and why)",
+            "fp32",
+            (*QTYPES, "auto"),
+        ),
+        Option(
+            "fit",
+            "how weights are fitted to their codes: gptq (calibrated error feedback), search (a scale searched per "
+            "group), absmax (llama2.c's max|w| scale)",
+            DEFAULT_FIT,
+            FITS,
+        ),
+        Option(
+            "calib",
+            "calibration text for the fit: sampled (the fp32 model's own stories, fixed seed), none, or a UTF-8 "
+            "text file",
+            DEFAULT_CALIBRATION,
+            None,
+            _calibration_source,
+            "sampled|none|PATH",
+        ),
+        Option(
+            "budget",
+            "quant=auto: the most bytes the weights may take (0: what the target's memory allows)",
+            "0",
+            None,
+            _size_in(0, 1 << 40),
+            "0|SIZE (e.g. 180K, 12M)",
+        ),
+        Option(
+            "quality",
+            "measure the quantized model against fp32 at build time (top-1 agreement, mean KL in quant_report.md); "
+            "auto: for models of up to 20M parameters",
+            "auto",
+            ("auto", "yes", "no"),
+        ),
         Option(
             "group_size",
             "quantization group size (groups never cross a row)",

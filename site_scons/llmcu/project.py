@@ -13,7 +13,7 @@ from . import boards, linux, models, watchdog
 from .errors import OptionError
 from .memplan import available_regions
 from .options import Option, build_options, check_unknown, list_targets, validate
-from .quantize import QuantPlan
+from .quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, QuantPlan
 from .targets import MemoryRegion, Target, load_target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +116,9 @@ class BuildSettings:
     weights_file: bool = False  # weights in model.bin beside the program, mapped at start (llmcu.weightsfile)
     linux: linux.LinuxSettings | None = None  # Linux targets: toolchain, destination, QEMU (llmcu.linux)
     sanitize: tuple[str, ...] = ()  # target=host: gcc sanitizers (options.SANITIZERS), e.g. ("address", "undefined")
+    auto_quant: bool = False  # quant=auto: `plan` is the starting point (all q4), llmcu.autoquant chooses the mix
+    budget: int = 0  # quant=auto: the most bytes the weights may take (0: the target's memory decides)
+    quality: str = "auto"  # quality=: measure the quantized model against fp32 at build time (llmcu.quality)
 
     @property
     def gen_dir(self) -> Path:
@@ -130,11 +133,20 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
 
 
-def variant_name(model_name: str, plan: QuantPlan, seq_len: int, kv_type: str = "auto") -> str:
-    """``<model>-<quant>``, with the group size, context and KV type only when they are not the defaults."""
-    name = f"{model_name}-{plan.name}"
-    if plan.default != "fp32" or plan.overrides:
+def variant_name(
+    model_name: str, plan: QuantPlan, seq_len: int, kv_type: str = "auto", auto_quant: bool = False, budget: int = 0
+) -> str:
+    """``<model>-<quant>``, with the group size, fit, calibration, context and KV type only when they are not
+    the defaults."""
+    name = f"{model_name}-{'auto' if auto_quant else plan.name}"
+    if budget:
+        name += f"-b{budget}"
+    if plan.quantized:
         name += "" if plan.group_size == 32 else f"-g{plan.group_size}"
+        name += "" if plan.fit == DEFAULT_FIT else f"-{plan.fit}"
+        if plan.fit != "absmax" and plan.calibration != DEFAULT_CALIBRATION:
+            source = plan.calibration
+            name += "-calibnone" if source == "none" else f"-calib-{Path(source).stem}"
     if seq_len:
         name += f"-ctx{seq_len}"
     if kv_type not in ("f32", "auto"):
@@ -166,11 +178,22 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     values = validate(arguments, table)
     target = load_target(values["target"], TARGETS_DIR)
     resolved = models.resolve_model(values["model"], values["tokenizer"] or None, MODELS_DIR, download=download)
-    plan = QuantPlan.parse(values["quant"], values["group_size"], values["quant_overrides"])
+    auto_quant = values["quant"] == "auto"
+    if auto_quant and values["quant_overrides"]:
+        raise OptionError("quant=auto chooses every tensor's type itself; drop quant_overrides= (or name a quant)")
+    if values["budget"] and not auto_quant:
+        raise OptionError(f"budget= steers quant=auto; with quant={values['quant']} drop it (or use quant=auto)")
+    plan = QuantPlan.parse(
+        "q4" if auto_quant else values["quant"],
+        values["group_size"],
+        values["quant_overrides"],
+        values["fit"],
+        values["calib"],
+    )
     build_dir = Path(values["build_dir"])
     if not build_dir.is_absolute():
         build_dir = ROOT / build_dir
-    variant = variant_name(resolved.name, plan, values["seq_len"], values["kv_type"])
+    variant = variant_name(resolved.name, plan, values["seq_len"], values["kv_type"], auto_quant, values["budget"])
     if values["phases"]:
         variant += "-phases"
     if values["kernels"] == "ref" and target.kernel_set:
@@ -238,6 +261,9 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         weights_file=weights_file,
         linux=linux_settings,
         sanitize=values["sanitize"],
+        auto_quant=auto_quant,
+        budget=values["budget"],
+        quality=values["quality"],
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .oracle import GenerationResult, generate
+from .quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, QuantPlan, quantize_checkpoint
 from .reference import Reference
 from .tokenizer import Tokenizer
 
@@ -31,9 +32,55 @@ class QualityReport:
     mean_kl: float
     max_kl: float
     kv_type: str = "f32"
+    fit: str = DEFAULT_FIT
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+# The text quality is measured on: fp32's greedy continuations of these prompts. Calibration reads other text
+# (stories the fp32 model samples from BOS, llmcu.calibration), so a fit cannot learn the evaluation by heart.
+EVALUATION_PROMPTS = ("Once upon a time", "Sara went to the beach", "There was a big tree")
+# At build time (quality= in the report): the first prompt, this many positions; models above this many
+# parameters are skipped under quality=auto (the Python reference is too slow for them to be measured briefly).
+BUILD_STEPS = 128
+BUILD_MAX_PARAMETERS = 20_000_000
+
+
+@dataclass(frozen=True)
+class TeacherForced:
+    positions: int
+    top1: float
+    mean_kl: float
+    max_kl: float
+
+
+def teacher_forced(baseline: GenerationResult, candidate: Reference) -> TeacherForced:
+    """Feed ``candidate`` fp32's greedy sequence; compare its next-token distributions with fp32's."""
+    assert baseline.logits is not None
+    start = baseline.prompt_tokens
+    kls, top1 = [], []
+    for pos, (token, fp32_logits) in enumerate(zip(baseline.tokens, baseline.logits, strict=False)):
+        q_log = _log_softmax(candidate.forward(token, pos))
+        if pos + 1 < start:
+            continue  # prompt positions: the next token is given, not predicted
+        p_log = _log_softmax(fp32_logits)
+        kls.append(float(np.sum(np.exp(p_log) * (p_log - q_log))))
+        top1.append(int(np.argmax(p_log)) == int(np.argmax(q_log)))
+    return TeacherForced(
+        positions=len(kls),
+        top1=float(np.mean(top1)) if top1 else 1.0,
+        mean_kl=float(np.mean(kls)) if kls else 0.0,
+        max_kl=float(np.max(kls)) if kls else 0.0,
+    )
+
+
+def build_quality(ckpt: Checkpoint, tok: Tokenizer, quantized: dict, kv_type: str = "f32") -> dict[str, object]:
+    """What a build's quant_report gives: teacher-forced top-1 and mean KL against fp32 on the evaluation text."""
+    steps = min(BUILD_STEPS, ckpt.config.seq_len)
+    baseline = fp32_baseline(ckpt, tok, EVALUATION_PROMPTS[0], steps)
+    result = teacher_forced(baseline, Reference(ckpt, quantized, kv_type=kv_type))
+    return {"prompt": EVALUATION_PROMPTS[0], **asdict(result)}
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -59,6 +106,8 @@ def compare(
     steps: int = 256,
     kv_type: str = "f32",
     baseline: GenerationResult | None = None,
+    fit: str = DEFAULT_FIT,
+    calibration: str = DEFAULT_CALIBRATION,
 ) -> QualityReport:
     """Compare ``quant`` (with a ``kv_type`` KV cache) with fp32 over a ``steps``-token greedy run from ``prompt``.
 
@@ -66,8 +115,9 @@ def compare(
     """
     if baseline is None:
         baseline = fp32_baseline(ckpt, tok, prompt, steps)
-    candidate_model = Reference.from_checkpoint(ckpt, quant, group_size, overrides, kv_type=kv_type)
-    candidate = generate(candidate_model, tok, prompt, steps, 0.0, 0.9, 1)
+    plan = QuantPlan(quant, group_size, tuple((overrides or {}).items()), fit, calibration)
+    quantized = quantize_checkpoint(ckpt, plan, tok)
+    candidate = generate(Reference(ckpt, quantized, kv_type=kv_type), tok, prompt, steps, 0.0, 0.9, 1)
 
     start = baseline.prompt_tokens
     ours, theirs = baseline.tokens[start:], candidate.tokens[start:]
@@ -78,24 +128,16 @@ def compare(
 
     # Teacher forcing: the quantized model reads fp32's greedy sequence; fp32's own logits along that
     # sequence are the ones it produced while generating it.
-    assert baseline.logits is not None
-    quant_model = Reference.from_checkpoint(ckpt, quant, group_size, overrides, kv_type=kv_type)
-    kls, top1 = [], []
-    for pos, (token, fp32_logits) in enumerate(zip(baseline.tokens, baseline.logits, strict=False)):
-        q_log = _log_softmax(quant_model.forward(token, pos))
-        if pos + 1 < start:
-            continue  # prompt positions: the next token is given, not predicted
-        p_log = _log_softmax(fp32_logits)
-        kls.append(float(np.sum(np.exp(p_log) * (p_log - q_log))))
-        top1.append(int(np.argmax(p_log)) == int(np.argmax(q_log)))
+    forced = teacher_forced(baseline, Reference(ckpt, quantized, kv_type=kv_type))
     return QualityReport(
         quant=quant,
         group_size=group_size,
-        positions=len(kls),
+        positions=forced.positions,
         greedy_agreement=agreeing / max(len(ours), 1),
         first_divergence=divergence,
-        teacher_forced_top1=float(np.mean(top1)) if top1 else 1.0,
-        mean_kl=float(np.mean(kls)) if kls else 0.0,
-        max_kl=float(np.max(kls)) if kls else 0.0,
+        teacher_forced_top1=forced.top1,
+        mean_kl=forced.mean_kl,
+        max_kl=forced.max_kl,
         kv_type=kv_type,
+        fit=fit,
     )

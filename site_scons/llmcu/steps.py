@@ -9,42 +9,53 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, boards, codegen, elfreport, layouts, memplan, weightsfile
+import numpy as np
+
+from . import __version__, autoquant, boards, calibration, codegen, elfreport, layouts, memplan, quality, weightsfile
 from .checkpoint import detect_config, read_checkpoint
 from .codegen import GeneratedModel, write_quant_report
 from .errors import LlmcuError
 from .fileio import write_text_atomic
 from .project import BuildSettings, FirmwareImage
 from .protocol import ProtocolParser, RunOutput, format_summary
+from .quantize import QuantizedMatrix, QuantPlan, quantize_checkpoint
 from .templating import environment
 from .tokenizer import read_tokenizer
 
 
 def generate_sources(settings: BuildSettings) -> GeneratedModel:
-    """Quantize, plan the memory of every firmware image, and only then write the generated files, so a
-    model that does not fit leaves nothing behind."""
+    """Quantize (quant=auto: choose the mix), plan the memory of every firmware image, measure the quality, and
+    only then write the generated files, so a model that does not fit leaves nothing behind."""
     ckpt = read_checkpoint(settings.checkpoint)
     if settings.preset is not None:  # a wrong or corrupt download is caught here, before any C is generated
         settings.preset.check_shape(ckpt.config, settings.checkpoint)
     tok = read_tokenizer(settings.tokenizer, ckpt.config.vocab_size)
     kv_type = "f32" if settings.kv_type == "auto" else settings.kv_type
-    model = codegen.prepare(
-        ckpt,
-        tok,
-        settings.plan,
-        seq_len=settings.seq_len,
-        kv_type=kv_type,
-        progress=sys.stderr.isatty(),
-        rope_table=settings.rope_table,
-        weight_layout=layouts.for_kernel_set(settings.kernel_set),
-    )
-    plans = []
-    if settings.images:
-        # The first image (the target's own) decides an automatic KV type; its twin must fit with the same one.
-        own = settings.images[0]
-        first = memplan.choose_kv_type(settings.kv_type, lambda kind: plan_image(settings, own, model, kind))
-        model.kv_type = first.kv_type
-        plans = [first] + [plan_image(settings, image, model, model.kv_type) for image in settings.images[1:]]
+    show = sys.stderr.isatty()
+
+    def prepared(plan: QuantPlan, quantized: dict[str, QuantizedMatrix], reports: bool = True) -> GeneratedModel:
+        return codegen.prepare(
+            ckpt,
+            tok,
+            plan,
+            seq_len=settings.seq_len,
+            kv_type=kv_type,
+            progress=show,
+            rope_table=settings.rope_table,
+            weight_layout=layouts.for_kernel_set(settings.kernel_set),
+            quantized=quantized,
+            reports=reports,
+        )
+
+    auto_steps: tuple[str, ...] = ()
+    if settings.auto_quant:
+        plan, quantized, auto_steps = _choose_quant(settings, ckpt, tok, prepared)
+    else:
+        plan, quantized = settings.plan, quantize_checkpoint(ckpt, settings.plan, tok, show_progress=show)
+    model = prepared(plan, quantized)
+    model.auto_steps = auto_steps
+    plans = _plan_images(settings, model)
+    _measure_quality(settings, ckpt, tok, model, quantized)
     codegen.write_sources(
         model,
         settings.gen_dir,
@@ -60,6 +71,64 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         board = boards.load_board(settings.target.folder, settings.board)
         write_text_atomic(settings.gen_dir / "board_config.h", boards.render_board_config(board))
     return model
+
+
+def _plan_images(
+    settings: BuildSettings, model: GeneratedModel, kv_type: str | None = None
+) -> list[memplan.MemoryPlan]:
+    """Every firmware image's memory plan (none for hosted and Linux targets); decides an automatic KV type."""
+    if not settings.images:
+        return []
+    # The first image (the target's own) decides an automatic KV type; its twin must fit with the same one.
+    own = settings.images[0]
+    first = memplan.choose_kv_type(kv_type or settings.kv_type, lambda kind: plan_image(settings, own, model, kind))
+    model.kv_type = first.kv_type
+    return [first] + [plan_image(settings, image, model, model.kv_type) for image in settings.images[1:]]
+
+
+def _choose_quant(
+    settings: BuildSettings, ckpt: Any, tok: Any, prepared: Callable[..., GeneratedModel]
+) -> tuple[QuantPlan, dict[str, QuantizedMatrix], tuple[str, ...]]:
+    """quant=auto (llmcu.autoquant): the mix that fits the budget and every image's memory plan."""
+    from tqdm import tqdm
+
+    base = settings.plan
+    stats = calibration.calibrate(ckpt, base.calibration, tok, sys.stderr.isatty()) if base.calibrated else None
+    decided: list[str] = []  # the KV type the smallest mix gets; every larger mix must keep it
+
+    def fits(plan: QuantPlan, mix: dict[str, QuantizedMatrix]) -> str | None:
+        model = prepared(plan, mix, reports=False)
+        try:
+            _plan_images(settings, model, decided[0] if decided else None)
+        except memplan.FitError as error:
+            return str(error)
+        decided[:1] = [model.kv_type]
+        return None
+
+    def weight_bytes(mix: dict[str, QuantizedMatrix]) -> int:
+        return sum(blob.size for blob in codegen.weight_blobs(ckpt, mix, layouts.for_kernel_set(settings.kernel_set)))
+
+    kinds = sum(1 for name in ckpt.weights if np.ndim(ckpt.weights[name]) >= 2 and not name.startswith("rms"))
+    with tqdm(total=kinds * 2, desc="quant=auto", unit="matrix", leave=False, disable=not sys.stderr.isatty()) as bar:
+        choice = autoquant.choose(ckpt, base, stats, weight_bytes, fits, settings.budget, bar.update)
+    return choice.plan, choice.quantized, tuple(choice.steps)
+
+
+def _measure_quality(
+    settings: BuildSettings, ckpt: Any, tok: Any, model: GeneratedModel, quantized: dict[str, QuantizedMatrix]
+) -> None:
+    """quality=: top-1 agreement and mean KL against fp32 into the report (auto: models of up to 20M)."""
+    if not model.plan.quantized or settings.quality == "no":
+        model.quality_note = "not measured (quality=no)" if model.plan.quantized else ""
+        return
+    parameters = ckpt.config.parameter_count()
+    if settings.quality == "auto" and parameters > quality.BUILD_MAX_PARAMETERS:
+        model.quality_note = (
+            f"not measured: {parameters:,} parameters is above quality=auto's {quality.BUILD_MAX_PARAMETERS:,} "
+            "(the Python reference would take minutes); quality=yes measures it, or tools/quant_quality.py"
+        )
+        return
+    model.quality = quality.build_quality(ckpt, tok, quantized, "f32" if model.kv_type == "auto" else model.kv_type)
 
 
 def planner_blobs(model: GeneratedModel) -> list[memplan.Blob]:

@@ -103,10 +103,13 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
         targets.append(settings.out_dir / "model.bin")
     identity = env.Value(
         f"{settings.model_name}|{settings.plan!r}|{settings.seq_len}|{settings.target.kind}|{settings.board}|"
-        f"kv_type={settings.kv_type}|weights_file={settings.weights_file}|"
+        f"kv_type={settings.kv_type}|weights_file={settings.weights_file}|auto={settings.auto_quant}|"
+        f"budget={settings.budget}|quality={settings.quality}|"
         f"{settings.firmware!r}|{[(image.name, image.target.name, image.regions) for image in settings.images]}"
     )
     sources = [str(settings.checkpoint), str(settings.tokenizer), identity]
+    if settings.plan.calibrated and Path(settings.plan.calibration).is_file():  # calib=PATH: its text counts
+        sources.append(settings.plan.calibration)
     sources += [str(path) for path in sorted(project.TEMPLATES_DIR.glob("*.j2"))]
     sources += [str(path) for path in sorted(project.LIBRARY_DIR.glob("*.py"))]
     sources += [str(image.target.folder / "target.toml") for image in settings.images]

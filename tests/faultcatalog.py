@@ -40,6 +40,7 @@ AREAS = {
     "tokenizer": "Tokenizers",
     "download": "Model downloads and the cache",
     "memory": "Memory plan: models that do not fit",
+    "quantization": "Quantization: calibration text, quant=auto and budget=",
     "build": "Builds: interruption, dependencies, parallel and reproducible builds",
     "runtime": "The C runtime (host, Linux and firmware)",
     "firmware": "Firmware faults: stack, watchdog, HardFault",

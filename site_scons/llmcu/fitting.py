@@ -16,7 +16,8 @@ one before on the measurements in README ("Quantization"):
   that ``W x`` rather than ``W`` stays close. A group's scale is searched (as ``search``) when the
   quantization reaches its first column, on the weights the feedback has already moved.
 
-Everything is float64 numpy, deterministic, and vectorised over rows: a stories15M-shaped model fits in seconds.
+Everything is float64 numpy, deterministic, and vectorised over rows: a stories15M-shaped model fits in ~17 s
+with GPTQ (plus ~8 s of calibration), stories260K in under a second.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .errors import QuantizationError
 FITS = ("absmax", "search", "gptq")
 # The grid of max|w| / scale ratios the search tries, relative to qmax: q4 tries 5.6 .. 8.4 (and 8 reaches the
 # asymmetric code -8), q8 a narrower band, where rounding is already fine.
-_GRID = {"q4": np.linspace(0.80, 1.20, 29), "q8": np.linspace(0.94, 1.02, 9)}
+_GRID = {"q4": np.linspace(0.80, 1.20, 17), "q8": np.linspace(0.94, 1.02, 5)}
 # GPTQ's damping: a fraction of H's mean diagonal added to the diagonal, so that H is safely invertible.
 GPTQ_DAMPING = 0.01
 
@@ -70,27 +71,36 @@ def absmax_groups(matrix: np.ndarray, group_size: int, qmax: int) -> tuple[np.nd
 
 
 def codes_for(block: np.ndarray, scales: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
-    """``clip(round(w / s))`` for a ``(rows, n)`` block and ``(rows,)`` scales (a zero scale gives zero codes)."""
+    """``clip(round(w / s))`` for a ``(rows, n)`` block and ``(rows,)`` scales (a zero scale gives zero codes).
+    Ties round to even: the codes are stored, so no kernel repeats this rounding, and it is the fast one."""
     scales32 = np.asarray(scales, dtype=np.float32)
     safe = np.where(scales32 == 0, np.float32(1), scales32).astype(np.float64)
-    codes = np.clip(round_half_away(np.asarray(block, dtype=np.float64) / safe[:, None]), qmin, qmax)
+    codes = np.clip(np.rint(np.asarray(block, dtype=np.float64) / safe[:, None]), qmin, qmax)
     codes[scales32 == 0, :] = 0
     return codes
 
 
 def search_scales(block: np.ndarray, qtype: str, importance: np.ndarray | None = None) -> np.ndarray:
-    """Per row of a ``(rows, n)`` group block, the float32 scale with the least importance-weighted squared error."""
+    """Per row of a ``(rows, n)`` group block, the float32 scale with the least importance-weighted squared error:
+    for each ratio of the grid the plain scale ``max|w| / (qmax * ratio)`` and the least-squares scale for the
+    codes the plain one gives."""
     qmin, qmax = code_range(qtype)
     block = np.asarray(block, dtype=np.float64)
     n = block.shape[1]
     weight = np.ones(n) if importance is None else np.maximum(np.asarray(importance, dtype=np.float64), 1e-12)
     amax = np.max(np.abs(block), axis=1)
     best_scale = (amax / qmax).astype(np.float32)
-    best_error = _weighted_error(block, best_scale, weight, qmin, qmax)
+    best_error = _weighted_error(block, best_scale, codes_for(block, best_scale, qmin, qmax), weight)
     for ratio in _GRID[qtype]:
         plain = (amax / (qmax * ratio)).astype(np.float32)
-        for candidate in (plain, _refit(block, amax / (qmax * ratio), weight, qmin, qmax)):
-            error = _weighted_error(block, candidate, weight, qmin, qmax)
+        codes = codes_for(block, plain, qmin, qmax)
+        num, den = (codes * block * weight).sum(axis=1), (codes * codes * weight).sum(axis=1)
+        refit = np.where(den > 0, num / np.where(den > 0, den, 1), plain)
+        refit = np.where(refit > 0, refit, plain).astype(np.float32)
+        for candidate, candidate_codes in ((plain, codes), (refit, None)):
+            if candidate_codes is None:
+                candidate_codes = codes_for(block, candidate, qmin, qmax)
+            error = _weighted_error(block, candidate, candidate_codes, weight)
             better = error < best_error
             best_scale = np.where(better, candidate, best_scale).astype(np.float32)
             best_error = np.where(better, error, best_error)
@@ -98,19 +108,9 @@ def search_scales(block: np.ndarray, qtype: str, importance: np.ndarray | None =
     return best_scale
 
 
-def _refit(block: np.ndarray, scales: np.ndarray, weight: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
-    """The least-squares scale for the codes ``scales`` gives: ``sum(d w q) / sum(d q q)``."""
-    codes = codes_for(block, scales, qmin, qmax)
-    num = (codes * block * weight).sum(axis=1)
-    den = (codes * codes * weight).sum(axis=1)
-    refit = np.where(den > 0, num / np.where(den > 0, den, 1), scales)
-    return np.where(refit > 0, refit, scales).astype(np.float32)
-
-
-def _weighted_error(block: np.ndarray, scales: np.ndarray, weight: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
-    codes = codes_for(block, scales, qmin, qmax)
+def _weighted_error(block: np.ndarray, scales: np.ndarray, codes: np.ndarray, weight: np.ndarray) -> np.ndarray:
     diff = block - codes * np.asarray(scales, dtype=np.float32).astype(np.float64)[:, None]
-    return (diff * diff * weight).sum(axis=1)
+    return (diff * diff) @ weight
 
 
 def fit_absmax(matrix: np.ndarray, qtype: str, group_size: int) -> tuple[np.ndarray, np.ndarray]:

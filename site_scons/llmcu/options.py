@@ -161,7 +161,7 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
         Option(
             "quality",
             "measure the quantized model against fp32 at build time (top-1 agreement, mean KL in quant_report.md); "
-            "auto: for models of up to 20M parameters",
+            "auto: for models of up to 5M parameters",
             "auto",
             ("auto", "yes", "no"),
         ),

@@ -17,6 +17,7 @@
 #define LLMCU_F32 0
 #define LLMCU_Q8 1
 #define LLMCU_Q4 2
+#define LLMCU_Q4Z 3 /* 4-bit codes with a zero point per group (kernels/ref/q4z.c) */
 
 /* KV cache element types; model_config.h's LLMCU_KV_TYPE says which one the cache uses (runtime_c/README.md,
  * "KV cache types"): float32, IEEE binary16 bits, or int8 with one float scale per position and kv head. */
@@ -40,8 +41,9 @@
 
 /* One weight matrix of `rows` x `cols` (the dimensions are known from its role in the model). */
 typedef struct {
-    const void *data;    /* float[rows*cols] | int8_t[rows*cols] | uint8_t[rows*ceil(cols/2)] (q4) */
-    const float *scales; /* q8/q4: rows * ceil(cols/LLMCU_GROUP_SIZE) group scales; NULL for fp32 */
+    const void *data;   /* float[rows*cols] | int8_t[rows*cols] | uint8_t[rows*ceil(cols/2)] (q4, q4z) */
+    const void *scales; /* per group, rows * ceil(cols/LLMCU_GROUP_SIZE) of them: q8/q4 float scales, q4z
+                           uint16_t words (scale and zero point); NULL for fp32 */
 } llmcu_tensor;
 
 typedef struct {

@@ -79,11 +79,15 @@ static inline void matmul_rows(float *out, const float *x, const llmcu_tensor *w
     switch (qtype) {
     case LLMCU_Q8:
         matmul_q8(out + row0, s.xq, s.xs, (const int8_t *)w->data + (size_t)row0 * (size_t)cols,
-                  w->scales + first_scale, rows, cols, LLMCU_GROUP_SIZE);
+                  (const float *)w->scales + first_scale, rows, cols, LLMCU_GROUP_SIZE);
         break;
     case LLMCU_Q4:
         matmul_q4(out + row0, s.xq, s.xs, (const uint8_t *)w->data + (size_t)row0 * (((size_t)cols + 1) / 2),
-                  w->scales + first_scale, rows, cols, LLMCU_GROUP_SIZE);
+                  (const float *)w->scales + first_scale, rows, cols, LLMCU_GROUP_SIZE);
+        break;
+    case LLMCU_Q4Z:
+        matmul_q4z(out + row0, s.xq, s.xs, (const uint8_t *)w->data + (size_t)row0 * (((size_t)cols + 1) / 2),
+                   (const uint16_t *)w->scales + first_scale, rows, cols, LLMCU_GROUP_SIZE);
         break;
     default:
         matmul_f32(out + row0, x, (const float *)w->data + (size_t)row0 * (size_t)cols, rows, cols);
@@ -122,10 +126,15 @@ static inline void matmul(float *out, const float *x, const llmcu_tensor *w, int
 static inline void embed(float *out, const llmcu_tensor *table, int qtype, int token) {
     switch (qtype) {
     case LLMCU_Q8:
-        embed_q8(out, (const int8_t *)table->data, table->scales, token, LLMCU_DIM, LLMCU_GROUP_SIZE);
+        embed_q8(out, (const int8_t *)table->data, (const float *)table->scales, token, LLMCU_DIM, LLMCU_GROUP_SIZE);
         break;
     case LLMCU_Q4:
-        embed_q4(out, (const uint8_t *)table->data, table->scales, token, LLMCU_DIM, LLMCU_GROUP_SIZE);
+        embed_q4(out, (const uint8_t *)table->data, (const float *)table->scales, token, LLMCU_DIM,
+                 LLMCU_GROUP_SIZE);
+        break;
+    case LLMCU_Q4Z:
+        embed_q4z(out, (const uint8_t *)table->data, (const uint16_t *)table->scales, token, LLMCU_DIM,
+                  LLMCU_GROUP_SIZE);
         break;
     default:
         embed_f32(out, (const float *)table->data, token, LLMCU_DIM);

@@ -13,7 +13,7 @@ from llmcu.checkpoint import random_checkpoint, read_checkpoint
 from llmcu.config import ModelConfig
 from llmcu.errors import QuantizationError
 from llmcu.memplan import FitError
-from llmcu.quantize import QuantizedMatrix, QuantPlan, quantize_checkpoint
+from llmcu.quantize import QuantizedMatrix, QuantPlan, quantize_checkpoint, quantize_matrix, unpack_q4
 from llmcu.tokenizer import read_tokenizer
 
 SMALL = ModelConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, seq_len=32)
@@ -109,7 +109,7 @@ def test_a_calibration_text_file_steers_the_fit(stories260k: Path, tok512: Path,
 def test_stories260k_q4_codes_include_minus_eight(stories260k: Path) -> None:
     """The default fit uses the code -8 that llama2.c's leaves out, so every end-to-end q4 test (host, M7 twin,
     A55) holds the kernels to the oracle on it."""
-    quantized = quantize_checkpoint(read_checkpoint(stories260k), QuantPlan("q4"))
+    quantized = quantize_checkpoint(read_checkpoint(stories260k), QuantPlan("q4z"))
     assert all(int(m.q.min()) == -8 for kind, m in quantized.items() if m.qtype == "q4"), "a kind without -8"
 
 
@@ -121,16 +121,16 @@ def _sizes(ckpt: object) -> Callable[[dict[str, QuantizedMatrix]], int]:
 def test_auto_takes_the_upgrades_that_pay_most_within_the_budget() -> None:
     ckpt = random_checkpoint(SMALL, seed=5, scale=0.1)
     stats = calibration.collect(ckpt)
-    smallest = autoquant.choose(ckpt, QuantPlan("q4"), stats, _sizes(ckpt), lambda plan, mix: None, budget=0)
+    smallest = autoquant.choose(ckpt, QuantPlan("q4z"), stats, _sizes(ckpt), lambda plan, mix: None, budget=0)
     assert all(m.qtype == "fp32" for m in smallest.quantized.values())  # no limit: nothing is lost
-    all_q4 = sum(m.nbytes() for m in quantize_checkpoint(ckpt, QuantPlan("q4")).values())
+    all_q4 = sum(m.nbytes() for m in quantize_checkpoint(ckpt, QuantPlan("q4z")).values())
     budget = all_q4 + 3000
-    choice = autoquant.choose(ckpt, QuantPlan("q4"), stats, _sizes(ckpt), lambda plan, mix: None, budget=budget)
+    choice = autoquant.choose(ckpt, QuantPlan("q4z"), stats, _sizes(ckpt), lambda plan, mix: None, budget=budget)
     size = sum(m.nbytes() for m in choice.quantized.values())
     assert all_q4 < size <= budget
-    upgraded = {kind for kind, m in choice.quantized.items() if m.qtype != "q4"}
-    assert upgraded and choice.plan.default == "q4" and set(dict(choice.plan.overrides)) == upgraded
-    assert choice.steps[0].startswith("start: every matrix q4") and choice.steps[-1].startswith("stop:")
+    upgraded = {kind for kind, m in choice.quantized.items() if m.qtype != "q4z"}
+    assert upgraded and choice.plan.default == "q4z" and set(dict(choice.plan.overrides)) == upgraded
+    assert choice.steps[0].startswith("start: every matrix q4z") and choice.steps[-1].startswith("stop:")
     # The mix is exactly what a build of that plan quantizes, so the oracle can follow it.
     again = quantize_checkpoint(ckpt, choice.plan)
     for kind, matrix in choice.quantized.items():
@@ -140,26 +140,26 @@ def test_auto_takes_the_upgrades_that_pay_most_within_the_budget() -> None:
 @pytest.mark.fault(
     area="quantization",
     kind="input",
-    what="budget= below the smallest model (every matrix q4)",
-    sees=r"budget=1,000 is below the smallest model: with every matrix in q4 .* the weights take [\d,]+ bytes",
+    what="budget= below the smallest model (every matrix q4z)",
+    sees=r"budget=1,000 is below the smallest model: with every matrix in q4z .* the weights take [\d,]+ bytes",
 )
 def test_a_budget_below_the_smallest_model_is_refused(sees) -> None:
     ckpt = random_checkpoint(SMALL, seed=6)
     with pytest.raises(FitError) as info:
-        autoquant.choose(ckpt, QuantPlan("q4"), None, _sizes(ckpt), lambda plan, mix: None, budget=1000)
+        autoquant.choose(ckpt, QuantPlan("q4z"), None, _sizes(ckpt), lambda plan, mix: None, budget=1000)
     sees(str(info.value))
 
 
 @pytest.mark.fault(
     area="quantization",
     kind="input",
-    what="quant=auto where even every matrix in q4 does not fit the target",
-    sees=r"quant=auto: even the smallest mix \(every matrix q4, [\d,]+ bytes\) does not fit: flash has 10 bytes",
+    what="quant=auto where even every matrix in q4z does not fit the target",
+    sees=r"quant=auto: even the smallest mix \(every matrix q4z, [\d,]+ bytes\) does not fit: flash has 10 bytes",
 )
 def test_auto_where_nothing_fits_names_the_smallest_mix_and_the_region(sees) -> None:
     ckpt = random_checkpoint(SMALL, seed=7)
     with pytest.raises(FitError) as info:
-        autoquant.choose(ckpt, QuantPlan("q4"), None, _sizes(ckpt), lambda plan, mix: "flash has 10 bytes free", 0)
+        autoquant.choose(ckpt, QuantPlan("q4z"), None, _sizes(ckpt), lambda plan, mix: "flash has 10 bytes free", 0)
     sees(str(info.value))
 
 
@@ -167,12 +167,12 @@ def test_auto_respects_what_the_target_refuses() -> None:
     ckpt = random_checkpoint(SMALL, seed=8, scale=0.1)
     refused = autoquant.choose(
         ckpt,
-        QuantPlan("q4"),
+        QuantPlan("q4z"),
         None,
         _sizes(ckpt),
-        lambda plan, mix: "w2 may not grow" if mix["w2"].qtype != "q4" else None,
+        lambda plan, mix: "w2 may not grow" if mix["w2"].qtype != "q4z" else None,
     )
-    assert refused.quantized["w2"].qtype == "q4"
+    assert refused.quantized["w2"].qtype == "q4z"
     assert any("w2 q8 does not fit (w2 may not grow)" in step for step in refused.steps)
     assert isinstance(refused.quantized["w1"], QuantizedMatrix) and refused.quantized["w1"].qtype == "fp32"
 
@@ -207,3 +207,44 @@ def test_a_missing_calibration_file_is_an_option_error(stories260k: Path, sees) 
         configure({"model": str(stories260k), "tokenizer": str(stories260k.parent / "tok512.bin"),
                    "quant": "q4", "calib": "/nowhere/text.txt"})  # fmt: skip
     sees(str(info.value))
+
+
+# ---- q4z ----
+
+
+def test_q4z_group_words_decode_to_what_the_fit_chose() -> None:
+    scales = fitting.q4z_round_scale(np.array([3.1e-5, 1e-3, 0.0123, 0.5, 3.3, 1e5, 1e-12, 1e12]))
+    zeros = np.array([0, 1, 3, 8, 15, 7, 2, 9], dtype=np.uint8)
+    decoded, decoded_zeros = fitting.q4z_decode(fitting.q4z_encode(scales, zeros))
+    assert np.array_equal(decoded, scales) and np.array_equal(decoded_zeros, zeros)
+    assert scales[6] == np.float32(2.0**-15) and scales[7] == np.float32(2.0**16 * (1 + 127 / 128))  # clamped
+    # Seven mantissa bits: every representable scale is within 1/256 of what was asked.
+    asked = np.geomspace(1e-4, 1e4, 1000)
+    assert np.all(np.abs(fitting.q4z_round_scale(asked) / asked - 1) <= 1 / 256 + 1e-7)
+
+
+def test_q4z_storage_holds_the_codes_and_words_the_kernels_read() -> None:
+    matrix = np.random.default_rng(9).standard_normal((5, 44)).astype(np.float32) + 0.7  # leaning to one side
+    quantized = quantize_matrix(matrix, "q4z", 8)
+    data, words = quantized.storage()
+    assert len(data) == 5 * 22 and len(words) == 5 * 6 * 2
+    n = unpack_q4(np.frombuffer(data, np.uint8).reshape(5, 22), 44).astype(np.int16) + 8
+    scales, zeros = fitting.q4z_decode(np.frombuffer(words, "<u2").reshape(5, 6))
+    assert n.min() >= 0 and n.max() == 15
+    rebuilt = (n - np.repeat(zeros, 8, axis=1)[:, :44]) * np.repeat(scales, 8, axis=1)[:, :44]
+    assert np.array_equal(rebuilt.astype(np.float32), quantized.dequantize())
+    assert zeros.max() < 8  # the offset follows the lean: a symmetric q4 would waste codes on the other side
+    q4 = quantize_matrix(matrix, "q4", 8)
+    assert np.sum((quantized.dequantize() - matrix) ** 2) < np.sum((q4.dequantize() - matrix) ** 2)
+    assert quantized.nbytes() < q4.nbytes()
+
+
+def test_q4z_gptq_beats_its_search_on_the_output_error() -> None:
+    rng = np.random.default_rng(10)
+    w = rng.standard_normal((48, 96)) * 0.05
+    h = _correlated_inputs(96, seed=2)
+    errors = {}
+    for method in ("absmax", "search", "gptq"):
+        q, scales, _ = fitting.fit_q4z(w, 32, method, h)
+        errors[method] = _output_error(w, q.astype(np.float64), scales.astype(np.float64), 32, h)
+    assert errors["gptq"] < errors["search"] <= errors["absmax"], errors

@@ -15,7 +15,7 @@ from llmcu.protocol import parse
 from llmcu.reference import Reference
 from llmcu.tokenizer import read_tokenizer
 
-QUANTS = ("fp32", "q8", "q4")
+QUANTS = ("fp32", "q8", "q4", "q4z")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def programs(build_root: Path, stories260k: Path) -> dict[str, Path]:
-    """Build stories260K in all three quantizations (one scons call each)."""
+    """Build stories260K in every quantization (one scons call each)."""
     built = {}
     for quant in QUANTS:
         scons(["target=host", "model=260k", f"quant={quant}", f"build_dir={build_root}"], stories260k.parent)
@@ -59,7 +59,7 @@ def test_records_frame_the_same_text(programs: dict[str, Path], golden_cases: li
     assert all(record.cost > 0 for record in out.tokens)
 
 
-@pytest.mark.parametrize("quant", ["q8", "q4"])
+@pytest.mark.parametrize("quant", ["q8", "q4", "q4z"])
 def test_quantized_builds_equal_the_python_reference(
     quant: str, programs: dict[str, Path], golden_cases: list[dict], stories260k: Path, tok512: Path
 ) -> None:

@@ -1,6 +1,6 @@
 """The QEMU twin of the STM32H743 (targets/qemu-m7): the Cortex-M firmware under qemu-system-arm.
 
-fp32 reproduces llama2.c's output for every golden case byte for byte, q8 and q4 produce the host build's
+fp32 reproduces llama2.c's output for every golden case byte for byte, q8, q4 and q4z produce the host build's
 tokens, instruction counts repeat exactly, and faults, refused commands and QEMU trouble come back as
 clear errors. The parser tests for the firmware's own lines (ready, error, fault) need no QEMU.
 """
@@ -30,7 +30,7 @@ from llmcu.qemu import (
 )
 from llmcu.targets import load_target
 
-QUANTS = ("fp32", "q8", "q4")
+QUANTS = ("fp32", "q8", "q4", "q4z")
 
 needs_qemu = pytest.mark.skipif(
     shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
@@ -90,7 +90,7 @@ def twins(build_root: Path, stories260k: Path) -> dict[str, Build]:
 
 @pytest.fixture(scope="module")
 def hosts(build_root: Path, stories260k: Path) -> dict[str, Path]:
-    return {quant: build_host(quant, build_root, stories260k.parent) for quant in ("q8", "q4")}
+    return {quant: build_host(quant, build_root, stories260k.parent) for quant in ("q8", "q4", "q4z")}
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_fp32_twin_reproduces_every_golden_case(twins: dict[str, Build], golden_
 
 
 @needs_qemu
-@pytest.mark.parametrize("quant", ["q8", "q4"])
+@pytest.mark.parametrize("quant", ["q8", "q4", "q4z"])
 def test_quantized_twin_equals_the_host_build(
     quant: str, twins: dict[str, Build], hosts: dict[str, Path], golden_cases: list[dict]
 ) -> None:

@@ -52,14 +52,17 @@ def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def builds(build_root: Path, stories260k: Path) -> dict[str, Path]:
-    """The rzv2l programs (fp32, q8, q4, q8 with a weights file) and the host's reference q8/q4, two at a time."""
+    """The rzv2l programs (fp32, q8, q4, q4z, q8 with a weights file) and the host's reference q8/q4/q4z, two at
+    a time."""
     wanted = {
         "fp32": ["target=rzv2l", "quant=fp32", *kernel_options()],
         "q8": ["target=rzv2l", "quant=q8", *kernel_options()],
         "q4": ["target=rzv2l", "quant=q4", *kernel_options()],
+        "q4z": ["target=rzv2l", "quant=q4z", *kernel_options()],
         "q8-file": ["target=rzv2l", "quant=q8", "weights_file=yes", *kernel_options()],
         "host-q8": ["target=host", "quant=q8", "kernels=ref"],
         "host-q4": ["target=host", "quant=q4", "kernels=ref"],
+        "host-q4z": ["target=host", "quant=q4z", "kernels=ref"],
     }
 
     def build(args: list[str]) -> None:
@@ -100,7 +103,7 @@ def test_fp32_reproduces_every_golden_case(builds: dict[str, Path], golden_cases
         assert stdout.decode("utf-8", errors="replace") == case["stdout"], case["prompt"]
 
 
-@pytest.mark.parametrize("quant", ["q8", "q4"])
+@pytest.mark.parametrize("quant", ["q8", "q4", "q4z"])
 def test_quantized_equal_the_host_with_one_and_two_threads(
     quant: str, builds: dict[str, Path], golden_cases: list[dict]
 ) -> None:

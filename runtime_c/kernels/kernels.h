@@ -29,6 +29,25 @@ void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, c
 void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
                int cols, int group_size);
 
+/* ---- q4z.c: 4-bit codes with a zero point per group (runtime_c/README.md, "q4z") ---- */
+
+/* A q4z group's 16-bit word: bits 3..0 the zero point z, bits 15..4 the scale [e5|m7] = 2^(e-15) (1 + m/128),
+ * which is the float32 whose bits are ((word & 0xFFF0) << 12) + 0x38000000. */
+static inline float q4z_scale(uint16_t word) {
+    union {
+        uint32_t bits;
+        float value;
+    } scale = {((uint32_t)(word & 0xFFF0u) << 12) + 0x38000000u};
+    return scale.value;
+}
+static inline int32_t q4z_zero(uint16_t word) { return (int32_t)(word & 15u); }
+
+/* w: codes n in 0..15 packed as matmul_q4's (n in place of q + 8); wg: one word per group, row-major. The
+ * weight is q4z_scale * (n - z); the group's integer sum is sum(n * x) - z * sum(x), exact in int32. */
+void matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg, int rows,
+                int cols, int group_size);
+void embed_q4z(float *out, const uint8_t *table, const uint16_t *words, int row, int dim, int group_size);
+
 /* ---- quant.c ---- */
 
 /* Quantizes x[n] to int8 groups (QMAX 127) for matmul_q8/matmul_q4: xs needs group_count(n) floats. */

@@ -4,7 +4,7 @@ The choice is greedy on each choice's measured damage: the mean KL divergence fr
 next-token distribution when only that kind's matrices have that type, over the calibration text (the
 fp32 model in float32 with the kind's dequantized weights, llmcu.calibration.log_probs). Damages of different
 kinds add up nearly (stories260K q4: the kinds' KLs sum to 0.033, the whole model's is 0.036), so the KL of a mix
-is estimated as their sum. Starting from the smallest mix (everything q4), the upgrade (q4 -> q8 or q8 -> fp32
+is estimated as their sum. Starting from the smallest mix (everything q4z), the upgrade (q4z -> q8 or q8 -> fp32
 of one kind) with the largest drop of estimated KL per extra byte is taken, as long as the result still fits:
 weights within ``budget=`` and every firmware image's memory plan (the caller's ``fits``). The model is
 quantized once per kind and type; every mix is assembled from those. (Activations quantized to int8, which the
@@ -24,7 +24,9 @@ from .config import MATRIX_KINDS
 from .memplan import FitError
 from .quantize import QuantizedMatrix, QuantPlan, quantize_kind
 
-LADDER = ("q4", "q8", "fp32")
+# The types in order of size, smallest first. q4z is smaller than q4 (a 16-bit word per group instead of a
+# 32-bit scale) and keeps the model better (a zero point per group), so q4 is never the better choice here.
+LADDER = ("q4z", "q8", "fp32")
 
 
 @dataclass
@@ -72,22 +74,22 @@ def choose(
         default = max(LADDER, key=lambda qtype: by_size[qtype])
         return base.with_types(default, types), {kind: matrix(kind, types[kind]) for kind in kinds}
 
-    types = dict.fromkeys(kinds, "q4")
+    types = dict.fromkeys(kinds, LADDER[0])
     plan, mix = assemble(types)
     size = weight_bytes(mix)
     if budget and size > budget:
         raise FitError(
-            f"budget={budget:,} is below the smallest model: with every matrix in q4 (group size "
+            f"budget={budget:,} is below the smallest model: with every matrix in q4z (group size "
             f"{base.group_size}) the weights take {size:,} bytes"
         )
     why_not = fits(plan, mix)
     if why_not is not None:
-        raise FitError(f"quant=auto: even the smallest mix (every matrix q4, {size:,} bytes) does not fit: {why_not}")
+        raise FitError(f"quant=auto: even the smallest mix (every matrix q4z, {size:,} bytes) does not fit: {why_not}")
     for kind in kinds:
-        matrix(kind, "q8")  # every damage known before the first comparison
+        matrix(kind, LADDER[1])  # every damage known before the first comparison
     steps = [
-        f"start: every matrix q4 (group size {base.group_size}), weights {size:,} B; estimated KL "
-        f"{sum(damage[k, 'q4'] for k in kinds):.4g} (measured on {text.tokens:,} calibration tokens)"  # type: ignore[attr-defined]
+        f"start: every matrix q4z (group size {base.group_size}), weights {size:,} B; estimated KL "
+        f"{sum(damage[k, LADDER[0]] for k in kinds):.4g} (measured on {text.tokens:,} calibration tokens)"  # type: ignore[attr-defined]
     ]
     while True:
         options = []

@@ -31,7 +31,7 @@ from .weightsfile import WeightsFileLayout
 DATA_FILE = "model_data.bin"
 GENERATED_FILES = ("model_config.h", "model_weights.c", "model_data.S", DATA_FILE)
 BLOB_ALIGN = 16
-QTYPE_CODES = {qtype: code for code, qtype in enumerate(QTYPES)}  # fp32 0, q8 1, q4 2, as llmcu.h
+QTYPE_CODES = {qtype: code for code, qtype in enumerate(QTYPES)}  # fp32 0, q8 1, q4 2, q4z 3, as llmcu.h
 
 
 @dataclass
@@ -92,16 +92,17 @@ def _weight_blob(symbol: str, ctype: str, data: bytes) -> Blob:
 def _matrix_blobs(kind: str, matrix: QuantizedMatrix, layer: int | None, layout: str = layouts.REFERENCE) -> list[Blob]:
     suffix = kind if layer is None else f"{kind}_l{layer}"
     data, scales = layouts.storage(matrix, layout)  # the kernel set's arrangement (llmcu.layouts)
-    ctype = {"fp32": "float", "q8": "int8_t", "q4": "uint8_t"}[matrix.qtype]
+    ctype = {"fp32": "float", "q8": "int8_t", "q4": "uint8_t", "q4z": "uint8_t"}[matrix.qtype]
     blobs = [_weight_blob(f"llmcu_w_{suffix}", ctype, data)]
-    if scales:
-        blobs.append(_weight_blob(f"llmcu_s_{suffix}", "float", scales))
+    if scales:  # q4z: one 16-bit word per group (scale and zero point)
+        blobs.append(_weight_blob(f"llmcu_s_{suffix}", "uint16_t" if matrix.qtype == "q4z" else "float", scales))
     return blobs
 
 
 def _layer_slice(matrix: QuantizedMatrix, layer: int) -> QuantizedMatrix:
     scales = None if matrix.scales is None else matrix.scales[layer]
-    return QuantizedMatrix(matrix.qtype, matrix.group_size, matrix.q[layer], scales)
+    zeros = None if matrix.zeros is None else matrix.zeros[layer]
+    return QuantizedMatrix(matrix.qtype, matrix.group_size, matrix.q[layer], scales, zeros)
 
 
 def _f32(array: np.ndarray) -> bytes:

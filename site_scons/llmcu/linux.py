@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .checkpoint import detect_config
 from .errors import LlmcuError, OptionError
 from .protocol import RunOutput, format_summary
-from .quantize import QuantPlan, group_count
+from .quantize import QuantPlan, matrix_bytes
 from .targets import Target, parse_size
 
 if TYPE_CHECKING:
@@ -183,11 +183,7 @@ def estimated_data_bytes(checkpoint: Path, tokenizer: Path, plan: QuantPlan) -> 
         for extent in lead:
             count *= extent
         qtype = plan.qtype(name) if name not in ("rms_att", "rms_ffn", "rms_final") else "fp32"
-        if qtype == "fp32":
-            total += count * rows * cols * 4
-        else:
-            row_bytes = cols if qtype == "q8" else (cols + 1) // 2
-            total += count * rows * (row_bytes + 4 * group_count(cols, plan.group_size))
+        total += count * matrix_bytes(qtype, rows, cols, plan.group_size)
     return total + tokenizer.stat().st_size + 8 * config.vocab_size
 
 

@@ -125,6 +125,12 @@ class BuildSettings:
         return self.out_dir / "gen"
 
     @property
+    def quant_label(self) -> str:
+        """What the quantization is called before the build chose it: ``auto`` (quant_report.md says the
+        mix), or the plan's name."""
+        return "auto" if self.auto_quant else self.plan.name
+
+    @property
     def obj_dir(self) -> Path:
         return self.out_dir / "obj"
 
@@ -184,7 +190,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     if values["budget"] and not auto_quant:
         raise OptionError(f"budget= steers quant=auto; with quant={values['quant']} drop it (or use quant=auto)")
     plan = QuantPlan.parse(
-        "q4" if auto_quant else values["quant"],
+        "q4z" if auto_quant else values["quant"],
         values["group_size"],
         values["quant_overrides"],
         values["fit"],

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import QuantizationError
-from .fitting import absmax_groups, group_bounds, round_half_away  # noqa: F401 - the contract's names, here too
+from .fitting import absmax_groups, fit_q4z, group_bounds, q4z_encode, round_half_away  # noqa: F401 - the contract's names, here too
 from .fitting import fit as fit_matrix
 
-QTYPES = ("fp32", "q8", "q4")
+# q4z: 4-bit codes n with a zero point z per group, the weight being scale * (n - z), and one 16-bit word per
+# group for both (llmcu.fitting.q4z_decode; runtime_c/README.md, "q4z").
+QTYPES = ("fp32", "q8", "q4", "q4z")
 QMAX = {"q8": 127, "q4": 7}
 # How a build fits its weights (llmcu.fitting) and what text calibrates the fit (llmcu.calibration).
 FITS = ("gptq", "search", "absmax")
@@ -45,6 +47,14 @@ def quantize_groups(matrix: np.ndarray, group_size: int, qmax: int) -> tuple[np.
     if group_size < 1:
         raise QuantizationError(f"group size must be positive, got {group_size}")
     return absmax_groups(matrix, group_size, qmax)
+
+
+def matrix_bytes(qtype: str, rows: int, cols: int, group_size: int) -> int:
+    """What one ``(rows, cols)`` matrix of ``qtype`` stores: its codes and its group scales (or words)."""
+    if qtype == "fp32":
+        return rows * cols * 4
+    row_bytes = cols if qtype == "q8" else (cols + 1) // 2
+    return rows * (row_bytes + (2 if qtype == "q4z" else 4) * group_count(cols, group_size))
 
 
 def quantize_vector(x: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,13 +90,15 @@ class QuantizedMatrix:
     """One matrix (or a stack of per-layer matrices) in a given quantization type.
 
     ``q`` and ``scales`` have a leading layer axis when the source tensor is per layer.
-    For fp32, ``q`` holds the float32 values and ``scales`` is None.
+    For fp32, ``q`` holds the float32 values and ``scales`` is None. For q4z, ``q`` holds ``n - z`` (what
+    multiplies the scale) and ``zeros`` the ``z`` of each group.
     """
 
     qtype: str
     group_size: int
     q: np.ndarray
     scales: np.ndarray | None
+    zeros: np.ndarray | None = None  # q4z: the zero point of each group (uint8, the shape of ``scales``)
 
     @property
     def rows(self) -> int:
@@ -109,6 +121,12 @@ class QuantizedMatrix:
             return np.ascontiguousarray(self.q, dtype="<f4").tobytes(), b""
         assert self.scales is not None
         flat_q = self.q.reshape(-1, self.cols)
+        if self.qtype == "q4z":
+            assert self.zeros is not None
+            flat_zeros = self.zeros.reshape(flat_q.shape[0], -1)
+            codes = flat_q.astype(np.int16) + np.repeat(flat_zeros, self.group_size, axis=1)[:, : self.cols]
+            words = q4z_encode(self.scales.reshape(flat_zeros.shape), flat_zeros).astype("<u2")
+            return pack_q4((codes - 8).astype(np.int8)).tobytes(), np.ascontiguousarray(words).tobytes()
         data = pack_q4(flat_q) if self.qtype == "q4" else flat_q.astype(np.int8)
         return np.ascontiguousarray(data).tobytes(), np.ascontiguousarray(self.scales, dtype="<f4").tobytes()
 
@@ -137,6 +155,16 @@ def quantize_matrix(
         raise QuantizationError(f"group size must be positive, got {group_size}")
     stack = tensor.reshape(-1, *tensor.shape[-2:])
     hessians = list(hessians) if hessians is not None else [None] * len(stack)
+    if qtype == "q4z":
+        triples = [fit_q4z(matrix, group_size, fit, h) for matrix, h in zip(stack, hessians, strict=True)]
+        scale_shape = (*tensor.shape[:-1], triples[0][1].shape[-1])
+        return QuantizedMatrix(
+            qtype,
+            group_size,
+            np.stack([t[0] for t in triples]).reshape(tensor.shape),
+            np.stack([t[1] for t in triples]).reshape(scale_shape),
+            np.stack([t[2] for t in triples]).reshape(scale_shape),
+        )
     fitted = [fit_matrix(matrix, qtype, group_size, fit, h) for matrix, h in zip(stack, hessians, strict=True)]
     q = np.stack([pair[0] for pair in fitted]).reshape(tensor.shape)
     scales = np.stack([pair[1] for pair in fitted])

@@ -90,7 +90,7 @@ def run_info(
     return RunInfo(
         target=target or settings.target.name,
         model=settings.model_name,
-        quant=settings.plan.name,
+        quant=settings.quant_label,
         runner=runner,
         board=settings.board,
         kv_type=built_kv_type(settings.gen_dir, settings.kv_type),

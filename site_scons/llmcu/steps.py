@@ -217,7 +217,7 @@ def firmware_outputs(settings: BuildSettings, image: FirmwareImage) -> elfreport
     elfreport.write_region_images(image.elf, list(image.regions), image.out_dir)
     write_hex(image)
     report = elfreport.analyse(image.elf, list(image.regions), config)
-    title = f"{image.target.name} ({image.board or 'default'}), {settings.model_name} {settings.plan.name}"
+    title = f"{image.target.name} ({image.board or 'default'}), {settings.model_name} {settings.quant_label}"
     elfreport.write_report(report, image.out_dir / "memory_report.json", image.out_dir / "memory_report.md", title)
     return report
 

@@ -314,7 +314,7 @@ def llmcu_build(env, arguments: dict[str, str]):
     env.AlwaysBuild(flash)
     out = settings.out_dir
     shown = out.relative_to(project.ROOT) if out.is_relative_to(project.ROOT) else out
-    print(f"llmcu: {settings.target.name} {settings.model_name} {settings.plan.name} -> {shown}")
+    print(f"llmcu: {settings.target.name} {settings.model_name} {settings.quant_label} -> {shown}")
     return program
 
 

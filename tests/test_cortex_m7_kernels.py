@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from buildutil import ROOT, scons
-from llmcu import codegen, layouts
+from llmcu import codegen, fitting, layouts
 from llmcu.config import ModelConfig
 from llmcu.project import RunParams, runtime_sources
 from llmcu.qemu import qemu_command, run_firmware
@@ -90,7 +90,13 @@ def test_kernels_are_bit_identical_to_the_reference(harness_outputs: dict[str, s
     # The instruction counts, for the record (pytest -s): a kernel faster than the reference is the point.
     for name in ref:
         print(f"{name:70s} ref {ref[name][1]:>9,} opt {opt[name][1]:>9,}")
-    hot = ("matmul_f32", "matmul_q8 rows=64 cols=64", "matmul_q4 rows=64 cols=172", "attention_f32 head_size=8")
+    hot = (
+        "matmul_f32",
+        "matmul_q8 rows=64 cols=64",
+        "matmul_q4 rows=64 cols=172",
+        "matmul_q4z rows=64 cols=172",
+        "attention_f32 head_size=8",
+    )
     for kernel in hot:
         ref_cost = sum(cost for name, (_, cost) in ref.items() if kernel in name)
         opt_cost = sum(cost for name, (_, cost) in opt.items() if kernel in name)
@@ -249,3 +255,24 @@ def test_m7_q8_halfwords_are_even_plus_256_odd() -> None:
     assert (halves[:, 1] == words[:, 2] + 256 * words[:, 3]).all()
     with pytest.raises(ValueError, match="-127, 127"):
         layouts.m7_panels_q8(np.full((4, 4), -128, dtype=np.int8))
+
+
+@pytest.mark.parametrize(("rows", "cols", "group"), [(5, 172, 32), (4, 64, 16)])
+def test_m7_panels_put_each_q4z_code_and_word_where_the_kernels_read_it(rows: int, cols: int, group: int) -> None:
+    """q4z in m7_panels: the codes as q4's panels hold them (n for q + 8), the two rows' group words side by side."""
+    matrix = quantize_matrix(np.random.default_rng(rows).standard_normal((rows, cols)) + 0.5, "q4z", group)
+    assert matrix.zeros is not None and matrix.scales is not None
+    data, words = layouts.storage(matrix, layouts.for_kernel_set(KERNEL_SET))
+    ngroups, padded = -(-cols // group), rows + rows % 2
+    assert len(data) == padded * cols // 2 and len(words) == padded * ngroups * 2
+    flat, w = np.frombuffer(data, dtype=np.uint8), np.frombuffer(words, dtype="<u2")
+    full = cols // 8 * 8
+    for r in range(rows):
+        for g in range(ngroups):
+            word = int(w[((r // 2) * ngroups + g) * 2 + r % 2])
+            scale, zero = fitting.q4z_decode(np.array([word]))
+            assert scale[0] == matrix.scales[r, g] and zero[0] == matrix.zeros[r, g]
+            for c in range(g * group, min(cols, (g + 1) * group)):
+                at = (r // 2) * cols + (c % 8) // 2 + ((c // 8) * 8 + (r % 2) * 4 if c < full else full + (r % 2) * 2)
+                assert (int(flat[at]) >> (4 * (c % 2)) & 0x0F) - int(zero[0]) == matrix.q[r, c], (r, c)
+    assert layouts.storage(matrix, layouts.for_kernel_set("")) == matrix.storage()

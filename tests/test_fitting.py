@@ -213,14 +213,17 @@ def test_a_missing_calibration_file_is_an_option_error(stories260k: Path, sees) 
 
 
 def test_q4z_group_words_decode_to_what_the_fit_chose() -> None:
-    scales = fitting.q4z_round_scale(np.array([3.1e-5, 1e-3, 0.0123, 0.5, 3.3, 1e5, 1e-12, 1e12]))
+    scales = fitting.q4z_round_scale(np.array([6.2e-5, 1e-3, 0.0123, 0.5, 3.3, 6e4, 1e-12, 1e12]))
     zeros = np.array([0, 1, 3, 8, 15, 7, 2, 9], dtype=np.uint8)
-    decoded, decoded_zeros = fitting.q4z_decode(fitting.q4z_encode(scales, zeros))
+    words = fitting.q4z_encode(scales, zeros)
+    decoded, decoded_zeros = fitting.q4z_decode(words)
     assert np.array_equal(decoded, scales) and np.array_equal(decoded_zeros, zeros)
-    assert scales[6] == np.float32(2.0**-15) and scales[7] == np.float32(2.0**16 * (1 + 127 / 128))  # clamped
-    # Seven mantissa bits: every representable scale is within 1/256 of what was asked.
+    assert scales[6] == np.float32(2.0**-14) and scales[7] == np.float32(65024)  # clamped to binary16's normals
+    # The scale is the binary16 number the word is without its zero point, as hardware converts it.
+    assert np.array_equal((words & 0xFFF0).view(np.float16).astype(np.float32), scales)
+    # Six mantissa bits: every representable scale is within 1/128 of what was asked.
     asked = np.geomspace(1e-4, 1e4, 1000)
-    assert np.all(np.abs(fitting.q4z_round_scale(asked) / asked - 1) <= 1 / 256 + 1e-7)
+    assert np.all(np.abs(fitting.q4z_round_scale(asked) / asked - 1) <= 1 / 128 + 1e-7)
 
 
 def test_q4z_storage_holds_the_codes_and_words_the_kernels_read() -> None:

@@ -130,7 +130,8 @@ def f32(bits: str) -> float:
 
 def test_neon_set_replaces_the_reference_files_by_name() -> None:
     names = {path.name: path.parent.name for path in kernel_sources(KERNEL_SET)}
-    assert names == {"attention.c": "neon", "matmul.c": "neon", "ops.c": "neon", "quant.c": "neon"}
+    # q4z has no NEON kernel yet: the set compiles the reference's (one code, so nothing to compare)
+    assert names == {"attention.c": "neon", "matmul.c": "neon", "ops.c": "neon", "quant.c": "neon", "q4z.c": "ref"}
 
 
 def test_harness_covers_every_kernel(outputs: dict[str, list[str]]) -> None:

@@ -31,13 +31,14 @@ void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, 
 
 /* ---- q4z.c: 4-bit codes with a zero point per group (runtime_c/README.md, "q4z") ---- */
 
-/* A q4z group's 16-bit word: bits 3..0 the zero point z, bits 15..4 the scale [e5|m7] = 2^(e-15) (1 + m/128),
- * which is the float32 whose bits are ((word & 0xFFF0) << 12) + 0x38000000. */
+/* A q4z group's 16-bit word: bits 3..0 the zero point z; with them cleared, the scale as a positive normal
+ * IEEE binary16 number, i.e. the float32 whose bits are ((word & 0xFFF0) << 13) + 0x38000000 (what a hardware
+ * half-to-single conversion gives for it). */
 static inline float q4z_scale(uint16_t word) {
     union {
         uint32_t bits;
         float value;
-    } scale = {((uint32_t)(word & 0xFFF0u) << 12) + 0x38000000u};
+    } scale = {((uint32_t)(word & 0xFFF0u) << 13) + 0x38000000u};
     return scale.value;
 }
 static inline int32_t q4z_zero(uint16_t word) { return (int32_t)(word & 15u); }

@@ -27,7 +27,9 @@ rows and zero scales to a multiple of four);
   = 0x88, and zero scales to an even count); per panel, per block of 8 columns, row 0's four bytes then row 1's,
   each the reference's bytes (q + 8, the even column in the low nibble); when cols % 8 == 4, the last four
   columns as row 0's two bytes then row 1's. Scales per panel, per group, the two rows' side by side. A panel is
-  ``cols`` bytes: the rows stay where the row-major layout has them, in pairs.
+  ``cols`` bytes: the rows stay where the row-major layout has them, in pairs;
+- q4z, when q4's applies: the codes as q4's panels (n in place of q + 8), and per panel, per group, the two
+  rows' 16-bit group words side by side.
 
 Other shapes and fp32 matrices stay row-major.
 """
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .quantize import QuantizedMatrix
+from .quantize import QuantizedMatrix, unpack_q4
 
 REFERENCE = "rowmajor"
 NEON_PANELS = "neon_panels"
@@ -62,7 +64,7 @@ def m7_panel_applies(qtype: str, cols: int, group_size: int) -> bool:
     """Whether ``m7_panels`` rearranges a matrix (the same test as the C side's m7_panel_layout())."""
     if qtype == "q8":
         return cols % 4 == 0 and group_size % 4 == 0
-    return qtype == "q4" and cols % 4 == 0 and group_size % 8 == 0
+    return qtype in ("q4", "q4z") and cols % 4 == 0 and group_size % 8 == 0
 
 
 def _pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
@@ -107,7 +109,7 @@ def m7_panels_q8(q: np.ndarray) -> np.ndarray:
 
 
 def m7_pairs_q4(q: np.ndarray) -> np.ndarray:
-    """``(rows, cols)`` int4 values in [-7, 7] -> the q4 bytes of ``m7_panels`` (uint8, flat)."""
+    """``(rows, cols)`` int4 values in [-8, 7] -> the q4 bytes of ``m7_panels`` (uint8, flat)."""
     stored = np.asarray(q, dtype=np.int16) + 8  # the reference's q + 8, 1..15 (0x88: the padding row's zeros)
     stored = np.concatenate([stored, np.full((stored.shape[0] % 2, stored.shape[1]), 8, dtype=np.int16)])
     rows, cols = stored.shape
@@ -126,6 +128,12 @@ def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, by
         if not m7_panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
             return matrix.storage()
         assert matrix.scales is not None and matrix.q.ndim == 2
+        if matrix.qtype == "q4z":
+            row_major, words = matrix.storage()
+            codes = unpack_q4(np.frombuffer(row_major, np.uint8).reshape(matrix.rows, -1), matrix.cols)
+            pairs = _pad_rows(np.frombuffer(words, "<u2").reshape(matrix.rows, -1), 2)
+            paired = pairs.reshape(-1, 2, pairs.shape[1]).transpose(0, 2, 1).reshape(-1)
+            return m7_pairs_q4(codes).tobytes(), paired.astype("<u2").tobytes()
         if matrix.qtype == "q4":
             return m7_pairs_q4(matrix.q).tobytes(), panel_scales(matrix.scales, 2).astype("<f4").tobytes()
         return m7_panels_q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()

@@ -200,9 +200,41 @@ static const uint8_t *m7_panels(int q4, const uint8_t *w, const float **scales, 
 }
 #define KERNEL_LAYOUT(q4, w, scales, rows, cols, group_size, offset)                                     \
     m7_panels((q4), (w), (scales), (rows), (cols), (group_size), (offset))
+
+/* q4z's group words in m7_panels: per panel of two rows, per group, the two rows' words side by side (the codes
+ * take q4's panels: KERNEL_LAYOUT(1, ...)). */
+static uint16_t m7_words[MAX_W / 2 + 1024];
+static const uint16_t *m7_q4z_words(const uint16_t *words, int rows, int cols, int group_size) {
+    if (cols % 4 || group_size % 8) {
+        return words;
+    }
+    int ngroups = group_count(cols, group_size), panels = (rows + 1) / 2;
+    uint16_t *d = m7_words;
+    for (int p = 0; p < panels; p++) {
+        for (int g = 0; g < ngroups; g++) {
+            for (int k = 0; k < 2; k++) {
+                int r = 2 * p + k;
+                *d++ = r < rows ? words[(size_t)r * (size_t)ngroups + (size_t)g] : 0;
+            }
+        }
+    }
+    return m7_words;
+}
+#define KERNEL_WORDS(words, rows, cols, group_size) m7_q4z_words((words), (rows), (cols), (group_size))
 #else /* the reference layout */
 #define KERNEL_LAYOUT(q4, w, scales, rows, cols, group_size, offset) (w)
+#define KERNEL_WORDS(words, rows, cols, group_size) (words)
 #endif
+
+/* q4z group words: a positive normal binary16 scale with 6 mantissa bits (exponent field 1..30, here 5..20)
+ * and a zero point 0..15 in the low four bits. */
+static uint16_t w_words[MAX_W / 2];
+static void fill_q4z_words(uint16_t *words, int n) {
+    for (int i = 0; i < n; i++) {
+        uint32_t r = rnd();
+        words[i] = (uint16_t)(((5u + (r >> 28)) << 10) | (((r >> 8) & 63u) << 4) | (r & 15u));
+    }
+}
 
 /* Activations with some structure: ordinary values, now and then a zero run, a -0, a large value. */
 static void fill_activations(float *x, int n, float scale) {
@@ -271,6 +303,28 @@ static void case_matmul_q(int q4, int rows, int cols, int group_size, int offset
     case_end();
 }
 
+/* q4z: random codes and group words; `offset` shifts the codes off word alignment. */
+static void case_matmul_q4z(int rows, int cols, int group_size, int offset) {
+    int ngroups = group_count(cols, group_size);
+    size_t row_bytes = ((size_t)cols + 1) / 2;
+    uint8_t *w = w_bytes + offset;
+    fill_bytes(w, row_bytes * (size_t)rows);
+    fill_q4z_words(w_words, rows * ngroups);
+    fill_activations(x_f32, cols, 3.0f);
+    quantize_activations(x_q, x_s, x_f32, cols, group_size);
+    case_begin("matmul_q4z");
+    put_int("rows", rows);
+    put_int("cols", cols);
+    put_int("group", group_size);
+    put_int("offset", offset);
+    const float *unused = w_scales;
+    const uint8_t *lw = KERNEL_LAYOUT(1, w, &unused, rows, cols, group_size, offset);
+    const uint16_t *words = KERNEL_WORDS(w_words, rows, cols, group_size);
+    TIMED(matmul_q4z(out, x_q, x_s, lw, words, rows, cols, group_size));
+    hash_bytes(out, (size_t)rows * sizeof(float));
+    case_end();
+}
+
 /* ---- quant.c ---- */
 
 static void case_quantize(int n, int group_size) {
@@ -295,6 +349,7 @@ static void case_embed(int dim, int group_size) {
     fill(w_f32, rows * dim, 1.0f);
     fill_q8(w_bytes, (size_t)rows * (size_t)dim);
     fill(w_scales, rows * group_count(dim, group_size), 0.1f);
+    fill_q4z_words(w_words, rows * group_count(dim, group_size));
     case_begin("embed");
     put_int("dim", dim);
     put_int("group", group_size);
@@ -309,6 +364,8 @@ static void case_embed(int dim, int group_size) {
         scales = w_scales;
         table = KERNEL_LAYOUT(1, w_bytes, &scales, rows, dim, group_size, 0);
         embed_q4(out, table, scales, row, dim, group_size);
+        hash_bytes(out, (size_t)dim * sizeof(float));
+        embed_q4z(out, table, KERNEL_WORDS(w_words, rows, dim, group_size), row, dim, group_size);
         hash_bytes(out, (size_t)dim * sizeof(float));
     }
     case_end();
@@ -588,6 +645,12 @@ int main(void) {
     case_matmul_q(1, 3, 33, 16, 0, 0); /* q4, odd columns: half a byte at each row's end */
     case_matmul_q(1, 4, 171, 32, 0, 0);
     case_matmul_q(1, 5, 17, 16, 3, 0);
+    for (size_t i = 0; i < sizeof q_shapes / sizeof q_shapes[0]; i++) {
+        case_matmul_q4z(q_shapes[i][0], q_shapes[i][1], q_shapes[i][2], 0);
+    }
+    case_matmul_q4z(5, 172, 32, 1); /* misaligned codes */
+    case_matmul_q4z(3, 33, 16, 0);  /* odd columns */
+    case_matmul_q4z(4, 171, 32, 2);
 
     static const int quant_shapes[][2] = {{64, 32}, {172, 32}, {172, 16}, {768, 256}, {7, 2}, {13, 8}, {32, 8}};
     for (size_t i = 0; i < sizeof quant_shapes / sizeof quant_shapes[0]; i++) {

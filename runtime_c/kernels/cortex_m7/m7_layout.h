@@ -9,6 +9,8 @@
  * q4 (cols a multiple of 4, group_size of 8): rows in panels of two (padded with a row of q = 0); per panel,
  * per block of eight columns, row 0's four bytes then row 1's (the reference's bytes: q + 8, even column in
  * the low nibble); when cols % 8 == 4, the last four columns as row 0's two bytes then row 1's.
+ * q4z (as q4): the codes n as q4's panels hold q + 8, and per panel, per group, the two rows' 16-bit group
+ * words side by side (one 32-bit word per panel and group).
  * Scales: per panel, per group, the panel's rows' scales side by side.
  * A panel is 4 * cols (q8) or cols (q4) bytes, so the rows keep their row-major offsets in whole panels.
  */
@@ -41,5 +43,14 @@ static inline int32_t m7_q4_at(const uint8_t *w, int cols, int r, int c) {
 static inline float m7_scale_at(const float *ws, int ngroups, int panel_rows, int r, int g) {
     return ws[((size_t)(r / panel_rows) * (size_t)ngroups + (size_t)g) * (size_t)panel_rows + (size_t)(r % panel_rows)];
 }
+
+/* The group word of row r, group g of a q4z matrix in m7_panels. */
+static inline uint16_t m7_word_at(const uint16_t *words, int ngroups, int r, int g) {
+    return words[((size_t)(r / 2) * (size_t)ngroups + (size_t)g) * 2 + (size_t)(r % 2)];
+}
+
+/* kernels/ref/q4z.c's matmul, for q4z matrices not in m7_panels (q4z.c compiles it under this name). */
+void rowmajor_matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg,
+                         int rows, int cols, int group_size);
 
 #endif /* LLMCU_KERNELS_M7_LAYOUT_H */

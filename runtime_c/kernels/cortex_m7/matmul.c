@@ -250,10 +250,12 @@ static int q8_program(uint32_t *xe, const int8_t *xq, const float *xs, int cols,
 /*
  * The q4 program: per eight columns [x0|x4] [x1|x5] [x2|x6] [x3|x7] (the last four columns of a row whose
  * length is 4 mod 8: [x0|0] ... [x3|0]). Unrolled group: columns 0..7's words, "another unrolled group
- * follows", -8 * (the group's sum of x), columns 8..31's words, xs. Other group: 1, -8 * sum, then per step
- * its words and a word (bit 0: a four-column step, bit 1: the group's last step), then xs. Then 0, 0.
+ * follows", -offset * (the group's sum of x), columns 8..31's words, xs. Other group: 1, -offset * sum, then
+ * per step its words and a word (bit 0: a four-column step, bit 1: the group's last step), then xs. Then 0, 0.
+ * offset: q4's 8 (the nibbles are q + 8), or 1 for q4z, whose asm multiplies -sum by each row's zero point.
  */
-static int q4_program(uint32_t *xe, const int8_t *xq, const float *xs, int cols, int group_size, int32_t *full) {
+static inline __attribute__((always_inline)) int q4_program(uint32_t *xe, const int8_t *xq, const float *xs,
+                                                            int cols, int group_size, int32_t *full, int32_t offset) {
     int ngroups = group_count(cols, group_size);
     int nfull = group_size == 32 ? cols / 32 : 0;
     int tail_steps = (cols - nfull * 32 + 7) / 8;
@@ -270,7 +272,7 @@ static int q4_program(uint32_t *xe, const int8_t *xq, const float *xs, int cols,
         }
         if (g >= nfull) {
             *p++ = 1;
-            *p++ = (uint32_t)(-8 * sum);
+            *p++ = (uint32_t)(-offset * sum);
         }
         for (int j = start; j < end; j += 8) {
             int half = j + 8 > end; /* four columns */
@@ -285,7 +287,7 @@ static int q4_program(uint32_t *xe, const int8_t *xq, const float *xs, int cols,
                 *p++ = (uint32_t)half | (j + 8 >= end ? 2u : 0u);
             } else if (j == start) {
                 *p++ = g + 1 < nfull;
-                *p++ = (uint32_t)(-8 * sum);
+                *p++ = (uint32_t)(-offset * sum);
             }
         }
         *p++ = float_bits(xs[g]);
@@ -463,6 +465,85 @@ static void q4_panels(const panel_args *args) {
                      : PANEL_CLOBBERS);
 }
 
+/*
+ * q4z asm: q4's, with each row's integer sum starting at z * (-sum x) instead of the shared -8 * sum x, and
+ * the scales decoded from the panel's pair of group words [w0|w1] (one LDR): AND with 0x000F000F gives
+ * [z0|z1], SMULBB/SMULTB multiply them by the program's -sum (|sum| <= 127 * group_size fits a halfword), BIC
+ * leaves the two binary16 scales, which VCVTB/VCVTT convert exactly. Seven instructions more per group of a
+ * panel than q4. The scales wait in s6 (r12 is the step word in the loop for other groups).
+ */
+#define Q4Z_START                                                                                        \
+    "ldr r10, [lr], #4\n\t"                                                                              \
+    "and r9, r10, #0x000F000F\n\t"                                                                       \
+    "smulbb r2, r9, r12\n\t"                                                                             \
+    "smultb r3, r9, r12\n\t"                                                                             \
+    "bic r10, r10, #0x000F000F\n\t"                                                                      \
+    "vmov s6, r10\n\t"
+#define Q4Z_FLOAT                                                                                        \
+    "vmov s0, s1, r2, r3\n\t"                                                                            \
+    "vcvt.f32.s32 s0, s0\n\t"                                                                            \
+    "vcvt.f32.s32 s1, s1\n\t"                                                                            \
+    "vcvtt.f32.f16 s5, s6\n\t"                                                                           \
+    "vcvtb.f32.f16 s4, s6\n\t"                                                                           \
+    "vmul.f32 s0, s0, s4\n\t"                                                                            \
+    "vmul.f32 s1, s1, s5\n\t"                                                                            \
+    "vldmia r1!, {s4}\n\t"                                                                               \
+    "vmul.f32 s0, s0, s4\n\t"                                                                            \
+    "vmul.f32 s1, s1, s4\n\t"                                                                            \
+    "vadd.f32 s12, s12, s0\n\t"                                                                          \
+    "vadd.f32 s13, s13, s1\n\t"
+
+static void q4z_panels(const panel_args *args) {
+    register const panel_args *r0 __asm__("r0") = args;
+    __asm__ volatile("vldmia r0, {s8-s11}\n\t"
+                     "ldr lr, [r0, #16]\n\t"
+                     "ldr r0, [r0, #20]\n\t"
+                     "mov r11, #0x000F000F\n\t"
+                     "10:\n\t" /* a panel of two rows */
+                     "vmov r1, s8\n\t"
+                     "movs r2, #0\n\t"
+                     "vmov s12, s13, r2, r2\n\t"
+                     "vmov r2, s11\n\t"
+                     "cmp r2, #0\n\t"
+                     "beq 12f\n\t"
+                     "11:\n\t" /* an unrolled group of 32 columns */
+                     "ldmia r1!, {r4-r8, r12}\n\t"
+                     "cmp r8, #0\n\t" /* Z: the last one (nothing below sets the flags) */
+                     Q4Z_START
+                     "ldrd r8, r9, [r0], #8\n\t" Q4_ROW("r8", "r2", "r2") Q4_ROW("r9", "r3", "r3")
+                     Q4_STEP Q4_STEP Q4_STEP
+                     Q4Z_FLOAT
+                     "bne 11b\n\t"
+                     "12:\n\t" /* other groups */
+                     "ldmia r1!, {r2, r12}\n\t"
+                     "cmp r2, #0\n\t"
+                     "beq 19f\n\t"
+                     Q4Z_START
+                     "13:\n\t" /* eight columns, or the row's last four (one word: row 0's two bytes, row 1's) */
+                     "ldmia r1!, {r4-r7, r12}\n\t"
+                     "tst r12, #1\n\t"
+                     "itee eq\n\t"
+                     "ldrdeq r8, r9, [r0], #8\n\t"
+                     "ldrne r8, [r0], #4\n\t"
+                     "lsrne r9, r8, #16\n\t" /* the upper halves meet activations of 0 */
+                     Q4_ROW("r8", "r2", "r2") Q4_ROW("r9", "r3", "r3")
+                     "tst r12, #2\n\t"
+                     "beq 13b\n\t"
+                     Q4Z_FLOAT
+                     "b 12b\n\t"
+                     "19:\n\t" /* the panel's two outputs */
+                     "vmov r12, s9\n\t"
+                     "vstmia r12!, {s12, s13}\n\t"
+                     "vmov s9, r12\n\t"
+                     "vmov r12, s10\n\t"
+                     "subs r12, r12, #1\n\t"
+                     "vmov s10, r12\n\t"
+                     "bne 10b\n\t"
+                     : "+r"(r0)
+                     :
+                     : PANEL_CLOBBERS);
+}
+
 /* The reference's loops, on the row-major layout (panels = 0) or on m7_panels element by element. */
 static void matmul_plain(float *out, const int8_t *xq, const float *xs, const void *w, const float *ws, int rows,
                          int cols, int group_size, int q4, int panels) {
@@ -491,12 +572,36 @@ static void matmul_plain(float *out, const int8_t *xq, const float *xs, const vo
     }
 }
 
-/* Inlined into matmul_q8 and matmul_q4 with q4 a constant, so a build links only the asm it uses. */
+/* q4z's plain loops on m7_panels, element by element (matrices not in the layout take kernels/ref/q4z.c's). */
+static void q4z_plain_panels(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg,
+                             int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    for (int i = 0; i < rows; i++) {
+        float val = 0.0f;
+        for (int g = 0; g < ngroups; g++) {
+            uint16_t word = m7_word_at(wg, ngroups, i, g);
+            int32_t isum = 0;
+            for (int j = g * group_size; j < group_end(g * group_size, group_size, cols); j++) {
+                isum += (m7_q4_at(w, cols, i, j) + 8 - q4z_zero(word)) * (int32_t)xq[j];
+            }
+            val += ((float)isum * q4z_scale(word)) * xs[g];
+        }
+        out[i] = val;
+    }
+}
+
+/* Inlined into matmul_q8, matmul_q4 and matmul_q4z with `kind` a constant (0 q8, 1 q4, 2 q4z), so a build
+ * links only the asm it uses. For q4z, ws points at the group words. */
 static inline __attribute__((always_inline)) void matmul_quant(float *out, const int8_t *xq, const float *xs,
                                                                const uint8_t *w, const float *ws, int rows,
-                                                               int cols, int group_size, int q4) {
+                                                               int cols, int group_size, int kind) {
+    int q4 = kind != 0;
     if (!m7_panel_layout(cols, group_size, q4)) {
-        matmul_plain(out, xq, xs, w, ws, rows, cols, group_size, q4, 0);
+        if (kind == 2) {
+            rowmajor_matmul_q4z(out, xq, xs, w, (const uint16_t *)(const void *)ws, rows, cols, group_size);
+        } else {
+            matmul_plain(out, xq, xs, w, ws, rows, cols, group_size, q4, 0);
+        }
         return;
     }
     /* Static, not on the stack: a 2.5 KB frame would be larger than the MPU guard below the stack (memplan's
@@ -504,15 +609,22 @@ static inline __attribute__((always_inline)) void matmul_quant(float *out, const
      * never from an interrupt), so one buffer serves every call. */
     static uint32_t xe[XE_WORDS];
     int32_t full;
-    int fits = q4 ? q4_program(xe, xq, xs, cols, group_size, &full) : q8_program(xe, xq, xs, cols, group_size, &full);
-    if (!fits || ((uintptr_t)w & 3u)) {
-        matmul_plain(out, xq, xs, w, ws, rows, cols, group_size, q4, 1);
+    int fits = q4 ? q4_program(xe, xq, xs, cols, group_size, &full, kind == 2 ? 1 : 8)
+                  : q8_program(xe, xq, xs, cols, group_size, &full);
+    if (!fits || ((uintptr_t)w & 3u) || (kind == 2 && ((uintptr_t)ws & 3u))) { /* q4z's words: LDR reads pairs */
+        if (kind == 2) {
+            q4z_plain_panels(out, xq, xs, w, (const uint16_t *)(const void *)ws, rows, cols, group_size);
+        } else {
+            matmul_plain(out, xq, xs, w, ws, rows, cols, group_size, q4, 1);
+        }
         return;
     }
     int panel_rows = q4 ? 2 : 4;
     panel_args a = {xe, out, rows / panel_rows, full, ws, w};
     if (a.panels > 0) {
-        if (q4) {
+        if (kind == 2) {
+            q4z_panels(&a);
+        } else if (q4) {
             q4_panels(&a);
         } else {
             q8_panels(&a);
@@ -523,9 +635,13 @@ static inline __attribute__((always_inline)) void matmul_quant(float *out, const
         float sums[4];
         a.out = sums;
         a.panels = 1;
-        a.ws = ws + (size_t)done * (size_t)group_count(cols, group_size);
+        size_t first_group = (size_t)done * (size_t)group_count(cols, group_size);
+        a.ws = kind == 2 ? (const float *)(const void *)((const uint16_t *)(const void *)ws + first_group)
+                         : ws + first_group;
         a.w = w + (size_t)(done / panel_rows) * (size_t)cols * (q4 ? 1u : 4u);
-        if (q4) {
+        if (kind == 2) {
+            q4z_panels(&a);
+        } else if (q4) {
             q4_panels(&a);
         } else {
             q8_panels(&a);
@@ -542,4 +658,9 @@ void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, c
 void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
                int cols, int group_size) {
     matmul_quant(out, xq, xs, w, ws, rows, cols, group_size, 1);
+}
+
+void matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg, int rows,
+                int cols, int group_size) {
+    matmul_quant(out, xq, xs, w, (const float *)(const void *)wg, rows, cols, group_size, 2);
 }

@@ -130,14 +130,14 @@ def f32(bits: str) -> float:
 
 def test_neon_set_replaces_the_reference_files_by_name() -> None:
     names = {path.name: path.parent.name for path in kernel_sources(KERNEL_SET)}
-    # q4z has no NEON kernel yet: the set compiles the reference's (one code, so nothing to compare)
-    assert names == {"attention.c": "neon", "matmul.c": "neon", "ops.c": "neon", "quant.c": "neon", "q4z.c": "ref"}
+    assert names == {"attention.c": "neon", "matmul.c": "neon", "ops.c": "neon", "quant.c": "neon", "q4z.c": "neon"}
 
 
 def test_harness_covers_every_kernel(outputs: dict[str, list[str]]) -> None:
     kernels = {line.split()[0] for line in outputs["ref"]}
     expected = {
-        "matmul_f32", "matmul_q8", "matmul_q4", "quantize_xq", "quantize_xs", "embed_f32", "embed_q8", "embed_q4",
+        "matmul_f32", "matmul_q8", "matmul_q4", "matmul_q4z", "quantize_xq", "quantize_xs", "embed_f32", "embed_q8",
+        "embed_q4", "embed_q4z",
         "attention_f32", "attention_f16", "attention_q8", "attention_f32_att", "attention_f16_att",
         "attention_q8_att", "f16_to_f32", "f32_to_f16", "kv_store_f16",
     }  # fmt: skip

@@ -14,6 +14,8 @@ rows and zero scales to a multiple of four);
 - q4, when cols and group_size are multiples of 8: per panel, 16 bytes per block of 8 columns 8b..8b+7, byte
   4k + m holding row k's column 8b + m in its low nibble and column 8b + 4 + m in its high nibble, each nibble
   the 4-bit two's complement of q (not q + 8);
+- q4z, as q4 (the code n stored as the two's complement nibble of n - 8), its group words per panel, per group,
+  the four rows' side by side;
 - scales, for either: per panel, per group, the four rows' scales side by side.
 
 ``m7_panels`` (runtime_c/kernels/cortex_m7/matmul.c describes the C side):
@@ -56,7 +58,7 @@ def for_kernel_set(kernel_set: str) -> str:
 
 def panel_applies(qtype: str, cols: int, group_size: int) -> bool:
     """Whether ``neon_panels`` rearranges a matrix (the same test as the C side's panel_layout())."""
-    unit = {"q8": 4, "q4": 8}.get(qtype)
+    unit = {"q8": 4, "q4": 8, "q4z": 8}.get(qtype)
     return unit is not None and cols % unit == 0 and group_size % unit == 0
 
 
@@ -120,6 +122,13 @@ def m7_pairs_q4(q: np.ndarray) -> np.ndarray:
     return np.concatenate([blocks, pairs[:, :, full:].reshape(rows // 2, -1)], axis=1).reshape(-1)
 
 
+def _q4z_codes_and_words(matrix: QuantizedMatrix) -> tuple[np.ndarray, np.ndarray]:
+    """A q4z matrix's codes n (int16, 0..15) and group words (little-endian uint16), as the reference stores them."""
+    row_major, words = matrix.storage()
+    codes = unpack_q4(np.frombuffer(row_major, np.uint8).reshape(matrix.rows, -1), matrix.cols).astype(np.int16) + 8
+    return codes, np.frombuffer(words, "<u2").reshape(matrix.rows, -1)
+
+
 def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, bytes]:
     """A (rows, cols) matrix's bytes as the runtime links them in ``layout``: (weights, scales)."""
     if layout not in LAYOUTS:
@@ -129,16 +138,18 @@ def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, by
             return matrix.storage()
         assert matrix.scales is not None and matrix.q.ndim == 2
         if matrix.qtype == "q4z":
-            row_major, words = matrix.storage()
-            codes = unpack_q4(np.frombuffer(row_major, np.uint8).reshape(matrix.rows, -1), matrix.cols)
-            pairs = _pad_rows(np.frombuffer(words, "<u2").reshape(matrix.rows, -1), 2)
-            paired = pairs.reshape(-1, 2, pairs.shape[1]).transpose(0, 2, 1).reshape(-1)
-            return m7_pairs_q4(codes).tobytes(), paired.astype("<u2").tobytes()
+            codes, words = _q4z_codes_and_words(matrix)
+            pairs = _pad_rows(words, 2)
+            return m7_pairs_q4(codes - 8).tobytes(), pairs.reshape(-1, 2, pairs.shape[1]).transpose(0, 2, 1).tobytes()
         if matrix.qtype == "q4":
             return m7_pairs_q4(matrix.q).tobytes(), panel_scales(matrix.scales, 2).astype("<f4").tobytes()
         return m7_panels_q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()
     if layout == REFERENCE or not panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
         return matrix.storage()
     assert matrix.scales is not None and matrix.q.ndim == 2
+    if matrix.qtype == "q4z":
+        codes, words = _q4z_codes_and_words(matrix)
+        quads = _pad_rows(words, 4)
+        return panel_q4(codes - 8).tobytes(), quads.reshape(-1, 4, quads.shape[1]).transpose(0, 2, 1).tobytes()
     data = panel_q4(matrix.q) if matrix.qtype == "q4" else panel_q8(matrix.q)
     return data.tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()

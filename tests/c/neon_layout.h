@@ -69,4 +69,39 @@ static int neon_panels(int q4, uint8_t **w, float **ws, size_t *wbytes, size_t *
     return 1;
 }
 
+/*
+ * q4z: the codes n sit where q4 keeps q + 8, so neon_panels lays them out as q4's (n - 8 in two's complement);
+ * the group words go per panel, per group, the four rows' side by side. Replaces *w and *words when the layout
+ * applies (returns 1).
+ */
+static int neon_q4z_panels(uint8_t **w, uint16_t **words, size_t *wbytes, size_t *nwords, int rows, int cols,
+                           int group_size) {
+    int ngroups = group_count(cols, group_size);
+    float *unused = calloc((size_t)rows * (size_t)ngroups + 1, sizeof(float));
+    size_t unused_n = (size_t)rows * (size_t)ngroups;
+    if (!unused) {
+        abort();
+    }
+    if (!neon_panels(1, w, &unused, wbytes, &unused_n, rows, cols, group_size)) {
+        free(unused);
+        return 0;
+    }
+    free(unused);
+    int panels = (rows + 3) / 4;
+    uint16_t *pw = calloc((size_t)panels * 4 * (size_t)ngroups + 1, sizeof(uint16_t));
+    if (!pw) {
+        abort();
+    }
+    for (int r = 0; r < rows; r++) {
+        for (int g = 0; g < ngroups; g++) {
+            pw[((size_t)(r / 4) * (size_t)ngroups + (size_t)g) * 4 + (size_t)(r % 4)] =
+                (*words)[(size_t)r * (size_t)ngroups + (size_t)g];
+        }
+    }
+    free(*words);
+    *words = pw;
+    *nwords = (size_t)panels * 4 * (size_t)ngroups;
+    return 1;
+}
+
 #endif /* HARNESS_NEON_LAYOUT_H */

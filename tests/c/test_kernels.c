@@ -35,7 +35,11 @@
 #include "neon_layout.h"
 #define KERNEL_LAYOUT(q4, w, ws, wbytes, nscales, rows, cols, group_size)                                              \
     neon_panels((q4), (w), (ws), (wbytes), (nscales), (rows), (cols), (group_size))
+#define KERNEL_Q4Z_LAYOUT(w, words, wbytes, nwords, rows, cols, group_size)                                            \
+    neon_q4z_panels((w), (words), (wbytes), (nwords), (rows), (cols), (group_size))
 #else /* the reference layout */
+#define KERNEL_Q4Z_LAYOUT(w, words, wbytes, nwords, rows, cols, group_size)                                            \
+    ((void)(w), (void)(words), (void)(wbytes), (void)(nwords), (void)(rows), (void)(cols), (void)(group_size), 0)
 #define KERNEL_LAYOUT(q4, w, ws, wbytes, nscales, rows, cols, group_size)                                              \
     ((void)(q4), (void)(w), (void)(ws), (void)(wbytes), (void)(nscales), (void)(rows), (void)(cols),               \
      (void)(group_size), 0)
@@ -302,6 +306,66 @@ static void case_matmul_q(int q4, int rows, int cols, int group_size, int extrem
 
 /* ---- quant ---- */
 
+/* q4z group words: a positive normal binary16 scale with 6 mantissa bits (exponent field 1..30) and a zero
+ * point 0..15 in the low four bits; `extreme`: the largest scale and zero point 0 or 15. */
+static uint16_t random_q4z_word(int extreme) {
+    uint32_t r = (uint32_t)(rng_next() >> 32);
+    if (extreme) {
+        return (uint16_t)((30u << 10) | (63u << 4) | ((r & 1u) ? 15u : 0u));
+    }
+    return (uint16_t)(((1u + r % 30u) << 10) | (((r >> 8) & 63u) << 4) | ((r >> 16) & 15u));
+}
+
+/* q4z: codes over all 256 byte values, activations over the full int8 range, random group words. */
+static void case_matmul_q4z(int rows, int cols, int group_size, int extreme) {
+    int id = case_id++;
+    int ngroups = group_count(cols, group_size);
+    size_t wbytes = (size_t)rows * (((size_t)cols + 1) / 2), nwords = (size_t)rows * (size_t)ngroups;
+    uint8_t *w = xmalloc(wbytes);
+    int8_t *xq = xmalloc((size_t)cols);
+    uint16_t *words = xmalloc(nwords * sizeof(uint16_t));
+    float *xs = xmalloc((size_t)ngroups * sizeof(float));
+    if (extreme) { /* codes 0 or 15 against -128: the integer sums at their largest */
+        memset(w, (rng_next() & 1) ? 0xFF : 0x00, wbytes);
+        memset(xq, 0x80, (size_t)cols);
+    } else {
+        fill_bytes(w, wbytes);
+        fill_int8(xq, (size_t)cols, -128, 127);
+    }
+    for (size_t k = 0; k < nwords; k++) {
+        words[k] = random_q4z_word(extreme);
+    }
+    for (int g = 0; g < ngroups; g++) {
+        xs[g] = random_scale();
+    }
+    (void)KERNEL_Q4Z_LAYOUT(&w, &words, &wbytes, &nwords, rows, cols, group_size); /* what a build links */
+    float *outs[2];
+    for (int side = 0; side < 2; side++) {
+        guarded gw = guard_copy(w, wbytes, side == 0);
+        guarded gx = guard_copy(xq, (size_t)cols, side == 0);
+        guarded gwords = guard_copy(words, nwords * sizeof(uint16_t), side == 0);
+        guarded gxs = guard_copy(xs, (size_t)ngroups * sizeof(float), side == 0);
+        outs[side] = xmalloc((size_t)rows * sizeof(float));
+        matmul_q4z(outs[side], gx.ptr, gxs.ptr, gw.ptr, gwords.ptr, rows, cols, group_size);
+        guard_free(&gw);
+        guard_free(&gx);
+        guard_free(&gwords);
+        guard_free(&gxs);
+    }
+    for (int i = 0; i < rows; i++) {
+        if (f32_bits(outs[0][i]) != f32_bits(outs[1][i])) {
+            printf("PLACEMENT-MISMATCH matmul_q4z %d %d\n", id, i);
+        }
+        print_f32("matmul_q4z", id, (size_t)i, outs[0][i]);
+    }
+    free(outs[0]);
+    free(outs[1]);
+    free(w);
+    free(xq);
+    free(words);
+    free(xs);
+}
+
 static void case_quantize(int n, int group_size, int kind) {
     int id = case_id++;
     int ngroups = group_count(n, group_size);
@@ -374,6 +438,15 @@ static void case_embed(int n_rows, int dim, int group_size) {
     memcpy(s4, scales, nscales * sizeof(float));
     (void)KERNEL_LAYOUT(0, (uint8_t **)&t8, &s8, &t8_bytes, &s8_n, n_rows, dim, group_size);
     (void)KERNEL_LAYOUT(1, &t4, &s4, &t4_bytes, &s4_n, n_rows, dim, group_size);
+    /* q4z: the q4 codes as its codes n, with random group words */
+    size_t tz_bytes = (size_t)n_rows * q4_row, zw_n = nscales;
+    uint8_t *tz = xmalloc(tz_bytes);
+    uint16_t *zw = xmalloc(zw_n * sizeof(uint16_t));
+    fill_bytes(tz, tz_bytes);
+    for (size_t k = 0; k < zw_n; k++) {
+        zw[k] = random_q4z_word(0);
+    }
+    (void)KERNEL_Q4Z_LAYOUT(&tz, &zw, &tz_bytes, &zw_n, n_rows, dim, group_size);
     float *out = xmalloc((size_t)dim * sizeof(float));
     for (int row = 0; row < n_rows; row++) {
         guarded gf = guard_copy(tf, fn * sizeof(float), row % 2);
@@ -393,6 +466,14 @@ static void case_embed(int n_rows, int dim, int group_size) {
         for (int j = 0; j < dim; j++) {
             print_f32("embed_q4", id, (size_t)(row * dim + j), out[j]);
         }
+        guarded gz = guard_copy(tz, tz_bytes, row % 2);
+        guarded gzw = guard_copy(zw, zw_n * sizeof(uint16_t), row % 2);
+        embed_q4z(out, gz.ptr, gzw.ptr, row, dim, group_size);
+        for (int j = 0; j < dim; j++) {
+            print_f32("embed_q4z", id, (size_t)(row * dim + j), out[j]);
+        }
+        guard_free(&gz);
+        guard_free(&gzw);
         guard_free(&gf);
         guard_free(&g8);
         guard_free(&g4);
@@ -404,6 +485,8 @@ static void case_embed(int n_rows, int dim, int group_size) {
     free(tf);
     free(t8);
     free(t4);
+    free(tz);
+    free(zw);
     free(scales);
     free(out);
 }
@@ -611,6 +694,21 @@ static void check(void) {
         case_matmul_q(q4, 7, 1000, 256, 1);
         case_matmul_q(q4, 5, 77, 32, 1);
     }
+    /* q4z: the same shapes as q4, the model shapes, and the largest sums */
+    for (size_t r = 0; r < sizeof q_rows / sizeof q_rows[0]; r++) {
+        for (size_t c = 0; c < sizeof q_cols / sizeof q_cols[0]; c++) {
+            for (size_t g = 0; g < sizeof q_groups / sizeof q_groups[0]; g++) {
+                if (q_groups[g] % 2 == 0) {
+                    case_matmul_q4z(q_rows[r], q_cols[c], q_groups[g], 0);
+                }
+            }
+        }
+    }
+    for (size_t s = 0; s < sizeof q_models / sizeof q_models[0]; s++) {
+        case_matmul_q4z(q_models[s][0], q_models[s][1], 32, 0);
+    }
+    case_matmul_q4z(7, 1000, 256, 1);
+    case_matmul_q4z(5, 77, 32, 1);
 
     /* quantize_activations and the embedding lookups */
     static const int quant_groups[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 32, 33, 64};

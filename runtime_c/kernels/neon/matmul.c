@@ -674,3 +674,114 @@ void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, 
                int cols, int group_size) {
     q_matmul_any(out, xq, xs, w, ws, rows, cols, group_size, 1);
 }
+
+/* ---- q4z ---- */
+
+/*
+ * A q4z code n is stored where q4 keeps q (as q4's nibbles: n - 8 in neon_panels, n in the row-major layout),
+ * so q4's dot products give sum((n - 8) x) exactly; the group's integer sum is that minus (z - 8) * sum(x):
+ * sum((n - z) x), exact in int32. Four rows' group words are decoded in one vector: the zero points by a mask,
+ * the scales by the contract's bit formula ((word & 0xFFF0) << 13) + 0x38000000, the float32 value of the
+ * binary16 scale.
+ */
+static inline int32_t group_sum(const int8_t *x, int len) {
+    int32_t sum = 0;
+    int j = 0;
+    for (; j + 16 <= len; j += 16) {
+        sum += vaddlvq_s8(vld1q_s8(x + j)); /* 16 int8 summed into an int16: no overflow */
+    }
+    for (; j < len; j++) {
+        sum += x[j];
+    }
+    return sum;
+}
+
+/* acc[r] += ((float)(isum[r] - (z[r] - 8) * xsum) * scale[r]) * xs_g for the four rows' group words. */
+static inline float32x4_t q4z_step(float32x4_t acc, int32x4_t isum, uint32x4_t word, int32_t xsum, float xs_g) {
+    int32x4_t zero_minus_8 = vsubq_s32(vreinterpretq_s32_u32(vandq_u32(word, vdupq_n_u32(15))), vdupq_n_s32(8));
+    uint32x4_t bits = vaddq_u32(vshlq_n_u32(vandq_u32(word, vdupq_n_u32(0xFFF0)), 13), vdupq_n_u32(0x38000000));
+    isum = vmlsq_n_s32(isum, zero_minus_8, xsum);
+    return vaddq_f32(acc, vmulq_n_f32(vmulq_f32(vcvtq_f32_s32(isum), vreinterpretq_f32_u32(bits)), xs_g));
+}
+
+/* `np` (1 or 2) q4z panels from panel p on (panels_pass's loop; per panel and group four words side by side). */
+NEON_ALWAYS_INLINE void q4z_panels_pass(float *out, const int8_t *xq, const float *xs, const uint8_t *w,
+                                        const uint16_t *wg, int p, int np, int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    const uint8_t *wp[2] = {w + (size_t)p * 2 * (size_t)cols, w + (size_t)(p + np - 1) * 2 * (size_t)cols};
+    const uint16_t *g0 = wg + (size_t)p * 4 * (size_t)ngroups, *g1 = g0 + (size_t)(np - 1) * 4 * (size_t)ngroups;
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0;
+    int32x4_t sums[2];
+    int full = cols / group_size; /* whole groups: a constant length, so their loops unroll */
+    for (int g = 0; g < ngroups; g++) {
+        int len = g < full ? group_size : cols - g * group_size; /* the row's last group may be shorter */
+        const int8_t *x = xq + g * group_size;
+        int32_t xsum;
+        if (g < full) {
+            panel_group(sums, wp, x, group_size, np, 1);
+            xsum = group_sum(x, group_size);
+        } else {
+            panel_group(sums, wp, x, len, np, 1);
+            xsum = group_sum(x, len);
+        }
+        acc0 = q4z_step(acc0, sums[0], vmovl_u16(vld1_u16(g0 + 4 * g)), xsum, xs[g]);
+        if (np == 2) {
+            acc1 = q4z_step(acc1, sums[1], vmovl_u16(vld1_u16(g1 + 4 * g)), xsum, xs[g]);
+        }
+    }
+    int valid = rows - 4 * p;
+    store_lanes_f32(out + 4 * p, acc0, valid < 4 ? valid : 4);
+    if (np == 2) {
+        valid -= 4;
+        store_lanes_f32(out + 4 * p + 4, acc1, valid < 4 ? valid : 4);
+    }
+}
+
+NEON_ALWAYS_INLINE void q4z_matmul_panels(float *out, const int8_t *xq, const float *xs, const uint8_t *w,
+                                          const uint16_t *wg, int rows, int cols, int group_size) {
+    int panels = (rows + 3) / 4;
+    int p = 0;
+    for (; p + 2 <= panels; p += 2) {
+        q4z_panels_pass(out, xq, xs, w, wg, p, 2, rows, cols, group_size);
+    }
+    if (p < panels) {
+        q4z_panels_pass(out, xq, xs, w, wg, p, 1, rows, cols, group_size);
+    }
+}
+
+/* Row-major q4z (matrices neon_panels does not cover), four rows at a time. */
+static void q4z_matmul_rows(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg,
+                            int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    size_t row_bytes = ((size_t)cols + 1) / 2;
+    for (int i = 0; i < rows; i += 4) {
+        int valid = rows - i < 4 ? rows - i : 4;
+        const uint8_t *row[4];
+        const uint16_t *words[4];
+        for (int k = 0; k < 4; k++) {
+            size_t r = (size_t)i + (size_t)clamp_row(k, valid);
+            row[k] = w + r * row_bytes;
+            words[k] = wg + r * (size_t)ngroups;
+        }
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        for (int g = 0; g < ngroups; g++) {
+            int start = g * group_size;
+            int end = start + group_size < cols ? start + group_size : cols;
+            uint32_t packed[4] = {words[0][g], words[1][g], words[2][g], words[3][g]};
+            acc = q4z_step(acc, q4_group_dot4(row, xq, start, end), vld1q_u32(packed),
+                           group_sum(xq + start, end - start), xs[g]);
+        }
+        store_lanes_f32(out + i, acc, valid);
+    }
+}
+
+void matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg, int rows,
+                int cols, int group_size) {
+    if (!panel_layout(cols, group_size, 1)) {
+        q4z_matmul_rows(out, xq, xs, w, wg, rows, cols, group_size);
+    } else if (group_size == 32) { /* the common group size gets its own copy, unrolled */
+        q4z_matmul_panels(out, xq, xs, w, wg, rows, cols, 32);
+    } else {
+        q4z_matmul_panels(out, xq, xs, w, wg, rows, cols, group_size);
+    }
+}

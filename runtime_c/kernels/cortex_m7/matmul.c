@@ -414,19 +414,45 @@ static void q8_panels(const panel_args *args) {
     "vadd.f32 s12, s12, s0\n\t"                                                                          \
     "vadd.f32 s13, s13, s1\n\t"
 
+/* What q4_panels and q4z_panels share: the panel loop's start (arguments, the nibble mask, a panel's float sums
+ * cleared, whether the program starts with unrolled groups), the steps of a group that is not unrolled (eight
+ * columns, or a row's last four: one word, row 0's two bytes then row 1's; the upper halves meet activations
+ * of 0), and the panel loop's end (the two outputs stored, the panel count down). */
+#define Q4_PANEL_BEGIN                                                                                   \
+    "vldmia r0, {s8-s11}\n\t"                                                                            \
+    "ldr lr, [r0, #16]\n\t"                                                                              \
+    "ldr r0, [r0, #20]\n\t"                                                                              \
+    "mov r11, #0x000F000F\n\t"                                                                           \
+    "10:\n\t"                                                                                            \
+    "vmov r1, s8\n\t"                                                                                    \
+    "movs r2, #0\n\t"                                                                                    \
+    "vmov s12, s13, r2, r2\n\t"                                                                          \
+    "vmov r2, s11\n\t"                                                                                   \
+    "cmp r2, #0\n\t"                                                                                     \
+    "beq 12f\n\t"
+#define Q4_STEPS                                                                                         \
+    "13:\n\t"                                                                                            \
+    "ldmia r1!, {r4-r7, r12}\n\t"                                                                        \
+    "tst r12, #1\n\t"                                                                                    \
+    "itee eq\n\t"                                                                                        \
+    "ldrdeq r8, r9, [r0], #8\n\t"                                                                        \
+    "ldrne r8, [r0], #4\n\t"                                                                             \
+    "lsrne r9, r8, #16\n\t" Q4_ROW("r8", "r2", "r2") Q4_ROW("r9", "r3", "r3")                            \
+    "tst r12, #2\n\t"                                                                                    \
+    "beq 13b\n\t"
+#define Q4_PANEL_END                                                                                     \
+    "19:\n\t"                                                                                            \
+    "vmov r12, s9\n\t"                                                                                   \
+    "vstmia r12!, {s12, s13}\n\t"                                                                        \
+    "vmov s9, r12\n\t"                                                                                   \
+    "vmov r12, s10\n\t"                                                                                  \
+    "subs r12, r12, #1\n\t"                                                                              \
+    "vmov s10, r12\n\t"                                                                                  \
+    "bne 10b\n\t"
+
 static void q4_panels(const panel_args *args) {
     register const panel_args *r0 __asm__("r0") = args;
-    __asm__ volatile("vldmia r0, {s8-s11}\n\t"
-                     "ldr lr, [r0, #16]\n\t"
-                     "ldr r0, [r0, #20]\n\t"
-                     "mov r11, #0x000F000F\n\t"
-                     "10:\n\t" /* a panel of two rows */
-                     "vmov r1, s8\n\t"
-                     "movs r2, #0\n\t"
-                     "vmov s12, s13, r2, r2\n\t"
-                     "vmov r2, s11\n\t"
-                     "cmp r2, #0\n\t"
-                     "beq 12f\n\t"
+    __asm__ volatile(Q4_PANEL_BEGIN
                      "11:\n\t" /* an unrolled group of 32 columns */
                      "ldmia r1!, {r4-r8, r12}\n\t"
                      "cmp r8, #0\n\t" /* Z: the last one */
@@ -440,26 +466,10 @@ static void q4_panels(const panel_args *args) {
                      "beq 19f\n\t"
                      "mov r2, r12\n\t"
                      "mov r3, r12\n\t"
-                     "13:\n\t" /* eight columns, or the row's last four (one word: row 0's two bytes, row 1's) */
-                     "ldmia r1!, {r4-r7, r12}\n\t"
-                     "tst r12, #1\n\t"
-                     "itee eq\n\t"
-                     "ldrdeq r8, r9, [r0], #8\n\t"
-                     "ldrne r8, [r0], #4\n\t"
-                     "lsrne r9, r8, #16\n\t" /* the upper halves meet activations of 0 */
-                     Q4_ROW("r8", "r2", "r2") Q4_ROW("r9", "r3", "r3")
-                     "tst r12, #2\n\t"
-                     "beq 13b\n\t"
+                     Q4_STEPS
                      Q4_FLOAT
                      "b 12b\n\t"
-                     "19:\n\t" /* the panel's two outputs */
-                     "vmov r12, s9\n\t"
-                     "vstmia r12!, {s12, s13}\n\t"
-                     "vmov s9, r12\n\t"
-                     "vmov r12, s10\n\t"
-                     "subs r12, r12, #1\n\t"
-                     "vmov s10, r12\n\t"
-                     "bne 10b\n\t"
+                     Q4_PANEL_END
                      : "+r"(r0)
                      :
                      : PANEL_CLOBBERS);
@@ -495,17 +505,7 @@ static void q4_panels(const panel_args *args) {
 
 static void q4z_panels(const panel_args *args) {
     register const panel_args *r0 __asm__("r0") = args;
-    __asm__ volatile("vldmia r0, {s8-s11}\n\t"
-                     "ldr lr, [r0, #16]\n\t"
-                     "ldr r0, [r0, #20]\n\t"
-                     "mov r11, #0x000F000F\n\t"
-                     "10:\n\t" /* a panel of two rows */
-                     "vmov r1, s8\n\t"
-                     "movs r2, #0\n\t"
-                     "vmov s12, s13, r2, r2\n\t"
-                     "vmov r2, s11\n\t"
-                     "cmp r2, #0\n\t"
-                     "beq 12f\n\t"
+    __asm__ volatile(Q4_PANEL_BEGIN
                      "11:\n\t" /* an unrolled group of 32 columns */
                      "ldmia r1!, {r4-r8, r12}\n\t"
                      "cmp r8, #0\n\t" /* Z: the last one (nothing below sets the flags) */
@@ -519,26 +519,10 @@ static void q4z_panels(const panel_args *args) {
                      "cmp r2, #0\n\t"
                      "beq 19f\n\t"
                      Q4Z_START
-                     "13:\n\t" /* eight columns, or the row's last four (one word: row 0's two bytes, row 1's) */
-                     "ldmia r1!, {r4-r7, r12}\n\t"
-                     "tst r12, #1\n\t"
-                     "itee eq\n\t"
-                     "ldrdeq r8, r9, [r0], #8\n\t"
-                     "ldrne r8, [r0], #4\n\t"
-                     "lsrne r9, r8, #16\n\t" /* the upper halves meet activations of 0 */
-                     Q4_ROW("r8", "r2", "r2") Q4_ROW("r9", "r3", "r3")
-                     "tst r12, #2\n\t"
-                     "beq 13b\n\t"
+                     Q4_STEPS
                      Q4Z_FLOAT
                      "b 12b\n\t"
-                     "19:\n\t" /* the panel's two outputs */
-                     "vmov r12, s9\n\t"
-                     "vstmia r12!, {s12, s13}\n\t"
-                     "vmov s9, r12\n\t"
-                     "vmov r12, s10\n\t"
-                     "subs r12, r12, #1\n\t"
-                     "vmov s10, r12\n\t"
-                     "bne 10b\n\t"
+                     Q4_PANEL_END
                      : "+r"(r0)
                      :
                      : PANEL_CLOBBERS);

@@ -7,7 +7,8 @@
  *       row-wise, then an 8x8 transpose gives one vector of products per column (x86_dot8x8). Two blocks of
  *       eight rows are interleaved to hide the add latency.
  * q8/q4: per group, the exact int32 dot products of eight rows (vpmaddwd on sign-extended int8 for q8;
- *       vpmaddubsw on the unsigned nibbles for q4, whose +8 offset is taken off as 8 * sum(x)), reduced
+ *       vpmaddubsw on the unsigned nibbles for q4, whose +8 offset is taken off as 8 * sum(x), and for q4z,
+ *       whose zero points are taken off as z * sum(x) per row), reduced
  *       to one vector of eight row sums; then the float part ((float)isum * ws) * xs is added to each
  *       row's lane, group after group, as in the reference.
  * When rows is not a multiple of 8 the last block overlaps the one before it (those rows are computed
@@ -202,21 +203,27 @@ X86_AVX2_INLINE __m256i q4_offset(__m256i xv) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), xv), _mm256_set1_epi16(-8));
 }
 
+/*
+ * q4z (`words` not NULL: its group words, row k's at words + k * ngroups) has its codes n where q4 has q + 8:
+ * the block's sums start at 0 instead of -8 * sum x, and after them each row's z * sum x comes off (exact
+ * int32); the scales are the words' binary16 values, decoded by the contract's bit formula.
+ */
 X86_AVX2 static void q4_block(float *out, const int8_t *xq, const float *xs, const uint8_t *p, const float *ws,
-                              int cols, int group_size, const int8_t *xpad, const uint8_t *w_end) {
+                              const uint16_t *words, int cols, int group_size, const int8_t *xpad,
+                              const uint8_t *w_end) {
     size_t stride = ((size_t)cols + 1) / 2;
     int ngroups = group_count(cols, group_size);
     __m256 val = _mm256_setzero_ps();
     for (int g = 0; g < ngroups; g++) {
         int start = g * group_size;
         int end = start + group_size < cols ? start + group_size : cols;
-        /* The offset first: every row starts from -8 * sum x over the group. */
+        /* The offset first: every row starts from -8 * sum x over the group (q4z: from 0). */
         __m256i offset = _mm256_setzero_si256();
         int j = start;
-        for (; j + 32 <= end; j += 32) {
+        for (; words == NULL && j + 32 <= end; j += 32) {
             offset = _mm256_add_epi32(offset, q4_offset(_mm256_loadu_si256((const __m256i *)(xq + j))));
         }
-        for (; j < end; j += 16) {
+        for (; words == NULL && j < end; j += 16) {
             offset = _mm256_add_epi32(offset, q4_offset(zext128(load16(j + 16 <= end ? xq + j : xpad))));
         }
 #define Q4_START(k) __m256i a##k = offset;
@@ -242,13 +249,29 @@ X86_AVX2 static void q4_block(float *out, const int8_t *xq, const float *xs, con
             }
         }
         __m256i isum = x86_hsum8_epi32(a0, a1, a2, a3, a4, a5, a6, a7);
-        val = group_float_part(val, isum, ws + g, (size_t)ngroups, xs[g]);
+        if (words == NULL) {
+            val = group_float_part(val, isum, ws + g, (size_t)ngroups, xs[g]);
+            continue;
+        }
+        int32_t xsum = 0;
+        for (j = start; j < end; j++) {
+            xsum += xq[j];
+        }
+        const uint16_t *w = words + g;
+        size_t n = (size_t)ngroups;
+        __m256i word = _mm256_setr_epi32(w[0], w[n], w[2 * n], w[3 * n], w[4 * n], w[5 * n], w[6 * n], w[7 * n]);
+        __m256i zero = _mm256_and_si256(word, _mm256_set1_epi32(15));
+        isum = _mm256_sub_epi32(isum, _mm256_mullo_epi32(zero, _mm256_set1_epi32(xsum)));
+        __m256i bits = _mm256_add_epi32(_mm256_slli_epi32(_mm256_and_si256(word, _mm256_set1_epi32(0xFFF0)), 13),
+                                        _mm256_set1_epi32(0x38000000));
+        __m256 scale = _mm256_castsi256_ps(bits);
+        val = _mm256_add_ps(val, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale), _mm256_set1_ps(xs[g])));
     }
     _mm256_storeu_ps(out, val);
 }
 
 X86_AVX2 static void matmul_q4_avx2(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
-                                    int rows, int cols, int group_size) {
+                                    const uint16_t *words, int rows, int cols, int group_size) {
     int ngroups = group_count(cols, group_size);
     size_t row_bytes = ((size_t)cols + 1) / 2;
     const uint8_t *w_end = w + (size_t)rows * row_bytes;
@@ -257,8 +280,9 @@ X86_AVX2 static void matmul_q4_avx2(float *out, const int8_t *xq, const float *x
     memcpy(xpad, xq + cols - tail, (size_t)tail);
     for (int i0 = 0; i0 < rows; i0 += BLOCK) {
         int first = block_start(i0, rows);
-        q4_block(out + first, xq, xs, w + (size_t)first * row_bytes, ws + (size_t)first * (size_t)ngroups, cols,
-                 group_size, xpad, w_end);
+        size_t first_group = (size_t)first * (size_t)ngroups;
+        q4_block(out + first, xq, xs, w + (size_t)first * row_bytes, words ? NULL : ws + first_group,
+                 words ? words + first_group : NULL, cols, group_size, xpad, w_end);
     }
 }
 
@@ -289,9 +313,21 @@ void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, 
                int group_size) {
 #if X86_SIMD
     if (rows >= BLOCK && group_size % 16 == 0 && x86_have_avx2()) {
-        matmul_q4_avx2(out, xq, xs, w, ws, rows, cols, group_size);
+        matmul_q4_avx2(out, xq, xs, w, ws, NULL, rows, cols, group_size);
         return;
     }
 #endif
     portable_matmul_q4(out, xq, xs, w, ws, rows, cols, group_size);
+}
+
+/* q4z: q4's kernel with the group words (q4z.c compiles the reference's as portable_matmul_q4z). */
+void matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg, int rows,
+                int cols, int group_size) {
+#if X86_SIMD
+    if (rows >= BLOCK && group_size % 16 == 0 && x86_have_avx2()) {
+        matmul_q4_avx2(out, xq, xs, w, NULL, wg, rows, cols, group_size);
+        return;
+    }
+#endif
+    portable_matmul_q4z(out, xq, xs, w, wg, rows, cols, group_size);
 }

@@ -121,4 +121,8 @@ X86_AVX2_INLINE __m256i x86_hsum8_epi32(__m256i a0, __m256i a1, __m256i a2, __m2
 #define X86_SIMD 0
 #endif
 
+/* kernels/ref/q4z.c's matmul (x86/q4z.c compiles it under this name), for what the AVX2 path does not take. */
+void portable_matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg,
+                         int rows, int cols, int group_size);
+
 #endif /* LLMCU_KERNELS_X86_H */

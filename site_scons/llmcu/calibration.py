@@ -233,6 +233,24 @@ def log_probs(ckpt: Checkpoint, sequences: Sequence[Sequence[int]], max_tokens: 
     return np.concatenate(rows)
 
 
+def greedy(ckpt: Checkpoint, prompt: Sequence[int], steps: int) -> tuple[list[int], list[np.ndarray]]:
+    """The fp32 model's greedy run from ``prompt`` in float32 BLAS (one sequence): the tokens fed (``steps`` of
+    them, fewer if it starts a new story) and the logits after each. Not the contract's sums: for figures
+    that compare distributions, where a last-bit difference does not matter."""
+    model = _BatchModel(ckpt, 1, steps)
+    model._record = lambda *args: None  # type: ignore[method-assign] - no statistics wanted here
+    tokens, logits = [int(prompt[0])], []
+    with np.errstate(over="ignore"):
+        for pos in range(steps):
+            out = model.step(np.array([tokens[pos]], dtype=np.int64), pos, np.ones(1, dtype=bool))[0]
+            logits.append(out.astype(np.float32))
+            following = int(prompt[pos + 1]) if pos + 1 < len(prompt) else int(np.argmax(out))
+            if pos + 1 >= len(prompt) and following == BOS:
+                break
+            tokens.append(following)
+    return tokens[: len(logits)], logits
+
+
 def mean_kl(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Mean over positions of KL(reference || candidate), both log-probabilities."""
     p = reference.astype(np.float64)

@@ -251,3 +251,39 @@ def test_q4z_gptq_beats_its_search_on_the_output_error() -> None:
         q, scales, _ = fitting.fit_q4z(w, 32, method, h)
         errors[method] = _output_error(w, q.astype(np.float64), scales.astype(np.float64), 32, h)
     assert errors["gptq"] < errors["search"] <= errors["absmax"], errors
+
+
+# ---- the disk cache of fitted weights ----
+
+
+def test_fitted_weights_are_cached_and_a_damaged_entry_is_refitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmcu import quantcache
+
+    monkeypatch.setenv("LLMCU_CACHE", str(tmp_path))
+    ckpt = random_checkpoint(SMALL, seed=11)
+    plan = QuantPlan("q4z", 8, (("wq", "q8"), ("w2", "fp32")))
+    first = quantize_checkpoint(ckpt, plan)
+    entries = list((tmp_path / quantcache.FOLDER).glob("*.npz"))
+    assert len(entries) == 1
+    second = quantize_checkpoint(ckpt, plan)  # read back: the same codes, scales and zero points, to the bit
+    for kind, matrix in first.items():
+        again = second[kind]
+        assert (again.qtype, again.group_size) == (matrix.qtype, matrix.group_size)
+        assert np.array_equal(again.q, matrix.q) and again.q.dtype == matrix.q.dtype
+        for ours, theirs in ((matrix.scales, again.scales), (matrix.zeros, again.zeros)):
+            assert (ours is None and theirs is None) or np.array_equal(ours, theirs)
+    # another plan, another model: other entries
+    quantize_checkpoint(ckpt, QuantPlan("q8", 8))
+    quantize_checkpoint(random_checkpoint(SMALL, seed=12), plan)
+    assert len(list((tmp_path / quantcache.FOLDER).glob("*.npz"))) == 3
+    # a truncated entry is ignored, and rewritten whole
+    entries[0].write_bytes(entries[0].read_bytes()[:100])
+    third = quantize_checkpoint(ckpt, plan)
+    assert np.array_equal(third["w1"].q, first["w1"].q) and quantcache.load(entries[0]) is not None
+    # switched off: nothing read or written
+    monkeypatch.setenv("LLMCU_QUANT_CACHE", "0")
+    entries[0].unlink()
+    quantize_checkpoint(ckpt, plan)
+    assert not entries[0].exists()

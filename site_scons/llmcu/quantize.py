@@ -324,7 +324,25 @@ def quantize_checkpoint(
     ckpt: object, plan: QuantPlan, tokenizer: object = None, show_progress: bool = False
 ) -> dict[str, QuantizedMatrix]:
     """Calibrate (when the plan's fit reads statistics) and quantize a checkpoint: what every build and the
-    Python reference do, so that they hold the same codes."""
+    Python reference do, so that they hold the same codes. Remembered on disk (llmcu.quantcache)."""
+    from . import calibration, quantcache
+
+    cache = None
+    if plan.quantized and quantcache.enabled(plan.calibration):
+        fields = (plan.default, plan.group_size, sorted(plan.overrides), plan.fit, plan.calibration)
+        cache = quantcache.cache_path(quantcache.cache_key(calibration.weights_digest(ckpt), fields))  # type: ignore[arg-type]
+        cached = quantcache.load(cache)
+        if cached is not None:
+            return {kind: QuantizedMatrix(*matrix) for kind, matrix in cached.items()}
+    quantized = _quantize_checkpoint(ckpt, plan, tokenizer, show_progress)
+    if cache is not None:
+        quantcache.store(cache, {k: (m.qtype, m.group_size, m.q, m.scales, m.zeros) for k, m in quantized.items()})
+    return quantized
+
+
+def _quantize_checkpoint(
+    ckpt: object, plan: QuantPlan, tokenizer: object, show_progress: bool
+) -> dict[str, QuantizedMatrix]:
     from . import calibration
 
     stats = None

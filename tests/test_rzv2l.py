@@ -492,7 +492,8 @@ def test_15m_shaped_model_goes_to_a_weights_file(tmp_path: Path, tokenizer_32k: 
     from llmcu.config import ModelConfig
 
     write_checkpoint(tmp_path / "r15m.bin", random_checkpoint(ModelConfig(288, 768, 6, 6, 6, 32000, 256, True)))
-    common = [f"model={tmp_path / 'r15m.bin'}", f"tokenizer={tokenizer_32k}", "quant=q4", f"build_dir={tmp_path}"]
+    common = [f"model={tmp_path / 'r15m.bin'}", f"tokenizer={tokenizer_32k}", "quant=q4", "fit=absmax",
+              f"build_dir={tmp_path}"]  # fmt: skip
     scons(["target=rzv2l", *kernel_options(), *common], tokenizer_32k.parent)
     scons(["target=host", "kernels=ref", *common], tokenizer_32k.parent)
     program = next((tmp_path / "rzv2l").glob("r15m-q4*/llmcu"))

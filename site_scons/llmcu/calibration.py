@@ -94,8 +94,9 @@ def _rope(vec: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 class _BatchModel:
     """The fp32 transformer over a batch of sequences, one position at a time, recording each matmul input."""
 
-    def __init__(self, ckpt: Checkpoint, batch: int, steps: int) -> None:
+    def __init__(self, ckpt: Checkpoint, batch: int, steps: int, record: bool = True) -> None:
         cfg: ModelConfig = ckpt.config
+        self.recording = record
         self.cfg, self.w = cfg, ckpt.weights
         self.classifier = self.w["tok_embeddings"] if cfg.shared_classifier else self.w["wcls"]
         self.key = np.zeros((cfg.n_layers, batch, steps, cfg.kv_dim), dtype=np.float32)
@@ -112,6 +113,8 @@ class _BatchModel:
         self.freq = (1.0 / ROPE_THETA ** (head_dims / cfg.head_size)).astype(np.float32)
 
     def _record(self, name: str, layer: int, x: np.ndarray, active: np.ndarray) -> None:
+        if not self.recording:
+            return
         self.pending.setdefault((name, layer), []).append(x[active])
         if len(self.pending[name, layer]) == 32:
             self.flush(name, layer)
@@ -220,8 +223,7 @@ def log_probs(ckpt: Checkpoint, sequences: Sequence[Sequence[int]], max_tokens: 
     kept = [s for s in kept if s]
     if not kept:
         raise QuantizationError("calibration got no tokens")
-    model = _BatchModel(ckpt, len(kept), max(len(s) for s in kept))
-    model._record = lambda *args: None  # type: ignore[method-assign] - no statistics wanted here
+    model = _BatchModel(ckpt, len(kept), max(len(s) for s in kept), record=False)
     rows = []
     with np.errstate(over="ignore"):
         for pos in range(max(len(s) for s in kept)):
@@ -237,8 +239,7 @@ def greedy(ckpt: Checkpoint, prompt: Sequence[int], steps: int) -> tuple[list[in
     """The fp32 model's greedy run from ``prompt`` in float32 BLAS (one sequence): the tokens fed (``steps`` of
     them, fewer if it starts a new story) and the logits after each. Not the contract's sums: for figures
     that compare distributions, where a last-bit difference does not matter."""
-    model = _BatchModel(ckpt, 1, steps)
-    model._record = lambda *args: None  # type: ignore[method-assign] - no statistics wanted here
+    model = _BatchModel(ckpt, 1, steps, record=False)
     tokens, logits = [int(prompt[0])], []
     with np.errstate(over="ignore"):
         for pos in range(steps):
@@ -292,13 +293,18 @@ def weights_digest(ckpt: Checkpoint) -> str:
 
 
 def calibrate(
-    ckpt: Checkpoint, source: str = SAMPLED, tokenizer: object = None, show_progress: bool = False
+    ckpt: Checkpoint,
+    source: str = SAMPLED,
+    tokenizer: object = None,
+    show_progress: bool = False,
+    digest: str | None = None,
 ) -> Calibration | None:
     """The calibration ``source`` names: ``sampled``, ``none`` (None) or a text file's path (which needs the
-    ``tokenizer``). Remembered per model and source for the rest of the process."""
+    ``tokenizer``). Remembered per model and source for the rest of the process (``digest``: the model's
+    :func:`weights_digest` when the caller has it already)."""
     if source == NONE:
         return None
-    key = (weights_digest(ckpt), source)
+    key = (digest or weights_digest(ckpt), source)
     if key in _MEMO:
         return _MEMO[key]
     sequences = None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import QuantizationError
-from .fitting import absmax_groups, fit_q4z, group_bounds, q4z_encode, round_half_away  # noqa: F401 - the contract's names, here too
+from .fitting import FITS, absmax_groups, fit_q4z, group_bounds, q4z_encode, round_half_away  # noqa: F401 - the contract's names, here too
 from .fitting import fit as fit_matrix
 
 # q4z: 4-bit codes n with a zero point z per group, the weight being scale * (n - z), and one 16-bit word per
@@ -27,8 +27,7 @@ from .fitting import fit as fit_matrix
 QTYPES = ("fp32", "q8", "q4", "q4z")
 QMAX = {"q8": 127, "q4": 7}
 # How a build fits its weights (llmcu.fitting) and what text calibrates the fit (llmcu.calibration).
-FITS = ("gptq", "search", "absmax")
-DEFAULT_FIT = "gptq"
+DEFAULT_FIT = FITS[0]
 DEFAULT_CALIBRATION = "sampled"
 
 
@@ -327,27 +326,28 @@ def quantize_checkpoint(
     Python reference do, so that they hold the same codes. Remembered on disk (llmcu.quantcache)."""
     from . import calibration, quantcache
 
-    cache = None
+    cache, digest = None, None
     if plan.quantized and quantcache.enabled(plan.calibration):
+        digest = calibration.weights_digest(ckpt)  # type: ignore[arg-type]
         fields = (plan.default, plan.group_size, sorted(plan.overrides), plan.fit, plan.calibration)
-        cache = quantcache.cache_path(quantcache.cache_key(calibration.weights_digest(ckpt), fields))  # type: ignore[arg-type]
+        cache = quantcache.cache_path(quantcache.cache_key(digest, fields))
         cached = quantcache.load(cache)
         if cached is not None:
             return {kind: QuantizedMatrix(*matrix) for kind, matrix in cached.items()}
-    quantized = _quantize_checkpoint(ckpt, plan, tokenizer, show_progress)
+    quantized = _quantize_checkpoint(ckpt, plan, tokenizer, show_progress, digest)
     if cache is not None:
         quantcache.store(cache, {k: (m.qtype, m.group_size, m.q, m.scales, m.zeros) for k, m in quantized.items()})
     return quantized
 
 
 def _quantize_checkpoint(
-    ckpt: object, plan: QuantPlan, tokenizer: object, show_progress: bool
+    ckpt: object, plan: QuantPlan, tokenizer: object, show_progress: bool, digest: str | None
 ) -> dict[str, QuantizedMatrix]:
     from . import calibration
 
     stats = None
     if plan.calibrated:
-        stats = calibration.calibrate(ckpt, plan.calibration, tokenizer, show_progress)  # type: ignore[arg-type]
+        stats = calibration.calibrate(ckpt, plan.calibration, tokenizer, show_progress, digest)  # type: ignore[arg-type]
     weights = ckpt.weights  # type: ignore[attr-defined]
     bar = None
     if show_progress and plan.quantized:

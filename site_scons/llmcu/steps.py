@@ -117,7 +117,7 @@ def _choose_quant(
 def _measure_quality(
     settings: BuildSettings, ckpt: Any, tok: Any, model: GeneratedModel, quantized: dict[str, QuantizedMatrix]
 ) -> None:
-    """quality=: top-1 agreement and mean KL against fp32 into the report (auto: models of up to 20M)."""
+    """quality=: top-1 agreement and mean KL against fp32 into the report (auto: models of up to 5M parameters)."""
     if not model.plan.quantized or settings.quality == "no":
         model.quality_note = "not measured (quality=no)" if model.plan.quantized else ""
         return

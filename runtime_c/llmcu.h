@@ -24,6 +24,7 @@
 #define LLMCU_KV_F32 0
 #define LLMCU_KV_F16 1
 #define LLMCU_KV_Q8 2
+#define LLMCU_KV_Q16 3 /* int16 with build-time scales per channel, and integer attention (kernels/ref/attention_q16.c) */
 #ifndef LLMCU_KV_TYPE
 #define LLMCU_KV_TYPE LLMCU_KV_F32 /* a model_config.h generated before the option existed */
 #endif
@@ -80,6 +81,10 @@ extern const llmcu_weights llmcu_model_weights; /* generated model_weights.c */
 extern const float llmcu_rope_table[]; /* [LLMCU_SEQ_LEN][LLMCU_HEAD_SIZE], generated model_data.S */
 #endif
 extern const llmcu_vocab llmcu_model_vocab;     /* generated model_weights.c */
+#if LLMCU_KV_TYPE == LLMCU_KV_Q16
+/* [0] key scales, [1] value scales, [2] key scales x log2(e) / sqrt(head_size); generated model_weights.c */
+extern const float llmcu_kv_q16_scales[3][LLMCU_N_LAYERS][LLMCU_KV_DIM];
+#endif
 
 /* ---- transformer.c ---- */
 /* Runs one token at position `pos` (0 <= pos < LLMCU_SEQ_LEN); returns the VOCAB logits. */

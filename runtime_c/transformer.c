@@ -24,6 +24,8 @@
 #define ACT_LEN (LLMCU_DIM > LLMCU_HIDDEN_DIM ? LLMCU_DIM : LLMCU_HIDDEN_DIM)
 #define ACT_GROUPS ((ACT_LEN + LLMCU_GROUP_SIZE - 1) / LLMCU_GROUP_SIZE)
 #define KV_MUL (LLMCU_N_HEADS / LLMCU_N_KV_HEADS) /* query heads per kv head */
+/* Positions the q16 cache has room for: kernel sets lay them out in blocks of up to 8. */
+#define KV_POSITIONS ((LLMCU_SEQ_LEN + 7) / 8 * 8)
 
 /* The activations of one position. */
 typedef struct {
@@ -37,7 +39,14 @@ typedef struct {
     float k[LLMCU_KV_DIM]; /* this position's key and value in float32, before they are stored converted */
     float v[LLMCU_KV_DIM];
 #endif
-    float att[LLMCU_SEQ_LEN];    /* one head's attention weights: heads run one after the other */
+#if LLMCU_KV_TYPE == LLMCU_KV_Q16
+    /* One head's integer attention: its quantized query, scores and softmax weights. */
+    int32_t scores[KV_POSITIONS];
+    int16_t weights[KV_POSITIONS];
+    int16_t query[LLMCU_HEAD_SIZE];
+#else
+    float att[LLMCU_SEQ_LEN]; /* one head's attention weights: heads run one after the other */
+#endif
     float logits[LLMCU_VOCAB_SIZE];
     /* The current matmul input, quantized once and shared by every matmul that reads it. */
     int8_t xq[ACT_LEN];
@@ -51,11 +60,17 @@ static run_state s LLMCU_STATE_ATTR;
 typedef uint16_t kv_elem; /* IEEE binary16 bits */
 #elif LLMCU_KV_TYPE == LLMCU_KV_Q8
 typedef int8_t kv_elem; /* times the scale of its (position, kv head) */
-#else
+#elif LLMCU_KV_TYPE != LLMCU_KV_Q16
 typedef float kv_elem;
 #endif
+#if LLMCU_KV_TYPE == LLMCU_KV_Q16
+/* Each layer's codes in the order the kernel set's attention_q16 reads them (kv_store_q16 writes them). */
+static int16_t key_cache[LLMCU_N_LAYERS][KV_POSITIONS * LLMCU_KV_DIM] LLMCU_KV_ATTR;
+static int16_t value_cache[LLMCU_N_LAYERS][KV_POSITIONS * LLMCU_KV_DIM] LLMCU_KV_ATTR;
+#else
 static kv_elem key_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;
 static kv_elem value_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;
+#endif
 #if LLMCU_KV_TYPE == LLMCU_KV_Q8
 static float key_scales[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_N_KV_HEADS] LLMCU_KV_ATTR;
 static float value_scales[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_N_KV_HEADS] LLMCU_KV_ATTR;
@@ -153,12 +168,23 @@ static inline void store_kv(int l, int pos) {
     /* One group per kv head: the weight contract's int8 quantization with group_size = head_size. */
     quantize_activations(key_cache[l][pos], key_scales[l][pos], s.k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE);
     quantize_activations(value_cache[l][pos], value_scales[l][pos], s.v, LLMCU_KV_DIM, LLMCU_HEAD_SIZE);
+#elif LLMCU_KV_TYPE == LLMCU_KV_Q16
+    kv_store_q16(key_cache[l], value_cache[l], s.k, s.v, llmcu_kv_q16_scales[0][l], llmcu_kv_q16_scales[1][l], pos,
+                 KV_POSITIONS, LLMCU_KV_DIM, LLMCU_HEAD_SIZE);
 #else
     (void)l;
     (void)pos;
 #endif
 }
 
+#if LLMCU_KV_TYPE == LLMCU_KV_Q16
+/* Every query head at once: the kernel set shares what it can between the heads of one kv head. */
+static void attend_all_heads(int l, int pos) {
+    attention_q16(s.xb, s.q, key_cache[l], value_cache[l], llmcu_kv_q16_scales[2][l], llmcu_kv_q16_scales[1][l],
+                  s.query, s.scores, s.weights, LLMCU_N_HEADS, LLMCU_N_KV_HEADS, LLMCU_HEAD_SIZE, KV_POSITIONS,
+                  pos + 1);
+}
+#else
 /* One query head (query q, output out) attends over positions 0..n_pos-1 of layer l's kv head kvh. */
 static inline void attend(float *out, const float *q, int l, int kvh, int n_pos) {
     int kv_offset = kvh * LLMCU_HEAD_SIZE;
@@ -181,6 +207,7 @@ static void attend_all_heads(int l, int pos) {
         attend(s.xb + h * LLMCU_HEAD_SIZE, s.q + h * LLMCU_HEAD_SIZE, l, h / KV_MUL, pos + 1);
     }
 }
+#endif
 
 /* ---- the blocks of a layer ---- */
 

@@ -13,6 +13,7 @@
 #ifndef LLMCU_KERNELS_H
 #define LLMCU_KERNELS_H
 
+#include <math.h>
 #include <stdint.h>
 
 /* Number of groups covering `n` values. */
@@ -104,5 +105,83 @@ void attention_head_f16(float *out, float *att, const float *q, const uint16_t *
  * same for v with vs (ks and vs point at this kv head's scale at position 0; scale_stride is n_kv_heads). */
 void attention_head_q8(float *out, float *att, const float *q, const int8_t *k, const float *ks, const int8_t *v,
                        const float *vs, int stride, int scale_stride, int head_size, int n_pos);
+
+/* ---- attention_q16.c: the q16 KV cache and integer attention (runtime_c/README.md, "q16") ---- */
+
+#define Q16_MAX 32767       /* stored codes are -32767..32767 */
+#define Q16_EXP_BITS 7      /* softmax's exponent is looked up in steps of 1/128 octave */
+#define Q16_EXP_TABLE 2048  /* q16_exp2[2048] (kernels/q16_exp2.h); a distance of 2047 steps or more weighs 0 */
+#define Q16_MIN_G 8         /* the query's scale is 2^-G with Q16_MIN_G <= G <= Q16_MAX_G ... */
+#define Q16_MAX_G 38        /* ... so that the distance shift G - Q16_EXP_BITS is 1..31 */
+
+static inline uint32_t q16_float_bits(float x) {
+    union {
+        float value;
+        uint32_t bits;
+    } u = {x};
+    return u.bits;
+}
+
+/* A stored code: roundf(x / scale) saturated to +-Q16_MAX (halves away from zero); NaN stores 0. */
+static inline int16_t q16_code(float x, float scale) {
+    float r = roundf(x / scale);
+    if (r != r) {
+        return 0;
+    }
+    return (int16_t)(r >= (float)Q16_MAX ? Q16_MAX : r <= -(float)Q16_MAX ? -Q16_MAX : (int32_t)r);
+}
+
+/* The quantized queries' bound: the largest b <= 15 with head_size * (2^b - 1) * Q16_MAX < 2^31. */
+static inline int q16_query_bits(int head_size) {
+    int bits = 15;
+    while (bits > 2 && (int64_t)head_size * ((1 << bits) - 1) * Q16_MAX > 2147483647) {
+        bits--;
+    }
+    return bits;
+}
+
+/* One head's query as integers: a[i] = roundf(q[i] * factor[i] * 2^G), saturated at +-(2^bits - 1), with G
+ * from the largest |q[i] * factor[i]| = f * 2^e (f in [0.5, 1)): G = bits - e kept in [Q16_MIN_G, Q16_MAX_G].
+ * Returns G; a zero (or subnormal) largest product gives all zeros and Q16_MAX_G. NaN products count as 0. */
+static inline int q16_quantize_query(int16_t *a, const float *q, const float *factor, int head_size, int bits) {
+    float amax = 0.0f;
+    for (int i = 0; i < head_size; i++) {
+        float p = q[i] * factor[i];
+        float m = p < 0.0f ? -p : p;
+        if (m > amax) {
+            amax = m;
+        }
+    }
+    int field = (int)((q16_float_bits(amax) >> 23) & 0xffu);
+    if (field == 0) {
+        for (int i = 0; i < head_size; i++) {
+            a[i] = 0;
+        }
+        return Q16_MAX_G;
+    }
+    int g = bits - (field - 126);
+    g = g < Q16_MIN_G ? Q16_MIN_G : g > Q16_MAX_G ? Q16_MAX_G : g;
+    union {
+        uint32_t bits;
+        float value;
+    } power = {(uint32_t)(127 + g) << 23}; /* 2^G, exactly */
+    float limit = (float)((1 << bits) - 1);
+    for (int i = 0; i < head_size; i++) {
+        float r = roundf((q[i] * factor[i]) * power.value);
+        a[i] = (int16_t)(r != r ? 0 : r >= limit ? (int32_t)limit : r <= -limit ? -(int32_t)limit : (int32_t)r);
+    }
+    return g;
+}
+
+/* Stores position pos's key k[kv_dim] and value v[kv_dim] into one layer's caches, `positions` (a multiple of 8)
+ * x kv_dim codes each, arranged as the kernel set's attention_q16 reads them; key_scale/value_scale[kv_dim]. */
+void kv_store_q16(int16_t *keys, int16_t *values, const float *k, const float *v, const float *key_scale,
+                  const float *value_scale, int pos, int positions, int kv_dim, int head_size);
+/* Every query head of one layer over positions 0..n_pos-1 (head h reads kv head h / (n_heads / n_kv_heads)):
+ * q[n_heads * head_size] in, out[n_heads * head_size] out; key_factor/value_scale[kv_dim] this layer's. Scratch:
+ * query (int16, head_size), scores (int32) and weights (int16), `positions` each. */
+void attention_q16(float *out, const float *q, const int16_t *keys, const int16_t *values, const float *key_factor,
+                   const float *value_scale, int16_t *query, int32_t *scores, int16_t *weights, int n_heads,
+                   int n_kv_heads, int head_size, int positions, int n_pos);
 
 #endif /* LLMCU_KERNELS_H */

@@ -67,6 +67,8 @@ class Calibration:
     tokens: int
     totals: dict[str, list[np.ndarray]]
     sequences: list[list[int]]  # the token sequences it read (sampled ones included), to read them again
+    key_absmax: np.ndarray | None = None  # (n_layers, kv_dim): the largest |key| (after RoPE) of each channel
+    value_absmax: np.ndarray | None = None  # the same for the values (what kv_type=q16's scales come from)
 
     def hessian(self, kind: str, layer: int | None = None) -> np.ndarray:
         """``H = E[x x^T]`` of the input matrix ``kind`` reads (``layer`` for per-layer matrices)."""
@@ -101,6 +103,8 @@ class _BatchModel:
         self.classifier = self.w["tok_embeddings"] if cfg.shared_classifier else self.w["wcls"]
         self.key = np.zeros((cfg.n_layers, batch, steps, cfg.kv_dim), dtype=np.float32)
         self.value = np.zeros_like(self.key)
+        self.key_absmax = np.zeros((cfg.n_layers, cfg.kv_dim), dtype=np.float32)
+        self.value_absmax = np.zeros_like(self.key_absmax)
         self.totals = {
             "attn_in": [np.zeros((cfg.dim, cfg.dim)) for _ in range(cfg.n_layers)],
             "attn_out": [np.zeros((cfg.dim, cfg.dim)) for _ in range(cfg.n_layers)],
@@ -138,6 +142,9 @@ class _BatchModel:
             q = _rope(xb @ w["wq"][layer].T, cos, sin)
             self.key[layer, :, pos] = _rope(xb @ w["wk"][layer].T, cos[: cfg.kv_dim // 2], sin[: cfg.kv_dim // 2])
             self.value[layer, :, pos] = xb @ w["wv"][layer].T
+            if self.recording and active.any():
+                for absmax, cache in ((self.key_absmax, self.key), (self.value_absmax, self.value)):
+                    np.maximum(absmax[layer], np.abs(cache[layer, active, pos]).max(axis=0), out=absmax[layer])
             keys = self.key[layer, :, : pos + 1].reshape(batch, pos + 1, cfg.n_kv_heads, hs)
             values = self.value[layer, :, : pos + 1].reshape(batch, pos + 1, cfg.n_kv_heads, hs)
             heads = q.reshape(batch, cfg.n_kv_heads, kv_mul, hs)
@@ -208,7 +215,7 @@ def collect(
                 tokens = nxt
     model.flush()
     label = f"sampled: {batch} fp32 stories from BOS, seed {SEED}" if sequences is None else source
-    return Calibration(source=label, tokens=seen, totals=model.totals, sequences=history)
+    return Calibration(label, seen, model.totals, history, model.key_absmax, model.value_absmax)
 
 
 def log_probs(ckpt: Checkpoint, sequences: Sequence[Sequence[int]], max_tokens: int = 1024) -> np.ndarray:

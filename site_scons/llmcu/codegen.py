@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, layouts, weightsfile
+from . import __version__, kvq16, layouts, weightsfile
 from .checkpoint import Checkpoint, read_checkpoint
 from .config import LAYER_MATRICES, ModelConfig
 from .errors import LlmcuError, OptionError
@@ -69,6 +69,8 @@ class GeneratedModel:
     quality: dict[str, object] | None = None  # llmcu.quality.build_quality's figures, when measured
     quality_note: str = ""  # why quality was not measured
     auto_steps: tuple[str, ...] = ()  # quant=auto: what it chose and why (llmcu.autoquant)
+    # kv_type=q16's scales (llmcu.kvq16.Q16Scales.as_array), measured when the build may choose q16.
+    kv_q16_scales: np.ndarray | None = None
 
     @property
     def rope_table(self) -> bool:
@@ -208,6 +210,13 @@ def _tensor_initializer(blobs_by_symbol: dict[str, Blob], ref: Callable[[str], s
     return tensor
 
 
+def _c_float_table(array: np.ndarray | None) -> list[list[str]]:
+    """A float32 ``(n, rows, cols)`` array as C initializer rows, each value an exact hex float literal."""
+    assert array is not None
+    values = np.asarray(array, dtype=np.float32)
+    return [[", ".join(f"{float(x).hex()}f" for x in row) for row in block] for block in values]
+
+
 def _progress(items: list[str], enabled: bool) -> Iterator[str]:
     if not enabled:
         yield from items
@@ -269,7 +278,10 @@ def prepare(
     blobs += tokenizer_blobs(tok)
     data = layout(blobs)
     max_token_length = max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1))
-    return GeneratedModel(config, context, plan, blobs, tensor_reports, kv_type, data, max_token_length, weight_layout)
+    model = GeneratedModel(config, context, plan, blobs, tensor_reports, kv_type, data, max_token_length, weight_layout)
+    if kv_type == "q16" or plan.quantized:
+        model.kv_q16_scales = kvq16.calibrated_scales(ckpt, show_progress=progress).as_array()
+    return model
 
 
 def write_sources(
@@ -288,6 +300,8 @@ def write_sources(
     header (llmcu.weightsfile), model_data.S only reserves the space the program maps it over, and
     model_weights.c points into that space by offset."""
     check_kv_type(model.kv_type)
+    if model.kv_type == "q16" and model.kv_q16_scales is None:
+        raise LlmcuError("kv_type=q16 needs the KV scales (codegen.prepare measures them)")
     config, plan, blobs = model.config, model.plan, model.blobs
     out = Path(out_dir)
     env = environment()
@@ -323,8 +337,9 @@ def write_sources(
     )
     by_symbol = {blob.symbol: blob for blob in blobs}
     ref = _reference(by_symbol, wf)
+    q16_scales = _c_float_table(model.kv_q16_scales) if model.kv_type == "q16" else None
     weights_c = env.get_template("model_weights.c.j2").render(
-        **common, tensor=_tensor_initializer(by_symbol, ref), ref=ref
+        **common, tensor=_tensor_initializer(by_symbol, ref), ref=ref, kv_q16_scales=q16_scales
     )
     assembly = env.get_template("model_data.S.j2").render(**common, data_file=DATA_FILE, gnu_stack_note=gnu_stack_note)
     # The data first: the sources that name it are written last, so they never point at a stale file.

@@ -5,6 +5,8 @@ definition of what a stored key or value reads back as.
 - ``f16``: IEEE binary16, rounded to nearest even; read back exactly.
 - ``q8``: int8 per (position, kv head) vector of ``head_size`` values, ``scale = amax / 127``, with the
   weight contract's rounding; read back as ``(float)q * scale``.
+- ``q16``: int16 with a scale per (layer, channel) measured at build time, and integer attention
+  (llmcu.kvq16). Room for a multiple of 8 positions: the kernel sets lay positions out in blocks.
 
 numpy's float32 -> float16 cast gives the same bits as the C runtime's ``f32_to_f16`` for every float32 that
 is not a NaN (round to nearest even, overflow to infinity, subnormals; compared over all 2^32 bit patterns
@@ -20,12 +22,18 @@ from .config import ModelConfig
 from .errors import OptionError
 from .quantize import quantize_groups
 
-KV_TYPES = ("f32", "f16", "q8")
-KV_CODES = {kv_type: code for code, kv_type in enumerate(KV_TYPES)}  # LLMCU_KV_F32 0, _F16 1, _Q8 2 (llmcu.h)
-ELEMENT_BYTES = {"f32": 4, "f16": 2, "q8": 1}
+KV_TYPES = ("f32", "f16", "q8", "q16")
+KV_CODES = {kv_type: code for code, kv_type in enumerate(KV_TYPES)}  # LLMCU_KV_F32 0, _F16 1, _Q8 2, _Q16 3
+ELEMENT_BYTES = {"f32": 4, "f16": 2, "q8": 1, "q16": 2}
 KV_QMAX = 127
 
 F32 = np.float32
+
+
+def auto_kv_types(quantized: bool) -> tuple[str, ...]:
+    """What ``kv_type=auto`` tries, in order, taking the first that fits: for quantized weights the fast integer
+    attention (q16), then the smallest cache; for fp32 weights the exact float32 cache first (run.c's output)."""
+    return ("q16", "q8") if quantized else ("f32", "f16", "q8")
 
 
 def check_kv_type(kv_type: str) -> str:
@@ -37,11 +45,18 @@ def check_kv_type(kv_type: str) -> str:
 def kv_cache_bytes(config: ModelConfig, seq_len: int, kv_type: str) -> int:
     """Bytes of the key and value caches for ``seq_len`` positions, q8's float scales included."""
     check_kv_type(kv_type)
+    if kv_type == "q16":
+        seq_len = q16_positions(seq_len)
     rows = 2 * config.n_layers * seq_len  # (cache, layer, position)
     total = rows * config.kv_dim * ELEMENT_BYTES[kv_type]
     if kv_type == "q8":
         total += rows * config.n_kv_heads * 4
     return total
+
+
+def q16_positions(seq_len: int) -> int:
+    """Positions a q16 cache has room for: ``seq_len`` rounded up to a multiple of 8 (LLMCU_KV_POSITIONS)."""
+    return -(-seq_len // 8) * 8
 
 
 def to_f16_bits(x: np.ndarray) -> np.ndarray:

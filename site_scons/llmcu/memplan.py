@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .config import ModelConfig
 from .errors import LlmcuError
-from .kvcache import KV_TYPES, kv_cache_bytes
+from .kvcache import KV_TYPES, kv_cache_bytes, q16_positions
 from .targets import MemoryRegion, Target
 
 WEIGHT_PLACEMENTS = ("auto", "flash", "qspi", "sdram")
@@ -53,12 +53,16 @@ def run_state_bytes(config: ModelConfig, seq_len: int, group_size: int, kv_type:
     """Everything the runtime keeps in .bss.llmcu_state: the activations (transformer.c's run_state), the
     sampler's top-p buffers (sampler.c) and the per-position records (generate.c), with alignment slack."""
     act_len = max(config.dim, config.hidden_dim)
-    floats = 4 * config.dim + 2 * config.hidden_dim + seq_len + config.vocab_size
+    floats = 4 * config.dim + 2 * config.hidden_dim + config.vocab_size
     groups = -(-act_len // group_size)
     activations = 4 * floats + act_len + 4 * groups
     sampler = 2 * config.vocab_size * (2 if config.vocab_size <= 65536 else 4)
     records = seq_len * (4 + 4 + 8)
     kv_scratch = 0 if kv_type == "f32" else 2 * config.kv_dim * 4  # a key and a value read back as float
+    if kv_type == "q16":  # one head's int32 scores, int16 weights and int16 query
+        kv_scratch += 6 * q16_positions(seq_len) + 2 * config.head_size
+    else:  # one head's float attention weights
+        kv_scratch += 4 * seq_len
     return -(-(activations + sampler + records + kv_scratch) // 32) * 32 + 4 * 32
 
 
@@ -219,12 +223,14 @@ def plan_memory(
     )
 
 
-def choose_kv_type(kv_type: str, attempt: Callable[[str], MemoryPlan]) -> MemoryPlan:
-    """``kv_type=auto``: the most exact KV cache type whose plan fits (f32, then f16, then q8)."""
+def choose_kv_type(
+    kv_type: str, attempt: Callable[[str], MemoryPlan], candidates: Sequence[str] = KV_TYPES
+) -> MemoryPlan:
+    """``kv_type=auto``: the first of ``candidates`` (llmcu.kvcache.auto_kv_types) whose plan fits."""
     if kv_type != "auto":
         return attempt(kv_type)
     failure: FitError | None = None
-    for candidate in KV_TYPES:
+    for candidate in candidates:
         try:
             return attempt(candidate)
         except FitError as error:

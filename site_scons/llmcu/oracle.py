@@ -95,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokenizer", required=True, help="llama2.c tokenizer (.bin)")
     parser.add_argument("--quant", default="fp32", choices=QTYPES, help="matrix quantization (default fp32)")
     parser.add_argument("--group-size", type=int, default=32, help="quantization group size (default 32)")
-    parser.add_argument("--kv-type", default="f32", choices=KV_TYPES, help="KV cache element type (default f32)")
+    parser.add_argument(
+        "--kv-type", default="auto", choices=("auto", *KV_TYPES), help="KV cache element type (default: a build's)"
+    )
     parser.add_argument("-p", "-i", "--prompt", default="", help="prompt (default: empty)")
     parser.add_argument("-n", "--steps", type=int, default=256, help="steps, 0 = seq_len (default 256)")
     parser.add_argument("-t", "--temperature", type=float, default=1.0, help="temperature (default 1.0)")

@@ -23,10 +23,11 @@ from typing import Protocol
 
 import numpy as np
 
+from . import kvq16
 from .checkpoint import Checkpoint
 from .config import LAYER_MATRICES, MATRIX_KINDS, ModelConfig
 from .errors import OptionError
-from .kvcache import check_kv_type, stored
+from .kvcache import auto_kv_types, check_kv_type, stored
 from .quantize import (
     DEFAULT_CALIBRATION,
     DEFAULT_FIT,
@@ -340,8 +341,10 @@ class _Layer:
 class Reference:
     """run.c's ``forward`` with a KV cache, per the numeric contract (fp32 or group-quantized matrices).
 
-    ``kv_type`` is the cache's element type (``f32``, ``f16``, ``q8``); the cache arrays hold what each
-    stored key and value reads back as, in float32, so attention itself is the same for every type.
+    ``kv_type`` is the cache's element type (``f32``, ``f16``, ``q8``, ``q16``; ``auto``: a build's default, q16
+    for quantized weights, f32 otherwise). For the float types the cache arrays hold what each stored key and
+    value reads back as, in float32, so attention itself is the same for every type; q16 keeps the int16 codes
+    and attends in integers (llmcu.kvq16).
     """
 
     def __init__(
@@ -349,12 +352,14 @@ class Reference:
         ckpt: Checkpoint,
         plan: dict[str, QuantizedMatrix] | None = None,
         math: str | CMath = "auto",
-        kv_type: str = "f32",
+        kv_type: str = "auto",
     ) -> None:
         self.config = ckpt.config
-        self.kv_type = check_kv_type(kv_type)
         self.cmath = math if isinstance(math, CMath) else c_math(math)
         self.plan = self._complete_plan(ckpt, plan or {})
+        if kv_type == "auto":  # what a build on a target with room for any cache gets (llmcu.kvcache)
+            kv_type = auto_kv_types(any(m.qtype != "fp32" for m in self.plan.values()))[0]
+        self.kv_type = check_kv_type(kv_type)
         cfg = self.config
         self.embedding = self.plan["tok_embeddings"]
         self.classifier = make_linear(self.plan["tok_embeddings" if cfg.shared_classifier else "wcls"])
@@ -362,8 +367,11 @@ class Reference:
         self.rms_final = np.asarray(ckpt.weights["rms_final"], dtype=F32)
         self.rope_cos, self.rope_sin = rope_tables(cfg, self.cmath)
         cache_shape = (cfg.n_layers, cfg.seq_len, cfg.kv_dim)
-        self.key_cache = np.zeros(cache_shape, dtype=F32)
-        self.value_cache = np.zeros(cache_shape, dtype=F32)
+        # q16: the cache holds the int16 codes and attention is integer arithmetic (llmcu.kvq16).
+        self.q16_scales = kvq16.calibrated_scales(ckpt) if self.kv_type == "q16" else None
+        cache_type = np.int16 if self.q16_scales is not None else F32
+        self.key_cache = np.zeros(cache_shape, dtype=cache_type)
+        self.value_cache = np.zeros(cache_shape, dtype=cache_type)
 
     @classmethod
     def from_checkpoint(
@@ -373,7 +381,7 @@ class Reference:
         group_size: int = 32,
         overrides: dict[str, str] | None = None,
         math: str | CMath = "auto",
-        kv_type: str = "f32",
+        kv_type: str = "auto",
         fit: str = DEFAULT_FIT,
         calibration: str = DEFAULT_CALIBRATION,
     ) -> Reference:
@@ -389,7 +397,7 @@ class Reference:
         plan: QuantPlan,
         tokenizer: object = None,
         math: str | CMath = "auto",
-        kv_type: str = "f32",
+        kv_type: str = "auto",
     ) -> Reference:
         """A reference quantized by ``plan`` (``tokenizer``: for a calibration text file)."""
         return cls(ckpt, quantize_checkpoint(ckpt, plan, tokenizer), math=math, kv_type=kv_type)
@@ -436,9 +444,13 @@ class Reference:
         q = rotate(qkv[: cfg.dim], self.rope_cos[pos], self.rope_sin[pos])
         half = cfg.kv_dim // 2
         k = rotate(qkv[cfg.dim : cfg.dim + cfg.kv_dim], self.rope_cos[pos, :half], self.rope_sin[pos, :half])
-        # Rotated in float32, then stored in the cache's element type (read back as float32).
-        self.key_cache[index, pos] = stored(k, self.kv_type, cfg.head_size)
-        self.value_cache[index, pos] = stored(qkv[cfg.dim + cfg.kv_dim :], self.kv_type, cfg.head_size)
+        v = qkv[cfg.dim + cfg.kv_dim :]
+        if self.q16_scales is not None:
+            self.key_cache[index, pos] = kvq16.store(k, self.q16_scales.key[index])
+            self.value_cache[index, pos] = kvq16.store(v, self.q16_scales.value[index])
+        else:  # rotated in float32, then stored in the cache's element type (read back as float32)
+            self.key_cache[index, pos] = stored(k, self.kv_type, cfg.head_size)
+            self.value_cache[index, pos] = stored(v, self.kv_type, cfg.head_size)
         x = (x + layer.wo(self._attention(index, q, pos))).astype(F32)
         xb = rmsnorm(x, layer.rms_ffn)
         h13 = layer.w13(xb)
@@ -448,6 +460,9 @@ class Reference:
     def _attention(self, index: int, q: np.ndarray, pos: int) -> np.ndarray:
         """All heads at once: scores ``(t, head)``, softmax over ``t``, weighted sum of values over ``t``."""
         cfg = self.config
+        if self.q16_scales is not None:
+            keys, values = self.key_cache[index, : pos + 1], self.value_cache[index, : pos + 1]
+            return kvq16.attention(q, keys, values, self.q16_scales, index, cfg.n_kv_heads)
         steps, head_size, kv_mul = pos + 1, cfg.head_size, cfg.n_heads // cfg.n_kv_heads
         keys = self.key_cache[index, :steps].reshape(steps, cfg.n_kv_heads, head_size)
         values = self.value_cache[index, :steps].reshape(steps, cfg.n_kv_heads, head_size)

@@ -16,6 +16,7 @@ from .checkpoint import detect_config, read_checkpoint
 from .codegen import GeneratedModel, write_quant_report
 from .errors import LlmcuError
 from .fileio import write_text_atomic
+from .kvcache import auto_kv_types
 from .project import BuildSettings, FirmwareImage
 from .protocol import ProtocolParser, RunOutput, format_summary
 from .quantize import QuantizedMatrix, QuantPlan, quantize_checkpoint
@@ -30,7 +31,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
     if settings.preset is not None:  # a wrong or corrupt download is caught here, before any C is generated
         settings.preset.check_shape(ckpt.config, settings.checkpoint)
     tok = read_tokenizer(settings.tokenizer, ckpt.config.vocab_size)
-    kv_type = "f32" if settings.kv_type == "auto" else settings.kv_type
+    kv_type = auto_kv_types(settings.plan.quantized)[0] if settings.kv_type == "auto" else settings.kv_type
     show = sys.stderr.isatty()
 
     def prepared(plan: QuantPlan, quantized: dict[str, QuantizedMatrix], reports: bool = True) -> GeneratedModel:
@@ -81,7 +82,10 @@ def _plan_images(
         return []
     # The first image (the target's own) decides an automatic KV type; its twin must fit with the same one.
     own = settings.images[0]
-    first = memplan.choose_kv_type(kv_type or settings.kv_type, lambda kind: plan_image(settings, own, model, kind))
+    candidates = auto_kv_types(model.plan.quantized)
+    first = memplan.choose_kv_type(
+        kv_type or settings.kv_type, lambda kind: plan_image(settings, own, model, kind), candidates
+    )
     model.kv_type = first.kv_type
     return [first] + [plan_image(settings, image, model, model.kv_type) for image in settings.images[1:]]
 

@@ -42,8 +42,8 @@ typedef struct {
 #if LLMCU_KV_TYPE == LLMCU_KV_Q16
     /* One head's integer attention: its quantized query, scores and softmax weights. */
     int32_t scores[KV_POSITIONS];
-    int16_t weights[KV_POSITIONS];
-    int16_t query[LLMCU_HEAD_SIZE];
+    int16_t weights[KV_POSITIONS] __attribute__((aligned(8))); /* read a word (two positions) at a time */
+    int16_t query[LLMCU_HEAD_SIZE] __attribute__((aligned(4)));
 #else
     float att[LLMCU_SEQ_LEN]; /* one head's attention weights: heads run one after the other */
 #endif
@@ -65,8 +65,8 @@ typedef float kv_elem;
 #endif
 #if LLMCU_KV_TYPE == LLMCU_KV_Q16
 /* Each layer's codes in the order the kernel set's attention_q16 reads them (kv_store_q16 writes them). */
-static int16_t key_cache[LLMCU_N_LAYERS][KV_POSITIONS * LLMCU_KV_DIM] LLMCU_KV_ATTR;
-static int16_t value_cache[LLMCU_N_LAYERS][KV_POSITIONS * LLMCU_KV_DIM] LLMCU_KV_ATTR;
+static int16_t key_cache[LLMCU_N_LAYERS][KV_POSITIONS * LLMCU_KV_DIM] LLMCU_KV_ATTR __attribute__((aligned(8)));
+static int16_t value_cache[LLMCU_N_LAYERS][KV_POSITIONS * LLMCU_KV_DIM] LLMCU_KV_ATTR __attribute__((aligned(8)));
 #else
 static kv_elem key_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;
 static kv_elem value_cache[LLMCU_N_LAYERS][LLMCU_SEQ_LEN][LLMCU_KV_DIM] LLMCU_KV_ATTR;

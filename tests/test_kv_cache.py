@@ -227,16 +227,17 @@ def test_python_storage_rules() -> None:
 def test_kv_cache_bytes() -> None:
     stories260k = ModelConfig(64, 172, 5, 8, 4, 512, 512, True)
     figures = {kv_type: kv_cache_bytes(stories260k, 512, kv_type) for kv_type in KV_TYPES}
-    assert figures == {"f32": 655_360, "f16": 327_680, "q8": 163_840 + 81_920}
+    assert figures == {"f32": 655_360, "f16": 327_680, "q8": 163_840 + 81_920, "q16": 327_680}
     gqa = ModelConfig(48, 100, 2, 6, 2, 512, 48, False)
     for config in (stories260k, gqa, ModelConfig(288, 768, 6, 6, 6, 32000, 256, True)):
-        for kv_type in KV_TYPES:  # one formula, at three sizes
-            assert kv_cache_bytes(config, 100, kv_type) == 100 * kv_cache_bytes(config, 1, kv_type)
+        for kv_type in KV_TYPES:  # one formula, at three sizes (q16 has room for a multiple of 8 positions)
+            positions = 104 if kv_type == "q16" else 100
+            assert kv_cache_bytes(config, 100, kv_type) == positions * kv_cache_bytes(config, 8, kv_type) // 8
 
 
 def test_kv_type_option_and_variant_names() -> None:
     option = next(option for option in options_table() if option.name == "kv_type")
-    assert option.default == "auto" and option.allowed == ("auto", "f32", "f16", "q8")
+    assert option.default == "auto" and option.allowed == ("auto", "f32", "f16", "q8", "q16")
     plan = QuantPlan.parse("q8", 32, "")
     assert variant_name("260k", plan, 0) == variant_name("260k", plan, 0, "f32") == "260k-q8"
     assert variant_name("260k", plan, 0, "auto") == "260k-q8"
@@ -251,7 +252,7 @@ def test_unknown_kv_type_is_rejected(tmp_path: Path, tok512: Path) -> None:
         Reference(ckpt, kv_type="bf16")
     with pytest.raises(OptionError, match="q8"):
         generate_sources(ckpt, read_tokenizer(tok512, 512), QuantPlan(), tmp_path, model_name="x", kv_type="f8")
-    with pytest.raises(OptionError, match=r"kv_type=.f8. is not allowed; choose one of: auto, f32, f16, q8"):
+    with pytest.raises(OptionError, match=r"kv_type=.f8. is not allowed; choose one of: auto, f32, f16, q8, q16"):
         validate({"kv_type": "f8"}, options_table())
 
 

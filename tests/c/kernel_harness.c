@@ -525,6 +525,44 @@ static void case_attention(int head_size, int n_pos, int stride, float qscale) {
     case_end();
 }
 
+/* ---- attention_q16.c ---- */
+
+static int16_t k_q16[MAX_KV + 64] __attribute__((aligned(8)));
+static int16_t v_q16[MAX_KV + 64] __attribute__((aligned(8)));
+static int32_t q16_scores[MAX_VEC];
+static int16_t q16_weights[MAX_VEC] __attribute__((aligned(8)));
+static int16_t q16_query[256] __attribute__((aligned(4)));
+static float q16_scales[3][MAX_VEC];
+
+/* Every head of a layer over n_pos positions stored by kv_store_q16 (the kernel set's own arrangement), keys
+ * and values of magnitude about kvscale with scales that make some of them saturate (every seventh position
+ * is 8x larger); qscale spreads the softmax from flat (0: a zero query) to one-hot. */
+static void case_attention_q16(int n_heads, int n_kv_heads, int head_size, int n_pos, float qscale, float kvscale) {
+    int kv_dim = n_kv_heads * head_size;
+    int positions = (n_pos + 7) & ~7;
+    for (int c = 0; c < kv_dim; c++) {
+        q16_scales[0][c] = (1.5f + rnd_float(1.0f)) * kvscale * 0x1.0p-14f;
+        q16_scales[1][c] = (1.5f + rnd_float(1.0f)) * kvscale * 0x1.0p-14f;
+        q16_scales[2][c] = q16_scales[0][c] * 0.5100697f; /* log2(e) / sqrt(8) */
+    }
+    for (int t = 0; t < n_pos; t++) {
+        fill(k_f32, kv_dim, t % 7 == 3 ? 8.0f * kvscale : kvscale);
+        fill(v_f32, kv_dim, t % 7 == 5 ? 8.0f * kvscale : kvscale);
+        kv_store_q16(k_q16, v_q16, k_f32, v_f32, q16_scales[0], q16_scales[1], t, positions, kv_dim, head_size);
+    }
+    fill(x_f32, n_heads * head_size, qscale);
+    case_begin("attention_q16");
+    put_int("n_heads", n_heads);
+    put_int("n_kv_heads", n_kv_heads);
+    put_int("head_size", head_size);
+    put_int("n_pos", n_pos);
+    put_int("qscale", (int)qscale);
+    TIMED(attention_q16(out, x_f32, k_q16, v_q16, q16_scales[2], q16_scales[1], q16_query, q16_scores, q16_weights,
+                        n_heads, n_kv_heads, head_size, positions, n_pos));
+    hash_bytes(out, (size_t)(n_heads * head_size) * sizeof(float));
+    case_end();
+}
+
 static uint32_t f32_bits(float x) {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
@@ -701,6 +739,20 @@ int main(void) {
     }
     case_attention(8, 64, 32, 200.0f); /* scores spread past expf's range */
     case_attention(16, 40, 16, 200.0f);
+    /* q16: stories260K's heads at lengths around the unrolled loops' steps and its full context, 15M's, others */
+    static const int q16_lengths[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 17, 64, 129, 512};
+    for (size_t i = 0; i < sizeof q16_lengths / sizeof q16_lengths[0]; i++) {
+        case_attention_q16(8, 4, 8, q16_lengths[i], 3.0f, 2.0f);
+    }
+    case_attention_q16(8, 4, 8, 100, 300.0f, 2.0f); /* one-hot: most weights 0 */
+    case_attention_q16(8, 4, 8, 50, 0.0f, 2.0f);    /* a zero query: every weight equal */
+    case_attention_q16(8, 4, 8, 50, 1.0e-30f, 1.0f); /* a tiny query: the largest exponent G */
+    case_attention_q16(8, 4, 8, 50, 1.0e30f, 1.0f);  /* a huge one: the smallest G, saturated codes */
+    case_attention_q16(6, 6, 48, 33, 2.0f, 1.0f);
+    case_attention_q16(2, 2, 48, 256, 2.0f, 1.0f);
+    case_attention_q16(4, 2, 64, 7, 1.0f, 4.0f);
+    case_attention_q16(2, 1, 16, 40, 5.0f, 1.0f);
+    case_attention_q16(4, 4, 6, 9, 5.0f, 1.0f);
     case_f16();
 
 #ifdef HARNESS_EXP_SWEEP

@@ -491,6 +491,54 @@ static void case_embed(int n_rows, int dim, int group_size) {
     free(out);
 }
 
+/* ---- q16 attention ---- */
+
+/* Every head of a layer over n_pos positions stored by kv_store_q16 into guarded caches (the kernel set's own
+ * arrangement), keys and values of magnitude about kvscale, every seventh position 8x larger (so that some
+ * codes saturate); qscale spreads the softmax from flat (0: a zero query) to one-hot. */
+static void case_attention_q16(int n_heads, int n_kv_heads, int head_size, int n_pos, float qscale, float kvscale) {
+    int id = case_id++;
+    int kv_dim = n_kv_heads * head_size, dim = n_heads * head_size;
+    int positions = (n_pos + 7) & ~7;
+    size_t cache_bytes = (size_t)positions * (size_t)kv_dim * sizeof(int16_t);
+    float *scales = xmalloc(3 * (size_t)kv_dim * sizeof(float));
+    float *k = xmalloc((size_t)kv_dim * sizeof(float)), *v = xmalloc((size_t)kv_dim * sizeof(float));
+    float *q = xmalloc((size_t)dim * sizeof(float)), *out = xmalloc((size_t)dim * sizeof(float));
+    for (int c = 0; c < kv_dim; c++) {
+        scales[c] = (1.5f + rng_unit()) * kvscale * 0x1.0p-14f;
+        scales[kv_dim + c] = (1.5f + rng_unit()) * kvscale * 0x1.0p-14f;
+        scales[2 * kv_dim + c] = scales[c] * 0.5100697f; /* log2(e) / sqrt(8) */
+    }
+    int after_end = id % 2;
+    int16_t *zeros = calloc(cache_bytes, 1);
+    guarded keys = guard_copy(zeros, cache_bytes, after_end), values = guard_copy(zeros, cache_bytes, after_end);
+    for (int t = 0; t < n_pos; t++) {
+        fill_floats(k, (size_t)kv_dim, t % 7 == 3 ? 8.0f * kvscale : kvscale, 0);
+        fill_floats(v, (size_t)kv_dim, t % 7 == 5 ? 8.0f * kvscale : kvscale, 0);
+        kv_store_q16(keys.ptr, values.ptr, k, v, scales, scales + kv_dim, t, positions, kv_dim, head_size);
+    }
+    fill_floats(q, (size_t)dim, qscale, 0);
+    int16_t *query = xmalloc((size_t)head_size * sizeof(int16_t));
+    int32_t *scores = xmalloc((size_t)positions * sizeof(int32_t));
+    int16_t *weights = xmalloc((size_t)positions * sizeof(int16_t));
+    attention_q16(out, q, keys.ptr, values.ptr, scales + 2 * kv_dim, scales + kv_dim, query, scores, weights, n_heads,
+                  n_kv_heads, head_size, positions, n_pos);
+    for (int i = 0; i < dim; i++) {
+        print_f32("attention_q16", id, (size_t)i, out[i]);
+    }
+    guard_free(&keys);
+    guard_free(&values);
+    free(zeros);
+    free(scales);
+    free(k);
+    free(v);
+    free(q);
+    free(out);
+    free(query);
+    free(scores);
+    free(weights);
+}
+
 /* ---- attention ---- */
 
 static void print_attention(const char *kernel, int id, const float *out, const float *att, int head_size,
@@ -740,6 +788,21 @@ static void check(void) {
     }
     case_attention(8, 512, 4, 2, 4.0f);  /* stories260K at its full context */
     case_attention(48, 256, 6, 5, 4.0f); /* a stories15M-sized head */
+    /* q16: stories260K's layer at lengths around the unrolled loops' steps and its full context, 15M's, others */
+    static const int q16_lengths[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 31, 33, 64, 129, 512};
+    for (size_t i = 0; i < sizeof q16_lengths / sizeof q16_lengths[0]; i++) {
+        case_attention_q16(8, 4, 8, q16_lengths[i], 3.0f, 2.0f);
+    }
+    case_attention_q16(8, 4, 8, 100, 300.0f, 2.0f);  /* one-hot: most weights 0 */
+    case_attention_q16(8, 4, 8, 50, 0.0f, 2.0f);     /* a zero query: every weight equal */
+    case_attention_q16(8, 4, 8, 50, 1.0e-30f, 1.0f); /* a tiny query: the largest exponent G */
+    case_attention_q16(8, 4, 8, 50, 1.0e30f, 1.0f);  /* a huge one: the smallest G, saturated codes */
+    case_attention_q16(6, 6, 48, 33, 2.0f, 1.0f);
+    case_attention_q16(6, 6, 48, 256, 2.0f, 1.0f);
+    case_attention_q16(4, 2, 64, 7, 1.0f, 4.0f);
+    case_attention_q16(8, 8, 64, 100, 1.0f, 4.0f);
+    case_attention_q16(2, 1, 16, 40, 5.0f, 1.0f);
+    case_attention_q16(4, 4, 6, 9, 5.0f, 1.0f);
 
     check_f16();
     printf("done\n");

@@ -130,7 +130,9 @@ def f32(bits: str) -> float:
 
 def test_neon_set_replaces_the_reference_files_by_name() -> None:
     names = {path.name: path.parent.name for path in kernel_sources(KERNEL_SET)}
-    assert names == {"attention.c": "neon", "matmul.c": "neon", "ops.c": "neon", "quant.c": "neon", "q4z.c": "neon"}
+    assert names == {
+        name: "neon" for name in ("attention.c", "attention_q16.c", "matmul.c", "ops.c", "quant.c", "q4z.c")
+    }
 
 
 def test_harness_covers_every_kernel(outputs: dict[str, list[str]]) -> None:
@@ -139,7 +141,7 @@ def test_harness_covers_every_kernel(outputs: dict[str, list[str]]) -> None:
         "matmul_f32", "matmul_q8", "matmul_q4", "matmul_q4z", "quantize_xq", "quantize_xs", "embed_f32", "embed_q8",
         "embed_q4", "embed_q4z",
         "attention_f32", "attention_f16", "attention_q8", "attention_f32_att", "attention_f16_att",
-        "attention_q8_att", "f16_to_f32", "f32_to_f16", "kv_store_f16",
+        "attention_q8_att", "f16_to_f32", "f32_to_f16", "kv_store_f16", "attention_q16",
     }  # fmt: skip
     assert expected <= kernels
     for name, lines in outputs.items():

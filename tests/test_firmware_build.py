@@ -72,7 +72,7 @@ def test_15m_shaped_model_links_on_the_external_memory_board(
     scons(args, tokenizer_32k.parent)
     out = build_root / "stm32h743" / f"r15m-{quant}-absmax-h743-sdram-qspi"
     regions = used(report_of(out))
-    assert regions["sdram"] == 2 * 6 * 256 * 288 * 4  # the fp32 KV cache (3.5 MB) only fits in SDRAM
+    assert regions["sdram"] == 2 * 6 * 256 * 288 * 2  # the q16 KV cache (0.9 MB) only fits in SDRAM
     if quant == "q8":
         assert regions["qspi"] > 8_000_000  # 17 MB of q8 weights spill from flash into QSPI
     assert regions["flash"] <= 2 * 1024 * 1024
@@ -111,15 +111,15 @@ def test_run_on_a_board_without_hil_says_what_to_do(build_root: Path, stories260
 
 
 def test_automatic_kv_type_and_the_twin_with_the_boards_budget(build_root: Path, stories260k: Path) -> None:
-    """The issue's two commands: the default KV type makes the full context fit the NUCLEO (f16 in AXI SRAM),
-    and hil=qemu runs the build's twin, linked with the same plan, in QEMU."""
+    """The issue's two commands: the default KV type makes the full context fit the NUCLEO (q16, the integer
+    attention, in AXI SRAM), and hil=qemu runs the build's twin, linked with the same plan, in QEMU."""
     args = ["target=stm32h743", "model=260k", "quant=q8", f"build_dir={build_root}"]
     result = scons([*args, "hil=qemu", "run", "prompt=Once upon a time", "temperature=0", "steps=24"],
                    stories260k.parent)  # fmt: skip
     out = build_root / "stm32h743" / "260k-q8"
     for image in (out, out / "twin"):
         script = (image / "gen" / "firmware.ld").read_text()
-        assert "KV cache (f16) 327,680 B -> axi_sram" in script
-    assert "#define LLMCU_KV_TYPE 1" in (out / "gen" / "model_config.h").read_text()
+        assert "KV cache (q16) 327,680 B -> axi_sram" in script
+    assert "#define LLMCU_KV_TYPE 3" in (out / "gen" / "model_config.h").read_text()
     assert "Once upon a time, there was a little girl" in result.stdout
     assert "24 tokens" in result.stdout and "instructions/token" in result.stdout

@@ -146,6 +146,32 @@ def test_quantized_twin_equals_the_host_build(
         assert twin.text == host.text
 
 
+# Greedy prompts whose run fills the whole 512-token context (no BOS before it) with these weights.
+END_OF_CONTEXT = {"q8": "Once upon a time", "q4": "There was a big tree", "q4z": "Lily"}
+
+
+@needs_qemu
+@pytest.mark.parametrize("quant", ["q8", "q4", "q4z"])
+def test_quantized_twin_equals_the_host_to_the_end_of_the_context(
+    quant: str, twins: dict[str, Build], hosts: dict[str, Path]
+) -> None:
+    """Every position of the KV cache written and attended over (q16's blocks and pairs up to the last one)."""
+    params = RunParams(END_OF_CONTEXT[quant], 512, 0.0, 0.9, 1)
+    twin, host = run_firmware(twins[quant].elf, params), run_host(hosts[quant], params)
+    assert host.ok and twin.ok
+    assert host.summary_number("tokens") == 512, "the prompt no longer fills the context: choose another"
+    assert twin.token_sequence() == host.token_sequence() and twin.text == host.text
+
+
+@needs_qemu
+def test_q16_attention_cost_per_position(twins: dict[str, Build]) -> None:
+    """The performance issue's goal for the attention that the twin's q8 build uses by default (q16): at most
+    1,000 more instructions per extra cached position (exact counts under -icount, position 255 against 1)."""
+    out = run_firmware(twins["q8"].elf, RunParams("Once upon a time", 256, 0.0, 0.9, 1))
+    cost = {record.pos: record.cost for record in out.tokens}
+    assert (cost[255] - cost[1]) / 254 <= 1000, cost[255] - cost[1]
+
+
 @needs_qemu
 def test_instruction_counts_repeat_exactly(twins: dict[str, Build]) -> None:
     """Two runs, one over QEMU's stdio and one over a TCP socket: the same counts, token for token."""

@@ -188,7 +188,7 @@ def test_host_run_alias_prints_the_log_after_the_summary(tmp_path: Path, stories
         table = list(csv.DictReader(handle))
     assert [int(row["next"]) for row in table] == [row["next"] for row in rows]
     assert "".join(row["next_piece"] for row in rows) + "\n" == summary["text"] == output.text.decode()
-    assert summary["runner"] == "host" and summary["kv_type"] == "f32" and summary["unit"] == "ns"
+    assert summary["runner"] == "host" and summary["kv_type"] == "q16" and summary["unit"] == "ns"
     assert summary["settings"]["steps"] == 40 and summary["settings"]["temperature"] == 0.0
     assert summary["tok_per_s"] > 0 and summary["cost_per_token"] > 0 and summary["peak_stack"] > 0
     assert all(row["ms"] == row["cost"] / 1e6 for row in rows)

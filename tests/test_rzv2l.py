@@ -117,6 +117,16 @@ def test_quantized_equal_the_host_with_one_and_two_threads(
             assert out.text == host.text
 
 
+@pytest.mark.parametrize(("quant", "prompt"), [("q8", "Once upon a time"), ("q4", "There was a big tree")])
+def test_quantized_equal_the_host_to_the_end_of_the_context(quant: str, prompt: str, builds: dict[str, Path]) -> None:
+    """All 512 positions of the KV cache written and attended over: NEON's q16 blocks equal the reference's."""
+    args = ["-p", prompt, "-n", "512", "-t", "0"]
+    host = parse(subprocess.run([str(builds[f"host-{quant}"]), *args], capture_output=True).stdout)
+    assert host.ok and host.summary_number("tokens") == 512, "the prompt no longer fills the context"
+    out = parse(run_qemu(builds[quant], args).stdout)
+    assert out.ok and out.token_sequence() == host.token_sequence()
+
+
 def test_host_threads_give_the_same_tokens(builds: dict[str, Path], golden_cases: list[dict]) -> None:
     """The thread pool is the runtime's, so the host has it too; any count gives the same tokens."""
     for case in golden_cases[:2]:

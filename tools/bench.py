@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-baseline", action="store_true", help="also write the results as the baseline")
     parser.add_argument("--merge", action="store_true", help="update the rows of OUT/results.json, keep the others")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra scons option")
+    parser.add_argument(
+        "--board-study", action="store_true", help="add the 15M-shaped q4 rows of the external-memory board (twin)"
+    )
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.set)
     try:
@@ -46,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
             numerics=args.numerics.split(","), runs=args.runs, extra=extra,
             progress=lambda line: print(line, file=sys.stderr),
         )  # fmt: skip
+        if args.board_study:
+            target, board, model, quant, placements = bench.BOARD_STUDY
+            for placement in placements:
+                print(f"bench {target} board={board} {model} {quant} {placement}", file=sys.stderr)
+                rows.append(bench.bench_board(target, board, model, quant, placement))
     except LlmcuError as error:
         print(f"llmcu: error: {error}", file=sys.stderr)
         return 2

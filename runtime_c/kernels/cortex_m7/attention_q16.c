@@ -42,6 +42,45 @@ static inline uint32_t load_word(const int16_t *p) {
     return w;
 }
 
+/* ---- the query ---- */
+
+/* roundf(x) as int32, saturated (VCVTA: to nearest, halves away from zero; NaN gives 0), as the contract's
+ * roundf followed by its clamp, whose bounds are far inside int32. */
+static inline int32_t round_to_int(float x) {
+    float r;
+    __asm__("vcvta.s32.f32 %0, %1" : "=t"(r) : "t"(x));
+    int32_t i;
+    memcpy(&i, &r, sizeof i);
+    return i;
+}
+
+/* q16_quantize_query for head_size 8 (query bits 13): VABS/VMAXNM for the largest magnitude (a NaN is ignored by
+ * VMAXNM as by the reference's comparison), VCVTA and SSAT for the codes, one compare for the -8191 bound. */
+static int quantize_query8(int16_t *a, const float *q, const float *factor) {
+    float p[8];
+    float amax = 0.0f;
+    for (int i = 0; i < 8; i++) {
+        p[i] = q[i] * factor[i];
+        amax = __builtin_fmaxf(amax, __builtin_fabsf(p[i]));
+    }
+    uint32_t field = (q16_float_bits(amax) >> 23) & 0xffu;
+    if (field == 0) {
+        memset(a, 0, 8 * sizeof *a);
+        return Q16_MAX_G;
+    }
+    int g = 13 - ((int)field - 126);
+    g = g < Q16_MIN_G ? Q16_MIN_G : g > Q16_MAX_G ? Q16_MAX_G : g;
+    union {
+        uint32_t bits;
+        float value;
+    } power = {(uint32_t)(127 + g) << 23};
+    for (int i = 0; i < 8; i++) {
+        int32_t code = __ssat(round_to_int(p[i] * power.value), 14); /* -8192..8191 */
+        a[i] = (int16_t)(code < -8191 ? -8191 : code);
+    }
+    return g;
+}
+
 /* ---- scores ---- */
 
 /* scores[t] = the query a[head_size] . key t, for t in [0, n_pos); returns the largest. */
@@ -260,7 +299,8 @@ void attention_q16(float *out, const float *q, const int16_t *keys, const int16_
         int kvh = h / kv_mul;
         int base = kvh * head_size;
         size_t head = (size_t)kvh * (size_t)positions * (size_t)head_size;
-        int g = q16_quantize_query(query, q + h * head_size, key_factor + base, head_size, bits);
+        int g = head_size == 8 ? quantize_query8(query, q + h * head_size, key_factor + base)
+                               : q16_quantize_query(query, q + h * head_size, key_factor + base, head_size, bits);
 
         int32_t max = head_size == 8 ? scores8(scores, query, keys + head, n_pos)
                                      : scores_c(scores, query, keys + head, head_size, n_pos);

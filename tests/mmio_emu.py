@@ -63,6 +63,8 @@ def _registers() -> dict[int, tuple[str, int]]:
             0x02C: ("PLLCFGR", 0x01FF0000),
             0x030: ("PLL1DIVR", 0x01010280),
             0x034: ("PLL1FRACR", 0),
+            0x038: ("PLL2DIVR", 0x01010280),
+            0x03C: ("PLL2FRACR", 0),
             0x04C: ("D1CCIPR", 0),
             0x054: ("D2CCIP2R", 0),
             0x0D0: ("RSR", 0),
@@ -80,7 +82,8 @@ def _registers() -> dict[int, tuple[str, int]]:
         "IWDG1_",
         {0x00: ("KR", 0), 0x04: ("PR", 0), 0x08: ("RLR", 0xFFF), 0x0C: ("SR", 0), 0x10: ("WINR", 0xFFF)},
     )
-    block(DBGMCU, "DBGMCU_", {0x000: ("IDCODE", 0x10036450), 0x054: ("APB4FZ1", 0)})
+    # IDCODE: REV_ID 0x2003 (revision V), DEV_ID 0x450; Stm32h743(revision="Y") makes it 0x1003.
+    block(DBGMCU, "DBGMCU_", {0x000: ("IDCODE", 0x20036450), 0x054: ("APB4FZ1", 0)})
     block(PWR, "PWR_", {0x04: ("CSR1", 0x00004000), 0x0C: ("CR3", 0x00000006), 0x18: ("D3CR", 0x00004000)})
     block(SYSCFG, "SYSCFG_", {0x2C: ("PWRCR", 0)})
     block(FLASH_IF, "FLASH_", {0x00: ("ACR", 0x37)})
@@ -185,7 +188,10 @@ class NorFlash:
 class Stm32h743:
     """The emulated chip. ``call(symbol, *args)`` runs one C function to its return."""
 
-    def __init__(self, elf: Path, *, cyccnt_step: int = 64) -> None:
+    def __init__(self, elf: Path, *, cyccnt_step: int = 64, revision: str = "V", never: tuple[str, ...] = ()) -> None:
+        """``revision``: the silicon revision DBGMCU_IDCODE reports (V, Y, or another REV_ID as 4 hex digits);
+        ``never``: ready flags that never come (HSERDY, PLL1RDY, PLL2RDY, VOSRDY, ACTVOSRDY, QSPI_TCF, ...), to
+        test that the board layer reports what hangs instead of hanging."""
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
         self.uc.ctl_set_cpu_model(arm.UC_CPU_ARM_CORTEX_M7)
         for base, size in (FLASH, DTCM, AXI_SRAM):
@@ -195,6 +201,9 @@ class Stm32h743:
         self.symbols = self._load(elf)
         self.uc.mem_write(RETURN_ADDRESS, b"\x00\xbe")  # BKPT #0
         self.values = {address: reset for address, (_, reset) in REGISTERS.items()}
+        rev_id = {"V": 0x2003, "Y": 0x1003}.get(revision) or int(revision, 16)
+        self.values[DBGMCU] = rev_id << 16 | 0x6450
+        self.never = set(never)
         self.log: list[Access] = []
         self.violations: list[str] = []
         self.unknown: list[str] = []
@@ -238,6 +247,19 @@ class Stm32h743:
             raise AssertionError(f"{symbol} did not return (stuck at pc={pc:#x}); last accesses: {recent}")
         low = self.uc.reg_read(arm.UC_ARM_REG_R0)
         return low | (self.uc.reg_read(arm.UC_ARM_REG_R1) << 32)
+
+    def run_until_halt(self, symbol: str, max_instructions: int = 20_000_000) -> None:
+        """Runs a C function that must not return (a failed boot halts in boot_fail's WFI loop): stops when the
+        core sits in boot_fail, and fails if the function returned or ran elsewhere."""
+        self.uc.reg_write(arm.UC_ARM_REG_SP, STACK_TOP)
+        self.uc.reg_write(arm.UC_ARM_REG_LR, RETURN_ADDRESS | 1)
+        halt = self.symbols["boot_fail"]
+        self.uc.emu_start(self.symbols[symbol] | 1, RETURN_ADDRESS, count=max_instructions)
+        pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
+        if pc == RETURN_ADDRESS:
+            raise AssertionError(f"{symbol} returned; it was expected to halt in boot_fail")
+        if not halt <= pc < halt + 0x200:
+            raise AssertionError(f"{symbol} stopped at pc={pc:#x}, not in boot_fail's halt loop ({halt:#x})")
 
     def watch_ram_writes(self, start: int, end: int) -> Callable[[], None]:
         """Record CPU writes into [start, end); returns a function that stops recording."""
@@ -314,7 +336,9 @@ class Stm32h743:
         self.pending[name] = reads
 
     def _ready(self, name: str) -> bool:
-        """A flag that turns true after a few reads, so the C has to wait for it."""
+        """A flag that turns true after a few reads, so the C has to wait for it (or never, if it is in never)."""
+        if name in self.never:
+            return False
         left = self.pending.get(name)
         if left is None:
             return False
@@ -350,9 +374,10 @@ class Stm32h743:
         if name == "PWR_D3CR":
             return (value & ~(1 << 13)) | (1 << 13 if self._ready("VOSRDY") else 0)
         if name == "RCC_CR":
-            value &= ~((1 << 17) | (1 << 25))
+            value &= ~((1 << 17) | (1 << 25) | (1 << 27))
             value |= (1 << 17) if value & (1 << 16) and self._ready("HSERDY") else 0
             value |= (1 << 25) if value & (1 << 24) and self._ready("PLL1RDY") else 0
+            value |= (1 << 27) if value & (1 << 26) and self._ready("PLL2RDY") else 0
             self.values[address] = value
             return value
         if name == "DWT_CYCCNT":
@@ -396,9 +421,14 @@ class Stm32h743:
                 if not old & (1 << 17) and self.reg("RCC_PLLCKSELR") & 3 == 2:
                     self.violations.append("PLL1 enabled before its HSE source was ready")
                 self._flag("PLL1RDY", 2)
+            if value & (1 << 26) and not old & (1 << 26):
+                self._flag("PLL2RDY", 2)
         elif name in ("RCC_PLLCKSELR", "RCC_PLLCFGR", "RCC_PLL1DIVR", "RCC_PLL1FRACR"):
             if self.reg("RCC_CR") & (1 << 24):
                 self.violations.append(f"{name} written while PLL1 is on")
+        elif name in ("RCC_PLL2DIVR", "RCC_PLL2FRACR"):
+            if self.reg("RCC_CR") & (1 << 26):
+                self.violations.append(f"{name} written while PLL2 is on")
         elif name == "RCC_CFGR":
             sw = value & 7
             if sw == 3:
@@ -480,7 +510,7 @@ class Stm32h743:
     # ---- QUADSPI with a NOR flash behind it ----
 
     def _qspi_done(self) -> bool:
-        return self.pending.get("QSPI_TCF") == 0
+        return "QSPI_TCF" not in self.never and self.pending.get("QSPI_TCF") == 0
 
     def _qspi_register(self, name: str, value: int) -> int | None:
         if name in ("QUADSPI_CCR", "QUADSPI_DCR") and (self.qspi_fifo or self.qspi_write):

@@ -81,7 +81,7 @@ def test_non_position_independent_code_is_rejected(flm: Path, board: boards.Boar
     )
     folder, algo = board.path.parent.parent, flashalgo.algo_dir(board)
     includes = [flm.parent, algo, folder, folder.parent / "cortex-m"]
-    sources = [algo / "qspi_flm.c", extra, folder / "qspi.c", folder / "gpio.c"]
+    sources = [algo / "qspi_flm.c", extra, *(folder / name for name in ("qspi.c", "gpio.c", "timing.c", "plan.c"))]
     bad = tmp_path / "bad.flm"
     flashalgo.link_flm(sources, includes, algo / "flm.ld", bad, cc="arm-none-eabi-gcc")
     with pytest.raises(flashalgo.FlashAlgoError, match=r"not position independent: .*GOT"):

@@ -75,8 +75,28 @@ def test_nucleo_clock_tree_and_console() -> None:
 
 
 def test_custom_board_clock_tree() -> None:
-    clocks = load_board(TARGET, "h743-sdram-qspi").clocks
+    board = load_board(TARGET, "h743-sdram-qspi")
+    clocks = board.clocks
     assert (clocks.ref_hz, clocks.pll1_rge, clocks.vco_hz, clocks.cpu_hz) == (5_000_000, 2, 960_000_000, 480_000_000)
+    # PLL2 gives the FMC 200 MHz whatever the CPU runs: 25 MHz / 5 x 80 / 2.
+    assert board.pll2 is not None and (board.pll2.ref_hz, board.pll2.vco_hz, board.pll2.r_hz) == (
+        5_000_000, 400_000_000, 200_000_000)  # fmt: skip
+
+
+def test_both_revisions_get_a_plan_within_their_limits() -> None:
+    """Revision V runs the board file's 480 MHz at VOS0; revision Y (400 MHz at most, VOS1) gets PLL1 N lowered
+    and everything that depends on the clocks recomputed: flash wait states, the console's BRR, QSPI's prescaler."""
+    for name, hse_ref in (("nucleo-h743zi", 8_000_000), ("h743-sdram-qspi", 5_000_000)):
+        board = load_board(TARGET, name)
+        v, y = board.clocks, board.clocks_y
+        assert y is not None and (v.revision, y.revision) == ("V", "Y")
+        assert (v.vos, v.cpu_hz, v.hclk_hz) == (0, 480_000_000, 240_000_000)
+        assert (y.vos, y.cpu_hz, y.hclk_hz, y.pll1_n) == (1, 400_000_000, 200_000_000, 400_000_000 * 2 // hse_ref)
+        assert {y.pclk1_hz, y.pclk2_hz, y.pclk3_hz, y.pclk4_hz} == {100_000_000}
+        assert (y.flash_latency, y.flash_wrhighfreq) == (2, 2)  # 200 MHz AXI at VOS1 (RM0433's table)
+        assert board.console.brr_y == round(100_000_000 / 115_200) and board.console.brr_hsi == round(64e6 / 115_200)
+    qspi = load_board(TARGET, "h743-sdram-qspi").qspi
+    assert qspi is not None and (qspi.prescaler_y, qspi.clock_hz_y) == (1, 100_000_000)
 
 
 def expected_sdram_cycles(sdclk_hz: int) -> dict[str, int]:
@@ -96,16 +116,17 @@ def sdtr(cycles: dict[str, int]) -> int:
 def test_sdram_registers_from_datasheet_timings() -> None:
     sdram = load_board(TARGET, "h743-sdram-qspi").sdram
     assert sdram is not None
-    assert sdram.sdclk_hz == 120_000_000  # HCLK 240 MHz / 2
-    cycles = expected_sdram_cycles(120_000_000)
-    assert cycles == {"xsr": 9, "ras": 6, "rc": 8, "rp": 2, "rcd": 2, "mrd": 2, "wr": 4}  # tWR 2 -> 4 by the rule
+    assert sdram.sdclk_hz == 100_000_000  # PLL2 R 200 MHz / 2: the STM32H743's FMC limit (DS12110)
+    assert (sdram.kernel_clock, sdram.kernel_hz) == ("pll2_r", 200_000_000)
+    cycles = expected_sdram_cycles(100_000_000)
+    assert cycles == {"xsr": 7, "ras": 5, "rc": 7, "rp": 2, "rcd": 2, "mrd": 2, "wr": 3}  # tWR 2 -> 3 by the rule
     assert sdram.cycles == cycles
-    assert sdram.sdtr1 == sdtr(cycles) == 0x01137581
+    assert sdram.sdtr1 == sdtr(cycles) == 0x01126461
     # NC 8 bits (0), NR 12 bits (1), MWID 16 bits (1), NB 4 banks, CAS 3, SDCLK HCLK/2 (0b10), RBURST.
     assert sdram.sdcr1 == 0 | 1 << 2 | 1 << 4 | 1 << 6 | 3 << 7 | 2 << 10 | 1 << 12
     assert (sdram.sdcr2, sdram.sdtr2) == (0, 0)
-    # 64 ms / 4096 rows = 15.625 us = 1875 SDCLK cycles at 120 MHz, less the FMC's 20-cycle margin.
-    assert sdram.refresh_count == 1875 - 20
+    # 64 ms / 4096 rows = 15.625 us = 1562 SDCLK cycles at 100 MHz, less the FMC's 20-cycle margin.
+    assert sdram.refresh_count == 1562 - 20
     assert sdram.mode_register == 3 << 4 | 1 << 9  # burst 1, sequential, CL3, single write burst
     assert sdram.startup_cycles == 48_000  # 100 us at 480 MHz
     assert len(sdram.pins) == 38 and {pin.af for pin in sdram.pins} == {12}
@@ -115,11 +136,11 @@ def test_sdram_registers_follow_the_clock(tmp_path: Path) -> None:
     edits = [("sdclk_divider = 2", "sdclk_divider = 3"), ("cas_latency = 3", "cas_latency = 2")]
     target = board_variant(tmp_path, "h743-sdram-qspi", edits)
     sdram = load_board(target, "h743-sdram-qspi").sdram
-    assert sdram is not None and sdram.sdclk_hz == 80_000_000
-    cycles = expected_sdram_cycles(80_000_000)
+    assert sdram is not None and sdram.sdclk_hz == 200_000_000 // 3
+    cycles = expected_sdram_cycles(200_000_000 // 3)
     assert sdram.cycles == cycles and sdram.sdtr1 == sdtr(cycles)
     assert sdram.sdcr1 >> 10 & 3 == 3 and sdram.sdcr1 >> 7 & 3 == 2
-    assert sdram.refresh_count == 1250 - 20
+    assert sdram.refresh_count == 1041 - 20
     assert sdram.mode_register == 2 << 4 | 1 << 9
 
 
@@ -139,13 +160,16 @@ def test_rendered_header() -> None:
     for line in (
         "#define BOARD_HAS_SDRAM 1",
         "#define BOARD_HAS_QSPI 1",
-        "#define BOARD_FMC_SDTR1 0x01137581u",
-        "#define BOARD_SDRAM_REFRESH_COUNT 1855u",
+        "#define BOARD_FMC_SDTR1 0x01126461u",
+        "#define BOARD_SDRAM_REFRESH_COUNT 1542u",
+        "#define BOARD_FMC_KERNEL_SEL 2u /* RCC_D1CCIPR FMCSEL: pll2_r, 200000000 Hz */",
+        "#define BOARD_PLL2_N 80u /* VCO 400000000 Hz */",
         "#define BOARD_SDRAM_MODE_REGISTER 0x0230u",
         "#define BOARD_QSPI_FSIZE 24u",
         "#define BOARD_UART_INSTANCE 1",
         "#define BOARD_UART_TX_PIN(X) X(0, 9, 7)",
-        "#define BOARD_FLASH_LATENCY 4u",
+        "#define BOARD_PLAN_V { 0x2003u, 'V', 0u, 192u, 4u, 2u, 480000000u, 240000000u, 1042u, 1u, 5u }",
+        "#define BOARD_PLAN_Y { 0x1003u, 'Y', 1u, 160u, 2u, 2u, 400000000u, 200000000u, 868u, 1u, 4u }",
         "    X(7, 3, 12) /* SDNE0 PH3 */",
     ):
         assert line in custom, line
@@ -168,6 +192,7 @@ def board_variant(tmp_path: Path, name: str, edits: list[tuple[str, str]]) -> Pa
     folder = tmp_path / "stm32h743"
     (folder / "boards").mkdir(parents=True, exist_ok=True)
     shutil.copy(TARGET / "target.toml", folder / "target.toml")
+    shutil.copy(TARGET / "limits.toml", folder / "limits.toml")
     text = (TARGET / "boards" / f"{name}.toml").read_text()
     for old, new in edits:
         assert old in text, old
@@ -185,9 +210,18 @@ def test_unknown_board_lists_the_known_ones() -> None:
 NUCLEO_ERRORS = [
     ("baud = 115200", "baudrate = 115200", r"\[console\]: missing `baud`"),
     ("baud = 115200", "baud = 115200\nspeed = 3", r"\[console\]: unknown key\(s\) speed"),
-    ("p = 2", "p = 3", r"\[clock.pll1\]: `p` = 3: PLL1 DIVP must be even"),
-    ("n = 120", "n = 200", r"PLL1 VCO 1600000000 Hz"),
-    ("hpre = 2 ", "hpre = 1 ", r"HCLK 480000000 Hz .* above 240000000"),
+    ("p = 2", "p = 3", r"\[clock\]: `p` = 3: PLL1 DIVP must be even"),
+    ("n = 120", "n = 200", r"PLL1 VCO 1,600,000,000 Hz .* must be 192,000,000-960,000,000 Hz \(RM0433"),
+    (
+        "hpre = 2 ",
+        "hpre = 1 ",
+        r"HCLK \(CPU / hpre\) is 480,000,000 Hz, above the STM32H743's 240,000,000 Hz \(DS12110",
+    ),
+    (
+        "d2ppre1 = 2 ",
+        "d2ppre1 = 1 ",
+        r"HCLK / d2ppre1 is 240,000,000 Hz, above the STM32H743's 120,000,000 Hz \(DS12110",
+    ),
     ("p = 2", "p = 4", r"the clock tree gives a 240000000 Hz CPU; stm32h743 says 480000000"),
     ('pin = "PD8"', 'pin = "PZ8"', r"`tx` = 'PZ8' is not a pin"),
     ('pin = "PD9"', 'pin = "PD8"', r"PD8 is used for both tx and rx"),
@@ -211,11 +245,18 @@ def test_nucleo_board_errors(tmp_path: Path, old: str, new: str, message: str) -
 
 CUSTOM_ERRORS = [
     ('size = "8M"', 'size = "16M"', r"\[sdram\]: size 16777216 bytes does not match the geometry"),
-    ("cas_latency = 3", "cas_latency = 2", r"SDCLK 120000000 Hz .* above the chip's 100000000 Hz at CAS latency 2"),
+    # the STM32H743's FMC limit planted: PLL2 R = 1 gives the FMC 400 MHz, SDCLK 200 MHz
+    (
+        "r = 2\n\n[clock.dividers]",
+        "r = 1\n\n[clock.dividers]",
+        r"SDCLK \(pll2_r / sdclk_divider 2\) is 200,000,000 Hz, above the STM32H743's 100,000,000 Hz \(DS12110",
+    ),
+    ('kernel_clock = "pll2_r"', 'kernel_clock = "hclk"', r"SDCLK would differ between revision V .* from PLL2"),
+    ("[clock.pll2]", "[clock.pll3]", r"unknown key\(s\) pll3"),
     ('SDNWE = "PH5"\n', "", r"\[sdram.pins\]: missing pin\(s\) for SDNWE"),
     ("t_rp_ns = 15", "t_rp_ns = 15\nt_rp_clk = 2", r"\[sdram.timing\]: give exactly one of `t_rp_ns` and `t_rp_clk`"),
-    ("t_rc_ns = 63", "t_rc_ns = 200", r"t_rc is 24 SDCLK cycles at 120000000 Hz; FMC_SDTR holds 1-16"),
-    ("refresh_rows = 4096", "refresh_rows = 262144", r"refresh count 9 is outside 41..8191"),
+    ("t_rc_ns = 63", "t_rc_ns = 200", r"t_rc is 20 SDCLK cycles at 100000000 Hz; FMC_SDTR holds 1-16"),
+    ("refresh_rows = 4096", "refresh_rows = 262144", r"refresh count 4 is outside 41..8191"),
     ("sdclk_divider = 2", "sdclk_divider = 4", r"sdclk_divider 4 must be 2 or 3"),
     ("bank = 1 ", "bank = 2 ", r"\[sdram.pins\]: missing pin\(s\) for SDCKE1, SDNE1"),
     ('A11 = "PG1"', 'A11 = "PD11"', r"PD11 is used for both A11 and IO0"),
@@ -389,15 +430,18 @@ def test_sdram_jedec_sequence(firmware: dict) -> None:
     # At least 100 us with the clock running before the first real command, by the DWT cycle counter.
     assert commands[1]["cyccnt"] - commands[0]["cyccnt"] >= 100e-6 * 480e6
     # Configuration before the FMC is enabled and before the commands; refresh rate last.
-    cycles = expected_sdram_cycles(120_000_000)
+    cycles = expected_sdram_cycles(100_000_000)
     assert soc.reg("FMC_SDTR1") == sdtr(cycles)
+    # The FMC's kernel clock is PLL2 R (FMCSEL = 10), selected before the FMC's bus clock goes on, PLL2 locked.
+    assert soc.reg("RCC_D1CCIPR") & 3 == 2
+    assert soc.first_write("RCC_D1CCIPR", lambda v: v & 3 == 2) < soc.first_write("RCC_AHB3ENR", lambda v: v >> 12 & 1)
+    assert soc.first_write("RCC_CR", lambda v: v >> 26 & 1) < soc.first_write("RCC_D1CCIPR", lambda v: v & 3 == 2)
     assert soc.reg("FMC_SDCR1") == 1 << 2 | 1 << 4 | 1 << 6 | 3 << 7 | 2 << 10 | 1 << 12
     fmc_on = soc.first_write("FMC_BCR1", lambda v: v >> 31)
     assert soc.first_write("FMC_SDCR1") < fmc_on and soc.first_write("FMC_SDTR1") < fmc_on < commands[0]["seq"]
     assert not soc.reg("FMC_BCR1") & 1  # the unused NOR/PSRAM bank 1 is disabled
-    refresh = 64e-3 / 4096 * 120e6 - 20
+    refresh = 64e-3 / 4096 * 100e6 - 20
     assert soc.reg("FMC_SDRTR") == int(refresh) << 1 and soc.first_write("FMC_SDRTR") > commands[3]["seq"]
-    assert soc.reg("RCC_D1CCIPR") & 3 == 0  # FMC kernel clock = HCLK, as the timings assume
     # Every FMC pin of the board file: alternate function 12, very high speed.
     for signal, pin in sdram["pins"].items():
         if signal == "af":
@@ -656,3 +700,62 @@ def test_stack_guard_is_the_highest_region_beside_the_boards(watchdog_firmware: 
     assert {n: r for n, r in soc.mpu_regions.items() if n != 15} == board_regions
     assert soc.reg("MPU_CTRL") == 0b101  # ENABLE, PRIVDEFENA; HFNMIENA stays off: no MPU in HardFault/NMI
     assert_clean(soc)
+
+
+# ---- silicon revisions and bounded waits ----
+
+
+@pytest.mark.parametrize("name", BOARDS)
+def test_revision_y_boots_its_own_plan(firmware: dict, name: str) -> None:
+    """On revision Y (REV_ID 0x1003) the board takes revision Y's plan: VOS1 (no overdrive), PLL1 N for 400 MHz,
+    the wait states for 200 MHz, the console's BRR for a 100 MHz APB; the counter's rate and the ready line say so.
+    An unknown revision gets the same plan."""
+    from mmio_emu import Stm32h743
+
+    board = firmware[name][1]
+    plan = board.clocks_y
+    for revision in ("Y", "1234"):
+        soc = Stm32h743(firmware[name][0], revision=revision)
+        soc.call("board_early_init")
+        soc.call("board_init")
+        assert_clean(soc)
+        assert not [a for a in soc.log if a.kind == "w" and a.name == "SYSCFG_PWRCR" and a.value & 1]  # no VOS0
+        assert (soc.reg("RCC_PLL1DIVR") & 0x1FF) + 1 == plan.pll1_n
+        assert soc.switch_state is not None and soc.switch_state["latency"] == plan.flash_latency
+        uart = f"USART{board.console.instance}_BRR" if board.console.instance in (1, 2, 3, 6) else None
+        if uart:
+            assert soc.reg(uart) == board.console.brr_y
+        assert soc.call("board_counter_hz") == 400_000_000
+        description = soc.call("board_clock_description") & 0xFFFFFFFF
+        assert soc.uc.mem_read(description, 24).split(b"\0")[0] == b"clock_hz=400000000 rev=Y"
+
+
+HANGS = [
+    ("nucleo-h743zi", "HSERDY", "hse_not_ready"),
+    ("nucleo-h743zi", "PLL1RDY", "pll1_not_locked"),
+    ("nucleo-h743zi", "ACTVOSRDY", "supply_not_ready"),
+    ("nucleo-h743zi", "VOSRDY", "vos1_not_ready"),
+    ("h743-sdram-qspi", "PLL2RDY", "pll2_not_locked"),
+    ("h743-sdram-qspi", "QSPI_TCF", "qspi_no_transfer_complete"),
+]
+
+
+@pytest.mark.parametrize(("name", "flag", "reason"), HANGS)
+def test_a_part_that_never_answers_is_a_fault_line(firmware: dict, name: str, flag: str, reason: str) -> None:
+    """Every ready-wait is bounded: a flag that never comes ends the boot with the console up on the reset clock
+    (HSI, every prescaler 1, BRR for 64 MHz) and one protocol fault line naming the step, then a halt."""
+    from mmio_emu import Stm32h743
+
+    board = firmware[name][1]
+    soc = Stm32h743(firmware[name][0], cyccnt_step=4096, never=(flag,))
+    soc.run_until_halt("board_early_init")
+    line = bytes(soc.tx)
+    assert line == f"\x03llmcu end status=fault reason={reason} stage=boot rev=V clock_hz=64000000\n".encode()
+    assert soc.reg("RCC_CFGR") & 7 == 0  # back on HSI
+    assert (soc.reg("RCC_D1CFGR"), soc.reg("RCC_D2CFGR"), soc.reg("RCC_D3CFGR")) == (0, 0, 0)
+    uart = f"USART{board.console.instance}_BRR"
+    assert soc.reg(uart) == board.console.brr_hsi == round(64_000_000 / board.console.baud)
+    from llmcu.protocol import parse
+
+    out = parse(line)
+    assert out.status == "fault" and out.end["reason"] == reason and out.end["stage"] == "boot"

@@ -24,42 +24,16 @@ from .templating import environment
 PORTS = "ABCDEFGHIJK"  # GPIOA..GPIOK; the port index is the GPIO block number and the RCC_AHB4ENR bit
 MEMORIES = ("sdram", "qspi")
 
-# Clock limits per voltage scale (datasheet "general operating conditions", revision V silicon):
-# (CPU, AXI/AHB (HCLK), APB) in Hz. Only VOS0 and VOS1 are supported: the others cannot reach llmcu's
-# clocks and their flash wait state tables are not needed.
-CLOCK_LIMITS = {0: (480_000_000, 240_000_000, 120_000_000), 1: (400_000_000, 200_000_000, 100_000_000)}
-
-# RM0433 table "FLASH recommended number of wait states and programming delay": for each voltage scale,
-# (highest AXI clock in Hz, LATENCY, WRHIGHFREQ), lowest first.
-FLASH_WAIT_STATES = {
-    0: (
-        (70_000_000, 0, 0),
-        (140_000_000, 1, 1),
-        (185_000_000, 2, 1),
-        (210_000_000, 2, 2),
-        (225_000_000, 3, 2),
-        (240_000_000, 4, 2),
-    ),
-    1: (
-        (70_000_000, 0, 0),
-        (140_000_000, 1, 1),
-        (185_000_000, 2, 1),
-        (210_000_000, 2, 2),
-        (225_000_000, 3, 2),
-    ),
-}
-
 # RCC_D1CFGR D1CPRE/HPRE encodings (divide by 1 is 0xxx) and the APB prescaler encodings (RM0433 RCC
 # register descriptions).
 AHB_PRESCALER_BITS = {1: 0b0000, 2: 0b1000, 4: 0b1001, 8: 0b1010, 16: 0b1011, 64: 0b1100, 128: 0b1101}
 AHB_PRESCALER_BITS |= {256: 0b1110, 512: 0b1111}
 APB_PRESCALER_BITS = {1: 0b000, 2: 0b100, 4: 0b101, 8: 0b110, 16: 0b111}
 
-# PLL limits (RM0433 section "PLLs"): reference (after DIVM) 1-16 MHz; wide VCO (PLL1VCOSEL = 0)
-# 192-960 MHz from a reference of at least 2 MHz, medium VCO (PLL1VCOSEL = 1) 150-420 MHz.
-PLL_REF_RANGES = ((2_000_000, 0), (4_000_000, 1), (8_000_000, 2), (16_000_000, 3))  # (below, PLL1RGE)
-VCO_WIDE = (192_000_000, 960_000_000)
-VCO_MEDIUM = (150_000_000, 420_000_000)
+# RCC_PLLCFGR PLLxRGE: the reference's range, (upper bound exclusive, code) (RM0433 RCC register descriptions).
+PLL_REF_RANGES = ((2_000_000, 0), (4_000_000, 1), (8_000_000, 2), (16_000_000, 3))
+# RCC_D1CCIPR FMCSEL: the FMC kernel clock's source (RM0433 RCC_D1CCIPR).
+FMC_CLOCKS = {"hclk": 0, "pll2_r": 2}
 
 # Console candidates: instance -> the APB bus whose clock is its kernel clock (RCC_D2CCIP2R USART16SEL /
 # USART234578SEL left at 000 = rcc_pclk2 / rcc_pclk1). LPUART1 is not supported.
@@ -82,6 +56,94 @@ FMC_REFRESH_MARGIN = 20  # FMC_SDRTR: COUNT = refresh interval in SDCLK cycles -
 # QUADSPI: the FSIZE workaround of the STM32H743 errata sheet (ES0392, "Memory-mapped read of last memory
 # byte fails"): declare the flash twice as large, so the last bytes are not the end of the device window.
 QSPI_FSIZE_ERRATA_MARGIN = 1
+
+
+# ---- The chip's operating limits (targets/<target>/limits.toml) ----
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit and the document it comes from."""
+
+    value: int
+    source: str
+
+
+@dataclass(frozen=True)
+class ChipLimits:
+    revisions: dict[str, tuple[int, int, Limit]]  # name -> (REV_ID, voltage scale, CPU limit)
+    cpu: dict[int, Limit]  # per voltage scale
+    hclk: dict[int, Limit]
+    apb: dict[int, Limit]
+    pll_ref: tuple[int, int]
+    pll_wide_ref_min: int
+    vco_wide: tuple[int, int]
+    vco_medium: tuple[int, int]
+    pll_source: str
+    fmc_sdclk: Limit
+    quadspi_clk: Limit
+    usart_kernel: Limit
+    flash_wait_states: dict[int, tuple[tuple[int, int, int], ...]]
+    flash_source: str
+
+
+def load_limits(target_folder: Path) -> ChipLimits:
+    """``limits.toml`` beside a target's target.toml: the MCU's datasheet and reference-manual limits."""
+    path = Path(target_folder) / "limits.toml"
+    if not path.is_file():
+        raise OptionError(f"{path}: missing: the chip's limits that every board file is checked against")
+    table = _Table(read_toml(path), str(path))
+    revisions = {}
+    revision_tables = table.table("revision")
+    for name in sorted(revision_tables.data):
+        entry = revision_tables.table(name)
+        cpu = Limit(entry.integer("cpu_max_hz", lo=1), entry.text("source"))
+        revisions[name] = (entry.integer("rev_id", lo=0, hi=0xFFFF), entry.integer("vos", lo=0, hi=3), cpu)
+        entry.done()
+    revision_tables.done()
+    if set(revisions) != {"V", "Y"}:
+        raise OptionError(f"{path}: [revision] must describe V and Y, got {', '.join(sorted(revisions))}")
+    cpu, hclk, apb = {}, {}, {}
+    scales = table.table("vos")
+    for key in sorted(scales.data):
+        entry = scales.table(key)
+        source = entry.text("source")
+        cpu[int(key)] = Limit(entry.integer("cpu_max_hz", lo=1), source)
+        hclk[int(key)] = Limit(entry.integer("hclk_max_hz", lo=1), source)
+        apb[int(key)] = Limit(entry.integer("apb_max_hz", lo=1), source)
+        entry.done()
+    scales.done()
+    pll = table.table("pll")
+    pll_ref = (pll.integer("ref_min_hz", lo=1), pll.integer("ref_max_hz", lo=1))
+    wide_ref_min = pll.integer("wide_ref_min_hz", lo=1)
+    vco_wide, vco_medium = tuple(pll.raw("vco_wide", _REQUIRED)), tuple(pll.raw("vco_medium", _REQUIRED))
+    pll_source = pll.text("source")
+    pll.done()
+
+    def single(name: str, key: str) -> Limit:
+        entry = table.table(name)
+        limit = Limit(entry.integer(key, lo=1), entry.text("source"))
+        entry.done()
+        return limit
+
+    fmc, quadspi = single("fmc", "sdclk_max_hz"), single("quadspi", "clk_max_hz")
+    usart = single("usart", "kernel_max_hz")
+    flash = table.table("flash")
+    rows = flash.raw("wait_states", _REQUIRED)
+    if not isinstance(rows, dict):
+        raise OptionError(f"{flash.where}: `wait_states` must be a table of voltage scales")
+    wait_states = {int(k): tuple(tuple(int(x) for x in row) for row in v) for k, v in rows.items()}
+    flash_source = flash.text("source")
+    flash.done()
+    table.done()
+    return ChipLimits(revisions, cpu, hclk, apb, pll_ref, wide_ref_min, vco_wide, vco_medium, pll_source,  # type: ignore[arg-type]
+                      fmc, quadspi, usart, wait_states, flash_source)  # fmt: skip
+
+
+def _exceeds(what: str, value: int, limit: Limit, where: str, hint: str = "") -> OptionError:
+    """The error for one limit exceeded: what, by how much, the limit and its source."""
+    text = f"{where}: {what} is {value:,} Hz, above the STM32H743's {limit.value:,} Hz ({limit.source})"
+    return OptionError(text + (f"; {hint}" if hint else ""))
 
 
 # ---- Board data ----
@@ -124,6 +186,23 @@ class Clocks:
     prescaler_bits: dict[str, int]
     flash_latency: int
     flash_wrhighfreq: int
+    revision: str = "V"  # the silicon revision this plan is for (limits.toml [revision])
+
+
+@dataclass(frozen=True)
+class Pll2:
+    """PLL2 (RM0433 "PLLs"), for a kernel clock that does not change with the CPU's plan: the FMC's."""
+
+    m: int
+    n: int
+    p: int
+    q: int
+    r: int
+    rge: int
+    vcosel: int
+    ref_hz: int
+    vco_hz: int
+    r_hz: int
 
 
 @dataclass(frozen=True)
@@ -137,6 +216,8 @@ class Console:
     tx: Pin
     rx: Pin
     usb_ids: tuple[str, ...]
+    brr_y: int = 0  # USART_BRR under revision Y's plan (its APB clock)
+    brr_hsi: int = 0  # USART_BRR on the reset clock (HSI 64 MHz, every prescaler 1): a failed boot's report
 
 
 @dataclass(frozen=True)
@@ -165,6 +246,8 @@ class Sdram:
     startup_cycles: int  # CPU cycles of the power-up delay
     command_cycles: int  # CPU cycles to let one init command finish
     pins: tuple[Pin, ...]
+    kernel_clock: str = "hclk"  # the FMC kernel clock's source (FMC_CLOCKS)
+    kernel_hz: int = 0
 
 
 @dataclass(frozen=True)
@@ -189,6 +272,9 @@ class Qspi:
     dummy_clocks: int
     status_write_timeout_cycles: int
     pins: tuple[Pin, ...]
+    prescaler_y: int = 0  # revision Y's plan
+    clock_hz_y: int = 0
+    csht_y: int = 0
 
 
 @dataclass(frozen=True)
@@ -198,10 +284,13 @@ class Board:
     path: Path
     target: str
     memories: tuple[str, ...]
-    clocks: Clocks
+    clocks: Clocks  # revision V's plan (the board file's own)
     console: Console
     sdram: Sdram | None
     qspi: Qspi | None
+    clocks_y: Clocks | None = None  # revision Y's plan, derived (limits.toml [revision.Y])
+    pll2: Pll2 | None = None
+    limits: ChipLimits | None = None
 
     @property
     def pins(self) -> tuple[Pin, ...]:
@@ -326,58 +415,63 @@ def _pll_range(ref_hz: int) -> int:
     return next(rge for upper, rge in PLL_REF_RANGES if ref_hz < upper or rge == 3)
 
 
-def _clocks(table: _Table, where: str) -> Clocks:
-    hse_hz = table.integer("hse_hz", lo=4_000_000, hi=50_000_000)  # HSE: 4-48 MHz crystal, up to 50 MHz bypass
-    hse_bypass = table.flag("hse_bypass")
-    vos = table.integer("vos")
-    if vos not in CLOCK_LIMITS:
-        raise OptionError(f"{table.where}: vos {vos} is not supported (0 or 1)")
-    pll = table.table("pll1")
-    m = pll.integer("m", lo=1, hi=63)
-    n = pll.integer("n", lo=4, hi=512)
-    p = pll.integer("p", lo=2, hi=128)
-    q = pll.integer("q", lo=1, hi=128)
-    r = pll.integer("r", lo=1, hi=128)
-    pll.done()
-    if p % 2:
-        raise OptionError(f"{pll.where}: `p` = {p}: PLL1 DIVP must be even (RM0433, RCC_PLL1DIVR)")
+def _pll(name: str, hse_hz: int, m: int, n: int, limits: ChipLimits, where: str) -> tuple[int, int, int, int]:
+    """A PLL's reference, VCO, PLLxRGE and PLLxVCOSEL, checked against the chip's ranges."""
     if hse_hz % m:
-        raise OptionError(f"{pll.where}: {hse_hz} Hz / m={m} is not a whole number of Hz")
+        raise OptionError(f"{where}: {hse_hz} Hz / m={m} is not a whole number of Hz")
     ref_hz = hse_hz // m
-    if not 1_000_000 <= ref_hz <= 16_000_000:
-        raise OptionError(f"{pll.where}: PLL1 reference {ref_hz} Hz (HSE / m) must be 1-16 MHz")
-    vcosel = 0 if ref_hz >= 2_000_000 else 1
-    vco_lo, vco_hi = VCO_WIDE if vcosel == 0 else VCO_MEDIUM
+    lo, hi = limits.pll_ref
+    if not lo <= ref_hz <= hi:
+        raise OptionError(f"{where}: {name} reference {ref_hz:,} Hz (HSE / m) must be {lo:,}-{hi:,} Hz "
+                          f"({limits.pll_source})")  # fmt: skip
+    vcosel = 0 if ref_hz >= limits.pll_wide_ref_min else 1
+    vco_lo, vco_hi = limits.vco_wide if vcosel == 0 else limits.vco_medium
     vco_hz = ref_hz * n
     if not vco_lo <= vco_hz <= vco_hi:
-        raise OptionError(f"{pll.where}: PLL1 VCO {vco_hz} Hz (reference x n) must be {vco_lo}-{vco_hi} Hz")
-    if vco_hz % p:
-        raise OptionError(f"{pll.where}: VCO {vco_hz} Hz / p={p} is not a whole number of Hz")
-    sys_hz = vco_hz // p
+        raise OptionError(f"{where}: {name} VCO {vco_hz:,} Hz (reference x n) must be {vco_lo:,}-{vco_hi:,} Hz "
+                          f"({limits.pll_source})")  # fmt: skip
+    return ref_hz, vco_hz, _pll_range(ref_hz), vcosel
 
-    div = table.table("dividers")
-    dividers = {name: div.integer(name) for name in ("d1cpre", "hpre", "d1ppre", "d2ppre1", "d2ppre2", "d3ppre")}
-    div.done()
+
+def _plan(
+    hse: tuple[int, bool], vos: int, pll1: dict[str, int], dividers: dict[str, int], limits: ChipLimits,
+    where: str, revision: str,
+) -> Clocks:  # fmt: skip
+    """One clock plan (for one silicon revision), every clock checked against the chip's limits."""
+    hse_hz, hse_bypass = hse
+    m, n, p, q, r = (pll1[k] for k in "mnpqr")
+    if vos not in limits.cpu:
+        raise OptionError(f"{where}: vos {vos} is not supported ({', '.join(map(str, sorted(limits.cpu)))})")
+    if p % 2:
+        raise OptionError(f"{where}: `p` = {p}: PLL1 DIVP must be even (RM0433, RCC_PLL1DIVR)")
+    ref_hz, vco_hz, rge, vcosel = _pll("PLL1", hse_hz, m, n, limits, where)
+    if vco_hz % p:
+        raise OptionError(f"{where}: VCO {vco_hz} Hz / p={p} is not a whole number of Hz")
+    sys_hz = vco_hz // p
     bits = {}
     for name, value in dividers.items():
         codes = AHB_PRESCALER_BITS if name in ("d1cpre", "hpre") else APB_PRESCALER_BITS
         if value not in codes:
-            raise OptionError(f"{div.where}: `{name}` = {value} is not one of {', '.join(map(str, codes))}")
+            raise OptionError(f"{where}: `{name}` = {value} is not one of {', '.join(map(str, codes))}")
         bits[name] = codes[value]
     cpu_hz = sys_hz // dividers["d1cpre"]
     hclk_hz = cpu_hz // dividers["hpre"]
     pclk = {name: hclk_hz // dividers[name] for name in ("d2ppre1", "d2ppre2", "d1ppre", "d3ppre")}
-    cpu_max, hclk_max, pclk_max = CLOCK_LIMITS[vos]
-    if cpu_hz > cpu_max:
-        raise OptionError(f"{where}: CPU clock {cpu_hz} Hz is above {cpu_max} Hz allowed at VOS{vos}")
-    if hclk_hz > hclk_max:
-        raise OptionError(f"{div.where}: HCLK {hclk_hz} Hz (CPU / hpre) is above {hclk_max} Hz at VOS{vos}")
+    _rev_id, _rev_vos, rev_cpu = limits.revisions[revision]
+    label = f"revision {revision}'s plan"
+    if cpu_hz > rev_cpu.value:
+        raise _exceeds(f"{label}: the CPU clock", cpu_hz, rev_cpu, where)
+    if cpu_hz > limits.cpu[vos].value:
+        raise _exceeds(f"{label}: the CPU clock at VOS{vos}", cpu_hz, limits.cpu[vos], where)
+    if hclk_hz > limits.hclk[vos].value:
+        raise _exceeds(f"{label}: HCLK (CPU / hpre)", hclk_hz, limits.hclk[vos], where, "raise hpre")
     for name, hz in pclk.items():
-        if hz > pclk_max:
-            raise OptionError(f"{div.where}: APB clock {hz} Hz (HCLK / {name}) is above {pclk_max} Hz")
-    setting = next(((lat, wr) for upper, lat, wr in FLASH_WAIT_STATES[vos] if hclk_hz <= upper), None)
+        if hz > limits.apb[vos].value:
+            raise _exceeds(f"{label}: the APB clock HCLK / {name}", hz, limits.apb[vos], where, f"raise {name}")
+    setting = next(((lat, wr) for upper, lat, wr in limits.flash_wait_states[vos] if hclk_hz <= upper), None)
     if setting is None:
-        raise OptionError(f"{div.where}: no flash wait state setting for HCLK {hclk_hz} Hz at VOS{vos}")
+        raise OptionError(f"{where}: no flash wait state setting for HCLK {hclk_hz} Hz at VOS{vos} "
+                          f"({limits.flash_source})")  # fmt: skip
     latency, wrhighfreq = setting
     return Clocks(
         hse_hz=hse_hz,
@@ -388,7 +482,7 @@ def _clocks(table: _Table, where: str) -> Clocks:
         pll1_p=p,
         pll1_q=q,
         pll1_r=r,
-        pll1_rge=_pll_range(ref_hz),
+        pll1_rge=rge,
         pll1_vcosel=vcosel,
         ref_hz=ref_hz,
         vco_hz=vco_hz,
@@ -403,13 +497,70 @@ def _clocks(table: _Table, where: str) -> Clocks:
         prescaler_bits=bits,
         flash_latency=latency,
         flash_wrhighfreq=wrhighfreq,
+        revision=revision,
     )
+
+
+def _clocks(table: _Table, where: str, limits: ChipLimits) -> tuple[Clocks, Clocks, Pll2 | None]:
+    """The board's clock tree as revision V's plan, revision Y's derived from it (PLL1 N lowered to the
+    revision's CPU limit, VOS1), and PLL2 when the board uses it (a kernel clock independent of the CPU's)."""
+    hse_hz = table.integer("hse_hz", lo=4_000_000, hi=50_000_000)  # HSE: 4-48 MHz crystal, up to 50 MHz bypass
+    hse_bypass = table.flag("hse_bypass")
+    vos = table.integer("vos")
+    pll = table.table("pll1")
+    pll1 = {"m": pll.integer("m", lo=1, hi=63), "n": pll.integer("n", lo=4, hi=512),
+            "p": pll.integer("p", lo=2, hi=128), "q": pll.integer("q", lo=1, hi=128),
+            "r": pll.integer("r", lo=1, hi=128)}  # fmt: skip
+    pll.done()
+    div = table.table("dividers")
+    dividers = {name: div.integer(name) for name in ("d1cpre", "hpre", "d1ppre", "d2ppre1", "d2ppre2", "d3ppre")}
+    div.done()
+    pll2 = None
+    if "pll2" in table.data:
+        entry = table.table("pll2")
+        m2, n2 = entry.integer("m", lo=1, hi=63), entry.integer("n", lo=4, hi=512)
+        p2, q2, r2 = (entry.integer(k, lo=1, hi=128) for k in "pqr")
+        entry.done()
+        ref2, vco2, rge2, vcosel2 = _pll("PLL2", hse_hz, m2, n2, limits, entry.where)
+        pll2 = Pll2(m2, n2, p2, q2, r2, rge2, vcosel2, ref2, vco2, vco2 // r2)
+    table.done()
+
+    revision_v = _plan((hse_hz, hse_bypass), vos, pll1, dividers, limits, table.where, "V")
+    # Revision Y: VOS1, and the highest PLL1 N that keeps the CPU within the revision's limit.
+    _rev_id, vos_y, cpu_y = limits.revisions["Y"]
+    ref_hz = hse_hz // pll1["m"]
+    n_y = min(pll1["n"], cpu_y.value * pll1["p"] * dividers["d1cpre"] // ref_hz)
+    while n_y > 4 and (ref_hz * n_y) % pll1["p"]:
+        n_y -= 1
+    try:
+        revision_y = _plan((hse_hz, hse_bypass), vos_y, {**pll1, "n": n_y}, dividers, limits, table.where, "Y")
+    except OptionError as error:
+        raise OptionError(f"{error}. Revision Y's plan is revision V's with PLL1 n = {n_y} at VOS{vos_y}: choose "
+                          "dividers that fit both") from None  # fmt: skip
+    return revision_v, revision_y, pll2
 
 
 # ---- Console ----
 
 
-def _console(table: _Table, clocks: Clocks) -> Console:
+HSI_HZ = 64_000_000  # the reset clock: HSI at 64 MHz (HSIDIV 1), RM0433 "RCC"
+
+
+def _brr(kernel_hz: int, baud: int, where: str) -> int:
+    """USART_BRR with oversampling by 16 (RM0433 USART "baud rate generation"): kernel / baud, at least 16; the
+    rounding error must stay well inside a receiver's tolerance."""
+    brr = (kernel_hz + baud // 2) // baud
+    if not 16 <= brr <= 0xFFFF:
+        raise OptionError(
+            f"{where}: baud {baud} needs USART_BRR = {brr} with a {kernel_hz} Hz clock, outside 16..65535"
+        )
+    error = abs(kernel_hz / brr - baud) / baud
+    if error > 0.01:
+        raise OptionError(f"{where}: baud {baud} is {error:.1%} off with a {kernel_hz} Hz kernel clock")
+    return brr
+
+
+def _console(table: _Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Console:
     uart = table.text("uart").upper()
     if uart not in UARTS:
         raise OptionError(f"{table.where}: uart {uart!r} is not one of {', '.join(UARTS)}")
@@ -424,15 +575,11 @@ def _console(table: _Table, clocks: Clocks) -> Console:
             raise OptionError(f"{table.where}: usb_ids entry {usb_id!r} is not VID:PID in hex (0483:374b)")
     table.done()
     kernel_hz = clocks.pclk2_hz if apb == 2 else clocks.pclk1_hz
-    # USART_BRR with oversampling by 16 (RM0433 USART "baud rate generation"): BRR = kernel / baud, at
-    # least 16; the rounding error must stay well inside a receiver's tolerance.
-    brr = (kernel_hz + baud // 2) // baud
-    if not 16 <= brr <= 0xFFFF:
-        raise OptionError(f"{table.where}: baud {baud} needs USART_BRR = {brr}, outside 16..65535")
-    error = abs(kernel_hz / brr - baud) / baud
-    if error > 0.01:
-        raise OptionError(f"{table.where}: baud {baud} is {error:.1%} off with a {kernel_hz} Hz kernel clock")
-    return Console(uart, instance, apb, kernel_hz, baud, brr, tx, rx, tuple(u.lower() for u in usb_ids))
+    kernel_y = clocks_y.pclk2_hz if apb == 2 else clocks_y.pclk1_hz
+    if kernel_hz > limits.usart_kernel.value:
+        raise _exceeds(f"{uart}'s kernel clock", kernel_hz, limits.usart_kernel, table.where)
+    brr, brr_y, brr_hsi = (_brr(hz, baud, table.where) for hz in (kernel_hz, kernel_y, HSI_HZ))
+    return Console(uart, instance, apb, kernel_hz, baud, brr, tx, rx, tuple(u.lower() for u in usb_ids), brr_y, brr_hsi)
 
 
 # ---- SDRAM ----
@@ -453,7 +600,7 @@ def sdram_required_signals(row_bits: int, column_bits: int, data_bits: int, bank
     return signals
 
 
-def _sdram(table: _Table, clocks: Clocks) -> Sdram:
+def _sdram(table: _Table, clocks: Clocks, clocks_y: Clocks, pll2: Pll2 | None, limits: ChipLimits) -> Sdram:
     chip = table.text("chip")
     bank = table.integer("bank")
     if bank not in SDRAM_BANK_BASE:
@@ -470,6 +617,9 @@ def _sdram(table: _Table, clocks: Clocks) -> Sdram:
     startup_us = table.integer("startup_delay_us", lo=1, hi=10_000)
     auto_refresh = table.integer("auto_refresh_commands", lo=2, hi=16)
     max_clock = table.raw("max_clock_hz", {})
+    kernel_clock = table.text("kernel_clock", "hclk")
+    if kernel_clock not in FMC_CLOCKS:
+        raise OptionError(f"{table.where}: kernel_clock {kernel_clock!r} must be one of {', '.join(FMC_CLOCKS)}")
     if data_bits not in (8, 16, 32):
         raise OptionError(f"{table.where}: data_bits {data_bits} must be 8, 16 or 32")
     if internal_banks not in (2, 4):
@@ -482,8 +632,23 @@ def _sdram(table: _Table, clocks: Clocks) -> Sdram:
             f"{table.where}: size {size} bytes does not match the geometry: {data_bits}-bit x {internal_banks} "
             f"banks x 2^{row_bits} rows x 2^{column_bits} columns = {geometry} bytes"
         )
-    # The FMC kernel clock is rcc_hclk3 (RCC_D1CCIPR FMCSEL = 00, the reset value), i.e. HCLK.
-    sdclk_hz = clocks.hclk_hz // divider
+    # The FMC kernel clock: rcc_hclk3 (RCC_D1CCIPR FMCSEL = 00, the reset value), i.e. HCLK, or PLL2's R output.
+    if kernel_clock == "pll2_r":
+        if pll2 is None:
+            raise OptionError(f'{table.where}: kernel_clock = "pll2_r" needs a [clock.pll2] table')
+        kernel_hz = pll2.r_hz
+    else:
+        kernel_hz = clocks.hclk_hz
+        if clocks_y.hclk_hz != clocks.hclk_hz:
+            raise OptionError(
+                f"{table.where}: with the FMC on HCLK, SDCLK would differ between revision V ({clocks.hclk_hz:,} Hz "
+                f"HCLK) and revision Y ({clocks_y.hclk_hz:,} Hz), and so would every SDRAM timing: take the FMC "
+                'kernel clock from PLL2 ([clock.pll2] and kernel_clock = "pll2_r")'
+            )
+    sdclk_hz = kernel_hz // divider
+    if sdclk_hz > limits.fmc_sdclk.value:
+        raise _exceeds(f"SDCLK ({kernel_clock} / sdclk_divider {divider})", sdclk_hz, limits.fmc_sdclk, table.where,
+                       "lower the FMC kernel clock ([clock.pll2]) or raise sdclk_divider")  # fmt: skip
     if not isinstance(max_clock, dict):
         raise OptionError(f"{table.where}: `max_clock_hz` must be a table like {{ cas2 = ..., cas3 = ... }}")
     limit = max_clock.get(f"cas{cas}")
@@ -492,7 +657,7 @@ def _sdram(table: _Table, clocks: Clocks) -> Sdram:
         raise OptionError(f"{table.where}: unknown key(s) in max_clock_hz: {', '.join(sorted(unknown))}")
     if limit is not None and sdclk_hz > limit:
         raise OptionError(
-            f"{table.where}: SDCLK {sdclk_hz} Hz (HCLK / {divider}) is above the chip's {limit} Hz at CAS "
+            f"{table.where}: SDCLK {sdclk_hz} Hz ({kernel_clock} / {divider}) is above the chip's {limit} Hz at CAS "
             f"latency {cas}; raise cas_latency or sdclk_divider"
         )
 
@@ -582,6 +747,8 @@ def _sdram(table: _Table, clocks: Clocks) -> Sdram:
         startup_cycles=math.ceil(startup_us * clocks.cpu_hz / 1_000_000),
         command_cycles=math.ceil(command_sdclk * clocks.cpu_hz / sdclk_hz),
         pins=pins,
+        kernel_clock=kernel_clock,
+        kernel_hz=kernel_hz,
     )
 
 
@@ -591,7 +758,20 @@ QSPI_SIGNALS = ("CLK", "NCS", "IO0", "IO1", "IO2", "IO3")
 QSPI_COMMANDS = ("write_enable", "read_status1", "read_status2", "write_status2")
 
 
-def _qspi(table: _Table, clocks: Clocks) -> Qspi:
+def _qspi_clock(kernel_hz: int, max_hz: int, cs_high: Fraction, where: str) -> tuple[int, int, int]:
+    """QUADSPI prescaler, CLK and CSHT for a kernel clock: CLK = kernel / (PRESCALER + 1) <= max_hz."""
+    prescaler = max(0, math.ceil(kernel_hz / max_hz) - 1)
+    if prescaler > 255:
+        raise OptionError(f"{where}: a {max_hz} Hz clock needs a QUADSPI prescaler above 255")
+    clock_hz = kernel_hz // (prescaler + 1)
+    # QUADSPI_DCR CSHT: NCS stays high at least CSHT + 1 cycles between commands.
+    csht = max(1, _cycles(cs_high, clock_hz)) - 1
+    if csht > 7:
+        raise OptionError(f"{where}: cs_high_ns {cs_high} is {csht + 1} cycles; QUADSPI_DCR CSHT holds 1-8")
+    return prescaler, clock_hz, csht
+
+
+def _qspi(table: _Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Qspi:
     chip = table.text("chip")
     size = table.size("size")
     page_size = table.integer("page_size", lo=1)
@@ -635,16 +815,12 @@ def _qspi(table: _Table, clocks: Clocks) -> Qspi:
     pins_table.done()
     table.done()
 
-    # The QUADSPI kernel clock is rcc_hclk3 (RCC_D1CCIPR QSPISEL = 00); CLK = kernel / (PRESCALER + 1).
+    # The QUADSPI kernel clock is rcc_hclk3 (RCC_D1CCIPR QSPISEL = 00), so each revision's plan has its own
+    # prescaler; CLK stays within both the NOR chip's limit and the STM32H743's.
+    max_hz = min(max_clock_hz, limits.quadspi_clk.value)
     kernel_hz = clocks.hclk_hz
-    prescaler = max(0, math.ceil(kernel_hz / max_clock_hz) - 1)
-    if prescaler > 255:
-        raise OptionError(f"{table.where}: max_clock_hz {max_clock_hz} needs a prescaler above 255")
-    clock_hz = kernel_hz // (prescaler + 1)
-    # QUADSPI_DCR CSHT: NCS stays high at least CSHT + 1 cycles between commands.
-    csht = max(1, _cycles(cs_high, clock_hz)) - 1
-    if csht > 7:
-        raise OptionError(f"{table.where}: cs_high_ns {cs_high} is {csht + 1} cycles; QUADSPI_DCR CSHT holds 1-8")
+    prescaler, clock_hz, csht = _qspi_clock(kernel_hz, max_hz, cs_high, table.where)
+    prescaler_y, clock_y, csht_y = _qspi_clock(clocks_y.hclk_hz, max_hz, cs_high, table.where)
     # Flash size = 2^(FSIZE + 1) bytes; see QSPI_FSIZE_ERRATA_MARGIN.
     fsize = size.bit_length() - 2 + QSPI_FSIZE_ERRATA_MARGIN
     return Qspi(
@@ -668,6 +844,9 @@ def _qspi(table: _Table, clocks: Clocks) -> Qspi:
         dummy_clocks=dummy_clocks,
         status_write_timeout_cycles=timeout_ms * (clocks.cpu_hz // 1000),
         pins=pins,
+        prescaler_y=prescaler_y,
+        clock_hz_y=clock_y,
+        csht_y=csht_y,
     )
 
 
@@ -715,12 +894,13 @@ def load_board(target_folder: Path, name: str) -> Board:
         if memory in raw and memory not in memories:
             raise OptionError(f"{where}: [{memory}] is given but {memory!r} is not in `memories`")
 
-    clocks = _clocks(top.table("clock"), where)
+    limits = load_limits(target_folder)
+    clocks, clocks_y, pll2 = _clocks(top.table("clock"), where, limits)
     if cpu_hz and clocks.cpu_hz != cpu_hz:
         raise OptionError(f"{where}: the clock tree gives a {clocks.cpu_hz} Hz CPU; {target} says {cpu_hz} Hz")
-    console = _console(top.table("console"), clocks)
-    sdram = _sdram(top.table("sdram"), clocks) if "sdram" in memories else None
-    qspi = _qspi(top.table("qspi"), clocks) if "qspi" in memories else None
+    console = _console(top.table("console"), clocks, clocks_y, limits)
+    sdram = _sdram(top.table("sdram"), clocks, clocks_y, pll2, limits) if "sdram" in memories else None
+    qspi = _qspi(top.table("qspi"), clocks, clocks_y, limits) if "qspi" in memories else None
     top.done()
 
     for memory, base, size in (
@@ -737,7 +917,7 @@ def load_board(target_folder: Path, name: str) -> Board:
     if sdram is not None and sdram.size & (sdram.size - 1):
         raise OptionError(f"{where}: [sdram] size {sdram.size} must be a power of two (one MPU region)")
 
-    board = Board(board_name, description, path, target, memories, clocks, console, sdram, qspi)
+    board = Board(board_name, description, path, target, memories, clocks, console, sdram, qspi, clocks_y, pll2, limits)
     seen: dict[tuple[int, int], str] = {}
     for pin in board.pins:
         other = seen.setdefault((pin.port, pin.number), pin.signal)

@@ -130,7 +130,7 @@ def source_files(board: Board) -> list[Path]:
     """Every file the algorithm is built from (SCons rebuilds it when one changes)."""
     folder = board.path.parent.parent  # targets/<target>/
     own = sorted(p for p in algo_dir(board).iterdir() if p.suffix in (".c", ".h", ".ld"))
-    board_layer = [folder / "qspi.c", folder / "gpio.c", folder / "h7board.h", folder / "stm32h7.h"]
+    board_layer = [folder / name for name in ("qspi.c", "gpio.c", "timing.c", "plan.c", "h7board.h", "stm32h7.h")]
     return [*own, *board_layer, folder.parent / "cortex-m" / "armv7m.h", board.path, Path(__file__)]
 
 
@@ -186,7 +186,7 @@ def build_flash_algo(board: Board, out_dir: Path, *, cc: str = "arm-none-eabi-gc
     write_text_atomic(out_dir / "board_config.h", render_board_config(board))
     write_text_atomic(out_dir / "flashalgo_config.h", _config_header(board))
     folder, algo = board.path.parent.parent, algo_dir(board)
-    sources = [algo / "qspi_flm.c", folder / "qspi.c", folder / "gpio.c"]
+    sources = [algo / "qspi_flm.c", *(folder / name for name in ("qspi.c", "gpio.c", "timing.c", "plan.c"))]
     includes = [out_dir, algo, folder, folder.parent / "cortex-m"]
     path = out_dir / ALGO_NAME
     partial = out_dir / f".{ALGO_NAME}.part"

@@ -49,4 +49,8 @@ int board_watchdog_fired(void);
  * window_watchdog, brownout, low_power or unknown. */
 const char *board_reset_cause(void);
 
+/* What clock runs, as ready-line fields ("clock_hz=480000000 rev=V" on a board that picks its clock plan by
+ * silicon revision), or "" when there is nothing to say (the QEMU twin counts instructions). */
+const char *board_clock_description(void);
+
 #endif /* LLMCU_CORTEX_M_BOARD_H */

@@ -3,7 +3,8 @@
  *
  * The firmware serves prompts over the console, so that one flashed image answers many of them:
  *
- *   firmware: \x05llmcu ready 1 target=<t> model=<m> quant=<q> reset=<why the chip last reset>\n
+ *   firmware: \x05llmcu ready 1 target=<t> model=<m> quant=<q> reset=<why the chip last reset>
+ *             [clock_hz=<the CPU clock> rev=<silicon revision>]\n
  *   host:     run steps=256 temperature=0.0 topp=0.9 seed=1 prompt=Once%20upon%20a%20time\n
  *   firmware: the output protocol (runtime_c/README.md), then board_after_run(status)
  *
@@ -142,6 +143,11 @@ int main(void) {
         write_str("\x05llmcu ready 1 target=" LLMCU_TARGET_NAME " model=" LLMCU_MODEL_NAME
                   " quant=" LLMCU_QUANT_NAME " reset=");
         write_str(board_reset_cause());
+        const char *clock = board_clock_description(); /* clock_hz= and rev= on a board */
+        if (clock[0] != '\0') {
+            write_str(" ");
+            write_str(clock);
+        }
         write_str("\n");
         if (!read_line()) {
             continue;

@@ -173,3 +173,5 @@ int board_watchdog_fired(void) { return LLMCU_WATCHDOG && (WDOG_RIS & 1u) != 0u;
 
 /* QEMU starts the twin afresh every time (nothing survives a reset to tell otherwise). */
 const char *board_reset_cause(void) { return "power_on"; }
+
+const char *board_clock_description(void) { return ""; /* the twin counts instructions, not time */ }

@@ -13,20 +13,6 @@
 /* SCB_AIRCR PRIGROUP, kept across the reset request (armv7m.h has no mask for it). */
 #define AIRCR_PRIGROUP_MASK (7u << 8)
 
-void dwt_start(void)
-{
-    DEMCR |= DEMCR_TRCENA;  /* powers the DWT (and ITM) */
-    DWT_LAR = DWT_LAR_KEY;  /* Cortex-M7: the DWT ignores software writes until unlocked */
-    DWT_CTRL |= DWT_CTRL_CYCCNTENA;
-}
-
-void delay_cycles(uint32_t cycles)
-{
-    uint32_t start = DWT_CYCCNT;
-    while ((uint32_t)(DWT_CYCCNT - start) < cycles) {
-    }
-}
-
 void board_early_init(void)
 {
     dwt_start();
@@ -42,7 +28,10 @@ void board_early_init(void)
     mpu_enable_sdram();
 #endif
 #if BOARD_HAS_QSPI
-    qspi_init();
+    const char *failed = qspi_init();
+    if (failed != NULL) {
+        boot_fail(failed);
+    }
     mpu_enable_qspi();
 #endif
 }
@@ -115,7 +104,12 @@ const char *board_counter_unit(void)
 
 uint64_t board_counter_hz(void)
 {
-    return BOARD_CPU_HZ;
+    return board_plan()->cpu_hz; /* the clock this chip's revision runs (clock.c) */
+}
+
+const char *board_clock_description(void)
+{
+    return board_plan()->revision == 'V' ? BOARD_READY_CLOCK_V : BOARD_READY_CLOCK_Y;
 }
 
 void board_after_run(int status)

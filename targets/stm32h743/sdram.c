@@ -37,10 +37,11 @@ static void sdram_command(uint32_t mode, uint32_t auto_refresh, uint32_t mode_re
 
 void sdram_init(void)
 {
+    /* The FMC kernel clock boards.py computed SDCLK from (HCLK, or PLL2 R so that it does not change with the
+     * revision's plan), selected while the FMC's clock is still off. */
+    RCC_D1CCIPR = (RCC_D1CCIPR & ~RCC_D1CCIPR_FMCSEL_MASK) | (BOARD_FMC_KERNEL_SEL << RCC_D1CCIPR_FMCSEL_SHIFT);
     RCC_AHB3ENR |= RCC_AHB3ENR_FMCEN;
     (void)RCC_AHB3ENR;
-    /* The FMC kernel clock is rcc_hclk3, as boards.py assumed when computing SDCLK. */
-    RCC_D1CCIPR &= ~RCC_D1CCIPR_FMCSEL_MASK;
 
     gpio_enable_ports(BOARD_SDRAM_GPIO_PORTS);
     BOARD_SDRAM_PINS(SDRAM_PIN)

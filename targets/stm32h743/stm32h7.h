@@ -25,6 +25,8 @@
 #define RCC_PLLCFGR REG32(RCC_BASE + 0x02Cu)
 #define RCC_PLL1DIVR REG32(RCC_BASE + 0x030u)
 #define RCC_PLL1FRACR REG32(RCC_BASE + 0x034u)
+#define RCC_PLL2DIVR REG32(RCC_BASE + 0x038u)
+#define RCC_PLL2FRACR REG32(RCC_BASE + 0x03Cu)
 #define RCC_D1CCIPR REG32(RCC_BASE + 0x04Cu)
 #define RCC_D2CCIP2R REG32(RCC_BASE + 0x054u)
 #define RCC_RSR REG32(RCC_BASE + 0x0D0u) /* reset status (RM0433 RCC_RSR; RCC_C1_RSR at 0x130 mirrors it) */
@@ -56,8 +58,12 @@
 #define RCC_CR_HSEBYP (1u << 18)
 #define RCC_CR_PLL1ON (1u << 24)
 #define RCC_CR_PLL1RDY (1u << 25)
+#define RCC_CR_PLL2ON (1u << 26)
+#define RCC_CR_PLL2RDY (1u << 27)
 
 #define RCC_CFGR_SW_MASK (7u << 0)
+#define RCC_CFGR_SW_HSI (0u << 0)
+#define RCC_CFGR_SWS_HSI (0u << 3)
 #define RCC_CFGR_SW_PLL1 (3u << 0)
 #define RCC_CFGR_SWS_MASK (7u << 3)
 #define RCC_CFGR_SWS_PLL1 (3u << 3)
@@ -73,6 +79,8 @@
 #define RCC_PLLCKSELR_PLLSRC_HSE (2u << 0)
 #define RCC_PLLCKSELR_DIVM1_SHIFT 4u
 #define RCC_PLLCKSELR_DIVM1_MASK (0x3Fu << 4)
+#define RCC_PLLCKSELR_DIVM2_SHIFT 12u
+#define RCC_PLLCKSELR_DIVM2_MASK (0x3Fu << 12)
 
 #define RCC_PLLCFGR_PLL1FRACEN (1u << 0)
 #define RCC_PLLCFGR_PLL1VCOSEL_SHIFT 1u
@@ -81,6 +89,12 @@
 #define RCC_PLLCFGR_DIVP1EN (1u << 16)
 #define RCC_PLLCFGR_DIVQ1EN (1u << 17)
 #define RCC_PLLCFGR_DIVR1EN (1u << 18)
+#define RCC_PLLCFGR_PLL2VCOSEL_SHIFT 5u
+#define RCC_PLLCFGR_PLL2RGE_SHIFT 6u
+#define RCC_PLLCFGR_PLL2_MASK (0xFu << 4) /* PLL2FRACEN, PLL2VCOSEL, PLL2RGE */
+#define RCC_PLLCFGR_DIVP2EN (1u << 19)
+#define RCC_PLLCFGR_DIVQ2EN (1u << 20)
+#define RCC_PLLCFGR_DIVR2EN (1u << 21)
 
 /* RCC_PLL1DIVR: each field holds the factor minus one. */
 #define RCC_PLL1DIVR_DIVN1_SHIFT 0u
@@ -88,7 +102,8 @@
 #define RCC_PLL1DIVR_DIVQ1_SHIFT 16u
 #define RCC_PLL1DIVR_DIVR1_SHIFT 24u
 
-#define RCC_D1CCIPR_FMCSEL_MASK (3u << 0)  /* 00: rcc_hclk3 */
+#define RCC_D1CCIPR_FMCSEL_MASK (3u << 0)  /* 00: rcc_hclk3, 10: pll2_r_ck */
+#define RCC_D1CCIPR_FMCSEL_SHIFT 0u
 #define RCC_D1CCIPR_QSPISEL_MASK (3u << 4) /* 00: rcc_hclk3 */
 #define RCC_D2CCIP2R_USART234578SEL_MASK (7u << 0) /* 000: rcc_pclk1 */
 #define RCC_D2CCIP2R_USART16SEL_MASK (7u << 3)     /* 000: rcc_pclk2 */
@@ -269,6 +284,8 @@
 
 /* ---- DBGMCU (0x5C001000): what keeps counting while a debugger halts the core ---- */
 #define DBGMCU_BASE 0x5C001000u
+#define DBGMCU_IDCODE REG32(DBGMCU_BASE + 0x00u) /* REV_ID 31:16 (0x1003 revision Y, 0x2003 V), DEV_ID 11:0 */
+#define DBGMCU_IDCODE_REV_ID_SHIFT 16u
 #define DBGMCU_APB4FZ1 REG32(DBGMCU_BASE + 0x54u)
 #define DBGMCU_APB4FZ1_DBG_IWDG1 (1u << 18) /* IWDG1 stops while the core is halted */
 

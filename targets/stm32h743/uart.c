@@ -1,7 +1,8 @@
 /*
  * The console: one USART, 8N1, polled (RM0433 section "USART/UART"). The instance, pins and baud come
  * from the board file; the kernel clock is the instance's APB clock (RCC_D2CCIP2R selection 000), and
- * BRR = kernel clock / baud with 16x oversampling (section "USART baud rate generation").
+ * BRR = kernel clock / baud with 16x oversampling (section "USART baud rate generation"), one value per
+ * clock plan and one for the reset clock, all computed by boards.py.
  */
 #include "board.h"
 #include "h7board.h"
@@ -51,17 +52,12 @@
 #error "board_config.h: BOARD_UART_INSTANCE is not a USART/UART this board layer knows"
 #endif
 
-#define UART_BRR ((BOARD_UART_KERNEL_HZ + BOARD_UART_BAUD / 2u) / BOARD_UART_BAUD)
-#if UART_BRR != BOARD_UART_BRR
-#error "board_config.h: the baud divisor does not match the kernel clock and baud"
-#endif
-
 #define UART_TX(port, pin, af) gpio_set_af((port), (pin), (af), GPIO_SPEED_MEDIUM, GPIO_PULL_NONE)
 /* A pull-up on RX: an unconnected line then reads idle instead of a stream of break characters. */
 #define UART_RX(port, pin, af) gpio_set_af((port), (pin), (af), GPIO_SPEED_MEDIUM, GPIO_PULL_UP)
 #define PORT_BIT(port, pin, af) (1u << (port))
 
-void uart_init(void)
+void uart_start(uint32_t brr)
 {
     UART_ENR |= UART_EN;
     (void)UART_ENR;
@@ -77,8 +73,13 @@ void uart_init(void)
     USART_CR2(UART_BASE) = 0u;
     USART_CR3(UART_BASE) = 0u;
     USART_PRESC(UART_BASE) = 0u;
-    USART_BRR(UART_BASE) = UART_BRR;
+    USART_BRR(UART_BASE) = brr;
     USART_CR1(UART_BASE) = USART_CR1_TE | USART_CR1_RE | USART_CR1_UE;
+}
+
+void uart_init(void)
+{
+    uart_start(board_plan()->uart_brr);
 }
 
 /* Whether uart_init() has run. A fault during board_early_init is reported (fault.c) before the UART
@@ -96,7 +97,12 @@ void uart_write(const void *data, size_t len)
     }
     const uint8_t *bytes = data;
     for (size_t i = 0u; i < len; i++) {
+        /* A byte leaves in under 1 ms at any baud llmcu allows; a transmitter stuck for 10 ms drops it. */
+        uint32_t start = DWT_CYCCNT;
         while ((USART_ISR(UART_BASE) & USART_ISR_TXE) == 0u) {
+            if ((uint32_t)(DWT_CYCCNT - start) > US_CYCLES(10000u)) {
+                return;
+            }
         }
         USART_TDR(UART_BASE) = bytes[i];
     }
@@ -105,7 +111,7 @@ void uart_write(const void *data, size_t len)
 int uart_read_byte(uint32_t timeout_ms)
 {
     uint64_t start = board_counter();
-    uint64_t limit = (uint64_t)timeout_ms * (BOARD_CPU_HZ / 1000u);
+    uint64_t limit = (uint64_t)timeout_ms * (board_counter_hz() / 1000u);
     for (;;) {
         uint32_t isr = USART_ISR(UART_BASE);
         if ((isr & (USART_ISR_ORE | USART_ISR_FE | USART_ISR_NE)) != 0u) {
@@ -130,6 +136,6 @@ void uart_drain(void)
         return;
     }
     uint32_t start = DWT_CYCCNT;
-    while ((USART_ISR(UART_BASE) & USART_ISR_TC) == 0u && (uint32_t)(DWT_CYCCNT - start) < BOARD_CPU_HZ / 100u) {
+    while ((USART_ISR(UART_BASE) & USART_ISR_TC) == 0u && (uint32_t)(DWT_CYCCNT - start) < US_CYCLES(10000u)) {
     }
 }

@@ -250,7 +250,9 @@ int Init(uint32_t adr, uint32_t clk, uint32_t fnc)
     if ((QUADSPI_CR & QUADSPI_CR_EN) != 0u) {
         qspi_abort(); /* e.g. the firmware left it memory-mapped */
     }
-    qspi_init();  /* the board layer's: pins, QUADSPI, Quad Enable, memory-mapped */
+    if (qspi_init() != NULL) { /* the board layer's: pins, QUADSPI, Quad Enable, memory-mapped */
+        return 1;             /* a QUADSPI or flash that never answered */
+    }
     qspi_abort(); /* back to indirect mode for commands */
 
     /* JEDEC ID: manufacturer, memory type, capacity as log2(bytes). A bus nobody drives reads 0x00 or

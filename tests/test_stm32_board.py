@@ -755,7 +755,9 @@ def test_a_part_that_never_answers_is_a_fault_line(firmware: dict, name: str, fl
     assert (soc.reg("RCC_D1CFGR"), soc.reg("RCC_D2CFGR"), soc.reg("RCC_D3CFGR")) == (0, 0, 0)
     uart = f"USART{board.console.instance}_BRR"
     assert soc.reg(uart) == board.console.brr_hsi == round(64_000_000 / board.console.baud)
-    from llmcu.protocol import parse
+    from llmcu.protocol import BOOT_FAILURES, describe_fault, parse
 
     out = parse(line)
     assert out.status == "fault" and out.end["reason"] == reason and out.end["stage"] == "boot"
+    message = describe_fault(out.end)
+    assert message.startswith(f"the board could not bring itself up: {reason}: ") and BOOT_FAILURES[reason] in message

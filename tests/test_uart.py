@@ -459,6 +459,24 @@ def test_socket_garbage_without_a_ready_line(peers, stop, sees) -> None:
 @pytest.mark.fault(
     area="uart",
     kind="fault",
+    what="the board's bring-up never finishes (no HSE: a dead crystal), reported on the reset clock",
+    sees=r"the firmware faulted before it was ready: the board could not bring itself up: hse_not_ready: "
+    r"the HSE oscillator never started .*\(silicon revision Y\)",
+)
+def test_socket_boot_that_never_finishes(peers, stop, sees) -> None:
+    def boot_fails(conn: socket.socket, peer: Peer) -> None:
+        peer.boot(conn, b"\x03llmcu end status=fault reason=hse_not_ready stage=boot rev=Y clock_hz=64000000\n")
+        stop.wait(10)
+
+    peer = peers(boot_fails)
+    with pytest.raises(uart.RunFailedError) as caught:
+        uart.capture_run(peer.url, PARAMS, reset=peer.reset.set, ready_timeout=5, timeout=30)
+    sees(str(caught.value))
+
+
+@pytest.mark.fault(
+    area="uart",
+    kind="fault",
     what="the firmware faults while booting (a BusFault report before the ready line)",
     sees=r"the firmware faulted before it was ready: BusFault at pc=0x08000400",
 )

@@ -224,9 +224,35 @@ def _overflow_lead(end: dict[str, str]) -> str:
     return f"{lead}; {end.get('exception', 'fault')}"
 
 
+# A boot that could not finish (targets/stm32h743/boot_fail.c: reason=<step> stage=boot): what never answered,
+# and what to check on the board.
+BOOT_FAILURES = {
+    "supply_not_ready": "the core supply never reported ready (PWR_CSR1 ACTVOSRDY): check the VCAP capacitors "
+    "and that the board's supply is the LDO",
+    "vos1_not_ready": "the regulator never reached voltage scale 1 (PWR_D3CR VOSRDY)",
+    "vos0_not_ready": "the regulator never reached voltage scale 0 with the overdrive (PWR_D3CR VOSRDY): is the "
+    "silicon revision V?",
+    "hse_not_ready": "the HSE oscillator never started (RCC_CR HSERDY): check the crystal, or on a NUCLEO that the "
+    "ST-LINK's 8 MHz MCO reaches OSC_IN; `hse_bypass` in the board file must match how OSC_IN is driven",
+    "pll1_not_locked": "PLL1 never locked (RCC_CR PLL1RDY): check `hse_hz` and the [clock.pll1] factors",
+    "pll2_not_locked": "PLL2 never locked (RCC_CR PLL2RDY): check `hse_hz` and the [clock.pll2] factors",
+    "flash_latency_not_set": "FLASH_ACR did not take the new wait states",
+    "sysclk_not_switched": "the system clock did not switch to PLL1 (RCC_CFGR SWS)",
+    "qspi_busy": "the QUADSPI interface never went idle: check its pins in the board file",
+    "qspi_no_transfer_complete": "a QUADSPI command never completed: check the QSPI pins and that a flash is fitted",
+    "qspi_flash_busy": "the QSPI NOR flash stayed busy after its status register write: check the chip, its "
+    "wiring and `status_write_timeout_ms`",
+}
+
+
 def describe_fault(end: dict[str, str]) -> str:
-    """One line from a fault's end line fields: what happened (a stack overflow, the watchdog, or the
-    exception), where, and what the fault status register says."""
+    """One line from a fault's end line fields: what happened (a boot step that never finished, a stack
+    overflow, the watchdog, or the exception), where, and what the fault status register says."""
+    if end.get("stage") == "boot":
+        reason = end.get("reason", "?")
+        what = BOOT_FAILURES.get(reason, "a bring-up step never finished")
+        return (f"the board could not bring itself up: {reason}: {what}. It halted with its console on the reset "
+                f"clock (silicon revision {end.get('rev', '?')})")  # fmt: skip
     try:
         cfsr = int(end.get("cfsr", "0"), 16)
     except ValueError:

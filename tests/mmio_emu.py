@@ -160,6 +160,7 @@ class NorFlash:
     status1: int = 0
     status2: int = 0
     busy_polls: int = 0  # status 1 reads that still show BUSY after a status write
+    stuck_busy: bool = False  # BUSY never clears (a broken part)
     log: list[tuple[str, int, int | None]] = field(default_factory=list)  # (what, instruction, data)
 
     def command(self, instruction: int) -> None:
@@ -170,7 +171,7 @@ class NorFlash:
     def read(self, instruction: int) -> int:
         self.log.append(("read", instruction, None))
         if instruction == 0x05:
-            busy = 1 if self.busy_polls else 0
+            busy = 1 if self.busy_polls or self.stuck_busy else 0
             self.busy_polls = max(0, self.busy_polls - 1)
             return (self.status1 & ~1) | busy
         if instruction == 0x35:
@@ -190,7 +191,8 @@ class Stm32h743:
 
     def __init__(self, elf: Path, *, cyccnt_step: int = 64, revision: str = "V", never: tuple[str, ...] = ()) -> None:
         """``revision``: the silicon revision DBGMCU_IDCODE reports (V, Y, or another REV_ID as 4 hex digits);
-        ``never``: ready flags that never come (HSERDY, PLL1RDY, PLL2RDY, VOSRDY, ACTVOSRDY, QSPI_TCF, ...), to
+        ``never``: ready flags that never come (HSERDY, PLL1RDY, PLL2RDY, VOSRDY, VOS0RDY, ACTVOSRDY, SWS,
+        FLASH_ACR, QSPI_TCF, QSPI_IDLE, FLASH_NOT_BUSY: the NOR flash's BUSY), to
         test that the board layer reports what hangs instead of hanging."""
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
         self.uc.ctl_set_cpu_model(arm.UC_CPU_ARM_CORTEX_M7)
@@ -212,7 +214,7 @@ class Stm32h743:
         self.mpu_regions: dict[int, tuple[int, int]] = {}
         self.tx = bytearray()
         self.rx = bytearray()
-        self.flash = NorFlash()
+        self.flash = NorFlash(stuck_busy="FLASH_NOT_BUSY" in self.never)
         self.qspi_fifo: list[int] = []
         self.qspi_write: tuple[int, int] | None = None  # (instruction, bytes expected) of an indirect write
         self.sdram_commands: list[dict[str, int]] = []
@@ -395,11 +397,14 @@ class Stm32h743:
         if name == "QUADSPI_SR":
             tcf = 1 << 1 if self._qspi_done() else 0
             busy = 1 << 5 if self.qspi_fifo or self.qspi_write or (self.pending.get("QSPI_TCF", 0) > 0) else 0
+            busy |= 1 << 5 if "QSPI_IDLE" in self.never else 0
             return tcf | busy | (len(self.qspi_fifo) << 8)
         return value
 
     def _write(self, name: str, address: int, value: int) -> None:
         old = self.values[address]
+        if name == "FLASH_ACR" and "FLASH_ACR" in self.never:  # a latency that never takes
+            return
         if name == "PWR_CR3":
             if self.writes("PWR_CR3")[:-1]:
                 self.violations.append("PWR_CR3 supply configuration written twice (it is write-once)")
@@ -412,6 +417,8 @@ class Stm32h743:
             if value & 1 and (self.reg("PWR_D3CR") >> 14) & 3 != 3:
                 self.violations.append("ODEN set while not in VOS1")
             self._flag("VOSRDY", 3)
+            if "VOS0RDY" in self.never:  # the overdrive never settles
+                self.never.add("VOSRDY")
         elif name == "RCC_CR":
             if (value ^ old) & (1 << 18) and old & (1 << 16):
                 self.violations.append("HSEBYP changed while the HSE is on")
@@ -442,7 +449,10 @@ class Stm32h743:
                     "d2cfgr": self.reg("RCC_D2CFGR"),
                     "d3cfgr": self.reg("RCC_D3CFGR"),
                 }
-            value = (value & ~(7 << 3)) | (sw << 3)  # SWS follows SW
+            if "SWS" in self.never:  # the switch never happens: SWS stays what it was
+                value = (value & ~(7 << 3)) | (old & (7 << 3))
+            else:
+                value = (value & ~(7 << 3)) | (sw << 3)  # SWS follows SW
         elif name == "DWT_CTRL":
             if self.reg("DWT_LAR") != 0xC5ACCE55:
                 self.violations.append("DWT_CTRL written while the DWT is locked (DWT_LAR)")

@@ -735,8 +735,13 @@ HANGS = [
     ("nucleo-h743zi", "PLL1RDY", "pll1_not_locked"),
     ("nucleo-h743zi", "ACTVOSRDY", "supply_not_ready"),
     ("nucleo-h743zi", "VOSRDY", "vos1_not_ready"),
+    ("nucleo-h743zi", "VOS0RDY", "vos0_not_ready"),
+    ("nucleo-h743zi", "FLASH_ACR", "flash_latency_not_set"),
+    ("nucleo-h743zi", "SWS", "sysclk_not_switched"),
     ("h743-sdram-qspi", "PLL2RDY", "pll2_not_locked"),
     ("h743-sdram-qspi", "QSPI_TCF", "qspi_no_transfer_complete"),
+    ("h743-sdram-qspi", "QSPI_IDLE", "qspi_busy"),
+    ("h743-sdram-qspi", "FLASH_NOT_BUSY", "qspi_flash_busy"),
 ]
 
 

@@ -449,10 +449,9 @@ class Stm32h743:
                     "d2cfgr": self.reg("RCC_D2CFGR"),
                     "d3cfgr": self.reg("RCC_D3CFGR"),
                 }
-            if "SWS" in self.never:  # the switch never happens: SWS stays what it was
-                value = (value & ~(7 << 3)) | (old & (7 << 3))
-            else:
-                value = (value & ~(7 << 3)) | (sw << 3)  # SWS follows SW
+            # SWS follows SW, unless the switch never happens (never SWS): then it stays what it was
+            sws = old & (7 << 3) if "SWS" in self.never else sw << 3
+            value = (value & ~(7 << 3)) | sws
         elif name == "DWT_CTRL":
             if self.reg("DWT_LAR") != 0xC5ACCE55:
                 self.violations.append("DWT_CTRL written while the DWT is locked (DWT_LAR)")

@@ -317,6 +317,14 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             "phases", "count each phase of a forward pass (benchmark builds)", "0", ("0", "1"), lambda text: text == "1"
         ),
         Option(
+            "selftest",
+            "firmware: a bring-up build that answers `run` with memory tests and read speeds instead of a model "
+            "(SDRAM data/address bus and pattern over a refresh interval, QSPI CRC, every region's MB/s)",
+            "0",
+            ("0", "1"),
+            lambda text: text == "1",
+        ),
+        Option(
             "sanitize",
             "target=host: build with gcc's sanitizers; any report ends the run with a non-zero status "
             "(-fno-sanitize-recover=all); 1 means address,undefined; the build goes to its own directory",

@@ -104,6 +104,7 @@ class BuildSettings:
     run: RunParams
     verbose: bool = False
     phases: bool = False  # per-phase cost accounting for the benchmark harness (runtime_c/phases.h)
+    selftest: bool = False  # a bring-up firmware (targets/cortex-m/selftest.c, llmcu.selftest)
     kernel_set: str = ""  # "" (reference kernels) or the target's optimised set, e.g. "cortex_m7"
     numerics: str = "exact"  # numerics=: "fast" lets kernels trade bit-exactness for speed (LLMCU_NUMERICS_FAST)
     board: str = ""  # firmware targets: the board's name
@@ -202,6 +203,10 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     variant = variant_name(resolved.name, plan, values["seq_len"], values["kv_type"], auto_quant, values["budget"])
     if values["phases"]:
         variant += "-phases"
+    if values["selftest"]:
+        if target.kind != "baremetal":
+            raise OptionError(f"selftest=1 is a firmware build; target {target.name} runs no firmware")
+        variant += "-selftest"
     if values["kernels"] == "ref" and target.kernel_set:
         variant += "-refkernels"
     if values["numerics"] == "fast":
@@ -255,6 +260,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         run=run,
         verbose=values["verbose"],
         phases=values["phases"],
+        selftest=values["selftest"],
         kernel_set=target.kernel_set if values["kernels"] == "opt" else "",
         numerics=values["numerics"],
         board=board,

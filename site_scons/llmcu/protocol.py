@@ -54,6 +54,7 @@ class RunOutput:
     tokens: list[TokenRecord] = field(default_factory=list)
     summary: dict[str, str] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)  # builds with phases=1: where one pass's cost went
+    selftest: list[dict[str, str]] = field(default_factory=list)  # selftest=1 firmware: one per test (llmcu.selftest)
     status: str = ""
     reason: str = ""
     complete: bool = False
@@ -182,6 +183,8 @@ class ProtocolParser:
                 self.output.summary = values
             elif kind == "phase":
                 self.output.phases = values
+            elif kind == "selftest":
+                self.output.selftest.append(values)
         elif marker == ETX.decode():
             values = _fields(body)
             self._finish(values.get("status", ""), values)

@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import boards, qemu, steps, uart
+from . import boards, qemu, selftest, steps, uart
 from .errors import LlmcuError
 from .project import ROOT, BuildSettings, FirmwareImage, options_table
 from .protocol import RunOutput, format_summary
@@ -81,9 +81,31 @@ def run(settings: BuildSettings, options: RunOptions, *, echo: bool = True) -> R
     log = RunLog(options.log_dir, run_info(settings, "qemu", target=image.target.name, host={"qemu": qemu_version()}))
     with _reporting(log):
         output = run_twin(image, settings.run, log, on_text=on_text)
-        if echo:
+        if settings.selftest:
+            report_selftest(output, image.elf, [settings.out_dir, log.path], echo=echo)
+        elif echo:
             print(f"[llmcu] {format_summary(output)}", flush=True)
     return output
+
+
+def report_selftest(output: RunOutput, elf: Path, folders: list[Path], *, echo: bool = True) -> None:
+    """A selftest=1 run: its report (selftest.md and .json) into each folder, a line per region on the console,
+    and an error when a test failed (the log keeps everything)."""
+    report = selftest.analyse(output, elf)
+    for folder in folders:
+        path = selftest.write_report(report, folder)
+    if echo:
+        for region in report.regions:
+            speed = (
+                f"{region.mb_per_s:,.1f} MB/s"
+                if region.mb_per_s
+                else f"{region.read_bytes:,} bytes / {region.read_cost:,} {report.unit}"
+            )
+            tests = "; ".join(f"{name} {verdict}" for name, verdict in region.tests.items())
+            print(f"[llmcu] selftest {region.region}: read {speed}" + (f"; {tests}" if tests else ""), flush=True)
+        print(f"[llmcu] selftest {'passed' if report.passed else 'FAILED'}: {_shown(path)}", flush=True)
+    if not report.passed:
+        raise LlmcuError(f"the self-test failed on {report.target}: see {path}")
 
 
 class _reporting:
@@ -365,6 +387,8 @@ def run_board(
         )
         output = uart.check_capture(capture, str(image.elf))
         log.finish(output, attempts=capture.attempts)
-        if on_text is not None:
+        if settings.selftest:  # a bring-up firmware: the memories' report, with MB/s from the board's cycles
+            report_selftest(output, image.elf, [settings.out_dir, log.path], echo=on_text is not None)
+        elif on_text is not None:
             print(f"[llmcu] {format_summary(output)}", flush=True)
     return output

@@ -11,7 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, autoquant, boards, calibration, codegen, elfreport, layouts, memplan, quality, weightsfile
+from . import (
+    __version__,
+    autoquant,
+    boards,
+    calibration,
+    codegen,
+    elfreport,
+    layouts,
+    memplan,
+    quality,
+    selftest,
+    weightsfile,
+)
 from .checkpoint import detect_config, read_checkpoint
 from .codegen import GeneratedModel, write_quant_report
 from .errors import LlmcuError
@@ -68,6 +80,8 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
     write_quant_report(model, settings.out_dir / "quant_report.json", settings.out_dir / "quant_report.md")
     for image, plan in zip(settings.images, plans, strict=True):
         write_linker_script(image, plan)
+        if settings.selftest:
+            write_text_atomic(selftest_regions_path(image), selftest.regions_source(plan.regions))
     if settings.images and settings.board:
         board = boards.load_board(settings.target.folder, settings.board)
         write_text_atomic(settings.gen_dir / "board_config.h", boards.render_board_config(board))
@@ -160,6 +174,11 @@ def plan_image(
         kv=settings.firmware.kv,
         stack_bytes=settings.firmware.stack_bytes,
     )
+
+
+def selftest_regions_path(image: FirmwareImage) -> Path:
+    """Where a selftest=1 image's region table goes: beside its linker script."""
+    return image.linker_script.parent / "selftest_regions.c"
 
 
 def write_linker_script(image: FirmwareImage, plan: memplan.MemoryPlan) -> None:

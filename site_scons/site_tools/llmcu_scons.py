@@ -226,6 +226,9 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
     sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources(settings.kernel_set)]
     sources += [(path, path.resolve().relative_to(project.ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
+    if settings.selftest:  # the bring-up firmware: its region table, from this image's memory plan
+        build_env.Append(CPPDEFINES=[("LLMCU_SELFTEST", 1)])
+        sources.append((steps.selftest_regions_path(image), "gen/selftest_regions.c"))
     objects = []
     for path, rel in sources:
         stem = str(rel).rsplit(".", 1)[0]

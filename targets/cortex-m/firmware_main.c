@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "board.h"
+#include "selftest.h"
 #include "console.h"
 #include "cortex_m.h"
 #include "llmcu.h"
@@ -177,7 +178,12 @@ int main(void) {
 #ifdef LLMCU_TEST_RECURSION_BYTES
         (void)test_recurse(LLMCU_TEST_RECURSION_BYTES / 64u);
 #endif
+#if defined(LLMCU_SELFTEST) && LLMCU_SELFTEST
+        (void)params;
+        int status = selftest_run(); /* a bring-up firmware: the memories' tests instead of a generation */
+#else
         int status = llmcu_generate(&params);
+#endif
         board_after_run(status); /* a board comes back for the next command; the QEMU twin exits */
     }
 }

@@ -41,8 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--board-study", action="store_true", help="add the 15M-shaped q4 rows of the external-memory board (twin)"
     )
+    parser.add_argument(
+        "--selftest-log",
+        type=Path,
+        help="a board's self-test log folder (or selftest.json): its measured read bandwidths replace the assumed "
+        "ones in the on-chip estimates",
+    )
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.set)
+    if args.selftest_log is not None:
+        from llmcu.selftest import bandwidths_from_log
+
+        bench.MEASURED_BANDWIDTH.update(bandwidths_from_log(args.selftest_log))
     try:
         rows = bench.run_matrix(
             args.targets.split(","), args.models.split(","), args.quants.split(","), args.kernels.split(","),

@@ -124,26 +124,38 @@ def _fill_counts(row: BenchRow, output: RunOutput) -> None:
     row.instructions_at = {str(pos): costs[pos] for pos in POSITIONS if pos < len(costs)}
 
 
+# Measured read bandwidths (bytes/s by region) from a board's self-test (tools/bench.py --selftest-log), which
+# replace REGION_BANDWIDTH's assumed ones in the on-chip estimates.
+MEASURED_BANDWIDTH: dict[str, float] = {}
+# The STM32H743's clock per silicon revision (targets/stm32h743/limits.toml): revision Y runs at most 400 MHz.
+REVISION_Y_CLOCK_HZ = 400e6
+
+
 def _estimate(row: BenchRow, report: dict) -> dict[str, object]:
     chip = CHIPS[row.target]
     compute = chip["clock_hz"] / (row.instructions_per_token * chip["cpi"])
+    bandwidth = {**REGION_BANDWIDTH, **MEASURED_BANDWIDTH}
     not_weights = {".llmcu_kv", ".llmcu_state", ".llmcu_tables"}
     streamed = {
         region["name"]: sum(
             size for name, size in region["sections"].items() if name.startswith(".llmcu_") and name not in not_weights
         )
         for region in report["regions"]
-        if region["name"] in REGION_BANDWIDTH
+        if region["name"] in bandwidth
     }
-    seconds = {name: size / REGION_BANDWIDTH[name] for name, size in streamed.items() if size}
+    seconds = {name: size / bandwidth[name] for name, size in streamed.items() if size}
     seconds_reading = sum(seconds.values())
     memory_bound = 1 / seconds_reading if seconds_reading else None
     limit = min(compute, memory_bound) if memory_bound else compute
     bound = "compute" if limit == compute else f"memory ({max(seconds, key=seconds.__getitem__)} bandwidth)"
+    measured = sorted(name for name in seconds if name in MEASURED_BANDWIDTH)
+    revision_y = REVISION_Y_CLOCK_HZ / (row.instructions_per_token * chip["cpi"])
     return {
         "chip": chip["chip"],
         "model": f"instructions x CPI {chip['cpi']} at {chip['clock_hz'] / 1e6:.0f} MHz; weights read once per "
-        "token at the region's bandwidth",
+        "token at the region's bandwidth"
+        + (f" (measured by a self-test: {', '.join(measured)})" if measured else " (assumed)"),
+        "revision_y_tok_per_s": round(min(revision_y, memory_bound) if memory_bound else revision_y, 1),
         "compute_tok_per_s": round(compute, 1),
         "memory_bound_tok_per_s": round(memory_bound, 1) if memory_bound else None,
         "tok_per_s": round(limit, 1),
@@ -335,11 +347,11 @@ def compare(rows: list[BenchRow], baseline: list[dict]) -> list[str]:
         if row.instructions_per_token and before.get("instructions_per_token"):
             ratio = row.instructions_per_token / before["instructions_per_token"]
             if ratio > 1 + REGRESSION_TOLERANCE:
-                findings.append(f"{' '.join(row.key())}: {ratio - 1:+.1%} instructions/token")
+                findings.append(f"{' '.join(part for part in row.key() if part)}: {ratio - 1:+.1%} instructions/token")
         if row.tok_per_s and before.get("tok_per_s"):
             ratio = row.tok_per_s["median"] / before["tok_per_s"]["median"]
             if ratio < 0.9:
-                findings.append(f"{' '.join(row.key())}: {ratio - 1:+.1%} host tok/s (median)")
+                findings.append(f"{' '.join(part for part in row.key() if part)}: {ratio - 1:+.1%} host tok/s (median)")
     return findings
 
 

@@ -43,6 +43,11 @@ def test_selftest_on_the_boards_twin(tmp_path: Path, stories260k: Path) -> None:
     assert "crc: ok: crc32" in report and "as flashed" in report
     logs = list((tmp_path / "logs").iterdir())
     assert len(logs) == 1 and (logs[0] / "selftest.md").read_text() == report
+    from llmcu.report import write_report  # tools/report.py: the log's report.md has the self-test too
+
+    written = write_report(logs[0])
+    text = written.markdown.read_text()
+    assert "## Self-test" in text and "address_bus: ok" in text
 
 
 BOARD_RUN = (

@@ -343,6 +343,23 @@ def _power_section(doc: Document, run: RunRecord, power: dict[str, Any] | None, 
         doc.image(Image(image.name, "estimated current over time" if estimated else "current over time"))
 
 
+def _selftest_section(doc: Document, run: RunRecord) -> None:
+    """A bring-up self-test's results (selftest=1: llmcu.selftest wrote selftest.json into the log)."""
+    path = run.path / "selftest.json"
+    if not path.is_file():
+        return
+    data = json.loads(path.read_text())
+    doc.heading("Self-test")
+    unit = data.get("unit", "")
+    speeds = f"at {_num(data.get('clock_hz'), 0)} Hz." if unit == "cycles" else f"in {unit}: not time, no MB/s."
+    doc.para(f"{'Passed' if data.get('passed') else 'FAILED'}; read speeds {speeds}")
+    rows = []
+    for r in data.get("regions", []):
+        tests = "; ".join(f"{name}: {verdict}" for name, verdict in r["tests"].items()) or "-"
+        rows.append([r["region"], _num(r["read_bytes"], 0), _num(r["read_cost"], 0), _num(r.get("mb_per_s"), 1), tests])
+    doc.table(Table(["region", "bytes read", unit or "cost", "MB/s", "tests"], rows, align_right=(1, 2, 3)))
+
+
 def write_report(run_dir: str | Path) -> ReportFiles:
     """Write report.md, report.html and the PNGs they show into the run's log folder."""
     run = load_run(run_dir)
@@ -352,6 +369,7 @@ def write_report(run_dir: str | Path) -> ReportFiles:
     doc.para(f"Log {run.path.name}.")
     _summary_section(doc, run, power)
     _memory_section(doc, run)
+    _selftest_section(doc, run)
     images: list[Path] = []
     doc.heading("Cost per token")
     if run.tokens:

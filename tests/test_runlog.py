@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, scons
-from llmcu import fileio, runs, steps
+from llmcu import fileio, hostrun, runs
 from llmcu.errors import LlmcuError
 from llmcu.project import configure
 from llmcu.protocol import RunOutput, TokenRecord, parse
@@ -155,7 +155,7 @@ def test_host_program_that_dies_leaves_its_bytes(tmp_path: Path, sees) -> None:
     program.write_text(f"#!/bin/sh\ncat '{tmp_path / 'partial.bin'}'\nexit 3\n")
     program.chmod(0o755)
     with pytest.raises(LlmcuError, match="exit status 3") as excinfo, RunLog(tmp_path / "logs", info()) as log:
-        steps.run_host_program(program, [], echo=False, on_bytes=log.write_raw)
+        hostrun.run_host_program(program, [], echo=False, on_bytes=log.write_raw)
     assert (log.path / "raw.bin").read_bytes() == partial
     summary = read_log(log.path)["summary"]
     assert summary["status"] == "incomplete" and summary["reason"] == "error" and summary["tokens"] == 2

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import scons
-from llmcu import selftest
+from llmcu import selftest, selftest_regions
 from llmcu.protocol import parse
 from llmcu.targets import MemoryRegion
 
@@ -91,7 +91,7 @@ def test_a_failed_memory_test_fails_the_report(tmp_path: Path) -> None:
 def test_region_table_source() -> None:
     regions = [MemoryRegion("sdram", 0xC0000000, 8 << 20, "ram", 4, False, True),
                MemoryRegion("qspi", 0x90000000, 16 << 20, "xip", 5, True, True)]  # fmt: skip
-    text = selftest.regions_source(regions)
+    text = selftest_regions.regions_source(regions)
     assert '{"sdram", 0xC0000000u, 0x00800000u, 1, 1},' in text and '{"qspi", 0x90000000u, 0x01000000u, 0, 1},' in text
     assert "llmcu_selftest_region_count = 2u;" in text
 

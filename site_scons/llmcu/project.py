@@ -13,13 +13,10 @@ from . import boards, linux, models, watchdog
 from .errors import OptionError
 from .memplan import available_regions
 from .options import Option, build_options, check_unknown, list_targets, validate
+from .paths import MODELS_DIR, ROOT, RUNTIME_DIR, TARGETS_DIR
 from .quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, QuantPlan
 from .targets import MemoryRegion, Target, load_target
 
-ROOT = Path(__file__).resolve().parents[2]
-RUNTIME_DIR = ROOT / "runtime_c"
-TARGETS_DIR = ROOT / "targets"
-MODELS_DIR = ROOT / "models"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 LIBRARY_DIR = Path(__file__).resolve().parent
 

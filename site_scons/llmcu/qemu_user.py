@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import LlmcuError
+from .paths import ROOT
 from .procrun import StreamResult, last_lines, stream_command
-from .project import ROOT
 from .protocol import RunOutput
 
 PLUGIN_SOURCES = (ROOT / "tools" / "qemu-plugin" / "llmcu_insn.c", ROOT / "tools" / "qemu-plugin" / "qemu_plugin_api.h")

@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import boards, qemu, selftest, steps, uart
+from . import boards, hostrun, qemu, selftest, uart
 from .errors import LlmcuError
 from .project import ROOT, BuildSettings, FirmwareImage, options_table
 from .protocol import RunOutput, format_summary
@@ -70,7 +70,7 @@ def run(settings: BuildSettings, options: RunOptions, *, echo: bool = True) -> R
     if not settings.images:
         log = RunLog(options.log_dir, run_info(settings, "host"))
         with _reporting(log):  # run_host_program prints the summary line itself
-            output = steps.run_host_program(
+            output = hostrun.run_host_program(
                 settings.out_dir / "llmcu", settings.run.program_args(), echo=echo, on_bytes=log.write_raw
             )
             log.finish(output)

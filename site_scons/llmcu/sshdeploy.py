@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shlex
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LlmcuError, OptionError
+from .destination import Destination
+from .errors import LlmcuError
 from .procrun import last_lines, stream_command
 from .protocol import RunOutput
 
@@ -42,7 +41,6 @@ UPLOAD_TIMEOUT = 900.0
 ENV_OPTIONS = "LLMCU_SSH_OPTS"
 ENV_EXEC = "LLMCU_REMOTE_EXEC"
 
-_DESTINATION = re.compile(r"(?:(?P<user>[^@\s:/]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>\d+))?")
 
 _UNREACHABLE = (
     "Connection refused",
@@ -71,34 +69,6 @@ class SshAuthError(SshError):
 
 class SshHostKeyError(SshError):
     """The board's host key is unknown or changed."""
-
-
-@dataclass(frozen=True)
-class Destination:
-    """``[user@]host[:port]``; a bare host name may be an alias from ~/.ssh/config."""
-
-    user: str
-    host: str
-    port: int | None = None
-
-    @property
-    def login(self) -> str:
-        host = self.host.strip("[]")
-        return f"{self.user}@{host}" if self.user else host
-
-    def __str__(self) -> str:
-        text = f"{self.user}@{self.host}" if self.user else self.host
-        return f"{text}:{self.port}" if self.port else text
-
-
-def parse_destination(text: str) -> Destination:
-    match = _DESTINATION.fullmatch(text.strip())
-    if not match or text.strip().startswith("-"):
-        raise OptionError(f"board={text!r} is not user@host[:port] (e.g. root@192.168.1.50 or root@rzv2l:2222)")
-    port = int(match["port"]) if match["port"] else None
-    if port is not None and not 1 <= port <= 65535:
-        raise OptionError(f"board={text!r}: port {port} is not in 1..65535")
-    return Destination(match["user"] or "", match["host"], port)
 
 
 def ssh_command(destination: Destination, remote: str, *, extra_options: Sequence[str] | None = None) -> list[str]:

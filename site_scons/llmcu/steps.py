@@ -21,7 +21,7 @@ from . import (
     layouts,
     memplan,
     quality,
-    selftest,
+    selftest_regions,
     weightsfile,
 )
 from .checkpoint import detect_config, read_checkpoint
@@ -30,7 +30,6 @@ from .errors import LlmcuError
 from .fileio import write_text_atomic
 from .kvcache import auto_kv_types
 from .project import BuildSettings, FirmwareImage
-from .protocol import ProtocolParser, RunOutput, format_summary
 from .quantize import QuantizedMatrix, QuantPlan, quantize_checkpoint
 from .templating import environment
 from .tokenizer import read_tokenizer
@@ -81,7 +80,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
     for image, plan in zip(settings.images, plans, strict=True):
         write_linker_script(image, plan)
         if settings.selftest:
-            write_text_atomic(selftest_regions_path(image), selftest.regions_source(plan.regions))
+            write_text_atomic(selftest_regions_path(image), selftest_regions.regions_source(plan.regions))
     if settings.images and settings.board:
         board = boards.load_board(settings.target.folder, settings.board)
         write_text_atomic(settings.gen_dir / "board_config.h", boards.render_board_config(board))
@@ -202,38 +201,6 @@ def write_linker_script(image: FirmwareImage, plan: memplan.MemoryPlan) -> None:
     write_text_atomic(image.linker_script, text)
 
 
-def run_host_program(
-    program: Path,
-    args: list[str],
-    *,
-    echo: bool = True,
-    timeout: float = 600,
-    on_bytes: Callable[[bytes], None] | None = None,
-) -> RunOutput:
-    """Run a host build, streaming its text to stdout as it arrives, and parse its protocol output.
-    ``on_bytes`` gets every byte of its output as it arrives (llmcu.runlog's raw.bin)."""
-
-    def show(piece: bytes) -> None:
-        sys.stdout.buffer.write(piece)
-        sys.stdout.buffer.flush()
-
-    parser = ProtocolParser(on_text=show if echo else None)
-    with subprocess.Popen([str(program), *args], stdout=subprocess.PIPE) as process:
-        assert process.stdout is not None
-        while chunk := process.stdout.read1(65536):
-            if on_bytes is not None:
-                on_bytes(chunk)
-            parser.feed(chunk)
-        code = process.wait(timeout=timeout)
-    output = parser.output
-    if code != 0 or not output.ok:
-        reason = output.reason or (f"exit status {code}" if code else "no end marker")
-        raise LlmcuError(f"{program.name} failed: {reason}")
-    if echo:
-        print(f"[llmcu] {format_summary(output)}", flush=True)
-    return output
-
-
 def firmware_outputs(settings: BuildSettings, image: FirmwareImage) -> elfreport.FirmwareReport:
     """After linking: raw images per flash region and the memory report."""
     config = detect_config(settings.checkpoint)
@@ -255,19 +222,6 @@ def write_hex(image: FirmwareImage) -> None:
         partial.unlink(missing_ok=True)
         raise LlmcuError(f"{objcopy} could not write {hex_path.name}: {result.stderr.strip()}")
     partial.replace(hex_path)
-
-
-def run_image(settings: BuildSettings, options: Any = None) -> None:
-    """`scons run` for a firmware target: its QEMU twin, the target itself when it is QEMU, or the board
-    (llmcu.runs chooses from hil=, captures the console and writes the run log)."""
-    from . import runs
-
-    runs.run(settings, options if options is not None else runs.run_options({}))
-
-
-def _show(piece: bytes) -> None:
-    sys.stdout.buffer.write(piece)
-    sys.stdout.buffer.flush()
 
 
 _OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")

@@ -12,7 +12,7 @@ from pathlib import Path
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
-from llmcu import codegen, fileio, flashalgo, flashing, linux, memplan, project, runs, steps, watchdog
+from llmcu import codegen, fileio, flashalgo, flashing, linux, linux_run, memplan, project, runs, steps, watchdog
 from llmcu.errors import LlmcuError
 
 # Short command lines unless verbose=1.
@@ -63,7 +63,7 @@ def _generate_action(target, source, env) -> int:
 def _run_action(target, source, env) -> int:
     settings, options = env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"]
     if settings.linux is not None:  # a Linux board over SSH, or qemu-user
-        return _reported(lambda: linux.run(settings, options.log_dir))
+        return _reported(lambda: linux_run.run(settings, options.log_dir))
     return _reported(lambda: runs.run(settings, options))  # host, QEMU twin or board; writes the run log
 
 

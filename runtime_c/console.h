@@ -8,7 +8,7 @@
  * 1.0, topp 0.9, seed 1, empty prompt). In the prompt every byte may be written %XX (two hex digits) and
  * space, tab, '%' and control bytes must be; %00 is refused because the prompt is a C string, and so is
  * a prompt that does not decode to valid UTF-8 (the model's text is UTF-8; see console_parse).
- * The host side is site_scons/llmcu/console.py.
+ * The host side is site_scons/llmcu/device/console.py.
  *
  * A line is at most CONSOLE_LINE_MAX bytes whatever arrives: the reader never writes past its buffer, a
  * longer line is dropped up to its '\n' and reported once, and a NUL byte on the wire cannot end a line

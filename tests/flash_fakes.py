@@ -26,7 +26,7 @@ from pyocd.flash.flash import Flash
 from unicorn import arm_const as arm
 
 from flashalgo_emu import DTCM, QSPI_WINDOW, BusFault, Machine
-from llmcu.flashing import DBGMCU_IDC, FLASH_OPTSR_CUR, FLASH_SIZE_REGISTER, ProbeInfo
+from llmcu.device.flashing import DBGMCU_IDC, FLASH_OPTSR_CUR, FLASH_SIZE_REGISTER, ProbeInfo
 
 INTERNAL_FLASH = 0x08000000
 BANK_SIZE, SECTOR, PAGE = 0x100000, 0x20000, 0x400  # as pyOCD's stm32h743xx target describes them

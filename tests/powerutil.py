@@ -1,12 +1,12 @@
-"""Synthetic run logs for the power and report tests: a protocol stream written through llmcu.runlog."""
+"""Synthetic run logs for the power and report tests: a protocol stream written through llmcu.device.runlog."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from llmcu.protocol import parse
-from llmcu.runlog import RunInfo, RunLog
+from llmcu.device.protocol import parse
+from llmcu.device.runlog import RunInfo, RunLog
 
 
 def protocol_stream(
@@ -45,7 +45,7 @@ def make_run_dir(
     settings: dict | None = None,
     slope: int = 0,
 ) -> Path:
-    """A log folder as llmcu.runlog writes it; ``markers`` are the host times of the start and end lines."""
+    """A log folder as llmcu.device.runlog writes it; ``markers`` are the host times of the start and end lines."""
     stream = protocol_stream(tokens, cost, unit=unit, clock_hz=clock_hz, target=target, slope=slope)
     values = {"build": str(build)} if build is not None else {}
     values.update(settings or {})

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "site_scons"))
 
 from llmcu import bench  # noqa: E402
-from llmcu.errors import LlmcuError  # noqa: E402
-from llmcu.fileio import write_text_atomic  # noqa: E402
+from llmcu.core.errors import LlmcuError  # noqa: E402
+from llmcu.core.fileio import write_text_atomic  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.set)
     if args.selftest_log is not None:
-        from llmcu.selftest import bandwidths_from_log
+        from llmcu.device.selftest import bandwidths_from_log
 
         bench.MEASURED_BANDWIDTH.update(bandwidths_from_log(args.selftest_log))
     try:

@@ -5,7 +5,7 @@ tools/quant_quality.py [--model 260k] [--quants q8,q4,q4z,q4z+tok_embeddings=q8]
                        [--group-size 32] [--steps 256] [--prompts ...] [--json out.json]
 
 A quant is a type (fp32, q8, q4, q4z) or a mix as a build names it (``q4z+tok_embeddings=q8+wk=q8``). Each row
-is averaged over the evaluation prompts (llmcu.quality.EVALUATION_PROMPTS by default): fp32's greedy
+is averaged over the evaluation prompts (llmcu.model.quality.EVALUATION_PROMPTS by default): fp32's greedy
 continuation of each, which the calibration text (stories sampled from BOS) does not contain. "First
 divergence" is where the free-running greedy text of the first prompt first differs from fp32's, in tokens
 after the prompt ("-" when it never does).
@@ -22,13 +22,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
-from llmcu import models, project
-from llmcu.checkpoint import read_checkpoint
-from llmcu.errors import LlmcuError
-from llmcu.fileio import write_text_atomic
-from llmcu.quality import EVALUATION_PROMPTS, compare, fp32_baseline
-from llmcu.quantize import QuantPlan, quantize_checkpoint
-from llmcu.tokenizer import read_tokenizer
+from llmcu.build import project
+from llmcu.core.errors import LlmcuError
+from llmcu.core.fileio import write_text_atomic
+from llmcu.model import models
+from llmcu.model.checkpoint import read_checkpoint
+from llmcu.model.quality import EVALUATION_PROMPTS, compare, fp32_baseline
+from llmcu.model.quantize import QuantPlan, quantize_checkpoint
+from llmcu.model.tokenizer import read_tokenizer
 
 
 def parse_mix(text: str, group_size: int, fit: str) -> QuantPlan:

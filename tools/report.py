@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "site_scons"))
 
-from llmcu.errors import LlmcuError  # noqa: E402
+from llmcu.core.errors import LlmcuError  # noqa: E402
 from llmcu.power import energy  # noqa: E402
 from llmcu.power.csvmeter import parse_mapping, read_csv  # noqa: E402
 from llmcu.power.estimate import EstimateMeter  # noqa: E402
-from llmcu.report import write_report  # noqa: E402
+from llmcu.reports.report import write_report  # noqa: E402
 
 
 def _host_time(text: str) -> float:

@@ -1,7 +1,7 @@
 /*
  * softmax's exponential for q16 attention (runtime_c/README.md, "q16"): q16_exp2[y] = round(32768 * 2^(-(y + 0.5) / 128)),
  * halves away from zero, the weight of a score y steps of 1/128 octave below the head's maximum; the last entry,
- * for 2047 steps and beyond, is 0. Written by tools/q16_table.py from llmcu.kvq16.exp_table (tests compare them).
+ * for 2047 steps and beyond, is 0. Written by tools/q16_table.py from llmcu.model.kvq16.exp_table (tests compare them).
  */
 #ifndef LLMCU_Q16_EXP2_H
 #define LLMCU_Q16_EXP2_H

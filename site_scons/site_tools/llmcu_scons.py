@@ -12,8 +12,10 @@ from pathlib import Path
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
-from llmcu import codegen, fileio, flashalgo, flashing, linux, linux_run, memplan, project, runs, steps, watchdog
-from llmcu.errors import LlmcuError
+from llmcu.build import codegen, flashalgo, linux, memplan, project, steps, watchdog
+from llmcu.core import fileio
+from llmcu.core.errors import LlmcuError
+from llmcu.device import flashing, linux_run, runs
 
 # Short command lines unless verbose=1.
 QUIET_COMMANDS = {
@@ -111,7 +113,7 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
     if settings.plan.calibrated and Path(settings.plan.calibration).is_file():  # calib=PATH: its text counts
         sources.append(settings.plan.calibration)
     sources += [str(path) for path in sorted(project.TEMPLATES_DIR.glob("*.j2"))]
-    sources += [str(path) for path in sorted(project.LIBRARY_DIR.glob("*.py"))]
+    sources += [str(path) for path in sorted(project.LIBRARY_DIR.rglob("*.py"))]
     sources += [str(image.target.folder / "target.toml") for image in settings.images]
     if settings.images and settings.board:
         sources.append(str(settings.target.folder / "boards" / f"{settings.board}.toml"))
@@ -129,7 +131,7 @@ def numerics_defines(settings: project.BuildSettings) -> list[tuple[str, int]]:
 
 
 def _object(build_env, stem, source, gen):
-    """One object, with the target's cold_cflags unless it is hot code (llmcu.memplan.is_hot_object)."""
+    """One object, with the target's cold_cflags unless it is hot code (llmcu.build.memplan.is_hot_object)."""
     target = build_env["LLMCU_TARGET"]
     if target.cold_cflags and not memplan.is_hot_object(f"{stem}.o"):
         build_env = build_env.Clone()
@@ -252,7 +254,7 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
     return elf + report
 
 
-_BUILD_DIR_LOCK = None  # the open lock file of this process's build directory (llmcu.fileio.lock_dir)
+_BUILD_DIR_LOCK = None  # the open lock file of this process's build directory (llmcu.core.fileio.lock_dir)
 
 
 def _waiting_for(out_dir) -> None:

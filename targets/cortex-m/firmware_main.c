@@ -14,7 +14,7 @@
  *   \x15llmcu error reason=bad_command detail=<word>\n the command, key or word that is wrong
  *   \x15llmcu error reason=bad_utf8 detail=prompt\n    the prompt does not decode to UTF-8
  *
- * The command syntax is in runtime_c/console.h; the host side is site_scons/llmcu/console.py.
+ * The command syntax is in runtime_c/console.h; the host side is site_scons/llmcu/device/console.py.
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -10,7 +10,7 @@
  *   \x1eselftest region=<r> test=crc bytes=<n> crc32=0x..\n                  external flash: what it holds
  *   \x03llmcu end status=<ok|error> [reason=selftest_failed]\n
  *
- * The host (llmcu.selftest) turns the read figures into MB/s with the clock, checks the CRC against the image
+ * The host (llmcu.device.selftest) turns the read figures into MB/s with the clock, checks the CRC against the image
  * the build flashed, and writes the report. Destructive tests run only on external RAM: the self-test firmware
  * runs no model, so nothing there is needed; internal RAM holds the stack and data and is only read. The
  * pattern pass writes every word, waits one refresh interval (64 ms) and reads every word back, so a refresh

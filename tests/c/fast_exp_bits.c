@@ -1,5 +1,5 @@
 /*
- * m7_fast_expf (runtime_c/kernels/cortex_m7/exp_m7.h) on the host, for tests/test_cortex_m7_fast.py: reads
+ * m7_fast_expf (runtime_c/kernels/cortex_m7/exp_m7.h) on the host, for tests/runtime/test_cortex_m7_fast.py: reads
  * float32 bit patterns (one hex word a line) from stdin and prints the result's bits, one hex word a line.
  * The function is plain C99 with fmaf, which glibc rounds once, as the M7's VFMA does.
  */

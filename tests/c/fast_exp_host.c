@@ -1,6 +1,6 @@
 /*
  * Host check of LLMCU_FAST_EXP's approximation (runtime_c/kernels/cortex_m7/exp_m7.h, m7_fast_expf),
- * run by tests/test_cortex_m7_kernels.py: every `stride`-th float of [-87, 88] (by bit pattern, both signs)
+ * run by tests/runtime/test_cortex_m7_kernels.py: every `stride`-th float of [-87, 88] (by bit pattern, both signs)
  * against exp in double precision, and the clamped ends.
  *
  *   fast_exp_host <stride>   prints "n=<count> max_ulp=<ulp of the float result> max_rel=<relative error>

@@ -1,7 +1,7 @@
 /*
  * Teacher-forced forward passes of a generated model: `forward_logits t0 t1 ...` runs llmcu_forward(t_i, i) for
  * every given token and prints each position's logits, one line per position, as the float bits in hex. Linked
- * with transformer.c, a kernel set and a build's gen/ (tests/test_rzv2l.py), so that a build's arithmetic, e.g.
+ * with transformer.c, a kernel set and a build's gen/ (tests/device/test_rzv2l.py), so that a build's arithmetic, e.g.
  * numerics=fast, can be measured against the fp32 reference's logits.
  */
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /*
- * Kernel test firmware for the QEMU twin, driven by tests/test_cortex_m7_kernels.py.
+ * Kernel test firmware for the QEMU twin, driven by tests/runtime/test_cortex_m7_kernels.py.
  *
  * It runs every kernel of kernels/kernels.h on deterministic pseudo-random inputs and edge shapes and
  * prints one line per case over the console:
@@ -155,7 +155,7 @@ static float k_s[MAX_KV / 2], v_s[MAX_KV / 2];
 #ifdef HARNESS_LAYOUT_M7_PANELS
 /*
  * The Cortex-M7 set's weight layout, m7_panels (runtime_c/kernels/cortex_m7/m7_layout.h, made at build time by
- * site_scons/llmcu/layouts.py), rebuilt here from the row-major bytes block by block, the way the Python side
+ * site_scons/llmcu/build/layouts.py), rebuilt here from the row-major bytes block by block, the way the Python side
  * builds it, so that the optimised image gets what a build links; the reference image keeps the row-major
  * arrays. Matrices the layout does not cover, and the bytes at an offset, are passed as they are / at the same
  * offset (the kernels' fallbacks). Returns the weights to pass; *scales becomes the scales to pass.
@@ -447,7 +447,7 @@ static void case_rope_rotate(int q_dim, int k_dim, int head_size, int pos) {
 }
 
 /* The whole table for positions 0..seq_len-1 with this image's C library, as one hash over its float32
- * bytes in the table's order (tests/test_cortex_m7_kernels.py hashes codegen.rope_table the same way). */
+ * bytes in the table's order (tests/runtime/test_cortex_m7_kernels.py hashes codegen.rope_table the same way). */
 static void rope_table_hash(int head_size, int seq_len) {
     static float cs[MAX_VEC];
     hash_begin();

@@ -1,5 +1,5 @@
 /*
- * Host driver for runtime_c/console.c, compiled and run by tests/test_console.py.
+ * Host driver for runtime_c/console.c, compiled and run by tests/device/test_console.py.
  *
  *   test_console floats    stdin: one decimal per line; stdout: "<console> <strtof> <(float)strtod>" as
  *                          float bit patterns in hex, or "fail" when console_parse_float refuses it

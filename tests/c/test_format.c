@@ -1,5 +1,5 @@
 /*
- * Host driver for runtime_c/format.c, compiled and run by tests/test_format.py.
+ * Host driver for runtime_c/format.c, compiled and run by tests/runtime/test_format.py.
  *
  *   stdin:  one case per line, "u64 <v>" or "ratio <num> <den> <decimals>" (decimal integers)
  *   stdout: what fmt_u64 / fmt_ratio write for it, one line per case

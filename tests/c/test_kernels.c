@@ -2,7 +2,7 @@
  * A generic driver for one kernel set (runtime_c/kernels/kernels.h): it calls every kernel with
  * pseudo-random inputs over many shapes, edge shapes included, and prints each result's bits, one value
  * per line. It is linked once with the reference kernels and once with an optimised set;
- * tests/test_neon_kernels.py compares the two outputs (bit for bit, or within a stated tolerance for a
+ * tests/runtime/test_neon_kernels.py compares the two outputs (bit for bit, or within a stated tolerance for a
  * fast float variant).
  *
  *   test_kernels check                                   every test case, one line per output value

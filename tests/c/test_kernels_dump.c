@@ -2,7 +2,7 @@
  * Runs every kernel of runtime_c/kernels/kernels.h on seeded random inputs and edge shapes and prints each
  * output as hex bit patterns, one line per case ("<case>: <hex> <hex> ...").
  *
- * tests/test_x86_kernels.py links this program once with the reference kernels and once with an optimised
+ * tests/runtime/test_x86_kernels.py links this program once with the reference kernels and once with an optimised
  * set; the two outputs must be identical, bit for bit. Every input buffer is placed so that it ends right
  * before an inaccessible page, so a kernel that reads past the end of a tensor or vector crashes here.
  */

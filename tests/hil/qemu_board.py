@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmcu.device.qemu import qemu_command
 from llmcu.hil.board import FlashRequest
-from llmcu.qemu import qemu_command
 
 
 def free_port() -> int:
@@ -44,7 +44,7 @@ class QemuBoard:
         command = qemu_command(self.twin_elf, serial=serial, extra_args=monitor)
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=self._stderr)  # fmt: skip
-        # The console is opened with retries (llmcu.uart.open_port), so QEMU need not be listening yet.
+        # The console is opened with retries (llmcu.device.uart.open_port), so QEMU need not be listening yet.
 
     def reset(self, request: FlashRequest) -> None:
         self.resets += 1

@@ -2,7 +2,7 @@
 
 The probe is replaced by a fake programmer whose "board" is the QEMU twin: flashing starts it halted with its
 console on a TCP socket, resetting lets it run. Everything else is what a board session does: the console
-found or named, opened through llmcu.uart before the reset, one reset on the first command, the ready line
+found or named, opened through llmcu.device.uart before the reset, one reset on the first command, the ready line
 awaited before each command, refusals answered and the next command served on the same connection.
 """
 
@@ -15,11 +15,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from llmcu.build.project import RunParams
 from llmcu.hil.board import FlashRequest, PyocdProgrammer, RemoteProbeFactory, find_console, open_board
 from llmcu.hil.device import DeviceError
 from llmcu.hil.firmware import FirmwareBuild
 from llmcu.hil.hwmap import parse_hardware_map
-from llmcu.project import RunParams
 
 from .qemu_board import QemuBoard
 
@@ -122,10 +122,10 @@ def test_an_entry_without_serial_uses_the_board_files_usb_ids(hil_firmware: Firm
 
 
 def test_the_pyocd_programmer_goes_through_llmcu_flashing() -> None:
-    """Flashing is llmcu.flashing's flash_firmware (without its reset: the board is reset once the console
+    """Flashing is llmcu.device.flashing's flash_firmware (without its reset: the board is reset once the console
     is open), resetting a pyOCD session through flashing's probe selection; a probe behind `pyocd server`
     (remote:HOST:PORT, a labgrid exporter's) gets a session factory of its own, since pyOCD does not list it."""
-    flashing = pytest.importorskip("llmcu.flashing")
+    flashing = pytest.importorskip("llmcu.device.flashing")
     calls: list[tuple] = []
 
     class Session:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT
+from llmcu.build.project import RunParams
+from llmcu.device.protocol import RunOutput, parse
 from llmcu.hil.device import Device
 from llmcu.hil.firmware import FirmwareBuild
-from llmcu.project import RunParams
-from llmcu.protocol import RunOutput, parse
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from llmcu.build.project import RunParams
 from llmcu.hil import labgrid_backend
 from llmcu.hil.board import open_board
 from llmcu.hil.firmware import FirmwareBuild
@@ -32,7 +33,6 @@ from llmcu.hil.labgrid_backend import (
     connect,
     place_state,
 )
-from llmcu.project import RunParams
 
 from .qemu_board import QemuBoard, free_port
 

@@ -3,7 +3,7 @@
 protocol (and the UART capture's state machine on top of it) and target.toml.
 
 Each reader has one entry point, ``fuzz_<name>(data: bytes) -> None``. The only accepted outcomes are success
-and the project's own error (:class:`llmcu.errors.LlmcuError` and its subclasses, which end a build with a
+and the project's own error (:class:`llmcu.core.errors.LlmcuError` and its subclasses, which end a build with a
 message); any other exception is a bug. Two ways to drive them:
 
 * on demand, coverage-guided with atheris (optional: ``pip install -r tools/fuzz/requirements.txt``)::
@@ -14,7 +14,7 @@ message); any other exception is a bug. Two ways to drive them:
   The arguments after the target name are libFuzzer's. The seed corpus (valid inputs of each format) is
   fed first, so the fuzzer starts from inputs that get past the magic numbers.
 
-* without atheris, a bounded mutation run (what the default test suite does, tests/test_fuzz_readers.py)::
+* without atheris, a bounded mutation run (what the default test suite does, tests/model/test_fuzz_readers.py)::
 
       python3 tools/fuzz/fuzz_readers.py checkpoint --mutations 5000 --seed 1
 
@@ -39,9 +39,11 @@ sys.path.insert(0, str(ROOT / "site_scons"))
 
 import numpy as np  # noqa: E402
 
-from llmcu import checkpoint, protocol, targets, tokenizer, uart, weightsfile  # noqa: E402
-from llmcu.config import ModelConfig  # noqa: E402
-from llmcu.errors import LlmcuError  # noqa: E402
+from llmcu.build import targets, weightsfile  # noqa: E402
+from llmcu.core.config import ModelConfig  # noqa: E402
+from llmcu.core.errors import LlmcuError  # noqa: E402
+from llmcu.device import protocol, uart  # noqa: E402
+from llmcu.model import checkpoint, tokenizer  # noqa: E402
 
 # Small enough that a mutated header that still describes the model decodes in microseconds.
 TINY = ModelConfig(8, 12, 2, 2, 1, 16, 4, True)

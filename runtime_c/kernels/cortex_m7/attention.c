@@ -23,12 +23,12 @@
  * once instead of each score divided; a score is two fused multiply-add chains (even and odd elements, so the
  * chip can overlap them) added at the end; the weighted sum fuses each term into its sum (VFMA) with the
  * unnormalised exp weights, and the eight outputs are multiplied by 1/sum at the end. 14 and 13 instructions
- * per position for head_size 8 instead of 23 and 23. site_scons/llmcu/fastmath.py (M7FastMath.attention)
- * computes the same, operation by operation; tests/test_cortex_m7_fast.py checks the twin against it.
+ * per position for head_size 8 instead of 23 and 23. site_scons/llmcu/model/fastmath.py (M7FastMath.attention)
+ * computes the same, operation by operation; tests/runtime/test_cortex_m7_fast.py checks the twin against it.
  *
  * binary16: the M7's FPU converts in hardware (VCVTB, IEEE rounding to nearest even, with subnormals and
  * NaN payloads: FPSCR's reset value has FZ, DN and AHP clear), which gives the integer code's bits for
- * every float (checked over a sweep of all floats by tests/test_cortex_m7_kernels.py). The one exception is
+ * every float (checked over a sweep of all floats by tests/runtime/test_cortex_m7_kernels.py). The one exception is
  * a signalling NaN in binary16, which the FPU quiets; f16_to_f32 keeps the reference's bits for it, and the
  * cache never holds one (f32_to_f16 makes every NaN quiet).
  */

@@ -73,8 +73,8 @@ static inline float m7_fast_expf(float x) {
 float m7_exp_pass(float *x, int n, float max);
 
 /* What the kernels call for a single value. numerics=fast (LLMCU_NUMERICS_FAST, runtime_c/README.md "Fast
- * numerics") takes the approximation: its results are what site_scons/llmcu/fastmath.py computes, and
- * tests/test_cortex_m7_fast.py holds the model to the quality bounds with it. */
+ * numerics") takes the approximation: its results are what site_scons/llmcu/model/fastmath.py computes, and
+ * tests/runtime/test_cortex_m7_fast.py holds the model to the quality bounds with it. */
 #ifndef LLMCU_NUMERICS_FAST
 #define LLMCU_NUMERICS_FAST 0
 #endif

@@ -77,7 +77,7 @@ void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) 
  * independent FMA chains hide the FMA latency), combined at the end, and the last cols % 4 columns added
  * one at a time. This changes the rounding, so it is NOT bit-identical to the reference.
  *
- * Stated tolerance (tests/test_neon_kernels.py checks it on every matmul_f32 case of tests/c/test_kernels.c):
+ * Stated tolerance (tests/runtime/test_neon_kernels.py checks it on every matmul_f32 case of tests/c/test_kernels.c):
  * for every row i, unless something overflows to infinity,
  *
  *     |out_fast[i] - out_ref[i]| <= 2 * gamma(cols) * sum_j |W[i][j] * x[j]|  +  2 * cols * 2^-149,
@@ -447,7 +447,7 @@ NEON_ALWAYS_INLINE void q_matmul_sized(float *out, const int8_t *xq, const float
     }
 }
 
-/* ---- the panel layout (site_scons/llmcu/layouts.py, "neon_panels"): what codegen stores for this set ---- */
+/* ---- the panel layout (site_scons/llmcu/build/layouts.py, "neon_panels"): what codegen stores for this set ---- */
 
 /*
  * Codegen stores every q8/q4 matrix whose columns and group size allow it in panels of four rows (the rows

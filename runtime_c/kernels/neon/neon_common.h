@@ -93,7 +93,7 @@ static inline void store_lanes_f32(float *dst, float32x4_t v, int count) {
 static inline int clamp_row(int r, int valid) { return r < valid ? r : valid - 1; }
 
 /* Whether codegen stored a q8 (q4 = 0) or q4 matrix of `cols` columns in this set's panel layout (matmul.c
- * describes it; site_scons/llmcu/layouts.py makes it): a property of the columns and the group size only,
+ * describes it; site_scons/llmcu/build/layouts.py makes it): a property of the columns and the group size only,
  * so a range of rows handed to a thread answers it as the whole matrix does. */
 static inline int panel_layout(int cols, int group_size, int q4) {
     int unit = q4 ? 8 : 4;
@@ -107,7 +107,7 @@ static inline int panel_layout(int cols, int group_size, int q4) {
  * polynomial to degree 6 (truncation below 1.3e-7 relative on that interval), times 2^n built in the exponent
  * bits. x is clamped to [-87, 88] first, so 2^n stays a normal float: below -87 the result is about 1.6e-38
  * where the C library's expf would give a subnormal or 0 -- no difference to a softmax or a sigmoid. NaN in
- * gives NaN out. Relative error about 2.4e-7 (2 ulp) over the whole range (tests/test_neon_kernels.py).
+ * gives NaN out. Relative error about 2.4e-7 (2 ulp) over the whole range (tests/runtime/test_neon_kernels.py).
  */
 static inline float32x4_t neon_exp4(float32x4_t x) {
     x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));

@@ -6,7 +6,7 @@
  * at a time with neon_exp4 (neon_common.h: a degree-6 polynomial after range reduction, about 2 ulp where the
  * C library's expf is within 1), softmax multiplies by the sum's reciprocal instead of dividing, and its sum is
  * four interleaved partial sums. The model's output then differs from the reference's by float rounding only;
- * tests/test_rzv2l.py holds it to the quality bounds of tests/test_quality.py.
+ * tests/device/test_rzv2l.py holds it to the quality bounds of tests/model/test_quality.py.
  */
 #include <math.h>
 

@@ -1,7 +1,7 @@
 """Bringing up a board of the hardware map: (acquire its labgrid place,) flash it through its probe, find and
 open its console, and hand back a ``BoardDevice`` whose first command resets the board.
 
-Flashing and resetting are llmcu.flashing's (pyOCD), the console capture llmcu.uart's. ``Programmer`` and
+Flashing and resetting are llmcu.device.flashing's (pyOCD), the console capture llmcu.device.uart's. ``Programmer`` and
 ``LinkOpener`` are the seams where they plug in, and where tests put fakes.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import boards
-from ..errors import LlmcuError
-from ..protocol import RunOutput
+from ..build import boards
+from ..core.errors import LlmcuError
+from ..device.protocol import RunOutput
 from .device import BoardDevice, ConsoleLink, DeviceError, DeviceInfo
 from .firmware import FirmwareBuild
 from .hwmap import BoardEntry
@@ -40,7 +40,7 @@ class Programmer(Protocol):
 
 
 class RemoteProbeFactory:
-    """A llmcu.flashing SessionFactory for a probe served by ``pyocd server`` on another machine (a labgrid
+    """A llmcu.device.flashing SessionFactory for a probe served by ``pyocd server`` on another machine (a labgrid
     exporter): pyOCD does not list remote probes, so the one named ``remote:HOST[:PORT]`` is the only one."""
 
     def __init__(self, spec: str, flashing: Any) -> None:
@@ -64,14 +64,14 @@ class RemoteProbeFactory:
 
 
 class PyocdProgrammer:
-    """Flashing through llmcu.flashing (pyOCD, read-back verified), resetting through a pyOCD session."""
+    """Flashing through llmcu.device.flashing (pyOCD, read-back verified), resetting through a pyOCD session."""
 
     def __init__(self, module: Any = None) -> None:
         self._module = module
 
     def _flashing(self) -> Any:
         if self._module is None:
-            from .. import flashing
+            from ..device import flashing
 
             self._module = flashing
         return self._module
@@ -79,7 +79,7 @@ class PyocdProgrammer:
     def _factory(self, probe: str) -> Any:
         if probe.startswith("remote:"):
             return RemoteProbeFactory(probe, self._flashing())
-        return None  # llmcu.flashing's own (the probes on this machine)
+        return None  # llmcu.device.flashing's own (the probes on this machine)
 
     def flash(self, request: FlashRequest) -> None:
         self._flashing().flash_firmware(
@@ -110,11 +110,11 @@ class PyocdProgrammer:
 
 
 class UartLink:
-    """The board's console through llmcu.uart: each command is one ``capture_run`` on the port, which stays
+    """The board's console through llmcu.device.uart: each command is one ``capture_run`` on the port, which stays
     open between commands. The first one resets the board (``reset``) after draining stale bytes."""
 
     def __init__(self, url: str, baud: int, name: str, reset: Callable[[], None] | None) -> None:
-        from .. import uart
+        from ..device import uart
 
         self._uart = uart
         self.name = name
@@ -125,7 +125,7 @@ class UartLink:
         reset, self._reset = self._reset, None
         try:
             capture = self._uart.capture_run(self.handle, line, reset=reset, on_text=on_text, timeout=timeout)
-        except LlmcuError as error:  # llmcu.uart's errors, or the reset's
+        except LlmcuError as error:  # llmcu.device.uart's errors, or the reset's
             raise DeviceError(f"{self.name}: {error}") from None
         return capture.output
 
@@ -139,7 +139,7 @@ LinkOpener = Callable[[str, int, str, Callable[[], None] | None], ConsoleLink]  
 def find_console(usb_ids: tuple[str, ...], probe: str, comports: Callable[[], Any] | None = None) -> str:
     """The board's console port: the one with the board's USB VID:PID and the probe's serial number (an
     ST-LINK's virtual COM port carries the probe's ID), or the only one with the board's VID:PID."""
-    from .. import uart
+    from ..device import uart
 
     if not usb_ids:
         raise DeviceError("the board file lists no console usb_ids: give `serial:` in the hardware map")

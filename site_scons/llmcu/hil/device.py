@@ -3,7 +3,7 @@
 A test gets a ``Device`` and calls ``run(params)`` (one generation, checked) or ``send(line)`` (any command
 line, the answer unchecked). ``QemuDevice`` boots the twin once per call (the twin ends the emulation after a
 run); ``BoardDevice`` is flashed and reset once and then serves every command over its console, as a board
-does. Both give back the protocol's ``RunOutput`` (llmcu.protocol), so a test cannot tell them apart except
+does. Both give back the protocol's ``RunOutput`` (llmcu.device.protocol), so a test cannot tell them apart except
 by ``info`` and the counter unit (instructions on the twin, cycles on the board).
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..console import CommandParams, encode_command
-from ..errors import LlmcuError
-from ..protocol import RunOutput, describe_fault
+from ..core.errors import LlmcuError
+from ..device.console import CommandParams, encode_command
+from ..device.protocol import RunOutput, describe_fault
 
 RUN_TIMEOUT = 600.0  # seconds for one generation: stories260K's 256 tokens take ~4 s on the twin, <1 s on the H7
 
@@ -45,7 +45,7 @@ class Device(Protocol):
     def run(
         self, params: CommandParams, *, timeout: float = RUN_TIMEOUT, on_text: Callable[[bytes], None] | None = None
     ) -> RunOutput:
-        """One generation; raises DeviceError (or llmcu.qemu's errors on the twin) unless it ended well."""
+        """One generation; raises DeviceError (or llmcu.device.qemu's errors on the twin) unless it ended well."""
         ...
 
     def send(self, line: bytes, *, timeout: float = 60.0) -> RunOutput:
@@ -83,12 +83,12 @@ class QemuDevice:
     def run(
         self, params: CommandParams, *, timeout: float = RUN_TIMEOUT, on_text: Callable[[bytes], None] | None = None
     ) -> RunOutput:
-        from ..qemu import run_firmware
+        from ..device.qemu import run_firmware
 
         return run_firmware(self.elf, params, machine=self.machine, timeout=timeout, on_text=on_text)
 
     def send(self, line: bytes, *, timeout: float = 60.0) -> RunOutput:
-        from ..qemu import QemuSession
+        from ..device.qemu import QemuSession
 
         with QemuSession(self.elf, machine=self.machine) as session:
             session.wait_ready()
@@ -102,7 +102,7 @@ class QemuDevice:
 
 
 class ConsoleLink(Protocol):
-    """An open console to a firmware that serves commands (board.UartLink, over llmcu.uart)."""
+    """An open console to a firmware that serves commands (board.UartLink, over llmcu.device.uart)."""
 
     def command(self, line: bytes, *, timeout: float, on_text: Callable[[bytes], None] | None = None) -> RunOutput:
         """Waits for the ready line, sends ``line`` and returns the answer: a run, a refusal or a fault."""

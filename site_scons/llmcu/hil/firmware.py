@@ -12,10 +12,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LlmcuError
-from ..kvcache import KV_TYPES
-from ..project import ROOT, TARGETS_DIR, configure
-from ..targets import Target, load_target
+from ..build.project import ROOT, TARGETS_DIR, configure
+from ..build.targets import Target, load_target
+from ..core.errors import LlmcuError
+from ..model.kvcache import KV_TYPES
 
 
 class FirmwareBuildError(LlmcuError):

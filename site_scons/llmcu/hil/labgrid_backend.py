@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import LlmcuError
+from ..core.errors import LlmcuError
 from .hwmap import LabgridSpec
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach the coordinator and get its places

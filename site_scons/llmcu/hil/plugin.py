@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ..errors import LlmcuError
-from ..project import TARGETS_DIR
-from ..targets import load_target
+from ..build.project import TARGETS_DIR
+from ..build.targets import load_target
+from ..core.errors import LlmcuError
 from .device import Device
 from .hwmap import BoardEntry, HardwareMap, HardwareMapError, LabgridSpec, load_hardware_map
 from .labgrid_backend import place_state
@@ -189,7 +189,7 @@ def hil_build_env() -> dict[str, str]:
 def hil_firmware(request: pytest.FixtureRequest, hil_selection: Selection, hil_build_env: dict[str, str],
                  tmp_path_factory: pytest.TempPathFactory) -> FirmwareBuild:  # fmt: skip
     """The firmware (and its twin) for the target under test, built once per session."""
-    from ..errors import ModelNotFoundError
+    from ..core.errors import ModelNotFoundError
     from .firmware import FirmwareBuildError, build_firmware
 
     state = request.config.stash[HIL_STATE]
@@ -217,7 +217,7 @@ def open_board(entry: BoardEntry, build: FirmwareBuild) -> BoardDevice:  # an in
 def device(hil_selection: Selection, hil_firmware: FirmwareBuild) -> Iterator[Device]:
     """The device under test, ready for commands: a flashed board, or the QEMU twin."""
     if hil_selection.mode == "qemu":
-        from ..qemu import QEMU
+        from ..device.qemu import QEMU
         from .device import QemuDevice
 
         if shutil.which(QEMU) is None:

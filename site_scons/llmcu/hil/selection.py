@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..errors import LlmcuError
+from ..core.errors import LlmcuError
 from .hwmap import BoardEntry, HardwareMap, LabgridSpec
 
 MODES = ("auto", "board", "qemu")
@@ -123,7 +123,7 @@ def select(
 
 
 def scan_probes() -> ProbeScan:
-    """The probes pyOCD sees: through llmcu.flashing when it offers a listing, else pyOCD itself."""
+    """The probes pyOCD sees: through llmcu.device.flashing when it offers a listing, else pyOCD itself."""
     try:
         from .. import flashing  # type: ignore[attr-defined]
     except ImportError:

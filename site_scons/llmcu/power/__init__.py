@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import OptionError
+from ..core.errors import OptionError
 from .base import MeterError, PowerMeter, Samples, measure_during
 from .energy import analyse, format_power, write_power
 from .estimate import EstimateMeter, RunCurrentModel
@@ -57,7 +57,7 @@ class PowerSettings:
 
 
 def power_settings(values: Mapping[str, Any]) -> PowerSettings:
-    """The power options from validated option values (llmcu.options.validate)."""
+    """The power options from validated option values (llmcu.build.options.validate)."""
     return PowerSettings(
         meter=str(values.get("power", "none")),
         port=str(values.get("power_port", "")),

@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from ..errors import LlmcuError
+from ..core.errors import LlmcuError
 
 
 class MeterError(LlmcuError):

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import write_text_atomic
+from ..core.fileio import write_text_atomic
 from .base import MeterError, Samples, decimate_mean
 from .estimate import RunCurrentModel, estimate_samples, model_for_run
 from .runrecord import RunRecord, load_run

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LlmcuError
+from ..core.errors import LlmcuError
 from .base import MeterBase, MeterError, Samples
 from .runrecord import RunRecord
 
@@ -99,7 +99,7 @@ def model_for_run(run: RunRecord, targets_dir: Path | None = None, **overrides: 
     target = str(run.settings.get("built_for") or run.summary.get("target") or "")
     board = str(run.summary.get("board") or "")
     if targets_dir is not None and target and board:
-        from .. import boards
+        from ..build import boards
 
         try:
             clocks = boards.load_board(targets_dir / target, board).clocks

@@ -1,4 +1,4 @@
-"""A run's log folder (llmcu.runlog) as power analysis and reports read it.
+"""A run's log folder (llmcu.device.runlog) as power analysis and reports read it.
 
 The summary fields used (summary.json):
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LlmcuError
+from ..core.errors import LlmcuError
 
 
 class RunDirError(LlmcuError):
@@ -115,7 +115,7 @@ def load_run(path: str | Path) -> RunRecord:
     folder = Path(path)
     summary_path = folder / "summary.json"
     if not summary_path.is_file():
-        raise RunDirError(f"{folder} is not a run log: it has no summary.json (llmcu.runlog writes one per run)")
+        raise RunDirError(f"{folder} is not a run log: it has no summary.json (llmcu.device.runlog writes one per run)")
     try:
         summary = json.loads(summary_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -126,9 +126,9 @@ def load_run(path: str | Path) -> RunRecord:
     if jsonl.is_file():
         tokens = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     elif raw.is_file():
-        from ..errors import ProtocolError
-        from ..protocol import ProtocolParser
-        from ..runlog import token_rows
+        from ..core.errors import ProtocolError
+        from ..device.protocol import ProtocolParser
+        from ..device.runlog import token_rows
 
         parser = ProtocolParser()
         with contextlib.suppress(ProtocolError):  # keep what parsed before the bytes stopped making sense

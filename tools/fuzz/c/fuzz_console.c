@@ -116,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
 #ifdef FUZZ_PLANTED_BUG
-    /* Test builds only (tests/test_c_fuzz.py): a bug the harness must find, an out-of-bounds write when the
+    /* Test builds only (tests/runtime/test_c_fuzz.py): a bug the harness must find, an out-of-bounds write when the
      * input holds the bytes "%ff". */
     if (size >= 3 && memmem(data, size, "%ff", 3) != NULL) {
         char *small = malloc(4);

@@ -1,0 +1,155 @@
+"""Weight layouts: how a kernel set wants its quantized matrices stored, made here at build time.
+
+The reference kernels read every matrix row-major (runtime_c/README.md, "Group quantization", Storage). An
+optimised kernel set may read another arrangement of the same bytes; codegen asks :func:`storage` for a matrix's
+bytes in the layout of the kernel set the build compiles (:func:`for_kernel_set`; ``kernels=ref`` keeps the
+reference layout). A layout keeps the runtime's offset arithmetic valid: a range of rows starting at a multiple
+of 16 (where the thread pool splits a matmul) starts where it would in the row-major layout.
+
+``neon_panels`` (runtime_c/kernels/neon/matmul.c describes the C side): rows in panels of four (padded with zero
+rows and zero scales to a multiple of four);
+
+- q8, when cols and group_size are multiples of 4: per panel, for each quad of columns 4c..4c+3, row 0's four
+  bytes, then row 1's, row 2's, row 3's (16 bytes);
+- q4, when cols and group_size are multiples of 8: per panel, 16 bytes per block of 8 columns 8b..8b+7, byte
+  4k + m holding row k's column 8b + m in its low nibble and column 8b + 4 + m in its high nibble, each nibble
+  the 4-bit two's complement of q (not q + 8);
+- q4z, as q4 (the code n stored as the two's complement nibble of n - 8), its group words per panel, per group,
+  the four rows' side by side;
+- scales, for either: per panel, per group, the four rows' scales side by side.
+
+``m7_panels`` (runtime_c/kernels/cortex_m7/matmul.c describes the C side):
+
+- q8, when cols and group_size are multiples of 4: four-row panels, per quad of columns each row's four bytes
+  (the arrangement of ``neon_panels``), except that an odd column's byte holds q - 1 where the even column
+  before it is negative: the word's halfwords are then q_even + 256 q_odd as int16, which the kernel multiplies
+  as they are (q must be in [-127, 127], as the quantizer makes it). Scales per panel, per group, the four rows'
+  side by side;
+- q4, when cols is a multiple of 4 and group_size of 8: rows in panels of two (padded with a row of zeros, q + 8
+  = 0x88, and zero scales to an even count); per panel, per block of 8 columns, row 0's four bytes then row 1's,
+  each the reference's bytes (q + 8, the even column in the low nibble); when cols % 8 == 4, the last four
+  columns as row 0's two bytes then row 1's. Scales per panel, per group, the two rows' side by side. A panel is
+  ``cols`` bytes: the rows stay where the row-major layout has them, in pairs;
+- q4z, when q4's applies: the codes as q4's panels (n in place of q + 8), and per panel, per group, the two
+  rows' 16-bit group words side by side.
+
+Other shapes and fp32 matrices stay row-major.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model.quantize import QuantizedMatrix, unpack_q4
+
+REFERENCE = "rowmajor"
+NEON_PANELS = "neon_panels"
+M7_PANELS = "m7_panels"
+LAYOUTS = (REFERENCE, NEON_PANELS, M7_PANELS)
+# The layout each optimised kernel set reads (runtime_c/kernels/<set>/); a set not named here reads the
+# reference layout.
+KERNEL_SET_LAYOUTS = {"neon": NEON_PANELS, "cortex_m7": M7_PANELS}
+
+
+def for_kernel_set(kernel_set: str) -> str:
+    """The layout a build with ``kernel_set`` ("" = the reference kernels) links in."""
+    return KERNEL_SET_LAYOUTS.get(kernel_set, REFERENCE)
+
+
+def panel_applies(qtype: str, cols: int, group_size: int) -> bool:
+    """Whether ``neon_panels`` rearranges a matrix (the same test as the C side's panel_layout())."""
+    unit = {"q8": 4, "q4": 8, "q4z": 8}.get(qtype)
+    return unit is not None and cols % unit == 0 and group_size % unit == 0
+
+
+def m7_panel_applies(qtype: str, cols: int, group_size: int) -> bool:
+    """Whether ``m7_panels`` rearranges a matrix (the same test as the C side's m7_panel_layout())."""
+    if qtype == "q8":
+        return cols % 4 == 0 and group_size % 4 == 0
+    return qtype in ("q4", "q4z") and cols % 4 == 0 and group_size % 8 == 0
+
+
+def _pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
+    rows = array.shape[0]
+    padded = np.zeros((-(-rows // multiple) * multiple, *array.shape[1:]), dtype=array.dtype)
+    padded[:rows] = array
+    return padded
+
+
+def panel_q8(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int8 -> the q8 panel bytes (uint8, flat)."""
+    padded = _pad_rows(np.asarray(q, dtype=np.int8), 4)
+    panels, cols = padded.shape[0] // 4, padded.shape[1]
+    # (panel, row in panel, quad, byte) -> (panel, quad, row in panel, byte)
+    return padded.reshape(panels, 4, cols // 4, 4).transpose(0, 2, 1, 3).reshape(-1).view(np.uint8)
+
+
+def panel_q4(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int4 values in [-8, 7] -> the q4 panel bytes (uint8, flat)."""
+    nibbles = _pad_rows(np.asarray(q, dtype=np.int8), 4).astype(np.uint8) & 0x0F
+    panels, cols = nibbles.shape[0] // 4, nibbles.shape[1]
+    # (panel, row in panel, block, half, m) -> (panel, block, row in panel, m) for each half
+    blocks = nibbles.reshape(panels, 4, cols // 8, 2, 4).transpose(0, 2, 1, 3, 4)
+    return (blocks[..., 0, :] | (blocks[..., 1, :] << 4)).reshape(-1).astype(np.uint8)
+
+
+def panel_scales(scales: np.ndarray, panel_rows: int = 4) -> np.ndarray:
+    """``(rows, ngroups)`` float32 -> per panel, per group, the panel's rows' scales (flat, float32)."""
+    padded = _pad_rows(np.asarray(scales, dtype=np.float32), panel_rows)
+    panels, ngroups = padded.shape[0] // panel_rows, padded.shape[1]
+    return padded.reshape(panels, panel_rows, ngroups).transpose(0, 2, 1).reshape(-1)
+
+
+def m7_panels_q8(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int8 in [-127, 127] -> the q8 bytes of ``m7_panels`` (uint8, flat)."""
+    q = np.asarray(q, dtype=np.int8)
+    if q.size and q.min() < -127:
+        raise ValueError("m7_panels holds q8 values in [-127, 127] only")
+    pairs = panel_q8(q).view(np.int8).astype(np.int16).reshape(-1, 2)  # (even column, odd column)
+    pairs[:, 1] -= pairs[:, 0] < 0  # little-endian halfword: even + 256 * odd == q_even + 256 * q_odd
+    return pairs.astype(np.int8).reshape(-1).view(np.uint8)
+
+
+def m7_pairs_q4(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int4 values in [-8, 7] -> the q4 bytes of ``m7_panels`` (uint8, flat)."""
+    stored = np.asarray(q, dtype=np.int16) + 8  # the reference's q + 8, 1..15 (0x88: the padding row's zeros)
+    stored = np.concatenate([stored, np.full((stored.shape[0] % 2, stored.shape[1]), 8, dtype=np.int16)])
+    rows, cols = stored.shape
+    row_bytes = (stored[:, 0::2] | (stored[:, 1::2] << 4)).astype(np.uint8)  # the reference's bytes, per row
+    pairs = row_bytes.reshape(rows // 2, 2, cols // 2)
+    full = (cols // 8) * 4  # bytes in whole blocks of 8 columns
+    blocks = pairs[:, :, :full].reshape(rows // 2, 2, cols // 8, 4).transpose(0, 2, 1, 3).reshape(rows // 2, -1)
+    return np.concatenate([blocks, pairs[:, :, full:].reshape(rows // 2, -1)], axis=1).reshape(-1)
+
+
+def _q4z_codes_and_words(matrix: QuantizedMatrix) -> tuple[np.ndarray, np.ndarray]:
+    """A q4z matrix's codes n (int16, 0..15) and group words (little-endian uint16), as the reference stores them."""
+    row_major, words = matrix.storage()
+    codes = unpack_q4(np.frombuffer(row_major, np.uint8).reshape(matrix.rows, -1), matrix.cols).astype(np.int16) + 8
+    return codes, np.frombuffer(words, "<u2").reshape(matrix.rows, -1)
+
+
+def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, bytes]:
+    """A (rows, cols) matrix's bytes as the runtime links them in ``layout``: (weights, scales)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown weight layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    if layout == M7_PANELS:
+        if not m7_panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
+            return matrix.storage()
+        assert matrix.scales is not None and matrix.q.ndim == 2
+        if matrix.qtype == "q4z":
+            codes, words = _q4z_codes_and_words(matrix)
+            pairs = _pad_rows(words, 2)
+            return m7_pairs_q4(codes - 8).tobytes(), pairs.reshape(-1, 2, pairs.shape[1]).transpose(0, 2, 1).tobytes()
+        if matrix.qtype == "q4":
+            return m7_pairs_q4(matrix.q).tobytes(), panel_scales(matrix.scales, 2).astype("<f4").tobytes()
+        return m7_panels_q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()
+    if layout == REFERENCE or not panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
+        return matrix.storage()
+    assert matrix.scales is not None and matrix.q.ndim == 2
+    if matrix.qtype == "q4z":
+        codes, words = _q4z_codes_and_words(matrix)
+        quads = _pad_rows(words, 4)
+        return panel_q4(codes - 8).tobytes(), quads.reshape(-1, 4, quads.shape[1]).transpose(0, 2, 1).tobytes()
+    data = panel_q4(matrix.q) if matrix.qtype == "q4" else panel_q8(matrix.q)
+    return data.tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()

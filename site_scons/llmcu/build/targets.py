@@ -1,0 +1,237 @@
+"""Targets are data: ``targets/<name>/target.toml`` plus the smallest board layer in C.
+
+The build logic is generic; everything that differs between targets (compiler, flags, memory map, board
+sources, how to run the result) is read from the target's file here and checked, so that a typo is an error
+that says where it is rather than a compiler failure later. The schema is documented in targets/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.errors import OptionError
+from ..core.fileio import read_toml
+
+KINDS = ("hosted", "baremetal", "linux")
+RUN_METHODS = ("exec", "qemu-system", "qemu-user", "pyocd", "ssh")
+REGION_KINDS = ("ram", "flash", "xip")
+
+# Flags every target gets: the numeric contract (runtime_c/README.md) needs plain IEEE float32 arithmetic
+# in source order, so no FMA contraction and no fast-math.
+CONTRACT_CFLAGS = ("-std=c99", "-ffp-contract=off", "-fno-fast-math")
+WARNING_CFLAGS = ("-Wall", "-Wextra", "-Wshadow", "-Wdouble-promotion")
+
+
+def parse_size(value: int | str, where: str) -> int:
+    """``65536``, ``"64K"``, ``"2M"`` or ``"0x10000"`` as a byte count."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*([KMG]?)i?B?\s*", str(value))
+    if not match:
+        raise OptionError(f"{where}: {value!r} is not a size (e.g. 65536, 64K, 2M)")
+    digits = match.group(1)
+    number = int(digits, 16) if digits.startswith("0x") else int(digits)  # int("010", 0) would refuse "010"
+    return number * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match.group(2)]
+
+
+def format_size(size: int) -> str:
+    for unit, scale in (("M", 1 << 20), ("K", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
+
+
+@dataclass(frozen=True)
+class MemoryRegion:
+    """One region of a target's memory map."""
+
+    name: str
+    origin: int
+    size: int
+    kind: str  # ram | flash (internal, execute in place) | xip (external flash, memory-mapped)
+    speed: int  # 1 = fastest
+    retained: bool  # survives reset
+    external: bool  # exists only on boards that declare it
+
+    @property
+    def end(self) -> int:
+        return self.origin + self.size
+
+    @property
+    def volatile(self) -> bool:
+        return self.kind == "ram"
+
+    def contains(self, address: int) -> bool:
+        return self.origin <= address < self.end
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    kind: str
+    folder: Path
+    cc: str
+    cflags: tuple[str, ...]
+    ldflags: tuple[str, ...]
+    libs: tuple[str, ...]
+    board_sources: tuple[Path, ...]
+    run_method: str
+    counter_unit: str
+    cpu_flags: tuple[str, ...] = ()
+    clock_hz: int = 0
+    memory: tuple[MemoryRegion, ...] = ()
+    default_board: str = ""
+    twin: str = ""  # the target that stands in for this one with hil=qemu
+    twin_of: str = ""  # the target this one is the twin of
+    kernel_set: str = ""  # optimised kernels in runtime_c/kernels/<kernel_set>/, replacing reference files
+    # Appended for code off the per-token path (board layer, console, tokenizer, sampler, output): -Os where
+    # flash is what runs out, while the kernels and the forward pass keep cflags' -O2.
+    cold_cflags: tuple[str, ...] = ()
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def all_cflags(self) -> tuple[str, ...]:
+        return (*CONTRACT_CFLAGS, *WARNING_CFLAGS, *self.cpu_flags, *self.cflags)
+
+    @property
+    def tool_prefix(self) -> str:
+        """``arm-none-eabi-`` for ``arm-none-eabi-gcc``: where objcopy and size come from."""
+        return self.cc[: -len("gcc")] if self.cc.endswith("gcc") else ""
+
+    @property
+    def run_settings(self) -> dict:
+        return dict(self.raw.get("run", {}))
+
+    def region(self, name: str) -> MemoryRegion:
+        for region in self.memory:
+            if region.name == name:
+                return region
+        known = ", ".join(region.name for region in self.memory) or "none"
+        raise OptionError(f"target {self.name} has no memory region {name!r}; its regions: {known}")
+
+
+def _require(table: dict, key: str, where: str, kind: type | tuple[type, ...]) -> object:
+    if key not in table:
+        raise OptionError(f"{where}: missing `{key}`")
+    value = table[key]
+    if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        raise OptionError(f"{where}: `{key}` must be a {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
+    return value
+
+
+def _table(table: dict, key: str, where: str) -> dict:
+    """An optional [table]: absent is empty, anything but a table is an error (not an AttributeError later)."""
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise OptionError(f"{where}: `{key}` must be a [{key}] table, got {value!r}")
+    return value
+
+
+def _optional(table: dict, key: str, where: str, kind: type, default: object) -> object:
+    """An optional value of one type (bool is not accepted for int, although Python says it is one)."""
+    value = table.get(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise OptionError(f"{where}: `{key}` must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _strings(table: dict, key: str, where: str) -> tuple[str, ...]:
+    values = table.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise OptionError(f"{where}: `{key}` must be a list of strings")
+    return tuple(values)
+
+
+def _memory(entries: object, where: str) -> tuple[MemoryRegion, ...]:
+    if not isinstance(entries, list):
+        raise OptionError(f"{where}: `memory` must be a list of [[memory]] tables")
+    regions: list[MemoryRegion] = []
+    for index, entry in enumerate(entries):
+        here = f"{where} [[memory]] #{index + 1}"
+        if not isinstance(entry, dict):
+            raise OptionError(f"{here}: must be a [[memory]] table, got {entry!r}")
+        name = _require(entry, "name", here, str)
+        kind = entry.get("kind", "ram")
+        if kind not in REGION_KINDS:
+            raise OptionError(f"{here} ({name}): kind {kind!r} is not one of {', '.join(REGION_KINDS)}")
+        origin = int(_require(entry, "origin", here, int))
+        size = parse_size(_require(entry, "size", here, (int, str)), here)
+        if not 0 <= origin < 1 << 64 or not 0 < size <= 1 << 64:
+            raise OptionError(f"{here} ({name}): origin {origin:#x} and size {size} are not a memory region")
+        region = MemoryRegion(
+            name=name,
+            origin=origin,
+            size=size,
+            kind=kind,
+            speed=_optional(entry, "speed", here, int, 3),
+            retained=_optional(entry, "retained", here, bool, kind != "ram"),
+            external=_optional(entry, "external", here, bool, False),
+        )
+        for other in regions:
+            if other.name == region.name:
+                raise OptionError(f"{here}: region {name!r} is declared twice")
+            if region.origin < other.end and other.origin < region.end:
+                raise OptionError(f"{here}: region {name!r} overlaps {other.name!r}")
+        regions.append(region)
+    return tuple(regions)
+
+
+def load_target(name: str, targets_dir: Path) -> Target:
+    """Read and check ``targets/<name>/target.toml``."""
+    path = targets_dir / name / "target.toml"
+    if not path.is_file():
+        known = sorted(p.parent.name for p in targets_dir.glob("*/target.toml"))
+        raise OptionError(f"unknown target {name!r}; known targets: {', '.join(known)}")
+    raw = read_toml(path)
+    where = str(path)
+    kind = _require(raw, "kind", where, str)
+    if kind not in KINDS:
+        raise OptionError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    toolchain = _require(raw, "toolchain", where, dict)
+    flags = _table(raw, "flags", where)
+    board = _table(raw, "board", where)
+    run = _table(raw, "run", where)
+    cpu = _table(raw, "cpu", where)
+    for key in ("name", "description", "default_board", "twin", "twin_of", "kernels"):
+        _optional(raw, key, where, str, "")
+    _optional(toolchain, "cc", f"{where} [toolchain]", str, "gcc")
+    _optional(run, "counter_unit", f"{where} [run]", str, "ns")
+    clock_hz = _optional(cpu, "clock_hz", f"{where} [cpu]", int, 0)
+    method = run.get("method", "exec")
+    if method not in RUN_METHODS:
+        raise OptionError(f"{where}: run.method {method!r} is not one of {', '.join(RUN_METHODS)}")
+    sources = tuple(path.parent / source for source in _strings(board, "sources", f"{where} [board]"))
+    for source in sources:
+        if not source.is_file():
+            raise OptionError(f"{where}: board source {source} does not exist")
+    memory = _memory(raw.get("memory", []), where)
+    if kind == "baremetal" and not any(region.kind == "flash" for region in memory):
+        raise OptionError(f"{where}: a baremetal target needs a [[memory]] region of kind 'flash' to boot from")
+    cc = os.environ.get("CC") if kind == "hosted" and os.environ.get("CC") else toolchain.get("cc", "gcc")
+    return Target(
+        name=_require(raw, "name", where, str),
+        description=raw.get("description", ""),
+        kind=kind,
+        folder=path.parent,
+        cc=cc,
+        cflags=_strings(flags, "cflags", f"{where} [flags]"),
+        ldflags=_strings(flags, "ldflags", f"{where} [flags]"),
+        libs=_strings(flags, "libs", f"{where} [flags]"),
+        cold_cflags=_strings(flags, "cold_cflags", f"{where} [flags]"),
+        board_sources=sources,
+        run_method=method,
+        counter_unit=run.get("counter_unit", "ns"),
+        cpu_flags=_strings(cpu, "flags", f"{where} [cpu]"),
+        clock_hz=clock_hz,
+        memory=memory,
+        default_board=raw.get("default_board", ""),
+        twin=raw.get("twin", ""),
+        twin_of=raw.get("twin_of", ""),
+        kernel_set=raw.get("kernels", ""),
+        raw=raw,
+    )

@@ -1,0 +1,115 @@
+"""The ``watchdog=`` option: a time, turned at build time into the register values of the target's watchdog.
+
+A firmware target names its watchdog in target.toml::
+
+    [watchdog]
+    kind = "stm32-iwdg"     # STM32 independent watchdog: LSI / 4..256, 12-bit reload (RM0433, IWDG)
+    clock_hz = 32000
+
+    [watchdog]
+    kind = "cmsdk"          # Arm CMSDK APB watchdog: 32-bit down-counter on its clock (Arm DDI 0479)
+    clock_hz = 25000000
+
+The firmware gets ``LLMCU_WATCHDOG=1``, ``LLMCU_WATCHDOG_PRESCALER``, ``LLMCU_WATCHDOG_RELOAD`` and
+``LLMCU_WATCHDOG_MS`` (targets/cortex-m/board.h). A time the watchdog cannot count is an error that says
+the range, rather than a watchdog that silently fires sooner or later than asked.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ..core.errors import OptionError
+from .targets import Target
+
+IWDG_PRESCALERS = (4, 8, 16, 32, 64, 128, 256)  # PR = 0..6 (7 is also /256)
+IWDG_RELOAD_MAX = 0xFFF  # 12-bit RLR; the counter runs from RLR down to 0: RLR + 1 ticks
+CMSDK_LOAD_MAX = 0xFFFFFFFF
+
+_TIME = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
+
+
+def parse_timeout(text: str) -> float:
+    """``off`` -> 0.0; ``2s``, ``2``, ``1.5s``, ``500ms`` -> seconds. A ValueError names what is allowed."""
+    if text.strip().lower() in ("off", "0", ""):
+        return 0.0
+    match = _TIME.match(text.lower())
+    if match is None:
+        raise ValueError("expected off or a time such as 2s or 500ms")
+    seconds = float(match.group(1)) / (1000.0 if match.group(2) == "ms" else 1.0)
+    if seconds <= 0 or not math.isfinite(seconds):
+        raise ValueError("the time must be above 0 (or off)")
+    return seconds
+
+
+@dataclass(frozen=True)
+class WatchdogSetting:
+    """What the firmware is built with: the register values and the timeout they give."""
+
+    kind: str
+    prescaler: int  # the register code (IWDG PR), 0 where there is no prescaler
+    reload: int
+    timeout_s: float  # the timeout these values give at the nominal clock
+
+    def defines(self) -> list[tuple[str, int]]:
+        return [
+            ("LLMCU_WATCHDOG", 1),
+            ("LLMCU_WATCHDOG_PRESCALER", self.prescaler),
+            ("LLMCU_WATCHDOG_RELOAD", self.reload),
+            ("LLMCU_WATCHDOG_MS", max(1, round(self.timeout_s * 1000))),
+        ]
+
+
+def _iwdg(seconds: float, clock_hz: float, target: str) -> WatchdogSetting:
+    """The smallest prescaler whose reload fits 12 bits: the finest step, so the closest timeout."""
+    longest = (IWDG_RELOAD_MAX + 1) * IWDG_PRESCALERS[-1] / clock_hz
+    shortest = IWDG_PRESCALERS[0] / clock_hz
+    for code, divider in enumerate(IWDG_PRESCALERS):
+        ticks = round(seconds * clock_hz / divider)  # the counter runs from RLR to 0: RLR + 1 ticks
+        if ticks <= IWDG_RELOAD_MAX + 1:
+            if ticks < 1:
+                break
+            return WatchdogSetting("stm32-iwdg", code, ticks - 1, ticks * divider / clock_hz)
+    raise OptionError(
+        f"watchdog={_shown(seconds)} is outside what {target}'s IWDG can count: "
+        f"{shortest * 1000:g} ms to {longest:g} s (LSI {clock_hz / 1000:g} kHz, prescaler 4..256, 12-bit reload)"
+    )
+
+
+def _cmsdk(seconds: float, clock_hz: float, target: str) -> WatchdogSetting:
+    load = round(seconds * clock_hz)
+    if not 1 <= load <= CMSDK_LOAD_MAX:
+        raise OptionError(
+            f"watchdog={_shown(seconds)} is outside what {target}'s CMSDK watchdog can count: "
+            f"{1e9 / clock_hz:g} ns to {CMSDK_LOAD_MAX / clock_hz:.1f} s (32-bit counter at {clock_hz / 1e6:g} MHz)"
+        )
+    return WatchdogSetting("cmsdk", 0, load, load / clock_hz)
+
+
+def _shown(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def plan(target: Target, seconds: float) -> WatchdogSetting | None:
+    """The register values for ``seconds`` on ``target`` (None for watchdog=off); OptionError if it cannot."""
+    if seconds <= 0:
+        return None
+    spec = target.raw.get("watchdog")
+    if target.kind != "baremetal" or not isinstance(spec, dict):
+        raise OptionError(f"watchdog={_shown(seconds)}: target {target.name} has no watchdog (firmware targets only)")
+    kind, clock_hz = spec.get("kind"), spec.get("clock_hz")
+    if not isinstance(clock_hz, int | float) or clock_hz <= 0:
+        raise OptionError(f"{target.folder / 'target.toml'}: [watchdog] clock_hz must be a positive number")
+    if kind == "stm32-iwdg":
+        return _iwdg(seconds, float(clock_hz), target.name)
+    if kind == "cmsdk":
+        return _cmsdk(seconds, float(clock_hz), target.name)
+    raise OptionError(f"{target.folder / 'target.toml'}: [watchdog] kind {kind!r} is not one of stm32-iwdg, cmsdk")
+
+
+def defines(target: Target, seconds: float) -> list[tuple[str, int]]:
+    """The C defines for one firmware image: ``LLMCU_WATCHDOG=0`` when the watchdog is off."""
+    setting = plan(target, seconds)
+    return setting.defines() if setting is not None else [("LLMCU_WATCHDOG", 0)]

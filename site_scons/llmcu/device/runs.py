@@ -1,0 +1,395 @@
+"""`scons run` on every target: which runner (host program, QEMU twin, board), the capture, and the run log.
+
+- ``target=host``: the program runs here; its standard output is the protocol stream.
+- a firmware target that is QEMU (``qemu-m7``), or a board target with ``hil=qemu``: the twin boots under
+  ``qemu-system-arm`` with its console on a TCP socket, captured through llmcu.device.uart like a board's UART.
+- a board target (``hil=none``): flashed where its flash differs from the image (llmcu.device.flashing reads it back
+  and rewrites only the sectors that differ), then, with its console UART open (``port=``, or found by the
+  board's USB VID:PID and the probe's serial number), reset through the probe and captured (llmcu.device.uart).
+- ``hil=auto``: the board when pyOCD sees a debug probe, else the QEMU twin; it says which it chose.
+
+Every run writes a log folder (llmcu.device.runlog) and prints its path after the summary line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..build import boards
+from ..build.project import ROOT, BuildSettings, FirmwareImage, options_table
+from ..core.errors import LlmcuError
+from . import hostrun, qemu, selftest, uart
+from .protocol import RunOutput, format_summary
+from .runlog import RunLog, run_info
+
+TWIN_RUN_TIMEOUT = 600.0  # seconds for one run on the twin
+OPEN_TIMEOUT = 10.0  # seconds for QEMU to open its serial socket
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of `scons run` that are about running, not building."""
+
+    log_dir: Path
+    port: str = ""  # serial device or pyserial URL; "" = the board's console found by USB VID:PID
+    probe: str = ""  # the debug probe's unique ID (or a unique part of it); "" = the only one attached
+
+
+def run_options(arguments: Mapping[str, str]) -> RunOptions:
+    """``log_dir=``, ``port=`` and ``probe=`` from the command line (project.configure validates them)."""
+    defaults = {option.name: option.default for option in options_table()}
+    log_dir = Path(arguments.get("log_dir", defaults.get("log_dir", "logs")) or "logs")
+    if not log_dir.is_absolute():
+        log_dir = ROOT / log_dir
+    return RunOptions(log_dir, arguments.get("port", defaults.get("port", "")), arguments.get("probe", ""))
+
+
+def _show(piece: bytes) -> None:
+    sys.stdout.buffer.write(piece)
+    sys.stdout.buffer.flush()
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def run(settings: BuildSettings, options: RunOptions, *, echo: bool = True) -> RunOutput:
+    """Runs the build where its options say, logs it, prints the text, the summary and the log's path."""
+    on_text = _show if echo else None
+    if not settings.images:
+        log = RunLog(options.log_dir, run_info(settings, "host"))
+        with _reporting(log):  # run_host_program prints the summary line itself
+            output = hostrun.run_host_program(
+                settings.out_dir / "llmcu", settings.run.program_args(), echo=echo, on_bytes=log.write_raw
+            )
+            log.finish(output)
+        return output
+    runner, image = choose_runner(settings)
+    if runner == "board":
+        return run_board(settings, image, options, on_text=on_text)
+    log = RunLog(options.log_dir, run_info(settings, "qemu", target=image.target.name, host={"qemu": qemu_version()}))
+    with _reporting(log):
+        output = run_twin(image, settings.run, log, on_text=on_text)
+        if settings.selftest:
+            report_selftest(output, image.elf, [settings.out_dir, log.path], echo=echo)
+        elif echo:
+            print(f"[llmcu] {format_summary(output)}", flush=True)
+    return output
+
+
+def report_selftest(output: RunOutput, elf: Path, folders: list[Path], *, echo: bool = True) -> None:
+    """A selftest=1 run: its report (selftest.md and .json) into each folder, a line per region on the console,
+    and an error when a test failed (the log keeps everything)."""
+    report = selftest.analyse(output, elf)
+    for folder in folders:
+        path = selftest.write_report(report, folder)
+    if echo:
+        for region in report.regions:
+            speed = (
+                f"{region.mb_per_s:,.1f} MB/s"
+                if region.mb_per_s
+                else f"{region.read_bytes:,} bytes / {region.read_cost:,} {report.unit}"
+            )
+            tests = "; ".join(f"{name} {verdict}" for name, verdict in region.tests.items())
+            print(f"[llmcu] selftest {region.region}: read {speed}" + (f"; {tests}" if tests else ""), flush=True)
+        print(f"[llmcu] selftest {'passed' if report.passed else 'FAILED'}: {_shown(path)}", flush=True)
+    if not report.passed:
+        raise LlmcuError(f"the self-test failed on {report.target}: see {path}")
+
+
+class _reporting:
+    """Finishes the log (RunLog's context manager does that for a failed run) and prints its path either way."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+
+    def __enter__(self) -> RunLog:
+        return self.log
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        self.log.__exit__(kind, error, trace)
+        summary = self.log.finished or {}
+        state = "" if summary.get("status") == "complete" else f" ({summary.get('reason') or 'incomplete'})"
+        print(f"[llmcu] log: {_shown(self.log.path)}{state}", flush=True)
+
+
+# ---- choosing the runner ----
+
+
+def attached_probes() -> tuple[list[str], str]:
+    """The debug probes pyOCD sees (their unique IDs), or an empty list and why."""
+    try:
+        from pyocd.core.helpers import ConnectHelper
+    except ImportError:
+        return [], "pyocd is not installed"
+    try:
+        probes = ConnectHelper.get_all_connected_probes(blocking=False)
+    except Exception as error:  # a USB backend that is missing or not allowed: no board to run on
+        return [], f"pyocd could not list probes: {error}"
+    if not probes:
+        return [], "pyocd sees no debug probe"
+    return [str(getattr(probe, "unique_id", probe)) for probe in probes], ""
+
+
+def choose_runner(
+    settings: BuildSettings, probes: Callable[[], tuple[list[str], str]] = attached_probes
+) -> tuple[str, FirmwareImage]:
+    """("qemu" | "board", the image to run) for a firmware build, from its target and ``hil=``."""
+    own = settings.images[0]
+    if own.target.run_method == "qemu-system":
+        return "qemu", own
+    twin = next((image for image in settings.images if image.target.run_method == "qemu-system"), None)
+    hil = settings.firmware.hil if settings.firmware is not None else "none"
+    if hil == "qemu":
+        if twin is None:
+            raise LlmcuError(f"target {own.target.name} has no QEMU twin, so hil=qemu cannot run it")
+        return "qemu", twin
+    if hil == "auto":
+        found, why = probes()
+        if found:
+            print(f"[llmcu] hil=auto: debug probe {found[0]} attached, running on the {own.board or 'board'}")
+            return "board", own
+        if twin is None:
+            raise LlmcuError(f"hil=auto: no board to run on ({why}) and target {own.target.name} has no QEMU twin")
+        print(f"[llmcu] hil=auto: no board ({why}), running the QEMU twin {twin.target.name}", flush=True)
+        return "qemu", twin
+    return "board", own
+
+
+# ---- the QEMU twin, over a serial socket ----
+
+
+def qemu_version(binary: str = qemu.QEMU) -> str:
+    try:
+        result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.splitlines()[0].strip() if result.stdout else ""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_qemu_serial(elf: Path, machine: str, stderr: Any, extra_args: tuple[str, ...] = ()) -> tuple[Any, str]:
+    """Starts QEMU with the firmware's console on a TCP socket that waits for us: (process, socket:// URL)."""
+    if shutil.which(qemu.QEMU) is None:
+        raise qemu.QemuNotFoundError(
+            f"{qemu.QEMU} not found: install it with `apt-get install qemu-system-arm` (or run tools/setup.sh)"
+        )
+    if not elf.is_file():
+        raise qemu.QemuError(f"firmware {elf} does not exist: build it first")
+    port = _free_port()
+    command = qemu.qemu_command(
+        elf, machine=machine, serial=f"tcp:127.0.0.1:{port},server=on,wait=on", extra_args=extra_args
+    )
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    return process, f"socket://127.0.0.1:{port}"
+
+
+def connect_qemu(process: Any, url: str, stderr: Any, timeout: float = OPEN_TIMEOUT) -> Any:
+    """Opens QEMU's serial socket once it listens; QEMU (wait=on) starts the firmware on this connection."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return uart.open_port(url)
+        except uart.PortOpenError:
+            if process.poll() is not None:
+                raise qemu.QemuError(f"QEMU exited with status {process.returncode}: {_stderr_text(stderr)}") from None
+            if time.monotonic() > deadline:
+                raise qemu.QemuError(f"QEMU's serial socket {url} did not open within {timeout:g} s") from None
+            time.sleep(0.05)
+
+
+def _stderr_text(stderr: Any, max_lines: int = 4) -> str:
+    stderr.seek(0)
+    lines = stderr.read().decode("utf-8", errors="replace").strip().splitlines()
+    if not lines:
+        return "(nothing on stderr)"
+    return "\n".join(lines[:max_lines]) + (" ..." if len(lines) > max_lines else "")
+
+
+def run_twin(
+    image: FirmwareImage,
+    params: Any,
+    log: RunLog | None = None,
+    *,
+    on_text: Callable[[bytes], None] | None = None,
+    timeout: float = TWIN_RUN_TIMEOUT,
+    silence: float = uart.SILENCE,
+    extra_args: tuple[str, ...] = (),
+) -> RunOutput:
+    """Boots the twin with its console on a TCP socket, captures one run through llmcu.device.uart (the path a
+    board's UART takes), and checks QEMU's exit status. Raises a QemuError or a uart.CaptureError."""
+    machine = str(image.target.run_settings.get("machine", "mps2-an500"))
+    with tempfile.TemporaryFile() as stderr:
+        process, url = start_qemu_serial(image.elf, machine, stderr, extra_args)
+        try:
+            handle = connect_qemu(process, url, stderr)
+            try:
+                capture = uart.capture_run(
+                    handle,
+                    params,
+                    on_text=on_text,
+                    on_bytes=log.write_raw if log is not None else None,
+                    ready_timeout=qemu.READY_TIMEOUT,
+                    silence=silence,
+                    timeout=timeout,
+                    # QEMU starts the firmware when we connect, and pyserial's socket open() drops what came in
+                    # meanwhile: a ready line lost that way is asked for again with an empty line.
+                    poke_after=1.0,
+                    resend_on_reset=0,  # the twin does not reset
+                )
+            except uart.PortClosedError as error:
+                code = process.wait(timeout=qemu.EXIT_TIMEOUT)
+                error.args = (f"{error} ({_exit_text(code)}; QEMU said: {_stderr_text(stderr)})",)
+                raise
+            finally:
+                handle.close()
+            output = capture.output
+            code = None if output.status == "rejected" else _wait_exit(process)
+            try:
+                qemu.check_run(output, code, image.elf, _stderr_text(stderr))
+            except LlmcuError as error:
+                if log is not None:
+                    reason = f"qemu exit status {code}" if output.ok else ""
+                    log.finish(output, reason=reason, error=str(error), attempts=capture.attempts)
+                raise
+            if log is not None:
+                log.finish(output, attempts=capture.attempts)
+            return output
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+def _exit_text(code: int) -> str:
+    """QEMU's end in words: a signal (killed by the user, the OOM killer, a CI timeout) or its exit status."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"QEMU was killed by {signal.Signals(-code).name}"
+        return f"QEMU was killed by signal {-code}"
+    return f"QEMU exit status {code}"
+
+
+def _wait_exit(process: Any) -> int:
+    try:
+        return process.wait(timeout=qemu.EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise qemu.FirmwareTimeoutError(
+            f"QEMU did not exit within {qemu.EXIT_TIMEOUT:g} s after the run ended"
+        ) from None
+
+
+# ---- a board ----
+
+
+def _flashing_module() -> Any:
+    try:
+        from . import flashing
+    except ImportError:
+        return None
+    return flashing if hasattr(flashing, "flash_firmware") else None
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def board_port(usb_ids: tuple[str, ...], probe_uid: str, comports: Callable[[], Any] | None = None) -> str:
+    """The board's console: the port with the board's USB VID:PID and the probe's serial number (an ST-LINK's
+    virtual COM port carries the probe's unique ID), or else the only one with the board's VID:PID."""
+    if probe_uid:
+        with contextlib.suppress(uart.PortNotFoundError):
+            return uart.find_port(usb_ids, serial_number=probe_uid, comports=comports)
+    return uart.find_port(usb_ids, comports=comports)
+
+
+def run_board(
+    settings: BuildSettings,
+    image: FirmwareImage,
+    options: RunOptions,
+    *,
+    on_text: Callable[[bytes], None] | None = None,
+    flashing_module: Any = None,
+    session_factory: Any = None,
+    comports: Callable[[], Any] | None = None,
+) -> RunOutput:
+    """Flashes the board when its flash differs from the image (llmcu.device.flashing compares by reading back),
+    opens its console, resets it through the probe and captures the run; the log gets every byte."""
+    flashing = flashing_module or _flashing_module()
+    if flashing is None:
+        raise LlmcuError(
+            f"running on a {settings.target.name} board needs flashing and UART capture, which llmcu does not do "
+            "yet; add hil=qemu to run this build's QEMU twin with the board's memory budget"
+        )
+    board = boards.load_board(settings.target.folder, image.board or settings.board)
+    target_type = settings.target.raw.get("pyocd", {}).get("target_type", flashing.PYOCD_TARGET)
+    factory = session_factory or flashing.PyocdSessionFactory()
+    try:
+        result = flashing.flash_firmware(
+            image.out_dir,
+            probe_uid=options.probe or None,
+            target_type=target_type,
+            reset=False,  # the reset comes once the console is open, so that no byte of the boot is lost
+            progress=sys.stderr.isatty(),
+            session_factory=factory,
+            qspi_algo=flashing.default_algo_path(image.out_dir),
+        )
+    except flashing.FlashError as error:
+        if isinstance(error, flashing.NoProbeError) or "not installed" in str(error):
+            raise LlmcuError(
+                f"{error}; without a board, add hil=qemu to run this build's QEMU twin with the board's memory "
+                "budget (hil=auto runs on the board when a probe is attached, else on the twin)"
+            ) from None
+        raise
+    for line in result.lines():
+        print(f"[llmcu] flash: {line}", flush=True)
+    probe_uid = result.probe.uid
+    port = options.port or board_port(board.console.usb_ids, probe_uid, comports)
+
+    def reset() -> None:
+        probe = flashing.select_probe(factory.probes(), probe_uid)
+        session = factory.open(probe, {"target_override": target_type})
+        try:
+            session.target.reset()
+        finally:
+            session.close()
+
+    host = {"pyocd": _version("pyocd"), "pyserial": _version("pyserial"), "probe": probe_uid}
+    log = RunLog(options.log_dir, run_info(settings, "board", port=port, host=host))
+    with _reporting(log):
+        capture = uart.capture_run(
+            port,
+            settings.run,
+            baud=board.console.baud,
+            reset=reset,
+            on_text=on_text,
+            on_bytes=log.write_raw,
+            open_timeout=OPEN_TIMEOUT,
+        )
+        output = uart.check_capture(capture, str(image.elf))
+        log.finish(output, attempts=capture.attempts)
+        if settings.selftest:  # a bring-up firmware: the memories' report, with MB/s from the board's cycles
+            report_selftest(output, image.elf, [settings.out_dir, log.path], echo=on_text is not None)
+        elif on_text is not None:
+            print(f"[llmcu] {format_summary(output)}", flush=True)
+    return output

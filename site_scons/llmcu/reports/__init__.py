@@ -1,0 +1,1 @@
+"""Figures over many builds and runs: the benchmark matrix (bench) and run reports (report)."""

@@ -1,0 +1,125 @@
+"""STM32H743 firmware: every board and quantization links, the region reports are right, misfits are clear."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from buildutil import scons
+from llmcu.core.config import ModelConfig
+from llmcu.model.checkpoint import random_checkpoint, write_checkpoint
+
+BOARDS = ("nucleo-h743zi", "h743-sdram-qspi")
+ON_CHIP_RAM = {"dtcm", "axi_sram", "sram123", "sram4", "itcm"}
+
+
+def report_of(out_dir: Path) -> dict:
+    return json.loads((out_dir / "memory_report.json").read_text())
+
+
+def used(report: dict) -> dict[str, int]:
+    return {region["name"]: region["used"] for region in report["regions"] if region["used"]}
+
+
+@pytest.fixture(scope="module")
+def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("firmware")
+
+
+@pytest.mark.parametrize("board", BOARDS)
+@pytest.mark.parametrize("quant", ["fp32", "q8", "q4"])
+def test_260k_links_with_a_region_report(board: str, quant: str, build_root: Path, stories260k: Path) -> None:
+    args = [
+        "target=stm32h743",
+        f"board={board}",
+        "model=260k",
+        f"quant={quant}",
+        "kv_type=f16",
+        f"build_dir={build_root}",
+    ]
+    scons(args, stories260k.parent)
+    out = next(path for path in (build_root / "stm32h743").iterdir() if path.name.startswith(f"260k-{quant}-kvf16")
+               and (board == BOARDS[0]) != path.name.endswith(board))  # fmt: skip
+    report = report_of(out)
+    regions = used(report)
+    # nothing external is needed for 260K; itcm holds the hot code (memplan.HOT_CODE_PATTERNS)
+    assert set(regions) <= {"flash", "itcm", "dtcm", "axi_sram"}, regions
+    assert regions["axi_sram"] >= 327_680  # the f16 KV cache of the full 512-token context
+    assert report["weight_bytes"] > {"fp32": 1_000_000, "q8": 290_000, "q4": 160_000}[quant]
+    assert 4_000 < report["code_bytes"] < 64_000
+    assert report["macs_per_token"]["total_at_pos_128"] == 341_888
+    assert (out / "firmware.elf").is_file() and (out / "firmware.bin").is_file()
+    assert (out / "firmware.hex").read_text().startswith(":020000040800")  # extended address 0x0800xxxx
+    assert "| flash |" in (out / "memory_report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def model_15m(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("m15") / "r15m.bin"
+    write_checkpoint(path, random_checkpoint(ModelConfig(288, 768, 6, 6, 6, 32000, 256, True), seed=1))
+    return path
+
+
+@pytest.mark.parametrize("quant", ["q8", "q4"])
+def test_15m_shaped_model_links_on_the_external_memory_board(
+    quant: str, model_15m: Path, build_root: Path, tokenizer_32k: Path
+) -> None:
+    # fit=absmax: what is tested is the placement, and a 15M-shaped GPTQ fit would take 10 s of the suite
+    args = ["target=stm32h743", "board=h743-sdram-qspi", f"model={model_15m}", f"tokenizer={tokenizer_32k}",
+            f"quant={quant}", "fit=absmax", f"build_dir={build_root}"]  # fmt: skip
+    scons(args, tokenizer_32k.parent)
+    out = build_root / "stm32h743" / f"r15m-{quant}-absmax-h743-sdram-qspi"
+    regions = used(report_of(out))
+    assert regions["sdram"] == 2 * 6 * 256 * 288 * 2  # the q16 KV cache (0.9 MB) only fits in SDRAM
+    if quant == "q8":
+        assert regions["qspi"] > 8_000_000  # 17 MB of q8 weights spill from flash into QSPI
+    assert regions["flash"] <= 2 * 1024 * 1024
+    assert (out / "firmware.bin").is_file()
+    assert (out / "firmware-qspi.bin").is_file() == ("qspi" in regions)
+
+
+def test_full_context_fp32_kv_on_the_nucleo_is_a_clear_error(build_root: Path, stories260k: Path) -> None:
+    args = ["target=stm32h743", "model=260k", "quant=q8", "kv_type=f32", f"build_dir={build_root}"]
+    result = scons(args, stories260k.parent, check=False)
+    assert result.returncode != 0
+    message = result.stderr
+    assert "KV cache (655,360 bytes" in message and "axi_sram has 524,288 free" in message
+    assert "kv_type=f16" in message and "seq_len=" in message and "board=h743-sdram-qspi" in message
+    assert "Traceback" not in message
+
+
+def test_15m_on_the_nucleo_is_a_clear_error(model_15m: Path, build_root: Path, tokenizer_32k: Path) -> None:
+    args = ["target=stm32h743", f"model={model_15m}", f"tokenizer={tokenizer_32k}", "quant=q4", "fit=absmax",
+            "kv_type=q8", "seq_len=16", f"build_dir={build_root}"]  # fmt: skip
+    result = scons(args, tokenizer_32k.parent, check=False)
+    assert result.returncode != 0
+    assert "do not fit" in result.stderr and "flash has" in result.stderr and "QSPI" in result.stderr
+
+
+def test_unknown_board_lists_the_known_ones(build_root: Path, stories260k: Path) -> None:
+    result = scons(["target=stm32h743", "board=nucleo-h7", f"build_dir={build_root}"], stories260k.parent, check=False)
+    assert result.returncode != 0
+    assert "nucleo-h743zi" in result.stderr and "h743-sdram-qspi" in result.stderr
+
+
+def test_run_on_a_board_without_hil_says_what_to_do(build_root: Path, stories260k: Path) -> None:
+    result = scons(["target=stm32h743", "model=260k", "quant=q8", "kv_type=f16", f"build_dir={build_root}", "run"],
+                   stories260k.parent, check=False)  # fmt: skip
+    assert result.returncode != 0 and "hil=qemu" in result.stderr
+
+
+def test_automatic_kv_type_and_the_twin_with_the_boards_budget(build_root: Path, stories260k: Path) -> None:
+    """The issue's two commands: the default KV type makes the full context fit the NUCLEO (q16, the integer
+    attention, in AXI SRAM), and hil=qemu runs the build's twin, linked with the same plan, in QEMU."""
+    args = ["target=stm32h743", "model=260k", "quant=q8", f"build_dir={build_root}"]
+    result = scons([*args, "hil=qemu", "run", "prompt=Once upon a time", "temperature=0", "steps=24"],
+                   stories260k.parent)  # fmt: skip
+    out = build_root / "stm32h743" / "260k-q8"
+    for image in (out, out / "twin"):
+        script = (image / "gen" / "firmware.ld").read_text()
+        assert "KV cache (q16) 327,680 B -> axi_sram" in script
+    assert "#define LLMCU_KV_TYPE 3" in (out / "gen" / "model_config.h").read_text()
+    assert "Once upon a time, there was a little girl" in result.stdout
+    assert "24 tokens" in result.stdout and "instructions/token" in result.stdout

@@ -1,0 +1,152 @@
+"""Build options: defaults, allowed values and errors, without SCons."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcu.build.options import build_options, check_unknown, help_text, validate
+from llmcu.core.errors import OptionError
+
+TABLE = build_options(["host", "qemu-m7"], ["260k", "15m"])
+
+
+def test_defaults_validate() -> None:
+    values = validate({}, TABLE)
+    assert values["target"] == "host"
+    assert values["model"] == "260k"
+    assert values["quant"] == "fp32"
+    assert values["group_size"] == 32
+    assert values["steps"] == 256
+    assert values["temperature"] == 1.0
+
+
+@pytest.mark.fault(
+    area="options",
+    kind="input",
+    what="a misspelt option name (quantt=)",
+    sees=r"unknown option quantt.*target.*quant.*group_size",
+)
+def test_unknown_option_names_the_known_ones(sees) -> None:
+    with pytest.raises(OptionError) as info:
+        check_unknown(["quantt"], TABLE)
+    message = str(info.value)
+    sees(message)
+    assert "quantt" in message
+    for name in ("target", "model", "quant", "group_size", "prompt", "steps", "temperature", "topp", "seed"):
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        pytest.param(
+            "quant",
+            "q3",
+            "fp32, q8, q4",
+            marks=pytest.mark.fault(
+                area="options", kind="input", what="quant=q3 (no such quantization)", sees=r"quant.*q3.*fp32, q8, q4"
+            ),
+        ),
+        pytest.param(
+            "target",
+            "esp32",
+            "host, qemu-m7",
+            marks=pytest.mark.fault(
+                area="options",
+                kind="input",
+                what="target=esp32 (no such target folder)",
+                sees=r"target.*esp32.*host, qemu-m7",
+            ),
+        ),
+        pytest.param(
+            "group_size",
+            "48",
+            "32",
+            marks=pytest.mark.fault(
+                area="options", kind="input", what="group_size=48 (not a power of two)", sees=r"group_size.*48.*32"
+            ),
+        ),
+        pytest.param(
+            "steps",
+            "-1",
+            "between 0",
+            marks=pytest.mark.fault(area="options", kind="input", what="steps=-1 (negative)", sees=r"steps.*between 0"),
+        ),
+        pytest.param(
+            "temperature",
+            "hot",
+            "0.0..100",
+            marks=pytest.mark.fault(
+                area="options", kind="input", what="temperature=hot (not a number)", sees=r"temperature.*0\.0\.\.100"
+            ),
+        ),
+        pytest.param(
+            "topp",
+            "1.5",
+            "between 0.0 and 1.0",
+            marks=pytest.mark.fault(
+                area="options", kind="input", what="topp=1.5 (above 1)", sees=r"topp.*between 0\.0 and 1\.0"
+            ),
+        ),
+        pytest.param(
+            "seed",
+            "0",
+            "1..2^64-1",
+            marks=pytest.mark.fault(
+                area="options",
+                kind="input",
+                what="seed=0 (the sampler needs a non-zero seed)",
+                sees=r"seed.*1\.\.2\^64-1",
+            ),
+        ),
+        pytest.param(
+            "kernels",
+            "fast",
+            "opt",
+            marks=pytest.mark.fault(
+                area="options", kind="input", what="kernels=fast (neither opt nor ref)", sees=r"kernels.*fast.*opt.*ref"
+            ),
+        ),
+        pytest.param(
+            "kv_type",
+            "f8",
+            "f16",
+            marks=pytest.mark.fault(
+                area="options",
+                kind="input",
+                what="kv_type=f8 (no such KV cache type)",
+                sees=r"kv_type.*f8.*auto.*f32.*f16.*q8",
+            ),
+        ),
+        pytest.param(
+            "seq_len",
+            "-5",
+            "seq_len",
+            marks=pytest.mark.fault(
+                area="options",
+                kind="input",
+                what="seq_len=-5 (negative context length)",
+                sees=r"seq_len=.-5. is not valid \(must be between 0 and",
+            ),
+        ),
+    ],
+)
+def test_bad_values_name_the_allowed_ones(name: str, value: str, expected: str, sees) -> None:
+    with pytest.raises(OptionError) as info:
+        validate({name: value}, TABLE)
+    assert name in str(info.value)
+    assert expected in str(info.value)
+    sees(str(info.value))
+
+
+def test_conversions() -> None:
+    values = validate({"steps": "0x10", "temperature": "0.5", "seed": "18446744073709551615"}, TABLE)
+    assert values["steps"] == 16
+    assert values["temperature"] == 0.5
+    assert values["seed"] == 2**64 - 1
+
+
+def test_help_lists_defaults_and_allowed_values() -> None:
+    text = help_text(TABLE)
+    assert "quant" in text and "fp32|q8|q4" in text
+    assert "default: '260k'" in text and "15m|260k|PATH" in text

@@ -1,0 +1,1 @@
+"""Tests of llmcu.device: the protocol, console, UART capture, logs, flashing, the QEMU twins, SSH, self-test."""

@@ -1,0 +1,1 @@
+"""Tests of llmcu.model: formats, quantization, the reference and oracle, quality."""

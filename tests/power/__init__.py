@@ -1,0 +1,1 @@
+"""Tests of llmcu.power: meters, energy, estimates."""

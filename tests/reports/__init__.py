@@ -1,0 +1,1 @@
+"""Tests of llmcu.reports: the benchmark's bookkeeping and run reports."""

@@ -66,6 +66,8 @@ void dwt_start(void);
 void delay_cycles(uint32_t cycles);
 /* Waits until (*reg & mask) == want, at most `cycles` CPU cycles: 1 when it came, 0 when it did not. */
 int wait_bits_for(volatile uint32_t *reg, uint32_t mask, uint32_t want, uint32_t cycles);
+/* timing.c: board_counter's 64-bit extension starts (SysTick reads the counter every 2^24 cycles). */
+void counter_start(void);
 /* Microseconds as CPU cycles at the clock that runs now: the reset clock (HSI) before the switch to PLL1,
  * the plan's after it (a longer wait is never wrong, so the faster of the two is assumed: BOARD_CPU_HZ_MAX). */
 #define US_CYCLES(us) ((uint32_t)(((uint64_t)(us) * BOARD_CPU_HZ_MAX) / 1000000u))

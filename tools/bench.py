@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "site_scons"))
 
-from llmcu import bench  # noqa: E402
 from llmcu.core.errors import LlmcuError  # noqa: E402
 from llmcu.core.fileio import write_text_atomic  # noqa: E402
+from llmcu.reports import bench  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

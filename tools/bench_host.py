@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "site_scons"))
 
-from llmcu import bench  # noqa: E402
 from llmcu.core.fileio import write_text_atomic  # noqa: E402
 from llmcu.device.protocol import parse  # noqa: E402
+from llmcu.reports import bench  # noqa: E402
 
 
 def build(model: str, quant: str, extra: dict[str, str], kernels: str = "opt") -> Path:

@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "site_scons"))
 
-from llmcu import project  # noqa: E402
+from llmcu.build import project  # noqa: E402
 from llmcu.model.checkpoint import read_checkpoint  # noqa: E402
 from llmcu.model.quality import _log_softmax, fp32_baseline  # noqa: E402
 from llmcu.model.tokenizer import read_tokenizer  # noqa: E402

@@ -36,7 +36,7 @@ WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Werror"]
 
 def generate_model(model: str, work: Path) -> Path:
     """The generated sources of a host q8 build of ``model`` (only the vocabulary is used); returns gen/."""
-    from llmcu import project, steps
+    from llmcu.build import project, steps
 
     settings = project.configure({"model": model, "quant": "q8", "build_dir": str(work / "model")})
     if not (settings.gen_dir / "model_weights.c").is_file():

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, case_args, scons
-from llmcu.build import codegen, layouts, linux, project, weightsfile
+from llmcu.build import codegen, destination, layouts, linux, project, weightsfile
 from llmcu.build.targets import load_target
 from llmcu.core.errors import OptionError
 from llmcu.device import qemu_user, sshdeploy
@@ -355,12 +355,12 @@ def test_run_without_board_or_qemu_says_how(build_root: Path, stories260k: Path)
 
 
 def test_destinations() -> None:
-    assert sshdeploy.parse_destination("root@192.168.1.50") == sshdeploy.Destination("root", "192.168.1.50")
-    assert sshdeploy.parse_destination("me@rzv2l:2222") == sshdeploy.Destination("me", "rzv2l", 2222)
-    assert sshdeploy.parse_destination("[::1]:22").login == "::1"
+    assert destination.parse_destination("root@192.168.1.50") == destination.Destination("root", "192.168.1.50")
+    assert destination.parse_destination("me@rzv2l:2222") == destination.Destination("me", "rzv2l", 2222)
+    assert destination.parse_destination("[::1]:22").login == "::1"
     for bad in ("-oProxyCommand=x", "a@b:99999", "a b", "root@host:port"):
         with pytest.raises(OptionError):
-            sshdeploy.parse_destination(bad)
+            destination.parse_destination(bad)
 
 
 # ---- deploying over SSH to a real sshd on localhost ----
@@ -460,9 +460,8 @@ def test_scons_run_deploys_over_ssh(
 def test_ssh_deploy_streams_the_protocol(sshd: dict[str, str], builds: dict[str, Path], monkeypatch) -> None:
     monkeypatch.setenv("LLMCU_SSH_OPTS", sshd["LLMCU_SSH_OPTS"])
     pieces: list[bytes] = []
-    destination = sshdeploy.parse_destination(sshd["destination"])
     output: RunOutput = sshdeploy.deploy_and_run(
-        destination,
+        destination.parse_destination(sshd["destination"]),
         builds["q4"],
         None,
         lambda weights: ["-p", "Tom and his dog", "-n", "30", "-t", "0", "-j", "2"],
@@ -475,9 +474,9 @@ def test_ssh_deploy_streams_the_protocol(sshd: dict[str, str], builds: dict[str,
 
 
 def test_ssh_errors_say_what_is_wrong(sshd: dict[str, str], builds: dict[str, Path], monkeypatch) -> None:
-    def attempt(destination: str, args: tuple[str, ...] = ("-n", "1")) -> None:
+    def attempt(where: str, args: tuple[str, ...] = ("-n", "1")) -> None:
         sshdeploy.deploy_and_run(
-            sshdeploy.parse_destination(destination),
+            destination.parse_destination(where),
             builds["q8"],
             None,
             lambda _: list(args),

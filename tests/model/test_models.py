@@ -773,7 +773,7 @@ def test_concurrent_downloads_of_one_file_fetch_it_once(server: FileServer, clea
     while not server.requests and time.monotonic() < deadline:
         time.sleep(0.01)
     code = (
-        "import sys; from llmcu import models; from llmcu.model.models import RemoteFile\n"
+        "import sys; from llmcu.model import models; from llmcu.model.models import RemoteFile\n"
         f"remote = RemoteFile({remote.filename!r}, {remote.url!r}, {remote.size!r}, {remote.sha256!r})\n"
         f"print(models.download_file(remote, {str(clean_env)!r}, progress=False))\n"
     )

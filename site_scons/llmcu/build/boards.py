@@ -17,7 +17,9 @@ from pathlib import Path
 
 from ..core.errors import OptionError
 from ..core.fileio import read_toml, write_text_atomic
+from .chiplimits import ChipLimits, exceeds, load_limits
 from .templating import environment
+from .tomltable import REQUIRED, Table, parse_size
 
 # ---- Chip facts (RM0433 and the STM32H743 datasheet) ----
 
@@ -56,94 +58,6 @@ FMC_REFRESH_MARGIN = 20  # FMC_SDRTR: COUNT = refresh interval in SDCLK cycles -
 # QUADSPI: the FSIZE workaround of the STM32H743 errata sheet (ES0392, "Memory-mapped read of last memory
 # byte fails"): declare the flash twice as large, so the last bytes are not the end of the device window.
 QSPI_FSIZE_ERRATA_MARGIN = 1
-
-
-# ---- The chip's operating limits (targets/<target>/limits.toml) ----
-
-
-@dataclass(frozen=True)
-class Limit:
-    """One limit and the document it comes from."""
-
-    value: int
-    source: str
-
-
-@dataclass(frozen=True)
-class ChipLimits:
-    revisions: dict[str, tuple[int, int, Limit]]  # name -> (REV_ID, voltage scale, CPU limit)
-    cpu: dict[int, Limit]  # per voltage scale
-    hclk: dict[int, Limit]
-    apb: dict[int, Limit]
-    pll_ref: tuple[int, int]
-    pll_wide_ref_min: int
-    vco_wide: tuple[int, int]
-    vco_medium: tuple[int, int]
-    pll_source: str
-    fmc_sdclk: Limit
-    quadspi_clk: Limit
-    usart_kernel: Limit
-    flash_wait_states: dict[int, tuple[tuple[int, int, int], ...]]
-    flash_source: str
-
-
-def load_limits(target_folder: Path) -> ChipLimits:
-    """``limits.toml`` beside a target's target.toml: the MCU's datasheet and reference-manual limits."""
-    path = Path(target_folder) / "limits.toml"
-    if not path.is_file():
-        raise OptionError(f"{path}: missing: the chip's limits that every board file is checked against")
-    table = _Table(read_toml(path), str(path))
-    revisions = {}
-    revision_tables = table.table("revision")
-    for name in sorted(revision_tables.data):
-        entry = revision_tables.table(name)
-        cpu = Limit(entry.integer("cpu_max_hz", lo=1), entry.text("source"))
-        revisions[name] = (entry.integer("rev_id", lo=0, hi=0xFFFF), entry.integer("vos", lo=0, hi=3), cpu)
-        entry.done()
-    revision_tables.done()
-    if set(revisions) != {"V", "Y"}:
-        raise OptionError(f"{path}: [revision] must describe V and Y, got {', '.join(sorted(revisions))}")
-    cpu, hclk, apb = {}, {}, {}
-    scales = table.table("vos")
-    for key in sorted(scales.data):
-        entry = scales.table(key)
-        source = entry.text("source")
-        cpu[int(key)] = Limit(entry.integer("cpu_max_hz", lo=1), source)
-        hclk[int(key)] = Limit(entry.integer("hclk_max_hz", lo=1), source)
-        apb[int(key)] = Limit(entry.integer("apb_max_hz", lo=1), source)
-        entry.done()
-    scales.done()
-    pll = table.table("pll")
-    pll_ref = (pll.integer("ref_min_hz", lo=1), pll.integer("ref_max_hz", lo=1))
-    wide_ref_min = pll.integer("wide_ref_min_hz", lo=1)
-    vco_wide, vco_medium = tuple(pll.raw("vco_wide", _REQUIRED)), tuple(pll.raw("vco_medium", _REQUIRED))
-    pll_source = pll.text("source")
-    pll.done()
-
-    def single(name: str, key: str) -> Limit:
-        entry = table.table(name)
-        limit = Limit(entry.integer(key, lo=1), entry.text("source"))
-        entry.done()
-        return limit
-
-    fmc, quadspi = single("fmc", "sdclk_max_hz"), single("quadspi", "clk_max_hz")
-    usart = single("usart", "kernel_max_hz")
-    flash = table.table("flash")
-    rows = flash.raw("wait_states", _REQUIRED)
-    if not isinstance(rows, dict):
-        raise OptionError(f"{flash.where}: `wait_states` must be a table of voltage scales")
-    wait_states = {int(k): tuple(tuple(int(x) for x in row) for row in v) for k, v in rows.items()}
-    flash_source = flash.text("source")
-    flash.done()
-    table.done()
-    return ChipLimits(revisions, cpu, hclk, apb, pll_ref, wide_ref_min, vco_wide, vco_medium, pll_source,  # type: ignore[arg-type]
-                      fmc, quadspi, usart, wait_states, flash_source)  # fmt: skip
-
-
-def _exceeds(what: str, value: int, limit: Limit, where: str, hint: str = "") -> OptionError:
-    """The error for one limit exceeded: what, by how much, the limit and its source."""
-    text = f"{where}: {what} is {value:,} Hz, above the STM32H743's {limit.value:,} Hz ({limit.source})"
-    return OptionError(text + (f"; {hint}" if hint else ""))
 
 
 # ---- Board data ----
@@ -301,94 +215,6 @@ class Board:
         return tuple(pins)
 
 
-# ---- Reading tables with exact error messages ----
-
-
-class _Table:
-    """A TOML table being read: every key must be used, so a misspelt key is an error, not a default."""
-
-    def __init__(self, data: object, file: str, path: tuple[str, ...] = ()) -> None:
-        self.file = file
-        self.path = path
-        self.where = f"{file} [{'.'.join(path)}]" if path else file
-        if not isinstance(data, dict):
-            raise OptionError(f"{self.where}: must be a table")
-        self.data = data
-        self.used: set[str] = set()
-
-    def raw(self, key: str, default: object) -> object:
-        """The value as TOML gave it (``_REQUIRED``: an error when it is missing)."""
-        self.used.add(key)
-        if key in self.data:
-            return self.data[key]
-        if default is _REQUIRED:
-            raise OptionError(f"{self.where}: missing `{key}`")
-        return default
-
-    def integer(self, key: str, default: object = None, *, lo: int | None = None, hi: int | None = None) -> int:
-        value = self.raw(key, _REQUIRED if default is None else default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise OptionError(f"{self.where}: `{key}` must be an integer, got {value!r}")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise OptionError(f"{self.where}: `{key}` = {value} is outside {lo}..{hi}")
-        return value
-
-    def number(self, key: str) -> Fraction:
-        value = self.raw(key, _REQUIRED)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise OptionError(f"{self.where}: `{key}` must be a non-negative number, got {value!r}")
-        return Fraction(str(value))
-
-    def flag(self, key: str, default: object = None) -> bool:
-        value = self.raw(key, _REQUIRED if default is None else default)
-        if not isinstance(value, bool):
-            raise OptionError(f"{self.where}: `{key}` must be true or false, got {value!r}")
-        return value
-
-    def text(self, key: str, default: object = None) -> str:
-        value = self.raw(key, _REQUIRED if default is None else default)
-        if not isinstance(value, str):
-            raise OptionError(f"{self.where}: `{key}` must be a string, got {value!r}")
-        return value
-
-    def size(self, key: str) -> int:
-        value = self.raw(key, _REQUIRED)
-        try:
-            return parse_size(value)
-        except ValueError as error:
-            raise OptionError(f"{self.where}: `{key}`: {error}") from None
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        value = self.raw(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise OptionError(f"{self.where}: `{key}` must be a list of strings")
-        return tuple(value)
-
-    def table(self, key: str) -> _Table:
-        return _Table(self.raw(key, _REQUIRED), self.file, (*self.path, key))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise OptionError(f"{self.where}: unknown key(s) {', '.join(unknown)}")
-
-
-_REQUIRED = object()
-
-
-def parse_size(value: object) -> int:
-    """``"64K"``, ``"2M"`` or an integer number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        text = value.strip().upper().removesuffix("B")
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        digits = text[:-1] if scale > 1 else text
-        if digits.isdigit() and int(digits) > 0:
-            return int(digits) * scale
-    raise ValueError(f"{value!r} is not a size (bytes, or a number with K, M or G)")
-
-
 def parse_pin(text: object, where: str, signal: str, af: int) -> Pin:
     """``"PD8"`` -> port 3, pin 8."""
     if isinstance(text, str) and len(text) >= 3 and text[0] == "P" and text[1] in PORTS and text[2:].isdigit():
@@ -400,7 +226,7 @@ def parse_pin(text: object, where: str, signal: str, af: int) -> Pin:
 
 def _pin_entry(value: object, where: str, signal: str) -> Pin:
     """A pin with its alternate function: ``{ pin = "PD8", af = 7 }``."""
-    table = _Table(value, f"{where} `{signal}`")  # e.g. "board.toml [console] `tx`: missing `af`"
+    table = Table(value, f"{where} `{signal}`")  # e.g. "board.toml [console] `tx`: missing `af`"
     af = table.integer("af", lo=0, hi=15)
     pin = parse_pin(table.text("pin"), where, signal, af)
     table.done()
@@ -460,14 +286,14 @@ def _plan(
     _rev_id, _rev_vos, rev_cpu = limits.revisions[revision]
     label = f"revision {revision}'s plan"
     if cpu_hz > rev_cpu.value:
-        raise _exceeds(f"{label}: the CPU clock", cpu_hz, rev_cpu, where)
+        raise exceeds(f"{label}: the CPU clock", cpu_hz, rev_cpu, where)
     if cpu_hz > limits.cpu[vos].value:
-        raise _exceeds(f"{label}: the CPU clock at VOS{vos}", cpu_hz, limits.cpu[vos], where)
+        raise exceeds(f"{label}: the CPU clock at VOS{vos}", cpu_hz, limits.cpu[vos], where)
     if hclk_hz > limits.hclk[vos].value:
-        raise _exceeds(f"{label}: HCLK (CPU / hpre)", hclk_hz, limits.hclk[vos], where, "raise hpre")
+        raise exceeds(f"{label}: HCLK (CPU / hpre)", hclk_hz, limits.hclk[vos], where, "raise hpre")
     for name, hz in pclk.items():
         if hz > limits.apb[vos].value:
-            raise _exceeds(f"{label}: the APB clock HCLK / {name}", hz, limits.apb[vos], where, f"raise {name}")
+            raise exceeds(f"{label}: the APB clock HCLK / {name}", hz, limits.apb[vos], where, f"raise {name}")
     setting = next(((lat, wr) for upper, lat, wr in limits.flash_wait_states[vos] if hclk_hz <= upper), None)
     if setting is None:
         raise OptionError(f"{where}: no flash wait state setting for HCLK {hclk_hz} Hz at VOS{vos} "
@@ -501,7 +327,7 @@ def _plan(
     )
 
 
-def _clocks(table: _Table, where: str, limits: ChipLimits) -> tuple[Clocks, Clocks, Pll2 | None]:
+def _clocks(table: Table, where: str, limits: ChipLimits) -> tuple[Clocks, Clocks, Pll2 | None]:
     """The board's clock tree as revision V's plan, revision Y's derived from it (PLL1 N lowered to the
     revision's CPU limit, VOS1), and PLL2 when the board uses it (a kernel clock independent of the CPU's)."""
     hse_hz = table.integer("hse_hz", lo=4_000_000, hi=50_000_000)  # HSE: 4-48 MHz crystal, up to 50 MHz bypass
@@ -560,13 +386,13 @@ def _brr(kernel_hz: int, baud: int, where: str) -> int:
     return brr
 
 
-def _console(table: _Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Console:
+def _console(table: Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Console:
     uart = table.text("uart").upper()
     if uart not in UARTS:
         raise OptionError(f"{table.where}: uart {uart!r} is not one of {', '.join(UARTS)}")
     instance, apb = UARTS[uart]
-    tx = _pin_entry(table.raw("tx", _REQUIRED), table.where, "tx")
-    rx = _pin_entry(table.raw("rx", _REQUIRED), table.where, "rx")
+    tx = _pin_entry(table.raw("tx", REQUIRED), table.where, "tx")
+    rx = _pin_entry(table.raw("rx", REQUIRED), table.where, "rx")
     baud = table.integer("baud", lo=1200, hi=12_000_000)
     usb_ids = table.strings("usb_ids")
     for usb_id in usb_ids:
@@ -577,7 +403,7 @@ def _console(table: _Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits
     kernel_hz = clocks.pclk2_hz if apb == 2 else clocks.pclk1_hz
     kernel_y = clocks_y.pclk2_hz if apb == 2 else clocks_y.pclk1_hz
     if kernel_hz > limits.usart_kernel.value:
-        raise _exceeds(f"{uart}'s kernel clock", kernel_hz, limits.usart_kernel, table.where)
+        raise exceeds(f"{uart}'s kernel clock", kernel_hz, limits.usart_kernel, table.where)
     brr, brr_y, brr_hsi = (_brr(hz, baud, table.where) for hz in (kernel_hz, kernel_y, HSI_HZ))
     return Console(uart, instance, apb, kernel_hz, baud, brr, tx, rx, tuple(u.lower() for u in usb_ids), brr_y, brr_hsi)
 
@@ -600,7 +426,7 @@ def sdram_required_signals(row_bits: int, column_bits: int, data_bits: int, bank
     return signals
 
 
-def _sdram(table: _Table, clocks: Clocks, clocks_y: Clocks, pll2: Pll2 | None, limits: ChipLimits) -> Sdram:
+def _sdram(table: Table, clocks: Clocks, clocks_y: Clocks, pll2: Pll2 | None, limits: ChipLimits) -> Sdram:
     chip = table.text("chip")
     bank = table.integer("bank")
     if bank not in SDRAM_BANK_BASE:
@@ -647,7 +473,7 @@ def _sdram(table: _Table, clocks: Clocks, clocks_y: Clocks, pll2: Pll2 | None, l
             )
     sdclk_hz = kernel_hz // divider
     if sdclk_hz > limits.fmc_sdclk.value:
-        raise _exceeds(f"SDCLK ({kernel_clock} / sdclk_divider {divider})", sdclk_hz, limits.fmc_sdclk, table.where,
+        raise exceeds(f"SDCLK ({kernel_clock} / sdclk_divider {divider})", sdclk_hz, limits.fmc_sdclk, table.where,
                        "lower the FMC kernel clock ([clock.pll2]) or raise sdclk_divider")  # fmt: skip
     if not isinstance(max_clock, dict):
         raise OptionError(f"{table.where}: `max_clock_hz` must be a table like {{ cas2 = ..., cas3 = ... }}")
@@ -771,7 +597,7 @@ def _qspi_clock(kernel_hz: int, max_hz: int, cs_high: Fraction, where: str) -> t
     return prescaler, clock_hz, csht
 
 
-def _qspi(table: _Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Qspi:
+def _qspi(table: Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Qspi:
     chip = table.text("chip")
     size = table.size("size")
     page_size = table.integer("page_size", lo=1)
@@ -811,7 +637,7 @@ def _qspi(table: _Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -
     missing = [s for s in QSPI_SIGNALS if s not in pins_table.data]
     if missing:
         raise OptionError(f"{pins_table.where}: missing pin(s) for {', '.join(missing)}")
-    pins = tuple(_pin_entry(pins_table.raw(s, _REQUIRED), pins_table.where, s) for s in QSPI_SIGNALS)
+    pins = tuple(_pin_entry(pins_table.raw(s, REQUIRED), pins_table.where, s) for s in QSPI_SIGNALS)
     pins_table.done()
     table.done()
 
@@ -877,7 +703,7 @@ def load_board(target_folder: Path, name: str) -> Board:
         raise OptionError(f"unknown board {name!r} for target {target_folder.name}; known boards: {listing}")
     raw = read_toml(path)
     where = str(path)
-    top = _Table(raw, where)
+    top = Table(raw, where)
     board_name = top.text("name")
     if board_name != name:
         raise OptionError(f"{where}: name {board_name!r} does not match the file name {name!r}")

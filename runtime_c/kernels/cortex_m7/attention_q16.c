@@ -99,6 +99,19 @@ static int32_t scores_c(int32_t *scores, const int16_t *a, const int16_t *keys, 
     return max;
 }
 
+/* One position's score for head_size 8: a key per LDM, four dual multiply-accumulates against the query's
+ * words, the score stored, and the running maximum. */
+#define SCORE8                                                                                           \
+    "ldmia %[key]!, {%[k0], %[k1], %[k2], %[k3]}\n\t"                                                      \
+    "smuad %[s], %[a0], %[k0]\n\t"                                                                       \
+    "smlad %[s], %[a1], %[k1], %[s]\n\t"                                                                 \
+    "smlad %[s], %[a2], %[k2], %[s]\n\t"                                                                 \
+    "smlad %[s], %[a3], %[k3], %[s]\n\t"                                                                 \
+    "str %[s], [%[out]], #4\n\t"                                                                         \
+    "cmp %[s], %[max]\n\t"                                                                               \
+    "it gt\n\t"                                                                                          \
+    "movgt %[max], %[s]\n\t"
+
 /* head_size 8: the query in four registers, a key per LDM, four positions a loop (the last n_pos % 4 in C). */
 static int32_t scores8(int32_t *scores, const int16_t *a, const int16_t *keys, int n_pos) {
     int32_t max = INT32_MIN;
@@ -113,42 +126,7 @@ static int32_t scores8(int32_t *scores, const int16_t *a, const int16_t *keys, i
         uint32_t a0 = load_word(a), a1 = load_word(a + 2), a2 = load_word(a + 4), a3 = load_word(a + 6);
         int32_t s;
         __asm__ volatile("1:\n\t"
-                         "ldmia %[key]!, {%[k0], %[k1], %[k2], %[k3]}\n\t"
-                         "smuad %[s], %[a0], %[k0]\n\t"
-                         "smlad %[s], %[a1], %[k1], %[s]\n\t"
-                         "smlad %[s], %[a2], %[k2], %[s]\n\t"
-                         "smlad %[s], %[a3], %[k3], %[s]\n\t"
-                         "str %[s], [%[out]], #4\n\t"
-                         "cmp %[s], %[max]\n\t"
-                         "it gt\n\t"
-                         "movgt %[max], %[s]\n\t"
-                         "ldmia %[key]!, {%[k0], %[k1], %[k2], %[k3]}\n\t"
-                         "smuad %[s], %[a0], %[k0]\n\t"
-                         "smlad %[s], %[a1], %[k1], %[s]\n\t"
-                         "smlad %[s], %[a2], %[k2], %[s]\n\t"
-                         "smlad %[s], %[a3], %[k3], %[s]\n\t"
-                         "str %[s], [%[out]], #4\n\t"
-                         "cmp %[s], %[max]\n\t"
-                         "it gt\n\t"
-                         "movgt %[max], %[s]\n\t"
-                         "ldmia %[key]!, {%[k0], %[k1], %[k2], %[k3]}\n\t"
-                         "smuad %[s], %[a0], %[k0]\n\t"
-                         "smlad %[s], %[a1], %[k1], %[s]\n\t"
-                         "smlad %[s], %[a2], %[k2], %[s]\n\t"
-                         "smlad %[s], %[a3], %[k3], %[s]\n\t"
-                         "str %[s], [%[out]], #4\n\t"
-                         "cmp %[s], %[max]\n\t"
-                         "it gt\n\t"
-                         "movgt %[max], %[s]\n\t"
-                         "ldmia %[key]!, {%[k0], %[k1], %[k2], %[k3]}\n\t"
-                         "smuad %[s], %[a0], %[k0]\n\t"
-                         "smlad %[s], %[a1], %[k1], %[s]\n\t"
-                         "smlad %[s], %[a2], %[k2], %[s]\n\t"
-                         "smlad %[s], %[a3], %[k3], %[s]\n\t"
-                         "str %[s], [%[out]], #4\n\t"
-                         "cmp %[s], %[max]\n\t"
-                         "it gt\n\t"
-                         "movgt %[max], %[s]\n\t"
+                         SCORE8 SCORE8 SCORE8 SCORE8
                          "cmp %[out], %[end]\n\t"
                          "bne 1b\n\t"
                          : [key] "+r"(key), [out] "+r"(out), [max] "+r"(max), [s] "=&r"(s), [k0] "=&r"(k0),
@@ -253,6 +231,17 @@ static void weighted_sum_c(float *out, const int16_t *weights, const int16_t *va
     }
 }
 
+/* Four positions of two channels: the four weights (two words), each channel's two words of position pairs
+ * (a pair's eight channels are 32 bytes), four dual multiply-accumulates into 64-bit sums. */
+#define VALUES4                                                                                          \
+    "ldrd %[w0], %[w1], [%[w]], #8\n\t"                                                                  \
+    "ldrd %[v2], %[v3], [%[v], #32]\n\t"                                                                 \
+    "ldrd %[v0], %[v1], [%[v]], #64\n\t"                                                                 \
+    "smlald %[lo0], %[hi0], %[w0], %[v0]\n\t"                                                            \
+    "smlald %[lo1], %[hi1], %[w0], %[v1]\n\t"                                                            \
+    "smlald %[lo0], %[hi0], %[w1], %[v2]\n\t"                                                            \
+    "smlald %[lo1], %[hi1], %[w1], %[v3]\n\t"
+
 /* head_size 8: two channels a pass (four 32-bit halves of two 64-bit sums), eight positions a loop. */
 static void weighted_sum8(float *out, const int16_t *weights, const int16_t *values, const float *value_scale,
                           int32_t sum, int n8) {
@@ -263,20 +252,7 @@ static void weighted_sum8(float *out, const int16_t *weights, const int16_t *val
         uint32_t lo0 = 0, hi0 = 0, lo1 = 0, hi1 = 0;
         uint32_t w0, w1, v0, v1, v2, v3;
         __asm__ volatile("1:\n\t"
-                         "ldrd %[w0], %[w1], [%[w]], #8\n\t"
-                         "ldrd %[v2], %[v3], [%[v], #32]\n\t"
-                         "ldrd %[v0], %[v1], [%[v]], #64\n\t"
-                         "smlald %[lo0], %[hi0], %[w0], %[v0]\n\t"
-                         "smlald %[lo1], %[hi1], %[w0], %[v1]\n\t"
-                         "smlald %[lo0], %[hi0], %[w1], %[v2]\n\t"
-                         "smlald %[lo1], %[hi1], %[w1], %[v3]\n\t"
-                         "ldrd %[w0], %[w1], [%[w]], #8\n\t"
-                         "ldrd %[v2], %[v3], [%[v], #32]\n\t"
-                         "ldrd %[v0], %[v1], [%[v]], #64\n\t"
-                         "smlald %[lo0], %[hi0], %[w0], %[v0]\n\t"
-                         "smlald %[lo1], %[hi1], %[w0], %[v1]\n\t"
-                         "smlald %[lo0], %[hi0], %[w1], %[v2]\n\t"
-                         "smlald %[lo1], %[hi1], %[w1], %[v3]\n\t"
+                         VALUES4 VALUES4
                          "cmp %[w], %[end]\n\t"
                          "bne 1b\n\t"
                          : [w] "+r"(w), [v] "+r"(v), [lo0] "+r"(lo0), [hi0] "+r"(hi0), [lo1] "+r"(lo1),

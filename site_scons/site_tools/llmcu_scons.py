@@ -13,6 +13,7 @@ import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
 from llmcu.build import codegen, flashalgo, linux, memplan, project, steps, watchdog
+from llmcu.build import options as option_rules
 from llmcu.core import fileio
 from llmcu.core.errors import LlmcuError
 from llmcu.device import flashing, linux_run, runs
@@ -264,6 +265,12 @@ def _waiting_for(out_dir) -> None:
 def llmcu_build(env, arguments: dict[str, str]):
     """Declare the whole build for the given command-line options; returns the program node."""
     table = project.options_table()
+    try:  # llmcu's own check first: one `llmcu: error:` line naming what is allowed, never SCons's enum message
+        option_rules.check_unknown(arguments, table)
+        option_rules.validate(arguments, table)
+    except LlmcuError as error:
+        _fail(error)
+        return None
     variables = _variables(table)
     variables.Update(env)
     scons.Help(project.help_intro() + variables.GenerateHelpText(env), append=False)

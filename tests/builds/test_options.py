@@ -150,3 +150,31 @@ def test_help_lists_defaults_and_allowed_values() -> None:
     text = help_text(TABLE)
     assert "quant" in text and "fp32|q8|q4" in text
     assert "default: '260k'" in text and "15m|260k|PATH" in text
+
+
+def test_a_misspelling_gets_the_nearest_name_or_value() -> None:
+    with pytest.raises(OptionError, match=r"unknown option qaunt; did you mean quant\?"):
+        check_unknown(["qaunt"], TABLE)
+    with pytest.raises(OptionError, match=r"quant='q4zz' is not allowed; choose one of: .* \(did you mean q4z\?\)"):
+        validate({"quant": "q4zz"}, TABLE)
+
+
+@pytest.mark.fault(
+    area="options",
+    kind="input",
+    what="a value outside an option's allowed ones on the scons command line (quant=q3, target=esp32)",
+    sees=r"^llmcu: error: quant='q3' is not allowed; choose one of: fp32, q8, q4, q4z, auto$",
+)
+def test_scons_prints_one_llmcu_error_line_for_a_bad_value(tmp_path, stories260k, sees) -> None:
+    """Not SCons's enum message and a traceback line into the glue: the same one line as every other error."""
+    from buildutil import scons
+
+    for args, line in ((["quant=q3"], "quant='q3' is not allowed"), (["target=esp32"], "target='esp32' is not allowed"),
+                       (["group_size=3"], "group_size='3' is not allowed")):  # fmt: skip
+        result = scons(["model=260k", f"build_dir={tmp_path}", *args], stories260k.parent, check=False)
+        assert result.returncode == 2
+        errors = [text for text in result.stderr.splitlines() if text.strip()]
+        assert len(errors) == 1 and errors[0].startswith(f"llmcu: error: {line}"), result.stderr
+        assert "site_tools" not in result.stderr and "Invalid value for enum" not in result.stderr
+        if args == ["quant=q3"]:
+            sees(errors[0])

@@ -5,6 +5,7 @@ One table serves ``scons -h``, validation and the tests; the SCons glue turns it
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,14 +358,21 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
     ]
 
 
+def nearest(word: str, choices: Iterable[str]) -> str:
+    """'; did you mean X?' for the closest of ``choices`` to a misspelt ``word`` (difflib), or ''."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
 def check_unknown(given: Iterable[str], options: list[Option]) -> None:
-    """Reject option names the build does not know, naming the ones it does."""
-    known = {option.name for option in options}
-    unknown = sorted(set(given) - known)
+    """Reject option names the build does not know, naming the ones it does (and the nearest to a misspelling)."""
+    known = [option.name for option in options]
+    unknown = sorted(set(given) - set(known))
     if unknown:
+        hint = nearest(unknown[0], known) if len(unknown) == 1 else ""
         raise OptionError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-            f"known options: {', '.join(option.name for option in options)} (see `scons -h`)"
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{hint}; "
+            f"known options: {', '.join(known)} (see `scons -h`)"
         )
 
 
@@ -374,7 +382,10 @@ def validate(values: Mapping[str, str], options: list[Option]) -> dict[str, Any]
     for option in options:
         text = str(values.get(option.name, option.default))
         if option.allowed is not None and text not in option.allowed:
-            raise OptionError(f"{option.name}={text!r} is not allowed; choose one of: {', '.join(option.allowed)}")
+            raise OptionError(
+                f"{option.name}={text!r} is not allowed; choose one of: {', '.join(option.allowed)}"
+                + nearest(text, option.allowed).replace("; did you mean", " (did you mean").replace("?", "?)")
+            )
         try:
             result[option.name] = option.parse(text)
         except ValueError as error:

@@ -297,6 +297,12 @@ def llmcu_build(env, arguments: dict[str, str]):
     if damaged:
         print(f"llmcu: warning: {damaged}", file=sys.stderr)
     env.SConsignFile(str(settings.out_dir / ".sconsign"))
+    # `scons compiledb`: compile_commands.json for clangd and IDEs, with each object's real (cross-)compiler
+    # command. The tool hooks the compile builders, so it goes in before any object is declared.
+    env.Tool("compilation_db")
+    env["COMPILATIONDB_USE_ABSPATH"] = True
+    compile_db = env.CompilationDatabase(str(settings.out_dir / "compile_commands.json"))
+    env.Alias("compiledb", compile_db)
     generated = _model_sources(env, settings)
     if settings.images:
         program = []

@@ -86,8 +86,19 @@ def test_full_context_fp32_kv_on_the_nucleo_is_a_clear_error(build_root: Path, s
     assert result.returncode != 0
     message = result.stderr
     assert "KV cache (655,360 bytes" in message and "axi_sram has 524,288 free" in message
-    assert "kv_type=f16" in message and "seq_len=" in message and "board=h743-sdram-qspi" in message
+    # only changes planned again that fit (llmcu.build.advice): never the value the build has, never quant=
+    advice = message.split("Changes planned again that fit: ", 1)[1].split("\n", 1)[0]
+    changes = advice.split("; ")
+    assert {"kv_type=f16", "kv_type=q8", "kv_type=q16", "board=h743-sdram-qspi"} <= set(changes)
+    assert "kv_type=f32" not in changes and not [c for c in changes if c.startswith("quant=")]
+    longest = next(c for c in changes if c.startswith("seq_len="))
     assert "Traceback" not in message
+    # each one builds: the shortest context offered, and the smallest cache type
+    for change in (longest, "kv_type=q8"):
+        fixed = [a for a in args if not a.startswith(change.split("=")[0] + "=")] + [change]
+        assert scons(fixed, stories260k.parent, check=False).returncode == 0, change
+    too_long = [a for a in args if a != "kv_type=f32"] + ["kv_type=f32", f"seq_len={int(longest.split('=')[1]) + 1}"]
+    assert scons(too_long, stories260k.parent, check=False).returncode != 0  # the longest, not just a fitting one
 
 
 def test_15m_on_the_nucleo_is_a_clear_error(model_15m: Path, build_root: Path, tokenizer_32k: Path) -> None:
@@ -95,7 +106,10 @@ def test_15m_on_the_nucleo_is_a_clear_error(model_15m: Path, build_root: Path, t
             "kv_type=q8", "seq_len=16", f"build_dir={build_root}"]  # fmt: skip
     result = scons(args, tokenizer_32k.parent, check=False)
     assert result.returncode != 0
-    assert "do not fit" in result.stderr and "flash has" in result.stderr and "QSPI" in result.stderr
+    assert "do not fit" in result.stderr and "flash has" in result.stderr
+    # the case: quant=q4 and weights=auto are never offered back; the board with QSPI is, planned and fitting
+    advice = result.stderr.split("Changes planned again that fit: ", 1)[1].split("\n", 1)[0]
+    assert advice.split("; ") == ["board=h743-sdram-qspi"]
 
 
 def test_unknown_board_lists_the_known_ones(build_root: Path, stories260k: Path) -> None:

@@ -46,7 +46,13 @@ STACK_GUARD_BYTES = 2048
 
 
 class FitError(LlmcuError):
-    """The model does not fit the target's memory."""
+    """The model does not fit the target's memory: ``problem`` says what and where, ``hint`` what might help (the
+    build replaces it with changes it has planned again and seen fit: llmcu.build.advice)."""
+
+    def __init__(self, problem: str, hint: str = "") -> None:
+        super().__init__(f"{problem}. {hint}" if hint else problem)
+        self.problem = problem
+        self.hint = hint
 
 
 def run_state_bytes(config: ModelConfig, seq_len: int, group_size: int, kv_type: str = "f32") -> int:
@@ -198,8 +204,8 @@ def plan_memory(
         )
         suggestions = _kv_suggestions(config, seq_len, kv_type, room, regions)
         raise FitError(
-            f"the KV cache ({kv_bytes:,} bytes: kv_type={kv_type}, seq_len={seq_len}) does not fit: {where}. "
-            f"Options that would make it fit: {'; '.join(suggestions)}"
+            f"the KV cache ({kv_bytes:,} bytes: kv_type={kv_type}, seq_len={seq_len}) does not fit: {where}",
+            f"Options that would make it fit: {'; '.join(suggestions)}",
         )
 
     groups = _place_blobs(blobs, regions, budget, boot, weights)
@@ -283,8 +289,8 @@ def _place_blobs(
             where = ", ".join(f"{region} has {budget.free[region]:,} bytes free" for region, _ in choices)
             raise FitError(
                 f"the weights ({total:,} bytes in all) do not fit with weights={weights}: {blob.section} needs "
-                f"{blob.size:,} bytes and {where}. Options: quant=q4 or quant=q8 (smaller weights), "
-                "weights=auto (spill from flash into QSPI), or a board with QSPI flash (board=h743-sdram-qspi)"
+                f"{blob.size:,} bytes and {where}",
+                "Options: a smaller quant=, weights=auto (spill from flash into QSPI), or a board with QSPI flash",
             )
         group = groups.setdefault(
             placed, SectionGroup(f"{placed[0]}_from_{placed[1]}" if placed[1] else placed[0], *placed)

@@ -159,7 +159,7 @@ def variant_name(
     return _safe(name)
 
 
-def _firmware_images(target: Target, board: str, out_dir: Path, hil: str) -> tuple[str, tuple[FirmwareImage, ...]]:
+def firmware_images(target: Target, board: str, out_dir: Path, hil: str) -> tuple[str, tuple[FirmwareImage, ...]]:
     """The firmware(s) a baremetal build links, and the board they are for."""
     memories = None
     if (target.folder / "boards").is_dir():
@@ -241,7 +241,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     board, images, firmware = values["board"], (), None
     if target.kind == "baremetal":
         firmware = FirmwareOptions(values["weights"], values["kv"], values["stack"], values["hil"], values["watchdog"])
-        board, images = _firmware_images(target, values["board"], out_dir, values["hil"])
+        board, images = firmware_images(target, values["board"], out_dir, values["hil"])
         for image in images:  # a time the board's (or the twin's) watchdog cannot count stops the build here
             watchdog.plan(image.target, firmware.watchdog_s)
     elif values["watchdog"]:

@@ -56,7 +56,12 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         plan, quantized = settings.plan, quantize_checkpoint(ckpt, settings.plan, tok, show_progress=show)
     model = prepared(plan, quantized)
     model.auto_steps = auto_steps
-    plans = _plan_images(settings, model)
+    try:
+        plans = _plan_images(settings, model)
+    except memplan.FitError as error:  # say only what was planned again and fits (llmcu.build.advice)
+        from .advice import advice
+
+        raise memplan.FitError(error.problem, advice(settings, ckpt, tok, model, quantized)) from None
     _measure_quality(settings, ckpt, tok, model, quantized)
     codegen.write_sources(
         model,

@@ -1,0 +1,130 @@
+"""What to change when a model does not fit a firmware target: only changes that were planned again and fit.
+
+When the memory planner refuses a build, this tries the build's own options changed one at a time (a smaller
+``quant``, another ``weights=`` placement, another ``kv_type``, another board of the target), then two at a
+time, each with the real blob sizes (the weights quantized again with the fast absmax fit, since a fit does not
+change sizes) and the full plan of every firmware image; the error lists those that fit, never the value a build
+already has. Nothing is compiled: the planner runs before any C is generated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..model.kvcache import KV_TYPES, auto_kv_types
+from ..model.quantize import QuantPlan, quantize_checkpoint
+from . import boards, codegen, layouts, memplan
+from .project import BuildSettings, FirmwareImage, firmware_images
+
+# Smaller quantizations than each one, smallest last (bytes per weight at group 32: 4, ~1.1, ~0.6, ~0.56).
+SMALLER = {"fp32": ("q8", "q4", "q4z"), "q8": ("q4", "q4z"), "q4": ("q4z",), "q4z": (), "auto": ()}
+PLACEMENTS = ("auto", "qspi", "sdram")
+MOST_SHOWN = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    options: tuple[tuple[str, str], ...]
+
+    def __str__(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in self.options)
+
+
+def _fits(settings: BuildSettings, images: Iterable[FirmwareImage], model: codegen.GeneratedModel) -> bool:
+    from .steps import plan_image
+
+    images = list(images)
+    try:
+        first = memplan.choose_kv_type(
+            settings.kv_type,
+            lambda kind: plan_image(settings, images[0], model, kind),
+            auto_kv_types(model.plan.quantized),
+        )
+        for image in images[1:]:
+            plan_image(settings, image, model, first.kv_type)
+    except memplan.FitError:
+        return False
+    return True
+
+
+def fitting_changes(
+    settings: BuildSettings, ckpt: Any, tok: Any, model: codegen.GeneratedModel, quantized: dict[str, Any]
+) -> list[Change]:
+    """The changes (one option, then two) whose plans fit; ``quantized`` is the build's own matrices."""
+    assert settings.firmware is not None
+    models: dict[tuple[str, int], codegen.GeneratedModel] = {}
+
+    def model_for(quant: str, seq_len: int) -> codegen.GeneratedModel:
+        """The build's model (quant "") or another quant, at a context length: the real blobs, no C written."""
+        if (quant, seq_len) not in models:
+            plan, matrices = model.plan, quantized
+            if quant:
+                plan = QuantPlan(quant, settings.plan.group_size, (), "absmax", "none")
+                matrices = quantize_checkpoint(ckpt, plan, tok)
+            models[quant, seq_len] = codegen.prepare(
+                ckpt, tok, plan, seq_len=seq_len, kv_type=model.kv_type, rope_table=settings.rope_table,
+                weight_layout=layouts.for_kernel_set(settings.kernel_set), quantized=matrices, reports=False,
+            )  # fmt: skip
+        return models[quant, seq_len]
+
+    options: dict[str, list[str]] = {
+        "quant": [] if settings.auto_quant else list(SMALLER.get(settings.plan.default, ())),
+        "weights": [w for w in PLACEMENTS if w != settings.firmware.weights],
+        "kv_type": [k for k in KV_TYPES if k != settings.kv_type] if settings.kv_type != "auto" else [],
+        "board": [b for b in boards.list_boards(settings.target.folder) if b != settings.board]
+        if (settings.target.folder / "boards").is_dir()
+        else [],
+    }
+
+    def attempt(change: dict[str, str]) -> bool:
+        trial = settings
+        if "weights" in change:
+            trial = dataclasses.replace(trial, firmware=dataclasses.replace(trial.firmware, weights=change["weights"]))
+        if "kv_type" in change:
+            trial = dataclasses.replace(trial, kv_type=change["kv_type"])
+        images = settings.images
+        if "board" in change:
+            hil = "qemu" if len(settings.images) > 1 else "none"
+            _, images = firmware_images(settings.target, change["board"], settings.out_dir, hil)
+        return _fits(trial, images, model_for(change.get("quant", ""), model.seq_len))
+
+    singles = [(key, value) for key, values in options.items() for value in values]
+    found = [Change(((key, value),)) for key, value in singles if attempt({key: value})]
+    longest = _longest_context(model.seq_len, lambda seq_len: _fits(settings, settings.images, model_for("", seq_len)))
+    if longest:
+        found.append(Change((("seq_len", str(longest)),)))
+    if found:
+        return found
+    pairs = [(a, b) for a, b in itertools.combinations(singles, 2) if a[0] != b[0]]
+    return [Change((a, b)) for a, b in pairs if attempt(dict((a, b)))]
+
+
+def _longest_context(seq_len: int, fits: Callable[[int], bool]) -> int:
+    """The longest context below ``seq_len`` that fits (bisection; 0 when even one position does not)."""
+    lo, hi = 0, seq_len - 1
+    if hi < 1 or not fits(1):
+        return 0
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def advice(
+    settings: BuildSettings, ckpt: Any, tok: Any, model: codegen.GeneratedModel, quantized: dict[str, Any]
+) -> str:
+    """The sentence the planner's error ends with: what was planned again and fits, or that nothing near does."""
+    changes = fitting_changes(settings, ckpt, tok, model, quantized)
+    if not changes:
+        return ("No smaller quant, other weights= placement, kv_type or board (alone or two together) fits: a "
+                "smaller model, or a shorter seq_len=, is needed")  # fmt: skip
+    shown = "; ".join(str(change) for change in changes[:MOST_SHOWN])
+    more = f" (and {len(changes) - MOST_SHOWN} more)" if len(changes) > MOST_SHOWN else ""
+    return f"Changes planned again that fit: {shown}{more}"

@@ -119,3 +119,13 @@ def test_run_state_size_is_plausible() -> None:
     # sampler: two 512-entry uint16 buffers; records: prompt tokens, next tokens, costs (4 + 4 + 8 bytes) x 512
     least = 4 * (4 * 64 + 2 * 172 + 512 + 512) + 2 * 512 * 2 + 16 * 512
     assert least <= run_state_bytes(STORIES260K, 512, 32) < least + 1024
+
+
+def test_everything_that_does_not_fit_is_reported_at_once() -> None:
+    """A 17 MB model with a full-context float32 cache on the on-chip board: the KV cache and the weights in one
+    error (each with where there is room), not one per attempt."""
+    with pytest.raises(FitError) as info:
+        plan_memory(TARGET, ON_CHIP, STORIES15M, weights(17_000_000), seq_len=256, kv_type="f32")
+    problem = info.value.problem
+    assert "the KV cache" in problem and "does not fit" in problem
+    assert ". Also, the weights (17,000,000 bytes in all) do not fit" in problem and "find no room" in problem

@@ -189,10 +189,12 @@ def plan_memory(
     if not budget.take(data.name, stack_bytes + STACK_GUARD_BYTES + DATA_RESERVE):
         raise FitError(f"{data.name} ({data.size:,} bytes) cannot hold a {stack_bytes:,}-byte stack and .data/.bss")
 
+    # Everything that does not fit is reported at once (what, where, how much room there is), not one per attempt.
+    problems: list[tuple[str, str]] = []  # (problem, hint)
     state = run_state_bytes(config, seq_len, group_size, kv_type)
     state_region = next((r.name for r in ram if budget.take(r.name, state)), None)
     if state_region is None:
-        raise FitError(f"the run state ({state:,} bytes) fits no RAM region: " + _room(budget, ram))
+        problems.append((f"the run state ({state:,} bytes) fits no RAM region: " + _room(budget, ram), ""))
 
     kv_bytes = kv_cache_bytes(config, seq_len, kv_type)
     candidates = [r.name for r in ram] if kv == "auto" else [_resolve(kv, regions, "kv")]
@@ -203,12 +205,22 @@ def plan_memory(
             f"{name} has {free:,} free of {budget.free[name] + budget.used[name]:,}" for name, free in room.items()
         )
         suggestions = _kv_suggestions(config, seq_len, kv_type, room, regions)
-        raise FitError(
-            f"the KV cache ({kv_bytes:,} bytes: kv_type={kv_type}, seq_len={seq_len}) does not fit: {where}",
-            f"Options that would make it fit: {'; '.join(suggestions)}",
+        problems.append(
+            (
+                f"the KV cache ({kv_bytes:,} bytes: kv_type={kv_type}, seq_len={seq_len}) does not fit: {where}",
+                f"Options that would make it fit: {'; '.join(suggestions)}",
+            )
         )
 
-    groups = _place_blobs(blobs, regions, budget, boot, weights)
+    try:
+        groups = _place_blobs(blobs, regions, budget, boot, weights)
+    except FitError as error:
+        problems.append((error.problem, error.hint))
+        groups = []
+    if problems:
+        hints = "; ".join(hint for _, hint in problems if hint)
+        raise FitError(". Also, ".join(problem for problem, _ in problems), hints)
+    assert state_region is not None and kv_region is not None
     hot_code = (
         HOT_CODE_REGION if HOT_CODE_REGION in budget.free and budget.take(HOT_CODE_REGION, HOT_CODE_RESERVE) else None
     )
@@ -273,6 +285,7 @@ def _place_blobs(
 ) -> list[SectionGroup]:
     choices = _weight_regions(regions, boot, weights)
     groups: dict[tuple[str, str | None], SectionGroup] = {}
+    unplaced: list[Blob] = []
     # Hot tensors first, so they take the fastest region; cold ones (embedding rows, tokenizer) spill.
     for blob in sorted(blobs, key=lambda b: b.heat):
         size = blob.size + 16  # alignment
@@ -285,18 +298,23 @@ def _place_blobs(
                 placed = (region, load)
                 break
         if placed is None:
-            total = sum(b.size for b in blobs)
-            where = ", ".join(f"{region} has {budget.free[region]:,} bytes free" for region, _ in choices)
-            raise FitError(
-                f"the weights ({total:,} bytes in all) do not fit with weights={weights}: {blob.section} needs "
-                f"{blob.size:,} bytes and {where}",
-                "Options: a smaller quant=, weights=auto (spill from flash into QSPI), or a board with QSPI flash",
-            )
+            unplaced.append(blob)
+            continue
         group = groups.setdefault(
             placed, SectionGroup(f"{placed[0]}_from_{placed[1]}" if placed[1] else placed[0], *placed)
         )
         group.sections.append(blob.section)
         group.size += blob.size
+    if unplaced:  # every array that found no room, at once
+        total, missing = sum(b.size for b in blobs), sum(b.size for b in unplaced)
+        where = ", ".join(f"{region} has {budget.free[region]:,} bytes free" for region, _ in choices)
+        largest = max(unplaced, key=lambda b: b.size)
+        raise FitError(
+            f"the weights ({total:,} bytes in all) do not fit with weights={weights}: {len(unplaced)} arrays, "
+            f"{missing:,} bytes, find no room (the largest, {largest.section}, needs {largest.size:,} bytes) and "
+            f"{where}",
+            "Options: a smaller quant=, weights=auto (spill from flash into QSPI), or a board with QSPI flash",
+        )
     order = {blob.section: index for index, blob in enumerate(blobs)}
     for group in groups.values():
         group.sections.sort(key=order.__getitem__)  # keep the file order within a region

@@ -20,6 +20,9 @@ void console_reader_init(console_reader *r) {
 }
 
 int console_feed(console_reader *r, uint8_t byte) {
+    if (byte == CONSOLE_STOP) {
+        return CONSOLE_MORE; /* a stop request that came after its run had ended: nothing to stop */
+    }
     if (byte == '\n') {
         int result = r->overflow ? CONSOLE_LINE_TOO_LONG : CONSOLE_LINE;
         if (!r->overflow && r->len > 0 && r->buf[r->len - 1] == '\r') { /* a terminal's CR LF */

@@ -22,6 +22,10 @@
 
 #define CONSOLE_LINE_MAX 1024 /* bytes before the '\n' (a trailing '\r' included) */
 
+/* ETX: during a run, the host's request to stop it (platform_stop_requested); between runs it is ignored,
+ * since a stop that crossed the end of its run must not spoil the next command. */
+#define CONSOLE_STOP 0x03
+
 /* ---- reading lines ---- */
 
 typedef struct {

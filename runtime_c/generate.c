@@ -83,6 +83,7 @@ typedef struct {
     int passes;        /* forward passes = positions processed */
     int prompt_tokens; /* the encoded prompt, BOS included */
     int generated;     /* tokens chosen by the sampler (the passes after the prompt) */
+    int stopped;       /* the host asked to stop (platform_stop_requested) */
 } run_counts;
 
 static void write_header(void) {
@@ -160,12 +161,15 @@ static void write_summary(const run_counts *counts) {
 /* The default of platform.h's per-pass hook: nothing to do (a firmware with a watchdog defines its own). */
 __attribute__((weak)) void platform_alive(void) {}
 
+/* And of the stop hook: a platform without a command channel cannot be asked to stop. */
+__attribute__((weak)) int platform_stop_requested(void) { return 0; }
+
 /* Runs the model over the prompt and then on its own output; returns the counts for the summary. */
 static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
     llmcu_sampler sampler;
     llmcu_sampler_init(&sampler, params->temperature, params->topp, params->seed);
 
-    run_counts counts = {0, n_prompt, 0};
+    run_counts counts = {0, n_prompt, 0, 0};
     int token = prompt_tokens[0];
     for (int pos = 0; pos < steps; pos++) {
         platform_alive();
@@ -193,6 +197,11 @@ static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
             platform_write(piece, len);
         }
         token = next;
+        /* Asked after the piece is out, so that what the host saw is what the records describe. */
+        if (pos + 1 < steps && platform_stop_requested()) {
+            counts.stopped = 1;
+            break;
+        }
     }
     platform_write("\n", 1);
     return counts;
@@ -225,8 +234,15 @@ int llmcu_generate(const llmcu_params *params) {
         write_token_records(prompt_tokens[0], counts.passes);
         write_phase_record();
         write_summary(&counts);
-        /* Cut short by the context rather than ended by the model (BOS) or by the steps asked for. */
-        write_end("ok", capped && counts.passes == LLMCU_SEQ_LEN ? "context_full" : NULL);
+        /* Cut short by the host (stopped) or by the context (context_full) rather than ended by the model
+         * (BOS) or by the steps asked for. */
+        const char *reason = NULL;
+        if (counts.stopped) {
+            reason = "stopped";
+        } else if (capped && counts.passes == LLMCU_SEQ_LEN) {
+            reason = "context_full";
+        }
+        write_end("ok", reason);
     }
     return 0;
 }

@@ -27,4 +27,9 @@ size_t platform_stack_peak(void);
  * generate.c has an empty weak default, so a platform without a watchdog need not define it. */
 void platform_alive(void);
 
+/* Called once per forward pass, after it: 1 when the host asked to stop this generation (a console's
+ * Ctrl-C arrives as one ETX byte, 0x03, on the command channel). The run then ends after the current
+ * token with `status=ok reason=stopped`. generate.c has a weak default that never stops. */
+int platform_stop_requested(void);
+
 #endif /* LLMCU_PLATFORM_H */

@@ -10,6 +10,8 @@ APT_PACKAGES=(gcc libc6-dev gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-a
 # RZ/V2L (Linux, aarch64): the cross compiler and its static C library, qemu-user to run the program here, the
 # OpenSSH client to deploy to a board, and the OpenSSH server the deploy test runs on localhost (not started).
 APT_PACKAGES+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user openssh-client openssh-server)
+# `scons debug`: gdb for the Arm firmware (and the host program).
+APT_PACKAGES+=(gdb-multiarch)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -16,7 +16,7 @@ from llmcu.build import codegen, flashalgo, linux, memplan, project, steps, watc
 from llmcu.build import options as option_rules
 from llmcu.core import fileio
 from llmcu.core.errors import LlmcuError
-from llmcu.device import flashing, linux_run, runs
+from llmcu.device import debug, flashing, linux_run, monitor, runs, session
 
 # Short command lines unless verbose=1.
 QUIET_COMMANDS = {
@@ -68,6 +68,26 @@ def _run_action(target, source, env) -> int:
     if settings.linux is not None:  # a Linux board over SSH, or qemu-user
         return _reported(lambda: linux_run.run(settings, options.log_dir))
     return _reported(lambda: runs.run(settings, options))  # host, QEMU twin or board; writes the run log
+
+
+def _console_action(target, source, env) -> int:
+    options = env["LLMCU_RUN_OPTIONS"]
+    return _reported(lambda: session.console(env["LLMCU_SETTINGS"], options, prompts=options.prompts))
+
+
+def _monitor_action(target, source, env) -> int:
+    return _reported(lambda: monitor.monitor_build(env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"]))
+
+
+def _debug_action(target, source, env) -> int:
+    settings, options = env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"]
+    status = 0
+
+    def work() -> None:
+        nonlocal status
+        status = debug.debug(settings, options, mode=options.debug, port=options.gdb_port)
+
+    return _reported(work) or status
 
 
 def _firmware_outputs_action(target, source, env) -> int:
@@ -322,6 +342,16 @@ def llmcu_build(env, arguments: dict[str, str]):
         LLMCU_RUN_OPTIONS=runs.run_options(dict(arguments)),
     )
     env.AlwaysBuild(run)
+    # `console`, `monitor` and `debug`: sessions on the runner `run` would use (llmcu.device.session, .monitor,
+    # .debug). monitor attaches to what runs already, so it builds nothing.
+    run_options = runs.run_options(dict(arguments))
+    console = env.Alias("console", program, env.Action(_console_action, None), LLMCU_SETTINGS=settings,
+                        LLMCU_RUN_OPTIONS=run_options)  # fmt: skip
+    watch = env.Alias("monitor", [], env.Action(_monitor_action, None), LLMCU_SETTINGS=settings,
+                      LLMCU_RUN_OPTIONS=run_options)  # fmt: skip
+    gdb = env.Alias("debug", program, env.Action(_debug_action, None), LLMCU_SETTINGS=settings,
+                    LLMCU_RUN_OPTIONS=run_options)  # fmt: skip
+    env.AlwaysBuild(console, watch, gdb)
     if "flash" in scons.COMMAND_LINE_TARGETS:
         try:
             flashing.check_flashable(settings.target)

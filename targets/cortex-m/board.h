@@ -20,6 +20,7 @@ void board_init(void); /* console UART, cycle counter */
  * (timeout_ms 0: wait forever). */
 void board_write(const void *data, size_t len);
 int board_read_byte(uint32_t timeout_ms);
+int board_poll_byte(void); /* a byte that has arrived, or -1 without waiting (the stop request during a run) */
 
 /* Per-token cost counter (DWT cycles on a board, instructions on the QEMU twin). */
 uint64_t board_counter(void);
@@ -27,7 +28,8 @@ const char *board_counter_unit(void);
 uint64_t board_counter_hz(void); /* 0 when the counter is not time */
 
 /* Called after each generation with its status: a board returns and serves the next command; the QEMU
- * twin ends the emulation with the status as exit code (semihosting) and does not return. */
+ * twin ends the emulation with the status as exit code (semihosting) and does not return, unless it was
+ * started to serve a console session (QEMU's semihosting command line says `serve`), when it returns too. */
 void board_after_run(int status);
 
 /* Called by the fault handler after the report: never returns (reset, or the twin's exit). */

@@ -7,6 +7,7 @@
  *             [clock_hz=<the CPU clock> rev=<silicon revision>]\n
  *   host:     run steps=256 temperature=0.0 topp=0.9 seed=1 prompt=Once%20upon%20a%20time\n
  *   firmware: the output protocol (runtime_c/README.md), then board_after_run(status)
+ *   host:     \x03 during the run: stop it after the current token (reason=stopped)
  *
  * A line that is not a valid command gets one error line and the firmware waits for the next:
  *
@@ -67,6 +68,10 @@ void platform_alive(void) {
 #endif
     board_watchdog_kick();
 }
+
+/* Once per forward pass: a console's Ctrl-C arrives as one ETX byte and stops the generation. Any other
+ * byte is dropped: the host sends a command only after a ready line, so nothing else is due during a run. */
+int platform_stop_requested(void) { return board_poll_byte() == 0x03; }
 
 #ifdef LLMCU_TEST_RECURSION_BYTES
 /* Test builds only: before each run, a recursion at least LLMCU_TEST_RECURSION_BYTES deep (64-byte
@@ -184,6 +189,6 @@ int main(void) {
 #else
         int status = llmcu_generate(&params);
 #endif
-        board_after_run(status); /* a board comes back for the next command; the QEMU twin exits */
+        board_after_run(status); /* a board comes back for the next command; the QEMU twin exits (or serves) */
     }
 }

@@ -13,10 +13,12 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "console.h"
 #include "llmcu.h"
@@ -215,6 +217,77 @@ posix_options posix_parse_args(int argc, char **argv) {
 
 /* ---- console mode (-c) ---- */
 
+/*
+ * Standard input is read with read(2) into this buffer rather than through stdio, so that a run can look
+ * for a stop request (CONSOLE_STOP) without blocking and without losing the bytes around it: a command the
+ * host sent ahead waits here for the next console_feed.
+ */
+static uint8_t input[4096];
+static size_t input_len;  /* bytes in input[] */
+static size_t input_at;   /* the next one to feed */
+static int input_ended;   /* end of file (or a read error) */
+static int serving;       /* in console mode: the stop hook reads standard input */
+
+/* Reads what standard input has, waiting up to timeout_ms (-1: until something comes). */
+static void input_fill(int timeout_ms) {
+    if (input_ended) {
+        return;
+    }
+    if (input_at > 0) { /* keep the unread bytes at the front */
+        memmove(input, input + input_at, input_len - input_at);
+        input_len -= input_at;
+        input_at = 0;
+    }
+    if (input_len == sizeof input) {
+        return; /* full: the console consumes before more is read */
+    }
+    struct pollfd wait = {STDIN_FILENO, POLLIN, 0};
+    int ready = poll(&wait, 1, timeout_ms);
+    if (ready < 0 && errno == EINTR) {
+        return;
+    }
+    if (ready == 0) {
+        return;
+    }
+    ssize_t got = read(STDIN_FILENO, input + input_len, sizeof input - input_len);
+    if (got < 0 && errno == EINTR) {
+        return;
+    }
+    if (got <= 0) {
+        input_ended = 1;
+        return;
+    }
+    input_len += (size_t)got;
+}
+
+/* The next byte of standard input, or EOF at its end. */
+static int input_byte(void) {
+    while (input_at == input_len) {
+        if (input_ended) {
+            return EOF;
+        }
+        input_fill(-1);
+    }
+    return input[input_at++];
+}
+
+/* Once per forward pass in console mode: has a stop request arrived? It is taken out of the input (the
+ * bytes around it stay for the next command); in a plain run nothing is read. */
+int platform_stop_requested(void) {
+    if (!serving) {
+        return 0;
+    }
+    input_fill(0);
+    for (size_t i = input_at; i < input_len; i++) {
+        if (input[i] == CONSOLE_STOP) {
+            memmove(input + i, input + i + 1, input_len - i - 1);
+            input_len--;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* A refused command's error line (the same bytes the firmware writes). */
 static void console_refuse(const char *reason, const console_word *detail) {
     char line[CONSOLE_ERROR_MAX];
@@ -233,9 +306,10 @@ static int serve_console(void) {
     static console_reader reader;
     static console_command command;
     console_reader_init(&reader);
+    serving = 1;
     console_ready();
     int c;
-    while ((c = getchar()) != EOF) {
+    while ((c = input_byte()) != EOF) {
         int event = console_feed(&reader, (uint8_t)c);
         if (event == CONSOLE_MORE) {
             continue;

@@ -4,7 +4,9 @@
  *   console   CMSDK APB UART0 at 0x40004000 (QEMU's first serial port)
  *   counter   instructions: under `-icount shift=0` QEMU runs one instruction per virtual nanosecond and
  *             SysTick, clocked at the 25 MHz system clock, ticks every 40 of them
- *   exit      semihosting SYS_EXIT_EXTENDED with the run's status as QEMU's exit code
+ *   exit      semihosting SYS_EXIT_EXTENDED with the run's status as QEMU's exit code, after one run; a twin
+ *             started with `-semihosting-config ...,arg=llmcu,arg=serve` (a console session) serves commands
+ *             as a board does and never exits on its own
  *   watchdog  the CMSDK APB watchdog at 0x40008000 on the 25 MHz clock (watchdog=<time>); QEMU wires its
  *             interrupt to the NMI, and fault.c reports that NMI as reason=watchdog before the exit
  *
@@ -51,6 +53,7 @@
 
 /* ---- semihosting (Arm's semihosting specification; QEMU with -semihosting-config enable=on) ---- */
 
+#define SEMIHOSTING_SYS_GET_CMDLINE 0x15u
 #define SEMIHOSTING_SYS_EXIT_EXTENDED 0x20u
 #define ADP_STOPPED_APPLICATION_EXIT 0x20026u
 
@@ -64,6 +67,34 @@ __attribute__((noreturn)) static void semihosting_exit(uint32_t code) {
     __asm volatile("bkpt 0xAB" : "+r"(op) : "r"(arg) : "memory");
     for (;;) { /* no semihosting host: stop here */
     }
+}
+
+/* 1 when QEMU's semihosting command line has the word "serve" (asked once, after the first run, so that
+ * a single run's instruction counts do not change with it). */
+static int semihosting_serves(void) {
+    static char cmdline[64];
+    volatile uint32_t block[2] = {(uint32_t)(uintptr_t)cmdline, sizeof cmdline - 1u};
+    register uint32_t op __asm("r0") = SEMIHOSTING_SYS_GET_CMDLINE;
+    register volatile uint32_t *arg __asm("r1") = block;
+    __asm volatile("bkpt 0xAB" : "+r"(op) : "r"(arg) : "memory");
+    if (op != 0u) { /* no command line: a plain run */
+        return 0;
+    }
+    uint32_t len = block[1] < sizeof cmdline - 1u ? block[1] : sizeof cmdline - 1u;
+    cmdline[len] = '\0';
+    static const char word[] = "serve";
+    for (uint32_t i = 0; i + sizeof word - 1u <= len; i++) {
+        uint32_t j = 0;
+        while (j < sizeof word - 1u && cmdline[i + j] == word[j]) {
+            j++;
+        }
+        int starts = i == 0u || cmdline[i - 1u] == ' ';
+        int ends = i + j == len || cmdline[i + j] == ' ';
+        if (j == sizeof word - 1u && starts && ends) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* ---- SysTick: the instruction counter ---- */
@@ -136,13 +167,23 @@ int board_read_byte(uint32_t timeout_ms) {
     return byte;
 }
 
+int board_poll_byte(void) { return (UART_STATE & UART_STATE_RX_FULL) ? (int)(UART_DATA & 0xFFu) : -1; }
+
 uint64_t board_counter(void) { return systick_ticks() * INSTRUCTIONS_PER_TICK; }
 
 const char *board_counter_unit(void) { return "instructions"; }
 
 uint64_t board_counter_hz(void) { return 0; }
 
-void board_after_run(int status) { semihosting_exit((uint32_t)status); }
+void board_after_run(int status) {
+    static int serves = -1; /* not asked yet */
+    if (serves < 0) {
+        serves = semihosting_serves();
+    }
+    if (!serves) {
+        semihosting_exit((uint32_t)status);
+    }
+}
 
 void board_fatal(int code) { semihosting_exit(128u + (uint32_t)code); }
 

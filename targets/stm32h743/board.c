@@ -52,6 +52,11 @@ int board_read_byte(uint32_t timeout_ms)
     return uart_read_byte(timeout_ms);
 }
 
+int board_poll_byte(void)
+{
+    return uart_poll_byte();
+}
+
 const char *board_counter_unit(void)
 {
     return "cycles";

@@ -59,6 +59,7 @@ void uart_start(uint32_t brr);
 void uart_init(void);
 void uart_write(const void *data, size_t len);
 int uart_read_byte(uint32_t timeout_ms);
+int uart_poll_byte(void); /* a byte that has arrived, or -1 at once */
 void uart_drain(void);
 
 /* timing.c: the DWT cycle counter, which times the delays and bounds the waits of early init. */

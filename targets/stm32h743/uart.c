@@ -108,19 +108,28 @@ void uart_write(const void *data, size_t len)
     }
 }
 
+int uart_poll_byte(void)
+{
+    uint32_t isr = USART_ISR(UART_BASE);
+    if ((isr & (USART_ISR_ORE | USART_ISR_FE | USART_ISR_NE)) != 0u) {
+        /* An overrun stops reception until its flag is cleared; a lost byte is the caller's
+         * problem (the protocol has checks), a stuck receiver would be ours. */
+        USART_ICR(UART_BASE) = USART_ICR_ORECF | USART_ICR_FECF | USART_ICR_NECF;
+    }
+    if ((isr & USART_ISR_RXNE) != 0u) {
+        return (int)(USART_RDR(UART_BASE) & 0xFFu);
+    }
+    return -1;
+}
+
 int uart_read_byte(uint32_t timeout_ms)
 {
     uint64_t start = board_counter();
     uint64_t limit = (uint64_t)timeout_ms * (board_counter_hz() / 1000u);
     for (;;) {
-        uint32_t isr = USART_ISR(UART_BASE);
-        if ((isr & (USART_ISR_ORE | USART_ISR_FE | USART_ISR_NE)) != 0u) {
-            /* An overrun stops reception until its flag is cleared; a lost byte is the caller's
-             * problem (the protocol has checks), a stuck receiver would be ours. */
-            USART_ICR(UART_BASE) = USART_ICR_ORECF | USART_ICR_FECF | USART_ICR_NECF;
-        }
-        if ((isr & USART_ISR_RXNE) != 0u) {
-            return (int)(USART_RDR(UART_BASE) & 0xFFu);
+        int byte = uart_poll_byte();
+        if (byte >= 0) {
+            return byte;
         }
         if (timeout_ms != 0u && board_counter() - start >= limit) {
             return -1;

@@ -340,6 +340,29 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
         Option("port", "board console for `run`: device or pyserial URL (default: by USB id)", "", None, str, "URL"),
         Option("probe", "debug probe for `flash` (its unique ID or part; default: the only one)", "", None, str, "UID"),
         Option(
+            "prompts",
+            "`console`: read the prompts (and /commands) from this file, one per line, instead of the terminal",
+            "",
+            None,
+            str,
+            "PATH",
+        ),
+        Option(
+            "raw",
+            "`monitor`: show the bytes as they arrive instead of the decoded protocol",
+            "0",
+            ("0", "1"),
+            lambda text: text == "1",
+        ),
+        Option(
+            "debug",
+            "`debug`: gdb = the gdb server (pyOCD's for a board, QEMU's stub for the twin) and gdb on the ELF; "
+            "server = only the server, for an IDE to attach to",
+            "gdb",
+            ("gdb", "server"),
+        ),
+        Option("gdb_port", "`debug`: the gdb server's TCP port", "3333", None, _int_in(1, 65535), "1..65535"),
+        Option(
             "power",
             "power measurement during `run` (llmcu.power): a Nordic PPK2, an ST X-NUCLEO-LPM01A, or estimate "
             "(no meter: the STM32H743 datasheet's Run-mode current; the only choice for the QEMU twin)",

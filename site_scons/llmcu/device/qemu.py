@@ -67,10 +67,16 @@ def qemu_command(
     serial: str = "stdio",
     qemu: str = QEMU,
     extra_args: Sequence[str] = (),
+    semihosting_args: Sequence[str] = (),
 ) -> list[str]:
-    """The command line: no display, no monitor, semihosting for the exit code, the console on ``serial``."""
+    """The command line: no display, no monitor, semihosting for the exit code, the console on ``serial``.
+    ``semihosting_args`` become the firmware's semihosting command line (``("llmcu", "serve")``: a twin that
+    serves commands until it is stopped instead of exiting after one run)."""
     command = [qemu, "-M", machine, "-display", "none", "-monitor", "none", "-serial", serial]
-    command += ["-semihosting-config", "enable=on,target=native"]
+    command += [
+        "-semihosting-config",
+        ",".join(["enable=on", "target=native", *(f"arg={a}" for a in semihosting_args)]),
+    ]
     if icount:
         command += ["-icount", "shift=0"]
     return [*command, *extra_args, "-kernel", str(elf)]

@@ -45,15 +45,27 @@ class RunOptions:
     log_dir: Path
     port: str = ""  # serial device or pyserial URL; "" = the board's console found by USB VID:PID
     probe: str = ""  # the debug probe's unique ID (or a unique part of it); "" = the only one attached
+    prompts: str = ""  # `console`: a file of lines to send instead of the terminal's
+    raw: bool = False  # `monitor`: the bytes, not the decoded protocol
+    debug: str = "gdb"  # `debug`: gdb | server
+    gdb_port: int = 3333  # `debug`: the gdb server's port
 
 
 def run_options(arguments: Mapping[str, str]) -> RunOptions:
-    """``log_dir=``, ``port=`` and ``probe=`` from the command line (project.configure validates them)."""
+    """``log_dir=``, ``port=``, ``probe=`` and the options of `console`, `monitor` and `debug` from the command
+    line (llmcu.build.options.validate has checked them)."""
     defaults = {option.name: option.default for option in options_table()}
-    log_dir = Path(arguments.get("log_dir", defaults.get("log_dir", "logs")) or "logs")
+
+    def value(name: str) -> str:
+        return str(arguments.get(name, defaults.get(name, "")))
+
+    log_dir = Path(value("log_dir") or "logs")
     if not log_dir.is_absolute():
         log_dir = ROOT / log_dir
-    return RunOptions(log_dir, arguments.get("port", defaults.get("port", "")), arguments.get("probe", ""))
+    return RunOptions(
+        log_dir, value("port"), value("probe"), value("prompts"), value("raw") == "1", value("debug") or "gdb",
+        int(value("gdb_port") or 3333),
+    )  # fmt: skip
 
 
 def _show(piece: bytes) -> None:
@@ -185,8 +197,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_qemu_serial(elf: Path, machine: str, stderr: Any, extra_args: tuple[str, ...] = ()) -> tuple[Any, str]:
-    """Starts QEMU with the firmware's console on a TCP socket that waits for us: (process, socket:// URL)."""
+def start_qemu_serial(
+    elf: Path,
+    machine: str,
+    stderr: Any,
+    extra_args: tuple[str, ...] = (),
+    *,
+    semihosting_args: tuple[str, ...] = (),
+    own_session: bool = False,
+) -> tuple[Any, str]:
+    """Starts QEMU with the firmware's console on a TCP socket that waits for us: (process, socket:// URL).
+    ``own_session``: QEMU in a session of its own, out of reach of the terminal's Ctrl-C (a console session
+    turns that into a stop byte)."""
     if shutil.which(qemu.QEMU) is None:
         raise qemu.QemuNotFoundError(
             f"{qemu.QEMU} not found: install it with `apt-get install qemu-system-arm` (or run tools/setup.sh)"
@@ -195,9 +217,15 @@ def start_qemu_serial(elf: Path, machine: str, stderr: Any, extra_args: tuple[st
         raise qemu.QemuError(f"firmware {elf} does not exist: build it first")
     port = _free_port()
     command = qemu.qemu_command(
-        elf, machine=machine, serial=f"tcp:127.0.0.1:{port},server=on,wait=on", extra_args=extra_args
+        elf,
+        machine=machine,
+        serial=f"tcp:127.0.0.1:{port},server=on,wait=on",
+        extra_args=extra_args,
+        semihosting_args=semihosting_args,
     )
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=own_session
+    )
     return process, f"socket://127.0.0.1:{port}"
 
 
@@ -323,18 +351,28 @@ def board_port(usb_ids: tuple[str, ...], probe_uid: str, comports: Callable[[], 
     return uart.find_port(usb_ids, comports=comports)
 
 
-def run_board(
+@dataclass(frozen=True)
+class PreparedBoard:
+    """A flashed board, ready to be reset and heard: its console port, baud rate and reset hook."""
+
+    port: str
+    baud: int
+    reset: Callable[[], None]
+    probe_uid: str
+    host: dict[str, str]
+
+
+def prepare_board(
     settings: BuildSettings,
     image: FirmwareImage,
     options: RunOptions,
     *,
-    on_text: Callable[[bytes], None] | None = None,
     flashing_module: Any = None,
     session_factory: Any = None,
     comports: Callable[[], Any] | None = None,
-) -> RunOutput:
-    """Flashes the board when its flash differs from the image (llmcu.device.flashing compares by reading back),
-    opens its console, resets it through the probe and captures the run; the log gets every byte."""
+) -> PreparedBoard:
+    """Flashes the board when its flash differs from the image (llmcu.device.flashing compares by reading back)
+    and finds its console; the reset (through the probe) is left to the caller, once its port is open."""
     flashing = flashing_module or _flashing_module()
     if flashing is None:
         raise LlmcuError(
@@ -375,12 +413,31 @@ def run_board(
             session.close()
 
     host = {"pyocd": _version("pyocd"), "pyserial": _version("pyserial"), "probe": probe_uid}
+    return PreparedBoard(port, board.console.baud, reset, probe_uid, host)
+
+
+def run_board(
+    settings: BuildSettings,
+    image: FirmwareImage,
+    options: RunOptions,
+    *,
+    on_text: Callable[[bytes], None] | None = None,
+    flashing_module: Any = None,
+    session_factory: Any = None,
+    comports: Callable[[], Any] | None = None,
+) -> RunOutput:
+    """Flashes the board when its flash differs from the image, opens its console, resets it through the probe
+    and captures the run; the log gets every byte."""
+    board = prepare_board(
+        settings, image, options, flashing_module=flashing_module, session_factory=session_factory, comports=comports
+    )
+    port, reset, host = board.port, board.reset, board.host
     log = RunLog(options.log_dir, run_info(settings, "board", port=port, host=host))
     with _reporting(log):
         capture = uart.capture_run(
             port,
             settings.run,
-            baud=board.console.baud,
+            baud=board.baud,
             reset=reset,
             on_text=on_text,
             on_bytes=log.write_raw,

@@ -519,6 +519,13 @@ def test_line_length_bound(console_program: Path) -> None:
     ]
 
 
+def test_a_stop_byte_between_runs_is_ignored(console_program: Path) -> None:
+    """ETX is a stop request during a run (runtime_c/console.h, CONSOLE_STOP); one that arrives after its run
+    ended (a Ctrl-C that crossed the end line) must not spoil the next command."""
+    lines = parse_commands(console_program, b"\x03run seed=5\x03\n\x03\n")
+    assert lines == [f"ok 256 {f32_bits(1.0)} {f32_bits(0.9)} 5 ", "empty"]
+
+
 def test_encoded_golden_commands_round_trip(console_program: Path, golden_cases: list[dict]) -> None:
     cases = [RunParams(c["prompt"], c["steps"], c["temperature"], c["topp"], c["seed"]) for c in golden_cases]
     cases.append(RunParams('Ünïcode 🦙 and 100% "quotes"\ttabs\nnewlines', 7, 1e-05, 1.0, 2**64 - 1))

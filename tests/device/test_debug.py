@@ -1,0 +1,111 @@
+"""`scons debug` (llmcu.device.debug): gdb on the QEMU twin and on the host program, in batch sessions that stop
+in the forward pass and read its variables with the sources found through the build's path mapping; a board's
+pyOCD gdb server at the probe boundary; a missing gdb named with its package."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from buildutil import scons
+from flash_fakes import FakeFactory
+from llmcu.build import project
+from llmcu.device import debug, runs
+from llmcu.device.flashing import ProbeInfo
+
+needs_gdb = pytest.mark.skipif(shutil.which("gdb-multiarch") is None, reason="gdb-multiarch missing (tools/setup.sh)")
+needs_qemu = pytest.mark.skipif(
+    shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+    reason="qemu-system-arm or arm-none-eabi-gcc missing (tools/setup.sh installs them)",
+)
+BREAK_IN_FORWARD = ["break llmcu_forward", "continue", "print pos", "print token", "bt 2", "continue", "print pos"]
+
+
+def _settings(target: str, root: Path, models: Path, monkeypatch) -> project.BuildSettings:
+    scons([f"target={target}", "model=260k", "quant=q8", f"build_dir={root}"], models)
+    monkeypatch.setenv("LLMCU_MODELS", str(models))
+    return project.configure({"target": target, "model": "260k", "quant": "q8", "build_dir": str(root),
+                              "prompt": "Once", "steps": "4"})  # fmt: skip
+
+
+def _check_session(text: str) -> None:
+    assert "Breakpoint 1, llmcu_forward (token=token@entry=1, pos=pos@entry=0) at runtime_c/transformer.c" in text
+    assert "$1 = 0" in text and "$2 = 1" in text  # pos 0, BOS
+    assert "in run (" in text and "runtime_c/generate.c" in text  # the caller, by its source name
+    assert "embed(s.x" in text  # the source line itself: gdb found the file through the mapping
+    assert "$3 = 1" in text  # the next forward pass
+
+
+@needs_qemu
+@needs_gdb
+def test_gdb_stops_the_twin_in_the_forward_pass(tmp_path, stories260k, monkeypatch, capfd) -> None:
+    settings = _settings("qemu-m7", tmp_path, stories260k.parent, monkeypatch)
+    status = debug.debug(settings, runs.run_options({}), port=debug.free_port(), commands=BREAK_IN_FORWARD, batch=True)
+    assert status == 0
+    _check_session(capfd.readouterr().out)
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb missing")
+def test_gdb_on_the_host_program(tmp_path, stories260k, monkeypatch, capfd) -> None:
+    settings = _settings("host", tmp_path, stories260k.parent, monkeypatch)
+    commands = ["break llmcu_forward", "run", "print pos", "print token", "bt 2", "continue", "print pos", "kill"]
+    assert debug.debug(settings, runs.run_options({}), commands=commands, batch=True) == 0
+    text = capfd.readouterr().out
+    assert "Breakpoint 1, llmcu_forward (token=1, pos=0) at runtime_c/transformer.c" in text or (
+        "llmcu_forward (token=token@entry=1, pos=pos@entry=0)" in text
+    )
+    assert "$1 = 0" in text and "$3 = 1" in text and "embed(s.x" in text
+
+
+def test_a_missing_gdb_names_its_package() -> None:
+    with pytest.raises(debug.GdbNotFoundError, match=r"apt-get install gdb-multiarch"):
+        debug.find_gdb(arm=True, which=lambda name: None)
+    assert debug.find_gdb(arm=True, which=lambda name: f"/opt/{name}") == "/opt/arm-none-eabi-gdb"
+    assert debug.find_gdb(arm=True, which=lambda name: "/usr/bin/x" if name == "gdb-multiarch" else None)
+
+
+def test_gdb_gets_the_source_mapping(tmp_path, stories260k, monkeypatch) -> None:
+    monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
+    settings = project.configure({"target": "qemu-m7", "model": "260k", "quant": "q8", "build_dir": str(tmp_path)})
+    command = debug.gdb_command("gdb-multiarch", Path("fw.elf"), settings, ["target extended-remote localhost:1"])
+    joined = " ".join(command)
+    assert f"set substitute-path /llmcu-build {tmp_path.resolve()}" in joined
+    assert f"directory {project.ROOT}" in joined
+    assert command[-1] == "fw.elf" and joined.index("substitute-path") < joined.index("target extended-remote")
+
+
+class FakeGdbServer:
+    def __init__(self, session) -> None:
+        self.session = session
+        self.started = self.stopped = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_board_server_on_the_chosen_probe(tmp_path, stories260k, monkeypatch) -> None:
+    monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
+    settings = project.configure({"target": "stm32h743", "model": "260k", "quant": "q8", "build_dir": str(tmp_path)})
+    factory = FakeFactory([ProbeInfo("066DFF485457725187092434", "ST-LINK/V2-1"), ProbeInfo("0002", "other")])
+    servers: list[FakeGdbServer] = []
+
+    def server_factory(session) -> FakeGdbServer:
+        servers.append(FakeGdbServer(session))
+        return servers[-1]
+
+    server = debug.start_board_server(settings, settings.images[0], "2434", 4444, session_factory=factory,
+                                      server_factory=server_factory, flash=False)  # fmt: skip
+    ((probe, options),) = factory.opened
+    assert probe.uid == "066DFF485457725187092434"  # probe= chose it, as for `flash`
+    assert options == {"target_override": "stm32h743xx", "gdbserver_port": 4444}
+    assert servers[0].started and server.address == "localhost:4444" and server.gdb_setup == ("monitor reset halt",)
+    server.stop()
+    assert servers[0].stopped and factory.sessions[0].closed
+    with pytest.raises(Exception, match="no debug probe"):
+        debug.start_board_server(settings, settings.images[0], "", 4444, session_factory=FakeFactory([]),
+                                 server_factory=server_factory, flash=False)  # fmt: skip

@@ -1,8 +1,27 @@
 #!/usr/bin/env bash
 # Installs what llmcu needs on a Debian/Ubuntu machine: the C toolchains and the Python packages.
 # Safe to run again: it installs only what is missing. Needs root or sudo for apt.
+#
+#   tools/setup.sh                  the toolchains and requirements.txt, in this Python
+#   tools/setup.sh --labgrid-env    also .venv-labgrid/: a separate environment with labgrid (requirements-labgrid.txt)
+#                                   for the farm tests against a real coordinator (see README, "Boards in a labgrid
+#                                   farm"). labgrid replaces pyserial with its fork and registers a pytest plugin, so
+#                                   it never goes into the main environment; the venv sees the main one's packages
+#                                   (--system-site-packages) and shadows only what labgrid brings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+labgrid_env=""
+for argument in "$@"; do
+    case "$argument" in
+    --labgrid-env) labgrid_env=".venv-labgrid" ;;
+    --labgrid-env=*) labgrid_env="${argument#--labgrid-env=}" ;;
+    *)
+        echo "llmcu setup: unknown argument $argument (known: --labgrid-env[=DIR])" >&2
+        exit 2
+        ;;
+    esac
+done
 
 # gcc: the host build (its libasan/libubsan/libtsan, which sanitize= and tools/fuzz/c need, come with it through
 # libgcc-12-dev); arm-none-eabi-gcc + newlib: the Cortex-M7 firmware; qemu-system-arm: its QEMU twin.
@@ -28,4 +47,13 @@ fi
 python3 -m pip install -q --disable-pip-version-check -r requirements.txt
 # pyenv installs console scripts (scons) behind shims that must be refreshed.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+
+if [ -n "$labgrid_env" ]; then
+    if [ ! -x "$labgrid_env/bin/python" ]; then
+        echo "llmcu setup: creating $labgrid_env (labgrid, apart from the main environment)"
+        python3 -m venv --system-site-packages "$labgrid_env"
+    fi
+    "$labgrid_env/bin/python" -m pip install -q --disable-pip-version-check -r requirements-labgrid.txt
+    echo "llmcu setup: farm tests: $labgrid_env/bin/python -m pytest -q -m farm tests/hil"
+fi
 echo "llmcu setup: done"

@@ -231,23 +231,30 @@ class VanishingBoard:
                     data = b""
                 if not data:
                     break
+                if self.client is not client:
+                    break  # dropped: the bytes after the drop never reach the board
                 self.process.stdin.write(data)
                 self.process.stdin.flush()
-            self.client = None
+            if self.client is client:
+                self.client = None
 
     def _pump_out(self) -> None:
         while chunk := self.process.stdout.read1(4096):
             client = self.client
             if client is None:
                 continue  # nobody listening: the bytes are lost, as on a UART
-            if self.drop_after_bytes and self.sent + len(chunk) > self.drop_after_bytes:
-                self.drop_after_bytes = 0
-                client.sendall(chunk[:10])
-                client.shutdown(socket.SHUT_RDWR)
-                client.close()
+            try:
+                if self.drop_after_bytes and self.sent + len(chunk) > self.drop_after_bytes:
+                    self.drop_after_bytes = 0
+                    self.client = None  # what follows is lost until the port is opened again
+                    client.sendall(chunk[:10])
+                    client.shutdown(socket.SHUT_RDWR)
+                    client.close()
+                    continue
+                self.sent += len(chunk)
+                client.sendall(chunk)
+            except OSError:  # the session closed its end first
                 continue
-            self.sent += len(chunk)
-            client.sendall(chunk)
 
     def reset(self) -> None:
         """What a reset through the probe shows on the console: a fresh ready line (an empty line makes the

@@ -275,6 +275,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             log.close()
 
 
+@pytest.mark.farm
 def test_a_real_coordinator(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real client layer: the place's state, acquire, resources, release."""
     monkeypatch.setenv("LG_HOSTNAME", "llmcu-test")
@@ -298,6 +299,7 @@ def test_a_real_coordinator(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "cannot reach the labgrid coordinator" in place_state(LabgridSpec("x", f"127.0.0.1:{free_port()}"))
 
 
+@pytest.mark.farm
 @pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm missing")
 def test_a_board_in_the_farm(lab: Lab, hil_firmware: FirmwareBuild, monkeypatch: pytest.MonkeyPatch) -> None:
     """Hardware map entry -> acquired place -> console URL from the exporter -> flash, reset, run -> released."""

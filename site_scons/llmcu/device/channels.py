@@ -177,9 +177,9 @@ def process_channel(command: Sequence[str], name: str, runner: str, host: dict[s
 def twin_channel(elf: Path, machine: str, host: dict[str, str] | None = None) -> Channel:
     """The QEMU twin, booted to serve commands until the session ends (``serve`` on its semihosting command
     line); opening it again boots a new one."""
-    from .runs import connect_qemu, start_qemu_serial
+    from .runs import _shown, connect_qemu, start_qemu_serial
 
-    channel = Channel(f"QEMU twin {machine} ({elf})", "qemu", lambda: None, ready_timeout=qemu.READY_TIMEOUT,
+    channel = Channel(f"QEMU twin {machine} ({_shown(elf)})", "qemu", lambda: None, ready_timeout=qemu.READY_TIMEOUT,
                       poke_after=1.0, host=dict(host or {}))  # fmt: skip
 
     def opener() -> Any:

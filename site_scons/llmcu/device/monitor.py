@@ -100,11 +100,11 @@ def timing_line(output: RunOutput) -> str:
     elif hz > 0:
         scale, shown = 1e3 / hz, "ms"
     mean = statistics.fmean(costs) * scale
-    spread = (
-        f"min {min(costs) * scale:,.3g}, median {statistics.median(costs) * scale:,.3g}, max {max(costs) * scale:,.3g}"
-    )
+    number = "{:,.3f}" if shown == "ms" else "{:,.0f}"  # ms to the microsecond; counts as whole numbers
+    low, middle, high = (number.format(value * scale) for value in (min(costs), statistics.median(costs), max(costs)))
     rate = f", {1e3 / mean:,.1f} tok/s" if shown == "ms" and mean > 0 else ""
-    return f"[timing] {len(costs)} tokens: {mean:,.4g} {shown}/token ({spread}){rate}"
+    spread = f"min {low}, median {middle}, max {high}"
+    return f"[timing] {len(costs)} tokens: {number.format(mean)} {shown}/token ({spread}){rate}"
 
 
 def end_line(output: RunOutput) -> str:
@@ -174,6 +174,7 @@ def monitor(
     open_port = opener or (lambda url: uart.open_port(url, baud=baud))
     deadline = None if duration is None else time.monotonic() + duration
     handle = None
+    reader: uart.ChunkReader | None = None  # keeps what arrived before a disconnection (pyserial drops it)
     waiting_since: float | None = None
     say(f"monitoring {port}{' (raw bytes)' if raw else ''}; Ctrl-C to stop; log: {log.path}")
     try:
@@ -182,6 +183,7 @@ def monitor(
                 try:
                     handle = open_port(port)
                     handle.timeout = uart.POLL
+                    reader = uart.ChunkReader(handle)
                 except LlmcuError as error:
                     if waiting_since is None:
                         waiting_since = time.monotonic()
@@ -191,8 +193,9 @@ def monitor(
                 if waiting_since is not None:
                     say(f"{port} is back after {time.monotonic() - waiting_since:.1f} s")
                     waiting_since = None
+            assert reader is not None
             try:
-                chunk = handle.read(4096)
+                chunk = reader.read()
             except (serial.SerialException, OSError) as error:
                 with contextlib.suppress(Exception):
                     handle.close()

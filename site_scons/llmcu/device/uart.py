@@ -413,7 +413,7 @@ def _drain(handle: Any, seconds: float) -> int:
 _LEFTOVER: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
-class _Reader:
+class ChunkReader:
     """Reads what has arrived without losing it to an error: pyserial's ``read(n)`` raises when the line
     closes before ``n`` bytes came and drops those it had (a socket peer that sends its last bytes and
     exits). This reads what is waiting, keeps it, and raises the error at the next call."""
@@ -467,7 +467,7 @@ def _capture(
             capture.drained = _drain(handle, drain)
         reset()
     machine = _Capturer(capture, command, send, on_text, resend_on_reset)
-    reader = _Reader(handle)
+    reader = ChunkReader(handle)
     start = time.monotonic()
     last_byte = start
     if pending:  # what the previous capture on this port read past its run's end: the next ready line

@@ -104,7 +104,8 @@ def test_raw_shows_the_bytes(console_bytes: bytes, tmp_path: Path) -> None:
 def test_timing_line_uses_the_clock() -> None:
     output = RunOutput(header={"unit": "cycles", "clock_hz": "480000000"})
     output.tokens = [TokenRecord(pos, 1, 2, cost) for pos, cost in enumerate((480_000, 960_000, 1_440_000))]
-    assert monitor.timing_line(output) == ("[timing] 3 tokens: 2.000 ms/token (min 1.000, median 2.000, max 3.000), 500.0 tok/s")
+    expected = "[timing] 3 tokens: 2.000 ms/token (min 1.000, median 2.000, max 3.000), 500.0 tok/s"
+    assert monitor.timing_line(output) == expected
     twin = RunOutput(header={"unit": "instructions", "clock_hz": "0"}, tokens=output.tokens)
     assert monitor.timing_line(twin) == (
         "[timing] 3 tokens: 960,000 instructions/token (min 480,000, median 960,000, max 1,440,000)"

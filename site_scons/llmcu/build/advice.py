@@ -50,25 +50,37 @@ def _fits(settings: BuildSettings, images: Iterable[FirmwareImage], model: codeg
     return True
 
 
+class _Models:
+    """The build's model, or another quant at another context length: the real blobs, no C written."""
+
+    def __init__(
+        self, settings: BuildSettings, ckpt: Any, tok: Any, model: codegen.GeneratedModel, quantized: dict[str, Any]
+    ) -> None:
+        self.settings, self.ckpt, self.tok, self.model, self.quantized = settings, ckpt, tok, model, quantized
+        self.models: dict[tuple[str, int], codegen.GeneratedModel] = {}
+
+    def __call__(self, quant: str, seq_len: int) -> codegen.GeneratedModel:
+        settings, model = self.settings, self.model
+        if (quant, seq_len) not in self.models:
+            plan, matrices = model.plan, self.quantized
+            if quant:
+                plan = QuantPlan(quant, settings.plan.group_size, (), "absmax", "none")
+                matrices = quantize_checkpoint(self.ckpt, plan, self.tok)
+            self.models[quant, seq_len] = codegen.prepare(
+                self.ckpt, self.tok, plan, seq_len=seq_len, kv_type=model.kv_type, rope_table=settings.rope_table,
+                weight_layout=layouts.for_kernel_set(settings.kernel_set), quantized=matrices, reports=False,
+            )  # fmt: skip
+        return self.models[quant, seq_len]
+
+
 def fitting_changes(
     settings: BuildSettings, ckpt: Any, tok: Any, model: codegen.GeneratedModel, quantized: dict[str, Any]
 ) -> list[Change]:
     """The changes (one option, then two) whose plans fit; ``quantized`` is the build's own matrices."""
+    if settings.linux is not None:
+        return linux_changes(settings, _Models(settings, ckpt, tok, model, quantized))
     assert settings.firmware is not None
-    models: dict[tuple[str, int], codegen.GeneratedModel] = {}
-
-    def model_for(quant: str, seq_len: int) -> codegen.GeneratedModel:
-        """The build's model (quant "") or another quant, at a context length: the real blobs, no C written."""
-        if (quant, seq_len) not in models:
-            plan, matrices = model.plan, quantized
-            if quant:
-                plan = QuantPlan(quant, settings.plan.group_size, (), "absmax", "none")
-                matrices = quantize_checkpoint(ckpt, plan, tok)
-            models[quant, seq_len] = codegen.prepare(
-                ckpt, tok, plan, seq_len=seq_len, kv_type=model.kv_type, rope_table=settings.rope_table,
-                weight_layout=layouts.for_kernel_set(settings.kernel_set), quantized=matrices, reports=False,
-            )  # fmt: skip
-        return models[quant, seq_len]
+    model_for = _Models(settings, ckpt, tok, model, quantized)
 
     options: dict[str, list[str]] = {
         "quant": [] if settings.auto_quant else list(SMALLER.get(settings.plan.default, ())),
@@ -102,6 +114,47 @@ def fitting_changes(
     return [Change((a, b)) for a, b in pairs if attempt(dict((a, b)))]
 
 
+def linux_fits(settings: BuildSettings, model: codegen.GeneratedModel, kv_type: str) -> str:
+    """The KV type a Linux program fits the board's RAM with (``kv_type``, or for auto the first of the automatic
+    ones that fits), or "" when none does."""
+    from . import linuxmem
+
+    assert settings.linux is not None
+    kinds = [kv_type] if kv_type != "auto" else auto_kv_types(model.plan.quantized)
+    for kind in kinds:
+        need = linuxmem.needs(model, kind, settings.default_threads)
+        if need.total <= linuxmem.available(settings.linux.ram_bytes, settings.linux.os_reserve_bytes):
+            return kind
+    return ""
+
+
+def linux_changes(settings: BuildSettings, model_for: _Models) -> list[Change]:
+    """For a Linux board's RAM: a smaller quant, another KV type, fewer threads, a shorter context; then pairs."""
+    options: dict[str, list[str]] = {
+        "quant": [] if settings.auto_quant else list(SMALLER.get(settings.plan.default, ())),
+        "kv_type": [k for k in KV_TYPES if k != settings.kv_type] if settings.kv_type != "auto" else [],
+        "threads": ["1"] if settings.default_threads > 1 else [],
+    }
+    seq_len = model_for.model.seq_len
+
+    def attempt(change: dict[str, str]) -> bool:
+        trial = settings
+        if "threads" in change:
+            trial = dataclasses.replace(trial, default_threads=int(change["threads"]))
+        model = model_for(change.get("quant", ""), seq_len)
+        return bool(linux_fits(trial, model, change.get("kv_type", settings.kv_type)))
+
+    singles = [(key, value) for key, values in options.items() for value in values]
+    found = [Change(((key, value),)) for key, value in singles if attempt({key: value})]
+    longest = _longest_context(seq_len, lambda n: bool(linux_fits(settings, model_for("", n), settings.kv_type)))
+    if longest:
+        found.append(Change((("seq_len", str(longest)),)))
+    if found:
+        return found
+    pairs = [(a, b) for a, b in itertools.combinations(singles, 2) if a[0] != b[0]]
+    return [Change((a, b)) for a, b in pairs if attempt(dict((a, b)))]
+
+
 def _longest_context(seq_len: int, fits: Callable[[int], bool]) -> int:
     """The longest context below ``seq_len`` that fits (bisection; 0 when even one position does not)."""
     lo, hi = 0, seq_len - 1
@@ -123,8 +176,9 @@ def advice(
     """The sentence the planner's error ends with: what was planned again and fits, or that nothing near does."""
     changes = fitting_changes(settings, ckpt, tok, model, quantized)
     if not changes:
-        return ("No smaller quant, other weights= placement, kv_type or board (alone or two together) fits: a "
-                "smaller model, or a shorter seq_len=, is needed")  # fmt: skip
+        what = "kv_type or threads=" if settings.linux is not None else "weights= placement, kv_type or board"
+        return (f"No smaller quant, other {what} (alone or two together) fits: a smaller model, or a shorter "
+                "seq_len=, is needed")  # fmt: skip
     shown = "; ".join(str(change) for change in changes[:MOST_SHOWN])
     more = f" (and {len(changes) - MOST_SHOWN} more)" if len(changes) > MOST_SHOWN else ""
     return f"Changes planned again that fit: {shown}{more}"

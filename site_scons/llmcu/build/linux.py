@@ -70,6 +70,8 @@ class LinuxSettings:
     remote_dir: str  # where the files go on the board
     qemu: str  # qemu-user binary for hil=qemu
     qemu_cpu: str
+    ram_bytes: int = 0  # the board's RAM (board_ram=, else target.toml's [linux] ram); 0: not checked
+    os_reserve_bytes: int = 0  # what the kernel and the BSP's services keep (target.toml's [linux] os_reserve)
 
 
 # ---- the toolchain ----
@@ -221,6 +223,8 @@ def configure(
     else:
         weights_file = choice == "yes"
     board = str(values.get("board", ""))
+    ram = int(values.get("board_ram") or 0) or parse_size(str(section.get("ram", "0")), f"{target.name} [linux] ram")
+    reserve = parse_size(str(section.get("os_reserve", "0")), f"{target.name} [linux] os_reserve")
     return LinuxSettings(
         toolchain=toolchain,
         weights_file=weights_file,
@@ -229,6 +233,8 @@ def configure(
         remote_dir=str(section.get("remote_dir", "/tmp")),
         qemu=str(run.get("qemu", "qemu-aarch64")),
         qemu_cpu=str(run.get("qemu_cpu", "max")),
+        ram_bytes=ram,
+        os_reserve_bytes=min(reserve, ram // 4),  # a small board_ram= for a small board keeps most of it
     )
 
 

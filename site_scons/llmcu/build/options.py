@@ -266,6 +266,15 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
         ),
         Option("stack", "firmware stack size in bytes", "8K", None, _size_in(256, 1 << 20), "256..1M"),
         Option(
+            "board_ram",
+            "Linux targets: the board's RAM, which the weights, the KV cache and the run state must fit in beside "
+            "the OS (default: the target's, e.g. 2G for the RZ/V2L SMARC EVK)",
+            "",
+            None,
+            lambda text: _size_in(1 << 20, 1 << 40)(text) if text else 0,
+            "SIZE (1M..1T)",
+        ),
+        Option(
             "watchdog",
             "firmware watchdog: reset (board) or fault report (QEMU twin) when a forward pass or the console loop "
             "stops for this long",

@@ -219,6 +219,11 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     default_threads = linux.resolve_threads(values["threads"], target)
     if values["threads"] != "auto" and target.kind != "baremetal":
         variant += f"-j{threads}"
+    if values["board_ram"] and target.kind != "linux":
+        raise OptionError(
+            f"board_ram= is the RAM of a Linux board; target {target.name} "
+            + ("plans its memory regions from its board file" if target.kind == "baremetal" else "is this machine")
+        )
     linux_settings = None
     weights_file = values["weights_file"] == "yes"
     if target.kind == "linux":

@@ -58,6 +58,8 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
     model.auto_steps = auto_steps
     try:
         plans = _plan_images(settings, model)
+        if settings.linux is not None:
+            _fit_linux_board(settings, model)
     except memplan.FitError as error:  # say only what was planned again and fits (llmcu.build.advice)
         from .advice import advice
 
@@ -80,6 +82,22 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         board = boards.load_board(settings.target.folder, settings.board)
         write_text_atomic(settings.gen_dir / "board_config.h", boards.render_board_config(board))
     return model
+
+
+def _fit_linux_board(settings: BuildSettings, model: GeneratedModel) -> None:
+    """A Linux program must fit its board's RAM beside the OS (llmcu.build.linuxmem); kv_type=auto takes the first
+    automatic type that does."""
+    from . import linuxmem
+    from .advice import linux_fits
+
+    assert settings.linux is not None
+    kind = linux_fits(settings, model, settings.kv_type)
+    if kind:
+        model.kv_type = kind
+        return
+    first = settings.kv_type if settings.kv_type != "auto" else model.kv_type
+    need = linuxmem.needs(model, first, settings.default_threads)
+    linuxmem.check(settings.target.name, settings.linux.ram_bytes, settings.linux.os_reserve_bytes, need)
 
 
 def _plan_images(

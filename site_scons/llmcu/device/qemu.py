@@ -281,14 +281,23 @@ def run_firmware(
     serial_socket: bool = False,
     qemu: str = QEMU,
     extra_args: Sequence[str] = (),
+    progress: bool = False,
 ) -> RunOutput:
     """Boots ``elf`` under QEMU, runs one generation with ``params`` and returns what it printed.
 
-    ``on_text`` gets the generated text as it streams. Raises a QemuError subclass when QEMU is missing,
+    ``on_text`` gets the generated text as it streams; without it, ``progress`` shows a bar on a terminal.
+    Raises a QemuError subclass when QEMU is missing,
     the firmware is not ready in ``ready_timeout`` seconds, the run takes longer than ``timeout``, the
     firmware refuses the command or faults, or QEMU ends otherwise than with exit status 0 after a good run.
     """
     command = encode_command(params)
+    if on_text is None and progress:  # nothing streams: a bar says the run is getting on
+        from .progress import TextProgress
+
+        with TextProgress(f"{elf.parent.name} on QEMU", int(params.steps)) as bar:
+            return run_firmware(elf, params, machine=machine, icount=icount, timeout=timeout,
+                                ready_timeout=ready_timeout, on_text=bar, serial_socket=serial_socket, qemu=qemu,
+                                extra_args=extra_args)  # fmt: skip
     with QemuSession(
         elf, machine=machine, icount=icount, serial_socket=serial_socket, qemu=qemu, extra_args=extra_args
     ) as session:

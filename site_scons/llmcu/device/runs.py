@@ -92,7 +92,11 @@ def run(settings: BuildSettings, options: RunOptions, *, echo: bool = True) -> R
     if runner == "board":
         return run_board(settings, image, options, on_text=on_text)
     log = RunLog(options.log_dir, run_info(settings, "qemu", target=image.target.name, host={"qemu": qemu_version()}))
-    with _reporting(log):
+    with _reporting(log), contextlib.ExitStack() as stack:
+        if on_text is None:  # the text is not shown: a bar on a terminal instead
+            from .progress import TextProgress
+
+            on_text = stack.enter_context(TextProgress(f"{image.target.name} twin", settings.run.steps))
         output = run_twin(image, settings.run, log, on_text=on_text)
         if settings.selftest:
             report_selftest(output, image.elf, [settings.out_dir, log.path], echo=echo)

@@ -169,7 +169,7 @@ def bench_twin(target: str, model: str, quant: str, kernels: str, extra: dict[st
 
     settings = build({"target": target, "model": model, "quant": quant, "kernels": kernels, **extra})
     image = settings.images[0]
-    output = qemu.run_firmware(image.elf, RunParams(PROMPT, STEPS, 0.0, 0.9, 1))
+    output = qemu.run_firmware(image.elf, RunParams(PROMPT, STEPS, 0.0, 0.9, 1), progress=True)
     report = json.loads((image.out_dir / "memory_report.json").read_text())
     row = BenchRow(target, model, quant, kernels, code_bytes=report["code_bytes"], weight_bytes=report["weight_bytes"])
     _fill_counts(row, output)
@@ -178,7 +178,7 @@ def bench_twin(target: str, model: str, quant: str, kernels: str, extra: dict[st
     # The per-phase split comes from a second build that reads the counter around each phase (phases=1),
     # so that the counter reads do not inflate the totals above.
     timed = build({"target": target, "model": model, "quant": quant, "kernels": kernels, "phases": "1", **extra})
-    split = qemu.run_firmware(timed.images[0].elf, RunParams(PROMPT, STEPS, 0.0, 0.9, 1))
+    split = qemu.run_firmware(timed.images[0].elf, RunParams(PROMPT, STEPS, 0.0, 0.9, 1), progress=True)
     row.phases = {key: int(value) for key, value in split.phases.items() if key != "pos"}
     return row
 
@@ -220,7 +220,7 @@ def bench_board(target: str, board: str, model_name: str, quant: str, placement:
                "model": model, "quant": quant, "kernels": "opt", "hil": "qemu", **placement}  # fmt: skip
     settings = build(options)
     images = {image.name: image for image in settings.images}
-    output = qemu.run_firmware(images["twin"].elf, RunParams(PROMPT, steps, 0.0, 0.9, 1))
+    output = qemu.run_firmware(images["twin"].elf, RunParams(PROMPT, steps, 0.0, 0.9, 1), progress=True)
     report = json.loads((images["firmware"].out_dir / "memory_report.json").read_text())
     config = " ".join(f"{key}={value}" for key, value in {"board": board, **placement}.items())
     row = BenchRow(target, model_name, quant, "opt", config=config, code_bytes=report["code_bytes"])

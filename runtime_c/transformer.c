@@ -228,7 +228,7 @@ static void attention_block(const llmcu_layer *layer, int l, int pos) {
     float *v = s.v;
 #endif
 
-    PHASE(PHASE_NORM, rmsnorm(s.xb, s.x, layer->rms_att, LLMCU_DIM));
+    PHASE(PHASE_NORM, rmsnorm(s.xb, s.x, layer->rms_att, LLMCU_DIM, LLMCU_NORM_EPS));
     PHASE(PHASE_QUANTIZE, quantize_input(s.xb, LLMCU_DIM, QKV_QUANTIZED));
     PHASE(PHASE_MATMUL, matmul(s.q, s.xb, &layer->wq, LLMCU_QTYPE_WQ, LLMCU_DIM, LLMCU_DIM));
     PHASE(PHASE_MATMUL, matmul(k, s.xb, &layer->wk, LLMCU_QTYPE_WK, LLMCU_KV_DIM, LLMCU_DIM));
@@ -239,7 +239,7 @@ static void attention_block(const llmcu_layer *layer, int l, int pos) {
     PHASE(PHASE_ROPE, rope_rotate(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE,
                                   llmcu_rope_table + (size_t)pos * LLMCU_HEAD_SIZE));
 #else
-    PHASE(PHASE_ROPE, rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos));
+    PHASE(PHASE_ROPE, rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos, LLMCU_ROPE_THETA));
 #endif
     PHASE(PHASE_ROPE, store_kv(l, pos));
 
@@ -251,7 +251,7 @@ static void attention_block(const llmcu_layer *layer, int l, int pos) {
 }
 
 static void ffn_block(const llmcu_layer *layer) {
-    PHASE(PHASE_NORM, rmsnorm(s.xb, s.x, layer->rms_ffn, LLMCU_DIM));
+    PHASE(PHASE_NORM, rmsnorm(s.xb, s.x, layer->rms_ffn, LLMCU_DIM, LLMCU_NORM_EPS));
     PHASE(PHASE_QUANTIZE, quantize_input(s.xb, LLMCU_DIM, W13_QUANTIZED));
     PHASE(PHASE_MATMUL, matmul(s.hb, s.xb, &layer->w1, LLMCU_QTYPE_W1, LLMCU_HIDDEN_DIM, LLMCU_DIM));
     PHASE(PHASE_MATMUL, matmul(s.hb2, s.xb, &layer->w3, LLMCU_QTYPE_W3, LLMCU_HIDDEN_DIM, LLMCU_DIM));
@@ -275,7 +275,7 @@ float *llmcu_forward(int token, int pos) {
         ffn_block(&w->layers[l]);
     }
 
-    PHASE(PHASE_NORM, rmsnorm(s.x, s.x, w->rms_final, LLMCU_DIM));
+    PHASE(PHASE_NORM, rmsnorm(s.x, s.x, w->rms_final, LLMCU_DIM, LLMCU_NORM_EPS));
     PHASE(PHASE_QUANTIZE, quantize_input(s.x, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_WCLS)));
     PHASE(PHASE_MATMUL, matmul(s.logits, s.x, &w->wcls, LLMCU_QTYPE_WCLS, LLMCU_VOCAB_SIZE, LLMCU_DIM));
     return s.logits;

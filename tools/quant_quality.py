@@ -26,10 +26,9 @@ from llmcu.build import project
 from llmcu.core.errors import LlmcuError
 from llmcu.core.fileio import write_text_atomic
 from llmcu.model import models
-from llmcu.model.checkpoint import read_checkpoint
 from llmcu.model.quality import EVALUATION_PROMPTS, compare, fp32_baseline
 from llmcu.model.quantize import QuantPlan, quantize_checkpoint
-from llmcu.model.tokenizer import read_tokenizer
+from llmcu.model.sources import read_model, read_vocab
 
 
 def parse_mix(text: str, group_size: int, fit: str) -> QuantPlan:
@@ -51,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         resolved = models.resolve_model(args.model, args.tokenizer, project.MODELS_DIR)
-        ckpt = read_checkpoint(resolved.checkpoint)
-        tok = read_tokenizer(resolved.tokenizer, ckpt.config.vocab_size)
+        ckpt = read_model(resolved.checkpoint)
+        tok = read_vocab(resolved.tokenizer, ckpt.config.vocab_size)
         norms = sum(int(np.size(ckpt.weights[name])) * 4 for name in ("rms_att", "rms_ffn", "rms_final"))
         baselines = [fp32_baseline(ckpt, tok, prompt, args.steps) for prompt in args.prompts]
         rows = []

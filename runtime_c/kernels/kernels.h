@@ -61,12 +61,14 @@ void embed_q4(float *out, const uint8_t *table, const float *scales, int row, in
 
 /* ---- ops.c ---- */
 
-/* out[n] = RMS-normalised x, times the weight w (out may be x). */
-void rmsnorm(float *out, const float *x, const float *w, int n);
+/* out[n] = RMS-normalised x, times the weight w (out may be x); eps is added to the mean square (run.c's
+ * 1e-5f; a model's own, e.g. GGUF's layer_norm_rms_epsilon, through LLMCU_NORM_EPS). */
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* In place: x[n] becomes its softmax. */
 void softmax(float *x, int n);
-/* Rotary position embedding at `pos`, in place, on q[q_dim] and k[k_dim] (both multiples of head_size). */
-void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos);
+/* Rotary position embedding at `pos`, in place, on q[q_dim] and k[k_dim] (both multiples of head_size), with
+ * frequencies theta^(-hd / head_size) (run.c's theta 10000; a model's rope_theta through LLMCU_ROPE_THETA). */
+void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos, float theta);
 /* The same rotation with the angles' cosines and sines given: cs[2 * (hd / 2)] = cosf and cs[2 * (hd / 2) + 1]
  * = sinf of pos * freq(hd) for each even head position hd (one row of the build-time table, LLMCU_ROPE_TABLE);
  * with the values rope computes, the results are rope's to the bit. head_size must be even. */

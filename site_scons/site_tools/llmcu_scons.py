@@ -17,6 +17,7 @@ from llmcu.build import options as option_rules
 from llmcu.core import fileio
 from llmcu.core.errors import LlmcuError
 from llmcu.device import debug, flashing, linux_run, monitor, runs, session
+from llmcu.model.sources import source_files
 
 # Short command lines unless verbose=1.
 QUIET_COMMANDS = {
@@ -131,7 +132,8 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
         f"ram={(settings.linux.ram_bytes, settings.linux.os_reserve_bytes) if settings.linux else ''}|"
         f"{settings.firmware!r}|{[(image.name, image.target.name, image.regions) for image in settings.images]}"
     )
-    sources = [str(settings.checkpoint), str(settings.tokenizer), identity]
+    model_files = {*source_files(settings.checkpoint), *source_files(settings.tokenizer)}  # a folder: its files
+    sources = [*(str(path) for path in sorted(model_files)), identity]
     if settings.plan.calibrated and Path(settings.plan.calibration).is_file():  # calib=PATH: its text counts
         sources.append(settings.plan.calibration)
     sources += [str(path) for path in sorted(project.TEMPLATES_DIR.glob("*.j2"))]

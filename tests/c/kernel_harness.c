@@ -380,7 +380,7 @@ static void case_rmsnorm(int n, int in_place) {
     put_int("n", n);
     put_int("in_place", in_place);
     float *dst = in_place ? x_f32 : out;
-    TIMED(rmsnorm(dst, x_f32, w_f32, n));
+    TIMED(rmsnorm(dst, x_f32, w_f32, n, 1e-5f));
     hash_bytes(dst, (size_t)n * sizeof(float));
     case_end();
 }
@@ -431,7 +431,7 @@ static void case_rope_rotate(int q_dim, int k_dim, int head_size, int pos) {
     fill(out, k_dim, 2.0f);
     memcpy(q2, x_f32, (size_t)q_dim * sizeof(float));
     memcpy(k2, out, (size_t)k_dim * sizeof(float));
-    rope(q2, q_dim, k2, k_dim, head_size, pos);
+    rope(q2, q_dim, k2, k_dim, head_size, pos, 10000.0f);
     rope_row(cs, head_size, pos);
     case_begin("rope_rotate");
     put_int("q_dim", q_dim);
@@ -471,7 +471,7 @@ static void case_rope(int q_dim, int k_dim, int head_size, int pos) {
     put_int("k_dim", k_dim);
     put_int("head_size", head_size);
     put_int("pos", pos);
-    TIMED(rope(x_f32, q_dim, out, k_dim, head_size, pos));
+    TIMED(rope(x_f32, q_dim, out, k_dim, head_size, pos, 10000.0f));
     hash_bytes(x_f32, (size_t)q_dim * sizeof(float));
     hash_bytes(out, (size_t)k_dim * sizeof(float));
     case_end();

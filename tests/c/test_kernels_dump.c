@@ -294,9 +294,9 @@ static void ops_cases(void) {
             float *w = rand_floats(n);
             float *out = guarded_alloc((size_t)n * sizeof(float));
             begin("rmsnorm n=%d scale=%d", n, scale, 0, 0);
-            rmsnorm(out, x, w, n);
+            rmsnorm(out, x, w, n, 1e-5f);
             dump_floats(out, n);
-            rmsnorm(x, x, w, n); /* in place */
+            rmsnorm(x, x, w, n, 1e-5f); /* in place */
             dump_floats(x, n);
             putchar('\n');
             begin("softmax n=%d scale=%d", n, scale, 0, 0);
@@ -331,7 +331,7 @@ static void ops_cases(void) {
             float *q = rand_floats(q_dim);
             float *k = rand_floats(k_dim);
             begin("rope q=%d k=%d head=%d pos=%d", q_dim, k_dim, ROPE[ri][2], POS[pi]);
-            rope(q, q_dim, k, k_dim, ROPE[ri][2], POS[pi]);
+            rope(q, q_dim, k, k_dim, ROPE[ri][2], POS[pi], 10000.0f);
             dump_floats(q, q_dim);
             dump_floats(k, k_dim);
             end();

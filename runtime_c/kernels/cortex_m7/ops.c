@@ -35,7 +35,7 @@ float m7_exp_pass(float *x, int n, float max) {
     return sum;
 }
 
-void rmsnorm(float *out, const float *x, const float *w, int n) {
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     float ss = 0.0f;
     int j = 0;
     for (; j + 4 <= n; j += 4) {
@@ -48,7 +48,7 @@ void rmsnorm(float *out, const float *x, const float *w, int n) {
         ss += x[j] * x[j];
     }
     ss /= (float)n;
-    ss += 1e-5f;
+    ss += eps;
     ss = 1.0f / sqrtf(ss);
     /* out may be x: each element is read before it is written. */
     for (j = 0; j + 4 <= n; j += 4) {
@@ -76,8 +76,8 @@ void softmax(float *x, int n) {
 
 /* powf, cosf and sinf head_size / 2 times per call rather than q_dim / 2 times: the reference file's
  * rope_per_head_position. */
-void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
-    rope_per_head_position(q, q_dim, k, k_dim, head_size, pos);
+void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos, float theta) {
+    rope_per_head_position(q, q_dim, k, k_dim, head_size, pos, theta);
 }
 
 /* One pair of a head: v0' = v0*c - v1*s, v1' = v0*s + v1*c, each product rounded, as rotate_pair does. */

@@ -7,13 +7,13 @@
 
 #include "kernels/kernels.h"
 
-void rmsnorm(float *out, const float *x, const float *w, int n) {
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     float ss = 0.0f;
     for (int j = 0; j < n; j++) {
         ss += x[j] * x[j];
     }
     ss /= (float)n;
-    ss += 1e-5f;
+    ss += eps;
     ss = 1.0f / sqrtf(ss);
     for (int j = 0; j < n; j++) {
         out[j] = w[j] * (ss * x[j]);
@@ -46,10 +46,10 @@ static void rotate_pair(float *v, float fcr, float fci) {
 }
 
 /* k_dim <= q_dim (kv_dim <= dim): each pair's angle is computed once and applied to q and to k. */
-void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
+void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos, float theta) {
     for (int i = 0; i < q_dim; i += 2) {
         int head_dim = i % head_size;
-        float freq = 1.0f / powf(10000.0f, (float)head_dim / (float)head_size);
+        float freq = 1.0f / powf(theta, (float)head_dim / (float)head_size);
         float val = (float)pos * freq;
         float fcr = cosf(val);
         float fci = sinf(val);
@@ -66,14 +66,15 @@ void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
  * head_size / 2 times per call rather than q_dim / 2 times. For an odd head_size pairs would straddle
  * heads, and this file's rope runs as it is.
  */
-static inline void rope_per_head_position(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
+static inline void rope_per_head_position(float *q, int q_dim, float *k, int k_dim, int head_size, int pos,
+                                          float theta) {
     if (head_size % 2 != 0) {
-        rope(q, q_dim, k, k_dim, head_size, pos);
+        rope(q, q_dim, k, k_dim, head_size, pos, theta);
         return;
     }
     /* Pair i (even) has head position i % head_size, so the pairs sharing one are hd, hd + head_size, ... */
     for (int head_dim = 0; head_dim < head_size; head_dim += 2) {
-        float freq = 1.0f / powf(10000.0f, (float)head_dim / (float)head_size);
+        float freq = 1.0f / powf(theta, (float)head_dim / (float)head_size);
         float val = (float)pos * freq;
         float fcr = cosf(val);
         float fci = sinf(val);

@@ -24,13 +24,13 @@
 
 #if X86_SIMD
 
-X86_AVX2 static void rmsnorm_avx2(float *out, const float *x, const float *w, int n) {
+X86_AVX2 static void rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
     float ss = 0.0f;
     for (int j = 0; j < n; j++) {
         ss += x[j] * x[j];
     }
     ss /= (float)n;
-    ss += 1e-5f;
+    ss += eps;
     ss = 1.0f / sqrtf(ss);
     __m256 ss8 = _mm256_set1_ps(ss);
     int j = 0;
@@ -86,14 +86,14 @@ X86_AVX2 static void softmax_avx2(float *x, int n) {
 
 #endif /* X86_SIMD */
 
-void rmsnorm(float *out, const float *x, const float *w, int n) {
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
 #if X86_SIMD
     if (x86_have_avx2()) {
-        rmsnorm_avx2(out, x, w, n);
+        rmsnorm_avx2(out, x, w, n, eps);
         return;
     }
 #endif
-    portable_rmsnorm(out, x, w, n);
+    portable_rmsnorm(out, x, w, n, eps);
 }
 
 void softmax(float *x, int n) {
@@ -107,6 +107,6 @@ void softmax(float *x, int n) {
 }
 
 /* Plain C: the saving is in the libm calls (the reference file's rope_per_head_position). */
-void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos) {
-    rope_per_head_position(q, q_dim, k, k_dim, head_size, pos);
+void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos, float theta) {
+    rope_per_head_position(q, q_dim, k, k_dim, head_size, pos, theta);
 }

@@ -22,10 +22,11 @@ from ..core.config import LAYER_MATRICES, ModelConfig
 from ..core.errors import LlmcuError, OptionError
 from ..core.fileio import write_bytes_atomic, write_text_atomic
 from ..model import kvq16
-from ..model.checkpoint import Checkpoint, read_checkpoint
+from ..model.checkpoint import Checkpoint
 from ..model.kvcache import KV_CODES, KV_TYPES, check_kv_type, kv_cache_bytes
 from ..model.quantize import QTYPES, QuantizedMatrix, QuantPlan, TensorReport, error_report, quantize_checkpoint
-from ..model.tokenizer import Tokenizer, read_tokenizer, sorted_order
+from ..model.sources import read_model, read_vocab
+from ..model.tokenizer import Tokenizer, sorted_order
 from . import layouts, weightsfile
 from .templating import environment
 from .weightsfile import WeightsFileLayout
@@ -133,20 +134,29 @@ def weight_blobs(
 ROPE_TABLE_SYMBOL = "llmcu_rope_table"
 
 
+def c_float_literal(value: float) -> str:
+    """The shortest C float literal that reads back as ``value`` rounded to float32 (``10000.0f``, ``1e-05f``)."""
+    single = np.float32(value)
+    positional = np.format_float_positional(single, unique=True, trim="0")
+    text = positional if len(positional) <= 12 else np.format_float_scientific(single, unique=True, trim="0")
+    return f"{text}f"
+
+
 def rope_table(config: ModelConfig, seq_len: int, math: str = "auto") -> np.ndarray:
     """RoPE's cosines and sines for positions 0..seq_len-1, float32 ``[seq_len][head_size]``: row ``pos`` holds
     ``cosf(pos * freq)`` at ``[hd]`` and ``sinf(pos * freq)`` at ``[hd + 1]`` for each even head position
-    ``hd``, ``freq = 1.0f / powf(10000.0f, hd / (float)head_size)`` -- the runtime's own expressions, in
+    ``hd``, ``freq = 1.0f / powf(theta, hd / (float)head_size)`` (theta: the model's rope_theta, run.c's
+    10000) -- the runtime's own expressions, in
     float32, through the same C math functions the Python reference uses (the host's libm, as a host build
     calls them; tests/runtime/test_cortex_m7_kernels.py checks that the Cortex-M7 newlib gives the same bits)."""
-    from ..model.reference import F32, ROPE_THETA, c_math  # only here: the reference pulls in numpy-heavy code
+    from ..model.reference import F32, c_math  # only here: the reference pulls in numpy-heavy code
 
     cmath = c_math(math)
     head_size = config.head_size
     if head_size % 2:
         raise LlmcuError(f"a RoPE table needs an even head_size (this model's is {head_size}); use rope_table=no")
     exponents = (np.arange(0, head_size, 2, dtype=F32) / F32(head_size)).astype(F32)
-    freq = (F32(1.0) / cmath.powf(float(ROPE_THETA), exponents)).astype(F32)
+    freq = (F32(1.0) / cmath.powf(float(F32(config.rope_theta)), exponents)).astype(F32)
     angles = (np.arange(seq_len, dtype=F32)[:, None] * freq[None, :]).astype(F32)
     table = np.empty((seq_len, head_size), dtype=F32)
     table[:, 0::2] = cmath.cosf(angles)
@@ -336,6 +346,8 @@ def write_sources(
         kv_code=KV_CODES[model.kv_type],
         kv_cache_bytes=model.kv_cache_bytes(),
         rope_table=model.rope_table,
+        norm_eps=c_float_literal(config.norm_eps),
+        rope_theta=c_float_literal(config.rope_theta),
     )
     by_symbol = {blob.symbol: blob for blob in blobs}
     ref = _reference(by_symbol, wf)
@@ -446,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     try:
-        ckpt = read_checkpoint(args.checkpoint)
-        tok = read_tokenizer(args.tokenizer, ckpt.config.vocab_size)
+        ckpt = read_model(args.checkpoint)
+        tok = read_vocab(args.tokenizer, ckpt.config.vocab_size)
         plan = QuantPlan.parse(args.quant, args.group_size, args.overrides)
         model = generate(
             ckpt,

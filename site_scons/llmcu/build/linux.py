@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import OptionError
-from ..model.checkpoint import detect_config
 from ..model.quantize import QuantPlan, matrix_bytes
+from ..model.sources import read_config
 from .targets import Target, parse_size
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def check_toolchain(toolchain: Toolchain, target: Target) -> None:
 def estimated_data_bytes(checkpoint: Path, tokenizer: Path, plan: QuantPlan) -> int:
     """model_data.bin's size from the checkpoint's shape, without reading the weights: each matrix in its
     quantization, the norms, and the tokenizer (its file plus the encoder's sorted order)."""
-    config = detect_config(checkpoint)
+    config = read_config(checkpoint)
     total = 0
     for name, shape in config.tensor_shapes().items():
         *lead, rows, cols = shape if len(shape) >= 2 else (1, *shape)
@@ -184,7 +184,8 @@ def estimated_data_bytes(checkpoint: Path, tokenizer: Path, plan: QuantPlan) -> 
             count *= extent
         qtype = plan.qtype(name) if name not in ("rms_att", "rms_ffn", "rms_final") else "fp32"
         total += count * matrix_bytes(qtype, rows, cols, plan.group_size)
-    return total + tokenizer.stat().st_size + 8 * config.vocab_size
+    vocabulary = tokenizer.stat().st_size if tokenizer.suffix == ".bin" else 16 * config.vocab_size  # pieces
+    return total + vocabulary + 8 * config.vocab_size
 
 
 def runs_in_qemu(target: Target, hil: str, board: str) -> bool:

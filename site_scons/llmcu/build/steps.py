@@ -15,10 +15,9 @@ from .. import __version__
 from ..core.errors import LlmcuError
 from ..core.fileio import write_text_atomic
 from ..model import calibration, quality
-from ..model.checkpoint import detect_config, read_checkpoint
 from ..model.kvcache import auto_kv_types
 from ..model.quantize import QuantizedMatrix, QuantPlan, quantize_checkpoint
-from ..model.tokenizer import read_tokenizer
+from ..model.sources import read_config, read_model, read_vocab
 from . import autoquant, boards, codegen, elfreport, layouts, memplan, selftest_regions, weightsfile
 from .codegen import GeneratedModel, write_quant_report
 from .project import BuildSettings, FirmwareImage
@@ -28,10 +27,10 @@ from .templating import environment
 def generate_sources(settings: BuildSettings) -> GeneratedModel:
     """Quantize (quant=auto: choose the mix), plan the memory of every firmware image, measure the quality, and
     only then write the generated files, so a model that does not fit leaves nothing behind."""
-    ckpt = read_checkpoint(settings.checkpoint)
+    ckpt = read_model(settings.checkpoint)
     if settings.preset is not None:  # a wrong or corrupt download is caught here, before any C is generated
         settings.preset.check_shape(ckpt.config, settings.checkpoint)
-    tok = read_tokenizer(settings.tokenizer, ckpt.config.vocab_size)
+    tok = read_vocab(settings.tokenizer, ckpt.config.vocab_size)
     kv_type = auto_kv_types(settings.plan.quantized)[0] if settings.kv_type == "auto" else settings.kv_type
     show = sys.stderr.isatty()
 
@@ -216,7 +215,7 @@ def write_linker_script(image: FirmwareImage, plan: memplan.MemoryPlan) -> None:
 
 def firmware_outputs(settings: BuildSettings, image: FirmwareImage) -> elfreport.FirmwareReport:
     """After linking: raw images per flash region and the memory report."""
-    config = detect_config(settings.checkpoint)
+    config = read_config(settings.checkpoint)
     elfreport.write_region_images(image.elf, list(image.regions), image.out_dir)
     write_hex(image)
     report = elfreport.analyse(image.elf, list(image.regions), config)

@@ -21,6 +21,9 @@ class ModelConfig:
     vocab_size: int
     seq_len: int
     shared_classifier: bool = True
+    # Not in llama2.c's header, which means run.c's constants; GGUF and Hugging Face models carry their own.
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
 
     @property
     def head_size(self) -> int:

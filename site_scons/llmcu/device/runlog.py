@@ -39,7 +39,8 @@ from .. import __version__
 from ..core.errors import LlmcuError, ProtocolError
 from ..core.fileio import OutputWriteError, write_text_atomic
 from ..model.kvcache import KV_TYPES
-from ..model.tokenizer import BOS, Tokenizer, printable, read_tokenizer
+from ..model.sources import read_vocab
+from ..model.tokenizer import BOS, Tokenizer, printable
 from .protocol import ETX, STX, ProtocolParser, RunOutput, describe_fault
 
 LOG_VERSION = 1
@@ -261,7 +262,7 @@ class RunLog:
         if not output.tokens or self.info.tokenizer is None:
             return None
         try:
-            return read_tokenizer(self.info.tokenizer)
+            return read_vocab(self.info.tokenizer)
         except LlmcuError:
             return None  # the rows go without text; the ids are what matter
 

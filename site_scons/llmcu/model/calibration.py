@@ -80,8 +80,8 @@ class Calibration:
         return np.diag(self.hessian(kind, layer)).copy()
 
 
-def _rmsnorm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(RMS_EPS)) * weight).astype(np.float32)
+def _rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float = RMS_EPS) -> np.ndarray:
+    return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * weight).astype(np.float32)
 
 
 def _rope(vec: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
@@ -114,7 +114,7 @@ class _BatchModel:
         }
         self.pending: dict[tuple[str, int], list[np.ndarray]] = {}
         head_dims = np.arange(0, cfg.dim, 2) % cfg.head_size
-        self.freq = (1.0 / ROPE_THETA ** (head_dims / cfg.head_size)).astype(np.float32)
+        self.freq = (1.0 / cfg.rope_theta ** (head_dims / cfg.head_size)).astype(np.float32)
 
     def _record(self, name: str, layer: int, x: np.ndarray, active: np.ndarray) -> None:
         if not self.recording:
@@ -137,7 +137,7 @@ class _BatchModel:
         x = w["tok_embeddings"][tokens].astype(np.float32)
         cos, sin = np.cos(pos * self.freq), np.sin(pos * self.freq)
         for layer in range(cfg.n_layers):
-            xb = _rmsnorm(x, w["rms_att"][layer])
+            xb = _rmsnorm(x, w["rms_att"][layer], cfg.norm_eps)
             self._record("attn_in", layer, xb, active)
             q = _rope(xb @ w["wq"][layer].T, cos, sin)
             self.key[layer, :, pos] = _rope(xb @ w["wk"][layer].T, cos[: cfg.kv_dim // 2], sin[: cfg.kv_dim // 2])
@@ -154,13 +154,13 @@ class _BatchModel:
             attended = np.einsum("bkmt,btkd->bkmd", scores, values).reshape(batch, cfg.dim).astype(np.float32)
             self._record("attn_out", layer, attended, active)
             x = x + attended @ w["wo"][layer].T
-            xb = _rmsnorm(x, w["rms_ffn"][layer])
+            xb = _rmsnorm(x, w["rms_ffn"][layer], cfg.norm_eps)
             self._record("ffn_in", layer, xb, active)
             h1, h3 = xb @ w["w1"][layer].T, xb @ w["w3"][layer].T
             hidden = (h1 / (1.0 + np.exp(-h1)) * h3).astype(np.float32)
             self._record("ffn_hidden", layer, hidden, active)
             x = x + hidden @ w["w2"][layer].T
-        final = _rmsnorm(x, w["rms_final"])
+        final = _rmsnorm(x, w["rms_final"], cfg.norm_eps)
         self._record("final", 0, final, active)
         return final @ self.classifier.T
 

@@ -390,7 +390,7 @@ def first_nonfinite(tensor: np.ndarray) -> tuple[tuple[int, ...], float] | None:
     return index, float(tensor[index])
 
 
-def _check_finite(ckpt: Checkpoint, source: str) -> None:
+def check_finite(ckpt: Checkpoint, source: str) -> None:
     report = nonfinite_report(ckpt)
     if report:
         listing = []
@@ -413,7 +413,7 @@ def parse_checkpoint(
     layout = _plan(data[:HEADER_BYTES], len(data), source)
     ckpt = Checkpoint(layout.config, _decode(data, layout), layout.format, path, layout.group_size)
     if not allow_nonfinite:
-        _check_finite(ckpt, source)
+        check_finite(ckpt, source)
     return ckpt
 
 

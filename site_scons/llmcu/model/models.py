@@ -332,8 +332,9 @@ def resolve_model(
 ) -> ResolvedModel:
     """Find (or download) a model's checkpoint and tokenizer.
 
-    ``model`` is a preset name from ``models_dir``, a :class:`Preset`, or the path to a llama2.c checkpoint;
-    a path needs ``tokenizer`` too (a path, or a tokenizer file name a preset knows, such as
+    ``model`` is a preset name from ``models_dir``, a :class:`Preset`, the path to a GGUF file or a Hugging Face
+    folder (their vocabulary comes with them), or the path to a llama2.c checkpoint; a checkpoint needs ``tokenizer``
+    too (a path, or a tokenizer file name a preset knows, such as
     ``tokenizer.bin``). With a preset, ``tokenizer`` (if given) replaces the preset's tokenizer.
     ``search_dirs`` and ``cache_dir`` default to ``LLMCU_MODELS`` and :func:`default_cache_dir`.
     """
@@ -371,6 +372,20 @@ def _resolve_preset(
 def _resolve_path_model(
     model: str, tokenizer: str | os.PathLike[str] | None, presets: Mapping[str, Preset], lookup: _Lookup
 ) -> ResolvedModel:
+    from .importers import is_gguf, is_hf_folder
+
+    path = Path(model).expanduser()
+    if is_hf_folder(path) or is_gguf(path):  # the vocabulary is in the GGUF file, or the folder's tokenizer.model
+        found = path.absolute()
+        if tokenizer is None and path.is_dir() and not (path / "tokenizer.model").is_file():
+            raise OptionError(f"model={model}: the folder has no tokenizer.model; give tokenizer=PATH")
+        tokenizer_path = found if tokenizer is None else _resolve_named(str(tokenizer), "tokenizer", {}, lookup)
+        return ResolvedModel(build_name(path.stem if path.is_file() else path.name), found, tokenizer_path, None)
+    if path.is_dir():
+        raise OptionError(
+            f"model={model} is a folder without config.json: llmcu reads Hugging Face Llama folders "
+            "(config.json, model.safetensors, tokenizer.model), GGUF files and llama2.c checkpoints"
+        )
     if tokenizer is None:
         raise OptionError(_tokenizer_needed_message(model, presets))
     checkpoints = {p.checkpoint.filename: p.checkpoint for p in presets.values()}

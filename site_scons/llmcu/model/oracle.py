@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import LlmcuError
-from .checkpoint import read_checkpoint
 from .kvcache import KV_TYPES
 from .quantize import QTYPES
 from .reference import MATH_KINDS, Reference
 from .sampler import Sampler
-from .tokenizer import BOS, Tokenizer, printable, read_tokenizer
+from .sources import read_model, read_vocab
+from .tokenizer import BOS, Tokenizer, printable
 
 
 @dataclass
@@ -110,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        ckpt = read_checkpoint(args.checkpoint)
-        tok = read_tokenizer(args.tokenizer, ckpt.config.vocab_size)
+        ckpt = read_model(args.checkpoint)
+        tok = read_vocab(args.tokenizer, ckpt.config.vocab_size)
         model = Reference.from_checkpoint(ckpt, args.quant, args.group_size, math=args.math, kv_type=args.kv_type)
         seed = args.seed if args.seed > 0 else int(time.time())
         result = generate(model, tok, args.prompt, args.steps, args.temperature, args.topp, seed)

@@ -195,10 +195,10 @@ def softmax(x: np.ndarray, cmath: CMath, axis: int = -1) -> np.ndarray:
     return (exps / total).astype(F32)
 
 
-def rmsnorm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float = RMS_EPS) -> np.ndarray:
     ss = sequential_sum(x * x)
     ss = F32(ss / F32(x.shape[-1]))
-    ss = F32(ss + RMS_EPS)
+    ss = F32(ss + F32(eps))
     ss = F32(F32(1.0) / np.sqrt(ss))
     return (weight * (ss * x)).astype(F32)
 
@@ -213,7 +213,7 @@ def rope_tables(config: ModelConfig, cmath: CMath) -> tuple[np.ndarray, np.ndarr
     head_size = config.head_size
     head_dims = np.arange(0, config.dim, 2) % head_size
     exponents = (head_dims.astype(F32) / F32(head_size)).astype(F32)
-    freq = (F32(1.0) / cmath.powf(float(ROPE_THETA), exponents)).astype(F32)
+    freq = (F32(1.0) / cmath.powf(float(F32(config.rope_theta)), exponents)).astype(F32)
     angles = (np.arange(config.seq_len, dtype=F32)[:, None] * freq[None, :]).astype(F32)
     return cmath.cosf(angles), cmath.sinf(angles)
 
@@ -434,12 +434,12 @@ class Reference:
         x = embedding_row(self.embedding, token)
         for index, layer in enumerate(self.layers):
             x = self._layer_forward(index, layer, x, pos)
-        x = rmsnorm(x, self.rms_final)
+        x = rmsnorm(x, self.rms_final, self.config.norm_eps)
         return self.classifier(x)
 
     def _layer_forward(self, index: int, layer: _Layer, x: np.ndarray, pos: int) -> np.ndarray:
         cfg = self.config
-        xb = rmsnorm(x, layer.rms_att)
+        xb = rmsnorm(x, layer.rms_att, self.config.norm_eps)
         qkv = layer.qkv(xb)
         q = rotate(qkv[: cfg.dim], self.rope_cos[pos], self.rope_sin[pos])
         half = cfg.kv_dim // 2
@@ -452,7 +452,7 @@ class Reference:
             self.key_cache[index, pos] = stored(k, self.kv_type, cfg.head_size)
             self.value_cache[index, pos] = stored(v, self.kv_type, cfg.head_size)
         x = (x + layer.wo(self._attention(index, q, pos))).astype(F32)
-        xb = rmsnorm(x, layer.rms_ffn)
+        xb = rmsnorm(x, layer.rms_ffn, self.config.norm_eps)
         h13 = layer.w13(xb)
         hidden = swiglu(h13[: cfg.hidden_dim], h13[cfg.hidden_dim :], self.cmath)
         return (x + layer.w2(hidden)).astype(F32)

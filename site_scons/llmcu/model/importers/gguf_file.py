@@ -1,0 +1,153 @@
+"""GGUF files (llama.cpp's format) of the ``llama`` architecture, read with the ``gguf`` package.
+
+The hyperparameters come from the ``llama.*`` keys (context length, embedding and feed-forward sizes, heads and
+key/value heads, ``rope.freq_base``, ``attention.layer_norm_rms_epsilon``), the tensors from llama.cpp's names
+(``token_embd``, ``blk.N.attn_q`` ...), already in llama2.c's interleaved rotary layout. F32, F16 and BF16 tensors
+are read as they are; quantized ones (Q8_0, Q4_0, the K-quants, ...) are dequantized to float32 with the gguf
+package's reference code, and the checkpoint's ``extra["notes"]`` says which, since llmcu quantizes them again.
+The vocabulary (``tokenizer.ggml.*``) becomes a llama2.c tokenizer in llmcu.model.importers.vocab.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...core.config import ModelConfig
+from ..checkpoint import Checkpoint
+from .llama import ModelImportError, make_config, stack_layers
+
+FLOAT_TYPES = ("F32", "F16", "BF16")
+
+
+def open_reader(path: str | Path) -> Any:
+    """gguf.GGUFReader on ``path``; a truncated or corrupt file is a ModelImportError."""
+    try:
+        import gguf
+    except ImportError:
+        raise ModelImportError("reading GGUF needs the gguf package: pip install gguf (tools/setup.sh)") from None
+    try:
+        return gguf.GGUFReader(str(path), "r")
+    except (ValueError, IndexError, KeyError, OSError, struct.error, OverflowError, MemoryError) as error:
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        raise ModelImportError(
+            f"{path}: not a readable GGUF file, truncated or corrupt ({size:,} bytes; {type(error).__name__}: {error})"
+        ) from None
+
+
+def field_value(reader: Any, key: str, default: Any = None) -> Any:
+    """A metadata value (a number, a string, or a list of them), or ``default``."""
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    try:
+        value = field.contents()
+    except (IndexError, ValueError, UnicodeDecodeError) as error:
+        raise ModelImportError(f"metadata {key} cannot be read ({error})") from None
+    return value
+
+
+def _config(reader: Any, source: str) -> tuple[ModelConfig, dict[str, Any]]:
+    arch = field_value(reader, "general.architecture")
+    if arch != "llama":
+        raise ModelImportError(f"{source}: architecture {arch!r}; llmcu runs the llama architecture only")
+
+    def key(name: str, default: Any = None, required: bool = True) -> Any:
+        value = field_value(reader, f"llama.{name}", default)
+        if value is None and required:
+            raise ModelImportError(f"{source}: metadata llama.{name} is missing")
+        return value
+
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    tokens = field_value(reader, "tokenizer.ggml.tokens")
+    vocab_size = key("vocab_size", len(tokens) if tokens else None)
+    scaling = key("rope.scaling.type", None, required=False)
+    n_heads = key("attention.head_count")
+    cfg = make_config(
+        source,
+        dim=key("embedding_length"),
+        hidden_dim=key("feed_forward_length"),
+        n_layers=key("block_count"),
+        n_heads=n_heads,
+        n_kv_heads=key("attention.head_count_kv", n_heads),
+        vocab_size=vocab_size,
+        seq_len=key("context_length"),
+        shared_classifier="output.weight" not in tensors,
+        rope_theta=float(key("rope.freq_base", 10000.0)),
+        norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
+        head_dim=key("rope.dimension_count", None, required=False),
+        rope_scaling={"type": scaling} if scaling and scaling != "none" else None,
+    )
+    return cfg, tensors
+
+
+def config_of_gguf(path: Path) -> ModelConfig:
+    """The model's hyperparameters from the metadata (the tensors are not read)."""
+    return _config(open_reader(path), str(path))[0]
+
+
+def read_gguf(path: str | Path) -> Checkpoint:
+    """The file's model as a Checkpoint (float32, llama2.c's shapes)."""
+    path = Path(path)
+    source = str(path)
+    cfg, tensors = _config(open_reader(path), source)
+    dequantized: Counter[str] = Counter()
+
+    def tensor(name: str, shape: tuple[int, ...]) -> np.ndarray:
+        found = tensors.get(name)
+        if found is None:
+            raise ModelImportError(f"{source}: tensor {name} is missing")
+        got = tuple(int(n) for n in reversed(found.shape))  # GGUF lists the fastest dimension first
+        while len(got) > len(shape) and got[0] == 1:
+            got = got[1:]
+        if got != shape:
+            raise ModelImportError(f"{source}: {name} has shape {got}, expected {shape}")
+        kind = found.tensor_type.name
+        try:
+            if kind in FLOAT_TYPES:
+                raw = np.asarray(found.data)
+                values = ((raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32) if kind == "BF16"
+                          else raw.astype(np.float32))  # fmt: skip
+            else:
+                from gguf import quants
+
+                values = quants.dequantize(np.asarray(found.data), found.tensor_type)
+                dequantized[kind] += 1
+        except (NotImplementedError, ValueError, TypeError) as error:
+            raise ModelImportError(f"{source}: tensor {name} of type {kind} cannot be read ({error})") from None
+        values = np.asarray(values, dtype=np.float32)
+        if values.size != int(np.prod(shape)):
+            raise ModelImportError(f"{source}: {name} holds {values.size} values, expected {int(np.prod(shape))}")
+        return values.reshape(shape)
+
+    d, h, kv, v = cfg.dim, cfg.hidden_dim, cfg.kv_dim, cfg.vocab_size
+    layers = range(cfg.n_layers)
+
+    def per_layer(part: str, shape: tuple[int, ...]) -> np.ndarray:
+        return stack_layers(source, [tensor(f"blk.{i}.{part}.weight", shape) for i in layers], shape, part)
+
+    weights = {
+        "tok_embeddings": tensor("token_embd.weight", (v, d)),
+        "rms_att": per_layer("attn_norm", (d,)),
+        "wq": per_layer("attn_q", (d, d)),
+        "wk": per_layer("attn_k", (kv, d)),
+        "wv": per_layer("attn_v", (kv, d)),
+        "wo": per_layer("attn_output", (d, d)),
+        "rms_ffn": per_layer("ffn_norm", (d,)),
+        "w1": per_layer("ffn_gate", (h, d)),
+        "w2": per_layer("ffn_down", (d, h)),
+        "w3": per_layer("ffn_up", (h, d)),
+        "rms_final": tensor("output_norm.weight", (d,)),
+    }
+    if not cfg.shared_classifier:
+        weights["wcls"] = tensor("output.weight", (v, d))
+    weights = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()}
+    notes = [
+        f"{count} {kind} tensor{'s' if count > 1 else ''} dequantized to float32 and quantized again by llmcu"
+        for kind, count in sorted(dequantized.items())
+    ]
+    return Checkpoint(cfg, weights, format="gguf", path=path, extra={"notes": notes})

@@ -1,0 +1,288 @@
+"""GGUF files and Hugging Face folders as models (llmcu.model.importers, llmcu.model.sources).
+
+stories260K written as GGUF and as a Hugging Face folder reads back to the very same weights and vocabulary, and
+builds give byte for byte the llama2.c checkpoint's output; a random model with its own RoPE base, RMSNorm epsilon,
+grouped-query attention and a separate classifier matches the oracle token for token on the host and under
+qemu-aarch64; a sentencepiece model trained here encodes as sentencepiece does; bad files are clear errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from buildutil import scons
+from llmcu.core.errors import CheckpointError, LlmcuError, TokenizerError
+from llmcu.model import sources
+from llmcu.model.checkpoint import random_checkpoint, read_checkpoint
+from llmcu.model.oracle import generate
+from llmcu.model.reference import Reference
+from llmcu.model.tokenizer import read_tokenizer
+
+from .importutil import to_bf16_file, write_gguf, write_hf_folder
+
+pytest.importorskip("gguf")
+pytest.importorskip("safetensors")
+
+
+@pytest.fixture(scope="module")
+def original(stories260k: Path, tok512: Path):
+    return read_checkpoint(stories260k), read_tokenizer(tok512)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory, original) -> dict[str, Path]:
+    ckpt, tok = original
+    root = tmp_path_factory.mktemp("converted")
+    return {
+        "gguf": write_gguf(root / "stories260K.gguf", ckpt, tok),
+        "hf": write_hf_folder(root / "stories260K-hf", ckpt),
+    }
+
+
+def _same_weights(a, b) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
+
+
+def test_converted_files_read_back_to_the_same_model(converted: dict[str, Path], original) -> None:
+    ckpt, tok = original
+    for path in converted.values():
+        read = sources.read_model(path)
+        assert dataclasses.replace(read.config, norm_eps=1e-5) == ckpt.config  # GGUF keeps eps as float32
+        assert np.float32(read.config.norm_eps) == np.float32(1e-5) and read.config.rope_theta == 10000.0
+        assert _same_weights(read.weights, ckpt.weights)
+    assert sources.read_vocab(converted["gguf"], 512) == tok
+    assert sources.kind(converted["gguf"]) == "gguf" and sources.kind(converted["hf"]) == "hf"
+    assert sources.read_config(converted["hf"]) == dataclasses.replace(ckpt.config, norm_eps=1e-5)
+
+
+def test_half_precision_and_quantized_tensors(tmp_path: Path, original) -> None:
+    from gguf import GGMLQuantizationType, quants
+
+    ckpt, tok = original
+    f16 = sources.read_model(write_hf_folder(tmp_path / "f16", ckpt, dtype="F16"))
+    assert np.array_equal(f16.weights["w1"], ckpt.weights["w1"].astype(np.float16).astype(np.float32))
+    folder = write_hf_folder(tmp_path / "bf16", ckpt)
+    to_bf16_file(folder / "model.safetensors")
+    bf16 = sources.read_model(folder)
+    truncated = (ckpt.weights["wo"].view(np.uint32) & 0xFFFF0000).view(np.float32)
+    assert np.array_equal(bf16.weights["wo"], truncated)
+    for kind in ("Q8_0", "Q4_0"):
+        model = sources.read_model(write_gguf(tmp_path / f"{kind}.gguf", ckpt, tok, qtype=kind))
+        qtype = GGMLQuantizationType[kind]
+        expected = quants.dequantize(quants.quantize(ckpt.weights["w1"][3], qtype), qtype)
+        assert np.array_equal(model.weights["w1"][3], expected)
+        assert np.array_equal(model.weights["w2"], ckpt.weights["w2"])  # 172 columns: not whole blocks, kept F32
+        # the embedding table and wq, wk, wv, wo, w1, w3 of 5 layers
+        assert model.extra["notes"] == [f"31 {kind} tensors dequantized to float32 and quantized again by llmcu"]
+
+
+def _run(program: Path, *args: str) -> bytes:
+    return subprocess.run([str(program), *args], capture_output=True, check=True, timeout=120).stdout
+
+
+GREEDY = ("-p", "Once upon a time", "-n", "96", "-t", "0.0")
+SAMPLED = ("-p", "The little dog", "-n", "96", "-t", "0.9", "-P", "0.9", "-s", "42")
+
+
+@pytest.mark.parametrize("quant", ["fp32", "q8"])
+def test_converted_stories260k_builds_give_the_checkpoints_output(
+    quant: str, converted: dict[str, Path], tmp_path: Path, stories260k: Path, tok512: Path
+) -> None:
+    models = stories260k.parent
+    outputs = {}
+    for name, model in (("llama2c", "260k"), ("gguf", str(converted["gguf"])), ("hf", str(converted["hf"]))):
+        args = ["target=host", f"model={model}", f"quant={quant}", f"build_dir={tmp_path / name}"]
+        if name == "hf":
+            args.append(f"tokenizer={tok512}")  # the folder has no tokenizer.model: llama2.c's vocabulary
+        scons(args, models)
+        (program,) = (tmp_path / name / "host").glob(f"*-{quant}/llmcu")
+        outputs[name] = (_run(program, *GREEDY), _run(program, *SAMPLED))
+    for name in ("gguf", "hf"):
+        for ours, theirs in zip(outputs[name], outputs["llama2c"], strict=True):  # byte for byte, records aside
+            assert ours.split(b"\x1etok")[0].split(b"\n", 1)[1] == theirs.split(b"\x1etok")[0].split(b"\n", 1)[1]
+
+
+# ---- a model of its own kind ----
+
+OWN = dict(dim=64, hidden_dim=96, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=512, seq_len=128,
+           shared_classifier=False, rope_theta=500000.0, norm_eps=1e-6)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def own_model(tmp_path_factory: pytest.TempPathFactory, tok512: Path):
+    from llmcu.core.config import ModelConfig
+
+    ckpt = random_checkpoint(ModelConfig(**OWN), seed=7, scale=0.25)
+    tok = read_tokenizer(tok512)
+    root = tmp_path_factory.mktemp("own")
+    return ckpt, tok, write_gguf(root / "own.gguf", ckpt, tok), write_hf_folder(root / "own-hf", ckpt)
+
+
+def _oracle(ckpt, tok, prompt: str, steps: int, temperature: float, seed: int = 1) -> list[int]:
+    model = Reference.from_checkpoint(ckpt, "fp32", 32, kv_type="f32")
+    return generate(model, tok, prompt, steps, temperature, 0.9, seed).tokens
+
+
+def test_the_models_own_rope_base_and_epsilon_count(own_model) -> None:
+    ckpt, tok, gguf_path, folder = own_model
+    for path in (folder, gguf_path):
+        read = sources.read_model(path)
+        assert read.config.rope_theta == 500000.0 and not read.config.shared_classifier
+        assert np.float32(read.config.norm_eps) == np.float32(1e-6) and read.config.n_kv_heads == 2
+        assert _same_weights(read.weights, ckpt.weights)
+    with_defaults = dataclasses.replace(
+        ckpt, config=dataclasses.replace(ckpt.config, rope_theta=10000.0, norm_eps=1e-5)
+    )
+    assert _oracle(ckpt, tok, "Once", 40, 0.0) != _oracle(with_defaults, tok, "Once", 40, 0.0)
+
+
+def test_own_model_on_the_host_equals_the_oracle(own_model, tmp_path: Path, stories260k: Path, tok512: Path) -> None:
+    ckpt, tok, _, folder = own_model
+    scons(["target=host", f"model={folder}", f"tokenizer={tok512}", "quant=fp32", f"build_dir={tmp_path}"],
+          stories260k.parent)  # fmt: skip
+    (program,) = (tmp_path / "host").glob("own-hf-fp32/llmcu")
+    header = (program.parent / "gen" / "model_config.h").read_text()
+    assert "#define LLMCU_ROPE_THETA 500000.0f" in header and "#define LLMCU_NORM_EPS 0.000001f" in header
+    from llmcu.device.protocol import parse
+
+    for prompt, steps, temperature, seed in (("Once", 100, 0.0, 1), ("The cat", 127, 1.0, 5)):
+        out = parse(_run(program, "-p", prompt, "-n", str(steps), "-t", repr(temperature), "-s", str(seed)))
+        assert out.token_sequence() == _oracle(ckpt, tok, prompt, steps, temperature, seed)
+
+
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None or shutil.which("aarch64-linux-gnu-gcc") is None,
+                    reason="qemu-aarch64 or the aarch64 cross compiler missing")  # fmt: skip
+def test_own_model_gguf_on_the_rzv2l_equals_the_oracle(own_model, tmp_path: Path, stories260k: Path) -> None:
+    ckpt, tok, gguf_path, _ = own_model
+    args = ["target=rzv2l", f"model={gguf_path}", "quant=fp32", f"build_dir={tmp_path}", "run", "hil=qemu",
+            "prompt=Once", "steps=100", "temperature=0", f"log_dir={tmp_path / 'logs'}"]  # fmt: skip
+    result = scons(args, stories260k.parent)
+    assert "100 tokens" in result.stdout
+    (log,) = (tmp_path / "logs").iterdir()
+    rows = [json.loads(line) for line in (log / "tokens.jsonl").read_text().splitlines()]
+    tokens = [rows[0]["token"], *(row["next"] for row in rows)]
+    assert tokens == _oracle(ckpt, tok, "Once", 100, 0.0)
+
+
+# ---- sentencepiece ----
+
+CORPUS = [
+    "Once upon a time, there was a little girl named Lily.",
+    "She liked to play in the park with her friends and her dog.",
+    "  Two spaces,\ttabs, and\nnew lines stay as they are.",
+    "Ünïcödé, naïve café, 東京, emoji 🙂 and ☃ fall back to bytes when they are not pieces.",
+    "",
+    " leading space and trailing space ",
+]
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> Path:
+    spm = pytest.importorskip("sentencepiece")
+    root = tmp_path_factory.mktemp("spm")
+    text = root / "text.txt"
+    lines = [line for line in (CORPUS * 3) if line.strip()]
+    lines += [f"The {word} went to the {place} and saw a {thing}." for word in ("boy", "girl", "cat", "dog")
+              for place in ("park", "shop", "river") for thing in ("ball", "bird", "tree")]  # fmt: skip
+    text.write_text("\n".join(lines), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(root / "tokenizer"), vocab_size=400, model_type="bpe", byte_fallback=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True, add_dummy_prefix=True,
+        bos_id=1, eos_id=2, unk_id=0, pad_id=-1, character_coverage=1.0, minloglevel=2,
+    )  # fmt: skip
+    return root / "tokenizer.model"
+
+
+def test_sentencepiece_vocabulary_encodes_as_sentencepiece(spm_model: Path) -> None:
+    import sentencepiece
+
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(spm_model))
+    tok = sources.read_vocab(spm_model, processor.get_piece_size())
+    assert tok.pieces[1] == b"\n<s>\n" and tok.pieces[3 + 0x41] == b"<0x41>"
+    for line in [*CORPUS, "Lily and the dog 123 went home."]:
+        assert tok.encode(line, bos=False, eos=False) == processor.encode(line), line
+
+
+def test_sentencepiece_vocabulary_in_the_runtime(spm_model: Path, tmp_path: Path, stories260k: Path) -> None:
+    """The C encoder of a build with the converted vocabulary gives sentencepiece's ids for the prompt."""
+    import sentencepiece
+
+    from llmcu.core.config import ModelConfig
+
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(spm_model))
+    cfg = ModelConfig(32, 64, 1, 4, 4, processor.get_piece_size(), 256, True)
+    folder = write_hf_folder(tmp_path / "tiny-hf", random_checkpoint(cfg, seed=3))
+    shutil.copy(spm_model, folder / "tokenizer.model")
+    scons(["target=host", f"model={folder}", "quant=fp32", f"build_dir={tmp_path / 'build'}"], stories260k.parent)
+    (program,) = (tmp_path / "build" / "host").glob("*/llmcu")
+    from llmcu.device.protocol import parse
+
+    for line in CORPUS[:4]:
+        out = parse(_run(program, "-p", line, "-n", "200", "-t", "0"))
+        ids = [1, *processor.encode(line)]
+        assert out.token_sequence()[: len(ids)] == ids, line
+
+
+# ---- bad input ----
+
+
+def test_bad_files_are_clear_errors(tmp_path: Path, original, converted: dict[str, Path]) -> None:
+    ckpt, tok = original
+    data = converted["gguf"].read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.gguf: not a readable GGUF file, truncated or corrupt"):
+        sources.read_model(cut)
+    header_only = tmp_path / "header.gguf"
+    header_only.write_bytes(data[:40])
+    with pytest.raises(CheckpointError, match=r"header\.gguf: not a readable GGUF file, truncated or corrupt \(40 "):
+        sources.read_model(header_only)
+    with pytest.raises(CheckpointError, match="architecture 'gpt2'"):
+        sources.read_model(write_gguf(tmp_path / "gpt2.gguf", ckpt, tok, arch="gpt2"))
+    scaled = write_gguf(tmp_path / "scaled.gguf", ckpt, tok, extra={"llama.rope.scaling.type": "linear"})
+    with pytest.raises(CheckpointError, match="RoPE scaling"):
+        sources.read_model(scaled)
+
+    folder = converted["hf"]
+    weights = (folder / "model.safetensors").read_bytes()
+    broken = tmp_path / "broken-hf"
+    broken.mkdir()
+    shutil.copy(folder / "config.json", broken / "config.json")
+    (broken / "model.safetensors").write_bytes(weights[: len(weights) - 1000])
+    with pytest.raises(CheckpointError, match=r"outside the file's [\d,]+ bytes \(a truncated download\?\)"):
+        sources.read_model(broken)
+    (broken / "model.safetensors").write_bytes(struct.pack("<Q", 12) + b"not json!!!!")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        sources.read_model(broken)
+    for change, message in (
+        ({"model_type": "mistral"}, "Llama architecture"),
+        ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "RoPE scaling"),
+        ({"head_dim": 16}, "head_dim 16 differs"),
+        ({"hidden_act": "gelu"}, "SwiGLU"),
+    ):
+        config = json.loads((folder / "config.json").read_text())
+        (broken / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(CheckpointError, match=message):
+            sources.read_model(broken)
+    with pytest.raises(TokenizerError, match="does not belong to this model"):
+        sources.read_vocab(converted["gguf"], 32000)
+
+
+def test_scons_names_what_it_cannot_read(tmp_path: Path, stories260k: Path) -> None:
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    result = scons(["target=host", f"model={empty}"], stories260k.parent, check=False)
+    assert result.returncode != 0 and "without config.json" in result.stderr
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + b"\xff" * 64)
+    result = scons(["target=host", f"model={junk}", f"build_dir={tmp_path / 'b'}"], stories260k.parent, check=False)
+    assert result.returncode != 0 and "llmcu: error:" in result.stderr and "junk.gguf" in result.stderr
+    assert isinstance(CheckpointError("x"), LlmcuError)

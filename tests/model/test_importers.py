@@ -81,7 +81,33 @@ def test_half_precision_and_quantized_tensors(tmp_path: Path, original) -> None:
         assert np.array_equal(model.weights["w1"][3], expected)
         assert np.array_equal(model.weights["w2"], ckpt.weights["w2"])  # 172 columns: not whole blocks, kept F32
         # the embedding table and wq, wk, wv, wo, w1, w3 of 5 layers
-        assert model.extra["notes"] == [f"31 {kind} tensors dequantized to float32 and quantized again by llmcu"]
+        kept = " (q8 with group_size=32 keeps their codes and scales)" if kind == "Q8_0" else ""
+        assert model.extra["notes"] == [f"31 {kind} tensors dequantized to float32 and quantized again by llmcu{kept}"]
+
+
+def test_q8_0_tensors_keep_their_codes_in_a_q8_build(tmp_path: Path, original) -> None:
+    """GGUF's Q8_0 blocks (a float16 scale and 32 int8 codes) become llmcu q8 groups bit for bit, whatever fit the
+    build asks for; the tensor that was not Q8_0 (w2) is fitted as usual."""
+    import gguf
+
+    from llmcu.model.quantize import QuantPlan, quantize_checkpoint
+
+    ckpt, tok = original
+    path = write_gguf(tmp_path / "q8.gguf", ckpt, tok, qtype="Q8_0")
+    model = sources.read_model(path)
+    assert model.extra["stored"] == {k: "Q8_0" for k in ("tok_embeddings", "wq", "wk", "wv", "wo", "w1", "w3")}
+    quantized = quantize_checkpoint(model, QuantPlan.parse("q8", 32))
+    reader = gguf.GGUFReader(str(path))
+    block = {t.name: np.asarray(t.data) for t in reader.tensors}["blk.2.ffn_gate.weight"]  # (rows, blocks * 34)
+    blocks = block.reshape(block.shape[0], -1, 34)
+    scales = blocks[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float32)
+    codes = blocks[:, :, 2:].copy().view(np.int8).reshape(block.shape[0], -1)
+    w1 = quantized["w1"]
+    assert np.array_equal(w1.q[2], codes) and np.array_equal(w1.scales[2], scales)
+    fitted = quantize_checkpoint(model, QuantPlan.parse("q8", 32, "", "absmax", "none"))
+    assert not np.array_equal(quantize_checkpoint(ckpt, QuantPlan.parse("q8", 32))["w1"].q[2],
+                              codes)  # fmt: skip
+    assert np.array_equal(fitted["w1"].q[2], codes)
 
 
 def _run(program: Path, *args: str) -> bytes:

@@ -290,19 +290,33 @@ def quantize_model(
     plan: QuantPlan,
     calibration: object = None,
     progress: Callable[[int], None] | None = None,
+    stored: dict[str, str] | None = None,
 ) -> dict[str, QuantizedMatrix]:
     """Quantize every matrix kind present in ``weights`` (a checkpoint's float32 tensors) per ``plan``;
-    ``calibration`` (llmcu.model.calibration.Calibration) steers the fit; ``progress`` gets 1 per matrix done."""
+    ``calibration`` (llmcu.model.calibration.Calibration) steers the fit; ``progress`` gets 1 per matrix done.
+    ``stored`` names the kinds a source file held quantized already (``{"w1": "Q8_0"}``, a GGUF file's): a kind
+    that was Q8_0 and is q8 here at group 32 keeps the file's codes and scales (see :func:`keeps_stored_codes`)."""
     from ..core.config import MATRIX_KINDS
 
     out = {}
     for kind in MATRIX_KINDS:
         if kind not in weights:
             continue
-        out[kind] = quantize_kind(weights[kind], kind, plan.qtype(kind), plan.group_size, plan.fit, calibration)
+        qtype = plan.qtype(kind)
+        fit = "absmax" if keeps_stored_codes((stored or {}).get(kind, ""), qtype, plan.group_size) else plan.fit
+        out[kind] = quantize_kind(weights[kind], kind, qtype, plan.group_size, fit, calibration)
         if progress is not None:
             progress(1 if np.ndim(weights[kind]) == 2 else int(np.shape(weights[kind])[0]))
     return out
+
+
+def keeps_stored_codes(stored: str, qtype: str, group_size: int) -> bool:
+    """Whether a tensor stored as ``stored`` (a GGUF type) keeps its codes as llmcu's ``qtype``. GGUF's Q8_0 holds
+    32 int8 codes per block with a float16 scale chosen so that the largest code is 127: its dequantized values
+    are code * scale, so the contract's absmax rule gives back that scale (127 * scale / 127, exact in float32 for
+    a float16 scale) and those codes. Nothing else maps exactly (Q4_0's codes -8..7 around a signed scale are not
+    llmcu q4's), so other types are fitted again like any float weights."""
+    return stored == "Q8_0" and qtype == "q8" and group_size == 32
 
 
 def quantize_kind(
@@ -329,7 +343,8 @@ def quantize_checkpoint(
     cache, digest = None, None
     if plan.quantized and quantcache.enabled(plan.calibration):
         digest = calibration.weights_digest(ckpt)  # type: ignore[arg-type]
-        fields = (plan.default, plan.group_size, sorted(plan.overrides), plan.fit, plan.calibration)
+        stored = sorted(getattr(ckpt, "extra", {}).get("stored", {}).items())
+        fields = (plan.default, plan.group_size, sorted(plan.overrides), plan.fit, plan.calibration, stored)
         cache = quantcache.cache_path(quantcache.cache_key(digest, fields))
         cached = quantcache.load(cache)
         if cached is not None:
@@ -356,7 +371,8 @@ def _quantize_checkpoint(
         total = sum(1 if np.ndim(w) == 2 else int(np.shape(w)[0]) for w in weights.values() if np.ndim(w) >= 2)
         bar = tqdm(total=total, desc=f"quantizing ({plan.fit})", unit="matrix", leave=False, dynamic_ncols=True)
     try:
-        return quantize_model(weights, plan, stats, bar.update if bar is not None else None)
+        stored = getattr(ckpt, "extra", {}).get("stored", {})
+        return quantize_model(weights, plan, stats, bar.update if bar is not None else None, stored)
     finally:
         if bar is not None:
             bar.close()

@@ -22,6 +22,8 @@ from ..checkpoint import Checkpoint
 from .llama import ModelImportError, make_config, stack_layers
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
+GGUF_LAYER_MATRICES = {"wq": "attn_q", "wk": "attn_k", "wv": "attn_v", "wo": "attn_output", "w1": "ffn_gate",
+                       "w2": "ffn_down", "w3": "ffn_up"}  # fmt: skip
 
 
 def open_reader(path: str | Path) -> Any:
@@ -96,6 +98,7 @@ def read_gguf(path: str | Path) -> Checkpoint:
     source = str(path)
     cfg, tensors = _config(open_reader(path), source)
     dequantized: Counter[str] = Counter()
+    types: dict[str, set[str]] = {}  # llmcu's tensor kind -> the GGUF types its tensors have
 
     def tensor(name: str, shape: tuple[int, ...]) -> np.ndarray:
         found = tensors.get(name)
@@ -130,6 +133,9 @@ def read_gguf(path: str | Path) -> Checkpoint:
     def per_layer(part: str, shape: tuple[int, ...]) -> np.ndarray:
         return stack_layers(source, [tensor(f"blk.{i}.{part}.weight", shape) for i in layers], shape, part)
 
+    def kind_types(kind: str, names: list[str]) -> None:
+        types[kind] = {tensors[name].tensor_type.name for name in names if name in tensors}
+
     weights = {
         "tok_embeddings": tensor("token_embd.weight", (v, d)),
         "rms_att": per_layer("attn_norm", (d,)),
@@ -146,8 +152,15 @@ def read_gguf(path: str | Path) -> Checkpoint:
     if not cfg.shared_classifier:
         weights["wcls"] = tensor("output.weight", (v, d))
     weights = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()}
+    kind_types("tok_embeddings", ["token_embd.weight"])
+    for kind, part in GGUF_LAYER_MATRICES.items():
+        kind_types(kind, [f"blk.{i}.{part}.weight" for i in layers])
+    if not cfg.shared_classifier:
+        kind_types("wcls", ["output.weight"])
+    stored = {kind: found.pop() for kind, found in types.items() if len(found) == 1 and found <= {"Q8_0"}}
     notes = [
         f"{count} {kind} tensor{'s' if count > 1 else ''} dequantized to float32 and quantized again by llmcu"
+        + (" (q8 with group_size=32 keeps their codes and scales)" if kind == "Q8_0" else "")
         for kind, count in sorted(dequantized.items())
     ]
-    return Checkpoint(cfg, weights, format="gguf", path=path, extra={"notes": notes})
+    return Checkpoint(cfg, weights, format="gguf", path=path, extra={"notes": notes, "stored": stored})

@@ -22,7 +22,7 @@ _SPEC.loader.exec_module(fuzz)
 
 # Inputs per target: together a few seconds. A longer run: tools/fuzz/fuzz_readers.py TARGET --mutations N.
 BUDGET = {"checkpoint": 1500, "tokenizer": 1500, "weightsfile": 300, "protocol": 1500, "uart": 1500,
-          "target_toml": 600}  # fmt: skip
+          "target_toml": 600, "gguf": 400, "safetensors": 400}  # fmt: skip
 
 
 def _fuzz(name: str, sees) -> tuple[int, int]:
@@ -109,6 +109,33 @@ def test_fuzz_target_toml(sees) -> None:
 
 
 # Inputs that crashed a reader before its fix: each stays a regression case.
+@pytest.mark.fault(
+    area="checkpoint",
+    kind="input",
+    what="400 mutants of small GGUF files (F32 and F16 tensors, a sentencepiece vocabulary): bit flips, counts and "
+    "lengths set to 0/-1/INT_MAX/..., cuts, splices",
+    sees=r"fuzz\.gguf: (not a readable GGUF file, truncated or corrupt|non-finite weights|piece \d+ is|"
+    r"architecture|metadata|tensor|.* is not a multiple|n_kv_heads|head|dim|hidden_dim|vocab_size|seq_len|"
+    r"n_layers|n_heads|tokenizer|BOS|EOS|the vocabulary|RoPE|rope_theta|RMSNorm|\d+ pieces)",
+)
+def test_fuzz_gguf(sees) -> None:
+    accepted, rejected = _fuzz("gguf", sees)
+    assert accepted >= 2 and rejected > 300
+
+
+@pytest.mark.fault(
+    area="checkpoint",
+    kind="input",
+    what="400 mutants of a Hugging Face folder's model.safetensors (the JSON header and the tensor data)",
+    sees=r"hf(/model\.safetensors)?: (the header is not valid JSON|header of [\d,]+ bytes does not fit|"
+    r"tensor '.*' (lies at bytes|has|needs)|tensors .* overlap|non-finite weights|[\d,]+ bytes, too short|"
+    r"tensor .* is missing|.* has shape|the header is not a JSON object|no tensor|.*tie_word_embeddings)",
+)
+def test_fuzz_safetensors(sees) -> None:
+    accepted, rejected = _fuzz("safetensors", sees)
+    assert accepted >= 1 and rejected > 300
+
+
 REGRESSIONS = [
     # a summary line garbled on the wire: format_summary raised ValueError after the run
     ("protocol", b"\x02llmcu 1 unit=cycles\nhi\n\x1esum tokens=2 tok_per_s=4x0 cost_per_token=1e999 peak_stack=u12\n"

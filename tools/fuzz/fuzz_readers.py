@@ -48,6 +48,8 @@ from llmcu.model import checkpoint, tokenizer  # noqa: E402
 # Small enough that a mutated header that still describes the model decodes in microseconds.
 TINY = ModelConfig(8, 12, 2, 2, 1, 16, 4, True)
 TINY_UNSHARED = ModelConfig(8, 12, 1, 2, 2, 12, 2, False)
+# GGUF and Hugging Face seeds carry a sentencepiece vocabulary, which has the 256 byte pieces: 270 tokens.
+TINY_IMPORT = ModelConfig(8, 12, 1, 2, 1, 270, 4, False)
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="llmcu-fuzz-"))
 
@@ -126,6 +128,27 @@ def fuzz_uart(data: bytes) -> None:
         uart.check_capture(capture, "fw.elf")
 
 
+def fuzz_gguf(data: bytes) -> None:
+    """A GGUF file: its metadata, the llama checks, every tensor (dequantized where quantized) and its vocabulary."""
+    from llmcu.model import sources
+
+    path = _SCRATCH / "fuzz.gguf"
+    path.write_bytes(data)
+    sources.read_model(path)
+    sources.read_vocab(path)
+
+
+def fuzz_safetensors(data: bytes) -> None:
+    """A Hugging Face folder whose model.safetensors holds these bytes (its config.json is TINY_IMPORT's)."""
+    from llmcu.model import sources
+
+    folder = _SCRATCH / "hf"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(_hf_config(TINY_IMPORT))
+    (folder / "model.safetensors").write_bytes(data)
+    sources.read_model(folder)
+
+
 def fuzz_target_toml(data: bytes) -> None:
     """targets.load_target on a target.toml of these bytes."""
     folder = _SCRATCH / "targets" / "fuzz"
@@ -144,6 +167,8 @@ ENTRY_POINTS: dict[str, Callable[[bytes], None]] = {
     "protocol": fuzz_protocol,
     "uart": fuzz_uart,
     "target_toml": fuzz_target_toml,
+    "gguf": fuzz_gguf,
+    "safetensors": fuzz_safetensors,
 }
 
 
@@ -197,6 +222,32 @@ FAULT = (
 REFUSED = b"\x05llmcu ready 1\n\x15llmcu error reason=bad_command detail=steps\n"
 
 
+def _hf_config(config: ModelConfig) -> str:
+    import json
+
+    return json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": config.dim,
+                       "intermediate_size": config.hidden_dim, "num_hidden_layers": config.n_layers,
+                       "num_attention_heads": config.n_heads, "num_key_value_heads": config.n_kv_heads,
+                       "vocab_size": config.vocab_size, "max_position_embeddings": config.seq_len,
+                       "tie_word_embeddings": config.shared_classifier})  # fmt: skip
+
+
+def _model_seeds(kind: str) -> list[bytes]:
+    """TINY_IMPORT as a GGUF file (F32 and F16, with a byte-fallback vocabulary) or a model.safetensors."""
+    sys.path.insert(0, str(ROOT / "tests" / "model"))
+    from importutil import write_gguf, write_hf_folder
+
+    ckpt = checkpoint.random_checkpoint(TINY_IMPORT, seed=5)
+    tok = tokenizer.parse_tokenizer(_tokenizer_bytes(), TINY_IMPORT.vocab_size)
+    out = []
+    if kind == "gguf":
+        for qtype in ("F32", "F16"):
+            out.append(write_gguf(_SCRATCH / f"seed-{qtype}.gguf", ckpt, tok, qtype=qtype).read_bytes())
+        return out
+    folder = write_hf_folder(_SCRATCH / "seed-hf", ckpt)
+    return [(folder / "model.safetensors").read_bytes()]
+
+
 def _target_toml_seeds() -> list[bytes]:
     seeds = []
     for path in sorted((ROOT / "targets").glob("*/target.toml")):
@@ -222,6 +273,8 @@ def seeds(name: str) -> list[bytes]:
         return [RUN, FAULT, REFUSED, RUN.replace(b"\x1etok pos=1", b"\x05llmcu ready 1 target=x\n\x1etok pos=1")]
     if name == "target_toml":
         return _target_toml_seeds()
+    if name in ("gguf", "safetensors"):
+        return _model_seeds(name)
     raise KeyError(name)
 
 

@@ -110,6 +110,20 @@ def test_q8_0_tensors_keep_their_codes_in_a_q8_build(tmp_path: Path, original) -
     assert np.array_equal(fitted["w1"].q[2], codes)
 
 
+def test_the_quant_report_says_what_importing_did(tmp_path: Path, original, stories260k: Path) -> None:
+    ckpt, tok = original
+    path = write_gguf(tmp_path / "q4_0.gguf", ckpt, tok, qtype="Q4_0")
+    from llmcu.build import project, steps
+
+    settings = project.configure({"target": "host", "model": str(path), "quant": "q4", "build_dir": str(tmp_path)})
+    steps.generate_sources(settings)
+    report = (settings.out_dir / "quant_report.md").read_text()
+    assert "## The source file\n\n- 31 Q4_0 tensors dequantized to float32 and quantized again by llmcu" in report
+    assert json.loads((settings.out_dir / "quant_report.json").read_text())["source_notes"] == [
+        "31 Q4_0 tensors dequantized to float32 and quantized again by llmcu"
+    ]
+
+
 def _run(program: Path, *args: str) -> bytes:
     return subprocess.run([str(program), *args], capture_output=True, check=True, timeout=120).stdout
 

@@ -72,6 +72,7 @@ class GeneratedModel:
     quality: dict[str, object] | None = None  # llmcu.model.quality.build_quality's figures, when measured
     quality_note: str = ""  # why quality was not measured
     auto_steps: tuple[str, ...] = ()  # quant=auto: what it chose and why (llmcu.build.autoquant)
+    source_notes: tuple[str, ...] = ()  # what importing the model did (a GGUF file's dequantized tensors)
     # kv_type=q16's scales (llmcu.model.kvq16.Q16Scales.as_array), measured when the build may choose q16.
     kv_q16_scales: np.ndarray | None = None
 
@@ -405,6 +406,7 @@ def write_quant_report(model: GeneratedModel, json_path: str | Path, markdown_pa
         "quality": model.quality,
         "quality_note": model.quality_note,
         "auto_steps": list(model.auto_steps),
+        "source_notes": list(model.source_notes),
         "weight_bytes": model.weight_bytes(),
         "tokenizer_bytes": model.tokenizer_bytes(),
         "kv_type": model.kv_type,
@@ -430,6 +432,8 @@ def write_quant_report(model: GeneratedModel, json_path: str | Path, markdown_pa
         ]
     elif model.quality_note:
         lines += [f"Quality: {model.quality_note}", ""]
+    if model.source_notes:
+        lines += ["## The source file", "", *[f"- {note}" for note in model.source_notes], ""]
     if model.auto_steps:
         lines += ["## quant=auto", "", *[f"- {step}" for step in model.auto_steps], ""]
     lines += [

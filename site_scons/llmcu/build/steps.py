@@ -55,6 +55,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         plan, quantized = settings.plan, quantize_checkpoint(ckpt, settings.plan, tok, show_progress=show)
     model = prepared(plan, quantized)
     model.auto_steps = auto_steps
+    model.source_notes = tuple(ckpt.extra.get("notes", ()))
     try:
         plans = _plan_images(settings, model)
         if settings.linux is not None:

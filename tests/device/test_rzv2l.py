@@ -496,6 +496,32 @@ def test_ssh_errors_say_what_is_wrong(sshd: dict[str, str], builds: dict[str, Pa
     assert _remote_folders() == before
 
 
+def test_console_on_the_board_over_ssh(
+    sshd: dict[str, str], builds: dict[str, Path], build_root: Path, stories260k: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """`scons console board=...`: the program and its weights file are copied over SSH, the console runs there on
+    ssh's pipes (a prompt, a refused line, another prompt), and the folder is gone when the session ends."""
+    from llmcu.build import project
+    from llmcu.device import runs, session
+
+    for key in ("LLMCU_SSH_OPTS", "LLMCU_REMOTE_EXEC"):
+        monkeypatch.setenv(key, sshd[key])
+    monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
+    before = _remote_folders()
+    settings = project.configure({"target": "rzv2l", "model": "260k", "quant": "q8", "weights_file": "yes",
+                                  **dict(option.split("=", 1) for option in kernel_options()),
+                                  "build_dir": str(build_root), "board": sshd["destination"], "steps": "40",
+                                  "temperature": "0"})  # fmt: skip
+    assert settings.out_dir == builds["q8-file"].parent
+    exchanges = session.console(settings, runs.run_options({"log_dir": str(tmp_path)}),
+                                lines=["Once upon a time", "/raw run steps=x", "The dog"])  # fmt: skip
+    assert [(e.kind, e.status) for e in exchanges] == [("prompt", "ok"), ("raw", "rejected"), ("prompt", "ok")]
+    expected = subprocess.run([str(builds["host-q8"]), "-p", "Once upon a time", "-n", "40", "-t", "0", "-q"],
+                              capture_output=True, check=True).stdout.decode()  # fmt: skip
+    assert exchanges[0].text == expected
+    assert _remote_folders() == before
+
+
 @pytest.mark.slow
 def test_15m_shaped_model_goes_to_a_weights_file(tmp_path: Path, tokenizer_32k: Path) -> None:
     from llmcu.core.config import ModelConfig

@@ -467,16 +467,21 @@ def open_channel(settings: Any, options: Any) -> tuple[Channel, RunInfo]:
     if settings.linux is not None:
         from .linux_run import choose_runner
 
-        if choose_runner(settings) != "qemu":
-            raise LlmcuError(
-                f"`console` on an {settings.target.name} board is not there yet: use hil=qemu for the program under "
-                f"{settings.linux.qemu}, or `scons run` on the board"
-            )
         program = settings.out_dir / "llmcu"
-        args = ["-c", "-j", str(settings.threads)]
-        if settings.weights_file:
-            args += ["-w", str(settings.out_dir / "model.bin")]
+        weights = settings.out_dir / "model.bin" if settings.weights_file else None
         linux = settings.linux
+        if choose_runner(settings) == "board":  # copied over SSH; the console runs there on ssh's pipes
+            from . import sshdeploy
+
+            assert linux.destination is not None
+            copy = sshdeploy.upload(linux.destination, program, weights, linux.remote_dir)
+            args = ["-j", str(settings.threads), *(["-w", copy.weights] if copy.weights else [])]
+            name = f"{settings.target.name} board {linux.destination}"
+            channel = channels.process_channel(sshdeploy.console_command(copy, args), name, "board")
+            return channel, run_info(settings, "board", port=str(linux.destination))
+        args = ["-c", "-j", str(settings.threads)]
+        if weights is not None:
+            args += ["-w", str(weights)]
         command = qemu_user.qemu_command(
             program, args, qemu=linux.qemu, cpu=linux.qemu_cpu,
             sysroot=linux.toolchain.sysroot if not linux.toolchain.static else "",

@@ -27,6 +27,7 @@ import secrets
 import shlex
 import subprocess
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..build.destination import Destination
@@ -122,6 +123,48 @@ def _run(destination: Destination, remote: str, *, stdin: Path | None = None, ti
         raise SshError(f"on {destination}: `{remote}` failed (status {result.returncode}): {last_lines(result.stderr)}")
 
 
+@dataclass(frozen=True)
+class RemoteCopy:
+    """The program (and weights) copied into a fresh folder on the board."""
+
+    destination: Destination
+    folder: str
+    weights: str | None  # the remote weights file's path
+
+
+def upload(destination: Destination, program: Path, weights: Path | None, remote_dir: str = "/tmp") -> RemoteCopy:
+    """Copies ``program`` (and ``weights``) into a new private folder under ``remote_dir`` on the board."""
+    for path in (program, weights):
+        if path is not None and not path.is_file():
+            raise SshError(f"{path} does not exist: build it first")
+    folder = f"{remote_dir.rstrip('/') or ''}/llmcu-{secrets.token_hex(6)}"
+    q = shlex.quote
+    try:
+        remote_program = q(folder + "/llmcu")
+        _run(destination, f"mkdir -m 700 {q(folder)} && cat > {remote_program} && chmod 700 {remote_program}",
+             stdin=program, timeout=UPLOAD_TIMEOUT)  # fmt: skip
+        remote_weights = None
+        if weights is not None:
+            remote_weights = f"{folder}/{weights.name}"
+            _run(destination, f"cat > {q(remote_weights)}", stdin=weights, timeout=UPLOAD_TIMEOUT)
+    except BaseException:
+        with contextlib.suppress(SshError):
+            _run(destination, f"rm -rf {q(folder)}", timeout=60)
+        raise
+    return RemoteCopy(destination, folder, remote_weights)
+
+
+def console_command(copy: RemoteCopy, args: Sequence[str], exec_prefix: str | None = None) -> list[str]:
+    """The ssh command that runs the uploaded program's console (``llmcu -c``) on its pipes and removes the folder
+    when the console ends (its standard input closed)."""
+    prefix = os.environ.get(ENV_EXEC, "") if exec_prefix is None else exec_prefix
+    q = shlex.quote
+    launch = f"{prefix} ./llmcu" if prefix else "./llmcu"
+    words = " ".join(q(arg) for arg in ["-c", *args])
+    remote = f"cd {q(copy.folder)} && {launch} {words}; status=$?; cd / && rm -rf {q(copy.folder)}; exit $status"
+    return ssh_command(copy.destination, remote)
+
+
 def deploy_and_run(
     destination: Destination,
     program: Path,
@@ -136,35 +179,21 @@ def deploy_and_run(
 ) -> RunOutput:
     """Copies ``program`` (and ``weights``) to a fresh folder on the board, runs it there with
     ``program_args(remote weights path)``, removes the folder, and returns the parsed output."""
-    for path in (program, weights):
-        if path is not None and not path.is_file():
-            raise SshError(f"{path} does not exist: build it first")
     prefix = os.environ.get(ENV_EXEC, "") if exec_prefix is None else exec_prefix
-    folder = f"{remote_dir.rstrip('/') or ''}/llmcu-{secrets.token_hex(6)}"
-    remote_program = f"{folder}/llmcu"
+    copy = upload(destination, program, weights, remote_dir)
     q = shlex.quote
     finished = False
     try:
-        _run(
-            destination,
-            f"mkdir -m 700 {q(folder)} && cat > {q(remote_program)} && chmod 700 {q(remote_program)}",
-            stdin=program,
-            timeout=UPLOAD_TIMEOUT,
-        )
-        remote_weights = None
-        if weights is not None:
-            remote_weights = f"{folder}/{weights.name}"
-            _run(destination, f"cat > {q(remote_weights)}", stdin=weights, timeout=UPLOAD_TIMEOUT)
-        words = " ".join(q(arg) for arg in program_args(remote_weights))
+        words = " ".join(q(arg) for arg in program_args(copy.weights))
         launch = f"{prefix} ./llmcu" if prefix else "./llmcu"
-        remote = f"cd {q(folder)} && {launch} {words}; status=$?; cd / && rm -rf {q(folder)}; exit $status"
+        remote = f"cd {q(copy.folder)} && {launch} {words}; status=$?; cd / && rm -rf {q(copy.folder)}; exit $status"
         result = stream_command(ssh_command(destination, remote), on_text=on_text, on_bytes=on_bytes, timeout=timeout)
         finished = not result.timed_out and result.returncode != 255
     finally:
         if not finished:
             # The original error says more; a folder left behind is in remote_dir with a random name.
             with contextlib.suppress(SshError):
-                _run(destination, f"rm -rf {q(folder)}", timeout=60)
+                _run(destination, f"rm -rf {q(copy.folder)}", timeout=60)
     output = result.output
     if result.timed_out:
         raise SshError(f"the run on {destination} did not finish within {timeout:g} s")

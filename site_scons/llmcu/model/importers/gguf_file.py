@@ -131,7 +131,8 @@ def read_gguf(path: str | Path) -> Checkpoint:
     layers = range(cfg.n_layers)
 
     def per_layer(part: str, shape: tuple[int, ...]) -> np.ndarray:
-        return stack_layers(source, [tensor(f"blk.{i}.{part}.weight", shape) for i in layers], shape, part)
+        values = (tensor(f"blk.{i}.{part}.weight", shape) for i in layers)
+        return stack_layers(source, values, cfg.n_layers, shape, part)
 
     def kind_types(kind: str, names: list[str]) -> None:
         types[kind] = {tensors[name].tensor_type.name for name in names if name in tensors}

@@ -104,10 +104,10 @@ def read_hf_folder(folder: str | Path) -> Checkpoint:
         layers = range(cfg.n_layers)
 
         def per_layer(part: str, shape: tuple[int, ...], fix: Any = None) -> np.ndarray:
-            values = [tensor(f"model.layers.{i}.{part}.weight", shape) for i in layers]
+            values = (tensor(f"model.layers.{i}.{part}.weight", shape) for i in layers)
             if fix is not None:
-                values = [fix(value) for value in values]
-            return stack_layers(source, values, shape, part)
+                values = (fix(value) for value in values)
+            return stack_layers(source, values, cfg.n_layers, shape, part)
 
         weights = {
             "tok_embeddings": tensor("model.embed_tokens.weight", (v, d)),

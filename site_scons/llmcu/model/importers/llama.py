@@ -9,7 +9,7 @@ undoes it, so GGUF files hold Meta's layout. :func:`hf_to_interleaved` undoes it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -89,11 +89,15 @@ def interleaved_to_hf(weight: np.ndarray, n_heads: int) -> np.ndarray:
     return weight.reshape(n_heads, half, 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
 
 
-def stack_layers(source: str, per_layer: list[np.ndarray], shape: tuple[int, ...], name: str) -> np.ndarray:
-    """One layer-stacked float32 tensor from each layer's, each checked against ``shape``."""
+def stack_layers(
+    source: str, per_layer: Iterable[np.ndarray], count: int, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """One layer-stacked float32 tensor of ``count`` layers, filled one layer at a time as ``per_layer`` yields
+    them (so that a big model is never held twice), each checked against ``shape``."""
+    stacked = np.empty((count, *shape), dtype=np.float32)
     for index, tensor in enumerate(per_layer):
         if tuple(tensor.shape) != shape:
-            raise ModelImportError(
-                f"{source}: {name} of layer {index} has shape {tuple(tensor.shape)}, expected {shape}"
-            )
-    return np.ascontiguousarray(np.stack(per_layer).astype(np.float32, copy=False))
+            got = tuple(tensor.shape)
+            raise ModelImportError(f"{source}: {name} of layer {index} has shape {got}, expected {shape}")
+        stacked[index] = tensor
+    return stacked

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
 from flash_fakes import FakeFactory
 from llmcu.build import project
 from llmcu.device import debug, runs
@@ -24,7 +23,6 @@ BREAK_IN_FORWARD = ["break llmcu_forward", "continue", "print pos", "print token
 
 
 def _settings(target: str, root: Path, models: Path, monkeypatch) -> project.BuildSettings:
-    scons([f"target={target}", "model=260k", "quant=q8", f"build_dir={root}"], models)
     monkeypatch.setenv("LLMCU_MODELS", str(models))
     return project.configure({"target": target, "model": "260k", "quant": "q8", "build_dir": str(root),
                               "prompt": "Once", "steps": "4"})  # fmt: skip
@@ -40,16 +38,16 @@ def _check_session(text: str) -> None:
 
 @needs_qemu
 @needs_gdb
-def test_gdb_stops_the_twin_in_the_forward_pass(tmp_path, stories260k, monkeypatch, capfd) -> None:
-    settings = _settings("qemu-m7", tmp_path, stories260k.parent, monkeypatch)
+def test_gdb_stops_the_twin_in_the_forward_pass(q8_build_root, stories260k, monkeypatch, capfd) -> None:
+    settings = _settings("qemu-m7", q8_build_root, stories260k.parent, monkeypatch)
     status = debug.debug(settings, runs.run_options({}), port=debug.free_port(), commands=BREAK_IN_FORWARD, batch=True)
     assert status == 0
     _check_session(capfd.readouterr().out)
 
 
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb missing")
-def test_gdb_on_the_host_program(tmp_path, stories260k, monkeypatch, capfd) -> None:
-    settings = _settings("host", tmp_path, stories260k.parent, monkeypatch)
+def test_gdb_on_the_host_program(q8_build_root, stories260k, monkeypatch, capfd) -> None:
+    settings = _settings("host", q8_build_root, stories260k.parent, monkeypatch)
     commands = ["break llmcu_forward", "run", "print pos", "print token", "bt 2", "continue", "print pos", "kill"]
     assert debug.debug(settings, runs.run_options({}), commands=commands, batch=True) == 0
     text = capfd.readouterr().out

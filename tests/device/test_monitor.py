@@ -17,17 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
 from llmcu.core.errors import LlmcuError
 from llmcu.device import monitor
 from llmcu.device.protocol import RunOutput, TokenRecord
 
 
 @pytest.fixture(scope="module")
-def console_bytes(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> bytes:
+def console_bytes(q8_build_root: Path) -> bytes:
     """What a console prints for two prompts and a refused line."""
-    root = tmp_path_factory.mktemp("monitor-build")
-    scons(["target=host", "model=260k", "quant=q8", f"build_dir={root}"], stories260k.parent)
+    root = q8_build_root
     lines = b"run steps=12 temperature=0.0 prompt=Once\nrun steps=oops\nrun steps=9 seed=4 prompt=The%20dog\n"
     result = subprocess.run([str(root / "host" / "260k-q8" / "llmcu"), "-c"], input=lines, capture_output=True,
                             check=True, timeout=60)  # fmt: skip

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from buildutil import scons
 from llmcu.build.project import RunParams
 from llmcu.device import qemu
 from llmcu.device.progress import TextProgress
@@ -27,9 +26,8 @@ def test_the_bar_counts_pieces_up_to_the_steps(capsys) -> None:
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm missing")
-def test_a_twin_run_with_a_bar_is_the_same_run(tmp_path, stories260k, monkeypatch, capsys) -> None:
-    scons(["target=qemu-m7", "model=260k", "quant=q8", f"build_dir={tmp_path}"], stories260k.parent)
-    elf = tmp_path / "qemu-m7" / "260k-q8" / "firmware.elf"
+def test_a_twin_run_with_a_bar_is_the_same_run(q8_build_root, monkeypatch, capsys) -> None:
+    elf = q8_build_root / "qemu-m7" / "260k-q8" / "firmware.elf"
     params = RunParams("Once upon a time", 20, 0.0, 0.9, 1)
     plain = qemu.run_firmware(elf, params)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)

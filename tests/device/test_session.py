@@ -34,8 +34,8 @@ needs_qemu = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("session-builds")
+def build_root(q8_build_root: Path) -> Path:
+    return q8_build_root
 
 
 def _settings(target: str, build_root: Path, models: Path, **extra: str) -> project.BuildSettings:
@@ -45,13 +45,11 @@ def _settings(target: str, build_root: Path, models: Path, **extra: str) -> proj
 
 @pytest.fixture(scope="module")
 def host_build(build_root: Path, stories260k: Path) -> project.BuildSettings:
-    scons(["target=host", "model=260k", "quant=q8", f"build_dir={build_root}"], stories260k.parent)
     return _settings("host", build_root, stories260k.parent)
 
 
 @pytest.fixture(scope="module")
 def twin_build(build_root: Path, stories260k: Path) -> project.BuildSettings:
-    scons(["target=qemu-m7", "model=260k", "quant=q8", f"build_dir={build_root}"], stories260k.parent)
     return _settings("qemu-m7", build_root, stories260k.parent)
 
 

@@ -132,7 +132,7 @@ GREEDY = ("-p", "Once upon a time", "-n", "96", "-t", "0.0")
 SAMPLED = ("-p", "The little dog", "-n", "96", "-t", "0.9", "-P", "0.9", "-s", "42")
 
 
-@pytest.mark.parametrize("quant", ["fp32", "q8"])
+@pytest.mark.parametrize("quant", ["fp32", pytest.param("q8", marks=pytest.mark.slow)])
 def test_converted_stories260k_builds_give_the_checkpoints_output(
     quant: str, converted: dict[str, Path], tmp_path: Path, stories260k: Path, tok512: Path
 ) -> None:

@@ -18,10 +18,24 @@
 
 #define GENERATE_ERR_PROMPT_TOO_LONG 3
 
+#ifndef LLMCU_SLIDE /* model_config.h defines it; 0 is overflow=stop */
+#define LLMCU_SLIDE 0
+#endif
+
+/* How many forward passes one run may make: the context (overflow=stop), or with a sliding window as many as
+ * the records below hold (overflow=slide: LLMCU_MAX_STEPS, a build option, 12 bytes each). */
+#if LLMCU_SLIDE
+#define MAX_PASSES LLMCU_MAX_STEPS
+#define CAPPED_REASON "max_steps"
+#else
+#define MAX_PASSES LLMCU_SEQ_LEN
+#define CAPPED_REASON "context_full"
+#endif
+
 static int prompt_tokens[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
 /* Per forward pass (indexed by position): the token that followed and what the pass cost. */
-static int next_token[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
-static uint64_t pass_cost[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
+static int next_token[MAX_PASSES] LLMCU_STATE_ATTR;
+static uint64_t pass_cost[MAX_PASSES] LLMCU_STATE_ATTR;
 
 #if LLMCU_PHASES
 /* The harness's per-phase split is taken at this position (or the last one, in a shorter run). */
@@ -94,6 +108,13 @@ static void write_header(void) {
     line_str(&line, platform_counter_unit());
     line_str(&line, " clock_hz=");
     line_u64(&line, platform_counter_hz());
+#if LLMCU_SLIDE
+    /* The window: the cache's positions and the attention sinks it keeps (overflow=slide). */
+    line_str(&line, " window=");
+    line_u64(&line, (uint64_t)LLMCU_SEQ_LEN);
+    line_str(&line, " sinks=");
+    line_u64(&line, (uint64_t)LLMCU_SINKS);
+#endif
     line_str(&line, "\n");
     line_end(&line);
 }
@@ -208,12 +229,13 @@ static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
 }
 
 int llmcu_generate(const llmcu_params *params) {
-    /* Every position needs a slot of the KV cache, so no run goes past the context: more steps than it
-     * holds (the prompt included) stop there, and the end line says so (reason=context_full). */
+    /* Without a sliding window every position needs a slot of the KV cache, so no run goes past the context:
+     * more steps than it holds (the prompt included) stop there, and the end line says so (reason=context_full).
+     * With one, the cache slides and a run stops at the records' room (reason=max_steps); steps=0 means that. */
     int steps = params->steps;
-    int capped = steps > LLMCU_SEQ_LEN;
+    int capped = steps > MAX_PASSES;
     if (steps <= 0 || capped) {
-        steps = LLMCU_SEQ_LEN;
+        steps = MAX_PASSES;
     }
     const char *prompt = params->prompt != NULL ? params->prompt : "";
 
@@ -239,8 +261,8 @@ int llmcu_generate(const llmcu_params *params) {
         const char *reason = NULL;
         if (counts.stopped) {
             reason = "stopped";
-        } else if (capped && counts.passes == LLMCU_SEQ_LEN) {
-            reason = "context_full";
+        } else if (capped && counts.passes == MAX_PASSES) {
+            reason = CAPPED_REASON;
         }
         write_end("ok", reason);
     }

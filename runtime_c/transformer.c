@@ -159,7 +159,7 @@ static inline void embed(float *out, const llmcu_tensor *table, int qtype, int t
 
 /* ---- the KV cache's element type (a compile-time choice) ---- */
 
-/* Stores this position's key and value, computed in s.k/s.v, into the cache (fp32: already there). */
+/* Stores this position's key and value, computed in s.k/s.v, into the cache slot `pos` (fp32: already there). */
 static inline void store_kv(int l, int pos) {
 #if LLMCU_KV_TYPE == LLMCU_KV_F16
     kv_store_f16(key_cache[l][pos], s.k, LLMCU_KV_DIM);
@@ -178,11 +178,12 @@ static inline void store_kv(int l, int pos) {
 }
 
 #if LLMCU_KV_TYPE == LLMCU_KV_Q16
-/* Every query head at once: the kernel set shares what it can between the heads of one kv head. */
-static void attend_all_heads(int l, int pos) {
+/* Every query head at once over the first n_pos slots: the kernel set shares what it can between the heads of
+ * one kv head. */
+static void attend_all_heads(int l, int n_pos) {
     attention_q16(s.xb, s.q, key_cache[l], value_cache[l], llmcu_kv_q16_scales[2][l], llmcu_kv_q16_scales[1][l],
                   s.query, s.scores, s.weights, LLMCU_N_HEADS, LLMCU_N_KV_HEADS, LLMCU_HEAD_SIZE, KV_POSITIONS,
-                  pos + 1);
+                  n_pos);
 }
 #else
 /* One query head (query q, output out) attends over positions 0..n_pos-1 of layer l's kv head kvh. */
@@ -201,12 +202,89 @@ static inline void attend(float *out, const float *q, int l, int kvh, int n_pos)
 #endif
 }
 
-/* Grouped-query attention over positions 0..pos: query head h reads kv head h / KV_MUL; outputs in s.xb. */
-static void attend_all_heads(int l, int pos) {
+/* Grouped-query attention over the first n_pos slots: query head h reads kv head h / KV_MUL; outputs in s.xb. */
+static void attend_all_heads(int l, int n_pos) {
     for (int h = 0; h < LLMCU_N_HEADS; h++) {
-        attend(s.xb + h * LLMCU_HEAD_SIZE, s.q + h * LLMCU_HEAD_SIZE, l, h / KV_MUL, pos + 1);
+        attend(s.xb + h * LLMCU_HEAD_SIZE, s.q + h * LLMCU_HEAD_SIZE, l, h / KV_MUL, n_pos);
     }
 }
+#endif
+
+/* ---- overflow=slide: a sliding window with attention sinks ---- */
+
+#ifndef LLMCU_SLIDE /* model_config.h defines it; 0 is overflow=stop */
+#define LLMCU_SLIDE 0
+#endif
+
+#if LLMCU_SLIDE
+/*
+ * The cache keeps the first LLMCU_SINKS positions ("attention sinks") and a ring of the most recent ones, so a
+ * generation goes on past the context (runtime_c/README.md, "Sliding window"). Position pos lives in slot pos
+ * until the cache is full, then in the ring slot SINKS + (pos - SINKS) mod (SEQ_LEN - SINKS). Attention runs
+ * over the occupied slots in slot order; every kernel set and the Python oracle do the same, so a slid run is
+ * bit-identical across them as a stopped one is.
+ */
+static int kv_slot(int pos) {
+    if (pos < LLMCU_SEQ_LEN) {
+        return pos;
+    }
+    return LLMCU_SINKS + (pos - LLMCU_SINKS) % (LLMCU_SEQ_LEN - LLMCU_SINKS);
+}
+
+/*
+ * RoPE keeps the absolute positions. Below LLMCU_SEQ_LEN a position's angles are those of a stopped build (the
+ * table row, or rope's own cosf/sinf). Past it they are composed from angles below it, with float32 products
+ * only, so that every target computes the same bits whatever its libm: with B = SEQ_LEN - 1 and pos = q B + r,
+ * row(pos) = row(r) (x) P_q, where P_0 = (1, 0) and P_q = P_(q-1) (x) row(B), and (c1, s1) (x) (c2, s2) =
+ * (c1 c2 - s1 s2, s1 c2 + c1 s2). P_q is kept between tokens (q grows by one every B positions).
+ */
+static float rope_base[LLMCU_HEAD_SIZE];  /* row(B) */
+static float rope_power[LLMCU_HEAD_SIZE]; /* P_q for q = rope_power_q */
+static float rope_row_out[LLMCU_HEAD_SIZE];
+static int rope_power_q = -1;
+
+static void rope_row(float *cs, int pos) {
+#if LLMCU_ROPE_TABLE
+    const float *row = llmcu_rope_table + (size_t)pos * LLMCU_HEAD_SIZE;
+    for (int i = 0; i < LLMCU_HEAD_SIZE; i++) {
+        cs[i] = row[i];
+    }
+#else
+    rope_angles(cs, LLMCU_HEAD_SIZE, pos, LLMCU_ROPE_THETA);
+#endif
+}
+
+static void rope_compose(float *acc, const float *by) {
+    for (int i = 0; i < LLMCU_HEAD_SIZE; i += 2) {
+        float c = acc[i] * by[i] - acc[i + 1] * by[i + 1];
+        float sn = acc[i + 1] * by[i] + acc[i] * by[i + 1];
+        acc[i] = c;
+        acc[i + 1] = sn;
+    }
+}
+
+/* The angles of a position past the context, as the comment above composes them. */
+static const float *rope_beyond(int pos) {
+    const int base = LLMCU_SEQ_LEN - 1;
+    int q = pos / base;
+    if (rope_power_q < 0 || q < rope_power_q) { /* the first time, or a new generation: from P_0 */
+        rope_row(rope_base, base);
+        for (int i = 0; i < LLMCU_HEAD_SIZE; i += 2) {
+            rope_power[i] = 1.0f;
+            rope_power[i + 1] = 0.0f;
+        }
+        rope_power_q = 0;
+    }
+    while (rope_power_q < q) {
+        rope_compose(rope_power, rope_base);
+        rope_power_q++;
+    }
+    rope_row(rope_row_out, pos % base);
+    rope_compose(rope_row_out, rope_power);
+    return rope_row_out;
+}
+#else
+#define kv_slot(pos) (pos)
 #endif
 
 /* ---- the blocks of a layer ---- */
@@ -218,10 +296,12 @@ static void add_residual(float *x, const float *y, int n) {
 }
 
 static void attention_block(const llmcu_layer *layer, int l, int pos) {
+    int slot = kv_slot(pos);                                    /* where this position's key and value go */
+    int n_pos = pos < LLMCU_SEQ_LEN ? pos + 1 : LLMCU_SEQ_LEN; /* the slots attention reads */
 #if LLMCU_KV_TYPE == LLMCU_KV_F32
     /* This position's key and value are written straight into the cache. */
-    float *k = key_cache[l][pos];
-    float *v = value_cache[l][pos];
+    float *k = key_cache[l][slot];
+    float *v = value_cache[l][slot];
 #else
     /* They are computed and rotated in float32, then stored converted. */
     float *k = s.k;
@@ -234,16 +314,23 @@ static void attention_block(const llmcu_layer *layer, int l, int pos) {
     PHASE(PHASE_MATMUL, matmul(k, s.xb, &layer->wk, LLMCU_QTYPE_WK, LLMCU_KV_DIM, LLMCU_DIM));
     PHASE(PHASE_MATMUL, matmul(v, s.xb, &layer->wv, LLMCU_QTYPE_WV, LLMCU_KV_DIM, LLMCU_DIM));
 
-#if LLMCU_ROPE_TABLE
-    /* The angles' cosines and sines from the build-time table (llmcu.h), the same floats rope computes. */
-    PHASE(PHASE_ROPE, rope_rotate(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE,
-                                  llmcu_rope_table + (size_t)pos * LLMCU_HEAD_SIZE));
-#else
-    PHASE(PHASE_ROPE, rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos, LLMCU_ROPE_THETA));
+#if LLMCU_SLIDE
+    if (pos >= LLMCU_SEQ_LEN) { /* past the context: composed angles (see rope_beyond) */
+        PHASE(PHASE_ROPE, rope_rotate(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, rope_beyond(pos)));
+    } else
 #endif
-    PHASE(PHASE_ROPE, store_kv(l, pos));
+    {
+#if LLMCU_ROPE_TABLE
+        /* The angles' cosines and sines from the build-time table (llmcu.h), the same floats rope computes. */
+        PHASE(PHASE_ROPE, rope_rotate(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE,
+                                      llmcu_rope_table + (size_t)pos * LLMCU_HEAD_SIZE));
+#else
+        PHASE(PHASE_ROPE, rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos, LLMCU_ROPE_THETA));
+#endif
+    }
+    PHASE(PHASE_ROPE, store_kv(l, slot));
 
-    PHASE(PHASE_ATTENTION, attend_all_heads(l, pos));
+    PHASE(PHASE_ATTENTION, attend_all_heads(l, n_pos));
 
     PHASE(PHASE_QUANTIZE, quantize_input(s.xb, LLMCU_DIM, IS_QUANTIZED(LLMCU_QTYPE_WO)));
     PHASE(PHASE_MATMUL, matmul(s.xb2, s.xb, &layer->wo, LLMCU_QTYPE_WO, LLMCU_DIM, LLMCU_DIM));

@@ -73,6 +73,9 @@ void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos, floa
  * = sinf of pos * freq(hd) for each even head position hd (one row of the build-time table, LLMCU_ROPE_TABLE);
  * with the values rope computes, the results are rope's to the bit. head_size must be even. */
 void rope_rotate(float *q, int q_dim, float *k, int k_dim, int head_size, const float *cs);
+/* One row of those angles at `pos`, computed as rope computes them (cosf and sinf of (float)pos * freq):
+ * cs[hd] = cos and cs[hd + 1] = sin for each even head position hd. head_size must be even. */
+void rope_angles(float *cs, int head_size, int pos, float theta);
 /* In place: hb[i] = silu(hb[i]) * hb2[i]. */
 void swiglu(float *hb, const float *hb2, int n);
 

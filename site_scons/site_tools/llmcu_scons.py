@@ -128,7 +128,7 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
     identity = env.Value(
         f"{settings.model_name}|{settings.plan!r}|{settings.seq_len}|{settings.target.kind}|{settings.board}|"
         f"kv_type={settings.kv_type}|weights_file={settings.weights_file}|auto={settings.auto_quant}|"
-        f"budget={settings.budget}|quality={settings.quality}|"
+        f"budget={settings.budget}|quality={settings.quality}|window={settings.window}|"
         f"ram={(settings.linux.ram_bytes, settings.linux.os_reserve_bytes) if settings.linux else ''}|"
         f"{settings.firmware!r}|{[(image.name, image.target.name, image.regions) for image in settings.images]}"
     )

@@ -87,6 +87,15 @@ static inline void rope_per_head_position(float *q, int q_dim, float *k, int k_d
     }
 }
 
+void rope_angles(float *cs, int head_size, int pos, float theta) {
+    for (int head_dim = 0; head_dim < head_size; head_dim += 2) {
+        float freq = 1.0f / powf(theta, (float)head_dim / (float)head_size);
+        float val = (float)pos * freq;
+        cs[head_dim] = cosf(val);
+        cs[head_dim + 1] = sinf(val);
+    }
+}
+
 /* rope with each angle's cosine and sine read from a table row instead of computed (the same rotate_pair). */
 void rope_rotate(float *q, int q_dim, float *k, int k_dim, int head_size, const float *cs) {
     for (int head_dim = 0; head_dim < head_size; head_dim += 2) {

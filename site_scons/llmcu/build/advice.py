@@ -69,6 +69,7 @@ class _Models:
             self.models[quant, seq_len] = codegen.prepare(
                 self.ckpt, self.tok, plan, seq_len=seq_len, kv_type=model.kv_type, rope_table=settings.rope_table,
                 weight_layout=layouts.for_kernel_set(settings.kernel_set), quantized=matrices, reports=False,
+                window=settings.window,
             )  # fmt: skip
         return self.models[quant, seq_len]
 

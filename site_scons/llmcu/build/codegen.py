@@ -30,6 +30,7 @@ from ..model.tokenizer import Tokenizer, sorted_order
 from . import layouts, weightsfile
 from .templating import environment
 from .weightsfile import WeightsFileLayout
+from .window import Window, check_window
 
 DATA_FILE = "model_data.bin"
 GENERATED_FILES = ("model_config.h", "model_weights.c", "model_data.S", DATA_FILE)
@@ -75,6 +76,12 @@ class GeneratedModel:
     source_notes: tuple[str, ...] = ()  # what importing the model did (a GGUF file's dequantized tensors)
     # kv_type=q16's scales (llmcu.model.kvq16.Q16Scales.as_array), measured when the build may choose q16.
     kv_q16_scales: np.ndarray | None = None
+    window: Window | None = None  # overflow=slide: the sinks and the most passes a run records
+
+    @property
+    def records(self) -> int:
+        """How many forward passes one run records (and may make): the context, or max_steps with a window."""
+        return self.window.max_steps if self.window is not None else self.seq_len
 
     @property
     def rope_table(self) -> bool:
@@ -267,6 +274,7 @@ def prepare(
     weight_layout: str = layouts.REFERENCE,
     quantized: dict[str, QuantizedMatrix] | None = None,
     reports: bool = True,
+    window: Window | None = None,
 ) -> GeneratedModel:
     """Check the inputs, quantize ``ckpt`` per ``plan`` and lay out the data file; nothing is written.
     ``rope_table``: add RoPE's cosines and sines for every position (:func:`rope_table`). ``weight_layout``: how
@@ -282,6 +290,8 @@ def prepare(
     context = config.seq_len if seq_len in (None, 0) else int(seq_len)
     if not 1 <= context <= config.seq_len:
         raise OptionError(f"seq_len={seq_len} is outside 1..{config.seq_len} (the model's context length)")
+    if window is not None:
+        check_window(window, context)
     if quantized is None:
         quantized = quantize_checkpoint(ckpt, plan, tok, show_progress=progress)
     tensor_reports = quantization_reports(ckpt, quantized, progress=progress) if reports else []
@@ -292,6 +302,7 @@ def prepare(
     data = layout(blobs)
     max_token_length = max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1))
     model = GeneratedModel(config, context, plan, blobs, tensor_reports, kv_type, data, max_token_length, weight_layout)
+    model.window = window
     if kv_type == "q16" or plan.quantized:
         model.kv_q16_scales = kvq16.calibrated_scales(ckpt, show_progress=progress).as_array()
     return model
@@ -349,6 +360,7 @@ def write_sources(
         rope_table=model.rope_table,
         norm_eps=c_float_literal(config.norm_eps),
         rope_theta=c_float_literal(config.rope_theta),
+        window=model.window,
     )
     by_symbol = {blob.symbol: blob for blob in blobs}
     ref = _reference(by_symbol, wf)

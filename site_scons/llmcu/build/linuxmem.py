@@ -52,7 +52,7 @@ def needs(model: object, kv_type: str, threads: int) -> LinuxNeeds:
         weights=model.weight_bytes(),  # type: ignore[attr-defined]
         tokenizer=model.tokenizer_bytes(),  # type: ignore[attr-defined]
         kv_cache=kv_cache_bytes(config, seq_len, kv_type),
-        run_state=run_state_bytes(config, seq_len, model.plan.group_size, kv_type),  # type: ignore[attr-defined]
+        run_state=run_state_bytes(config, seq_len, model.plan.group_size, kv_type, model.records),  # type: ignore[attr-defined]
         threads=max(1, threads),
     )
 

@@ -55,15 +55,16 @@ class FitError(LlmcuError):
         self.hint = hint
 
 
-def run_state_bytes(config: ModelConfig, seq_len: int, group_size: int, kv_type: str = "f32") -> int:
+def run_state_bytes(config: ModelConfig, seq_len: int, group_size: int, kv_type: str = "f32", records: int = 0) -> int:
     """Everything the runtime keeps in .bss.llmcu_state: the activations (transformer.c's run_state), the
-    sampler's top-p buffers (sampler.c) and the per-position records (generate.c), with alignment slack."""
+    sampler's top-p buffers (sampler.c), the prompt's tokens and the per-pass records (generate.c: ``records``
+    passes, 0 meaning ``seq_len``; overflow=slide keeps max_steps of them), with alignment slack."""
     act_len = max(config.dim, config.hidden_dim)
     floats = 4 * config.dim + 2 * config.hidden_dim + config.vocab_size
     groups = -(-act_len // group_size)
     activations = 4 * floats + act_len + 4 * groups
     sampler = 2 * config.vocab_size * (2 if config.vocab_size <= 65536 else 4)
-    records = seq_len * (4 + 4 + 8)
+    records = seq_len * 4 + (records or seq_len) * (4 + 8)  # prompt tokens; each pass's next token and cost
     kv_scratch = 0 if kv_type == "f32" else 2 * config.kv_dim * 4  # a key and a value read back as float
     if kv_type == "q16":  # one head's int32 scores, int16 weights and int16 query
         kv_scratch += 6 * q16_positions(seq_len) + 2 * config.head_size
@@ -175,8 +176,10 @@ def plan_memory(
     weights: str = "auto",
     kv: str = "auto",
     stack_bytes: int = 8 * 1024,
+    records: int = 0,
 ) -> MemoryPlan:
-    """Place everything or raise a :class:`FitError` that says what does not fit and what would."""
+    """Place everything or raise a :class:`FitError` that says what does not fit and what would. ``records``: the
+    forward passes one run records (0: ``seq_len``; overflow=slide: max_steps)."""
     regions = list(regions)
     budget = _Budget(regions)
     boot = next(r for r in sorted(regions, key=lambda r: r.speed) if r.kind == "flash")
@@ -191,7 +194,7 @@ def plan_memory(
 
     # Everything that does not fit is reported at once (what, where, how much room there is), not one per attempt.
     problems: list[tuple[str, str]] = []  # (problem, hint)
-    state = run_state_bytes(config, seq_len, group_size, kv_type)
+    state = run_state_bytes(config, seq_len, group_size, kv_type, records)
     state_region = next((r.name for r in ram if budget.take(r.name, state)), None)
     if state_region is None:
         problems.append((f"the run state ({state:,} bytes) fits no RAM region: " + _room(budget, ram), ""))

@@ -190,6 +190,29 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
             "0..model seq_len",
         ),
         Option(
+            "overflow",
+            "what a run does when the context is full: stop there, or slide (the KV cache keeps sinks= first "
+            "positions and a ring of the most recent ones, and the run goes on up to max_steps=)",
+            "stop",
+            ("stop", "slide"),
+        ),
+        Option(
+            "sinks",
+            "overflow=slide: the first positions the cache always keeps (attention sinks)",
+            "4",
+            None,
+            _int_in(0, 1 << 20),
+            "0..seq_len-2",
+        ),
+        Option(
+            "max_steps",
+            "overflow=slide: the most forward passes one run makes (each keeps a 12-byte record; steps=0 means this)",
+            "1024",
+            None,
+            _int_in(2, 1 << 24),
+            "seq_len..16M",
+        ),
+        Option(
             "kv_type",
             "KV cache element type: f16 halves the cache, q8 stores a byte per value plus a float scale per head; "
             "auto: f32 where it fits (always on the host), else f16, else q8",

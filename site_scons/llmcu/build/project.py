@@ -17,6 +17,7 @@ from . import boards, linux, watchdog
 from .memplan import available_regions
 from .options import Option, build_options, check_unknown, list_targets, validate
 from .targets import MemoryRegion, Target, load_target
+from .window import DEFAULT_MAX_STEPS, DEFAULT_SINKS, Window, check_window
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 LIBRARY_DIR = Path(__file__).resolve().parents[1]  # site_scons/llmcu, every layer
@@ -118,6 +119,7 @@ class BuildSettings:
     auto_quant: bool = False  # quant=auto: `plan` is the starting point (all q4), llmcu.build.autoquant chooses the mix
     budget: int = 0  # quant=auto: the most bytes the weights may take (0: the target's memory decides)
     quality: str = "auto"  # quality=: measure the quantized model against fp32 at build time (llmcu.model.quality)
+    window: Window | None = None  # overflow=slide: sinks and max_steps (llmcu.build.window); None: overflow=stop
 
     @property
     def gen_dir(self) -> Path:
@@ -199,6 +201,16 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     if not build_dir.is_absolute():
         build_dir = ROOT / build_dir
     variant = variant_name(resolved.name, plan, values["seq_len"], values["kv_type"], auto_quant, values["budget"])
+    window = None
+    if values["overflow"] == "slide":
+        window = Window(values["sinks"], values["max_steps"])
+        variant += "-slide" + (f"-sinks{window.sinks}" if window.sinks != DEFAULT_SINKS else "")
+        variant += f"-max{window.max_steps}" if window.max_steps != DEFAULT_MAX_STEPS else ""
+        from ..model.sources import read_config  # the header only: the context the window slides in
+
+        check_window(window, values["seq_len"] or read_config(resolved.checkpoint).seq_len)
+    elif "sinks" in arguments or "max_steps" in arguments:
+        raise OptionError("sinks= and max_steps= go with overflow=slide; with overflow=stop a run ends at the context")
     if values["phases"]:
         variant += "-phases"
     if values["selftest"]:
@@ -279,6 +291,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         auto_quant=auto_quant,
         budget=values["budget"],
         quality=values["quality"],
+        window=window,
     )
 
 

@@ -46,6 +46,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
             weight_layout=layouts.for_kernel_set(settings.kernel_set),
             quantized=quantized,
             reports=reports,
+            window=settings.window,
         )
 
     auto_steps: tuple[str, ...] = ()
@@ -185,6 +186,7 @@ def plan_image(
         weights=settings.firmware.weights,
         kv=settings.firmware.kv,
         stack_bytes=settings.firmware.stack_bytes,
+        records=model.records,
     )
 
 

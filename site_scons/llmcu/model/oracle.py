@@ -68,7 +68,7 @@ def generate(
     ``topp`` outside [0, 1] means 0.9."""
     temperature = max(temperature, 0.0)
     topp = 0.9 if topp < 0.0 or topp > 1.0 else topp
-    steps = effective_steps(steps, model.config.seq_len)
+    steps = effective_steps(steps, getattr(model, "max_passes", model.config.seq_len))
     sampler = Sampler(temperature, topp, seed, model.cmath)
     prompt_ids = tok.encode(prompt, bos=True, eos=False)
     tokens = [prompt_ids[0]]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -353,8 +354,16 @@ class Reference:
         plan: dict[str, QuantizedMatrix] | None = None,
         math: str | CMath = "auto",
         kv_type: str = "auto",
+        window: tuple[int, int] | None = None,
+        seq_len: int | None = None,
     ) -> None:
-        self.config = ckpt.config
+        # ``seq_len``: a build's context when it is shorter than the model's (its caches and RoPE table); what the
+        # model was calibrated with (the q16 scales) stays the checkpoint's.
+        self.config = ckpt.config if not seq_len else dataclasses.replace(ckpt.config, seq_len=seq_len)
+        # overflow=slide: (sinks, max_steps). The cache keeps the first ``sinks`` positions and a ring of recent ones
+        # (slot), and RoPE past the context composes angles as transformer.c's rope_beyond does.
+        self.window = window
+        self._rope_power: tuple[int, np.ndarray, np.ndarray] | None = None
         self.cmath = math if isinstance(math, CMath) else c_math(math)
         self.plan = self._complete_plan(ckpt, plan or {})
         if kv_type == "auto":  # what a build on a target with room for any cache gets (llmcu.model.kvcache)
@@ -384,11 +393,13 @@ class Reference:
         kv_type: str = "auto",
         fit: str = DEFAULT_FIT,
         calibration: str = DEFAULT_CALIBRATION,
+        window: tuple[int, int] | None = None,
+        seq_len: int | None = None,
     ) -> Reference:
         """A reference whose matrices are quantized with ``quant`` (norm weights stay fp32), fitted and
         calibrated as a build with the same options fits them."""
         plan = QuantPlan(quant, group_size, tuple((overrides or {}).items()), fit, calibration)
-        return cls.from_plan(ckpt, plan, math=math, kv_type=kv_type)
+        return cls.from_plan(ckpt, plan, math=math, kv_type=kv_type, window=window, seq_len=seq_len)
 
     @classmethod
     def from_plan(
@@ -398,9 +409,12 @@ class Reference:
         tokenizer: object = None,
         math: str | CMath = "auto",
         kv_type: str = "auto",
+        window: tuple[int, int] | None = None,
+        seq_len: int | None = None,
     ) -> Reference:
         """A reference quantized by ``plan`` (``tokenizer``: for a calibration text file)."""
-        return cls(ckpt, quantize_checkpoint(ckpt, plan, tokenizer), math=math, kv_type=kv_type)
+        matrices = quantize_checkpoint(ckpt, plan, tokenizer)
+        return cls(ckpt, matrices, math=math, kv_type=kv_type, window=window, seq_len=seq_len)
 
     @staticmethod
     def _complete_plan(ckpt: Checkpoint, plan: dict[str, QuantizedMatrix]) -> dict[str, QuantizedMatrix]:
@@ -429,7 +443,7 @@ class Reference:
         cfg = self.config
         if not 0 <= token < cfg.vocab_size:
             raise ValueError(f"token {token} outside the vocabulary (0..{cfg.vocab_size - 1})")
-        if not 0 <= pos < cfg.seq_len:
+        if not 0 <= pos < cfg.seq_len and not (self.window is not None and pos >= 0):
             raise ValueError(f"position {pos} outside the context (0..{cfg.seq_len - 1})")
         x = embedding_row(self.embedding, token)
         for index, layer in enumerate(self.layers):
@@ -437,20 +451,56 @@ class Reference:
         x = rmsnorm(x, self.rms_final, self.config.norm_eps)
         return self.classifier(x)
 
+    @property
+    def max_passes(self) -> int:
+        """The most forward passes one run makes: the context, or max_steps with a sliding window."""
+        return self.window[1] if self.window is not None else self.config.seq_len
+
+    def slot(self, pos: int) -> int:
+        """The cache slot of position ``pos`` (transformer.c's kv_slot)."""
+        seq_len = self.config.seq_len
+        if pos < seq_len or self.window is None:
+            return pos
+        sinks = self.window[0]
+        return sinks + (pos - sinks) % (seq_len - sinks)
+
+    def rope_angles(self, pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """RoPE's cosines and sines at ``pos`` (one per pair of ``dim``): the table's below the context; past it,
+        row(r) (x) P_q with B = seq_len - 1, pos = q B + r, P_0 = (1, 0), P_q = P_(q-1) (x) row(B), in float32
+        products only (transformer.c's rope_beyond, in the same order of operations)."""
+        seq_len = self.config.seq_len
+        if pos < seq_len:
+            return self.rope_cos[pos], self.rope_sin[pos]
+        base = seq_len - 1
+        q, r = divmod(pos, base)
+        if self._rope_power is None or q < self._rope_power[0]:
+            ones = np.ones_like(self.rope_cos[0])
+            self._rope_power = (0, ones, np.zeros_like(ones))
+        done, power_c, power_s = self._rope_power
+        base_c, base_s = self.rope_cos[base], self.rope_sin[base]
+        while done < q:
+            power_c, power_s = (power_c * base_c - power_s * base_s, power_s * base_c + power_c * base_s)
+            done += 1
+        self._rope_power = (done, power_c, power_s)
+        row_c, row_s = self.rope_cos[r], self.rope_sin[r]
+        return (row_c * power_c - row_s * power_s).astype(F32), (row_s * power_c + row_c * power_s).astype(F32)
+
     def _layer_forward(self, index: int, layer: _Layer, x: np.ndarray, pos: int) -> np.ndarray:
         cfg = self.config
         xb = rmsnorm(x, layer.rms_att, self.config.norm_eps)
         qkv = layer.qkv(xb)
-        q = rotate(qkv[: cfg.dim], self.rope_cos[pos], self.rope_sin[pos])
+        cos, sin = self.rope_angles(pos)
+        q = rotate(qkv[: cfg.dim], cos, sin)
         half = cfg.kv_dim // 2
-        k = rotate(qkv[cfg.dim : cfg.dim + cfg.kv_dim], self.rope_cos[pos, :half], self.rope_sin[pos, :half])
+        k = rotate(qkv[cfg.dim : cfg.dim + cfg.kv_dim], cos[:half], sin[:half])
         v = qkv[cfg.dim + cfg.kv_dim :]
+        slot = self.slot(pos)
         if self.q16_scales is not None:
-            self.key_cache[index, pos] = kvq16.store(k, self.q16_scales.key[index])
-            self.value_cache[index, pos] = kvq16.store(v, self.q16_scales.value[index])
+            self.key_cache[index, slot] = kvq16.store(k, self.q16_scales.key[index])
+            self.value_cache[index, slot] = kvq16.store(v, self.q16_scales.value[index])
         else:  # rotated in float32, then stored in the cache's element type (read back as float32)
-            self.key_cache[index, pos] = stored(k, self.kv_type, cfg.head_size)
-            self.value_cache[index, pos] = stored(v, self.kv_type, cfg.head_size)
+            self.key_cache[index, slot] = stored(k, self.kv_type, cfg.head_size)
+            self.value_cache[index, slot] = stored(v, self.kv_type, cfg.head_size)
         x = (x + layer.wo(self._attention(index, q, pos))).astype(F32)
         xb = rmsnorm(x, layer.rms_ffn, self.config.norm_eps)
         h13 = layer.w13(xb)
@@ -458,12 +508,14 @@ class Reference:
         return (x + layer.w2(hidden)).astype(F32)
 
     def _attention(self, index: int, q: np.ndarray, pos: int) -> np.ndarray:
-        """All heads at once: scores ``(t, head)``, softmax over ``t``, weighted sum of values over ``t``."""
+        """All heads at once over the occupied slots (in slot order): scores ``(t, head)``, softmax over ``t``,
+        weighted sum of values over ``t``."""
         cfg = self.config
+        steps = min(pos + 1, cfg.seq_len)
         if self.q16_scales is not None:
-            keys, values = self.key_cache[index, : pos + 1], self.value_cache[index, : pos + 1]
+            keys, values = self.key_cache[index, :steps], self.value_cache[index, :steps]
             return kvq16.attention(q, keys, values, self.q16_scales, index, cfg.n_kv_heads)
-        steps, head_size, kv_mul = pos + 1, cfg.head_size, cfg.n_heads // cfg.n_kv_heads
+        head_size, kv_mul = cfg.head_size, cfg.n_heads // cfg.n_kv_heads
         keys = self.key_cache[index, :steps].reshape(steps, cfg.n_kv_heads, head_size)
         values = self.value_cache[index, :steps].reshape(steps, cfg.n_kv_heads, head_size)
         keys = np.repeat(keys, kv_mul, axis=1)  # head h reads kv head h // kv_mul

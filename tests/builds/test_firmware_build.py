@@ -99,6 +99,10 @@ def test_full_context_fp32_kv_on_the_nucleo_is_a_clear_error(build_root: Path, s
         assert scons(fixed, stories260k.parent, check=False).returncode == 0, change
     too_long = [a for a in args if a != "kv_type=f32"] + ["kv_type=f32", f"seq_len={int(longest.split('=')[1]) + 1}"]
     assert scons(too_long, stories260k.parent, check=False).returncode != 0  # the longest, not just a fitting one
+    # and a sliding window over a cache that fits, so the story goes on past it (planned with its records)
+    slide = next(c for c in changes if c.startswith("overflow=slide seq_len="))
+    assert int(slide.rsplit("=", 1)[1]) <= int(longest.split("=")[1])
+    assert scons([*args, *slide.split()], stories260k.parent, check=False).returncode == 0, slide
 
 
 def test_15m_on_the_nucleo_is_a_clear_error(model_15m: Path, build_root: Path, tokenizer_32k: Path) -> None:

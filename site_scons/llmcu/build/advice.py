@@ -18,6 +18,7 @@ from ..model.kvcache import KV_TYPES, auto_kv_types
 from ..model.quantize import QuantPlan, quantize_checkpoint
 from . import boards, codegen, layouts, memplan
 from .project import BuildSettings, FirmwareImage, firmware_images
+from .window import Window
 
 # Smaller quantizations than each one, smallest last (bytes per weight at group 32: 4, ~1.1, ~0.6, ~0.56).
 SMALLER = {"fp32": ("q8", "q4", "q4z"), "q8": ("q4", "q4z"), "q4": ("q4z",), "q4z": (), "auto": ()}
@@ -109,6 +110,18 @@ def fitting_changes(
     longest = _longest_context(model.seq_len, lambda seq_len: _fits(settings, settings.images, model_for("", seq_len)))
     if longest:
         found.append(Change((("seq_len", str(longest)),)))
+        # A short context stops a story early: with a sliding window the same cache goes on (planned again, since
+        # a slid run keeps max_steps records).
+        if settings.window is None:
+            sliding = dataclasses.replace(settings, window=Window())
+            slide_models = _Models(sliding, ckpt, tok, model, quantized)
+
+            def slides(seq_len: int) -> bool:
+                return _fits(sliding, settings.images, slide_models("", seq_len))
+
+            longest_sliding = _longest_context(model.seq_len, slides, shortest=Window().sinks + 2)
+            if longest_sliding:
+                found.append(Change((("overflow", "slide"), ("seq_len", str(longest_sliding)))))
     if found:
         return found
     pairs = [(a, b) for a, b in itertools.combinations(singles, 2) if a[0] != b[0]]
@@ -156,12 +169,12 @@ def linux_changes(settings: BuildSettings, model_for: _Models) -> list[Change]:
     return [Change((a, b)) for a, b in pairs if attempt(dict((a, b)))]
 
 
-def _longest_context(seq_len: int, fits: Callable[[int], bool]) -> int:
-    """The longest context below ``seq_len`` that fits (bisection; 0 when even one position does not)."""
+def _longest_context(seq_len: int, fits: Callable[[int], bool], shortest: int = 1) -> int:
+    """The longest context below ``seq_len`` that fits (bisection from ``shortest``; 0 when even that does not)."""
     lo, hi = 0, seq_len - 1
-    if hi < 1 or not fits(1):
+    if hi < shortest or not fits(shortest):
         return 0
-    lo = 1
+    lo = shortest
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if fits(mid):

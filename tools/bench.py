@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         "--board-study", action="store_true", help="add the 15M-shaped q4 rows of the external-memory board (twin)"
     )
     parser.add_argument(
+        "--slide-study", action="store_true", help="add the overflow=slide row (a 64-position window on the M7 twin)"
+    )
+    parser.add_argument(
         "--selftest-log",
         type=Path,
         help="a board's self-test log folder (or selftest.json): its measured read bandwidths replace the assumed "
@@ -64,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             for placement in placements:
                 print(f"bench {target} board={board} {model} {quant} {placement}", file=sys.stderr)
                 rows.append(bench.bench_board(target, board, model, quant, placement))
+        if args.slide_study:
+            print(f"bench {' '.join(str(part) for part in bench.SLIDE_STUDY)}", file=sys.stderr)
+            rows.append(bench.bench_slide())
     except LlmcuError as error:
         print(f"llmcu: error: {error}", file=sys.stderr)
         return 2

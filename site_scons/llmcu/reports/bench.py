@@ -183,6 +183,18 @@ def bench_twin(target: str, model: str, quant: str, kernels: str, extra: dict[st
     return row
 
 
+# overflow=slide: stories260K q8 with a 64-position window on the M7 twin, 256 tokens, against the same build that
+# holds the whole context: past the window the count per token stops growing.
+SLIDE_STUDY = ("qemu-m7", "260k", "q8", {"seq_len": "64", "overflow": "slide"})
+
+
+def bench_slide() -> BenchRow:
+    target, model, quant, options = SLIDE_STUDY
+    row = bench_twin(target, model, quant, "opt", {"build_dir": str(project.ROOT / "build" / "bench"), **options})
+    row.config = " ".join(f"{key}={value}" for key, value in options.items())
+    return row
+
+
 # The performance issue's board study: stories15M's shape in q4 on the board with external memory, counted on its
 # twin and estimated for each placement the build can make (the KV cache needs SDRAM at this size; the weights,
 # 10 MB, do not fit SDRAM beside it, so weights=sdram is not among them).

@@ -153,3 +153,18 @@ def test_bad_combinations(stories260k: Path, monkeypatch) -> None:
         configure(overflow="wrap")
     settings = configure(seq_len="64", overflow="slide", sinks="0")
     assert settings.window.sinks == 0 and settings.out_dir.name == "260k-fp32-ctx64-slide-sinks0"
+
+
+def test_a_console_session_slides_too(builds, model, tmp_path: Path, stories260k: Path, monkeypatch) -> None:
+    """`scons console` on a slid build: each prompt may go past the context, and equals the oracle."""
+    from llmcu.device import runs, session
+
+    monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
+    program = builds["host-q8"]
+    settings = project.configure({"target": "host", "model": "260k", "quant": "q8", "seq_len": str(SEQ_LEN),
+                                  "overflow": "slide", "build_dir": str(program.parents[2])})  # fmt: skip
+    assert settings.out_dir == program.parent
+    lines = ["/set steps=200 temperature=1.0 seed=5", PROMPT, PROMPT]
+    exchanges = session.console(settings, runs.run_options({"log_dir": str(tmp_path)}), lines=lines)
+    expected = _oracle(model, "q8", "auto", 200, 1.0, 5)
+    assert [e.tokens for e in exchanges] == [expected, expected]  # the cache starts afresh for every prompt

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from ..core.errors import LlmcuError, ProtocolError
 from . import uart
 from .protocol import ProtocolParser, RunOutput, describe_fault
+from .runlog import new_log_folder, safe_name
 
 RECONNECT_WAIT = 0.5  # seconds between attempts to open a port that is gone
 
@@ -121,17 +122,8 @@ class MonitorLog:
 
     def __init__(self, root: Path, name: str) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        safe = "".join(c if c.isalnum() or c in "._+=-" else "_" for c in name) or "_"
         try:
-            Path(root).mkdir(parents=True, exist_ok=True)
-            for attempt in range(1000):
-                path = Path(root) / (f"{stamp}-monitor-{safe}" + (f"-{attempt}" if attempt else ""))
-                with contextlib.suppress(FileExistsError):
-                    path.mkdir()
-                    break
-            else:
-                raise LlmcuError(f"cannot create a log folder under {root}")
-            self.path = path
+            path = self.path = new_log_folder(Path(root), f"{stamp}-monitor-{safe_name(name)}")
             self.raw = (path / "raw.bin").open("wb", buffering=0)
             self.shown = (path / "monitor.txt").open("w", encoding="utf-8", buffering=1)
         except OSError as error:

@@ -114,8 +114,23 @@ def built_kv_type(gen_dir: Path, kv_type: str) -> str:
     return KV_TYPES[int(match.group(1))] if match and int(match.group(1)) < len(KV_TYPES) else kv_type
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
+    """``text`` as a part of a folder name: letters, digits and ``._+=-``, anything else ``_``."""
     return "".join(c if c.isalnum() or c in "._+=-" else "_" for c in text) or "_"
+
+
+def new_log_folder(root: Path, base: str) -> Path:
+    """A new folder ``root/base`` (``base-1``, ``base-2``, ... for two logs in the same second); an OSError when
+    ``root`` cannot take it."""
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        path = root / (base if attempt == 0 else f"{base}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise LlmcuError(f"cannot create a log folder under {root}: too many named {base}")
 
 
 def host_versions() -> dict[str, str]:
@@ -152,20 +167,10 @@ class RunLog:
         self.info = info
         self.started = now or _now()
         stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
-        base = f"{stamp}-{_safe(info.target)}-{_safe(info.model)}-{_safe(info.quant)}"
+        base = f"{stamp}-{safe_name(info.target)}-{safe_name(info.model)}-{safe_name(info.quant)}"
         root = Path(root)
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            for attempt in range(1000):  # two runs in the same second get -1, -2, ...
-                path = root / (base if attempt == 0 else f"{base}-{attempt}")
-                try:
-                    path.mkdir()
-                    break
-                except FileExistsError:
-                    continue
-            else:
-                raise LlmcuError(f"cannot create a log folder under {root}: too many named {base}")
-            self.path = path
+            path = self.path = new_log_folder(root, base)
             self.raw_path = path / "raw.bin"
             self._raw = self.raw_path.open("wb", buffering=0)  # unbuffered: every write reaches the OS at once
         except OSError as error:  # before the run starts: nothing is lost yet, so say where and stop

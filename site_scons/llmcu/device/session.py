@@ -42,7 +42,7 @@ from . import uart
 from .channels import Channel, wait_for
 from .console import encode_command
 from .protocol import RunOutput, format_summary
-from .runlog import RunInfo, RunLog
+from .runlog import RunInfo, RunLog, new_log_folder, safe_name
 
 SETTINGS = ("steps", "temperature", "topp", "seed")
 REOPEN_ATTEMPTS = 3
@@ -108,21 +108,10 @@ class SessionLog:
 
     def __init__(self, root: Path, info: RunInfo, *, now: datetime | None = None) -> None:
         started = now or datetime.now(UTC)
-        base = (
-            f"{started.strftime('%Y%m%dT%H%M%SZ')}-console-{_safe(info.target)}-{_safe(info.model)}-{_safe(info.quant)}"
-        )
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        base = f"{stamp}-console-{safe_name(info.target)}-{safe_name(info.model)}-{safe_name(info.quant)}"
         try:
-            Path(root).mkdir(parents=True, exist_ok=True)
-            for attempt in range(1000):
-                path = Path(root) / (base if attempt == 0 else f"{base}-{attempt}")
-                try:
-                    path.mkdir()
-                    break
-                except FileExistsError:
-                    continue
-            else:
-                raise LlmcuError(f"cannot create a log folder under {root}: too many named {base}")
-            self.path = path
+            path = self.path = new_log_folder(Path(root), base)
             self._raw = (path / "raw.bin").open("wb", buffering=0)
             self._exchanges = (path / "exchanges.jsonl").open("a", encoding="utf-8")
             self._transcript = (path / "transcript.md").open("a", encoding="utf-8")
@@ -161,10 +150,6 @@ class SessionLog:
         for stream in (self._raw, self._exchanges, self._transcript):
             with contextlib.suppress(OSError):
                 stream.close()
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._+=-" else "_" for c in text) or "_"
 
 
 class _StopOnInterrupt:

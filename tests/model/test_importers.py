@@ -81,33 +81,81 @@ def test_half_precision_and_quantized_tensors(tmp_path: Path, original) -> None:
         assert np.array_equal(model.weights["w1"][3], expected)
         assert np.array_equal(model.weights["w2"], ckpt.weights["w2"])  # 172 columns: not whole blocks, kept F32
         # the embedding table and wq, wk, wv, wo, w1, w3 of 5 layers
-        kept = " (q8 with group_size=32 keeps their codes and scales)" if kind == "Q8_0" else ""
-        assert model.extra["notes"] == [f"31 {kind} tensors dequantized to float32 and quantized again by llmcu{kept}"]
+        ours = {"Q8_0": "q8", "Q4_0": "q4"}[kind]
+        assert model.extra["notes"] == [f"31 {kind} tensors dequantized to float32; a {ours} build at group_size=32 "
+                                        "keeps their codes and scales, others quantize them again"]  # fmt: skip
 
 
-def test_q8_0_tensors_keep_their_codes_in_a_q8_build(tmp_path: Path, original) -> None:
-    """GGUF's Q8_0 blocks (a float16 scale and 32 int8 codes) become llmcu q8 groups bit for bit, whatever fit the
-    build asks for; the tensor that was not Q8_0 (w2) is fitted as usual."""
+def _gguf_blocks(path: Path, name: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """A Q8_0 or Q4_0 tensor's codes ``(rows, cols)`` and float16 scales ``(rows, blocks)`` as the file holds them:
+    Q8_0 blocks are a scale and 32 int8 codes; Q4_0 blocks a scale and 16 bytes, element j in the low nibble of
+    byte j and element j + 16 in its high nibble, the code being the nibble - 8."""
     import gguf
 
+    data = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(path)).tensors}[name]
+    width = {"Q8_0": 34, "Q4_0": 18}[kind]
+    blocks = data.reshape(data.shape[0], -1, width)
+    scales = blocks[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float32)
+    if kind == "Q8_0":
+        return blocks[:, :, 2:].copy().view(np.int8).reshape(data.shape[0], -1), scales
+    nibbles = np.concatenate([blocks[:, :, 2:] & 0x0F, blocks[:, :, 2:] >> 4], axis=2).astype(np.int8) - 8
+    return nibbles.reshape(data.shape[0], -1), scales
+
+
+@pytest.mark.parametrize(("kind", "quant"), [("Q8_0", "q8"), ("Q4_0", "q4")])
+def test_quantized_tensors_keep_their_codes(kind: str, quant: str, tmp_path: Path, original) -> None:
+    """GGUF's Q8_0 and Q4_0 blocks (a float16 scale and 32 codes) become llmcu q8 and q4 groups bit for bit,
+    whatever fit the build asks for; the tensor that was not quantized (w2) is fitted as usual, and a build of
+    another type or group size fits everything again."""
     from llmcu.model.quantize import QuantPlan, quantize_checkpoint
 
     ckpt, tok = original
-    path = write_gguf(tmp_path / "q8.gguf", ckpt, tok, qtype="Q8_0")
+    path = write_gguf(tmp_path / f"{kind}.gguf", ckpt, tok, qtype=kind)
     model = sources.read_model(path)
-    assert model.extra["stored"] == {k: "Q8_0" for k in ("tok_embeddings", "wq", "wk", "wv", "wo", "w1", "w3")}
-    quantized = quantize_checkpoint(model, QuantPlan.parse("q8", 32))
-    reader = gguf.GGUFReader(str(path))
-    block = {t.name: np.asarray(t.data) for t in reader.tensors}["blk.2.ffn_gate.weight"]  # (rows, blocks * 34)
-    blocks = block.reshape(block.shape[0], -1, 34)
-    scales = blocks[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float32)
-    codes = blocks[:, :, 2:].copy().view(np.int8).reshape(block.shape[0], -1)
-    w1 = quantized["w1"]
-    assert np.array_equal(w1.q[2], codes) and np.array_equal(w1.scales[2], scales)
-    fitted = quantize_checkpoint(model, QuantPlan.parse("q8", 32, "", "absmax", "none"))
-    assert not np.array_equal(quantize_checkpoint(ckpt, QuantPlan.parse("q8", 32))["w1"].q[2],
-                              codes)  # fmt: skip
-    assert np.array_equal(fitted["w1"].q[2], codes)
+    assert model.extra["stored"] == {k: kind for k in ("tok_embeddings", "wq", "wk", "wv", "wo", "w1", "w3")}
+    codes, scales = _gguf_blocks(path, "blk.2.ffn_gate.weight", kind)
+    for fit in ("gptq", "absmax"):
+        w1 = quantize_checkpoint(model, QuantPlan.parse(quant, 32, "", fit, "none" if fit == "absmax" else "sampled"))
+        w1 = w1["w1"]
+        assert np.array_equal(w1.q[2], codes) and np.array_equal(w1.scales[2], scales)
+        values = (w1.q.astype(np.float32).reshape(*w1.scales.shape, 32) * w1.scales[..., None]).reshape(w1.q.shape)
+        assert np.array_equal(values, model.weights["w1"])  # every layer, exactly the file's values
+    if kind == "Q4_0":
+        assert (scales < 0).any() and (codes == -8).any()  # both signs of scale, all 16 codes: nothing lost
+    fitted_anew = quantize_checkpoint(model, QuantPlan.parse(quant, 64))["w1"]
+    assert fitted_anew.scales.shape[-1] == model.weights["w1"].shape[-1] // 64
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="qemu-system-arm or the Arm cross compiler missing")  # fmt: skip
+def test_a_q4_0_file_runs_as_it_is_on_every_kernel_set(tmp_path: Path, original, stories260k: Path) -> None:
+    """A Q4_0 GGUF in a q4 build: the file's codes and scales (half of them negative) through the x86, Cortex-M7
+    and NEON q4 kernels give the oracle's tokens, the oracle quantizing nothing again."""
+    from llmcu.build.project import RunParams
+    from llmcu.device import qemu
+    from llmcu.device.protocol import parse
+
+    ckpt, tok = original
+    path = write_gguf(tmp_path / "q4_0.gguf", ckpt, tok, qtype="Q4_0")
+    model = sources.read_model(path)
+    oracle = Reference.from_checkpoint(model, "q4", 32)  # w2 (F32 in the file: not whole blocks) fitted as builds do
+    expected = generate(oracle, tok, "Once upon a time", 120, 0.0, 0.9, 1).tokens
+    for target in ("host", "qemu-m7"):
+        scons([f"target={target}", f"model={path}", "quant=q4", f"build_dir={tmp_path / target}"],
+              stories260k.parent)  # fmt: skip
+    (program,) = (tmp_path / "host" / "host").glob("*-q4/llmcu")
+    assert parse(_run(program, "-p", "Once upon a time", "-n", "120", "-t", "0.0")).token_sequence() == expected
+    (elf,) = (tmp_path / "qemu-m7" / "qemu-m7").glob("*-q4/firmware.elf")
+    out = qemu.run_firmware(elf, RunParams("Once upon a time", 120, 0.0, 0.9, 1))
+    assert out.ok and out.token_sequence() == expected
+    if shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-gcc"):  # and the NEON kernels
+        logs = tmp_path / "logs"
+        args = ["target=rzv2l", f"model={path}", "quant=q4", f"build_dir={tmp_path / 'rzv2l'}", "run", "hil=qemu",
+                "prompt=Once upon a time", "steps=120", "temperature=0", f"log_dir={logs}"]  # fmt: skip
+        scons(args, stories260k.parent)
+        (log,) = logs.iterdir()
+        rows = [json.loads(line) for line in (log / "tokens.jsonl").read_text().splitlines()]
+        assert [rows[0]["token"], *(row["next"] for row in rows)] == expected
 
 
 def test_the_quant_report_says_what_importing_did(tmp_path: Path, original, stories260k: Path) -> None:
@@ -118,10 +166,9 @@ def test_the_quant_report_says_what_importing_did(tmp_path: Path, original, stor
     settings = project.configure({"target": "host", "model": str(path), "quant": "q4", "build_dir": str(tmp_path)})
     steps.generate_sources(settings)
     report = (settings.out_dir / "quant_report.md").read_text()
-    assert "## The source file\n\n- 31 Q4_0 tensors dequantized to float32 and quantized again by llmcu" in report
-    assert json.loads((settings.out_dir / "quant_report.json").read_text())["source_notes"] == [
-        "31 Q4_0 tensors dequantized to float32 and quantized again by llmcu"
-    ]
+    note = "31 Q4_0 tensors dequantized to float32; a q4 build at group_size=32 keeps their codes and scales, others"
+    assert f"## The source file\n\n- {note}" in report
+    assert json.loads((settings.out_dir / "quant_report.json").read_text())["source_notes"][0].startswith(note)
 
 
 def _run(program: Path, *args: str) -> bytes:

@@ -300,6 +300,47 @@ def fit_q4z(
     return q, scales, zeros
 
 
+def fit_exact(matrix: np.ndarray, qtype: str, group_size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(q, scales)`` that give back every value of ``matrix`` exactly (``q * s`` in float32 equal to it), or None
+    when some group has none: for a matrix that was group-quantized already at this group size, such as a GGUF
+    file's Q8_0 or Q4_0 tensors, so that their codes are kept and not fitted again.
+
+    A group's values are ``c * d``. Its largest magnitude ``m`` is ``k * d`` for some code ``k``, so ``d`` is
+    ``m / k`` (exact in float32: the true quotient is representable) for one of the few ``k`` in the code range.
+    The candidates are tried most likely first (``k = qmax``, the absmax rule of Q8_0, then ``k = qmin``, Q4_0's
+    ``d = max / -8``), and a positive scale before a negative one; any that reproduces the group is as good as
+    the file's own, since the kernels only ever see ``q * s``. A negative scale is legal: Q4_0 stores the
+    largest weight as code -8, so a group whose largest weight is positive has a negative ``d``."""
+    qmin, qmax = code_range(qtype)
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    rows, cols = matrix.shape
+    groups = group_bounds(cols, group_size)
+    q = np.zeros((rows, cols), dtype=np.int8)
+    scales = np.zeros((rows, len(groups)), dtype=np.float32)
+    order = sorted(range(max(qmax, -qmin), 0, -1), key=lambda k: (k not in (qmax, -qmin), -k))
+    for g, (start, end) in enumerate(groups):
+        block = matrix[:, start:end]
+        peak = block[np.arange(rows), np.argmax(np.abs(block), axis=1)]  # the largest magnitude, with its sign
+        todo = peak != 0  # an all-zero group keeps scale 0 and codes 0
+        for sign in (1, -1):
+            for k in order:
+                if not todo.any():
+                    break
+                code = sign * k * np.sign(peak[todo])  # the code the peak would have
+                usable = (code >= qmin) & (code <= qmax)
+                candidate = (peak[todo] / np.where(usable, code, 1)).astype(np.float32)
+                codes = np.rint(block[todo] / candidate[:, None].astype(np.float64))
+                good = usable & np.all((codes >= qmin) & (codes <= qmax), axis=1)
+                good &= np.all((codes * candidate[:, None]).astype(np.float32) == block[todo], axis=1)
+                index = np.flatnonzero(todo)[good]
+                q[index, start:end] = codes[good].astype(np.int8)
+                scales[index, g] = candidate[good]
+                todo[index] = False
+        if todo.any():
+            return None
+    return q, scales
+
+
 def fit(
     matrix: np.ndarray,
     qtype: str,

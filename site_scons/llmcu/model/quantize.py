@@ -303,20 +303,35 @@ def quantize_model(
         if kind not in weights:
             continue
         qtype = plan.qtype(kind)
-        fit = "absmax" if keeps_stored_codes((stored or {}).get(kind, ""), qtype, plan.group_size) else plan.fit
-        out[kind] = quantize_kind(weights[kind], kind, qtype, plan.group_size, fit, calibration)
+        kept = None
+        if keeps_stored_codes((stored or {}).get(kind, ""), qtype, plan.group_size):
+            kept = quantize_exact(weights[kind], qtype, plan.group_size)
+        out[kind] = kept or quantize_kind(weights[kind], kind, qtype, plan.group_size, plan.fit, calibration)
         if progress is not None:
             progress(1 if np.ndim(weights[kind]) == 2 else int(np.shape(weights[kind])[0]))
     return out
 
 
 def keeps_stored_codes(stored: str, qtype: str, group_size: int) -> bool:
-    """Whether a tensor stored as ``stored`` (a GGUF type) keeps its codes as llmcu's ``qtype``. GGUF's Q8_0 holds
-    32 int8 codes per block with a float16 scale chosen so that the largest code is 127: its dequantized values
-    are code * scale, so the contract's absmax rule gives back that scale (127 * scale / 127, exact in float32 for
-    a float16 scale) and those codes. Nothing else maps exactly (Q4_0's codes -8..7 around a signed scale are not
-    llmcu q4's), so other types are fitted again like any float weights."""
-    return stored == "Q8_0" and qtype == "q8" and group_size == 32
+    """Whether a tensor stored as ``stored`` (a GGUF type) keeps its codes as llmcu's ``qtype``: GGUF's Q8_0 and
+    Q4_0 blocks are 32 codes (int8 -127..127, or 4-bit -8..7) with one float16 scale, which are llmcu's q8 and q4
+    groups of 32 with a float32 scale (Q4_0's scale may be negative, which the kernels take as it is). The K-quants
+    and the other block types have scales of scales or offsets that do not map, and are fitted again."""
+    return (stored, qtype, group_size) in {("Q8_0", "q8", 32), ("Q4_0", "q4", 32)}
+
+
+def quantize_exact(tensor: np.ndarray, qtype: str, group_size: int) -> QuantizedMatrix | None:
+    """The codes and scales that give back ``tensor`` (all its layers) exactly (fitting.fit_exact), or None when
+    it was not quantized like that after all."""
+    from .fitting import fit_exact
+
+    stack = [tensor] if np.ndim(tensor) == 2 else list(tensor)
+    pairs = [fit_exact(matrix, qtype, group_size) for matrix in stack]
+    if any(pair is None for pair in pairs):
+        return None
+    q = np.stack([pair[0] for pair in pairs if pair is not None]).reshape(np.shape(tensor))
+    scales = np.stack([pair[1] for pair in pairs if pair is not None])
+    return QuantizedMatrix(qtype, group_size, q, scales.reshape(*np.shape(tensor)[:-1], scales.shape[-1]))
 
 
 def quantize_kind(

@@ -4,7 +4,8 @@ The hyperparameters come from the ``llama.*`` keys (context length, embedding an
 key/value heads, ``rope.freq_base``, ``attention.layer_norm_rms_epsilon``), the tensors from llama.cpp's names
 (``token_embd``, ``blk.N.attn_q`` ...), already in llama2.c's interleaved rotary layout. F32, F16 and BF16 tensors
 are read as they are; quantized ones (Q8_0, Q4_0, the K-quants, ...) are dequantized to float32 with the gguf
-package's reference code, and the checkpoint's ``extra["notes"]`` says which, since llmcu quantizes them again.
+package's reference code, and the checkpoint's ``extra["notes"]`` says which: a q8 (Q8_0) or q4 (Q4_0) build at
+group_size=32 keeps their codes and scales exactly, any other build quantizes them again.
 The vocabulary (``tokenizer.ggml.*``) becomes a llama2.c tokenizer in llmcu.model.importers.vocab.
 """
 
@@ -22,6 +23,7 @@ from ..checkpoint import Checkpoint
 from .llama import ModelImportError, make_config, stack_layers
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
+KEPT_TYPES = {"Q8_0": "q8", "Q4_0": "q4"}  # block types that are llmcu groups of 32 (quantize.keeps_stored_codes)
 GGUF_LAYER_MATRICES = {"wq": "attn_q", "wk": "attn_k", "wv": "attn_v", "wo": "attn_output", "w1": "ffn_gate",
                        "w2": "ffn_down", "w3": "ffn_up"}  # fmt: skip
 
@@ -158,10 +160,11 @@ def read_gguf(path: str | Path) -> Checkpoint:
         kind_types(kind, [f"blk.{i}.{part}.weight" for i in layers])
     if not cfg.shared_classifier:
         kind_types("wcls", ["output.weight"])
-    stored = {kind: found.pop() for kind, found in types.items() if len(found) == 1 and found <= {"Q8_0"}}
+    stored = {kind: found.pop() for kind, found in types.items() if len(found) == 1 and found <= KEPT_TYPES.keys()}
     notes = [
-        f"{count} {kind} tensor{'s' if count > 1 else ''} dequantized to float32 and quantized again by llmcu"
-        + (" (q8 with group_size=32 keeps their codes and scales)" if kind == "Q8_0" else "")
+        f"{count} {kind} tensor{'s' if count > 1 else ''} dequantized to float32; "
+        + (f"a {KEPT_TYPES[kind]} build at group_size=32 keeps their codes and scales, others quantize them again"
+           if kind in KEPT_TYPES else "llmcu quantizes them again")
         for kind, count in sorted(dequantized.items())
-    ]
+    ]  # fmt: skip
     return Checkpoint(cfg, weights, format="gguf", path=path, extra={"notes": notes, "stored": stored})

@@ -72,3 +72,29 @@ def test_board_ram_is_for_linux_targets(stories260k, monkeypatch) -> None:
             project.configure({"target": target, "model": "260k", "board_ram": "1G"})
     with pytest.raises(project.OptionError, match="board_ram"):
         project.configure({"target": "rzv2l", "model": "260k", "board_ram": "lots"})
+
+
+@pytest.mark.parametrize("quant", ["q4", "q8", "fp32"])
+def test_the_estimate_from_the_shape_is_what_the_build_counts(quant, tmp_path, stories260k, monkeypatch) -> None:
+    """linuxmem.estimate (README's preset table, before any download) against the needs of the generated model:
+    the weights to the byte, the KV cache and run state alike, the tokenizer within a few per cent."""
+    settings = _configure(tmp_path, stories260k.parent, monkeypatch, quant=quant)
+    model = steps.generate_sources(settings)
+    built = linuxmem.needs(model, model.kv_type, settings.default_threads)
+    plan = model.plan
+    estimated = linuxmem.estimate(model.config, plan, model.kv_type, settings.default_threads, built.tokenizer)
+    assert (estimated.weights, estimated.kv_cache) == (built.weights, built.kv_cache)
+    assert abs(estimated.run_state - built.run_state) <= 64 * model.records + 64
+
+
+def test_readme_preset_table_is_the_tools_output() -> None:
+    """README's "Presets" table is what tools/preset_fit.py computes now (regenerate it when a preset changes)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    table = subprocess.run([sys.executable, str(ROOT / "tools" / "preset_fit.py")], capture_output=True, text=True,
+                           check=True).stdout  # fmt: skip
+    assert table.strip() in (ROOT / "README.md").read_text()
+    assert "| `tinyllama-q4_0` | 637.7 MB | q4 | 687.8 MB | 46.1 MB (q16) |" in table

@@ -223,11 +223,13 @@ def test_fp32_round_trip_is_exact(tmp_path: Path, version: int, config: ModelCon
 
 
 def _assert_within_q8_error(got: np.ndarray, want: np.ndarray, group_size: int) -> None:
-    # Per matrix, per group of the flattened matrix: |error| <= scale / 2 = max|w| / 254.
+    # Per matrix, per group of the flattened matrix: |error| <= scale / 2 = max|w| / 254, plus the float32 rounding
+    # of scale and q * scale (a weight halfway between two codes is off by exactly half a step before it).
     matrices = want.reshape(-1, *want.shape[-2:]) if want.ndim == 3 else want[None]
     for got_m, want_m in zip(got.reshape(matrices.shape), matrices, strict=True):
         groups = want_m.reshape(-1, group_size).astype(np.float64)
-        bound = np.abs(groups).max(axis=1, keepdims=True) / 254 * (1 + 1e-5) + 1e-12
+        amax = np.abs(groups).max(axis=1, keepdims=True)
+        bound = amax / 254 + amax * 2.0**-21 + 1e-12
         assert np.all(np.abs(got_m.reshape(-1, group_size) - groups) <= bound)
 
 

@@ -165,7 +165,7 @@ def read_header(path: Path) -> ModelConfig:
 
 def test_presets_parse_smallest_first() -> None:
     presets = models.list_presets(MODELS_DIR)
-    assert list(presets) == ["260k", "15m", "42m", "110m"]
+    assert list(presets) == ["260k", "15m", "42m", "110m", "tinyllama-q4_0", "tinyllama-q8_0"]
     shapes = {name: preset.shape for name, preset in presets.items()}
     assert shapes["260k"] == ModelConfig(64, 172, 5, 8, 4, 512, 512)
     assert shapes["15m"] == ModelConfig(288, 768, 6, 6, 6, 32000, 256)
@@ -180,6 +180,50 @@ def test_presets_parse_smallest_first() -> None:
             433869,
             SHA_TOKENIZER,
         )
+
+
+def test_gguf_presets_bring_their_vocabulary() -> None:
+    """The TinyLlama presets: a pinned GGUF file with its size and sha256, no tokenizer file (the vocabulary is in
+    the GGUF), the real model's shape (grouped-query attention, a separate classifier)."""
+    presets = models.list_presets(MODELS_DIR)
+    tinyllama = ModelConfig(2048, 5632, 22, 32, 4, 32000, 2048, shared_classifier=False)
+    for name, size in (("tinyllama-q4_0", 637_699_456), ("tinyllama-q8_0", 1_170_781_568)):
+        preset = presets[name]
+        assert preset.tokenizer is None and preset.shape == tinyllama
+        assert preset.checkpoint.size == size and preset.checkpoint.sha256 is not None
+        assert preset.checkpoint.filename.endswith(".gguf") and preset.checkpoint.filename in preset.checkpoint.url
+        assert "/resolve/52e7645ba7c309695bec7ac98f4f005b139cf465/" in preset.checkpoint.url  # a pinned revision
+    assert 1.0e9 < tinyllama.parameter_count() < 1.2e9
+
+
+def test_a_gguf_preset_downloads_one_file_and_reads_its_vocabulary(
+    server: FileServer, clean_env: Path, tmp_path: Path, stories260k: Path, tok512: Path
+) -> None:
+    pytest.importorskip("gguf")
+    from llmcu.model import sources
+    from llmcu.model.checkpoint import read_checkpoint
+    from llmcu.model.tokenizer import read_tokenizer
+
+    from .importutil import write_gguf
+
+    ckpt, tok = read_checkpoint(stories260k), read_tokenizer(tok512)
+    data = write_gguf(tmp_path / "made.gguf", ckpt, tok, qtype="Q4_0").read_bytes()
+    (server.root / "stories260K.Q4_0.gguf").write_bytes(data)
+    text = (
+        'name = "g"\n[checkpoint]\nfilename = "stories260K.Q4_0.gguf"\n'
+        f'url = "{server.url("stories260K.Q4_0.gguf")}"\nsize = {len(data)}\n'
+        f'sha256 = "{hashlib.sha256(data).hexdigest()}"\n[shape]\n'
+        "dim = 64\nhidden_dim = 172\nn_layers = 5\nn_heads = 8\nn_kv_heads = 4\nvocab_size = 512\nseq_len = 512\n"
+    )
+    put(tmp_path / "presets", "g.toml", text.encode())
+    resolved = models.resolve_model("g", None, tmp_path / "presets", search_dirs=[], progress=False)
+    assert resolved.checkpoint == resolved.tokenizer == clean_env / "stories260K.Q4_0.gguf"
+    assert [path for path, _ in server.requests] == ["/stories260K.Q4_0.gguf"]  # one file, nothing else
+    model = sources.read_model(resolved.checkpoint)
+    resolved.preset.check_shape(model.config, resolved.checkpoint)
+    assert sources.read_vocab(resolved.tokenizer, 512) == tok
+    own = models.resolve_model("g", str(tok512), tmp_path / "presets", search_dirs=[], progress=False)
+    assert own.tokenizer == tok512  # tokenizer= still replaces it
 
 
 def test_260k_preset_matches_the_real_files(stories260k: Path, tok512: Path) -> None:

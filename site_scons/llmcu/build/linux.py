@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import OptionError
-from ..model.quantize import QuantPlan, matrix_bytes
+from ..model.quantize import QuantPlan
 from ..model.sources import read_config
 from .targets import Target, parse_size
 
@@ -175,17 +175,11 @@ def check_toolchain(toolchain: Toolchain, target: Target) -> None:
 def estimated_data_bytes(checkpoint: Path, tokenizer: Path, plan: QuantPlan) -> int:
     """model_data.bin's size from the checkpoint's shape, without reading the weights: each matrix in its
     quantization, the norms, and the tokenizer (its file plus the encoder's sorted order)."""
+    from .linuxmem import weight_bytes
+
     config = read_config(checkpoint)
-    total = 0
-    for name, shape in config.tensor_shapes().items():
-        *lead, rows, cols = shape if len(shape) >= 2 else (1, *shape)
-        count = 1
-        for extent in lead:
-            count *= extent
-        qtype = plan.qtype(name) if name not in ("rms_att", "rms_ffn", "rms_final") else "fp32"
-        total += count * matrix_bytes(qtype, rows, cols, plan.group_size)
     vocabulary = tokenizer.stat().st_size if tokenizer.suffix == ".bin" else 16 * config.vocab_size  # pieces
-    return total + vocabulary + 8 * config.vocab_size
+    return weight_bytes(config, plan) + vocabulary + 8 * config.vocab_size
 
 
 def runs_in_qemu(target: Target, hil: str, board: str) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.config import ModelConfig
+from ..model.quantize import QuantPlan, matrix_bytes
 from .memplan import FitError, run_state_bytes
 
 THREAD_STACK_BYTES = 1 << 20  # what a worker thread's stack and its kernel bookkeeping take when resident (1 MiB)
@@ -53,6 +55,33 @@ def needs(model: object, kv_type: str, threads: int) -> LinuxNeeds:
         tokenizer=model.tokenizer_bytes(),  # type: ignore[attr-defined]
         kv_cache=kv_cache_bytes(config, seq_len, kv_type),
         run_state=run_state_bytes(config, seq_len, model.plan.group_size, kv_type, model.records),  # type: ignore[attr-defined]
+        threads=max(1, threads),
+    )
+
+
+def weight_bytes(config: ModelConfig, plan: QuantPlan) -> int:
+    """The weights' bytes from the model's shape alone (no tensor read): each matrix in its quantization, the
+    norms in float32, as model.bin stores them."""
+    total = 0
+    for name, shape in config.tensor_shapes().items():
+        *lead, rows, cols = shape if len(shape) >= 2 else (1, *shape)
+        count = 1
+        for extent in lead:
+            count *= extent
+        qtype = plan.qtype(name) if name not in ("rms_att", "rms_ffn", "rms_final") else "fp32"
+        total += count * matrix_bytes(qtype, rows, cols, plan.group_size)
+    return total
+
+
+def estimate(config: ModelConfig, plan: QuantPlan, kv_type: str, threads: int, tokenizer_bytes: int) -> LinuxNeeds:
+    """:func:`needs` from the shape alone, before a model is downloaded or quantized (README's preset table)."""
+    from ..model.kvcache import kv_cache_bytes
+
+    return LinuxNeeds(
+        weights=weight_bytes(config, plan),
+        tokenizer=tokenizer_bytes,
+        kv_cache=kv_cache_bytes(config, config.seq_len, kv_type),
+        run_state=run_state_bytes(config, config.seq_len, plan.group_size, kv_type),
         threads=max(1, threads),
     )
 

@@ -121,13 +121,20 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
         Option("target", "what to build for", "host", tuple(sorted(targets))),
         Option(
             "model",
-            "model preset, or a path to a llama2.c checkpoint (.bin) together with tokenizer=",
+            "model preset, a GGUF file, a Hugging Face folder, or a llama2.c checkpoint (.bin) with tokenizer=",
             "260k",
             None,
             str,
             f"{preset_names}|PATH",
         ),
-        Option("tokenizer", "tokenizer.bin path (default: the preset's)", "", None, str, "PATH"),
+        Option(
+            "tokenizer",
+            "tokenizer.bin or tokenizer.model path (default: the preset's, or the model's own)",
+            "",
+            None,
+            str,
+            "PATH",
+        ),
         Option(
             "quant",
             "weight quantization; auto: per tensor the mix of q4/q8/fp32 that fits the target (and budget=) and "

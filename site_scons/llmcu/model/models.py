@@ -67,12 +67,13 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named model from ``models/<name>.toml``: its two files and the shape its checkpoint must have."""
+    """A named model from ``models/<name>.toml``: its files and the shape its checkpoint must have. A GGUF
+    checkpoint (``*.gguf``) brings its vocabulary, so its preset may have no ``[tokenizer]`` (None here)."""
 
     name: str
     description: str
     checkpoint: RemoteFile
-    tokenizer: RemoteFile
+    tokenizer: RemoteFile | None
     shape: ModelConfig
     source: Path | None = None
 
@@ -157,14 +158,28 @@ def _parse_preset(path: Path) -> Preset:
     name = _field(data, "name", str, where)
     if name != path.stem:
         raise OptionError(f"{path}: name is '{name}' but the file is {path.name}; make them the same.")
+    checkpoint = _parse_remote(_table(data, "checkpoint", where), f"{where} [checkpoint]")
+    tokenizer = None
+    if "tokenizer" in data:
+        tokenizer = _parse_remote(_table(data, "tokenizer", where), f"{where} [tokenizer]")
+    elif not brings_its_vocabulary(checkpoint):
+        raise OptionError(
+            f"{where}: 'tokenizer' is missing; add it to the preset file (only a .gguf checkpoint brings its own "
+            "vocabulary)."
+        )
     return Preset(
         name=name,
         description=_field(data, "description", str, where, default=""),
-        checkpoint=_parse_remote(_table(data, "checkpoint", where), f"{where} [checkpoint]"),
-        tokenizer=_parse_remote(_table(data, "tokenizer", where), f"{where} [tokenizer]"),
+        checkpoint=checkpoint,
+        tokenizer=tokenizer,
         shape=_parse_shape(_table(data, "shape", where), f"{where} [shape]"),
         source=path,
     )
+
+
+def brings_its_vocabulary(checkpoint: RemoteFile) -> bool:
+    """A GGUF file holds its vocabulary (``tokenizer.ggml.*``): its preset needs no tokenizer file."""
+    return checkpoint.filename.lower().endswith(".gguf")
 
 
 def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -225,14 +240,16 @@ def _parse_shape(table: Mapping[str, Any], where: str) -> ModelConfig:
 
 def _unknown_preset_message(name: str, presets: Mapping[str, Preset], models_dir: Path) -> str:
     if presets:
-        rows = [f"  {p.name:<6} {p.checkpoint.filename:<18} {p.description}" for p in presets.values()]
+        width = max(len(p.name) for p in presets.values())
+        files = max(len(p.checkpoint.filename) for p in presets.values())
+        rows = [f"  {p.name:<{width}} {p.checkpoint.filename:<{files}} {p.description}" for p in presets.values()]
         known = f"The presets (from {models_dir.absolute()}) are:\n" + "\n".join(rows)
     else:
         known = f"There are no presets: {models_dir.absolute()} has no *.toml files."
     return (
         f"Unknown model '{name}'. {known}\n"
-        "model= also accepts the path to a llama2.c checkpoint (.bin) together with its tokenizer, "
-        "e.g. model=path/to/model.bin tokenizer=path/to/tokenizer.bin"
+        "model= also accepts a GGUF file, a Hugging Face folder, or the path to a llama2.c checkpoint (.bin) "
+        "together with its tokenizer, e.g. model=path/to/model.bin tokenizer=path/to/tokenizer.bin"
     )
 
 
@@ -344,7 +361,7 @@ def resolve_model(
     if preset is None and not _looks_like_path(str(model)):
         raise OptionError(_unknown_preset_message(str(model), presets, Path(models_dir)))
     known = [*presets.values(), *([preset] if preset is not None else [])]
-    tokenizers = {p.tokenizer.filename: p.tokenizer for p in known}
+    tokenizers = {p.tokenizer.filename: p.tokenizer for p in known if p.tokenizer is not None}
     if preset is not None:
         return _resolve_preset(preset, tokenizer, tokenizers, lookup)
     return _resolve_path_model(str(model), tokenizer, presets, lookup)
@@ -362,10 +379,12 @@ def _resolve_preset(
     lookup: _Lookup,
 ) -> ResolvedModel:
     checkpoint = _resolve_remote(preset.checkpoint, f"the checkpoint of preset '{preset.name}'", lookup)
-    if tokenizer is None:
+    if tokenizer is not None:
+        tokenizer_path = _resolve_named(str(tokenizer), "tokenizer", tokenizers, lookup)
+    elif preset.tokenizer is not None:
         tokenizer_path = _resolve_remote(preset.tokenizer, f"the tokenizer of preset '{preset.name}'", lookup)
     else:
-        tokenizer_path = _resolve_named(str(tokenizer), "tokenizer", tokenizers, lookup)
+        tokenizer_path = checkpoint  # the GGUF file's own vocabulary
     return ResolvedModel(preset.name, checkpoint, tokenizer_path, preset)
 
 
@@ -389,7 +408,7 @@ def _resolve_path_model(
     if tokenizer is None:
         raise OptionError(_tokenizer_needed_message(model, presets))
     checkpoints = {p.checkpoint.filename: p.checkpoint for p in presets.values()}
-    tokenizers = {p.tokenizer.filename: p.tokenizer for p in presets.values()}
+    tokenizers = {p.tokenizer.filename: p.tokenizer for p in presets.values() if p.tokenizer is not None}
     checkpoint = _resolve_named(model, "checkpoint", checkpoints, lookup)
     tokenizer_path = _resolve_named(str(tokenizer), "tokenizer", tokenizers, lookup)
     return ResolvedModel(build_name(Path(model).stem), checkpoint, tokenizer_path, None)
@@ -403,7 +422,8 @@ def build_name(stem: str) -> str:
 def _tokenizer_needed_message(model: str, presets: Mapping[str, Preset]) -> str:
     users: dict[str, list[str]] = {}
     for preset in presets.values():
-        users.setdefault(preset.tokenizer.filename, []).append(preset.name)
+        if preset.tokenizer is not None:
+            users.setdefault(preset.tokenizer.filename, []).append(preset.name)
     names = ", ".join(f"{name} (as in {', '.join(who)})" for name, who in users.items())
     known = f" A tokenizer a preset uses can be given by file name, and llmcu finds or downloads it: {names}."
     return (

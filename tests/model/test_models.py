@@ -226,6 +226,45 @@ def test_a_gguf_preset_downloads_one_file_and_reads_its_vocabulary(
     assert own.tokenizer == tok512  # tokenizer= still replaces it
 
 
+def test_a_build_from_a_gguf_preset(server: FileServer, clean_env: Path, tmp_path: Path, monkeypatch,
+                                    stories260k: Path, tok512: Path) -> None:  # fmt: skip
+    """model=NAME of a GGUF preset through the build's own configure and generate steps: downloaded, shape-checked,
+    its vocabulary from the file, its Q4_0 codes kept by quant=q4."""
+    pytest.importorskip("gguf")
+    from llmcu.build import project, steps
+    from llmcu.model.checkpoint import read_checkpoint
+    from llmcu.model.tokenizer import read_tokenizer
+
+    from .importutil import write_gguf
+
+    data = write_gguf(tmp_path / "made.gguf", read_checkpoint(stories260k), read_tokenizer(tok512), qtype="Q4_0")
+    payload = data.read_bytes()
+    (server.root / "s.gguf").write_bytes(payload)
+    presets = tmp_path / "presets"
+    text = (MODELS_DIR / "tinyllama-q4_0.toml").read_text()
+    text = text.replace('name = "tinyllama-q4_0"', 'name = "tiny-gguf"')
+    text = text.replace("tinyllama-1.1b-chat-v1.0.Q4_0.gguf\"\n", "s.gguf\"\n", 1)
+    text = "\n".join(
+        f'url = "{server.url("s.gguf")}"' if line.startswith("url") else
+        f"size = {len(payload)}" if line.startswith("size") else
+        f'sha256 = "{hashlib.sha256(payload).hexdigest()}"' if line.startswith("sha256") else line
+        for line in text.splitlines()
+    )  # fmt: skip
+    shape = "dim = 64\nhidden_dim = 172\nn_layers = 5\nn_heads = 8\nn_kv_heads = 4\nvocab_size = 512\nseq_len = 512\n"
+    put(presets, "tiny-gguf.toml", (text.split("[shape]")[0] + "[shape]\n" + shape).encode())
+    monkeypatch.setattr(project, "MODELS_DIR", presets)
+    settings = project.configure({"target": "host", "model": "tiny-gguf", "quant": "q4", "build_dir": str(tmp_path)})
+    assert settings.checkpoint == settings.tokenizer == clean_env / "s.gguf"
+    steps.generate_sources(settings)
+    report = (settings.out_dir / "quant_report.md").read_text()
+    assert "31 Q4_0 tensors dequantized to float32; a q4 build at group_size=32 keeps their codes" in report
+    wrong = (presets / "tiny-gguf.toml").read_text().replace("n_layers = 5", "n_layers = 6")
+    (presets / "tiny-gguf.toml").write_text(wrong)
+    with pytest.raises(CheckpointError, match="is not the checkpoint of preset 'tiny-gguf': n_layers is 5"):
+        steps.generate_sources(project.configure({"target": "host", "model": "tiny-gguf", "quant": "q4",
+                                                  "build_dir": str(tmp_path / "wrong")}))  # fmt: skip
+
+
 def test_260k_preset_matches_the_real_files(stories260k: Path, tok512: Path) -> None:
     preset = models.load_preset("260k", MODELS_DIR)
     assert preset.checkpoint.filename == stories260k.name

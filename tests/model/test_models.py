@@ -243,7 +243,7 @@ def test_a_build_from_a_gguf_preset(server: FileServer, clean_env: Path, tmp_pat
     presets = tmp_path / "presets"
     text = (MODELS_DIR / "tinyllama-q4_0.toml").read_text()
     text = text.replace('name = "tinyllama-q4_0"', 'name = "tiny-gguf"')
-    text = text.replace("tinyllama-1.1b-chat-v1.0.Q4_0.gguf\"\n", "s.gguf\"\n", 1)
+    text = text.replace('tinyllama-1.1b-chat-v1.0.Q4_0.gguf"\n', 's.gguf"\n', 1)
     text = "\n".join(
         f'url = "{server.url("s.gguf")}"' if line.startswith("url") else
         f"size = {len(payload)}" if line.startswith("size") else

@@ -541,3 +541,91 @@ def test_15m_shaped_model_goes_to_a_weights_file(tmp_path: Path, tokenizer_32k: 
     for threads in ("1", "2"):
         out = parse(run_qemu(program, [*args, "-j", threads]).stdout)
         assert out.ok and out.token_sequence() == expected.token_sequence()
+
+
+# ---- `scons debug`: gdb on the program under qemu-aarch64, and under gdbserver on the board over SSH ----
+
+needs_gdb = pytest.mark.skipif(shutil.which("gdb-multiarch") is None, reason="gdb-multiarch missing (tools/setup.sh)")
+BREAK_IN_FORWARD = ["break llmcu_forward", "continue", "print pos", "print token", "bt 2", "continue", "print pos"]
+
+
+def _debug_settings(build_root: Path, models: Path, monkeypatch, **options: str) -> project.BuildSettings:
+    monkeypatch.setenv("LLMCU_MODELS", str(models))
+    values = {"target": "rzv2l", "model": "260k", "quant": "q8", "build_dir": str(build_root), "prompt": "Once",
+              "steps": "4", **dict(option.split("=", 1) for option in kernel_options()), **options}  # fmt: skip
+    return project.configure(values)
+
+
+def _check_gdb_session(text: str) -> None:
+    assert "Breakpoint 1, llmcu_forward (token=" in text and "at runtime_c/transformer.c" in text
+    assert "$1 = 0" in text and "$2 = 1" in text  # pos 0, BOS
+    assert "runtime_c/generate.c" in text  # the caller, by its source name
+    assert "$3 = 1" in text  # the next forward pass
+
+
+@needs_gdb
+def test_debug_stops_the_program_under_qemu_user(builds, build_root, stories260k, monkeypatch, capfd) -> None:
+    from llmcu.device import debug, debug_linux, runs
+
+    settings = _debug_settings(build_root, stories260k.parent, monkeypatch, hil="qemu")
+    port = debug.free_port()
+    assert debug.debug(settings, runs.run_options({}), port=port, commands=BREAK_IN_FORWARD, batch=True) == 0
+    _check_gdb_session(capfd.readouterr().out)
+    assert not debug_linux.listening(port)  # the stub is gone with the session
+
+
+GDBSERVER_STANDIN = """#!/bin/sh
+# gdbserver's stand-in on the x86 "board": the aarch64 program under qemu-aarch64's gdb stub, announced with
+# gdbserver's own ready line once the stub listens.
+port=$1; shift
+{qemu} -cpu max -g "$port" "$@" &
+pid=$!
+hex=$(printf '%04X' "$port")
+tries=0
+while ! grep -q ":$hex [0-9A-F]*:[0-9A-F]* 0A " /proc/net/tcp /proc/net/tcp6 2>/dev/null; do
+    tries=$((tries + 1)); [ "$tries" -gt 1000 ] && exit 1; sleep 0.01
+done
+echo "Listening on port $port" >&2
+wait "$pid"
+"""
+
+
+@needs_gdb
+def test_debug_on_the_board_runs_gdbserver_over_ssh(sshd, builds, build_root, stories260k, monkeypatch) -> None:
+    """The program goes to the board as for `run`, gdbserver (here a stand-in running qemu-aarch64 -g) starts
+    there, and gdb reaches it through the SSH connection's forwarded port; nothing is left on the board."""
+    from llmcu.device import debug, debug_linux
+
+    standin = build_root / "gdbserver-standin"
+    standin.write_text(GDBSERVER_STANDIN.format(qemu=QEMU))
+    standin.chmod(0o755)
+    monkeypatch.setenv("LLMCU_SSH_OPTS", sshd["LLMCU_SSH_OPTS"])
+    monkeypatch.setenv(debug_linux.ENV_GDBSERVER, f"{standin} {{port}}")
+    settings = _debug_settings(build_root, stories260k.parent, monkeypatch, board=sshd["destination"])
+    before = _remote_folders()
+    local, remote = debug.free_port(), _free_port()  # two ports: here the board is this machine
+    server = debug_linux.start_board_server(settings, local, remote)
+    try:
+        assert server.address == f"localhost:{local}" and len(_remote_folders() - before) == 1
+        gdb = debug.find_gdb(arm=True, names=debug_linux.LINUX_GDBS)
+        session_commands = [f"target remote {server.address}", *BREAK_IN_FORWARD, "kill"]
+        command = debug.gdb_command(gdb, settings.out_dir / "llmcu", settings, session_commands, batch=True)
+        session = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        server.stop()
+    _check_gdb_session(session.stdout)
+    assert _remote_folders() == before
+
+
+def test_debug_without_gdbserver_on_the_board_says_what_to_install(sshd, builds, build_root, stories260k,
+                                                                   monkeypatch) -> None:  # fmt: skip
+    from llmcu.core.errors import LlmcuError
+    from llmcu.device import debug, debug_linux
+
+    monkeypatch.setenv("LLMCU_SSH_OPTS", sshd["LLMCU_SSH_OPTS"])
+    monkeypatch.setenv(debug_linux.ENV_GDBSERVER, "no-such-gdbserver :{port}")
+    settings = _debug_settings(build_root, stories260k.parent, monkeypatch, board=sshd["destination"])
+    before = _remote_folders()
+    with pytest.raises(LlmcuError, match=r"gdbserver is not installed on .*IMAGE_INSTALL"):
+        debug_linux.start_board_server(settings, debug.free_port(), _free_port())
+    assert _remote_folders() == before

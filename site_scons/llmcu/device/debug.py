@@ -5,7 +5,9 @@
   breakpoint in the forward pass is reached; the text is printed as it comes;
 - a board: the image is flashed where it differs (as `flash` does), then pyOCD's gdb server is started on the
   probe `flash` would choose (``probe=``), and gdb resets and halts the target through it;
-- the host program: gdb with the program and the build's run arguments.
+- the host program: gdb with the program and the build's run arguments;
+- a Linux target's program (the RZ/V2L): qemu-user's gdb stub here, or gdbserver on the board over SSH
+  (llmcu.device.debug_linux).
 
 ``debug=server`` starts only the server and prints how to attach (an IDE, another terminal). gdb is
 ``arm-none-eabi-gdb`` when present, else ``gdb-multiarch`` (``gdb`` for the host program). The build is
@@ -42,16 +44,18 @@ class GdbNotFoundError(LlmcuError):
     """No gdb that can debug this build is installed."""
 
 
-def find_gdb(arm: bool, which: Callable[[str], str | None] = shutil.which) -> str:
-    """The gdb to use, or a GdbNotFoundError that says which package to install."""
-    for name in ARM_GDBS if arm else HOST_GDBS:
+def find_gdb(arm: bool, which: Callable[[str], str | None] = shutil.which, names: Sequence[str] = ()) -> str:
+    """The gdb to use (the first of ``names``, else of the Arm or the host gdbs), or a GdbNotFoundError that says
+    which package to install."""
+    names = tuple(names) or (ARM_GDBS if arm else HOST_GDBS)
+    for name in names:
         path = which(name)
         if path:
             return path
-    package = "gdb-multiarch" if arm else "gdb"
+    package = "gdb-multiarch" if "gdb-multiarch" in names else "gdb"
     raise GdbNotFoundError(
-        f"`debug` needs {' or '.join(ARM_GDBS if arm else HOST_GDBS)}, and none is installed: "
-        f"`apt-get install {package}` (tools/setup.sh installs it)"
+        f"`debug` needs {' or '.join(names)}, and none is installed: `apt-get install {package}` (tools/setup.sh "
+        "installs it)"
     )
 
 
@@ -224,9 +228,9 @@ def debug(
     gdb's exit status. ``commands`` go to gdb after it connected (with ``batch`` gdb runs them and exits)."""
     from .runs import choose_runner
 
+    if settings.linux is not None:
+        return _debug_linux(settings, mode=mode, port=port, commands=commands, batch=batch, runner=runner)
     if not settings.images:
-        if settings.linux is not None:
-            raise LlmcuError(f"`debug` on {settings.target.name} is not there yet: debug the host build instead")
         program = settings.out_dir / "llmcu"
         if not program.is_file():
             raise LlmcuError(f"{program} does not exist: build it first")
@@ -257,6 +261,39 @@ def debug(
             return 0
         connect = [f"target extended-remote {server.address}", *server.gdb_setup]
         return _run_gdb(gdb_command(gdb, image.elf, settings, [*connect, *commands], batch=batch))
+    finally:
+        server.stop()
+
+
+def _debug_linux(
+    settings: BuildSettings, *, mode: str, port: int, commands: Sequence[str], batch: bool, runner: str
+) -> int:
+    """A Linux target's program under qemu-user's gdb stub, or under gdbserver on the board (llmcu.device.debug_linux):
+    the board when ``board=`` names one (and ``hil=qemu`` does not say otherwise), else QEMU."""
+    from . import debug_linux
+
+    assert settings.linux is not None
+    if not runner:
+        runner = "board" if settings.linux.destination is not None and settings.linux.hil != "qemu" else "qemu"
+    gdb = find_gdb(arm=True, names=debug_linux.LINUX_GDBS) if mode == "gdb" else ""
+    if runner == "board":
+        server = debug_linux.start_board_server(settings, port)
+    else:
+        server = debug_linux.start_qemu_server(settings, port)
+    program = settings.out_dir / "llmcu"
+    try:
+        print(f"[llmcu] gdb server for {server.describe} on {server.address}", flush=True)
+        if mode == "server":
+            print(
+                f"[llmcu] attach with: {debug_linux.LINUX_GDBS[0]} {program} -ex 'target remote {server.address}' "
+                f"(and `set substitute-path /llmcu-build {settings.out_dir.parents[1].resolve()}`); Ctrl-C ends it",
+                flush=True,
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+            return 0
+        connect = [*server.gdb_setup, f"target remote {server.address}"]
+        return _run_gdb(gdb_command(gdb, program, settings, [*connect, *commands], batch=batch))
     finally:
         server.stop()
 

@@ -67,9 +67,13 @@ def qemu_command(
     sysroot: str = "",
     plugin: Path | None = None,
     plugin_args: Sequence[str] = (),
+    gdb_port: int = 0,
 ) -> list[str]:
-    """The qemu-user command line; with ``plugin`` the guest's counter reads instructions."""
+    """The qemu-user command line; with ``plugin`` the guest's counter reads instructions; with ``gdb_port`` the
+    program waits before its first instruction for gdb on that port."""
     command = [qemu, "-cpu", cpu]
+    if gdb_port:
+        command += ["-g", str(gdb_port)]
     if sysroot:
         command += ["-L", sysroot]  # a dynamically linked program's loader and libraries
     if plugin is not None:

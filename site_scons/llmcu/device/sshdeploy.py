@@ -154,15 +154,25 @@ def upload(destination: Destination, program: Path, weights: Path | None, remote
     return RemoteCopy(destination, folder, remote_weights)
 
 
+def in_folder(folder: str, launch: str, args: Sequence[str]) -> str:
+    """The remote command that runs ``launch`` (``./llmcu``, maybe behind a wrapper) with ``args`` in ``folder``
+    and removes the folder when it ends, keeping its exit status."""
+    q = shlex.quote
+    words = " ".join(q(arg) for arg in args)
+    return f"cd {q(folder)} && {launch} {words}; status=$?; cd / && rm -rf {q(folder)}; exit $status"
+
+
+def remove(copy: RemoteCopy) -> None:
+    """Removes an uploaded copy's folder from the board."""
+    _run(copy.destination, f"rm -rf {shlex.quote(copy.folder)}", timeout=60)
+
+
 def console_command(copy: RemoteCopy, args: Sequence[str], exec_prefix: str | None = None) -> list[str]:
     """The ssh command that runs the uploaded program's console (``llmcu -c``) on its pipes and removes the folder
     when the console ends (its standard input closed)."""
     prefix = os.environ.get(ENV_EXEC, "") if exec_prefix is None else exec_prefix
-    q = shlex.quote
     launch = f"{prefix} ./llmcu" if prefix else "./llmcu"
-    words = " ".join(q(arg) for arg in ["-c", *args])
-    remote = f"cd {q(copy.folder)} && {launch} {words}; status=$?; cd / && rm -rf {q(copy.folder)}; exit $status"
-    return ssh_command(copy.destination, remote)
+    return ssh_command(copy.destination, in_folder(copy.folder, launch, ["-c", *args]))
 
 
 def deploy_and_run(
@@ -181,19 +191,17 @@ def deploy_and_run(
     ``program_args(remote weights path)``, removes the folder, and returns the parsed output."""
     prefix = os.environ.get(ENV_EXEC, "") if exec_prefix is None else exec_prefix
     copy = upload(destination, program, weights, remote_dir)
-    q = shlex.quote
     finished = False
     try:
-        words = " ".join(q(arg) for arg in program_args(copy.weights))
         launch = f"{prefix} ./llmcu" if prefix else "./llmcu"
-        remote = f"cd {q(copy.folder)} && {launch} {words}; status=$?; cd / && rm -rf {q(copy.folder)}; exit $status"
+        remote = in_folder(copy.folder, launch, program_args(copy.weights))
         result = stream_command(ssh_command(destination, remote), on_text=on_text, on_bytes=on_bytes, timeout=timeout)
         finished = not result.timed_out and result.returncode != 255
     finally:
         if not finished:
             # The original error says more; a folder left behind is in remote_dir with a random name.
             with contextlib.suppress(SshError):
-                _run(destination, f"rm -rf {q(copy.folder)}", timeout=60)
+                remove(copy)
     output = result.output
     if result.timed_out:
         raise SshError(f"the run on {destination} did not finish within {timeout:g} s")

@@ -98,3 +98,28 @@ def test_readme_preset_table_is_the_tools_output() -> None:
                            check=True).stdout  # fmt: skip
     assert table.strip() in (ROOT / "README.md").read_text()
     assert "| `tinyllama-q4_0` | 637.7 MB | q4 | 687.8 MB | 46.1 MB (q16) |" in table
+
+
+def test_a_short_context_on_a_small_board_is_offered_with_a_sliding_window(tmp_path, stories260k, monkeypatch) -> None:
+    """When only a shorter context fits the board, the advice also offers overflow=slide with the longest window
+    that fits (planned with the window's records), and that build goes through."""
+    roomy = _configure(tmp_path, stories260k.parent, monkeypatch, quant="fp32", kv_type="f32")
+    model = steps.generate_sources(roomy)
+    need = linuxmem.needs(model, "f32", roomy.default_threads).total
+    ram = (need - 300_000) * 4 // 3 // 1024 * 1024  # a quarter for the OS: 300 kB short of the whole context
+    tight = _configure(tmp_path / "tight", stories260k.parent, monkeypatch, quant="fp32", kv_type="f32",
+                       board_ram=str(ram))  # fmt: skip
+    from llmcu.build import advice as advice_module
+
+    monkeypatch.setattr(advice_module, "MOST_SHOWN", 20)  # all of them (the error shows the first six)
+    with pytest.raises(FitError) as info:
+        steps.generate_sources(tight)
+    advice = str(info.value).split("Changes planned again that fit: ", 1)[1]
+    changes = advice.split("; ")
+    shorter = next(change for change in changes if change.startswith("seq_len="))
+    slide = next(change for change in changes if change.startswith("overflow=slide seq_len="))
+    assert 6 <= int(slide.rsplit("=", 1)[1]) <= int(shorter.split("=")[1]) < 512
+    options = dict(word.split("=", 1) for word in slide.split())
+    fixed = _configure(tmp_path / "slid", stories260k.parent, monkeypatch, quant="fp32", kv_type="f32",
+                       board_ram=str(ram), **options)  # fmt: skip
+    assert steps.generate_sources(fixed).seq_len == int(options["seq_len"])

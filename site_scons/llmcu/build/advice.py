@@ -110,18 +110,7 @@ def fitting_changes(
     longest = _longest_context(model.seq_len, lambda seq_len: _fits(settings, settings.images, model_for("", seq_len)))
     if longest:
         found.append(Change((("seq_len", str(longest)),)))
-        # A short context stops a story early: with a sliding window the same cache goes on (planned again, since
-        # a slid run keeps max_steps records).
-        if settings.window is None:
-            sliding = dataclasses.replace(settings, window=Window())
-            slide_models = _Models(sliding, ckpt, tok, model, quantized)
-
-            def slides(seq_len: int) -> bool:
-                return _fits(sliding, settings.images, slide_models("", seq_len))
-
-            longest_sliding = _longest_context(model.seq_len, slides, shortest=Window().sinks + 2)
-            if longest_sliding:
-                found.append(Change((("overflow", "slide"), ("seq_len", str(longest_sliding)))))
+        found += _sliding(settings, model_for, lambda trial, m: _fits(trial, settings.images, m))
     if found:
         return found
     pairs = [(a, b) for a, b in itertools.combinations(singles, 2) if a[0] != b[0]]
@@ -163,10 +152,26 @@ def linux_changes(settings: BuildSettings, model_for: _Models) -> list[Change]:
     longest = _longest_context(seq_len, lambda n: bool(linux_fits(settings, model_for("", n), settings.kv_type)))
     if longest:
         found.append(Change((("seq_len", str(longest)),)))
+        found += _sliding(settings, model_for, lambda trial, m: bool(linux_fits(trial, m, settings.kv_type)))
     if found:
         return found
     pairs = [(a, b) for a, b in itertools.combinations(singles, 2) if a[0] != b[0]]
     return [Change((a, b)) for a, b in pairs if attempt(dict((a, b)))]
+
+
+def _sliding(
+    settings: BuildSettings, model_for: _Models, fits: Callable[[BuildSettings, codegen.GeneratedModel], bool]
+) -> list[Change]:
+    """A short context stops a story early: with a sliding window the same cache goes on. The longest window that
+    fits, planned again (a slid run keeps max_steps records), as ``overflow=slide seq_len=N``; none when the build
+    slides already or not even the sinks and two more positions fit."""
+    if settings.window is not None:
+        return []
+    sliding = dataclasses.replace(settings, window=Window())
+    models = _Models(sliding, model_for.ckpt, model_for.tok, model_for.model, model_for.quantized)
+    longest = _longest_context(model_for.model.seq_len, lambda n: fits(sliding, models("", n)),
+                               shortest=Window().sinks + 2)  # fmt: skip
+    return [Change((("overflow", "slide"), ("seq_len", str(longest))))] if longest else []
 
 
 def _longest_context(seq_len: int, fits: Callable[[int], bool], shortest: int = 1) -> int:

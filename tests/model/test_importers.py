@@ -126,6 +126,33 @@ def test_quantized_tensors_keep_their_codes(kind: str, quant: str, tmp_path: Pat
     assert fitted_anew.scales.shape[-1] == model.weights["w1"].shape[-1] // 64
 
 
+def test_kept_blocks_need_no_calibration(tmp_path: Path, original, monkeypatch) -> None:
+    """Calibration records only the inputs of the matrices a build fits: for a Q4_0 file in a q4 build that is
+    w2's (its 172 columns are no whole blocks, so the file holds it as F32), not the gigabytes of moments a 1B
+    model's other inputs would take; the KV ranges (kv_type=q16) need none."""
+    from llmcu.model import calibration, kvq16, quantcache
+    from llmcu.model.quantize import QuantPlan, quantize_checkpoint
+
+    monkeypatch.setattr(quantcache, "enabled", lambda *args: False)
+    asked: list[frozenset[str]] = []
+    collect = calibration.collect
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("inputs", calibration.INPUTS))
+        return collect(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "collect", spy)
+    monkeypatch.setattr(calibration, "_MEMO", {})
+    ckpt, tok = original
+    model = sources.read_model(write_gguf(tmp_path / "q4_0.gguf", ckpt, tok, qtype="Q4_0"))
+    quantize_checkpoint(model, QuantPlan.parse("q4", 32))
+    assert asked == [frozenset({"ffn_hidden"})]
+    kvq16.calibrated_scales(model)
+    assert len(asked) == 1  # the KV ranges come with every calibration: the one above serves
+    quantize_checkpoint(model, QuantPlan.parse("q8", 32))  # Q4_0 blocks are fitted again as q8: every input
+    assert asked[-1] == calibration.INPUTS
+
+
 @pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
                     reason="qemu-system-arm or the Arm cross compiler missing")  # fmt: skip
 def test_a_q4_0_file_runs_as_it_is_on_every_kernel_set(tmp_path: Path, original, stories260k: Path) -> None:

@@ -45,6 +45,7 @@ BOS = 1
 ROPE_THETA = 10000.0
 RMS_EPS = 1e-5
 # Which recorded input each matrix kind reads.
+INPUTS = frozenset({"attn_in", "attn_out", "ffn_in", "ffn_hidden", "final"})
 INPUT_OF = {
     "wq": "attn_in",
     "wk": "attn_in",
@@ -72,6 +73,8 @@ class Calibration:
 
     def hessian(self, kind: str, layer: int | None = None) -> np.ndarray:
         """``H = E[x x^T]`` of the input matrix ``kind`` reads (``layer`` for per-layer matrices)."""
+        if INPUT_OF[kind] not in self.totals:
+            raise QuantizationError(f"calibration recorded no {INPUT_OF[kind]} input, which {kind} reads")
         per_layer = self.totals[INPUT_OF[kind]]
         return per_layer[0 if layer is None else layer] / max(self.tokens, 1)
 
@@ -96,7 +99,9 @@ def _rope(vec: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 class _BatchModel:
     """The fp32 transformer over a batch of sequences, one position at a time, recording each matmul input."""
 
-    def __init__(self, ckpt: Checkpoint, batch: int, steps: int, record: bool = True) -> None:
+    def __init__(
+        self, ckpt: Checkpoint, batch: int, steps: int, record: bool = True, inputs: frozenset[str] = INPUTS
+    ) -> None:
         cfg: ModelConfig = ckpt.config
         self.recording = record
         self.cfg, self.w = cfg, ckpt.weights
@@ -105,19 +110,18 @@ class _BatchModel:
         self.value = np.zeros_like(self.key)
         self.key_absmax = np.zeros((cfg.n_layers, cfg.kv_dim), dtype=np.float32)
         self.value_absmax = np.zeros_like(self.key_absmax)
+        # Only the inputs asked for: a 1B model's hidden-state moments alone are gigabytes.
+        width = {"ffn_hidden": cfg.hidden_dim}
         self.totals = {
-            "attn_in": [np.zeros((cfg.dim, cfg.dim)) for _ in range(cfg.n_layers)],
-            "attn_out": [np.zeros((cfg.dim, cfg.dim)) for _ in range(cfg.n_layers)],
-            "ffn_in": [np.zeros((cfg.dim, cfg.dim)) for _ in range(cfg.n_layers)],
-            "ffn_hidden": [np.zeros((cfg.hidden_dim, cfg.hidden_dim)) for _ in range(cfg.n_layers)],
-            "final": [np.zeros((cfg.dim, cfg.dim))],
+            name: [np.zeros((width.get(name, cfg.dim),) * 2) for _ in range(1 if name == "final" else cfg.n_layers)]
+            for name in sorted(inputs)
         }
         self.pending: dict[tuple[str, int], list[np.ndarray]] = {}
         head_dims = np.arange(0, cfg.dim, 2) % cfg.head_size
         self.freq = (1.0 / cfg.rope_theta ** (head_dims / cfg.head_size)).astype(np.float32)
 
     def _record(self, name: str, layer: int, x: np.ndarray, active: np.ndarray) -> None:
-        if not self.recording:
+        if not self.recording or name not in self.totals:
             return
         self.pending.setdefault((name, layer), []).append(x[active])
         if len(self.pending[name, layer]) == 32:
@@ -177,9 +181,11 @@ def collect(
     *,
     source: str = SAMPLED,
     progress: Callable[[int], None] | None = None,
+    inputs: frozenset[str] = INPUTS,
 ) -> Calibration:
-    """Run the fp32 model and record every matrix's input moments: over ``sequences`` (teacher-forced), or,
-    with ``sequences`` None, over :data:`SEQUENCES` stories it samples itself from BOS (temperature 1)."""
+    """Run the fp32 model and record the moments of ``inputs`` (all by default; the keys' and values' ranges
+    always): over ``sequences`` (teacher-forced), or, with ``sequences`` None, over :data:`SEQUENCES` stories it
+    samples itself from BOS (temperature 1)."""
     cfg = ckpt.config
     if sequences is not None:
         sequences = [list(s[: cfg.seq_len]) for s in sequences if len(s)]
@@ -188,7 +194,7 @@ def collect(
         batch, steps = len(sequences), max(len(s) for s in sequences)
     else:
         batch, steps = SEQUENCES, min(STEPS, cfg.seq_len)
-    model = _BatchModel(ckpt, batch, steps)
+    model = _BatchModel(ckpt, batch, steps, inputs=inputs)
     rng = np.random.default_rng(SEED)
     tokens = np.full(batch, BOS, dtype=np.int64)
     active = np.ones(batch, dtype=bool)
@@ -287,7 +293,7 @@ def text_sequences(path: Path, seq_len: int, tokenizer: object) -> list[list[int
     return [ids[start : start + seq_len] for start in range(0, len(ids), seq_len)]
 
 
-_MEMO: dict[tuple[str, str], Calibration] = {}
+_MEMO: dict[tuple[str, str], list[Calibration]] = {}
 
 
 def weights_digest(ckpt: Checkpoint) -> str:
@@ -305,15 +311,18 @@ def calibrate(
     tokenizer: object = None,
     show_progress: bool = False,
     digest: str | None = None,
+    inputs: frozenset[str] = INPUTS,
 ) -> Calibration | None:
     """The calibration ``source`` names: ``sampled``, ``none`` (None) or a text file's path (which needs the
-    ``tokenizer``). Remembered per model and source for the rest of the process (``digest``: the model's
+    ``tokenizer``), recording ``inputs`` (all by default; an empty set for only the KV ranges). Remembered per model
+    and source for the rest of the process, where one that recorded more serves too (``digest``: the model's
     :func:`weights_digest` when the caller has it already)."""
     if source == NONE:
         return None
     key = (digest or weights_digest(ckpt), source)
-    if key in _MEMO:
-        return _MEMO[key]
+    for known in _MEMO.get(key, []):
+        if inputs <= known.totals.keys():
+            return known
     sequences = None
     if source != SAMPLED:
         if tokenizer is None:
@@ -322,11 +331,12 @@ def calibrate(
     total = sum(len(s) for s in sequences) if sequences else SEQUENCES * min(STEPS, ckpt.config.seq_len)
     bar = _progress_bar(total) if show_progress else None
     try:
-        result = collect(ckpt, sequences, source=f"text file {Path(source).name}", progress=bar.update if bar else None)
+        result = collect(ckpt, sequences, source=f"text file {Path(source).name}", progress=bar.update if bar else None,
+                         inputs=inputs)  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
-    _MEMO[key] = result
+    _MEMO.setdefault(key, []).append(result)
     return result
 
 

@@ -144,6 +144,6 @@ def calibrated_scales(ckpt: Checkpoint, show_progress: bool = False) -> Q16Scale
     (llmcu.model.calibration; the same text whatever ``calib=`` says, so that the KV cache does not change with it)."""
     from .calibration import SAMPLED, calibrate
 
-    measured = calibrate(ckpt, SAMPLED, show_progress=show_progress)
+    measured = calibrate(ckpt, SAMPLED, show_progress=show_progress, inputs=frozenset())  # the ranges only
     assert measured is not None and measured.key_absmax is not None and measured.value_absmax is not None
     return scales_from_ranges(measured.key_absmax, measured.value_absmax, ckpt.config.head_size)

@@ -375,10 +375,14 @@ def _quantize_checkpoint(
 ) -> dict[str, QuantizedMatrix]:
     from . import calibration
 
-    stats = None
-    if plan.calibrated:
-        stats = calibration.calibrate(ckpt, plan.calibration, tokenizer, show_progress, digest)  # type: ignore[arg-type]
     weights = ckpt.weights  # type: ignore[attr-defined]
+    stored = getattr(ckpt, "extra", {}).get("stored", {})
+    fitted = [kind for kind in weights if kind in calibration.INPUT_OF and plan.qtype(kind) != "fp32"
+              and not keeps_stored_codes(stored.get(kind, ""), plan.qtype(kind), plan.group_size)]  # fmt: skip
+    stats = None
+    if plan.calibrated and fitted:  # only the inputs of the matrices fitted here (a kept GGUF block needs none)
+        inputs = frozenset(calibration.INPUT_OF[kind] for kind in fitted)
+        stats = calibration.calibrate(ckpt, plan.calibration, tokenizer, show_progress, digest, inputs)  # type: ignore[arg-type]
     bar = None
     if show_progress and plan.quantized:
         from tqdm import tqdm
@@ -386,7 +390,6 @@ def _quantize_checkpoint(
         total = sum(1 if np.ndim(w) == 2 else int(np.shape(w)[0]) for w in weights.values() if np.ndim(w) >= 2)
         bar = tqdm(total=total, desc=f"quantizing ({plan.fit})", unit="matrix", leave=False, dynamic_ncols=True)
     try:
-        stored = getattr(ckpt, "extra", {}).get("stored", {})
         return quantize_model(weights, plan, stats, bar.update if bar is not None else None, stored)
     finally:
         if bar is not None:

@@ -28,8 +28,12 @@ def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("firmware")
 
 
-@pytest.mark.parametrize("board", BOARDS)
-@pytest.mark.parametrize("quant", ["fp32", "q8", "q4"])
+@pytest.mark.parametrize(
+    ("quant", "board"),
+    [("fp32", "nucleo-h743zi"), ("q8", "nucleo-h743zi"), ("q4", "h743-sdram-qspi"),
+     *(pytest.param(q, b, marks=pytest.mark.slow)
+       for q, b in (("fp32", "h743-sdram-qspi"), ("q8", "h743-sdram-qspi"), ("q4", "nucleo-h743zi")))],
+)  # fmt: skip
 def test_260k_links_with_a_region_report(board: str, quant: str, build_root: Path, stories260k: Path) -> None:
     args = [
         "target=stm32h743",
@@ -62,7 +66,7 @@ def model_15m(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("quant", ["q8", "q4"])
+@pytest.mark.parametrize("quant", [pytest.param("q8", marks=pytest.mark.slow), "q4"])
 def test_15m_shaped_model_links_on_the_external_memory_board(
     quant: str, model_15m: Path, build_root: Path, tokenizer_32k: Path
 ) -> None:

@@ -85,7 +85,7 @@ def _fast_reference(ckpt, quant: str, kv_type: str = "f32") -> Reference:
     ("quant", "kv_type"),
     [
         ("q8", "f32"),
-        ("q8", "q8"),
+        pytest.param("q8", "q8", marks=pytest.mark.slow),
         pytest.param("q8", "f16", marks=pytest.mark.slow),
         pytest.param("q4", "f32", marks=pytest.mark.slow),
     ],

@@ -209,8 +209,8 @@ def run_under_qemu(program: Path, case: dict, *, quiet: bool = False) -> bytes:
 @pytest.mark.skipif(not RZV2L.is_file(), reason="the RZ/V2L target does not exist yet")
 @pytest.mark.parametrize(
     ("quant", "kv_type"),
-    [("fp32", "f32"), ("q8", "f32"), pytest.param("q4", "f32", marks=pytest.mark.slow),
-     pytest.param("q8", "f16", marks=pytest.mark.slow), pytest.param("q8", "q8", marks=pytest.mark.slow)],
+    [("fp32", "f32"), *(pytest.param(q, kv, marks=pytest.mark.slow)
+                        for q, kv in (("q8", "f32"), ("q4", "f32"), ("q8", "f16"), ("q8", "q8")))],
 )  # fmt: skip
 def test_rzv2l_opt_and_ref_kernels_generate_the_same_tokens(
     quant: str, kv_type: str, tmp_path: Path, stories260k: Path, golden_cases: list[dict]

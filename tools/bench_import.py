@@ -6,6 +6,7 @@ figure), then run under qemu-aarch64 with threads=1 and threads=2 (instructions 
     python3 tools/bench_import.py                       # TinyLlama-1.1B's shape, 8 tokens
     python3 tools/bench_import.py --shape 110m --steps 16
     python3 tools/bench_import.py --json bench/import_1b.json
+    python3 tools/bench_import.py --source Q4_0 --fit default --json bench/import_1b_q4_0.json   # a preset's path
 
 The weights are random (the figures are about size and speed, not text), so nothing is downloaded. qemu-aarch64
 runs guest threads on host threads, so the threads=2 wall time shows how the matrix products split, on this
@@ -73,21 +74,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--work", type=Path, default=Path("/tmp/llmcu-bench-import"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--source", choices=("F16", "Q8_0", "Q4_0"), default="F16",
+                        help="the GGUF file's matrix type (Q4_0 with --quant q4 keeps its codes, as the TinyLlama "
+                        "presets do)")  # fmt: skip
+    parser.add_argument(
+        "--fit",
+        choices=("absmax", "default"),
+        default="absmax",
+        help="absmax: fit=absmax calib=none; default: the build's own defaults (GPTQ, calibration)",
+    )
     args = parser.parse_args(argv)
     from importutil import write_gguf
 
     config = SHAPES[args.shape]
     args.work.mkdir(parents=True, exist_ok=True)
-    gguf_path = args.work / f"random-{args.shape}.gguf"
-    figures: dict[str, object] = {"shape": args.shape, "parameters": config.parameter_count(), "quant": args.quant}
+    gguf_path = args.work / f"random-{args.shape}{'' if args.source == 'F16' else '-' + args.source}.gguf"
+    figures: dict[str, object] = {"shape": args.shape, "parameters": config.parameter_count(), "quant": args.quant,
+                                  "source": args.source, "fit": args.fit}  # fmt: skip
     if not gguf_path.is_file():
         started = time.monotonic()
-        write_gguf(gguf_path, random_model(config), vocabulary(config.vocab_size), qtype="F16")
+        write_gguf(gguf_path, random_model(config), vocabulary(config.vocab_size), qtype=args.source)
         figures["gguf_write_s"] = round(time.monotonic() - started, 1)
     figures["gguf_bytes"] = gguf_path.stat().st_size
     env = dict(os.environ, LLMCU_MODELS=os.environ.get("LLMCU_MODELS", str(ROOT.parent / "shared" / "models")))
-    build = ["target=rzv2l", f"model={gguf_path}", f"quant={args.quant}", "fit=absmax", "calib=none",
-             f"build_dir={args.work / 'build'}"]  # fmt: skip
+    fit = ["fit=absmax", "calib=none"] if args.fit == "absmax" else []
+    build = ["target=rzv2l", f"model={gguf_path}", f"quant={args.quant}", *fit, f"build_dir={args.work / 'build'}"]
     shutil.rmtree(args.work / "build", ignore_errors=True)  # a clean build: its time and memory are the figures
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "SCons", "-Q", *build], cwd=ROOT, env=env, capture_output=True,

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -111,9 +112,10 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(snapshot: Path, models: dict[str, Path]) -> dict[str, Path]:
-    """Clean -j1 builds of host and qemu-m7 (q8, stories260K) with the default build directory."""
-    for target in COMPARED:
-        scons([f"target={target}", *Q8], models["a"], cwd=snapshot)
+    """Clean -j1 builds of host and qemu-m7 (q8, stories260K) with the default build directory (the two side by
+    side, which test_parallel_builds_do_not_interfere shows is safe)."""
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda target: scons([f"target={target}", *Q8], models["a"], cwd=snapshot), COMPARED))
     return {target: out_dir(snapshot, "build", target) for target in COMPARED}
 
 
@@ -387,8 +389,9 @@ def test_reproducible_in_another_directory_and_later(
     """Same inputs, a copy of the tree at another absolute path (of another length), built later: every output
     is bit-identical, the ELF and the host program included (no absolute paths, no timestamps baked in)."""
     tree = copy_tree(snapshot, tmp_path / "somewhere" / "else" / "entirely")
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda target: scons([f"target={target}", *Q8], models["a"], cwd=tree), COMPARED))
     for target in COMPARED:
-        scons([f"target={target}", *Q8], models["a"], cwd=tree)
         assert differing(out_dir(tree, "build", target), reference[target], target) == [], target
     for program in (out_dir(tree, "build", "host") / "llmcu", out_dir(tree, "build", "qemu-m7") / "firmware.elf"):
         assert str(tree).encode() not in program.read_bytes()
@@ -554,7 +557,10 @@ def test_target_file_change_recompiles_every_object(work: Path, models: dict[str
     assert GEN_STEP in names  # the memory map is in target.toml, so the linker script is regenerated
 
 
-@pytest.mark.parametrize("option", ["quant=q4", "seq_len=64", "kernels=ref", "group_size=64", "kv_type=f16"])
+@pytest.mark.parametrize(
+    "option", ["quant=q4", "kv_type=f16", *(pytest.param(o, marks=pytest.mark.slow)
+                                             for o in ("seq_len=64", "kernels=ref", "group_size=64"))]
+)  # fmt: skip
 def test_a_build_option_builds_its_own_variant_and_leaves_the_other(
     option: str, work: Path, models: dict[str, Path]
 ) -> None:

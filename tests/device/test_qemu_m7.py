@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,12 +86,17 @@ def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def twins(build_root: Path, stories260k: Path) -> dict[str, Build]:
-    return {quant: build_twin(quant, build_root, stories260k.parent) for quant in QUANTS}
+    with ThreadPoolExecutor(2) as pool:  # scons builds one file at a time: two builds use both cores
+        return dict(zip(QUANTS, pool.map(lambda quant: build_twin(quant, build_root, stories260k.parent), QUANTS),
+                        strict=True))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def hosts(build_root: Path, stories260k: Path) -> dict[str, Path]:
-    return {quant: build_host(quant, build_root, stories260k.parent) for quant in ("q8", "q4", "q4z")}
+    quants = ("q8", "q4", "q4z")
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(quants, pool.map(lambda quant: build_host(quant, build_root, stories260k.parent), quants),
+                        strict=True))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import json
 import shutil
 import struct
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -167,9 +168,10 @@ def test_a_q4_0_file_runs_as_it_is_on_every_kernel_set(tmp_path: Path, original,
     model = sources.read_model(path)
     oracle = Reference.from_checkpoint(model, "q4", 32)  # w2 (F32 in the file: not whole blocks) fitted as builds do
     expected = generate(oracle, tok, "Once upon a time", 120, 0.0, 0.9, 1).tokens
-    for target in ("host", "qemu-m7"):
-        scons([f"target={target}", f"model={path}", "quant=q4", f"build_dir={tmp_path / target}"],
-              stories260k.parent)  # fmt: skip
+    with ThreadPoolExecutor(2) as pool:  # scons builds one file at a time: two builds use both cores
+        list(pool.map(lambda target: scons([f"target={target}", f"model={path}", "quant=q4",
+                                            f"build_dir={tmp_path / target}"], stories260k.parent),
+                      ("host", "qemu-m7")))  # fmt: skip
     (program,) = (tmp_path / "host" / "host").glob("*-q4/llmcu")
     assert parse(_run(program, "-p", "Once upon a time", "-n", "120", "-t", "0.0")).token_sequence() == expected
     (elf,) = (tmp_path / "qemu-m7" / "qemu-m7").glob("*-q4/firmware.elf")
@@ -211,14 +213,18 @@ def test_converted_stories260k_builds_give_the_checkpoints_output(
     quant: str, converted: dict[str, Path], tmp_path: Path, stories260k: Path, tok512: Path
 ) -> None:
     models = stories260k.parent
-    outputs = {}
-    for name, model in (("llama2c", "260k"), ("gguf", str(converted["gguf"])), ("hf", str(converted["hf"]))):
+
+    def build(name: str, model: str) -> tuple[bytes, bytes]:
         args = ["target=host", f"model={model}", f"quant={quant}", f"build_dir={tmp_path / name}"]
         if name == "hf":
             args.append(f"tokenizer={tok512}")  # the folder has no tokenizer.model: llama2.c's vocabulary
         scons(args, models)
         (program,) = (tmp_path / name / "host").glob(f"*-{quant}/llmcu")
-        outputs[name] = (_run(program, *GREEDY), _run(program, *SAMPLED))
+        return _run(program, *GREEDY), _run(program, *SAMPLED)
+
+    sources_ = {"llama2c": "260k", "gguf": str(converted["gguf"]), "hf": str(converted["hf"])}
+    with ThreadPoolExecutor(2) as pool:  # scons builds one file at a time: two builds use both cores
+        outputs = dict(zip(sources_, pool.map(build, sources_, sources_.values()), strict=True))
     for name in ("gguf", "hf"):
         for ours, theirs in zip(outputs[name], outputs["llama2c"], strict=True):  # byte for byte, records aside
             assert ours.split(b"\x1etok")[0].split(b"\n", 1)[1] == theirs.split(b"\x1etok")[0].split(b"\n", 1)[1]

@@ -244,13 +244,16 @@ def interrupted(
             "qemu-m7",
             "link",
             signal.SIGKILL,
-            marks=pytest.mark.fault(
-                area="build",
-                kind="fault",
-                what="firmware build SIGKILLed during the link, leaving half a firmware.elf: the rebuild relinks it "
-                "and equals a clean build bit for bit",
-                sees=r"LINK .*firmware\.elf",
-            ),
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.fault(
+                    area="build",
+                    kind="fault",
+                    what="firmware build SIGKILLed during the link, leaving half a firmware.elf: the rebuild relinks "
+                    "it and equals a clean build bit for bit",
+                    sees=r"LINK .*firmware\.elf",
+                ),
+            ],
         ),
         pytest.param(
             "host",

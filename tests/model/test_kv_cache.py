@@ -34,7 +34,9 @@ from llmcu.model.tokenizer import read_tokenizer
 
 F32 = np.float32
 KERNELS = ROOT / "runtime_c" / "kernels" / "ref"
-BUILDS = [("fp32", "f16"), ("fp32", "q8"), ("q8", "f16"), ("q8", "q8")]  # (weight quant, kv_type)
+# (weight quant, kv_type): one of each cache type and of each weight type in the default run, all four with -m slow
+BUILDS = [("fp32", "f16"), pytest.param("fp32", "q8", marks=pytest.mark.slow),
+          pytest.param("q8", "f16", marks=pytest.mark.slow), ("q8", "q8")]  # fmt: skip
 
 HARNESS = """
 #include <stdint.h>
@@ -283,14 +285,26 @@ def _build(build_root: Path, models_dir: Path, quant: str, kv_type: str) -> Path
 def programs(
     tmp_path_factory: pytest.TempPathFactory, stories260k: Path
 ) -> Iterator[dict[tuple[str, str], Future[Path]]]:
-    """The four builds, made one after the other in the background while the tests compute the oracle's
-    tokens (one scons at a time: every scons run shares the project's .sconsign database)."""
+    """The builds the selected tests use, made one after the other in the background while the tests compute
+    the oracle's tokens (one scons at a time: every scons run shares the project's .sconsign database)."""
     build_root = tmp_path_factory.mktemp("kvbuild")
     builder = ThreadPoolExecutor(max_workers=1)
     try:
-        yield {key: builder.submit(_build, build_root, stories260k.parent, *key) for key in BUILDS}
+        yield _Builds(builder, build_root, stories260k.parent)
     finally:
         builder.shutdown(wait=True, cancel_futures=True)  # a partial run does not wait for unused builds
+
+
+class _Builds(dict):
+    """Each build submitted when a test first asks for it (the slow-marked ones only when they run)."""
+
+    def __init__(self, builder: ThreadPoolExecutor, root: Path, models: Path) -> None:
+        super().__init__()
+        self.builder, self.root, self.models = builder, root, models
+
+    def __missing__(self, key: tuple[str, str]) -> Future[Path]:
+        self[key] = self.builder.submit(_build, self.root, self.models, *key)
+        return self[key]
 
 
 def _run(program: Path, case: dict) -> bytes:
@@ -314,6 +328,7 @@ def test_host_build_equals_the_python_reference(
     stories260k: Path,
     tok512: Path,
 ) -> None:
+    build = programs[quant, kv_type]  # started now, built in the background while the oracle runs
     ckpt = read_checkpoint(stories260k)
     tok = read_tokenizer(tok512, ckpt.config.vocab_size)
     model = Reference.from_checkpoint(ckpt, quant=quant, group_size=32, kv_type=kv_type)
@@ -322,7 +337,7 @@ def test_host_build_equals_the_python_reference(
         generate(model, tok, case["prompt"], case["steps"], case["temperature"], case["topp"], case["seed"])
         for case in cases
     ]
-    program = programs[quant, kv_type].result()  # built in the background meanwhile
+    program = build.result()
     for case, oracle in zip(cases, oracles, strict=True):
         out = parse(_run(program, case))
         assert out.ok and out.header["quant"] == quant

@@ -248,19 +248,28 @@ def debug(
         server = start_twin_server(settings, image, port)
     else:
         server = start_board_server(settings, image, getattr(options, "probe", ""), port)
+    target = f"target extended-remote {server.address}"
+    return _session(server, settings, image.elf, ARM_GDBS[1], gdb, target, commands, batch=batch)
+
+
+def _session(
+    server: DebugServer, settings: BuildSettings, program: Path, shown_gdb: str, gdb: str, target: str,
+    commands: Sequence[str], *, batch: bool,
+) -> int:  # fmt: skip
+    """gdb on ``program`` through ``server`` (``target``, the server's setup, then ``commands``), or with no
+    ``gdb`` the server alone until Ctrl-C, with how to attach; the server is stopped either way."""
     try:
         print(f"[llmcu] gdb server for {server.describe} on {server.address}", flush=True)
-        if mode == "server":
+        if not gdb:
             print(
-                f"[llmcu] attach with: {ARM_GDBS[1]} {image.elf} -ex 'target extended-remote {server.address}' "
+                f"[llmcu] attach with: {shown_gdb} {program} -ex '{target}' "
                 f"(and `set substitute-path /llmcu-build {settings.out_dir.parents[1].resolve()}`); Ctrl-C ends it",
                 flush=True,
             )
             with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()
             return 0
-        connect = [f"target extended-remote {server.address}", *server.gdb_setup]
-        return _run_gdb(gdb_command(gdb, image.elf, settings, [*connect, *commands], batch=batch))
+        return _run_gdb(gdb_command(gdb, program, settings, [target, *server.gdb_setup, *commands], batch=batch))
     finally:
         server.stop()
 
@@ -280,22 +289,8 @@ def _debug_linux(
         server = debug_linux.start_board_server(settings, port)
     else:
         server = debug_linux.start_qemu_server(settings, port)
-    program = settings.out_dir / "llmcu"
-    try:
-        print(f"[llmcu] gdb server for {server.describe} on {server.address}", flush=True)
-        if mode == "server":
-            print(
-                f"[llmcu] attach with: {debug_linux.LINUX_GDBS[0]} {program} -ex 'target remote {server.address}' "
-                f"(and `set substitute-path /llmcu-build {settings.out_dir.parents[1].resolve()}`); Ctrl-C ends it",
-                flush=True,
-            )
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
-            return 0
-        connect = [*server.gdb_setup, f"target remote {server.address}"]
-        return _run_gdb(gdb_command(gdb, program, settings, [*connect, *commands], batch=batch))
-    finally:
-        server.stop()
+    return _session(server, settings, settings.out_dir / "llmcu", debug_linux.LINUX_GDBS[0], gdb,
+                    f"target remote {server.address}", commands, batch=batch)  # fmt: skip
 
 
 def _run_gdb(command: Sequence[str]) -> int:

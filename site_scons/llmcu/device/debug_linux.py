@@ -83,7 +83,7 @@ def start_qemu_server(settings: BuildSettings, port: int) -> DebugServer:
             stop()
             raise LlmcuError(f"{linux.qemu} did not open its gdb stub on port {port} (status {process.returncode})")
         time.sleep(0.02)
-    setup = (f"set sysroot {sysroot}",) if sysroot else ()
+    setup = (f"set sysroot {sysroot}",) if sysroot else ()  # after `target remote`: gdb reloads the libraries
     return DebugServer(f"localhost:{port}", f"{program.name} under {linux.qemu} -g", stop, setup)
 
 

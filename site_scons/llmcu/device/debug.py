@@ -20,24 +20,21 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..build.project import ROOT, BuildSettings
 from ..core.errors import LlmcuError
 from . import qemu, uart
+from .gdbserver import DebugServer, wait_listening
 
 ARM_GDBS = ("arm-none-eabi-gdb", "gdb-multiarch")
 HOST_GDBS = ("gdb", "gdb-multiarch")
-SERVER_TIMEOUT = 10.0  # seconds for a gdb server to listen
 
 
 class GdbNotFoundError(LlmcuError):
@@ -79,35 +76,6 @@ def gdb_command(
     if args:
         return [*command, "--args", str(program), *args]
     return [*command, str(program)]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_listening(port: int, process: Any = None, timeout: float = SERVER_TIMEOUT) -> None:
-    """Waits until something listens on localhost:``port`` (a server that is starting)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        if process is not None and process.poll() is not None:
-            raise LlmcuError(f"the gdb server exited with status {process.returncode} before it listened")
-        if time.monotonic() > deadline:
-            raise LlmcuError(f"no gdb server listens on port {port} after {timeout:g} s")
-        time.sleep(0.05)
-
-
-@dataclass
-class DebugServer:
-    """A running gdb server: where gdb connects, and how to end it."""
-
-    address: str  # "localhost:3333"
-    describe: str  # what is being served, for the user
-    stop: Callable[[], None]
-    gdb_setup: tuple[str, ...]  # gdb commands once connected (reset and halt on a board)
 
 
 # ---- the QEMU twin ----

@@ -27,7 +27,7 @@ from typing import IO
 from ..build.project import BuildSettings
 from ..core.errors import LlmcuError
 from . import linux_run, sshdeploy
-from .debug import SERVER_TIMEOUT, DebugServer
+from .gdbserver import SERVER_TIMEOUT, DebugServer
 
 REMOTE_GDBSERVER = "gdbserver 127.0.0.1:{port}"
 ENV_GDBSERVER = "LLMCU_REMOTE_GDBSERVER"

@@ -197,7 +197,15 @@ def test_the_quant_report_says_what_importing_did(tmp_path: Path, original, stor
     report = (settings.out_dir / "quant_report.md").read_text()
     note = "31 Q4_0 tensors dequantized to float32; a q4 build at group_size=32 keeps their codes and scales, others"
     assert f"## The source file\n\n- {note}" in report
-    assert json.loads((settings.out_dir / "quant_report.json").read_text())["source_notes"][0].startswith(note)
+    notes = json.loads((settings.out_dir / "quant_report.json").read_text())["source_notes"]
+    assert notes[0].startswith(note)
+    assert notes[1] == "kept bit for bit from the file: tok_embeddings, wq, wk, wv, wo, w1, w3 (Q4_0)"
+    assert len(notes) == 2  # nothing of Q4_0 fitted again (w2 was F32 in the file)
+    q8 = project.configure({"target": "host", "model": str(path), "quant": "q8", "build_dir": str(tmp_path)})
+    steps.generate_sources(q8)
+    again = json.loads((q8.out_dir / "quant_report.json").read_text())["source_notes"][1]
+    assert again == "fitted again (gptq): " + ", ".join(f"{k} (Q4_0)" for k in ("tok_embeddings", "wq", "wk", "wv",
+                                                                               "wo", "w1", "w3"))  # fmt: skip
 
 
 def _run(program: Path, *args: str) -> bytes:

@@ -16,7 +16,7 @@ from ..core.errors import LlmcuError
 from ..core.fileio import write_text_atomic
 from ..model import calibration, quality
 from ..model.kvcache import auto_kv_types
-from ..model.quantize import QuantizedMatrix, QuantPlan, quantize_checkpoint
+from ..model.quantize import QuantizedMatrix, QuantPlan, kept_from_source, quantize_checkpoint
 from ..model.sources import read_config, read_model, read_vocab
 from . import autoquant, boards, codegen, elfreport, layouts, memplan, selftest_regions, weightsfile
 from .codegen import GeneratedModel, write_quant_report
@@ -56,7 +56,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         plan, quantized = settings.plan, quantize_checkpoint(ckpt, settings.plan, tok, show_progress=show)
     model = prepared(plan, quantized)
     model.auto_steps = auto_steps
-    model.source_notes = tuple(ckpt.extra.get("notes", ()))
+    model.source_notes = (*ckpt.extra.get("notes", ()), *_kept_notes(ckpt, plan, quantized))
     try:
         plans = _plan_images(settings, model)
         if settings.linux is not None:
@@ -115,6 +115,21 @@ def _plan_images(
     )
     model.kv_type = first.kv_type
     return [first] + [plan_image(settings, image, model, model.kv_type) for image in settings.images[1:]]
+
+
+def _kept_notes(ckpt: Any, plan: QuantPlan, quantized: dict[str, QuantizedMatrix]) -> list[str]:
+    """What this build did with a source file's quantized matrices: kept bit for bit, or fitted again."""
+    stored = ckpt.extra.get("stored", {})
+    if not stored:
+        return []
+    kept = kept_from_source(ckpt, plan, quantized)
+    notes = []
+    if kept:
+        notes.append(f"kept bit for bit from the file: {', '.join(kept)} ({', '.join(sorted(set(kept.values())))})")
+    again = [f"{kind} ({source})" for kind, source in stored.items() if kind not in kept]
+    if again:
+        notes.append(f"fitted again ({plan.fit}): {', '.join(again)}")
+    return notes
 
 
 def _choose_quant(

@@ -320,6 +320,19 @@ def keeps_stored_codes(stored: str, qtype: str, group_size: int) -> bool:
     return (stored, qtype, group_size) in {("Q8_0", "q8", 32), ("Q4_0", "q4", 32)}
 
 
+def kept_from_source(ckpt: object, plan: QuantPlan, quantized: dict[str, QuantizedMatrix]) -> dict[str, str]:
+    """The matrix kinds whose stored codes this build kept (kind -> the source's type, e.g. ``"Q4_0"``): those
+    :func:`keeps_stored_codes` allows and whose quantized values are the checkpoint's, bit for bit."""
+    stored = getattr(ckpt, "extra", {}).get("stored", {})
+    weights = ckpt.weights  # type: ignore[attr-defined]
+    return {
+        kind: source
+        for kind, source in stored.items()
+        if kind in quantized and keeps_stored_codes(source, quantized[kind].qtype, plan.group_size)
+        and np.array_equal(quantized[kind].dequantize(), weights[kind])
+    }  # fmt: skip
+
+
 def quantize_exact(tensor: np.ndarray, qtype: str, group_size: int) -> QuantizedMatrix | None:
     """The codes and scales that give back ``tensor`` (all its layers) exactly (fitting.fit_exact), or None when
     it was not quantized like that after all."""

@@ -137,3 +137,23 @@ def test_error_report_figures() -> None:
     assert 0 < report.max_abs_error <= 1 / 127 / 2 + 1e-7
     assert 0 < report.rmse < report.max_abs_error
     assert 0.9999 < report.cosine <= 1.0
+
+
+@pytest.mark.parametrize("group", [32, 64])
+def test_llama2c_v2_codes_are_kept_by_a_q8_build_of_their_group_size(group: int, stories260k, tmp_path) -> None:
+    """runq.c's int8 checkpoints (llama2.c v2): a q8 build at the file's group size keeps the codes and scales of
+    every matrix whose rows are whole groups (w2's 172 columns are not, at 32 or 64), bit for bit; another group
+    size fits them again."""
+    from llmcu.model.checkpoint import read_checkpoint, write_checkpoint
+    from llmcu.model.quantize import QuantPlan, kept_from_source, quantize_checkpoint
+
+    path = tmp_path / "v2.bin"
+    write_checkpoint(path, read_checkpoint(stories260k), version=2, group_size=group)
+    ckpt = read_checkpoint(path)
+    whole = ["tok_embeddings", "w1", "w3", "wk", "wo", "wq", "wv"]
+    assert ckpt.extra["stored"] == {kind: f"Q8_0/{group}" for kind in whole}
+    plan = QuantPlan.parse("q8", group)
+    kept = kept_from_source(ckpt, plan, quantize_checkpoint(ckpt, plan))
+    assert sorted(kept) == whole
+    other = QuantPlan.parse("q8", 96 - group)
+    assert kept_from_source(ckpt, other, quantize_checkpoint(ckpt, other)) == {}

@@ -406,12 +406,28 @@ def check_finite(ckpt: Checkpoint, source: str) -> None:
         )
 
 
+def _stored_codes(layout: _Layout) -> dict[str, object]:
+    """A v2 file's Q8_0 matrices, for quantize.keeps_stored_codes: ``"Q8_0/<group size>"`` per kind whose rows are
+    whole groups (runq.c's groups run over the flattened matrix; only then are they llmcu's groups of a row), so that
+    a q8 build at that group size keeps their codes and scales. Other formats: nothing."""
+    if layout.format != "v2" or layout.group_size is None:
+        return {}
+    shapes = layout.config.tensor_shapes()
+    kinds = {segment.name for segment in layout.segments if segment.quantized and not segment.skipped}
+    group = layout.group_size
+    stored = {kind: f"Q8_0/{group}" for kind in sorted(kinds) if shapes[kind][-1] % group == 0}
+    note = (f"llama2.c v2 (Q8_0 in groups of {group}): a q8 build at group_size={group} keeps the codes and scales "
+            "of the matrices whose rows are whole groups, others quantize them again")  # fmt: skip
+    return {"stored": stored, "notes": [note]} if stored else {}
+
+
 def parse_checkpoint(
     data: bytes, source: str = "<memory>", *, allow_nonfinite: bool = False, path: Path | None = None
 ) -> Checkpoint:
     """Decode a whole checkpoint held in memory; ``source`` names it in error messages."""
     layout = _plan(data[:HEADER_BYTES], len(data), source)
-    ckpt = Checkpoint(layout.config, _decode(data, layout), layout.format, path, layout.group_size)
+    ckpt = Checkpoint(layout.config, _decode(data, layout), layout.format, path, layout.group_size,
+                      _stored_codes(layout))  # fmt: skip
     if not allow_nonfinite:
         check_finite(ckpt, source)
     return ckpt

@@ -313,11 +313,13 @@ def quantize_model(
 
 
 def keeps_stored_codes(stored: str, qtype: str, group_size: int) -> bool:
-    """Whether a tensor stored as ``stored`` (a GGUF type) keeps its codes as llmcu's ``qtype``: GGUF's Q8_0 and
-    Q4_0 blocks are 32 codes (int8 -127..127, or 4-bit -8..7) with one float16 scale, which are llmcu's q8 and q4
-    groups of 32 with a float32 scale (Q4_0's scale may be negative, which the kernels take as it is). The K-quants
-    and the other block types have scales of scales or offsets that do not map, and are fitted again."""
-    return (stored, qtype, group_size) in {("Q8_0", "q8", 32), ("Q4_0", "q4", 32)}
+    """Whether a tensor stored as ``stored`` keeps its codes as llmcu's ``qtype``: GGUF's Q8_0 and Q4_0 blocks are
+    32 codes (int8 -127..127, or 4-bit -8..7) with one float16 scale, which are llmcu's q8 and q4 groups of 32 with
+    a float32 scale (Q4_0's scale may be negative, which the kernels take as it is); llama2.c's v2 files say
+    ``"Q8_0/<group size>"`` (runq.c's groups, int8 codes with a float32 scale). The K-quants and the other block
+    types have scales of scales or offsets that do not map, and are fitted again."""
+    kind, _, group = stored.partition("/")
+    return (kind, qtype) in {("Q8_0", "q8"), ("Q4_0", "q4")} and group_size == int(group or 32)
 
 
 def kept_from_source(ckpt: object, plan: QuantPlan, quantized: dict[str, QuantizedMatrix]) -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 
 from flash_fakes import FakeFactory
 from llmcu.build import project
-from llmcu.device import debug, gdbserver, runs
+from llmcu.device import debug, localport, runs
 from llmcu.device.flashing import ProbeInfo
 
 needs_gdb = pytest.mark.skipif(shutil.which("gdb-multiarch") is None, reason="gdb-multiarch missing (tools/setup.sh)")
@@ -40,7 +40,7 @@ def _check_session(text: str) -> None:
 @needs_gdb
 def test_gdb_stops_the_twin_in_the_forward_pass(q8_build_root, stories260k, monkeypatch, capfd) -> None:
     settings = _settings("qemu-m7", q8_build_root, stories260k.parent, monkeypatch)
-    port = gdbserver.free_port()
+    port = localport.free_port()
     status = debug.debug(settings, runs.run_options({}), port=port, commands=BREAK_IN_FORWARD, batch=True)
     assert status == 0
     _check_session(capfd.readouterr().out)

@@ -565,10 +565,10 @@ def _check_gdb_session(text: str) -> None:
 
 @needs_gdb
 def test_debug_stops_the_program_under_qemu_user(builds, build_root, stories260k, monkeypatch, capfd) -> None:
-    from llmcu.device import debug, debug_linux, gdbserver, runs
+    from llmcu.device import debug, debug_linux, localport, runs
 
     settings = _debug_settings(build_root, stories260k.parent, monkeypatch, hil="qemu")
-    port = gdbserver.free_port()
+    port = localport.free_port()
     assert debug.debug(settings, runs.run_options({}), port=port, commands=BREAK_IN_FORWARD, batch=True) == 0
     _check_gdb_session(capfd.readouterr().out)
     assert not debug_linux.listening(port)  # the stub is gone with the session
@@ -594,7 +594,7 @@ wait "$pid"
 def test_debug_on_the_board_runs_gdbserver_over_ssh(sshd, builds, build_root, stories260k, monkeypatch) -> None:
     """The program goes to the board as for `run`, gdbserver (here a stand-in running qemu-aarch64 -g) starts
     there, and gdb reaches it through the SSH connection's forwarded port; nothing is left on the board."""
-    from llmcu.device import debug, debug_linux, gdbserver
+    from llmcu.device import debug, debug_linux, localport
 
     standin = build_root / "gdbserver-standin"
     standin.write_text(GDBSERVER_STANDIN.format(qemu=QEMU))
@@ -603,7 +603,7 @@ def test_debug_on_the_board_runs_gdbserver_over_ssh(sshd, builds, build_root, st
     monkeypatch.setenv(debug_linux.ENV_GDBSERVER, f"{standin} {{port}}")
     settings = _debug_settings(build_root, stories260k.parent, monkeypatch, board=sshd["destination"])
     before = _remote_folders()
-    local, remote = gdbserver.free_port(), _free_port()  # two ports: here the board is this machine
+    local, remote = localport.free_port(), _free_port()  # two ports: here the board is this machine
     server = debug_linux.start_board_server(settings, local, remote)
     try:
         assert server.address == f"localhost:{local}" and len(_remote_folders() - before) == 1
@@ -620,12 +620,12 @@ def test_debug_on_the_board_runs_gdbserver_over_ssh(sshd, builds, build_root, st
 def test_debug_without_gdbserver_on_the_board_says_what_to_install(sshd, builds, build_root, stories260k,
                                                                    monkeypatch) -> None:  # fmt: skip
     from llmcu.core.errors import LlmcuError
-    from llmcu.device import debug_linux, gdbserver
+    from llmcu.device import debug_linux, localport
 
     monkeypatch.setenv("LLMCU_SSH_OPTS", sshd["LLMCU_SSH_OPTS"])
     monkeypatch.setenv(debug_linux.ENV_GDBSERVER, "no-such-gdbserver :{port}")
     settings = _debug_settings(build_root, stories260k.parent, monkeypatch, board=sshd["destination"])
     before = _remote_folders()
     with pytest.raises(LlmcuError, match=r"gdbserver is not installed on .*IMAGE_INSTALL"):
-        debug_linux.start_board_server(settings, gdbserver.free_port(), _free_port())
+        debug_linux.start_board_server(settings, localport.free_port(), _free_port())
     assert _remote_folders() == before

@@ -15,12 +15,6 @@ from ..core.errors import LlmcuError
 SERVER_TIMEOUT = 10.0  # seconds for a gdb server to listen
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_listening(port: int, process: Any = None, timeout: float = SERVER_TIMEOUT) -> None:
     """Waits until something listens on localhost:``port`` (a server that is starting)."""
     deadline = time.monotonic() + timeout

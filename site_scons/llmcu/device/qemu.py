@@ -24,6 +24,7 @@ from typing import IO
 
 from ..core.errors import LlmcuError
 from .console import CommandParams, encode_command
+from .localport import free_port
 from .protocol import ProtocolParser, RunOutput, describe_fault
 
 QEMU = "qemu-system-arm"
@@ -82,12 +83,6 @@ def qemu_command(
     return [*command, *extra_args, "-kernel", str(elf)]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class QemuSession:
     """One QEMU process running a firmware, and its console. Use as a context manager: QEMU is killed on exit."""
 
@@ -114,7 +109,7 @@ class QemuSession:
         self._socket: socket.socket | None = None
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
         if serial_socket:
-            port = _free_port()
+            port = free_port()
             serial = f"tcp:127.0.0.1:{port},server=on,wait=on"
         else:
             serial = "stdio"

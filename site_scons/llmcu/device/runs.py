@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from ..build import boards
 from ..build.project import ROOT, BuildSettings, FirmwareImage, options_table
 from ..core.errors import LlmcuError
 from . import hostrun, qemu, selftest, uart
+from .localport import free_port
 from .protocol import RunOutput, format_summary
 from .runlog import RunLog, run_info
 
@@ -195,12 +195,6 @@ def qemu_version(binary: str = qemu.QEMU) -> str:
     return result.stdout.splitlines()[0].strip() if result.stdout else ""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_qemu_serial(
     elf: Path,
     machine: str,
@@ -219,7 +213,7 @@ def start_qemu_serial(
         )
     if not elf.is_file():
         raise qemu.QemuError(f"firmware {elf} does not exist: build it first")
-    port = _free_port()
+    port = free_port()
     command = qemu.qemu_command(
         elf,
         machine=machine,

@@ -154,6 +154,24 @@ def test_kept_blocks_need_no_calibration(tmp_path: Path, original, monkeypatch) 
     assert asked[-1] == calibration.INPUTS
 
 
+def test_a_stored_matrix_that_is_not_whole_codes_is_fitted_with_its_calibration(tmp_path: Path, original,
+                                                                               monkeypatch) -> None:  # fmt: skip
+    """A Q4_0 kind whose values do not come apart into codes (one weight moved after dequantizing) is fitted like
+    any other, with its input in the calibration; the rest are still kept."""
+    from llmcu.model import calibration, quantcache
+    from llmcu.model.quantize import QuantPlan, kept_from_source, quantize_checkpoint
+
+    monkeypatch.setattr(quantcache, "enabled", lambda *args: False)
+    monkeypatch.setattr(calibration, "_MEMO", {})
+    ckpt, tok = original
+    model = sources.read_model(write_gguf(tmp_path / "q4_0.gguf", ckpt, tok, qtype="Q4_0"))
+    model.weights["w1"][0, 0, 0] = np.nextafter(model.weights["w1"][0, 0, 0], np.float32(1))
+    plan = QuantPlan.parse("q4", 32)
+    quantized = quantize_checkpoint(model, plan)
+    assert sorted(kept_from_source(model, plan, quantized)) == ["tok_embeddings", "w3", "wk", "wo", "wq", "wv"]
+    assert not np.array_equal(quantized["w1"].dequantize(), model.weights["w1"])  # fitted, so not exact
+
+
 @pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
                     reason="qemu-system-arm or the Arm cross compiler missing")  # fmt: skip
 def test_a_q4_0_file_runs_as_it_is_on_every_kernel_set(tmp_path: Path, original, stories260k: Path) -> None:

@@ -42,8 +42,6 @@ SEED = 20261204
 SEQUENCES = 16
 STEPS = 128
 BOS = 1
-ROPE_THETA = 10000.0
-RMS_EPS = 1e-5
 # Which recorded input each matrix kind reads.
 INPUTS = frozenset({"attn_in", "attn_out", "ffn_in", "ffn_hidden", "final"})
 INPUT_OF = {
@@ -83,7 +81,7 @@ class Calibration:
         return np.diag(self.hessian(kind, layer)).copy()
 
 
-def _rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float = RMS_EPS) -> np.ndarray:
+def _rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * weight).astype(np.float32)
 
 

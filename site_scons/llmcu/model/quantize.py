@@ -290,25 +290,37 @@ def quantize_model(
     plan: QuantPlan,
     calibration: object = None,
     progress: Callable[[int], None] | None = None,
-    stored: dict[str, str] | None = None,
+    kept: dict[str, QuantizedMatrix] | None = None,
 ) -> dict[str, QuantizedMatrix]:
     """Quantize every matrix kind present in ``weights`` (a checkpoint's float32 tensors) per ``plan``;
     ``calibration`` (llmcu.model.calibration.Calibration) steers the fit; ``progress`` gets 1 per matrix done.
-    ``stored`` names the kinds a source file held quantized already (``{"w1": "Q8_0"}``, a GGUF file's): a kind
-    that was Q8_0 and is q8 here at group 32 keeps the file's codes and scales (see :func:`keeps_stored_codes`)."""
+    ``kept`` holds kinds already quantized exactly as a source file stored them (:func:`keep_stored`), which are
+    taken as they are."""
     from ..core.config import MATRIX_KINDS
 
     out = {}
     for kind in MATRIX_KINDS:
         if kind not in weights:
             continue
-        qtype = plan.qtype(kind)
-        kept = None
-        if keeps_stored_codes((stored or {}).get(kind, ""), qtype, plan.group_size):
-            kept = quantize_exact(weights[kind], qtype, plan.group_size)
-        out[kind] = kept or quantize_kind(weights[kind], kind, qtype, plan.group_size, plan.fit, calibration)
+        exact = (kept or {}).get(kind)
+        if exact is None:
+            exact = quantize_kind(weights[kind], kind, plan.qtype(kind), plan.group_size, plan.fit, calibration)
+        out[kind] = exact
         if progress is not None:
             progress(1 if np.ndim(weights[kind]) == 2 else int(np.shape(weights[kind])[0]))
+    return out
+
+
+def keep_stored(weights: dict[str, np.ndarray], plan: QuantPlan, stored: dict[str, str]) -> dict[str, QuantizedMatrix]:
+    """The kinds a source file held quantized (``stored``: kind -> its type, ``{"w1": "Q4_0"}``) that this plan
+    keeps (:func:`keeps_stored_codes`), with the file's codes and scales recovered exactly; a kind whose values do
+    not come apart into such codes after all is left out, and fitted like any other."""
+    out = {}
+    for kind, source in stored.items():
+        if kind in weights and keeps_stored_codes(source, plan.qtype(kind), plan.group_size):
+            exact = quantize_exact(weights[kind], plan.qtype(kind), plan.group_size)
+            if exact is not None:
+                out[kind] = exact
     return out
 
 
@@ -391,9 +403,9 @@ def _quantize_checkpoint(
     from . import calibration
 
     weights = ckpt.weights  # type: ignore[attr-defined]
-    stored = getattr(ckpt, "extra", {}).get("stored", {})
-    fitted = [kind for kind in weights if kind in calibration.INPUT_OF and plan.qtype(kind) != "fp32"
-              and not keeps_stored_codes(stored.get(kind, ""), plan.qtype(kind), plan.group_size)]  # fmt: skip
+    kept = keep_stored(weights, plan, getattr(ckpt, "extra", {}).get("stored", {}))
+    fitted = [kind for kind in weights
+              if kind in calibration.INPUT_OF and plan.qtype(kind) != "fp32" and kind not in kept]  # fmt: skip
     stats = None
     if plan.calibrated and fitted:  # only the inputs of the matrices fitted here (a kept GGUF block needs none)
         inputs = frozenset(calibration.INPUT_OF[kind] for kind in fitted)
@@ -405,7 +417,7 @@ def _quantize_checkpoint(
         total = sum(1 if np.ndim(w) == 2 else int(np.shape(w)[0]) for w in weights.values() if np.ndim(w) >= 2)
         bar = tqdm(total=total, desc=f"quantizing ({plan.fit})", unit="matrix", leave=False, dynamic_ncols=True)
     try:
-        return quantize_model(weights, plan, stats, bar.update if bar is not None else None, stored)
+        return quantize_model(weights, plan, stats, bar.update if bar is not None else None, kept)
     finally:
         if bar is not None:
             bar.close()

@@ -58,6 +58,11 @@ class Toolchain:
     def describe(self) -> str:
         return f"{self.cc} (from {self.origin})"
 
+    @property
+    def run_sysroot(self) -> str:
+        """What qemu-user needs as ``-L`` to run the program: the sysroot of a dynamically linked one, else ""."""
+        return "" if self.static else self.sysroot
+
 
 @dataclass(frozen=True)
 class LinuxSettings:

@@ -63,7 +63,7 @@ def start_qemu_server(settings: BuildSettings, port: int) -> DebugServer:
     assert settings.linux is not None
     linux = settings.linux
     program, weights = _program(settings)
-    sysroot = linux.toolchain.sysroot if not linux.toolchain.static else ""
+    sysroot = linux.toolchain.run_sysroot
     args = linux_run.program_args(settings, str(weights) if weights else None)
     command = qemu_user.qemu_command(program, args, qemu=linux.qemu, cpu=linux.qemu_cpu, sysroot=sysroot,
                                      gdb_port=port)  # fmt: skip

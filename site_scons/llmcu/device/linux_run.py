@@ -16,7 +16,13 @@ if TYPE_CHECKING:
 
 def program_args(settings: BuildSettings, weights_path: str | None) -> list[str]:
     """The program's command line for `run`: the run parameters, the threads, the weights file."""
-    args = [*settings.run.program_args(), "-j", str(settings.threads)]
+    return [*settings.run.program_args(), *program_options(settings, weights_path)]
+
+
+def program_options(settings: BuildSettings, weights_path: str | None) -> list[str]:
+    """What every start of the program needs, a run or a console: the threads, the weights file (its path where
+    the program runs)."""
+    args = ["-j", str(settings.threads)]
     if settings.weights_file and weights_path is not None:
         args += ["-w", weights_path]
     return args
@@ -66,7 +72,7 @@ def run(settings: BuildSettings, log_dir: Path | None = None, *, echo: bool = Tr
                 program_args(settings, str(weights) if weights else None),
                 qemu=settings.linux.qemu,
                 cpu=settings.linux.qemu_cpu,
-                sysroot=settings.linux.toolchain.sysroot if not settings.linux.toolchain.static else "",
+                sysroot=settings.linux.toolchain.run_sysroot,
                 plugin_dir=settings.out_dir.parent.parent / "qemu-plugin",
                 on_text=on_text,
                 on_bytes=on_bytes,

@@ -450,7 +450,7 @@ def open_channel(settings: Any, options: Any) -> tuple[Channel, RunInfo]:
         channel = channels.process_channel([str(program), "-c"], f"host program {runs._shown(program)}", "host")
         return channel, run_info(settings, "host")
     if settings.linux is not None:
-        from .linux_run import choose_runner
+        from .linux_run import choose_runner, program_options
 
         program = settings.out_dir / "llmcu"
         weights = settings.out_dir / "model.bin" if settings.weights_file else None
@@ -460,17 +460,13 @@ def open_channel(settings: Any, options: Any) -> tuple[Channel, RunInfo]:
 
             assert linux.destination is not None
             copy = sshdeploy.upload(linux.destination, program, weights, linux.remote_dir)
-            args = ["-j", str(settings.threads), *(["-w", copy.weights] if copy.weights else [])]
+            args = program_options(settings, copy.weights)
             name = f"{settings.target.name} board {linux.destination}"
             channel = channels.process_channel(sshdeploy.console_command(copy, args), name, "board")
             return channel, run_info(settings, "board", port=str(linux.destination))
-        args = ["-c", "-j", str(settings.threads)]
-        if weights is not None:
-            args += ["-w", str(weights)]
-        command = qemu_user.qemu_command(
-            program, args, qemu=linux.qemu, cpu=linux.qemu_cpu,
-            sysroot=linux.toolchain.sysroot if not linux.toolchain.static else "",
-        )  # fmt: skip
+        args = ["-c", *program_options(settings, str(weights) if weights else None)]
+        command = qemu_user.qemu_command(program, args, qemu=linux.qemu, cpu=linux.qemu_cpu,
+                                         sysroot=linux.toolchain.run_sysroot)  # fmt: skip
         host = {"qemu": qemu_user.version(linux.qemu)}
         channel = channels.process_channel(command, f"{runs._shown(program)} under {linux.qemu}", "qemu", host)
         return channel, run_info(settings, "qemu", host=host)

@@ -149,7 +149,7 @@ def upload(destination: Destination, program: Path, weights: Path | None, remote
             _run(destination, f"cat > {q(remote_weights)}", stdin=weights, timeout=UPLOAD_TIMEOUT)
     except BaseException:
         with contextlib.suppress(SshError):
-            _run(destination, f"rm -rf {q(folder)}", timeout=60)
+            remove(RemoteCopy(destination, folder, None))
         raise
     return RemoteCopy(destination, folder, remote_weights)
 

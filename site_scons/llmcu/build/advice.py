@@ -105,16 +105,7 @@ def fitting_changes(
             _, images = firmware_images(settings.target, change["board"], settings.out_dir, hil)
         return _fits(trial, images, model_for(change.get("quant", ""), model.seq_len))
 
-    singles = [(key, value) for key, values in options.items() for value in values]
-    found = [Change(((key, value),)) for key, value in singles if attempt({key: value})]
-    longest = _longest_context(model.seq_len, lambda seq_len: _fits(settings, settings.images, model_for("", seq_len)))
-    if longest:
-        found.append(Change((("seq_len", str(longest)),)))
-        found += _sliding(settings, model_for, lambda trial, m: _fits(trial, settings.images, m))
-    if found:
-        return found
-    pairs = [(a, b) for a, b in itertools.combinations(singles, 2) if a[0] != b[0]]
-    return [Change((a, b)) for a, b in pairs if attempt(dict((a, b)))]
+    return _search(settings, model_for, options, attempt, lambda trial, m: _fits(trial, settings.images, m))
 
 
 def linux_fits(settings: BuildSettings, model: codegen.GeneratedModel, kv_type: str) -> str:
@@ -147,12 +138,24 @@ def linux_changes(settings: BuildSettings, model_for: _Models) -> list[Change]:
         model = model_for(change.get("quant", ""), seq_len)
         return bool(linux_fits(trial, model, change.get("kv_type", settings.kv_type)))
 
+    return _search(settings, model_for, options, attempt, lambda trial, m: bool(linux_fits(trial, m, settings.kv_type)))
+
+
+def _search(
+    settings: BuildSettings,
+    model_for: _Models,
+    options: dict[str, list[str]],
+    attempt: Callable[[dict[str, str]], bool],
+    fits: Callable[[BuildSettings, codegen.GeneratedModel], bool],
+) -> list[Change]:
+    """Each option's values alone (``attempt`` plans one change), the longest context and the longest sliding
+    window (``fits``: a model with the build's other settings); when none of those fits, two options together."""
     singles = [(key, value) for key, values in options.items() for value in values]
     found = [Change(((key, value),)) for key, value in singles if attempt({key: value})]
-    longest = _longest_context(seq_len, lambda n: bool(linux_fits(settings, model_for("", n), settings.kv_type)))
+    longest = _longest_context(model_for.model.seq_len, lambda n: fits(settings, model_for("", n)))
     if longest:
         found.append(Change((("seq_len", str(longest)),)))
-        found += _sliding(settings, model_for, lambda trial, m: bool(linux_fits(trial, m, settings.kv_type)))
+        found += _sliding(settings, model_for, fits)
     if found:
         return found
     pairs = [(a, b) for a, b in itertools.combinations(singles, 2) if a[0] != b[0]]

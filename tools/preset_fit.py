@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
-from llmcu.build import linuxmem
+from llmcu.build import linux, linuxmem
 from llmcu.build.targets import load_target, parse_size
 from llmcu.core.paths import MODELS_DIR, TARGETS_DIR
 from llmcu.model import models
@@ -39,13 +39,8 @@ def tokenizer_bytes(preset: models.Preset) -> int:
 
 def rows(target_name: str, boards: list[str], quants: list[str]) -> list[str]:
     target = load_target(target_name, TARGETS_DIR)
-    linux = target.raw.get("linux", {})
-    reserve = parse_size(str(linux.get("os_reserve", "0")), f"{target_name} [linux] os_reserve")
-    threads = int(target.raw.get("cpu", {}).get("threads", 1))
-    rooms = []
-    for board in boards:
-        ram = parse_size(board, "--ram")
-        rooms.append(linuxmem.available(ram, min(reserve, ram // 4)))
+    threads = linux.resolve_threads("auto", target)
+    rooms = [linuxmem.available(*linux.board_memory(target, parse_size(board, "--ram"))) for board in boards]
     header = ["preset", "download", "quant", "weights", "KV cache", "needs"]
     header += [f"{board.rstrip('BGMgmb')} {board.rstrip('Bb')[-1].upper()}B board: {_size(room)} free"
                for board, room in zip(boards, rooms, strict=True)]  # fmt: skip

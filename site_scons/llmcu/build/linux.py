@@ -223,8 +223,7 @@ def configure(
     else:
         weights_file = choice == "yes"
     board = str(values.get("board", ""))
-    ram = int(values.get("board_ram") or 0) or parse_size(str(section.get("ram", "0")), f"{target.name} [linux] ram")
-    reserve = parse_size(str(section.get("os_reserve", "0")), f"{target.name} [linux] os_reserve")
+    ram, reserve = board_memory(target, int(values.get("board_ram") or 0))
     return LinuxSettings(
         toolchain=toolchain,
         weights_file=weights_file,
@@ -234,8 +233,17 @@ def configure(
         qemu=str(run.get("qemu", "qemu-aarch64")),
         qemu_cpu=str(run.get("qemu_cpu", "max")),
         ram_bytes=ram,
-        os_reserve_bytes=min(reserve, ram // 4),  # a small board_ram= for a small board keeps most of it
+        os_reserve_bytes=reserve,
     )
+
+
+def board_memory(target: Target, board_ram: int = 0) -> tuple[int, int]:
+    """The board's RAM (``board_ram`` bytes, else target.toml's ``[linux] ram``) and what its OS keeps of it
+    (``os_reserve``, at most a quarter: a small board_ram= for a small board keeps most of it)."""
+    section = target.raw.get("linux", {})
+    ram = board_ram or parse_size(str(section.get("ram", "0")), f"{target.name} [linux] ram")
+    reserve = parse_size(str(section.get("os_reserve", "0")), f"{target.name} [linux] os_reserve")
+    return ram, min(reserve, ram // 4)
 
 
 def construction_variables(settings: BuildSettings, scons_env: Mapping[str, Any]) -> dict[str, Any]:

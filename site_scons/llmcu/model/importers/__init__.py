@@ -4,7 +4,7 @@
 Each becomes what the rest of llmcu works with: a :class:`llmcu.model.checkpoint.Checkpoint` (float32 tensors in
 llama2.c's shapes and rotary layout, with the model's own ``rope_theta`` and ``norm_eps``) and a
 :class:`llmcu.model.tokenizer.Tokenizer` (llama2.c's vocabulary: pieces with spaces, byte fallback at ids 3..258).
-llmcu.model.checkpoint.read_checkpoint and llmcu.model.tokenizer.read_tokenizer dispatch here by what a path is.
+llmcu.model.sources dispatches here by what a path is (every reader of a model goes through it).
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def read_gguf(path: str | Path) -> Checkpoint:
             raise ModelImportError(f"{source}: {name} holds {values.size} values, expected {int(np.prod(shape))}")
         return values.reshape(shape)
 
-    d, h, kv, v = cfg.dim, cfg.hidden_dim, cfg.kv_dim, cfg.vocab_size
+    d, v = cfg.dim, cfg.vocab_size
     layers = range(cfg.n_layers)
 
     def per_layer(part: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -139,17 +139,12 @@ def read_gguf(path: str | Path) -> Checkpoint:
     def kind_types(kind: str, names: list[str]) -> None:
         types[kind] = {tensors[name].tensor_type.name for name in names if name in tensors}
 
+    shapes = cfg.tensor_shapes()  # per layer: without the leading n_layers
     weights = {
         "tok_embeddings": tensor("token_embd.weight", (v, d)),
         "rms_att": per_layer("attn_norm", (d,)),
-        "wq": per_layer("attn_q", (d, d)),
-        "wk": per_layer("attn_k", (kv, d)),
-        "wv": per_layer("attn_v", (kv, d)),
-        "wo": per_layer("attn_output", (d, d)),
         "rms_ffn": per_layer("ffn_norm", (d,)),
-        "w1": per_layer("ffn_gate", (h, d)),
-        "w2": per_layer("ffn_down", (d, h)),
-        "w3": per_layer("ffn_up", (h, d)),
+        **{kind: per_layer(part, shapes[kind][1:]) for kind, part in GGUF_LAYER_MATRICES.items()},
         "rms_final": tensor("output_norm.weight", (d,)),
     }
     if not cfg.shared_classifier:

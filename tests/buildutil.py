@@ -22,6 +22,30 @@ def case_args(case: dict) -> list[str]:
     ]  # fmt: skip
 
 
+# Story openings for a test that needs a greedy run to fill the whole context. Which one does depends on the
+# build's bytes, which are the same on every machine (llmcu.model.portable), so the choice is too; a test asks
+# prompt_filling_context rather than naming one, so that a change to the quantizer does not break it.
+STORY_OPENINGS = (
+    "Once upon a time", "There was a big tree", "Lily", "Sara went to the beach", "Tom", "One day", "The sun",
+    "Ben and Mia", "A little bird", "Tim had a red ball", "Mom said", "The dog",
+)  # fmt: skip
+
+
+def prompt_filling_context(program: Path, context: int, openings: tuple[str, ...] = STORY_OPENINGS) -> str:
+    """The first opening whose greedy run on the host ``program`` reaches ``context`` tokens without ending."""
+    from llmcu.device.protocol import parse
+
+    reached = {}
+    for opening in openings:
+        result = subprocess.run(
+            [str(program), "-p", opening, "-n", str(context), "-t", "0"], capture_output=True, timeout=120
+        )
+        reached[opening] = parse(result.stdout).summary_number("tokens")
+        if reached[opening] == context:
+            return opening
+    raise AssertionError(f"no opening fills the {context}-token context: {reached}")
+
+
 def scons(
     args: list[str],
     models_dir: Path,

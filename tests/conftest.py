@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "site_scons"))
+# The run's own cache of quantized weights (llmcu.model.quantcache), shared by its scons builds and removed at the
+# end: a user's cache, filled by other code or another numpy, must not decide what the tests see.
+if not os.environ.get("LLMCU_QUANT_CACHE_DIR"):
+    os.environ["LLMCU_QUANT_CACHE_DIR"] = tempfile.mkdtemp(prefix="llmcu-test-quantized-")
+    atexit.register(shutil.rmtree, os.environ["LLMCU_QUANT_CACHE_DIR"], True)
 pytest_plugins = ["llmcu.hil.plugin", "pytester", "faultcatalog"]  # --target/--hil/--hardware-map, `device` (tests/hil)
 
 

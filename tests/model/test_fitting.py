@@ -263,6 +263,7 @@ def test_fitted_weights_are_cached_and_a_damaged_entry_is_refitted(
 ) -> None:
     from llmcu.model import quantcache
 
+    monkeypatch.delenv(quantcache.ENV_FOLDER, raising=False)  # the suite's own cache folder: the user's here
     monkeypatch.setenv("LLMCU_CACHE", str(tmp_path))
     ckpt = random_checkpoint(SMALL, seed=11)
     plan = QuantPlan("q4z", 8, (("wq", "q8"), ("w2", "fp32")))
@@ -284,6 +285,13 @@ def test_fitted_weights_are_cached_and_a_damaged_entry_is_refitted(
     entries[0].write_bytes(entries[0].read_bytes()[:100])
     third = quantize_checkpoint(ckpt, plan)
     assert np.array_equal(third["w1"].q, first["w1"].q) and quantcache.load(entries[0]) is not None
+    # another numpy is another key; LLMCU_QUANT_CACHE_DIR moves the folder
+    key = quantcache.cache_key("digest", ("q8",))
+    monkeypatch.setattr(quantcache.np, "__version__", "0.0.1")
+    assert quantcache.cache_key("digest", ("q8",)) != key
+    monkeypatch.setenv(quantcache.ENV_FOLDER, str(tmp_path / "elsewhere"))
+    assert quantcache.cache_path(key) == tmp_path / "elsewhere" / f"{key}.npz"
+    monkeypatch.delenv(quantcache.ENV_FOLDER)
     # switched off: nothing read or written
     monkeypatch.setenv("LLMCU_QUANT_CACHE", "0")
     entries[0].unlink()

@@ -15,9 +15,11 @@ Where the text comes from:
   other text: greedy continuations of fixed prompts (llmcu.model.quality), which sampling from BOS does not produce.
 - a UTF-8 text file (``calib=PATH``): encoded with the model's tokenizer, cut into sequences of the context.
 
-The forward pass here is a batch of sequences at a time in plain BLAS float32 (``X @ W.T``), not the numeric
-contract's sequential sums (llmcu.model.reference): its figures steer the quantizer and are never compared bit for
-bit, and a batch makes a stories15M-shaped calibration take seconds instead of minutes.
+The forward pass here is a batch of sequences at a time, not the numeric contract's sequential sums
+(llmcu.model.reference): its figures steer the quantizer and are never compared bit for bit, and a batch makes a
+stories15M-shaped calibration take seconds instead of minutes. But they decide bytes in the image (codes, scales,
+the q16 KV cache's scales), so every product and function is llmcu.model.portable's: BLAS on exact integer sums and
+elementwise IEEE arithmetic, the same bits on every CPU whatever BLAS kernels it picks.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from ..core.config import ModelConfig
 from ..core.errors import QuantizationError
+from . import portable
 from .checkpoint import Checkpoint
 
 SAMPLED = "sampled"
@@ -42,6 +45,8 @@ SEED = 20261204
 SEQUENCES = 16
 STEPS = 128
 BOS = 1
+# Models up to this many weights keep their matrices prepared for llmcu.model.portable's products (8 bytes each).
+KEEP_FIXED_WEIGHTS = 200_000_000
 # Which recorded input each matrix kind reads.
 INPUTS = frozenset({"attn_in", "attn_out", "ffn_in", "ffn_hidden", "final"})
 INPUT_OF = {
@@ -115,8 +120,21 @@ class _BatchModel:
             for name in sorted(inputs)
         }
         self.pending: dict[tuple[str, int], list[np.ndarray]] = {}
+        self.fixed: dict[tuple[str, int], portable.FixedMatrix] = {}
+        # The prepared matrices take 8 bytes a weight: kept up to stories110M's size, made again each time above.
+        self.keep_fixed = sum(np.size(v) for v in self.w.values()) <= KEEP_FIXED_WEIGHTS
         head_dims = np.arange(0, cfg.dim, 2) % cfg.head_size
-        self.freq = (1.0 / cfg.rope_theta ** (head_dims / cfg.head_size)).astype(np.float32)
+        self.freq = (1.0 / portable.power(cfg.rope_theta, head_dims / cfg.head_size)).astype(np.float32)
+
+    def matmul(self, x: np.ndarray, name: str, layer: int = 0) -> np.ndarray:
+        """``x @ W.T`` (float32) for the matrix ``name`` (of ``layer``), portably (llmcu.model.portable)."""
+        fixed = self.fixed.get((name, layer))
+        if fixed is None:
+            matrix = self.classifier if name == "classifier" else self.w[name][layer]
+            fixed = portable.FixedMatrix.of_rows(matrix)
+            if self.keep_fixed:
+                self.fixed[name, layer] = fixed
+        return portable.fixed_matmul(x, fixed).astype(np.float32)
 
     def _record(self, name: str, layer: int, x: np.ndarray, active: np.ndarray) -> None:
         if not self.recording or name not in self.totals:
@@ -129,7 +147,7 @@ class _BatchModel:
         """Adds the recorded rows into the sums: a few large products instead of one per step."""
         for key in [(name, layer)] if name is not None else list(self.pending):
             rows = np.concatenate(self.pending.pop(key)).astype(np.float64)
-            self.totals[key[0]][key[1]] += rows.T @ rows
+            self.totals[key[0]][key[1]] += portable.gram(rows)
 
     def step(self, tokens: np.ndarray, pos: int, active: np.ndarray) -> np.ndarray:
         """Logits (batch, vocab) after feeding ``tokens`` at ``pos``; only ``active`` rows are recorded."""
@@ -137,40 +155,36 @@ class _BatchModel:
         hs, kv_mul = cfg.head_size, cfg.n_heads // cfg.n_kv_heads
         batch = tokens.shape[0]
         x = w["tok_embeddings"][tokens].astype(np.float32)
-        cos, sin = np.cos(pos * self.freq), np.sin(pos * self.freq)
+        cos, sin = (part.astype(np.float32) for part in portable.cos_sin(pos * self.freq))
         for layer in range(cfg.n_layers):
             xb = _rmsnorm(x, w["rms_att"][layer], cfg.norm_eps)
             self._record("attn_in", layer, xb, active)
-            q = _rope(xb @ w["wq"][layer].T, cos, sin)
-            self.key[layer, :, pos] = _rope(xb @ w["wk"][layer].T, cos[: cfg.kv_dim // 2], sin[: cfg.kv_dim // 2])
-            self.value[layer, :, pos] = xb @ w["wv"][layer].T
+            q = _rope(self.matmul(xb, "wq", layer), cos, sin)
+            self.key[layer, :, pos] = _rope(
+                self.matmul(xb, "wk", layer), cos[: cfg.kv_dim // 2], sin[: cfg.kv_dim // 2]
+            )
+            self.value[layer, :, pos] = self.matmul(xb, "wv", layer)
             if self.recording and active.any():
                 for absmax, cache in ((self.key_absmax, self.key), (self.value_absmax, self.value)):
                     np.maximum(absmax[layer], np.abs(cache[layer, active, pos]).max(axis=0), out=absmax[layer])
             keys = self.key[layer, :, : pos + 1].reshape(batch, pos + 1, cfg.n_kv_heads, hs)
             values = self.value[layer, :, : pos + 1].reshape(batch, pos + 1, cfg.n_kv_heads, hs)
             heads = q.reshape(batch, cfg.n_kv_heads, kv_mul, hs)
-            scores = np.einsum("bkmd,btkd->bkmt", heads, keys) / np.float32(np.sqrt(hs))
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            scores /= scores.sum(axis=-1, keepdims=True)
-            attended = np.einsum("bkmt,btkd->bkmd", scores, values).reshape(batch, cfg.dim).astype(np.float32)
+            scores = portable.fixed_matmul(heads, keys.transpose(0, 2, 3, 1)).astype(np.float32)
+            scores = portable.softmax(scores / np.float32(np.sqrt(hs)))
+            attended = portable.fixed_matmul(scores, values.transpose(0, 2, 1, 3))
+            attended = attended.reshape(batch, cfg.dim).astype(np.float32)
             self._record("attn_out", layer, attended, active)
-            x = x + attended @ w["wo"][layer].T
+            x = x + self.matmul(attended, "wo", layer)
             xb = _rmsnorm(x, w["rms_ffn"][layer], cfg.norm_eps)
             self._record("ffn_in", layer, xb, active)
-            h1, h3 = xb @ w["w1"][layer].T, xb @ w["w3"][layer].T
-            hidden = (h1 / (1.0 + np.exp(-h1)) * h3).astype(np.float32)
+            h1, h3 = self.matmul(xb, "w1", layer), self.matmul(xb, "w3", layer)
+            hidden = (h1 / (1.0 + portable.exp(-h1)) * h3).astype(np.float32)
             self._record("ffn_hidden", layer, hidden, active)
-            x = x + hidden @ w["w2"][layer].T
+            x = x + self.matmul(hidden, "w2", layer)
         final = _rmsnorm(x, w["rms_final"], cfg.norm_eps)
         self._record("final", 0, final, active)
-        return final @ self.classifier.T
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    wide = logits.astype(np.float64)
-    wide = np.exp(wide - wide.max(axis=-1, keepdims=True))
-    return wide / wide.sum(axis=-1, keepdims=True)
+        return self.matmul(final, "classifier")
 
 
 def collect(
@@ -212,7 +226,7 @@ def collect(
             if progress is not None:
                 progress(int(active.sum()))
             if sequences is None:
-                probs = _softmax(logits)
+                probs = portable.softmax(logits)
                 draws = rng.random(batch)
                 nxt = np.minimum((probs.cumsum(axis=-1) < draws[:, None]).sum(axis=-1), cfg.vocab_size - 1)
                 active &= nxt != BOS  # a story ends where the model starts the next one
@@ -240,14 +254,13 @@ def log_probs(ckpt: Checkpoint, sequences: Sequence[Sequence[int]], max_tokens: 
         for pos in range(max(len(s) for s in kept)):
             active = np.array([pos < len(s) for s in kept])
             tokens = np.array([s[pos] if pos < len(s) else 0 for s in kept], dtype=np.int64)
-            logits = model.step(tokens, pos, active)[active].astype(np.float64)
-            shifted = logits - logits.max(axis=-1, keepdims=True)
-            rows.append((shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32))
+            logits = model.step(tokens, pos, active)[active]
+            rows.append(portable.log_softmax(logits).astype(np.float32))
     return np.concatenate(rows)
 
 
 def greedy(ckpt: Checkpoint, prompt: Sequence[int], steps: int) -> tuple[list[int], list[np.ndarray]]:
-    """The fp32 model's greedy run from ``prompt`` in float32 BLAS (one sequence): the tokens fed (``steps`` of
+    """The fp32 model's greedy run from ``prompt`` in this module's arithmetic: the tokens fed (``steps`` of
     them, fewer if it starts a new story) and the logits after each. Not the contract's sums: for figures
     that compare distributions, where a last-bit difference does not matter."""
     model = _BatchModel(ckpt, 1, steps, record=False)
@@ -266,7 +279,7 @@ def greedy(ckpt: Checkpoint, prompt: Sequence[int], steps: int) -> tuple[list[in
 def mean_kl(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Mean over positions of KL(reference || candidate), both log-probabilities."""
     p = reference.astype(np.float64)
-    return float(np.mean(np.sum(np.exp(p) * (p - candidate.astype(np.float64)), axis=-1)))
+    return float(np.mean(np.sum(portable.exp(p) * (p - candidate.astype(np.float64)), axis=-1)))
 
 
 def text_sequences(path: Path, seq_len: int, tokenizer: object) -> list[list[int]]:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import portable
 from .checkpoint import Checkpoint
 from .oracle import GenerationResult, generate
 from .quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, QuantPlan, quantize_checkpoint
@@ -66,7 +67,7 @@ def teacher_forced(baseline: GenerationResult, candidate: Reference) -> TeacherF
         if pos + 1 < start:
             continue  # prompt positions: the next token is given, not predicted
         p_log = _log_softmax(fp32_logits)
-        kls.append(float(np.sum(np.exp(p_log) * (p_log - q_log))))
+        kls.append(float(np.sum(portable.exp(p_log) * (p_log - q_log))))
         top1.append(int(np.argmax(p_log)) == int(np.argmax(q_log)))
     return TeacherForced(
         positions=len(kls),
@@ -92,9 +93,7 @@ def build_quality(ckpt: Checkpoint, tok: Tokenizer, quantized: dict, kv_type: st
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    wide = logits.astype(np.float64)
-    shifted = wide - wide.max()
-    return shifted - np.log(np.exp(shifted).sum())
+    return portable.log_softmax(logits)
 
 
 def fp32_baseline(

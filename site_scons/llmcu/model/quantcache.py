@@ -6,7 +6,9 @@ time. The result depends only on the model's tensors, the plan (types, group siz
 and the code that fits, so it is kept under the user cache (``LLMCU_CACHE``, else ``~/.cache/llmcu``) in
 ``quantized/<key>.npz``, the key a hash of all three. A file that cannot be read is ignored and rewritten;
 files are written atomically. A plan calibrated on a text file is not cached (its tokens depend on the
-tokenizer too). ``LLMCU_QUANT_CACHE=0`` turns the cache off.
+tokenizer too). The key also holds numpy's version (its elementwise functions are part of the arithmetic; what
+does not depend on the CPU does not depend on a cache hit either). ``LLMCU_QUANT_CACHE=0`` turns the cache off;
+``LLMCU_QUANT_CACHE_DIR`` puts it elsewhere (the test suite keeps its own).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from ..core.errors import LlmcuError
 from ..core.fileio import write_bytes_atomic
 
 ENV_SWITCH = "LLMCU_QUANT_CACHE"
+ENV_FOLDER = "LLMCU_QUANT_CACHE_DIR"
 FOLDER = "quantized"
 # The modules whose code decides the fitted values: a change to any of them is a new key.
-FITTING_CODE = ("quantize.py", "fitting.py", "calibration.py")
+FITTING_CODE = ("quantize.py", "fitting.py", "calibration.py", "portable.py")
 # One matrix kind: (qtype, group_size, q, scales or None, zeros or None), llmcu.model.quantize.QuantizedMatrix's fields.
 Fields = tuple[str, int, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
 
@@ -39,6 +42,7 @@ def cache_key(weights_digest: str, plan_fields: tuple) -> str:
     """The key of a model (its tensors' digest) quantized by a plan (its fields) with today's fitting code."""
     digest = hashlib.sha256(weights_digest.encode())
     digest.update(repr(plan_fields).encode())
+    digest.update(f"numpy {np.__version__}".encode())
     here = Path(__file__).resolve().parent
     for name in FITTING_CODE:
         digest.update((here / name).read_bytes())
@@ -48,7 +52,9 @@ def cache_key(weights_digest: str, plan_fields: tuple) -> str:
 def cache_path(key: str) -> Path:
     from .models import default_cache_dir
 
-    return default_cache_dir() / FOLDER / f"{key}.npz"
+    override = os.environ.get(ENV_FOLDER, "").strip()
+    folder = Path(override).expanduser().absolute() if override else default_cache_dir() / FOLDER
+    return folder / f"{key}.npz"
 
 
 def load(path: Path) -> dict[str, Fields] | None:

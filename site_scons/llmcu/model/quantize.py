@@ -197,8 +197,9 @@ def error_report(name: str, original: np.ndarray, quantized: QuantizedMatrix) ->
     ref = np.asarray(original, dtype=np.float64).ravel()
     approx = quantized.dequantize().astype(np.float64).ravel()
     diff = approx - ref
-    norm = float(np.linalg.norm(ref) * np.linalg.norm(approx))
-    cosine = float(np.dot(ref, approx) / norm) if norm > 0 else 1.0
+    # Sums in numpy's own order, not BLAS's: the report is a generated file and must not change with the CPU.
+    norm = float(np.sqrt(np.sum(ref * ref)) * np.sqrt(np.sum(approx * approx)))
+    cosine = float(np.sum(ref * approx) / norm) if norm > 0 else 1.0
     return TensorReport(
         name=name,
         qtype=quantized.qtype,

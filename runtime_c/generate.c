@@ -6,6 +6,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "format.h"
 #include "llmcu.h"
@@ -132,6 +133,27 @@ static void write_end(const char *status, const char *reason) {
     line_end(&line);
 }
 
+/* A prompt that does not fit: what it needs and what there is, in tokens (BOS included; the context's every
+ * position may hold a prompt token) or, for a text longer than the encoder takes, in bytes. */
+static void write_prompt_refusal(int n_prompt, const char *prompt) {
+    fmt_line line;
+    line_start(&line);
+    line_str(&line, "\x03llmcu end status=error reason=prompt_too_long");
+    if (n_prompt == LLMCU_ENCODE_TEXT_TOO_LONG) {
+        line_str(&line, " prompt_bytes=");
+        line_u64(&line, (uint64_t)strlen(prompt));
+        line_str(&line, " max_bytes=");
+        line_u64(&line, (uint64_t)LLMCU_PROMPT_MAX_BYTES);
+    } else {
+        line_str(&line, " prompt_tokens=");
+        line_u64(&line, (uint64_t)n_prompt);
+        line_str(&line, " context=");
+        line_u64(&line, (uint64_t)LLMCU_SEQ_LEN);
+    }
+    line_str(&line, "\n");
+    line_end(&line);
+}
+
 /* One record per forward pass; the token fed at pos is the one that followed pos - 1. */
 static void write_token_records(int first_token, int passes) {
     for (int pos = 0; pos < passes; pos++) {
@@ -243,9 +265,9 @@ int llmcu_generate(const llmcu_params *params) {
         write_header();
     }
     int n_prompt = llmcu_encode(prompt, 1, 0, prompt_tokens, LLMCU_SEQ_LEN);
-    if (n_prompt < 0) {
+    if (n_prompt < 0 || n_prompt > LLMCU_SEQ_LEN) {
         if (params->records) {
-            write_end("error", "prompt_too_long");
+            write_prompt_refusal(n_prompt, prompt);
         }
         return GENERATE_ERR_PROMPT_TOO_LONG;
     }

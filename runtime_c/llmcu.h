@@ -91,8 +91,17 @@ extern const float llmcu_kv_q16_scales[3][LLMCU_N_LAYERS][LLMCU_KV_DIM];
 float *llmcu_forward(int token, int pos);
 
 /* ---- tokenizer.c ---- */
-/* BPE-encodes `text` (NUL-terminated UTF-8) into at most `max_tokens` ids; returns the count, or -1 if
- * the text needs more than `max_tokens`. A BOS and/or EOS is added when asked, as run.c does. */
+/* The longest text (bytes) the encoder takes: its working buffer holds a token per byte before merging. Prompts
+ * reach firmware as a console line (CONSOLE_LINE_MAX, 1024); hosted programs also take them from the command
+ * line, and their build sets more (llmcu.build.targets.PROMPT_MAX_BYTES). */
+#ifndef LLMCU_PROMPT_MAX_BYTES
+#define LLMCU_PROMPT_MAX_BYTES 1024
+#endif
+#define LLMCU_ENCODE_TEXT_TOO_LONG (-1)
+/* BPE-encodes `text` (NUL-terminated UTF-8), a BOS and/or EOS added when asked as run.c does. Returns how many
+ * tokens the text encodes to, as snprintf does: when that is more than `max_tokens` only the first `max_tokens`
+ * are stored, and the caller knows by how much it is over (`tokens` may be NULL when `max_tokens` is 0: a count
+ * only). LLMCU_ENCODE_TEXT_TOO_LONG for a text of more than LLMCU_PROMPT_MAX_BYTES bytes. */
 int llmcu_encode(const char *text, int bos, int eos, int *tokens, int max_tokens);
 /* The bytes to print for `token` following `prev`: leading space dropped after BOS, <0xNN> pieces as
  * raw bytes, unprintable single bytes as nothing (run.c's safe_printf). Sets *len. */

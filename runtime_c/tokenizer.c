@@ -71,21 +71,12 @@ static int lookup_pair(int a, int b) {
 
 static int is_continuation(uint8_t byte) { return (byte & 0xC0) == 0x80; }
 
-/* Appends `id` unless the buffer is full; returns 0 when it is. */
-static int push(int *tokens, int *n, int max_tokens, int id) {
-    if (*n >= max_tokens) {
-        return 0;
-    }
-    tokens[(*n)++] = id;
-    return 1;
-}
-
 /*
  * One token per UTF-8 character, as run.c splits the text: a character is a byte plus the continuation
  * bytes that follow it, at most 4 bytes in all. A character missing from the vocabulary becomes one token
- * per byte (byte fallback: the <0xHH> tokens are ids 3..258). Returns 0 if `tokens` fills up.
+ * per byte (byte fallback: the <0xHH> tokens are ids 3..258). At most one token per byte of the text.
  */
-static int split_characters(const uint8_t *text, int *tokens, int *n, int max_tokens) {
+static int split_characters(const uint8_t *text, int *tokens, int n) {
     size_t i = 0;
     while (text[i] != '\0') {
         size_t len = 1;
@@ -94,19 +85,15 @@ static int split_characters(const uint8_t *text, int *tokens, int *n, int max_to
         }
         int id = lookup(text + i, len);
         if (id >= 0) {
-            if (!push(tokens, n, max_tokens, id)) {
-                return 0;
-            }
+            tokens[n++] = id;
         } else {
             for (size_t j = 0; j < len; j++) {
-                if (!push(tokens, n, max_tokens, text[i + j] + 3)) {
-                    return 0;
-                }
+                tokens[n++] = text[i + j] + 3;
             }
         }
         i += len;
     }
-    return 1;
+    return n;
 }
 
 /* Merges the adjacent pair with the highest-scoring merged piece (the leftmost on a tie); returns the new
@@ -132,29 +119,37 @@ static int merge_best_pair(int *tokens, int n) {
 }
 
 /*
- * Note that `max_tokens` bounds the token list before merging too (one token per character or byte),
- * because merging happens in place in `tokens`.
+ * The merges work on a buffer of their own, sized by the longest text and not by the caller's room: a prompt
+ * is measured by the tokens it merges to (a 158-token story is 700 characters), so the caller can refuse one
+ * that does not fit its context and say by how much. BOS, the dummy prefix and EOS take the 3 extra entries.
  */
+static int encode_work[LLMCU_PROMPT_MAX_BYTES + 3] LLMCU_STATE_ATTR;
+
 int llmcu_encode(const char *text, int bos, int eos, int *tokens, int max_tokens) {
+    if (strlen(text) > LLMCU_PROMPT_MAX_BYTES) {
+        return LLMCU_ENCODE_TEXT_TOO_LONG;
+    }
     int n = 0;
-    if (bos && !push(tokens, &n, max_tokens, LLMCU_BOS)) {
-        return -1;
+    if (bos) {
+        encode_work[n++] = LLMCU_BOS;
     }
     /* SentencePiece's dummy prefix: the text is encoded as if it started with a space. */
     if (text[0] != '\0') {
         int space = lookup((const uint8_t *)" ", 1);
-        if (space >= 0 && !push(tokens, &n, max_tokens, space)) {
-            return -1;
+        if (space >= 0) {
+            encode_work[n++] = space;
         }
     }
-    if (!split_characters((const uint8_t *)text, tokens, &n, max_tokens)) {
-        return -1;
-    }
-    for (int merged = merge_best_pair(tokens, n); merged != n; merged = merge_best_pair(tokens, n)) {
+    n = split_characters((const uint8_t *)text, encode_work, n);
+    for (int merged = merge_best_pair(encode_work, n); merged != n; merged = merge_best_pair(encode_work, n)) {
         n = merged;
     }
-    if (eos && !push(tokens, &n, max_tokens, LLMCU_EOS)) {
-        return -1;
+    if (eos) {
+        encode_work[n++] = LLMCU_EOS;
+    }
+    int kept = n < max_tokens ? n : max_tokens;
+    if (kept > 0) {
+        memcpy(tokens, encode_work, (size_t)kept * sizeof(int));
     }
     return n;
 }

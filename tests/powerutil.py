@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from pathlib import Path
 
 from llmcu.device.protocol import parse
@@ -59,3 +61,44 @@ def make_run_dir(
     summary["start_marker_time"], summary["end_marker_time"] = markers if markers is not None else (None, None)
     path.write_text(json.dumps(summary, indent=2))
     return log.path
+
+
+# ---- LPM01A: a fake shield on a TCP socket (pyserial socket://) ----
+
+
+class FakeShield(threading.Thread):
+    """Speaks the PowerShield command protocol: acks, refusals with an error detail, a streamed acquisition."""
+
+    def __init__(self, stream: str, refuse: dict[str, str] | None = None) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.refuse = refuse or {}
+        self.commands: list[str] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+
+    def run(self) -> None:
+        connection, _ = self.server.accept()
+        with connection:
+            buffer = b""
+            while data := connection.recv(4096):
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    self.answer(connection, line.decode().strip())
+        self.server.close()
+
+    def answer(self, connection: socket.socket, command: str) -> None:
+        self.commands.append(command)
+        name = command.split()[0]
+        if command in self.refuse:
+            reply = f"PowerShield > error {command}\r\nPowerShield > Error detail: {self.refuse[command]}\r\n"
+        elif name == "version":
+            reply = "PowerShield > ack version 1.0.7\r\n"
+        elif name == "start":
+            reply = "PowerShield > ack start\r\n" + self.stream
+        elif name == "stop":
+            reply = "PowerShield > ack stop\r\nPowerShield > Acquisition completed\r\n"
+        else:
+            reply = f"PowerShield > ack {command}\r\n"
+        connection.sendall(reply.encode())

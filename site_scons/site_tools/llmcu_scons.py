@@ -5,6 +5,7 @@ SConstruct loads it with ``env.Tool("llmcu_scons")`` and then calls ``env.LlmcuB
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,12 +13,14 @@ from pathlib import Path
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
+from llmcu import power
 from llmcu.build import codegen, flashalgo, linux, memplan, project, steps, watchdog
 from llmcu.build import options as option_rules
-from llmcu.core import fileio
+from llmcu.core import fileio, interrupts
 from llmcu.core.errors import LlmcuError
 from llmcu.device import debug, flashing, linux_run, monitor, runs, session
 from llmcu.model.sources import source_files
+from llmcu.power import runpower
 
 # Short command lines unless verbose=1.
 QUIET_COMMANDS = {
@@ -43,12 +46,19 @@ def _variables(table: list) -> Variables:
 
 
 def _reported(work: Callable[[], object]) -> int:
-    """Runs an action's work; an LlmcuError becomes its message and a failed action, not a traceback."""
+    """Runs an action's work with Python's own signal handling (llmcu.core.interrupts: SCons's handlers would let
+    it run on after Ctrl-C or SIGTERM); an LlmcuError becomes its message and a failed action, not a traceback; an
+    interruption, once the work has cleaned up (logs finished, ports closed), ends scons with 128 + the signal."""
     try:
-        work()
+        with interrupts.python_signals():
+            work()
     except LlmcuError as error:
         print(f"llmcu: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as interruption:
+        print(f"llmcu: {interrupts.describe(interruption)}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(interrupts.exit_status(interruption))  # SCons would turn SystemExit into a build error
     return 0
 
 
@@ -65,10 +75,15 @@ def _generate_action(target, source, env) -> int:
 
 
 def _run_action(target, source, env) -> int:
-    settings, options = env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"]
+    settings, options, meter = env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"], env["LLMCU_POWER"]
     if settings.linux is not None:  # a Linux board over SSH, or qemu-user
-        return _reported(lambda: linux_run.run(settings, options.log_dir))
-    return _reported(lambda: runs.run(settings, options))  # host, QEMU twin or board; writes the run log
+
+        def on_linux() -> None:
+            power.check_choice(meter, runner="linux")
+            linux_run.run(settings, options.log_dir)
+
+        return _reported(on_linux)
+    return _reported(lambda: runpower.run(settings, options, meter))  # host, QEMU twin or board; writes the run log
 
 
 def _console_action(target, source, env) -> int:
@@ -185,6 +200,7 @@ def _program(env, settings: project.BuildSettings):
         CPPPATH=[str(project.RUNTIME_DIR), str(gen)],
         CPPDEFINES=[
             ("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'),
+            ("LLMCU_PROMPT_MAX_BYTES", target.prompt_max_bytes),
             ("LLMCU_PHASES", int(settings.phases)),
             *numerics_defines(settings),
         ],
@@ -236,6 +252,7 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
         CPPPATH=[str(project.RUNTIME_DIR), str(gen), str(project.TARGETS_DIR / "cortex-m"), str(target.folder)],
         CPPDEFINES=[
             ("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'),
+            ("LLMCU_PROMPT_MAX_BYTES", target.prompt_max_bytes),
             ("LLMCU_PHASES", int(settings.phases)),
             *numerics_defines(settings),
         ],
@@ -290,7 +307,7 @@ def llmcu_build(env, arguments: dict[str, str]):
     table = project.options_table()
     try:  # llmcu's own check first: one `llmcu: error:` line naming what is allowed, never SCons's enum message
         option_rules.check_unknown(arguments, table)
-        option_rules.validate(arguments, table)
+        values = option_rules.validate(arguments, table)
     except LlmcuError as error:
         _fail(error)
         return None
@@ -343,6 +360,7 @@ def llmcu_build(env, arguments: dict[str, str]):
         env.Action(_run_action, None),
         LLMCU_SETTINGS=settings,
         LLMCU_RUN_OPTIONS=runs.run_options(dict(arguments)),
+        LLMCU_POWER=power.power_settings(values),
     )
     env.AlwaysBuild(run)
     # `console`, `monitor` and `debug`: sessions on the runner `run` would use (llmcu.device.session, .monitor,

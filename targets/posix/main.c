@@ -355,10 +355,17 @@ int main(int argc, char **argv) {
         paint_stack();
     }
     int status = llmcu_generate(&options.params);
-    if (status != 0) {
-        /* The only failure llmcu_generate has: a prompt that does not fit in the context. */
-        fprintf(stderr, "%s: the prompt needs more tokens than the context holds (%d)\n", posix_program,
-                LLMCU_SEQ_LEN);
+    if (status != 0 && !options.params.records) {
+        /* The only failure llmcu_generate has: a prompt that does not fit (with records the end line says so). */
+        const char *prompt = options.params.prompt != NULL ? options.params.prompt : "";
+        int needed = llmcu_encode(prompt, 1, 0, NULL, 0);
+        if (needed == LLMCU_ENCODE_TEXT_TOO_LONG) {
+            fprintf(stderr, "%s: the prompt is %zu bytes; this program takes at most %d\n", posix_program,
+                    strlen(prompt), LLMCU_PROMPT_MAX_BYTES);
+        } else {
+            fprintf(stderr, "%s: the prompt is %d tokens (BOS included); the context holds %d\n", posix_program,
+                    needed, LLMCU_SEQ_LEN);
+        }
     }
     return status;
 }

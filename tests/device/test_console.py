@@ -608,6 +608,7 @@ def test_twin_console_refuses_bad_lines_and_carries_on(twin: Path, sees) -> None
             session.wait_ready()
         out = session.exchange(encode_command(RunParams("7" * 511, 3, 0.0, 0.9, 1)), timeout=60)
         assert out.complete and out.status == "error" and out.reason == "prompt_too_long" and out.tokens == []
+        assert out.end["prompt_tokens"] == "513" and out.end["context"] == "512"
         seen += b"\x03llmcu end status=" + out.status.encode() + b" reason=" + out.reason.encode()
         assert session.wait_exit() != 0
     sees(seen.decode("latin-1"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -24,7 +23,7 @@ from llmcu.power.energy import analyse, integrate, write_power
 from llmcu.power.estimate import ANCHORS, EstimateMeter, RunCurrentModel
 from llmcu.power.lpm01a import Lpm01aMeter, StreamParser, decode_ascii_sample, decode_binary_sample
 from llmcu.power.runrecord import load_run
-from powerutil import make_run_dir
+from powerutil import FakeShield, make_run_dir
 
 # ---- alignment and energy: synthetic data with known answers ----
 
@@ -409,44 +408,6 @@ def test_csv_errors_name_the_problem(tmp_path: Path, content: str, mapping: CsvM
 
 
 # ---- LPM01A: a fake shield on a TCP socket (pyserial socket://) ----
-
-
-class FakeShield(threading.Thread):
-    """Speaks the PowerShield command protocol: acks, refusals with an error detail, a streamed acquisition."""
-
-    def __init__(self, stream: str, refuse: dict[str, str] | None = None) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.refuse = refuse or {}
-        self.commands: list[str] = []
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-
-    def run(self) -> None:
-        connection, _ = self.server.accept()
-        with connection:
-            buffer = b""
-            while data := connection.recv(4096):
-                buffer += data
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    self.answer(connection, line.decode().strip())
-        self.server.close()
-
-    def answer(self, connection: socket.socket, command: str) -> None:
-        self.commands.append(command)
-        name = command.split()[0]
-        if command in self.refuse:
-            reply = f"PowerShield > error {command}\r\nPowerShield > Error detail: {self.refuse[command]}\r\n"
-        elif name == "version":
-            reply = "PowerShield > ack version 1.0.7\r\n"
-        elif name == "start":
-            reply = "PowerShield > ack start\r\n" + self.stream
-        elif name == "stop":
-            reply = "PowerShield > ack stop\r\nPowerShield > Acquisition completed\r\n"
-        else:
-            reply = f"PowerShield > ack {command}\r\n"
-        connection.sendall(reply.encode())
 
 
 def shield_stream() -> str:

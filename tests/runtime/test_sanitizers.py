@@ -437,16 +437,38 @@ def test_console_answers_a_blank_line_with_ready(builds: dict[str, Path], line: 
     area="runtime",
     kind="input",
     what="console: a prompt of 513 tokens for a 512-token context (511 digits)",
-    sees=r"\x03llmcu end status=error reason=prompt_too_long\n$",
+    sees=r"\x03llmcu end status=error reason=prompt_too_long prompt_tokens=513 context=512\n$",
 )
 def test_console_prompt_longer_than_the_context(builds: dict[str, Path], sees) -> None:
     program = builds["q8"]
     answers = console_session(program, b"run steps=3 prompt=" + b"7" * 511 + b"\n" + FOLLOW_UP)
     refused, run = parse(answers[0]), parse(answers[1])
     assert refused.complete and refused.status == "error" and refused.reason == "prompt_too_long"
+    assert refused.end["prompt_tokens"] == "513" and refused.end["context"] == "512"  # BOS, the space, 511 digits
     assert refused.tokens == [] and refused.text == b""  # nothing generated
     sees(answers[0].decode())
     assert run.ok and run.token_sequence() == _expected_follow_up(program).token_sequence()
+
+
+STORY = "Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog. "
+
+
+def test_a_prompt_is_bounded_by_its_tokens_not_its_characters(builds: dict[str, Path]) -> None:
+    """650 characters that merge to far fewer tokens than the 512-token context: taken (the encoder's working
+    buffer holds a token per byte, whatever the context), through the console and the command line alike."""
+    program = builds["q8"]
+    prompt = (STORY * 10)[:650]  # with its spaces percent-encoded, a console line of under 1024 bytes
+    line = b"run steps=0 temperature=0 prompt=" + prompt.replace(" ", "%20").encode() + b"\n"
+    run = parse(console_session(program, line)[0])
+    assert run.ok and 100 < run.summary_number("prompt_tokens") < 300 < run.summary_number("tokens")
+    direct = parse(run_sanitized(program, ["-p", prompt, "-n", "0", "-t", "0"]).stdout)
+    assert direct.token_sequence() == run.token_sequence()
+    # longer than the command line's encoder takes (16384 bytes on hosted programs): refused by bytes
+    refused = parse(run_sanitized(program, ["-p", "a" * 16385], status=3).stdout)
+    assert refused.reason == "prompt_too_long" and refused.end["prompt_bytes"] == "16385"
+    assert refused.end["max_bytes"] == "16384"
+    quiet = run_sanitized(program, ["-p", STORY * 60, "-q"], status=3)
+    assert re.search(rb"the prompt is \d+ tokens \(BOS included\); the context holds 512", quiet.stderr)
 
 
 # ---- the end of the context ----

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..core.config import ModelConfig
 from ..model.quantize import QuantPlan, matrix_bytes
 from .memplan import FitError, run_state_bytes
+from .targets import PROMPT_MAX_BYTES
 
 THREAD_STACK_BYTES = 1 << 20  # what a worker thread's stack and its kernel bookkeeping take when resident (1 MiB)
 PROGRAM_BYTES = 4 << 20  # the static program's code, libc and heap around the model (4 MiB)
@@ -54,7 +55,14 @@ def needs(model: object, kv_type: str, threads: int) -> LinuxNeeds:
         weights=model.weight_bytes(),  # type: ignore[attr-defined]
         tokenizer=model.tokenizer_bytes(),  # type: ignore[attr-defined]
         kv_cache=kv_cache_bytes(config, seq_len, kv_type),
-        run_state=run_state_bytes(config, seq_len, model.plan.group_size, kv_type, model.records),  # type: ignore[attr-defined]
+        run_state=run_state_bytes(
+            config,
+            seq_len,
+            model.plan.group_size,
+            kv_type,
+            model.records,
+            PROMPT_MAX_BYTES["linux"],  # type: ignore[attr-defined]
+        ),
         threads=max(1, threads),
     )
 
@@ -81,7 +89,7 @@ def estimate(config: ModelConfig, plan: QuantPlan, kv_type: str, threads: int, t
         weights=weight_bytes(config, plan),
         tokenizer=tokenizer_bytes,
         kv_cache=kv_cache_bytes(config, config.seq_len, kv_type),
-        run_state=run_state_bytes(config, config.seq_len, plan.group_size, kv_type),
+        run_state=run_state_bytes(config, config.seq_len, plan.group_size, kv_type, 0, PROMPT_MAX_BYTES["linux"]),
         threads=max(1, threads),
     )
 

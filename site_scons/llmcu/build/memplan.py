@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..core.config import ModelConfig
 from ..core.errors import LlmcuError
 from ..model.kvcache import KV_TYPES, kv_cache_bytes, q16_positions
-from .targets import MemoryRegion, Target
+from .targets import PROMPT_MAX_BYTES, MemoryRegion, Target
 
 WEIGHT_PLACEMENTS = ("auto", "flash", "qspi", "sdram")
 REGION_ALIASES = {"axi": "axi_sram", "sram": "sram123"}
@@ -55,16 +55,25 @@ class FitError(LlmcuError):
         self.hint = hint
 
 
-def run_state_bytes(config: ModelConfig, seq_len: int, group_size: int, kv_type: str = "f32", records: int = 0) -> int:
+def run_state_bytes(
+    config: ModelConfig,
+    seq_len: int,
+    group_size: int,
+    kv_type: str = "f32",
+    records: int = 0,
+    prompt_bytes: int = PROMPT_MAX_BYTES["baremetal"],
+) -> int:
     """Everything the runtime keeps in .bss.llmcu_state: the activations (transformer.c's run_state), the
     sampler's top-p buffers (sampler.c), the prompt's tokens and the per-pass records (generate.c: ``records``
-    passes, 0 meaning ``seq_len``; overflow=slide keeps max_steps of them), with alignment slack."""
+    passes, 0 meaning ``seq_len``; overflow=slide keeps max_steps of them), the encoder's working buffer
+    (tokenizer.c: a token per byte of the longest prompt, ``prompt_bytes``), with alignment slack."""
     act_len = max(config.dim, config.hidden_dim)
     floats = 4 * config.dim + 2 * config.hidden_dim + config.vocab_size
     groups = -(-act_len // group_size)
     activations = 4 * floats + act_len + 4 * groups
     sampler = 2 * config.vocab_size * (2 if config.vocab_size <= 65536 else 4)
     records = seq_len * 4 + (records or seq_len) * (4 + 8)  # prompt tokens; each pass's next token and cost
+    records += 4 * (prompt_bytes + 3)  # the encoder's tokens before merging (BOS, dummy prefix, EOS)
     kv_scratch = 0 if kv_type == "f32" else 2 * config.kv_dim * 4  # a key and a value read back as float
     if kv_type == "q16":  # one head's int32 scores, int16 weights and int16 query
         kv_scratch += 6 * q16_positions(seq_len) + 2 * config.head_size

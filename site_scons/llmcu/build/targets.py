@@ -16,6 +16,10 @@ from ..core.errors import OptionError
 from ..core.fileio import read_toml
 
 KINDS = ("hosted", "baremetal", "linux")
+# The longest prompt text (bytes) the runtime's encoder takes, by kind (runtime_c/llmcu.h, LLMCU_PROMPT_MAX_BYTES): its
+# working buffer holds a token per byte before merging, 4 bytes each. Firmware gets prompts only as a console line
+# (CONSOLE_LINE_MAX); hosted and Linux programs also from the command line, where RAM is no concern.
+PROMPT_MAX_BYTES = {"baremetal": 1024, "hosted": 16384, "linux": 16384}
 RUN_METHODS = ("exec", "qemu-system", "qemu-user", "pyocd", "ssh")
 REGION_KINDS = ("ram", "flash", "xip")
 
@@ -96,6 +100,10 @@ class Target:
     @property
     def all_cflags(self) -> tuple[str, ...]:
         return (*CONTRACT_CFLAGS, *WARNING_CFLAGS, *self.cpu_flags, *self.cflags)
+
+    @property
+    def prompt_max_bytes(self) -> int:
+        return PROMPT_MAX_BYTES[self.kind]
 
     @property
     def tool_prefix(self) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..core.errors import LlmcuError
-from .protocol import ProtocolParser, RunOutput, format_summary
+from .protocol import ProtocolParser, RunOutput, describe_failure, format_summary
 
 
 def run_host_program(
@@ -27,14 +27,23 @@ def run_host_program(
         sys.stdout.buffer.flush()
 
     parser = ProtocolParser(on_text=show if echo else None)
-    with subprocess.Popen([str(program), *args], stdout=subprocess.PIPE) as process:
-        assert process.stdout is not None
-        while chunk := process.stdout.read1(65536):
-            if on_bytes is not None:
-                on_bytes(chunk)
-            parser.feed(chunk)
-        code = process.wait(timeout=timeout)
+    # In a session of its own, so that Ctrl-C reaches llmcu (which logs the run as interrupted and ends the
+    # program) rather than killing the program under it.
+    with subprocess.Popen([str(program), *args], stdout=subprocess.PIPE, start_new_session=True) as process:
+        try:
+            assert process.stdout is not None
+            while chunk := process.stdout.read1(65536):
+                if on_bytes is not None:
+                    on_bytes(chunk)
+                parser.feed(chunk)
+            code = process.wait(timeout=timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     output = parser.output
+    if output.complete and not output.ok:
+        raise LlmcuError(f"{program.name} failed ({output.reason or output.status}): {describe_failure(output)}")
     if code != 0 or not output.ok:
         reason = output.reason or (f"exit status {code}" if code else "no end marker")
         raise LlmcuError(f"{program.name} failed: {reason}")

@@ -34,7 +34,11 @@ def stream_command(
     seconds the command is killed and the result says so."""
     parser = ProtocolParser(on_text=on_text)
     with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(list(command), stdin=stdin, stdout=subprocess.PIPE, stderr=errors, env=env)
+        # In a session of its own: the terminal's Ctrl-C is llmcu's (the run is logged as interrupted and the
+        # program killed below), not a signal that kills the program first and looks like a crash.
+        process = subprocess.Popen(
+            list(command), stdin=stdin, stdout=subprocess.PIPE, stderr=errors, env=env, start_new_session=True
+        )
         timed_out = threading.Event()
 
         def expire() -> None:

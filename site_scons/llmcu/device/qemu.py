@@ -25,7 +25,7 @@ from typing import IO
 from ..core.errors import LlmcuError
 from .console import CommandParams, encode_command
 from .localport import free_port
-from .protocol import ProtocolParser, RunOutput, describe_fault
+from .protocol import ProtocolParser, RunOutput, describe_failure, describe_fault
 
 QEMU = "qemu-system-arm"
 READY_TIMEOUT = 30.0  # seconds from start to the ready line: boot takes well under one
@@ -258,7 +258,7 @@ def check_run(output: RunOutput, exit_code: int | None, elf: Path, stderr: str =
             f"({len(output.tokens)} token records received); QEMU said: {stderr or '(nothing)'}"
         )
     if output.status != "ok":
-        raise FirmwareRunError(f"the run on {elf.name} failed: {output.reason or output.status}")
+        raise FirmwareRunError(f"the run on {elf.name} failed ({output.reason}): {describe_failure(output)}")
     if exit_code != 0:
         raise FirmwareRunError(f"the run on {elf.name} ended well but QEMU exited with status {exit_code}: {stderr}")
     return output

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ..build import boards
 from ..build.project import ROOT, BuildSettings, FirmwareImage, options_table
@@ -49,6 +49,23 @@ class RunOptions:
     raw: bool = False  # `monitor`: the bytes, not the decoded protocol
     debug: str = "gdb"  # `debug`: gdb | server
     gdb_port: int = 3333  # `debug`: the gdb server's port
+
+
+T = TypeVar("T")
+
+
+class Measurement(Protocol):
+    """Something that records while a run is captured, such as a power meter (llmcu.power.runpower): ``during``
+    runs the capture (the board's reset included) inside the recording; ``finished`` gets the run's finished log
+    folder to write its own files beside it."""
+
+    def during(self, capture: Callable[[], T]) -> T: ...
+
+    def finished(self, log_dir: Path) -> None: ...
+
+
+def _measured(measurement: Measurement | None, capture: Callable[[], T]) -> T:
+    return capture() if measurement is None else measurement.during(capture)
 
 
 def run_options(arguments: Mapping[str, str]) -> RunOptions:
@@ -77,10 +94,15 @@ def _shown(path: Path) -> Path:
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
-def run(settings: BuildSettings, options: RunOptions, *, echo: bool = True) -> RunOutput:
-    """Runs the build where its options say, logs it, prints the text, the summary and the log's path."""
+def run(
+    settings: BuildSettings, options: RunOptions, *, echo: bool = True, measurement: Measurement | None = None
+) -> RunOutput:
+    """Runs the build where its options say, logs it, prints the text, the summary and the log's path;
+    ``measurement`` records during a firmware run (the twin's or a board's)."""
     on_text = _show if echo else None
     if not settings.images:
+        if measurement is not None:
+            raise LlmcuError("a measurement needs a firmware run (a board or its twin), not the host program")
         log = RunLog(options.log_dir, run_info(settings, "host"))
         with _reporting(log):  # run_host_program prints the summary line itself
             output = hostrun.run_host_program(
@@ -90,14 +112,16 @@ def run(settings: BuildSettings, options: RunOptions, *, echo: bool = True) -> R
         return output
     runner, image = choose_runner(settings)
     if runner == "board":
-        return run_board(settings, image, options, on_text=on_text)
+        return run_board(settings, image, options, on_text=on_text, measurement=measurement)
     log = RunLog(options.log_dir, run_info(settings, "qemu", target=image.target.name, host={"qemu": qemu_version()}))
     with _reporting(log), contextlib.ExitStack() as stack:
         if on_text is None:  # the text is not shown: a bar on a terminal instead
             from .progress import TextProgress
 
             on_text = stack.enter_context(TextProgress(f"{image.target.name} twin", settings.run.steps))
-        output = run_twin(image, settings.run, log, on_text=on_text)
+        output = run_twin(image, settings.run, log, on_text=on_text, measurement=measurement)
+        if measurement is not None:
+            measurement.finished(log.path)
         if settings.selftest:
             report_selftest(output, image.elf, [settings.out_dir, log.path], echo=echo)
         elif echo:
@@ -258,27 +282,33 @@ def run_twin(
     timeout: float = TWIN_RUN_TIMEOUT,
     silence: float = uart.SILENCE,
     extra_args: tuple[str, ...] = (),
+    measurement: Measurement | None = None,
 ) -> RunOutput:
     """Boots the twin with its console on a TCP socket, captures one run through llmcu.device.uart (the path a
-    board's UART takes), and checks QEMU's exit status. Raises a QemuError or a uart.CaptureError."""
+    board's UART takes; inside ``measurement`` when given), and checks QEMU's exit status. Raises a QemuError or a
+    uart.CaptureError."""
     machine = str(image.target.run_settings.get("machine", "mps2-an500"))
     with tempfile.TemporaryFile() as stderr:
-        process, url = start_qemu_serial(image.elf, machine, stderr, extra_args)
+        # QEMU in a session of its own: Ctrl-C is llmcu's (the run is logged as interrupted, QEMU killed below)
+        process, url = start_qemu_serial(image.elf, machine, stderr, extra_args, own_session=True)
         try:
             handle = connect_qemu(process, url, stderr)
             try:
-                capture = uart.capture_run(
-                    handle,
-                    params,
-                    on_text=on_text,
-                    on_bytes=log.write_raw if log is not None else None,
-                    ready_timeout=qemu.READY_TIMEOUT,
-                    silence=silence,
-                    timeout=timeout,
-                    # QEMU starts the firmware when we connect, and pyserial's socket open() drops what came in
-                    # meanwhile: a ready line lost that way is asked for again with an empty line.
-                    poke_after=1.0,
-                    resend_on_reset=0,  # the twin does not reset
+                capture = _measured(
+                    measurement,
+                    lambda: uart.capture_run(
+                        handle,
+                        params,
+                        on_text=on_text,
+                        on_bytes=log.write_raw if log is not None else None,
+                        ready_timeout=qemu.READY_TIMEOUT,
+                        silence=silence,
+                        timeout=timeout,
+                        # QEMU starts the firmware when we connect, and pyserial's socket open() drops what came
+                        # in meanwhile: a ready line lost that way is asked for again with an empty line.
+                        poke_after=1.0,
+                        resend_on_reset=0,  # the twin does not reset
+                    ),
                 )
             except uart.PortClosedError as error:
                 code = process.wait(timeout=qemu.EXIT_TIMEOUT)
@@ -423,26 +453,32 @@ def run_board(
     flashing_module: Any = None,
     session_factory: Any = None,
     comports: Callable[[], Any] | None = None,
+    measurement: Measurement | None = None,
 ) -> RunOutput:
     """Flashes the board when its flash differs from the image, opens its console, resets it through the probe
-    and captures the run; the log gets every byte."""
+    and captures the run (inside ``measurement``: a meter starts before the reset); the log gets every byte."""
     board = prepare_board(
         settings, image, options, flashing_module=flashing_module, session_factory=session_factory, comports=comports
     )
     port, reset, host = board.port, board.reset, board.host
     log = RunLog(options.log_dir, run_info(settings, "board", port=port, host=host))
     with _reporting(log):
-        capture = uart.capture_run(
-            port,
-            settings.run,
-            baud=board.baud,
-            reset=reset,
-            on_text=on_text,
-            on_bytes=log.write_raw,
-            open_timeout=OPEN_TIMEOUT,
+        capture = _measured(
+            measurement,
+            lambda: uart.capture_run(
+                port,
+                settings.run,
+                baud=board.baud,
+                reset=reset,
+                on_text=on_text,
+                on_bytes=log.write_raw,
+                open_timeout=OPEN_TIMEOUT,
+            ),
         )
         output = uart.check_capture(capture, str(image.elf))
         log.finish(output, attempts=capture.attempts)
+        if measurement is not None:
+            measurement.finished(log.path)
         if settings.selftest:  # a bring-up firmware: the memories' report, with MB/s from the board's cycles
             report_selftest(output, image.elf, [settings.out_dir, log.path], echo=on_text is not None)
         elif on_text is not None:

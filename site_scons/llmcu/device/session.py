@@ -41,7 +41,7 @@ from ..core.errors import LlmcuError, OptionError
 from . import uart
 from .channels import Channel, wait_for
 from .console import encode_command
-from .protocol import RunOutput, format_summary
+from .protocol import RunOutput, describe_failure, format_summary
 from .runlog import RunInfo, RunLog, new_log_folder, safe_name
 
 SETTINGS = ("steps", "temperature", "topp", "seed")
@@ -385,7 +385,7 @@ class ConsoleSession:
             return
         if output.status != "ok":
             exchange.status = "error"
-            exchange.error = f"the run failed: {output.reason or output.status}"
+            exchange.error = f"the run failed ({output.reason or output.status}): {describe_failure(output)}"
             self._end_text(exchange.text)
             self.say(f"error: {exchange.error}")
             return

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..core.errors import LlmcuError, ProtocolError
 from .console import CommandParams, encode_command
-from .protocol import ENQ, ETX, NAK, RS, STX, ProtocolParser, RunOutput, describe_fault
+from .protocol import ENQ, ETX, NAK, RS, STX, ProtocolParser, RunOutput, describe_failure, describe_fault
 
 DEFAULT_BAUD = 115200
 READY_TIMEOUT = 30.0  # seconds from the reset (or the open) to the ready line
@@ -560,5 +560,5 @@ def check_capture(capture: Capture, elf: str = "") -> RunOutput:
     if not output.complete:
         raise CaptureError(f"the run did not end ({capture.reason or 'no end marker'})", capture)
     if output.status != "ok":
-        raise RunFailedError(f"the run failed: {output.reason or output.status}", capture)
+        raise RunFailedError(f"the run failed ({output.reason or output.status}): {describe_failure(output)}", capture)
     return output

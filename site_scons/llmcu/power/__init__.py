@@ -5,14 +5,9 @@
     power_voltage=3.3                   the board's supply voltage (V)
     power_supply=board|meter            PPK2: in series with the board's own supply, or powering it
 
-The run path starts the meter before the board is reset and stops it after the end line::
-
-    meter = power.make_meter(power_settings, runner="board")       # None for power=none
-    output, samples = power.measure_during(lambda: capture_the_run(...), meter)
-    result = power.write_power(log.path, samples, supply_v=power_settings.voltage_v)
-    print(f"[llmcu] power: {power.format_power(result)}")
-
-and writes ``power.json``/``power.csv`` beside the run's log (llmcu.power.energy). ``tools/report.py`` turns
+`scons run power=...` goes through llmcu.power.runpower: the meter starts before the board is reset and stops
+after the end line (llmcu.device.runs's Measurement hook), and ``power.json``/``power.csv`` are written beside the
+run's log (llmcu.power.energy). ``tools/report.py`` turns
 a log folder into report.md/report.html, and can import a bench meter's CSV afterwards.
 """
 
@@ -67,17 +62,24 @@ def power_settings(values: Mapping[str, Any]) -> PowerSettings:
 
 
 def check_choice(settings: PowerSettings, *, runner: str) -> None:
-    """Refuse a meter that cannot measure this runner (``host``, ``qemu`` or ``board``)."""
+    """Refuse a meter that cannot measure this runner (``host``, ``linux``, ``qemu`` or ``board``)."""
     if settings.meter not in CHOICES:
         raise OptionError(f"power={settings.meter!r} is not allowed; choose one of: {', '.join(CHOICES)}")
-    if settings.meter in ("none", "estimate") and runner != "host":
+    if settings.meter == "none":
+        return
+    if runner == "linux":
+        raise OptionError(
+            f"power={settings.meter} measures an STM32H743 board's supply (or estimates it on its QEMU twin); a Linux "
+            "target's program has no meter here: measure the SoC's supply with your own instruments"
+        )
+    if settings.meter == "estimate" and runner != "host":
         return
     if runner == "qemu":
         raise OptionError(
             f"power={settings.meter} measures a real board's supply, and a QEMU run has none: use power=estimate "
             "(the STM32H743 datasheet's Run-mode current over the run's instruction counts) or power=none"
         )
-    if runner == "host" and settings.meter != "none":
+    if runner == "host":
         raise OptionError(
             f"power={settings.meter} is for firmware targets (a board, or power=estimate with its QEMU twin); "
             "target=host runs on this computer"

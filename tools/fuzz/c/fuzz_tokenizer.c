@@ -5,8 +5,9 @@
  * The input's first byte picks the token budget (1..LLMCU_SEQ_LEN, as the generation loop's prompt buffer
  * bounds it), the rest is the text (NUL bytes stand for the end of the C string, as a prompt would have
  * them). Checked besides the sanitizers' own checks:
- *   - llmcu_encode returns -1 or a count within the budget, with BOS first and every id in the vocabulary;
- *     a bigger budget never fails where a smaller one succeeded, and gives the same tokens;
+ *   - llmcu_encode returns -1 (a text longer than LLMCU_PROMPT_MAX_BYTES) or the count the text needs whatever
+ *     the budget, storing no more than the budget: the first tokens of the same sequence, BOS first and every id
+ *     in the vocabulary;
  *   - decoding every token (after its predecessor, as the generation loop does) gives a piece within the
  *     vocabulary's bytes, and no single unprintable byte (the protocol's markers must stay out of the text);
  *   - for printable ASCII text the decoded pieces put together are the text again.
@@ -48,13 +49,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     text[len] = '\0';
 
     int n = llmcu_encode(text, 1, 0, tokens, budget);
-    FUZZ_CHECK(n == -1 || (n >= 1 && n <= budget));
+    FUZZ_CHECK(n == -1 || n >= 1);
+    FUZZ_CHECK((n == -1) == (strlen(text) > LLMCU_PROMPT_MAX_BYTES));
     int full = llmcu_encode(text, 1, 0, more, LLMCU_SEQ_LEN);
-    FUZZ_CHECK(full == -1 || full >= 1);
+    FUZZ_CHECK(full == n);
     if (n > 0) {
-        FUZZ_CHECK(full == n && memcmp(tokens, more, (size_t)n * sizeof(int)) == 0);
+        int stored = n < budget ? n : budget;
+        FUZZ_CHECK(memcmp(tokens, more, (size_t)stored * sizeof(int)) == 0);
     }
-    if (full < 0) {
+    if (full < 0 || full > LLMCU_SEQ_LEN) {
         return 0;
     }
     FUZZ_CHECK(more[0] == LLMCU_BOS);

@@ -1,0 +1,120 @@
+"""One signal policy under SCons (llmcu.core.interrupts), with real signals sent to real `scons` processes.
+
+SCons's own handlers only note an interruption and let the action run on; llmcu's long-running aliases take the
+signals back: `monitor` ends on SIGINT, SIGTERM and SIGHUP and releases its port, a quantization stops within a
+second or so, and an interrupted run is logged as `interrupted` with its program killed, not orphaned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from buildutil import ROOT, scons
+from llmcu.core.config import ModelConfig
+from llmcu.model.checkpoint import random_checkpoint, write_checkpoint
+
+
+def start_scons(args: list[str], models_dir: Path, **env: str) -> subprocess.Popen:
+    environment = dict(os.environ, LLMCU_MODELS=str(models_dir), LLMCU_OFFLINE="1", **env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "SCons", "-Q", *args],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a stray signal from the test stays with scons
+    )
+
+
+def wait_for_output(process: subprocess.Popen, marker: bytes, timeout: float) -> bytes:
+    """Reads scons's output until ``marker`` appears (the process keeps running)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    os.set_blocking(process.stdout.fileno(), False)
+    while marker not in seen:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise AssertionError(f"no {marker!r} from scons: {seen.decode(errors='replace')[-2000:]}")
+        chunk = process.stdout.read()
+        seen += chunk or b""
+        time.sleep(0.05)
+    return seen
+
+
+def stop(process: subprocess.Popen, signum: int, within: float) -> tuple[int, bytes, float]:
+    """Sends ``signum``; the exit status, the rest of the output and how long it took (killed after ``within``)."""
+    started = time.monotonic()
+    process.send_signal(signum)
+    try:
+        rest, _ = process.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError(f"scons did not stop within {within} s of {signal.Signals(signum).name}") from None
+    return process.returncode, rest or b"", time.monotonic() - started
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_monitor_stops_on_a_signal_and_releases_the_port(signum: int, tmp_path: Path, stories260k: Path) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    process = start_scons(
+        ["target=qemu-m7", "monitor", f"port=socket://127.0.0.1:{port}", f"log_dir={tmp_path}"], stories260k.parent
+    )
+    with server:
+        server.settimeout(60)
+        connection, _ = server.accept()
+        with connection:
+            wait_for_output(process, b"monitoring socket://", 60)
+            time.sleep(0.5)  # pyserial's socket:// drops what arrives while it opens
+            connection.sendall(b"\x02llmcu 1 target=qemu-m7 unit=instructions\nOnce upon")
+            time.sleep(0.5)
+            code, rest, _ = stop(process, signum, within=10)
+            assert code == 0 and b"monitor stopped" in rest, rest
+            connection.settimeout(5)
+            assert connection.recv(16) == b""  # the port is closed: the peer sees the end of the stream
+    (folder,) = tmp_path.iterdir()
+    assert (folder / "raw.bin").read_bytes().startswith(b"\x02llmcu 1") and (folder / "monitor.txt").is_file()
+
+
+def test_quantization_stops_within_a_second_or_two(tmp_path: Path, tokenizer_32k: Path) -> None:
+    """A stories15M-shaped checkpoint takes ~20 s to calibrate and fit: SIGINT stops it at once, exit status 130,
+    and no generated file is left behind for a later build to trust."""
+    checkpoint = tmp_path / "shaped15m.bin"
+    write_checkpoint(checkpoint, random_checkpoint(ModelConfig(288, 768, 6, 6, 6, 32000, 256, True), seed=3))
+    args = [f"model={checkpoint}", f"tokenizer={tokenizer_32k}", "quant=q8", f"build_dir={tmp_path / 'build'}"]
+    process = start_scons(args, tokenizer_32k.parent, LLMCU_QUANT_CACHE="0")
+    wait_for_output(process, b"llmcu: host", 60)  # the settings line: the quantizer starts next
+    time.sleep(4)
+    code, rest, took = stop(process, signal.SIGINT, within=10)
+    assert code == 130 and b"llmcu: interrupted (Ctrl-C)" in rest, rest
+    assert took < 2.5, took
+    assert not list((tmp_path / "build").rglob("model_weights.c")) and not list((tmp_path / "build").rglob("*.tmp*"))
+
+
+def test_an_interrupted_run_is_logged_as_interrupted(tmp_path: Path, stories260k: Path, tok512: Path) -> None:
+    """A run on the twin (QEMU counts instructions: a few hundred tokens take seconds): SIGTERM ends scons with 143,
+    QEMU is killed (no orphan) and the run log says interrupted, not disconnected."""
+    args = ["target=qemu-m7", f"model={stories260k}", f"tokenizer={tok512}"]
+    args += [f"build_dir={tmp_path / 'build'}", f"log_dir={tmp_path / 'logs'}"]
+    scons(args, stories260k.parent)  # built first: the signal is for the run
+    process = start_scons([*args, "run", "steps=0", "prompt=Once upon a time"], stories260k.parent)
+    wait_for_output(process, b"Once upon a time", 60)
+    time.sleep(0.3)
+    code, rest, _ = stop(process, signal.SIGTERM, within=10)
+    assert code == 143 and b"llmcu: stopped by SIGTERM" in rest, rest
+    (folder,) = (tmp_path / "logs").iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "incomplete" and summary["reason"] == "interrupted", summary
+    program = str(tmp_path / "build")
+    orphans = subprocess.run(["pgrep", "-f", program], capture_output=True, text=True).stdout.split()
+    assert not orphans, f"the program outlived scons: {orphans}"

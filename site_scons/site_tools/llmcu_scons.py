@@ -14,7 +14,7 @@ import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
 from llmcu import power
-from llmcu.build import codegen, flashalgo, linux, memplan, project, steps, watchdog
+from llmcu.build import codegen, flashalgo, linux, memplan, outputs, project, steps, watchdog
 from llmcu.build import options as option_rules
 from llmcu.core import fileio, interrupts
 from llmcu.core.errors import LlmcuError
@@ -133,13 +133,10 @@ def _flash_algo(env, settings: project.BuildSettings) -> list:
 
 def _model_sources(env, settings: project.BuildSettings) -> list:
     """The generated C and data, rebuilt when the model files, the options or the generator change."""
-    targets = [settings.gen_dir / name for name in codegen.GENERATED_FILES]
-    targets += [settings.out_dir / "quant_report.json", settings.out_dir / "quant_report.md"]
-    targets += [image.linker_script for image in settings.images]
-    if settings.images and settings.board:
-        targets.append(settings.gen_dir / "board_config.h")
-    if settings.weights_file:
-        targets.append(settings.out_dir / "model.bin")
+    targets = outputs.generated_files(settings)
+    changed = outputs.discard_changed(settings)  # a damaged model.bin or an edited source is generated again
+    if changed:
+        print(f"llmcu: {'; '.join(changed)}: generating the model's files again", file=sys.stderr)
     identity = env.Value(
         f"{settings.model_name}|{settings.plan!r}|{settings.seq_len}|{settings.target.kind}|{settings.board}|"
         f"kv_type={settings.kv_type}|weights_file={settings.weights_file}|auto={settings.auto_quant}|"
@@ -344,6 +341,9 @@ def llmcu_build(env, arguments: dict[str, str]):
     compile_db = env.CompilationDatabase(str(settings.out_dir / "compile_commands.json"))
     env.Alias("compiledb", compile_db)
     generated = _model_sources(env, settings)
+    # The database names the generated headers (model_config.h, ...): make them too, so that clangd finds them
+    # in a fresh build directory (nothing is compiled).
+    env.Alias("compiledb", generated)
     if settings.images:
         program = []
         for image in settings.images:

@@ -930,3 +930,30 @@ def test_template_errors_are_llmcu_errors() -> None:
     template (codegen, boards, linker scripts) reports it without a traceback."""
     with pytest.raises(templating.TemplateError, match="not found"):
         templating.environment().get_template("no_such_template.j2")
+
+
+@pytest.mark.fault(
+    area="build",
+    kind="fault",
+    what="a weights file (model.bin) cut short after the build, and a generated source edited by hand",
+    sees=r"^llmcu: model\.bin is 1,000 bytes, not the [\d,]+ generated: generating the model's files again$",
+)
+def test_a_damaged_generated_file_is_generated_again(tmp_path: Path, stories260k: Path, sees) -> None:
+    """SCons trusts a target whose sources did not change; the manifest (llmcu.build.outputs) does not."""
+    args = [f"model={stories260k}", "tokenizer=" + str(stories260k.parent / "tok512.bin"), "weights_file=yes",
+            f"build_dir={tmp_path}"]  # fmt: skip
+    scons(args, stories260k.parent)
+    (out,) = (tmp_path / "host").iterdir()
+    weights, source = out / "model.bin", out / "gen" / "model_weights.c"
+    good_weights, good_source = weights.read_bytes(), source.read_bytes()
+    with weights.open("r+b") as handle:
+        handle.truncate(1000)
+    result = scons(args, stories260k.parent)
+    (line,) = [text for text in result.stderr.splitlines() if "generating the model's files again" in text]
+    sees(line)
+    assert weights.read_bytes() == good_weights
+    source.write_bytes(good_source.replace(b"llmcu", b"llmcX", 1))  # the same size, another mtime and hash
+    result = scons(args, stories260k.parent)
+    assert "model_weights.c was changed since it was generated" in result.stderr
+    assert source.read_bytes() == good_source
+    assert "generating" not in scons(args, stories260k.parent).stderr  # unchanged: nothing generated again

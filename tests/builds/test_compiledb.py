@@ -29,5 +29,6 @@ def test_compile_commands_have_the_real_compiler_and_flags(
         assert Path(entry["file"]).is_absolute() and Path(entry["directory"]) == ROOT
         command = entry["command"]
         assert command.split()[0].endswith(compiler) and (flag in command or entry["file"].endswith(".S"))
-    # only the database: nothing was compiled
+    # only the database and the generated sources it names (clangd must find model_config.h): nothing compiled
     assert not list((tmp_path / target / "260k-q8").rglob("*.o"))
+    assert (tmp_path / target / "260k-q8" / "gen" / "model_config.h").is_file()

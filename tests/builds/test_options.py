@@ -178,3 +178,42 @@ def test_scons_prints_one_llmcu_error_line_for_a_bad_value(tmp_path, stories260k
         assert "site_tools" not in result.stderr and "Invalid value for enum" not in result.stderr
         if args == ["quant=q3"]:
             sees(errors[0])
+
+
+@pytest.mark.fault(
+    area="options",
+    kind="input",
+    what="an option for another kind of target (board= on the host, threads= on firmware, sanitize= on Linux)",
+    sees=r"^llmcu: error: board= does not apply to target host \(a hosted target\); it applies to .*stm32h743",
+)
+def test_an_option_that_does_not_apply_is_an_error_naming_where_it_does(tmp_path, stories260k, sees) -> None:
+    """Nothing is silently ignored: a non-default value for an option another kind of target takes is one error
+    line naming those targets; its default value (hil=none on the host, from a shared script) is fine."""
+    from buildutil import scons
+
+    cases = (
+        (["board=nucleo-h743zi"], "board= does not apply to target host (a hosted target); it applies to qemu-m7, "
+         "rzv2l, stm32h743"),
+        (["power=estimate"], "power= does not apply to target host (a hosted target); it applies to qemu-m7, "
+         "stm32h743"),
+        (["target=stm32h743", "threads=2"], "threads= does not apply to target stm32h743 (a baremetal target); it "
+         "applies to host, rzv2l"),
+        (["target=rzv2l", "sanitize=1"], "sanitize= does not apply to target rzv2l (a linux target); it applies to "
+         "host"),
+    )  # fmt: skip
+    for args, line in cases:
+        result = scons(["model=260k", f"build_dir={tmp_path}", *args], stories260k.parent, check=False)
+        errors = [text for text in result.stderr.splitlines() if text.strip()]
+        assert result.returncode == 2 and errors == [f"llmcu: error: {line}"], result.stderr
+        if args == ["board=nucleo-h743zi"]:
+            sees(errors[0])
+    assert "[baremetal targets]" in next(o.help for o in TABLE if o.name == "watchdog")
+
+
+def test_scons_help_lists_the_aliases_and_the_options(tmp_path, stories260k) -> None:
+    from buildutil import scons
+
+    text = scons(["-h"], stories260k.parent).stdout
+    for alias in ("run", "console", "monitor", "debug", "flash", "compiledb"):
+        assert f"scons [options] {alias}" in text, alias
+    assert "power:" in text and "[baremetal targets]" in text

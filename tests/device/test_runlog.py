@@ -249,3 +249,23 @@ def test_log_dir_that_cannot_be_created(tmp_path: Path, sees) -> None:
     with pytest.raises(LlmcuError) as excinfo:
         RunLog(tmp_path / "blocker" / "logs", info(), now=WHEN)
     sees(str(excinfo.value))
+
+
+def test_csv_rows_stay_one_line_whatever_the_pieces(tmp_path: Path, tok512: Path) -> None:
+    """A piece holding a carriage return or a newline (byte tokens <0x0D> and <0x0A>: ids 16 and 13) is written
+    escaped in tokens.csv, so that line tools and spreadsheets see one row per pass; tokens.jsonl keeps it as is."""
+    stream = (
+        b"\x02llmcu 1 target=host model=260k quant=q8 unit=ns\nA\r\n\n"
+        b"\x1etok pos=0 token=1 next=16 cost=1000\n\x1etok pos=1 token=16 next=13 cost=1000\n"
+        b"\x1etok pos=2 token=13 next=9 cost=1000\n"
+        b"\x1esum tokens=3 prompt_tokens=1 generated=2 cost=3000 cost_per_token=1000.0 tok_per_s=1e6 peak_stack=1\n"
+        b"\x03llmcu end status=ok\n"
+    )
+    with RunLog(tmp_path, info(tok512, runner="host", target="host"), now=WHEN) as log:
+        log.write_raw(stream)
+        log.finish(parse(stream))
+    rows = read_log(log.path)["tokens"]
+    assert rows[0]["next_piece"] == "\r" and rows[1]["next_piece"] == "\n"
+    lines = (log.path / "tokens.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(rows)
+    assert lines[1].split(",")[4] == "\\r" and lines[2].split(",")[4] == "\\n"

@@ -241,7 +241,9 @@ def test_kv_type_option_and_variant_names() -> None:
     option = next(option for option in options_table() if option.name == "kv_type")
     assert option.default == "auto" and option.allowed == ("auto", "f32", "f16", "q8", "q16")
     plan = QuantPlan.parse("q8", 32, "")
-    assert variant_name("260k", plan, 0) == variant_name("260k", plan, 0, "f32") == "260k-q8"
+    assert variant_name("260k", plan, 0) == "260k-q8"
+    assert variant_name("260k", plan, 0, "f32") == "260k-q8-kvf32"  # not auto's folder: auto is q16 or q8 here
+    assert variant_name("260k", QuantPlan(), 0, "f32") == variant_name("260k", QuantPlan(), 0) == "260k-fp32"
     assert variant_name("260k", plan, 0, "auto") == "260k-q8"
     assert variant_name("260k", plan, 128, "f16") == "260k-q8-ctx128-kvf16"
     assert variant_name("260k", QuantPlan(), 0, "q8") == "260k-fp32-kvq8"

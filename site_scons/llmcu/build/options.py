@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class Option:
     allowed: tuple[str, ...] | None = None  # None: free-form, checked by `parse`
     parse: Callable[[str], Any] = str
     allowed_text: str = ""  # how to describe free-form values in help and errors
+    kinds: tuple[str, ...] = ()  # the target kinds (llmcu.build.targets.KINDS) it applies to; () = every kind
 
     def describe_allowed(self) -> str:
         if self.allowed is not None:
@@ -114,8 +115,53 @@ def parse_sanitize(text: str) -> tuple[str, ...]:
     return tuple(name for name in SANITIZERS if name in names)
 
 
+# Options that mean something only for some kinds of target (llmcu.build.targets.KINDS); the rest apply to all.
+FIRMWARE = ("baremetal",)
+APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "threads": ("hosted", "linux"),
+    "weights_file": ("hosted", "linux"),
+    "sdk": ("linux",),
+    "board_ram": ("linux",),
+    "board": ("baremetal", "linux"),
+    "hil": ("baremetal", "linux"),
+    "sanitize": ("hosted",),
+    **dict.fromkeys(
+        ("weights", "kv", "stack", "watchdog", "selftest", "probe", "port", "power", "power_port", "power_voltage",
+         "power_supply"),
+        FIRMWARE,
+    ),
+}  # fmt: skip
+
+
+def check_applicable(
+    values: Mapping[str, str], options: Iterable[Option], target: str, kind: str, targets_by_kind: Mapping[str, list]
+) -> None:
+    """An option given a value other than its default for a target it means nothing to is an error naming the
+    targets it applies to (nothing is silently ignored)."""
+    for option in options:
+        if not option.kinds or kind in option.kinds or option.name not in values:
+            continue
+        if str(values[option.name]) == option.default:
+            continue
+        names = sorted(name for k in option.kinds for name in targets_by_kind.get(k, []))
+        raise OptionError(
+            f"{option.name}= does not apply to target {target} (a {kind} target); it applies to "
+            f"{', '.join(names) or 'no target here'}"
+        )
+
+
 def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
     """The option table; the allowed targets and model presets come from the folders that define them."""
+    options = _options_table(targets, presets)
+    out = []
+    for option in options:
+        kinds = APPLIES_TO.get(option.name, ())
+        note = f" [{'/'.join(kinds)} targets]" if kinds else ""
+        out.append(replace(option, kinds=kinds, help=option.help + note))
+    return out
+
+
+def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
     preset_names = "|".join(sorted(presets))
     return [
         Option("target", "what to build for", "host", tuple(sorted(targets))),
@@ -221,8 +267,10 @@ def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option
         ),
         Option(
             "kv_type",
-            "KV cache element type: f16 halves the cache, q8 stores a byte per value plus a float scale per head; "
-            "auto: f32 where it fits (always on the host), else f16, else q8",
+            "KV cache element type: f32; f16 (IEEE half) halves it; q8, a byte per value and a float scale per "
+            "position and head; q16, int16 with build-time scales per channel and integer attention. auto: the first "
+            "whose plan fits, q16 then q8 for quantized weights, f32 then f16 then q8 for fp32 ones; an explicit type "
+            "other than auto's choice builds in its own folder (-kvf16, ...)",
             "auto",
             ("auto", *KV_TYPES),
         ),

@@ -15,8 +15,8 @@ from ..model import models
 from ..model.quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, QuantPlan
 from . import boards, linux, watchdog
 from .memplan import available_regions
-from .options import Option, build_options, check_unknown, list_targets, validate
-from .targets import MemoryRegion, Target, load_target
+from .options import Option, build_options, check_applicable, check_unknown, list_targets, validate
+from .targets import MemoryRegion, Target, load_target, targets_by_kind
 from .window import DEFAULT_MAX_STEPS, DEFAULT_SINKS, Window, check_window
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -156,7 +156,9 @@ def variant_name(
             name += "-calibnone" if source == "none" else f"-calib-{Path(source).stem}"
     if seq_len:
         name += f"-ctx{seq_len}"
-    if kv_type not in ("f32", "auto"):
+    # auto's choice has no suffix: f32 for fp32 weights; for quantized ones auto is q16 or q8, so an explicit f32
+    # is a build of its own (it used to share auto's folder, and each overwrote the other)
+    if kv_type != "auto" and (kv_type != "f32" or plan.quantized or auto_quant):
         name += f"-kv{kv_type}"
     return _safe(name)
 
@@ -184,6 +186,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     check_unknown(arguments, table)
     values = validate(arguments, table)
     target = load_target(values["target"], TARGETS_DIR)
+    check_applicable(arguments, table, target.name, target.kind, targets_by_kind(TARGETS_DIR))
     resolved = models.resolve_model(values["model"], values["tokenizer"] or None, MODELS_DIR, download=download)
     auto_quant = values["quant"] == "auto"
     if auto_quant and values["quant_overrides"]:
@@ -328,8 +331,13 @@ def runtime_sources(kernel_set: str = "") -> list[Path]:
 def help_intro() -> str:
     return """llmcu: build a llama2.c model for a target.
 
-  scons [options]            build build/<target>/<model>-<quant>/llmcu
-  scons [options] run        build, run, print the text and a summary line
+  scons [options]            build build/<target>/<model>-<quant>/ (also: scons [options] build)
+  scons [options] run        build, run, print the text and a summary line (power= measures it)
+  scons [options] console    one running image, many prompts (Ctrl-C stops a generation, twice leaves)
+  scons [options] monitor    watch a board's console without sending anything (Ctrl-C to stop)
+  scons [options] debug      gdb on the firmware or program (debug=server: only the gdb server)
+  scons [options] flash      program the board through its debug probe (firmware targets)
+  scons [options] compiledb  compile_commands.json of this build, for clangd and IDEs
   scons -c [options]         remove that build's outputs
 
 Models are looked up in $LLMCU_MODELS (directories), then ~/.cache/llmcu, then downloaded.

@@ -18,7 +18,7 @@ from ..model import calibration, quality
 from ..model.kvcache import auto_kv_types
 from ..model.quantize import QuantizedMatrix, QuantPlan, kept_from_source, quantize_checkpoint
 from ..model.sources import read_config, read_model, read_vocab
-from . import autoquant, boards, codegen, elfreport, layouts, memplan, selftest_regions, weightsfile
+from . import autoquant, boards, codegen, elfreport, layouts, memplan, outputs, selftest_regions, weightsfile
 from .codegen import GeneratedModel, write_quant_report
 from .project import BuildSettings, FirmwareImage
 from .templating import environment
@@ -82,6 +82,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
     if settings.images and settings.board:
         board = boards.load_board(settings.target.folder, settings.board)
         write_text_atomic(settings.gen_dir / "board_config.h", boards.render_board_config(board))
+    outputs.write_manifest(settings)  # last: a later build checks the files against it (llmcu.build.outputs)
     return model
 
 

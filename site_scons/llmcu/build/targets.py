@@ -243,3 +243,12 @@ def load_target(name: str, targets_dir: Path) -> Target:
         kernel_set=raw.get("kernels", ""),
         raw=raw,
     )
+
+
+def targets_by_kind(targets_dir: Path) -> dict[str, list[str]]:
+    """Every target's name under its kind (what an option that applies to some kinds names in its error)."""
+    out: dict[str, list[str]] = {}
+    for path in sorted(targets_dir.glob("*/target.toml")):
+        kind = read_toml(path).get("kind", "")
+        out.setdefault(str(kind), []).append(path.parent.name)
+    return out

@@ -1,4 +1,4 @@
-"""Run logs: every run (host program, QEMU twin, board) leaves a folder that says what happened.
+r"""Run logs: every run (host program, QEMU twin, board) leaves a folder that says what happened.
 
 ``<log_dir>/<UTC timestamp>-<target>-<model>-<quant>/`` (``log_dir`` defaults to ``logs/`` in the project)::
 
@@ -11,7 +11,9 @@
 bytes with the protocol's start line and end line arrived (what aligns a power meter's samples with the run).
 
 ``piece`` is the text of ``token`` (decoded after the token before it, as the runtime printed it one pass
-earlier); ``next_piece`` is what this pass printed. ``cost`` is in the header's unit (ns on the host, cycles
+earlier); ``next_piece`` is what this pass printed. In tokens.csv, made for spreadsheets and line tools, a piece's
+control characters are written as escapes (``\n``, ``\r``, ``\t``, ``\\``, ``\xHH``), so that every row is one
+line; tokens.jsonl keeps the pieces as they are. ``cost`` is in the header's unit (ns on the host, cycles
 on a board, instructions on the QEMU twin); ``ms`` is there when the clock is known (ns, or cycles with a
 ``clock_hz``). ``summary.json`` is written when the log is opened (status ``incomplete``, reason
 ``running``) and again at the end; it and the token files are replaced atomically (llmcu.core.fileio), so a reader
@@ -250,7 +252,7 @@ class RunLog:
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: "" if row[key] is None else row[key] for key in CSV_COLUMNS})
+            writer.writerow({key: _csv_cell(row[key]) for key in CSV_COLUMNS})
         _write_log_file(self.path / "tokens.csv", buffer.getvalue())
 
         if output.complete and output.status == "ok" and not reason:
@@ -339,6 +341,18 @@ class RunLog:
             "files": list(FILES),
             "host": {**host_versions(), **info.host},
         }
+
+
+_CSV_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _csv_cell(value: object) -> object:
+    """A CSV cell: None empty, text with its control characters escaped (one row, one line)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return value
+    return "".join(_CSV_ESCAPES.get(c, f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in value)
 
 
 def _write_log_file(path: Path, text: str) -> None:

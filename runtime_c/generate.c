@@ -19,6 +19,10 @@
 
 #define GENERATE_ERR_PROMPT_TOO_LONG 3
 
+#ifndef LLMCU_ADD_BOS /* model_config.h defines it */
+#define LLMCU_ADD_BOS 1
+#endif
+
 #ifndef LLMCU_SLIDE /* model_config.h defines it; 0 is overflow=stop */
 #define LLMCU_SLIDE 0
 #endif
@@ -214,6 +218,13 @@ static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
 
     run_counts counts = {0, n_prompt, 0, 0};
     int token = prompt_tokens[0];
+    if (token != LLMCU_BOS) { /* a vocabulary without BOS: the first word is a token of its own, shown as text */
+        size_t len;
+        const char *piece = llmcu_decode(LLMCU_BOS, token, &len);
+        if (len > 0) {
+            platform_write(piece, len);
+        }
+    }
     for (int pos = 0; pos < steps; pos++) {
         platform_alive();
         phase_begin_pass(pos, steps);
@@ -264,7 +275,9 @@ int llmcu_generate(const llmcu_params *params) {
     if (params->records) {
         write_header();
     }
-    int n_prompt = llmcu_encode(prompt, 1, 0, prompt_tokens, LLMCU_SEQ_LEN);
+    /* BOS first when the vocabulary asks for it (GGUF's add_bos_token; run.c always), and for an empty prompt:
+     * the run needs a first token. */
+    int n_prompt = llmcu_encode(prompt, LLMCU_ADD_BOS || prompt[0] == '\0', 0, prompt_tokens, LLMCU_SEQ_LEN);
     if (n_prompt < 0 || n_prompt > LLMCU_SEQ_LEN) {
         if (params->records) {
             write_prompt_refusal(n_prompt, prompt);

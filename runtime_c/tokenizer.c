@@ -11,6 +11,10 @@
 
 #include "llmcu.h"
 
+#ifndef LLMCU_ADD_SPACE_PREFIX /* model_config.h defines it */
+#define LLMCU_ADD_SPACE_PREFIX 1
+#endif
+
 /* Merging never needs more than two pieces side by side, and no piece is longer than
  * LLMCU_MAX_TOKEN_LENGTH, so a longer concatenation cannot be in the vocabulary. */
 static uint8_t pair_buffer[LLMCU_MAX_TOKEN_LENGTH * 2 + 1];
@@ -133,8 +137,9 @@ int llmcu_encode(const char *text, int bos, int eos, int *tokens, int max_tokens
     if (bos) {
         encode_work[n++] = LLMCU_BOS;
     }
-    /* SentencePiece's dummy prefix: the text is encoded as if it started with a space. */
-    if (text[0] != '\0') {
+    /* SentencePiece's dummy prefix: the text is encoded as if it started with a space (unless the vocabulary
+     * says not to: GGUF's tokenizer.ggml.add_space_prefix). */
+    if (LLMCU_ADD_SPACE_PREFIX && text[0] != '\0') {
         int space = lookup((const uint8_t *)" ", 1);
         if (space >= 0) {
             encode_work[n++] = space;

@@ -151,3 +151,22 @@ def test_automatic_kv_type_and_the_twin_with_the_boards_budget(build_root: Path,
     assert "#define LLMCU_KV_TYPE 3" in (out / "gen" / "model_config.h").read_text()
     assert "Once upon a time, there was a little girl" in result.stdout
     assert "24 tokens" in result.stdout and "instructions/token" in result.stdout
+
+
+@pytest.mark.fault(
+    area="build",
+    kind="input",
+    what="a build that fits the board's 16 MB QSPI but not its QEMU twin's 8 MB beside the SDRAM (hil=qemu)",
+    sees=r"^llmcu: error: this build fits the stm32h743 board \(h743-sdram-qspi\) but not its QEMU twin qemu-m7; "
+    r"its external memory is 16 MB in all \(sdram 8 MB, qspi 8 MB\): .* Run it on the board \(hil=none\)",
+)
+def test_what_fits_the_board_but_not_its_twin_names_the_twin(tmp_path: Path, tokenizer_32k: Path, sees) -> None:
+    checkpoint = tmp_path / "wide.bin"  # 11 MB of q8 weights, all in QSPI
+    write_checkpoint(checkpoint, random_checkpoint(ModelConfig(256, 512, 2, 4, 4, 32000, 32, True), seed=3))
+    args = ["target=stm32h743", "board=h743-sdram-qspi", f"model={checkpoint}", f"tokenizer={tokenizer_32k}",
+            "quant=q8", "fit=absmax", "weights=qspi", "hil=qemu", f"build_dir={tmp_path / 'build'}"]  # fmt: skip
+    result = scons(args, tokenizer_32k.parent, check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("llmcu: error:")]
+    assert result.returncode != 0 and len(errors) == 1, result.stderr
+    assert "board=" not in errors[0]  # no other board advised: this one fits
+    sees(errors[0])

@@ -130,3 +130,24 @@ def test_everything_that_does_not_fit_is_reported_at_once() -> None:
     problem = info.value.problem
     assert "the KV cache" in problem and "does not fit" in problem
     assert ". Also, the weights (17,000,000 bytes in all) do not fit" in problem and "find no room" in problem
+
+
+def test_the_twin_takes_the_boards_external_memories_as_far_as_its_window_allows() -> None:
+    """mps2-an500's 16 MB stand in for a board's SDRAM and QSPI: each as large as the board's, in the twin's order,
+    the QSPI in what is left; a board with QSPI alone gets all 16 MB of it on the twin."""
+    from llmcu.build.memplan import twin_regions
+    from llmcu.build.project import TARGETS_DIR
+    from llmcu.build.targets import load_target
+
+    twin = load_target("qemu-m7", TARGETS_DIR)
+    assert twin.external_window == (0x60000000, 16 << 20)
+
+    def external(board_regions: tuple[MemoryRegion, ...]) -> list[tuple[str, int, int]]:
+        return [(r.name, r.origin, r.size) for r in twin_regions(twin, board_regions) if r.external]
+
+    assert external(H743) == [("sdram", 0x60000000, 8 << 20), ("qspi", 0x60800000, 8 << 20)]
+    qspi_only = tuple(region for region in H743 if region.name != "sdram")
+    assert external(qspi_only) == [("qspi", 0x60000000, 16 << 20)]
+    assert external(ON_CHIP) == []
+    internal = [r for r in twin_regions(twin, H743) if not r.external]
+    assert internal == [r for r in twin.memory if not r.external]  # the internal map is the twin's own

@@ -305,3 +305,25 @@ def test_fault_reports_read_as_what_happened() -> None:
     assert text.startswith("watchdog: the firmware made no progress") and "pc=0x00002754" in text
     hard = {"status": "fault", "reason": "HardFault", "pc": "0x08000123", "cfsr": "0x00000400", "hfsr": "0x40000000"}
     assert describe_fault(hard).startswith("HardFault at pc=0x08000123") and "IMPRECISERR" in describe_fault(hard)
+
+
+@pytest.mark.fault(
+    area="options",
+    kind="input",
+    what="watchdog=1ms on the STM32H743's twin: shorter than a forward pass at the board's 480 MHz",
+    sees=r"^llmcu: error: watchdog=1ms is shorter than 2 forward passes on the stm32h743 at 480 MHz: a pass is "
+    r"about [\d.]+ ms .* choose watchdog=\d+ms or more$",
+)
+def test_a_watchdog_shorter_than_a_pass_at_the_chips_clock_is_refused(stories260k: Path, tmp_path: Path, sees) -> None:
+    """QEMU counts an instruction a nanosecond, so a 1 ms watchdog lets the twin through a pass the board (at
+    480 MHz, several ms) would be reset in: refused at build time, for the twin as for the board."""
+    for target in ("qemu-m7", "stm32h743"):
+        args = [f"target={target}", "model=260k", "watchdog=1ms", f"build_dir={tmp_path}"]
+        result = scons(args, stories260k.parent, check=False)
+        (line,) = [text for text in result.stderr.splitlines() if text.startswith("llmcu: error:")]
+        assert result.returncode != 0 and "is shorter than 2 forward passes on the stm32h743" in line
+        if target == "qemu-m7":
+            sees(line)
+    with pytest.raises(OptionError, match=r"choose watchdog=1\.2s or more"):
+        watchdog.check_pass_time(1.0, 300_000_000, False, 2_000_000_000, "a chip")
+    watchdog.check_pass_time(1.0, 1_000_000, True, 480_000_000, "a chip")  # 4 ms a pass: fine

@@ -33,7 +33,8 @@ def sentencepiece_pieces(tok: Tokenizer) -> list[str]:
 
 
 def write_gguf(path: Path, ckpt: Checkpoint, tok: Tokenizer, *, qtype: str = "F32", arch: str = "llama",
-               extra: dict | None = None) -> Path:  # fmt: skip
+               extra: dict | None = None, add_space_prefix: bool | None = None,
+               add_bos: bool | None = None) -> Path:  # fmt: skip
     """``ckpt`` as a llama.cpp GGUF file; matrices in ``qtype`` (F32, F16, Q8_0, Q4_0), norms in F32."""
     import gguf
     from gguf import quants
@@ -56,6 +57,10 @@ def write_gguf(path: Path, ckpt: Checkpoint, tok: Tokenizer, *, qtype: str = "F3
     writer.add_token_scores([float(score) for score in tok.scores])
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
+    if add_space_prefix is not None:
+        writer.add_add_space_prefix(add_space_prefix)
+    if add_bos is not None:
+        writer.add_add_bos_token(add_bos)
 
     def add(name: str, value: np.ndarray, matrix: bool) -> None:
         value = np.ascontiguousarray(value, dtype=np.float32)

@@ -432,3 +432,32 @@ def test_scons_names_what_it_cannot_read(tmp_path: Path, stories260k: Path) -> N
     result = scons(["target=host", f"model={junk}", f"build_dir={tmp_path / 'b'}"], stories260k.parent, check=False)
     assert result.returncode != 0 and "llmcu: error:" in result.stderr and "junk.gguf" in result.stderr
     assert isinstance(CheckpointError("x"), LlmcuError)
+
+
+def test_gguf_prompt_flags_are_honoured_by_the_encoder_and_the_runtime(tmp_path: Path, original) -> None:
+    """tokenizer.ggml.add_space_prefix and add_bos_token false (llama.cpp honours both): no dummy-prefix space and
+    no BOS before the prompt, in the Python encoder and in a host build's program, whose run equals the oracle's."""
+    from buildutil import scons
+    from llmcu.device.protocol import parse
+    from llmcu.model import oracle
+    from llmcu.model.reference import Reference
+
+    ckpt, tok = original
+    path = write_gguf(tmp_path / "flags.gguf", ckpt, tok, add_space_prefix=False, add_bos=False)
+    read = sources.read_vocab(path, 512)
+    assert (read.add_space_prefix, read.add_bos) == (False, False) and read != tok
+    ids = read.encode_prompt("Once upon a time")
+    assert ids[0] not in (1, tok.lookup(b" ")) and read.decode_all(ids) == b"Once upon a time"  # no BOS, no " "
+    assert tok.encode_prompt("Once upon a time")[:1] == [1]
+    assert read.encode_prompt("") == [1]  # an empty prompt still starts from BOS
+    assert sources.read_vocab(write_gguf(tmp_path / "plain.gguf", ckpt, tok), 512).add_bos  # absent: on
+
+    scons([f"model={path}", f"build_dir={tmp_path / 'build'}"], tmp_path)
+    (program,) = (tmp_path / "build" / "host").glob("*/llmcu")
+    header = (program.parent / "gen" / "model_config.h").read_text()
+    assert "#define LLMCU_ADD_SPACE_PREFIX 0" in header and "#define LLMCU_ADD_BOS 0" in header
+    run = parse(subprocess.run([str(program), "-p", "Once upon a time", "-n", "40", "-t", "0"],
+                               capture_output=True, check=True).stdout)  # fmt: skip
+    expected = oracle.generate(Reference.from_checkpoint(ckpt, "fp32"), read, "Once upon a time", 40, 0.0, 0.9, 1)
+    assert run.token_sequence() == expected.tokens[: len(run.token_sequence())]
+    assert run.text == expected.text and run.text.startswith(b"Once upon a time")

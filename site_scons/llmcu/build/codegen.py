@@ -69,6 +69,8 @@ class GeneratedModel:
     kv_type: str = "f32"
     data: bytes = b""
     max_token_length: int = 1
+    add_space_prefix: bool = True  # how the runtime encodes a prompt (the vocabulary's, llmcu.model.tokenizer)
+    add_bos: bool = True
     weight_layout: str = layouts.REFERENCE  # how the kernel set reads the quantized matrices (llmcu.build.layouts)
     quality: dict[str, object] | None = None  # llmcu.model.quality.build_quality's figures, when measured
     quality_note: str = ""  # why quality was not measured
@@ -303,6 +305,7 @@ def prepare(
     max_token_length = max(tok.max_token_length, max((len(p) for p in tok.pieces), default=1))
     model = GeneratedModel(config, context, plan, blobs, tensor_reports, kv_type, data, max_token_length, weight_layout)
     model.window = window
+    model.add_space_prefix, model.add_bos = tok.add_space_prefix, tok.add_bos
     if kv_type == "q16" or plan.quantized:
         model.kv_q16_scales = kvq16.calibrated_scales(ckpt, show_progress=progress).as_array()
     return model
@@ -352,6 +355,8 @@ def write_sources(
         qtypes=qtypes,
         any_quantized=any(code != 0 for _, code in qtypes),
         max_token_length=model.max_token_length,
+        add_space_prefix=int(model.add_space_prefix),
+        add_bos=int(model.add_bos),
         tokenizer_bytes=model.tokenizer_bytes(),
         weight_bytes=model.weight_bytes(),
         kv_type=model.kv_type,

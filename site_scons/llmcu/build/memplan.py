@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..core.config import ModelConfig
 from ..core.errors import LlmcuError
@@ -82,6 +82,11 @@ def run_state_bytes(
     return -(-(activations + sampler + records + kv_scratch) // 32) * 32 + 4 * 32
 
 
+class TwinFitError(FitError):
+    """What fits the board does not fit its QEMU twin (whose memory is smaller): the twin is named, no board
+    advised."""
+
+
 @dataclass(frozen=True)
 class Blob:
     """A linked-in array to place: its input section and size."""
@@ -140,6 +145,25 @@ def available_regions(target: Target, board_memories: Iterable[str] | None) -> l
     """The target's regions, without external memories the board does not have."""
     present = None if board_memories is None else set(board_memories)
     return [r for r in target.memory if not r.external or present is None or r.name in present]
+
+
+def twin_regions(twin: Target, board_regions: Sequence[MemoryRegion]) -> list[MemoryRegion]:
+    """A twin's regions for a board: its own internal ones, and the board's external memories laid out in the
+    twin's ``external_window`` in the twin's order, each as large as the board's or as what is left of the window.
+    A twin without a window keeps its own map (less the memories the board does not have)."""
+    board = {region.name: region for region in board_regions if region.external}
+    origin, room = twin.external_window
+    if not room:
+        return [r for r in twin.memory if not r.external or r.name in board]
+    out = []
+    for region in twin.memory:
+        if not region.external:
+            out.append(region)
+        elif region.name in board and room > 0:
+            size = min(board[region.name].size, room)
+            out.append(replace(region, origin=origin, size=size))
+            origin, room = origin + size, room - size
+    return out
 
 
 def _resolve(name: str, regions: Sequence[MemoryRegion], what: str) -> str:

@@ -14,7 +14,7 @@ from ..core.paths import MODELS_DIR, ROOT, RUNTIME_DIR, TARGETS_DIR
 from ..model import models
 from ..model.quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, QuantPlan
 from . import boards, linux, watchdog
-from .memplan import available_regions
+from .memplan import available_regions, twin_regions
 from .options import Option, build_options, check_applicable, check_unknown, list_targets, validate
 from .targets import MemoryRegion, Target, load_target, targets_by_kind
 from .window import DEFAULT_MAX_STEPS, DEFAULT_SINKS, Window, check_window
@@ -176,7 +176,8 @@ def firmware_images(target: Target, board: str, out_dir: Path, hil: str) -> tupl
         if not target.twin:
             raise OptionError(f"target {target.name} has no QEMU twin, so hil=qemu cannot run it")
         twin = load_target(target.twin, TARGETS_DIR)
-        images.append(FirmwareImage("twin", twin, tuple(available_regions(twin, memories)), out_dir / "twin", board))
+        regions = twin_regions(twin, images[0].regions)  # the board's external memories, as far as they fit
+        images.append(FirmwareImage("twin", twin, tuple(regions), out_dir / "twin", board))
     return board, tuple(images)
 
 

@@ -14,13 +14,26 @@ import numpy as np
 from .. import __version__
 from ..core.errors import LlmcuError
 from ..core.fileio import write_text_atomic
+from ..core.paths import TARGETS_DIR
 from ..model import calibration, quality
 from ..model.kvcache import auto_kv_types
 from ..model.quantize import QuantizedMatrix, QuantPlan, kept_from_source, quantize_checkpoint
 from ..model.sources import read_config, read_model, read_vocab
-from . import autoquant, boards, codegen, elfreport, layouts, memplan, outputs, selftest_regions, weightsfile
+from . import (
+    autoquant,
+    boards,
+    codegen,
+    elfreport,
+    layouts,
+    memplan,
+    outputs,
+    selftest_regions,
+    watchdog,
+    weightsfile,
+)
 from .codegen import GeneratedModel, write_quant_report
 from .project import BuildSettings, FirmwareImage
+from .targets import load_target
 from .templating import environment
 
 
@@ -61,10 +74,13 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         plans = _plan_images(settings, model)
         if settings.linux is not None:
             _fit_linux_board(settings, model)
+    except memplan.TwinFitError:
+        raise  # the board's plan fits: no board to advise
     except memplan.FitError as error:  # say only what was planned again and fits (llmcu.build.advice)
         from .advice import advice
 
         raise memplan.FitError(error.problem, advice(settings, ckpt, tok, model, quantized)) from None
+    _check_watchdog(settings, model)
     _measure_quality(settings, ckpt, tok, model, quantized)
     codegen.write_sources(
         model,
@@ -84,6 +100,23 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         write_text_atomic(settings.gen_dir / "board_config.h", boards.render_board_config(board))
     outputs.write_manifest(settings)  # last: a later build checks the files against it (llmcu.build.outputs)
     return model
+
+
+def _check_watchdog(settings: BuildSettings, model: GeneratedModel) -> None:
+    """watchdog= against the forward pass at the chip's clock (the board's; for the twin, the board it stands
+    for), at the last position of the context."""
+    if settings.firmware is None or not settings.firmware.watchdog_s:
+        return
+    chip = settings.target
+    if chip.twin_of:  # target=qemu-m7: the chip it is the twin of
+        chip = load_target(chip.twin_of, TARGETS_DIR)
+    clock_hz = float(chip.clock_hz)
+    if settings.board and (chip.folder / "boards").is_dir():
+        clock_hz = float(boards.load_board(chip.folder, settings.board).clocks.cpu_hz)
+    last = model.seq_len - 1
+    macs = elfreport.macs_per_token(model.config, (last,)).get(f"total_at_pos_{last}", 0)
+    where = f"the {chip.name}" + (f" ({settings.board})" if settings.board else "")
+    watchdog.check_pass_time(settings.firmware.watchdog_s, macs, model.plan.quantized, clock_hz, where)
 
 
 def _fit_linux_board(settings: BuildSettings, model: GeneratedModel) -> None:
@@ -115,7 +148,23 @@ def _plan_images(
         kv_type or settings.kv_type, lambda kind: plan_image(settings, own, model, kind), candidates
     )
     model.kv_type = first.kv_type
-    return [first] + [plan_image(settings, image, model, model.kv_type) for image in settings.images[1:]]
+    return [first] + [_plan_twin(settings, image, model) for image in settings.images[1:]]
+
+
+def _plan_twin(settings: BuildSettings, image: FirmwareImage, model: GeneratedModel) -> memplan.MemoryPlan:
+    """The twin's plan for what fits the board: where the twin's memory is smaller (mps2-an500 has 16 MB for a
+    board's SDRAM and QSPI together), the error names the twin and its limit, not the board."""
+    try:
+        return plan_image(settings, image, model, model.kv_type)
+    except memplan.FitError as error:
+        external = ", ".join(f"{r.name} {r.size / 2**20:g} MB" for r in image.regions if r.external)
+        window = image.target.external_window[1]
+        limit = f"; its external memory is {window / 2**20:g} MB in all ({external})" if window else ""
+        raise memplan.TwinFitError(
+            f"this build fits the {settings.target.name} board ({settings.board}) but not its QEMU twin "
+            f"{image.target.name}{limit}: {error.problem}",
+            "Run it on the board (hil=none), or make the model smaller for the twin (a smaller quant=, seq_len=)",
+        ) from None
 
 
 def _kept_notes(ckpt: Any, plan: QuantPlan, quantized: dict[str, QuantizedMatrix]) -> list[str]:

@@ -95,6 +95,8 @@ class Target:
     # Appended for code off the per-token path (board layer, console, tokenizer, sampler, output): -Os where
     # flash is what runs out, while the kernels and the forward pass keep cflags' -O2.
     cold_cflags: tuple[str, ...] = ()
+    # A twin's RAM that stands in for a board's external memories: (origin, size), (0, 0) when it has none.
+    external_window: tuple[int, int] = (0, 0)
     raw: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -218,6 +220,14 @@ def load_target(name: str, targets_dir: Path) -> Target:
         if not source.is_file():
             raise OptionError(f"{where}: board source {source} does not exist")
     memory = _memory(raw.get("memory", []), where)
+    window = _table(raw, "external_window", where)
+    external_window = (0, 0)
+    if window:
+        here = f"{where} [external_window]"
+        external_window = (
+            int(_require(window, "origin", here, int)),
+            parse_size(_require(window, "size", here, (int, str)), here),
+        )
     if kind == "baremetal" and not any(region.kind == "flash" for region in memory):
         raise OptionError(f"{where}: a baremetal target needs a [[memory]] region of kind 'flash' to boot from")
     cc = os.environ.get("CC") if kind == "hosted" and os.environ.get("CC") else toolchain.get("cc", "gcc")
@@ -241,6 +251,7 @@ def load_target(name: str, targets_dir: Path) -> Target:
         twin=raw.get("twin", ""),
         twin_of=raw.get("twin_of", ""),
         kernel_set=raw.get("kernels", ""),
+        external_window=external_window,
         raw=raw,
     )
 

@@ -109,6 +109,38 @@ def plan(target: Target, seconds: float) -> WatchdogSetting | None:
     raise OptionError(f"{target.folder / 'target.toml'}: [watchdog] kind {kind!r} is not one of stm32-iwdg, cmsdk")
 
 
+# Cycles per multiply-accumulate of a forward pass on the Cortex-M7, from the twin's exact counts (stories260K:
+# fp32 1.13M instructions a token for 259K MACs, q8 with the q16 cache 545K) at one cycle an instruction (flash
+# wait states, external memory and cache misses add to it on a board).
+CYCLES_PER_MAC = {"fp32": 4.0, "quantized": 2.0}
+# The watchdog must allow this many estimated forward passes: the estimate is rough, and a pass at a long context
+# costs more than at a short one.
+PASS_MARGIN = 2.0
+
+
+def check_pass_time(seconds: float, macs_per_pass: int, quantized: bool, clock_hz: float, where: str) -> None:
+    """Refuse a watchdog period shorter than PASS_MARGIN estimated forward passes at the chip's clock: it would
+    reset the board in the middle of every token. Checked for the twin too (whose watchdog counts instructions
+    at QEMU's 1 GHz and would let it pass)."""
+    if seconds <= 0 or clock_hz <= 0:
+        return
+    per_mac = CYCLES_PER_MAC["quantized" if quantized else "fp32"]
+    pass_s = macs_per_pass * per_mac / clock_hz
+    if seconds < PASS_MARGIN * pass_s:
+        least = PASS_MARGIN * pass_s
+        raise OptionError(
+            f"watchdog={_shown(seconds)} is shorter than {PASS_MARGIN:g} forward passes on {where} at "
+            f"{clock_hz / 1e6:g} MHz: a pass is about {pass_s * 1000:.3g} ms ({macs_per_pass:,} multiply-adds at "
+            f"~{per_mac:g} cycles each, the twin's instructions per multiply-add), so the watchdog would reset it in the middle of a token; "
+            f"choose watchdog={_shown(_round_up(least))} or more"
+        )
+
+
+def _round_up(seconds: float) -> float:
+    """A readable time at least ``seconds``: whole ms below 1 s, tenths of a second above."""
+    return math.ceil(seconds * 1000) / 1000 if seconds < 1 else math.ceil(seconds * 10) / 10
+
+
 def defines(target: Target, seconds: float) -> list[tuple[str, int]]:
     """The C defines for one firmware image: ``LLMCU_WATCHDOG=0`` when the watchdog is off."""
     setting = plan(target, seconds)

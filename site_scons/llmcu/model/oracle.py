@@ -70,11 +70,13 @@ def generate(
     topp = 0.9 if topp < 0.0 or topp > 1.0 else topp
     steps = effective_steps(steps, getattr(model, "max_passes", model.config.seq_len))
     sampler = Sampler(temperature, topp, seed, model.cmath)
-    prompt_ids = tok.encode(prompt, bos=True, eos=False)
+    prompt_ids = tok.encode_prompt(prompt)
     tokens = [prompt_ids[0]]
     logits_log: list[np.ndarray] | None = [] if keep_logits else None
     text = bytearray()
     token = prompt_ids[0]
+    if token != BOS:  # a vocabulary without BOS (add_bos_token false): the first word is shown too
+        text += printable(tok.decode(BOS, token))
     for pos in range(steps):
         logits = model.forward(token, pos)
         if logits_log is not None:

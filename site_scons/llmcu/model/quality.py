@@ -85,7 +85,7 @@ def build_quality(ckpt: Checkpoint, tok: Tokenizer, quantized: dict, kv_type: st
     from .calibration import greedy
 
     steps = min(BUILD_STEPS, ckpt.config.seq_len)
-    prompt = tok.encode(EVALUATION_PROMPTS[0], bos=True, eos=False)
+    prompt = tok.encode_prompt(EVALUATION_PROMPTS[0])
     tokens, logits = greedy(ckpt, prompt, steps)
     baseline = GenerationResult(b"", tokens, len(prompt), logits)
     result = teacher_forced(baseline, Reference(ckpt, quantized, kv_type=kv_type))

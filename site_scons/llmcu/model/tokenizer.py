@@ -40,6 +40,10 @@ class Tokenizer:
     pieces: list[bytes]
     scores: np.ndarray
     max_token_length: int
+    # How a prompt is encoded (GGUF's tokenizer.ggml.add_space_prefix and add_bos_token; llama2.c's tokenizer.bin
+    # has neither and run.c does both): a dummy-prefix space before a non-empty text, and BOS first.
+    add_space_prefix: bool = True
+    add_bos: bool = True
     _lookup: dict[bytes, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +60,7 @@ class Tokenizer:
             return NotImplemented
         return (
             self.max_token_length == other.max_token_length
+            and (self.add_space_prefix, self.add_bos) == (other.add_space_prefix, other.add_bos)
             and self.pieces == other.pieces
             and self.scores.tobytes() == other.scores.tobytes()
         )
@@ -71,16 +76,23 @@ class Tokenizer:
         return self._lookup.get(piece)
 
     def encode(self, text: str | bytes, bos: bool, eos: bool) -> list[int]:
-        """run.c's ``encode``: BOS, dummy prefix, code points with byte fallback, BPE merges, EOS."""
+        """run.c's ``encode``: BOS, dummy prefix (unless the vocabulary says otherwise), code points with byte
+        fallback, BPE merges, EOS."""
         data = _c_string(text)
         tokens: list[int] = [BOS] if bos else []
         if data:
-            tokens.append(self._dummy_prefix())
+            if self.add_space_prefix:
+                tokens.append(self._dummy_prefix())
             tokens.extend(self._initial_tokens(data))
         tokens = self._merge(tokens)
         if eos:
             tokens.append(EOS)
         return tokens
+
+    def encode_prompt(self, text: str | bytes) -> list[int]:
+        """A prompt as the runtime encodes it (runtime_c/generate.c): BOS first when the vocabulary asks for it,
+        and always for an empty prompt (a run needs a first token)."""
+        return self.encode(text, bos=self.add_bos or not _c_string(text), eos=False)
 
     def decode(self, prev: int, token: int) -> bytes:
         """run.c's ``decode``: the piece of ``token`` as it follows ``prev``.

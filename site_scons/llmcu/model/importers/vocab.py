@@ -22,8 +22,15 @@ from ..tokenizer import BOS, BYTE_FALLBACK_OFFSET, EOS, Tokenizer
 WORD_MARK = "\u2581"
 
 
-def to_tokenizer(pieces: Sequence[str], scores: Sequence[float], source: str) -> Tokenizer:
-    """llama2.c's vocabulary from sentencepiece pieces and scores (ids in order)."""
+def to_tokenizer(
+    pieces: Sequence[str],
+    scores: Sequence[float],
+    source: str,
+    *,
+    add_space_prefix: bool = True,
+    add_bos: bool = True,
+) -> Tokenizer:
+    """llama2.c's vocabulary from sentencepiece pieces and scores (ids in order), and how prompts are encoded."""
     if len(pieces) < BYTE_FALLBACK_OFFSET + 256:
         raise TokenizerError(f"{source}: {len(pieces)} pieces; a llama vocabulary has at least 259")
     for byte in range(256):
@@ -43,7 +50,13 @@ def to_tokenizer(pieces: Sequence[str], scores: Sequence[float], source: str) ->
         else:
             text = piece.replace(WORD_MARK, " ")
         converted.append(text.encode("utf-8"))
-    return Tokenizer(converted, np.asarray(scores, dtype=np.float32), max(len(p) for p in converted))
+    return Tokenizer(
+        converted,
+        np.asarray(scores, dtype=np.float32),
+        max(len(p) for p in converted),
+        add_space_prefix=add_space_prefix,
+        add_bos=add_bos,
+    )
 
 
 def from_sentencepiece(path: str | Path) -> Tokenizer:
@@ -85,4 +98,8 @@ def from_gguf(reader: Any, source: str) -> Tokenizer:
         found = field_value(reader, f"tokenizer.ggml.{name}_token_id", wanted)
         if int(found) != wanted:
             raise TokenizerError(f"{source}: {name.upper()} is token {found}; run.c's is {wanted}")
-    return to_tokenizer([str(token) for token in tokens], [float(score) for score in scores], source)
+    # What llama.cpp honours too: a vocabulary may ask for no dummy-prefix space or no BOS (both default on).
+    add_space_prefix = bool(field_value(reader, "tokenizer.ggml.add_space_prefix", True))
+    add_bos = bool(field_value(reader, "tokenizer.ggml.add_bos_token", True))
+    return to_tokenizer([str(token) for token in tokens], [float(score) for score in scores], source,
+                        add_space_prefix=add_space_prefix, add_bos=add_bos)  # fmt: skip

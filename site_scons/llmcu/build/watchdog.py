@@ -131,8 +131,8 @@ def check_pass_time(seconds: float, macs_per_pass: int, quantized: bool, clock_h
         raise OptionError(
             f"watchdog={_shown(seconds)} is shorter than {PASS_MARGIN:g} forward passes on {where} at "
             f"{clock_hz / 1e6:g} MHz: a pass is about {pass_s * 1000:.3g} ms ({macs_per_pass:,} multiply-adds at "
-            f"~{per_mac:g} cycles each, the twin's instructions per multiply-add), so the watchdog would reset it in the middle of a token; "
-            f"choose watchdog={_shown(_round_up(least))} or more"
+            f"~{per_mac:g} cycles each, the twin's instructions per multiply-add), so the watchdog would reset it in "
+            f"the middle of a token; choose watchdog={_shown(_round_up(least))} or more"
         )
 
 

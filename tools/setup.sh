@@ -31,6 +31,8 @@ APT_PACKAGES=(gcc libc6-dev gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-a
 APT_PACKAGES+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user openssh-client openssh-server)
 # `scons debug`: gdb for the Arm firmware (and the host program).
 APT_PACKAGES+=(gdb-multiarch)
+# Headless Chromium: the test that opens a run report as a person would and checks its plots are drawn.
+APT_PACKAGES+=(chromium)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -60,8 +60,8 @@ def test_report_with_memory_and_power(tmp_path: Path) -> None:
 
     markdown = files.markdown.read_text()
     assert markdown.startswith("# Run report: stories260K q8 on stm32h743 (nucleo-h743zi)")
-    assert "| region | origin | used (bytes) | size (bytes) | % |" in markdown
-    assert "| flash | 0x08000000 | 352,000 | 2,097,152 | 16.8 |" in markdown
+    assert "| region | origin | used (bytes) | free (bytes) | size (bytes) | % |" in markdown
+    assert "| flash | 0x08000000 | 352,000 | 1,745,152 | 2,097,152 | 16.8 |" in markdown
     assert "| itcm |" not in markdown  # unused regions are left out
     assert "| tok/s | 120.0 |" in markdown  # 480 MHz / 4,000,000 cycles
     assert re.search(r"\| energy per token \| \d+\.\d{3} mJ \|", markdown)

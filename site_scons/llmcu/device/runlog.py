@@ -40,6 +40,8 @@ from typing import Any
 from .. import __version__
 from ..core.errors import LlmcuError, ProtocolError
 from ..core.fileio import OutputWriteError, write_text_atomic
+from ..core.paths import ROOT
+from ..core.provenance import git_commit, tool_version
 from ..model.kvcache import KV_TYPES
 from ..model.sources import read_vocab
 from ..model.tokenizer import BOS, Tokenizer, printable
@@ -86,10 +88,18 @@ def run_info(
         "checkpoint": str(settings.checkpoint),
         "tokenizer": str(settings.tokenizer),
     }
+    values.update(fit=settings.plan.fit, calibration=settings.plan.calibration, numerics=settings.numerics)
+    if settings.window is not None:  # overflow=slide: the cache keeps sinks and a ring of the context
+        values.update(overflow="slide", sinks=settings.window.sinks, max_steps=settings.window.max_steps)
     if firmware is not None:
         values.update(weights=firmware.weights, kv=firmware.kv, stack=firmware.stack_bytes, hil=firmware.hil)
+        values["watchdog_s"] = firmware.watchdog_s
+    if settings.target.clock_hz:
+        values["clock_hz"] = settings.target.clock_hz  # the chip's (for a twin, the board it stands for)
     if target and target != settings.target.name:
         values["built_for"] = settings.target.name
+    provenance = {"git_commit": git_commit(ROOT), "compiler": tool_version(settings.target.cc)}
+    host = {**provenance, **(host or {})}
     return RunInfo(
         target=target or settings.target.name,
         model=settings.model_name,
@@ -101,7 +111,7 @@ def run_info(
         prompt=run.prompt,
         settings=values,
         tokenizer=settings.tokenizer,
-        host=dict(host or {}),
+        host={key: value for key, value in host.items() if value},
     )
 
 

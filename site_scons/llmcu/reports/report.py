@@ -1,118 +1,28 @@
 """A run's report: ``report.md`` and ``report.html`` (self-contained, the plots inlined) in its log folder.
 
-Contents: what ran and how it ended, speed (tok/s, cost per token), the firmware's memory regions (from the
-build's memory_report.json when the log's settings point at a firmware build), the cost of every forward pass
-over its position (PNG), and, when the run has power.json (llmcu.power), the current over time with the
-generation marked (PNG) and the energy per token. Figures from power=estimate say "estimated" wherever they
-appear. Plots are drawn with matplotlib's Agg backend (no display needed).
+Contents: what ran and how it ended, speed (tok/s, cost per token; for the QEMU twin, which counts instructions,
+an estimate on the chip at the board's clock), the build's options and the quantized model's quality against fp32
+(quant_report.json), the prompt and the text, the memory map of the board the build is for with the free bytes
+and the stack (configured against the peak measured), the cost of every forward pass over its position (with a
+rolling median on long runs and the point where a sliding window fills), and, when the run has power.json
+(llmcu.power), the energy per token and the current over time where it is not one constant. Where it came from:
+the git commit, the compiler, QEMU, Python and numpy. Figures from power=estimate say "estimated" wherever they
+appear.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..core.fileio import write_bytes_atomic, write_text_atomic
+from ..core.fileio import write_text_atomic
+from ..core.paths import TARGETS_DIR
+from ..power.estimate import model_for_run
 from ..power.runrecord import RunRecord, load_run
-
-UNIT_LABELS = {
-    "cycles": "CPU cycles",
-    "instructions": "instructions (QEMU)",
-    "ns": "nanoseconds",
-}
-
-
-# ---- a tiny document model, rendered to Markdown and to HTML ----
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-    align_right: tuple[int, ...] = ()
-
-
-@dataclass
-class Image:
-    file: str  # beside report.md
-    alt: str
-
-
-@dataclass
-class Document:
-    title: str
-    blocks: list[tuple[str, Any]] = field(default_factory=list)
-
-    def heading(self, text: str) -> None:
-        self.blocks.append(("h2", text))
-
-    def para(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, table: Table) -> None:
-        self.blocks.append(("table", table))
-
-    def image(self, image: Image) -> None:
-        self.blocks.append(("img", image))
-
-    def markdown(self) -> str:
-        out = [f"# {self.title}", ""]
-        for kind, value in self.blocks:
-            if kind == "h2":
-                out += [f"## {value}", ""]
-            elif kind == "p":
-                out += [value, ""]
-            elif kind == "table":
-                out.append("| " + " | ".join(value.header) + " |")
-                out.append(
-                    "|" + "|".join("---:" if i in value.align_right else "---" for i in range(len(value.header))) + "|"
-                )
-                out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in value.rows]
-                out.append("")
-            elif kind == "img":
-                out += [f"![{value.alt}]({value.file})", ""]
-        return "\n".join(out)
-
-    def html(self, folder: Path) -> str:
-        body = [f"<h1>{html.escape(self.title)}</h1>"]
-        for kind, value in self.blocks:
-            if kind == "h2":
-                body.append(f"<h2>{html.escape(value)}</h2>")
-            elif kind == "p":
-                body.append(f"<p>{html.escape(value)}</p>")
-            elif kind == "table":
-                head = "".join(f"<th>{html.escape(cell)}</th>" for cell in value.header)
-                rows = []
-                for row in value.rows:
-                    cells = "".join(
-                        f'<td class="num">{html.escape(c)}</td>'
-                        if i in value.align_right
-                        else f"<td>{html.escape(c)}</td>"
-                        for i, c in enumerate(row)
-                    )
-                    rows.append(f"<tr>{cells}</tr>")
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-            elif kind == "img":
-                data = base64.b64encode((folder / value.file).read_bytes()).decode("ascii")
-                body.append(f'<p><img alt="{html.escape(value.alt)}" src="data:image/png;base64,{data}"></p>')
-        style = (
-            "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
-            "table{border-collapse:collapse;margin:0.5rem 0}th,td{border:1px solid #ccc;padding:0.25rem 0.6rem}"
-            "th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}"
-            "img{max-width:100%}"
-        )
-        return (
-            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-        )
-
+from .document import Document, Image, Table
+from .plots import current_is_informative, plot_cost, plot_current, window_fill_position
 
 # ---- formatting ----
 
@@ -136,98 +46,6 @@ def _si_current(amps: float | None) -> str:
     if abs(amps) >= 1e-3:
         return f"{amps * 1e3:.2f} mA"
     return f"{amps * 1e6:.1f} µA"
-
-
-# ---- plots ----
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def plot_cost(run: RunRecord, path: Path) -> None:
-    """Cost of each forward pass over its position; the prompt's passes shaded; ms on the right when known."""
-    plt = _pyplot()
-    positions, costs = run.positions, run.costs
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    try:
-        ax.plot(positions, costs, lw=1.2, color="#1f77b4")
-        prompt = run.summary.get("prompt_tokens")
-        if isinstance(prompt, int) and prompt > 1:
-            ax.axvspan(-0.5, prompt - 1.5, color="#999", alpha=0.15, lw=0, label="prompt (teacher-forced)")
-            ax.legend(loc="upper left", frameon=False, fontsize=8)
-        ax.set_xlabel("position")
-        ax.set_ylabel(f"{UNIT_LABELS.get(run.unit, run.unit or 'cost')} per token", fontsize=9)
-        ax.grid(alpha=0.3)
-        from matplotlib.ticker import EngFormatter
-
-        ax.yaxis.set_major_formatter(EngFormatter(sep=""))
-        ms = run.ms
-        if ms is not None and costs.size and costs.max() > 0:
-            scale = float(np.median(ms[costs > 0] / costs[costs > 0]))
-            right = ax.secondary_yaxis("right", functions=(lambda c: c * scale, lambda m: m / scale))
-            right.set_ylabel("ms per token")
-        ax.set_title(f"Cost per forward pass — {run.title}", fontsize=10)
-        _save(fig, path)
-    finally:
-        plt.close(fig)
-
-
-def read_power_csv(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(t_s, current_a, estimated) from a power.csv."""
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        estimated = "estimated_current_a" in header
-        column = header.index("estimated_current_a" if estimated else "current_a")
-        t, current = [], []
-        for row in reader:
-            t.append(float(row[0]))
-            current.append(float(row[column]))
-    return np.array(t), np.array(current), estimated
-
-
-def plot_current(power: dict[str, Any], csv_path: Path, path: Path, title: str) -> None:
-    """Current over the meter's time with the generation window shaded."""
-    plt = _pyplot()
-    t, current, estimated = read_power_csv(csv_path)
-    window = power["window"]
-    scale, unit = (1e3, "ms") if (t[-1] - t[0] if t.size else 0) < 2 else (1.0, "s")
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    try:
-        label = "estimated current" if estimated else "measured current"
-        if estimated:
-            ax.step(t * scale, current * 1e3, where="post", lw=1.2, color="#d62728", label=label)
-        else:
-            ax.plot(t * scale, current * 1e3, lw=0.8, color="#2ca02c", label=label)
-        ax.axvspan(window["start_s"] * scale, window["end_s"] * scale, color="#ff7f0e", alpha=0.15, lw=0,
-                   label="generation")  # fmt: skip
-        u = window.get("alignment_uncertainty_s") or 0
-        if u * scale > 0:
-            for edge in (window["start_s"], window["end_s"]):
-                ax.axvspan((edge - u) * scale, (edge + u) * scale, color="#ff7f0e", alpha=0.3, lw=0)
-        ax.set_xlabel(f"estimated device time ({unit})" if estimated else f"time on the meter's clock ({unit})")
-        ax.set_ylabel("current (mA)" + (" — estimated" if estimated else ""))
-        ax.set_ylim(bottom=0, top=max(1e-6, float(current.max()) * 1e3 * 1.15) if current.size else 1)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", frameon=False, fontsize=8)
-        ax.set_title(("Estimated current — " if estimated else "Supply current — ") + title, fontsize=10)
-        _save(fig, path)
-    finally:
-        plt.close(fig)
 
 
 # ---- the report ----
@@ -256,6 +74,11 @@ def _summary_section(doc: Document, run: RunRecord, power: dict[str, Any] | None
     ]
     if unit == "instructions":
         rows.append(["note", "the QEMU twin counts instructions; its tok/s is not the board's speed"])
+        chip = _chip_estimate(run)
+        if chip is not None:
+            name, hz, per_token = chip
+            rows.append([f"on the {name} (estimated)", f"{hz / per_token:,.1f} tok/s, {per_token / hz * 1e3:,.3f} ms "
+                         f"per token at {hz / 1e6:g} MHz"])  # fmt: skip
     if power is not None:
         g = power["generation"]
         tag = " (estimated)" if power.get("estimated") else ""
@@ -265,9 +88,91 @@ def _summary_section(doc: Document, run: RunRecord, power: dict[str, Any] | None
     doc.table(Table(["", "value"], rows, align_right=(1,)))
 
 
+def _chip_estimate(run: RunRecord) -> tuple[str, float, float] | None:
+    """For a twin run: (chip, its clock, cycles per token), one cycle an instruction (a first-order estimate: the
+    Cortex-M7's dual issue and its flash wait states taken to cancel; external memory is slower)."""
+    per_token = run.summary.get("cost_per_token")
+    if not isinstance(per_token, int | float) or per_token <= 0:
+        return None
+    hz = run.settings.get("clock_hz") or model_for_run(run, TARGETS_DIR).cpu_hz
+    chip = str(run.settings.get("built_for") or "stm32h743")
+    return chip, float(hz), float(per_token)
+
+
+def _build_section(doc: Document, run: RunRecord) -> None:
+    """The options the build and the run were made with, and the quantized model's quality against fp32."""
+    s, settings = run.summary, run.settings
+    doc.heading("Build")
+    shown = {
+        "target": s.get("target"), "board": s.get("board"), "built for": settings.get("built_for"),
+        "model": s.get("model"), "checkpoint": settings.get("checkpoint"), "tokenizer": settings.get("tokenizer"),
+        "quant": s.get("quant"), "group_size": settings.get("group_size"), "fit": settings.get("fit"),
+        "calibration": settings.get("calibration"), "quant_overrides": settings.get("quant_overrides") or None,
+        "kv_type": s.get("kv_type"), "seq_len": settings.get("seq_len") or "the model's",
+        "overflow": settings.get("overflow"), "sinks": settings.get("sinks"), "max_steps": settings.get("max_steps"),
+        "kernels": settings.get("kernels"), "numerics": settings.get("numerics"), "weights": settings.get("weights"),
+        "kv": settings.get("kv"), "stack": settings.get("stack"), "watchdog (s)": settings.get("watchdog_s") or None,
+        "steps": settings.get("steps"), "temperature": settings.get("temperature"), "topp": settings.get("topp"),
+        "seed": settings.get("seed"), "build folder": settings.get("build"),
+    }  # fmt: skip
+    rows = [[name, str(value)] for name, value in shown.items() if value not in (None, "")]
+    doc.table(Table(["option", "value"], rows))
+    quality = _quant_report(run).get("quality")
+    if isinstance(quality, dict) and quality:
+        doc.para(
+            f"Quality against fp32 (quant_report.json; teacher-forced over {quality.get('positions', '?')} "
+            f"positions of fp32's greedy run from {quality.get('prompt', '?')!r}): top-1 agreement "
+            f"{_num(100 * float(quality.get('top1', 0)), 1)} %, mean KL {float(quality.get('mean_kl', 0)):.2e}, "
+            f"max KL {float(quality.get('max_kl', 0)):.2e}."
+        )
+    elif run.build_dir is not None:
+        note = _quant_report(run).get("quality_note") or "not measured for this build"
+        doc.para(f"Quality against fp32: {note}.")
+
+
+def _quant_report(run: RunRecord) -> dict[str, Any]:
+    build = run.build_dir
+    path = build / "quant_report.json" if build is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _text_section(doc: Document, run: RunRecord) -> None:
+    s = run.summary
+    doc.heading("Prompt and text")
+    prompt = s.get("prompt")
+    doc.para(f"Prompt: {prompt!r}." if prompt else "No prompt (the model starts from BOS).")
+    text = s.get("text")
+    if text:
+        doc.pre(str(text))
+    else:
+        doc.para("No text came back.")
+
+
+def _provenance_section(doc: Document, run: RunRecord) -> None:
+    host = run.summary.get("host") if isinstance(run.summary.get("host"), dict) else {}
+    labels = {
+        "llmcu": "llmcu", "git_commit": "git commit", "compiler": "compiler", "qemu": "QEMU", "probe": "probe",
+        "python": "Python", "numpy": "numpy", "pyserial": "pyserial", "platform": "host",
+    }  # fmt: skip
+    rows = [[label, str(host[key])] for key, label in labels.items() if host.get(key)]
+    doc.heading("Where it came from")
+    if rows:
+        doc.table(Table(["", "version"], rows))
+    else:
+        doc.para("The log records no versions (an older log).")
+
+
 def _memory_section(doc: Document, run: RunRecord) -> None:
     doc.heading("Memory")
-    path = run.memory_report_path()
+    board_map = run.build_dir / "memory_report.json" if run.build_dir is not None else None
+    twin_ran = bool(run.settings.get("built_for"))
+    # The twin ran the board's plan in its own map: the board's map is the one to read.
+    path = board_map if twin_ran and board_map is not None and board_map.is_file() else run.memory_report_path()
     if path is None:
         build = run.build_dir
         why = (
@@ -279,16 +184,24 @@ def _memory_section(doc: Document, run: RunRecord) -> None:
         return
     report = json.loads(path.read_text())
     rows = [
-        [r["name"], f"{r['origin']:#010x}", _num(r["used"], 0), _num(r["size"], 0), _num(r.get("percent"), 1)]
+        [r["name"], f"{r['origin']:#010x}", _num(r["used"], 0), _num(r["size"] - r["used"], 0), _num(r["size"], 0),
+         _num(r.get("percent"), 1)]
         for r in report.get("regions", [])
         if r.get("used")
-    ]
-    doc.para(f"From {path}.")
-    doc.table(Table(["region", "origin", "used (bytes)", "size (bytes)", "%"], rows, align_right=(2, 3, 4)))
+    ]  # fmt: skip
+    whose = f"the {run.settings['built_for']} board's map (the QEMU twin ran the same plan in its own)" if (
+        twin_ran and path == board_map) else "the map of the image that ran"  # fmt: skip
+    doc.para(f"From {path}: {whose}.")
+    header = ["region", "origin", "used (bytes)", "free (bytes)", "size (bytes)", "%"]
+    doc.table(Table(header, rows, align_right=(2, 3, 4, 5)))
     doc.para(
         f"Code {_num(report.get('code_bytes'), 0)} bytes, weights and tokenizer {_num(report.get('weight_bytes'), 0)}"
         f" bytes, RAM in use {_num(report.get('ram_bytes'), 0)} bytes."
     )
+    stack, peak = run.settings.get("stack"), run.summary.get("peak_stack")
+    if isinstance(stack, int) and stack > 0 and isinstance(peak, int | float):
+        doc.para(f"Stack: {int(peak):,} bytes at its peak of the {stack:,} configured ({100 * peak / stack:.1f} %, "
+                 f"{stack - int(peak):,} bytes to spare).")  # fmt: skip
 
 
 def _power_section(doc: Document, run: RunRecord, power: dict[str, Any] | None, images: list[Path]) -> None:
@@ -336,11 +249,14 @@ def _power_section(doc: Document, run: RunRecord, power: dict[str, Any] | None, 
     for warning in power.get("warnings", []):
         doc.para(f"Warning: {warning}")
     csv_path = run.path / "power.csv"
-    if csv_path.is_file():
+    if csv_path.is_file() and current_is_informative(csv_path):
         image = run.path / "current.png"
         plot_current(power, csv_path, image, run.title)
         images.append(image)
         doc.image(Image(image.name, "estimated current over time" if estimated else "current over time"))
+    elif csv_path.is_file():
+        doc.para("No current plot: the current is one constant over the run (the estimate's Run-mode current), a "
+                 "flat line; the energy follows the time of each pass (see the cost per token).")  # fmt: skip
 
 
 def _selftest_section(doc: Document, run: RunRecord) -> None:
@@ -368,6 +284,8 @@ def write_report(run_dir: str | Path) -> ReportFiles:
     doc = Document(f"Run report: {run.title}")
     doc.para(f"Log {run.path.name}.")
     _summary_section(doc, run, power)
+    _build_section(doc, run)
+    _text_section(doc, run)
     _memory_section(doc, run)
     _selftest_section(doc, run)
     images: list[Path] = []
@@ -377,9 +295,14 @@ def write_report(run_dir: str | Path) -> ReportFiles:
         plot_cost(run, image)
         images.append(image)
         doc.image(Image(image.name, "cost per forward pass over position"))
+        fill = window_fill_position(run)
+        if fill is not None:
+            doc.para(f"The sliding window filled at position {fill}: from there each pass attends over the same "
+                     "number of cached positions, so the cost stops growing.")  # fmt: skip
     else:
         doc.para("No token records: the run produced none.")
     _power_section(doc, run, power, images)
+    _provenance_section(doc, run)
     markdown, page = run.path / "report.md", run.path / "report.html"
     write_text_atomic(markdown, doc.markdown())
     write_text_atomic(page, doc.html(run.path))

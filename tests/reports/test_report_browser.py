@@ -20,8 +20,10 @@ from powerutil import make_run_dir
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not found (tools/setup.sh installs it)")
 # As the machine's notes say: without these, Chromium's background connections fail at every start.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]  # fmt: skip
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+]  # fmt: skip
 SECTIONS = ("Summary", "Build", "Prompt and text", "Memory", "Cost per token", "Power", "Where it came from")
 # Once the page has loaded: each image's state, for --dump-dom to show.
 CHECK_IMAGES = (

@@ -7,8 +7,10 @@ second or so, and an interrupted run is logged as `interrupted` with its program
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -118,3 +120,53 @@ def test_an_interrupted_run_is_logged_as_interrupted(tmp_path: Path, stories260k
     program = str(tmp_path / "build")
     orphans = subprocess.run(["pgrep", "-f", program], capture_output=True, text=True).stdout.split()
     assert not orphans, f"the program outlived scons: {orphans}"
+
+
+def test_ctrl_c_at_the_console_prompt_under_scons_gives_a_fresh_line(tmp_path: Path, stories260k: Path) -> None:
+    """`scons console` on a terminal (a pseudo-terminal here, so that ^C is the terminal's SIGINT to scons's
+    process group): Ctrl-C at the prompt is a fresh prompt, as in a shell, not SCons's "Build interrupted"; the
+    session goes on and /quit ends it with status 0."""
+    import pty
+
+    args = [f"model={stories260k}", "tokenizer=" + str(stories260k.parent / "tok512.bin"),
+            f"build_dir={tmp_path / 'build'}", f"log_dir={tmp_path / 'logs'}"]  # fmt: skip
+    scons(args, stories260k.parent)
+    environment = dict(os.environ, LLMCU_MODELS=str(stories260k.parent), LLMCU_OFFLINE="1", TERM="dumb")
+    pid, master = pty.fork()
+    if pid == 0:  # the child: scons on the terminal's slave side
+        os.chdir(ROOT)
+        os.execve(sys.executable, [sys.executable, "-m", "SCons", "-Q", *args, "console"], environment)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            assert time.monotonic() < deadline, f"no {marker!r}: {seen.decode(errors='replace')[-1500:]}"
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+
+    try:
+        read_until(b"llmcu> ")
+        mark = len(seen)
+        os.write(master, b"\x03")  # the terminal's interrupt character: SIGINT to the foreground group
+        deadline = time.monotonic() + 10
+        while b"llmcu> " not in seen[mark:]:  # a fresh prompt
+            assert time.monotonic() < deadline, seen[mark:]
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 4096)
+        os.write(master, b"/steps 8\n")
+        os.write(master, b"Once upon a time\n")
+        read_until(b"8 tokens")
+        os.write(master, b"/quit\n")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")[-1500:]
+    assert b"Build interrupted" not in seen and b"Traceback" not in seen

@@ -183,7 +183,7 @@ def test_scons_prints_one_llmcu_error_line_for_a_bad_value(tmp_path, stories260k
 @pytest.mark.fault(
     area="options",
     kind="input",
-    what="an option for another kind of target (board= on the host, threads= on firmware, sanitize= on Linux)",
+    what="an option for another kind of target (board= or port= on the host, stack= or power= on Linux)",
     sees=r"^llmcu: error: board= does not apply to target host \(a hosted target\); it applies to .*stm32h743",
 )
 def test_an_option_that_does_not_apply_is_an_error_naming_where_it_does(tmp_path, stories260k, sees) -> None:
@@ -196,10 +196,12 @@ def test_an_option_that_does_not_apply_is_an_error_naming_where_it_does(tmp_path
          "rzv2l, stm32h743"),
         (["power=estimate"], "power= does not apply to target host (a hosted target); it applies to qemu-m7, "
          "stm32h743"),
-        (["target=stm32h743", "threads=2"], "threads= does not apply to target stm32h743 (a baremetal target); it "
-         "applies to host, rzv2l"),
-        (["target=rzv2l", "sanitize=1"], "sanitize= does not apply to target rzv2l (a linux target); it applies to "
-         "host"),
+        (["port=/dev/ttyACM0"], "port= does not apply to target host (a hosted target); it applies to qemu-m7, "
+         "stm32h743"),
+        (["target=rzv2l", "stack=16K"], "stack= does not apply to target rzv2l (a linux target); it applies to "
+         "qemu-m7, stm32h743"),
+        (["target=rzv2l", "power=ppk2"], "power= does not apply to target rzv2l (a linux target); it applies to "
+         "qemu-m7, stm32h743"),
     )  # fmt: skip
     for args, line in cases:
         result = scons(["model=260k", f"build_dir={tmp_path}", *args], stories260k.parent, check=False)

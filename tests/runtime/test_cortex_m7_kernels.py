@@ -169,7 +169,9 @@ def build_twin(quant: str, kv_type: str, kernels: str, build_root: Path, models_
     args = [f"quant={quant}", f"kv_type={kv_type}", f"kernels={kernels}", f"build_dir={build_root}"]
     scons(["target=qemu-m7", "model=260k", *args], models_dir)
     variant = (
-        f"260k-{quant}" + ("" if kv_type == "f32" else f"-kv{kv_type}") + ("-refkernels" if kernels == "ref" else "")
+        f"260k-{quant}"
+        + ("" if kv_type == "f32" and quant == "fp32" else f"-kv{kv_type}")  # f32 is auto's choice for fp32 only
+        + ("-refkernels" if kernels == "ref" else "")
     )
     return build_root / "qemu-m7" / variant / "firmware.elf"
 

@@ -69,8 +69,6 @@ class GeneratedModel:
     kv_type: str = "f32"
     data: bytes = b""
     max_token_length: int = 1
-    add_space_prefix: bool = True  # how the runtime encodes a prompt (the vocabulary's, llmcu.model.tokenizer)
-    add_bos: bool = True
     weight_layout: str = layouts.REFERENCE  # how the kernel set reads the quantized matrices (llmcu.build.layouts)
     quality: dict[str, object] | None = None  # llmcu.model.quality.build_quality's figures, when measured
     quality_note: str = ""  # why quality was not measured
@@ -79,6 +77,8 @@ class GeneratedModel:
     # kv_type=q16's scales (llmcu.model.kvq16.Q16Scales.as_array), measured when the build may choose q16.
     kv_q16_scales: np.ndarray | None = None
     window: Window | None = None  # overflow=slide: the sinks and the most passes a run records
+    add_space_prefix: bool = True  # how the runtime encodes a prompt (the vocabulary's, llmcu.model.tokenizer)
+    add_bos: bool = True
 
     @property
     def records(self) -> int:

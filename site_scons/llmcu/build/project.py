@@ -187,7 +187,6 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     check_unknown(arguments, table)
     values = validate(arguments, table)
     target = load_target(values["target"], TARGETS_DIR)
-    check_applicable(arguments, table, target.name, target.kind, targets_by_kind(TARGETS_DIR))
     resolved = models.resolve_model(values["model"], values["tokenizer"] or None, MODELS_DIR, download=download)
     auto_quant = values["quant"] == "auto"
     if auto_quant and values["quant_overrides"]:
@@ -265,6 +264,9 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
             watchdog.plan(image.target, firmware.watchdog_s)
     elif values["watchdog"]:
         watchdog.plan(target, values["watchdog"])  # says that this target has no watchdog
+    # Last: the checks above say more about the options they know (sanitize=, threads=, ...); what none of them
+    # looked at and does not apply to this kind of target is an error here, never silently ignored.
+    check_applicable(arguments, table, target.name, target.kind, targets_by_kind(TARGETS_DIR))
     return BuildSettings(
         target=target,
         model_name=resolved.name,

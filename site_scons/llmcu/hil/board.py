@@ -121,10 +121,19 @@ class UartLink:
         self.handle = uart.open_port(url, baud=baud, open_timeout=OPEN_TIMEOUT)
         self._reset = reset
 
-    def command(self, line: bytes, *, timeout: float, on_text: Callable[[bytes], None] | None = None) -> RunOutput:
+    def command(
+        self,
+        line: bytes,
+        *,
+        timeout: float,
+        on_text: Callable[[bytes], None] | None = None,
+        on_bytes: Callable[[bytes], None] | None = None,
+    ) -> RunOutput:
         reset, self._reset = self._reset, None
         try:
-            capture = self._uart.capture_run(self.handle, line, reset=reset, on_text=on_text, timeout=timeout)
+            capture = self._uart.capture_run(
+                self.handle, line, reset=reset, on_text=on_text, on_bytes=on_bytes, timeout=timeout
+            )
         except LlmcuError as error:  # llmcu.device.uart's errors, or the reset's
             raise DeviceError(f"{self.name}: {error}") from None
         return capture.output

@@ -43,9 +43,15 @@ class Device(Protocol):
     info: DeviceInfo
 
     def run(
-        self, params: CommandParams, *, timeout: float = RUN_TIMEOUT, on_text: Callable[[bytes], None] | None = None
+        self,
+        params: CommandParams,
+        *,
+        timeout: float = RUN_TIMEOUT,
+        on_text: Callable[[bytes], None] | None = None,
+        on_bytes: Callable[[bytes], None] | None = None,
     ) -> RunOutput:
-        """One generation; raises DeviceError (or llmcu.device.qemu's errors on the twin) unless it ended well."""
+        """One generation; raises DeviceError (or llmcu.device.qemu's errors on the twin) unless it ended well.
+        ``on_bytes`` gets every byte a board's console delivers, as it arrives (a run log's raw.bin)."""
         ...
 
     def send(self, line: bytes, *, timeout: float = 60.0) -> RunOutput:
@@ -81,8 +87,14 @@ class QemuDevice:
         self.info = DeviceInfo("qemu", target, twin, "instructions", str(self.elf), {"elf": str(self.elf)})
 
     def run(
-        self, params: CommandParams, *, timeout: float = RUN_TIMEOUT, on_text: Callable[[bytes], None] | None = None
+        self,
+        params: CommandParams,
+        *,
+        timeout: float = RUN_TIMEOUT,
+        on_text: Callable[[bytes], None] | None = None,
+        on_bytes: Callable[[bytes], None] | None = None,
     ) -> RunOutput:
+        """(``on_bytes`` is not called: the twin's run comes back parsed, and its log is written from that.)"""
         from ..device.qemu import run_firmware
 
         return run_firmware(self.elf, params, machine=self.machine, timeout=timeout, on_text=on_text)
@@ -104,7 +116,14 @@ class QemuDevice:
 class ConsoleLink(Protocol):
     """An open console to a firmware that serves commands (board.UartLink, over llmcu.device.uart)."""
 
-    def command(self, line: bytes, *, timeout: float, on_text: Callable[[bytes], None] | None = None) -> RunOutput:
+    def command(
+        self,
+        line: bytes,
+        *,
+        timeout: float,
+        on_text: Callable[[bytes], None] | None = None,
+        on_bytes: Callable[[bytes], None] | None = None,
+    ) -> RunOutput:
         """Waits for the ready line, sends ``line`` and returns the answer: a run, a refusal or a fault."""
         ...
 
@@ -132,9 +151,14 @@ class BoardDevice:
         return self._console().command(line, timeout=timeout)
 
     def run(
-        self, params: CommandParams, *, timeout: float = RUN_TIMEOUT, on_text: Callable[[bytes], None] | None = None
+        self,
+        params: CommandParams,
+        *,
+        timeout: float = RUN_TIMEOUT,
+        on_text: Callable[[bytes], None] | None = None,
+        on_bytes: Callable[[bytes], None] | None = None,
     ) -> RunOutput:
-        output = self._console().command(encode_command(params), timeout=timeout, on_text=on_text)
+        output = self._console().command(encode_command(params), timeout=timeout, on_text=on_text, on_bytes=on_bytes)
         return check_output(output, f"{self.info.target} board {self.info.runs_on}")
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ A YAML list in the spirit of Zephyr twister's ``--hardware-map``; one entry per 
       connected: true                      # false keeps the entry out of the automatic choice
       runner: pyocd                        # how it is flashed (pyocd is the only runner)
       product: ST-LINK/V2-1                # free text, shown in reports
-      power_meter: {type: ina219, port: /dev/ttyUSB1}
+      power_meter: {type: ppk2, port: /dev/ttyACM1}   # for the hil_power fixture: ppk2, lpm01a or estimate
       labgrid: {coordinator: "lab.example:20408", place: nucleo-1}   # a remote board instead of id/serial
 
 Every mistake is a HardwareMapError that names the file, the entry and the key.

@@ -32,9 +32,11 @@ import pytest
 from ..build.project import TARGETS_DIR
 from ..build.targets import load_target
 from ..core.errors import LlmcuError
+from ..power import CHOICES as POWER_CHOICES
 from .device import Device
 from .hwmap import BoardEntry, HardwareMap, HardwareMapError, LabgridSpec, load_hardware_map
 from .labgrid_backend import place_state
+from .power import HilPower, settings_for
 from .selection import MODES, HilSelectionError, ProbeScan, Selection, scan_probes, select
 
 if TYPE_CHECKING:
@@ -100,6 +102,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hil-quant", default="q8", metavar="QUANT", help="quantization of the HIL firmware (default q8)")
     group.addoption("--hil-build-dir", default=None, metavar="PATH",
                     help="where the HIL firmware is built (default: a temporary directory of the session)")  # fmt: skip
+    # The power settings of `scons run` (power=, power_port=, ...), for the hil_power fixture (llmcu.hil.power).
+    group.addoption("--hil-power", default="none", choices=POWER_CHOICES,
+                    help="meter for hil_power.measure(): ppk2, lpm01a, estimate (default: the hardware map "
+                    "entry's power_meter, else none)")  # fmt: skip
+    group.addoption("--hil-power-port", default="", metavar="PORT", help="the meter's serial port or pyserial URL")
+    group.addoption("--hil-power-voltage", default=3.3, type=float, metavar="V", help="supply voltage (default 3.3)")
+    group.addoption("--hil-power-supply", default="board", choices=("board", "meter"),
+                    help="PPK2: board = in series with the board's supply, meter = the PPK2 powers it")  # fmt: skip
+    group.addoption("--hil-log-dir", default=None, metavar="PATH",
+                    help="where hil_power.measure() logs its runs (default: a temporary directory)")  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -211,6 +223,27 @@ def open_board(entry: BoardEntry, build: FirmwareBuild) -> BoardDevice:  # an in
     from .board import open_board as open_real_board
 
     return open_real_board(entry, build)
+
+
+@pytest.fixture(scope="session")
+def hil_power(
+    request: pytest.FixtureRequest, hil_selection: Selection, tmp_path_factory: pytest.TempPathFactory
+) -> HilPower:
+    """Runs on the device under a meter, with `scons run`'s power settings (llmcu.hil.power)."""
+    config = request.config
+    entry = hil_selection.entry
+    try:
+        settings = settings_for(
+            config.getoption("--hil-power"), config.getoption("--hil-power-port"),
+            config.getoption("--hil-power-voltage"), config.getoption("--hil-power-supply"),
+            entry.power_meter if entry is not None else None,
+        )  # fmt: skip
+    except LlmcuError as error:
+        pytest.fail(f"--hil-power: {error}", pytrace=False)
+    log_dir = config.getoption("--hil-log-dir")
+    state = config.stash[HIL_STATE]
+    return HilPower(settings, Path(log_dir).resolve() if log_dir else tmp_path_factory.mktemp("hil-logs"),
+                    model=state.model, quant=state.quant, board=entry.board if entry is not None else "")  # fmt: skip
 
 
 @pytest.fixture(scope="session")

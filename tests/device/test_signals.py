@@ -82,6 +82,8 @@ def test_monitor_stops_on_a_signal_and_releases_the_port(signum: int, tmp_path: 
             time.sleep(0.5)
             code, rest, _ = stop(process, signum, within=10)
             assert code == 0 and b"monitor stopped" in rest, rest
+            why = "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+            assert why.encode() in rest, rest
             connection.settimeout(5)
             assert connection.recv(16) == b""  # the port is closed: the peer sees the end of the stream
     (folder,) = tmp_path.iterdir()

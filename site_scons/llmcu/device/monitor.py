@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..core import interrupts
 from ..core.errors import LlmcuError, ProtocolError
 from . import uart
 from .protocol import ProtocolParser, RunOutput, describe_fault
@@ -203,8 +204,8 @@ def monitor(
                 show(escape(chunk))
             else:
                 decoder.feed(chunk)
-    except KeyboardInterrupt:
-        say("monitor stopped")
+    except KeyboardInterrupt as stop:
+        say(f"monitor stopped ({interrupts.describe(stop)})")
     finally:
         if handle is not None:
             with contextlib.suppress(Exception):

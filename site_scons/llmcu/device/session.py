@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..core import interrupts
 from ..core.errors import LlmcuError, OptionError
 from . import uart
 from .channels import Channel, wait_for
@@ -231,9 +232,9 @@ class ConsoleSession:
             for line in lines:
                 if not self.handle_line(line.rstrip("\r\n")):
                     break
-        except KeyboardInterrupt:
-            self.say("session ended by Ctrl-C")
-            self.log.note("session ended by Ctrl-C")
+        except KeyboardInterrupt as stop:
+            self.say(f"session ended: {interrupts.describe(stop)}")
+            self.log.note(f"session ended: {interrupts.describe(stop)}")
         finally:
             self.channel.close()
             self.log.close()

@@ -115,6 +115,7 @@ def test_full_context_fp32_kv_on_the_nucleo_is_a_clear_error(build_root: Path, s
     assert codes["too long"] != 0
 
 
+@pytest.mark.slow  # 20 s; the nucleo's refusals and their advice stay in the default run (full-context fp32 KV)
 def test_15m_on_the_nucleo_is_a_clear_error(model_15m: Path, build_root: Path, tokenizer_32k: Path) -> None:
     args = ["target=stm32h743", f"model={model_15m}", f"tokenizer={tokenizer_32k}", "quant=q4", "fit=absmax",
             "kv_type=q8", "seq_len=16", f"build_dir={build_root}"]  # fmt: skip

@@ -2,8 +2,9 @@
 
 The quantizer's statistics (calibration, GPTQ, the q16 KV-cache scales, the quality figures that steer
 ``quant=auto``) are computed by llmcu.model.portable. Other machines are stood in for by OpenBLAS's kernels for
-other CPUs (``OPENBLAS_CORETYPE``), its thread count, and numpy's SIMD dispatch with AVX-512 switched off: every
-generated file must come out the same.
+other CPUs (``OPENBLAS_CORETYPE``), its thread count, numpy's SIMD dispatch with AVX-512 switched off, and the C
+library's own CPU dispatch (glibc's FMA and AVX2 variants of cosf/sinf/powf/expf, which the RoPE table and the
+reference's expf call) switched off: every generated file must come out the same.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from llmcu.model import portable
 MACHINES = {
     "default": {},
     "prescott-1-thread": {"OPENBLAS_CORETYPE": "Prescott", "OPENBLAS_NUM_THREADS": "1"},
-    "haswell-no-avx512": {
+    "haswell-no-avx512-no-fma-libm": {
         "OPENBLAS_CORETYPE": "Haswell",
         "OPENBLAS_NUM_THREADS": "2",
         "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F",
     },
 }
 

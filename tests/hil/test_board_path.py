@@ -9,7 +9,6 @@ awaited before each command, refusals answered and the next command served on th
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,14 +26,6 @@ needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason=
 pytest.importorskip("serial", reason="the board console needs pyserial (requirements.txt)")
 
 PROBE = "FAKE0123456789"
-
-
-@pytest.fixture
-def qemu_board(hil_firmware: FirmwareBuild) -> Iterator[QemuBoard]:
-    assert hil_firmware.twin_elf is not None
-    board = QemuBoard(hil_firmware.twin_elf)
-    yield board
-    board.stop()
 
 
 @needs_qemu

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +28,6 @@ from .qemu_board import QemuBoard
 
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm missing")
 PARAMS = RunParams("Once upon a time", 16, 0.0, 0.9, 1)
-
-
-@pytest.fixture
-def qemu_board(hil_firmware: FirmwareBuild) -> Iterator[QemuBoard]:
-    assert hil_firmware.twin_elf is not None
-    board = QemuBoard(hil_firmware.twin_elf)
-    yield board
-    board.stop()
 
 
 @needs_qemu

@@ -183,7 +183,7 @@ def test_scons_prints_one_llmcu_error_line_for_a_bad_value(tmp_path, stories260k
 @pytest.mark.fault(
     area="options",
     kind="input",
-    what="an option for another kind of target (board= or port= on the host, stack= or power= on Linux)",
+    what="an option for another kind of target (board= or probe= on the host, stack= or power= on Linux)",
     sees=r"^llmcu: error: board= does not apply to target host \(a hosted target\); it applies to .*stm32h743",
 )
 def test_an_option_that_does_not_apply_is_an_error_naming_where_it_does(tmp_path, stories260k, sees) -> None:
@@ -196,7 +196,7 @@ def test_an_option_that_does_not_apply_is_an_error_naming_where_it_does(tmp_path
          "rzv2l, stm32h743"),
         (["power=estimate"], "power= does not apply to target host (a hosted target); it applies to qemu-m7, "
          "stm32h743"),
-        (["port=/dev/ttyACM0"], "port= does not apply to target host (a hosted target); it applies to qemu-m7, "
+        (["probe=066DFF48"], "probe= does not apply to target host (a hosted target); it applies to qemu-m7, "
          "stm32h743"),
         (["target=rzv2l", "stack=16K"], "stack= does not apply to target rzv2l (a linux target); it applies to "
          "qemu-m7, stm32h743"),

@@ -115,7 +115,8 @@ def parse_sanitize(text: str) -> tuple[str, ...]:
     return tuple(name for name in SANITIZERS if name in names)
 
 
-# Options that mean something only for some kinds of target (llmcu.build.targets.KINDS); the rest apply to all.
+# Options that mean something only for some kinds of target (llmcu.build.targets.KINDS); the rest apply to all
+# (port= among them: `monitor` listens on any port, whatever the target).
 FIRMWARE = ("baremetal",)
 APPLIES_TO: dict[str, tuple[str, ...]] = {
     "threads": ("hosted", "linux"),
@@ -126,7 +127,7 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
     "hil": ("baremetal", "linux"),
     "sanitize": ("hosted",),
     **dict.fromkeys(
-        ("weights", "kv", "stack", "watchdog", "selftest", "probe", "port", "power", "power_port", "power_voltage",
+        ("weights", "kv", "stack", "watchdog", "selftest", "probe", "power", "power_port", "power_voltage",
          "power_supply"),
         FIRMWARE,
     ),

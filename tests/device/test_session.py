@@ -164,8 +164,10 @@ def test_ctrl_c_stops_the_generation_and_the_session_goes_on(where: str, request
     assert (stopped.status, stopped.reason) == ("stopped", "stopped")
     assert (whole.status, whole.reason) == ("ok", "")
     assert len(whole.tokens) == 201
-    # stopped at once, and what it produced is the start of the whole run
-    assert 2 <= len(stopped.tokens) < 100
+    # stopped before the end, and what it produced is the start of the whole run. "At once" is the twin's to show
+    # (200 tokens take it about a second): the host program makes them in 8 ms, less than a busy machine may take
+    # to schedule the stop byte's writer.
+    assert 2 <= len(stopped.tokens) < (100 if where == "twin" else len(whole.tokens))
     assert whole.tokens[: len(stopped.tokens)] == stopped.tokens
     summary = json.loads((console.log.path / stopped.run_log / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["run_reason"] == "stopped"

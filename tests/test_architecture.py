@@ -1,8 +1,10 @@
 """The library's layers as a contract (pyproject.toml [tool.importlinter]: hil > reports > power > device > build >
-model > core), checked by import-linter, and the C board layer without call cycles between its files."""
+model > core), checked by import-linter; no import cycle at any depth, counting the imports inside functions and
+under TYPE_CHECKING that import-linter does not see; and the C board layer without call cycles between its files."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -40,6 +42,91 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     result = lint_imports(tmp_path / "site_scons", tmp_path / "pyproject.toml")
     assert result.returncode != 0
     assert "BROKEN" in result.stdout and "llmcu.model.sampler -> llmcu.device.protocol" in result.stdout
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, wherever the import stands (in a function, under
+    TYPE_CHECKING, ...): what a cycle hidden from the layer contract would use."""
+
+    def name_of(path: Path) -> str:
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name_of(path): path for path in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        here = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = here.split(".")[: len(here.split(".")) - node.level + 1] if node.level else []
+                target = ".".join([*base, *([node.module] if node.module else [])])
+                candidates = [target, *(f"{target}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[name] |= {c for c in candidates if c in modules and c != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm, iteratively)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    cycles.append(sorted(group))
+    return cycles
+
+
+def test_no_import_cycle_at_any_depth() -> None:
+    assert import_cycles(import_graph(ROOT / "site_scons" / "llmcu")) == []
+
+
+def test_a_cycle_hidden_in_a_function_is_found(tmp_path: Path) -> None:
+    """A planted pair: one imports the other at the top, the other imports it back inside a function."""
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "a.py").write_text("from . import b\n")
+    (package / "sub" / "b.py").write_text("def late():\n    from .a import x\n    return x\n")
+    (package / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .sub import a\n")
+    assert import_cycles(import_graph(package)) == [["pkg.sub.a", "pkg.sub.b"]]
+    (package / "sub" / "b.py").write_text("def late():\n    return 1\n")
+    assert import_cycles(import_graph(package)) == []
 
 
 def test_no_package_of_the_library_is_flat_again() -> None:

@@ -204,11 +204,11 @@ def _program(env, settings: project.BuildSettings):
         ASFLAGS=[f"-Wa,-I{gen}"],  # .incbin finds model_data.bin through the assembler's include path
         LLMCU_TARGET=target,
     )
-    build_env.Append(CPPDEFINES=linux.posix_defines(settings))  # the thread pool (runtime_c/parallel.h)
+    build_env.Append(CPPDEFINES=linux.posix_defines(settings.default_threads))  # the thread pool (runtime_c/parallel.h)
     sanitizer_flags = project.sanitizer_flags(settings.sanitize)  # sanitize=: compile and link with them
     build_env.Append(CCFLAGS=sanitizer_flags, LINKFLAGS=sanitizer_flags)
     if settings.linux is not None:  # the hosted program, cross-compiled
-        build_env.Replace(**linux.construction_variables(settings, build_env["ENV"]))
+        build_env.Replace(**linux.construction_variables(settings.target, settings.linux, build_env["ENV"]))
     # After the cross toolchain's flags (which replace CCFLAGS), so every hosted and Linux program gets it.
     build_env.Append(CCFLAGS=project.prefix_map_flags(settings))  # reproducible: no absolute paths in the program
     sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources(settings.kernel_set)]

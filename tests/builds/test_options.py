@@ -219,3 +219,15 @@ def test_scons_help_lists_the_aliases_and_the_options(tmp_path, stories260k) -> 
     for alias in ("run", "console", "monitor", "debug", "flash", "compiledb"):
         assert f"scons [options] {alias}" in text, alias
     assert "power:" in text and "[baremetal targets]" in text
+
+
+def test_docs_options_is_the_option_table() -> None:
+    """docs/options.md is generated from the table (tools/options_doc.py) and lists every option once."""
+    from buildutil import ROOT
+    from llmcu.build.options import markdown_table
+    from llmcu.build.project import options_table
+
+    table = options_table()
+    text = markdown_table(table)
+    assert (ROOT / "docs" / "options.md").read_text() == text, "docs/options.md is stale: run tools/options_doc.py"
+    assert [line.split("`")[1] for line in text.splitlines() if line.startswith("| `")] == [o.name for o in table]

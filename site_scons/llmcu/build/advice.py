@@ -16,7 +16,8 @@ from typing import Any
 
 from ..model.kvcache import KV_TYPES, auto_kv_types
 from ..model.quantize import QuantPlan, quantize_checkpoint
-from . import boards, codegen, layouts, memplan
+from . import boards, codegen, layouts, linuxmem, memplan
+from .imageplan import plan_image
 from .project import BuildSettings, FirmwareImage, firmware_images
 from .window import Window
 
@@ -35,7 +36,6 @@ class Change:
 
 
 def _fits(settings: BuildSettings, images: Iterable[FirmwareImage], model: codegen.GeneratedModel) -> bool:
-    from .steps import plan_image
 
     images = list(images)
     try:
@@ -111,7 +111,6 @@ def fitting_changes(
 def linux_fits(settings: BuildSettings, model: codegen.GeneratedModel, kv_type: str) -> str:
     """The KV type a Linux program fits the board's RAM with (``kv_type``, or for auto the first of the automatic
     ones that fits), or "" when none does."""
-    from . import linuxmem
 
     assert settings.linux is not None
     kinds = [kv_type] if kv_type != "auto" else auto_kv_types(model.plan.quantized)

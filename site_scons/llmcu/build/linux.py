@@ -29,16 +29,14 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.errors import OptionError
 from ..model.quantize import QuantPlan
 from ..model.sources import read_config
+from .destination import Destination, parse_destination
+from .linuxmem import weight_bytes
 from .targets import Target, parse_size
-
-if TYPE_CHECKING:
-    from .destination import Destination
-    from .project import BuildSettings
 
 DEFAULT_WEIGHTS_FILE_ABOVE = 8 << 20
 
@@ -180,8 +178,6 @@ def check_toolchain(toolchain: Toolchain, target: Target) -> None:
 def estimated_data_bytes(checkpoint: Path, tokenizer: Path, plan: QuantPlan) -> int:
     """model_data.bin's size from the checkpoint's shape, without reading the weights: each matrix in its
     quantization, the norms, and the tokenizer (its file plus the encoder's sorted order)."""
-    from .linuxmem import weight_bytes
-
     config = read_config(checkpoint)
     vocabulary = tokenizer.stat().st_size if tokenizer.suffix == ".bin" else 16 * config.vocab_size  # pieces
     return weight_bytes(config, plan) + vocabulary + 8 * config.vocab_size
@@ -210,8 +206,6 @@ def configure(
     target: Target, values: Mapping[str, Any], checkpoint: Path, tokenizer: Path, plan: QuantPlan
 ) -> LinuxSettings:
     """The Linux part of project.configure: toolchain, weights file, destination."""
-    from .destination import parse_destination
-
     section = target.raw.get("linux", {})
     run = target.run_settings
     toolchain = resolve_toolchain(target, str(values.get("sdk", "")))
@@ -246,11 +240,10 @@ def board_memory(target: Target, board_ram: int = 0) -> tuple[int, int]:
     return ram, min(reserve, ram // 4)
 
 
-def construction_variables(settings: BuildSettings, scons_env: Mapping[str, Any]) -> dict[str, Any]:
+def construction_variables(target: Target, linux: LinuxSettings, scons_env: Mapping[str, Any]) -> dict[str, Any]:
     """SCons construction variables that make the hosted program build a Linux target's program
     (``scons_env``: the build's execution environment, ENV, which an SDK's PATH is put in)."""
-    assert settings.linux is not None
-    target, toolchain = settings.target, settings.linux.toolchain
+    toolchain = linux.toolchain
     ldflags = [flag for flag in target.ldflags if toolchain.static or flag != "-static"]
     variables: dict[str, Any] = {
         "CC": toolchain.cc,
@@ -263,6 +256,6 @@ def construction_variables(settings: BuildSettings, scons_env: Mapping[str, Any]
     return variables
 
 
-def posix_defines(settings: BuildSettings) -> list[tuple[str, str]]:
+def posix_defines(default_threads: int) -> list[tuple[str, str]]:
     """Preprocessor definitions of a hosted or Linux program: the thread pool and its default size."""
-    return [("LLMCU_PTHREADS", "1"), ("LLMCU_THREADS", str(settings.default_threads))]
+    return [("LLMCU_PTHREADS", "1"), ("LLMCU_THREADS", str(default_threads))]

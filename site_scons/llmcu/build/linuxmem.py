@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.config import ModelConfig
+from ..model.kvcache import kv_cache_bytes
 from ..model.quantize import QuantPlan, matrix_bytes
 from .memplan import FitError, run_state_bytes
 from .targets import PROMPT_MAX_BYTES
@@ -48,8 +49,6 @@ class LinuxNeeds:
 
 def needs(model: object, kv_type: str, threads: int) -> LinuxNeeds:
     """The RAM a generated model (llmcu.build.codegen.GeneratedModel) needs with ``kv_type`` and ``threads``."""
-    from ..model.kvcache import kv_cache_bytes
-
     config, seq_len = model.config, model.seq_len  # type: ignore[attr-defined]
     return LinuxNeeds(
         weights=model.weight_bytes(),  # type: ignore[attr-defined]
@@ -83,8 +82,6 @@ def weight_bytes(config: ModelConfig, plan: QuantPlan) -> int:
 
 def estimate(config: ModelConfig, plan: QuantPlan, kv_type: str, threads: int, tokenizer_bytes: int) -> LinuxNeeds:
     """:func:`needs` from the shape alone, before a model is downloaded or quantized (README's preset table)."""
-    from ..model.kvcache import kv_cache_bytes
-
     return LinuxNeeds(
         weights=weight_bytes(config, plan),
         tokenizer=tokenizer_bytes,

@@ -515,5 +515,31 @@ def help_text(options: list[Option]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_table(options: list[Option]) -> str:
+    """docs/options.md: every option, its default, what it allows, which targets it is for and what it does (the
+    table the docs show is this, generated: tools/options_doc.py writes it and a test keeps it equal)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "# Build options",
+        "",
+        "Generated from the option table (`site_scons/llmcu/build/options.py`) by `tools/options_doc.py`; do not edit.",
+        "Options are `NAME=VALUE` words on the scons command line; `scons -h` prints the same.",
+        "",
+        "| option | default | allowed | targets | what it does |",
+        "|---|---|---|---|---|",
+    ]
+    for option in options:
+        default = f"`{option.default}`" if option.default else ""
+        kinds = ", ".join(option.kinds) if option.kinds else "all"
+        note = f" [{'/'.join(option.kinds)} targets]"
+        help_text = option.help[: -len(note)] if option.kinds and option.help.endswith(note) else option.help
+        lines.append(f"| `{option.name}` | {cell(default)} | {cell(option.describe_allowed())} | {kinds} | "
+                     f"{cell(help_text)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def list_targets(targets_dir: Path) -> list[str]:
     return sorted(path.parent.name for path in targets_dir.glob("*/target.toml"))

@@ -13,6 +13,7 @@ from ..core.errors import OptionError
 from ..core.paths import MODELS_DIR, ROOT, RUNTIME_DIR, TARGETS_DIR
 from ..model import models
 from ..model.quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, QuantPlan
+from ..model.sources import read_config
 from . import boards, linux, watchdog
 from .memplan import available_regions, twin_regions
 from .options import Option, build_options, check_applicable, check_unknown, list_targets, validate
@@ -209,8 +210,7 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         window = Window(values["sinks"], values["max_steps"])
         variant += "-slide" + (f"-sinks{window.sinks}" if window.sinks != DEFAULT_SINKS else "")
         variant += f"-max{window.max_steps}" if window.max_steps != DEFAULT_MAX_STEPS else ""
-        from ..model.sources import read_config  # the header only: the context the window slides in
-
+        # the header only: the context the window slides in
         check_window(window, values["seq_len"] or read_config(resolved.checkpoint).seq_len)
     elif "sinks" in arguments or "max_steps" in arguments:
         raise OptionError("sinks= and max_steps= go with overflow=slide; with overflow=stop a run ends at the context")

@@ -25,13 +25,16 @@ from . import (
     codegen,
     elfreport,
     layouts,
+    linuxmem,
     memplan,
     outputs,
     selftest_regions,
     watchdog,
     weightsfile,
 )
+from .advice import advice, linux_fits
 from .codegen import GeneratedModel, write_quant_report
+from .imageplan import plan_image
 from .project import BuildSettings, FirmwareImage
 from .targets import load_target
 from .templating import environment
@@ -77,8 +80,6 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
     except memplan.TwinFitError:
         raise  # the board's plan fits: no board to advise
     except memplan.FitError as error:  # say only what was planned again and fits (llmcu.build.advice)
-        from .advice import advice
-
         raise memplan.FitError(error.problem, advice(settings, ckpt, tok, model, quantized)) from None
     _check_watchdog(settings, model)
     _measure_quality(settings, ckpt, tok, model, quantized)
@@ -122,9 +123,6 @@ def _check_watchdog(settings: BuildSettings, model: GeneratedModel) -> None:
 def _fit_linux_board(settings: BuildSettings, model: GeneratedModel) -> None:
     """A Linux program must fit its board's RAM beside the OS (llmcu.build.linuxmem); kv_type=auto takes the first
     automatic type that does."""
-    from . import linuxmem
-    from .advice import linux_fits
-
     assert settings.linux is not None
     kind = linux_fits(settings, model, settings.kv_type)
     if kind:
@@ -225,34 +223,6 @@ def _measure_quality(
         )
         return
     model.quality = quality.build_quality(ckpt, tok, quantized, "f32" if model.kv_type == "auto" else model.kv_type)
-
-
-def planner_blobs(model: GeneratedModel) -> list[memplan.Blob]:
-    """The generated arrays as the planner sees them: read in full every token (heat 0) or only in part."""
-    cold = {"llmcu_w_tok_embeddings", "llmcu_s_tok_embeddings"} if not model.config.shared_classifier else set()
-    return [
-        memplan.Blob(blob.section, blob.size, 1 if blob.symbol in cold or "tokenizer" in blob.section else 0)
-        for blob in model.blobs
-    ]
-
-
-def plan_image(
-    settings: BuildSettings, image: FirmwareImage, model: GeneratedModel, kv_type: str
-) -> memplan.MemoryPlan:
-    assert settings.firmware is not None
-    return memplan.plan_memory(
-        image.target,
-        image.regions,
-        model.config,
-        planner_blobs(model),
-        seq_len=model.seq_len,
-        kv_type=kv_type,
-        group_size=settings.plan.group_size,
-        weights=settings.firmware.weights,
-        kv=settings.firmware.kv,
-        stack_bytes=settings.firmware.stack_bytes,
-        records=model.records,
-    )
 
 
 def selftest_regions_path(image: FirmwareImage) -> Path:

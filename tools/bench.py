@@ -4,7 +4,7 @@
     tools/bench.py [--targets host,qemu-m7] [--models 260k] [--quants fp32,q8,q4] [--kernels ref,opt]
                    [--numerics exact,fast] [--runs 5] [--out bench] [--baseline bench/baseline.json] [--save-baseline]
 
-Writes OUT/results.json (README documents the schema), OUT/results.md and OUT/instructions.png, and lists
+Writes OUT/results.json (bench/README.md documents the schema), OUT/results.md and OUT/instructions.png, and lists
 regressions against the baseline (exit status 1 when there are any).
 """
 

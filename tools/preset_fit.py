@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Which model preset fits which Linux board: README's preset table, computed from the presets' shapes.
+"""Which model preset fits which Linux board: docs/models-and-quantization.md's preset table, from the shapes.
 
 tools/preset_fit.py [--target rzv2l] [--ram 2G,1G] [--quants q4,q8,fp32]
 

@@ -4,7 +4,7 @@
 #
 #   tools/setup.sh                  the toolchains and requirements.txt, in this Python
 #   tools/setup.sh --labgrid-env    also .venv-labgrid/: a separate environment with labgrid (requirements-labgrid.txt)
-#                                   for the farm tests against a real coordinator (see README, "Boards in a labgrid
+#                                   for the farm tests against a real coordinator (see docs/hil.md, "Boards in a labgrid
 #                                   farm"). labgrid replaces pyserial with its fork and registers a pytest plugin, so
 #                                   it never goes into the main environment; the venv sees the main one's packages
 #                                   (--system-site-packages) and shadows only what labgrid brings.

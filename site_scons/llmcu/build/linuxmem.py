@@ -81,7 +81,8 @@ def weight_bytes(config: ModelConfig, plan: QuantPlan) -> int:
 
 
 def estimate(config: ModelConfig, plan: QuantPlan, kv_type: str, threads: int, tokenizer_bytes: int) -> LinuxNeeds:
-    """:func:`needs` from the shape alone, before a model is downloaded or quantized (README's preset table)."""
+    """:func:`needs` from the shape alone, before a model is downloaded or quantized (the preset table of
+    docs/models-and-quantization.md)."""
     return LinuxNeeds(
         weights=weight_bytes(config, plan),
         tokenizer=tokenizer_bytes,

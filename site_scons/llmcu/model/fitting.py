@@ -3,7 +3,7 @@
 The storage format (llmcu.model.quantize, runtime_c/README.md) fixes only what a kernel reads: per group of a row one
 float32 scale ``s`` and integer codes ``q`` in ``[qmin, qmax]`` (q8: -127..127, q4: -8..7), the weight being
 ``q * s``. How ``q`` and ``s`` are chosen is free, and the kernels never know. Three fits, each better than the
-one before on the measurements in README ("Quantization"):
+one before on the measurements in docs/models-and-quantization.md ("Quantization"):
 
 - ``absmax``: ``s = max|w| / qmax``, ``q = round(w / s)`` (llama2.c's export; q4 then uses 15 of its 16 codes
   and each group's scale is set by its single largest weight);

@@ -1,7 +1,7 @@
 """The benchmark harness: build and run a matrix of target x model x quant x kernel set, and record exact
 instructions per token (QEMU twins), host tok/s, code size and estimated speed on the real chips.
 
-Figures are measured, never asserted: ``tools/bench.py`` writes ``bench/results.json`` (schema in README),
+Figures are measured, never asserted: ``tools/bench.py`` writes ``bench/results.json`` (schema in bench/README.md),
 a Markdown table and a PNG plot, and compares with a saved baseline to flag regressions.
 """
 

@@ -12,7 +12,7 @@ from buildutil import scons
 from llmcu.build.project import RunParams, configure
 from llmcu.device import runs
 from llmcu.device.runlog import RunLog, run_info
-from llmcu.power import PowerSettings, make_meter
+from llmcu.power import PowerSettings
 from llmcu.power.estimate import ANCHORS
 from llmcu.power.runpower import MeterMeasurement
 from powerutil import FakeShield
@@ -65,13 +65,12 @@ def test_a_meter_on_a_socket_records_the_run_and_writes_power_files(
           stories260k.parent)  # fmt: skip
     shield = FakeShield("".join(["1000-04\r\n"] * 4000) + "TimeStamp: 4s 0ms, buff 0%\r\n")
     shield.start()
-    meter = make_meter(PowerSettings("lpm01a", f"socket://127.0.0.1:{shield.port}", 3.3), runner="board")
-    measurement = MeterMeasurement(meter, PowerSettings("lpm01a", "", 3.3), echo=False)
+    measurement = MeterMeasurement(PowerSettings("lpm01a", f"socket://127.0.0.1:{shield.port}", 3.3), echo=False)
+    measurement.begin("board")  # the twin's UART stands in for the board's
     log = RunLog(tmp_path / "logs", run_info(settings, "qemu", target="qemu-m7"))
-    with log:
+    with log:  # run_twin finishes the log, and the measurement writes power.json beside it
         output = runs.run_twin(settings.images[0], RunParams("Once upon a time", 24, 0.0, 0.9, 1), log,
                                measurement=measurement)  # fmt: skip
-    measurement.finished(log.path)
     shield.join(timeout=5)
     assert output.ok and shield.commands[shield.commands.index("start") :] == ["start", "stop", "hrc"]
     power = json.loads((log.path / "power.json").read_text())

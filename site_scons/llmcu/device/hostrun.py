@@ -43,7 +43,7 @@ def run_host_program(
                 process.wait()
     output = parser.output
     if output.complete and not output.ok:
-        raise LlmcuError(f"{program.name} failed ({output.reason or output.status}): {describe_failure(output)}")
+        raise LlmcuError(f"{program.name} failed: {describe_failure(output)}")
     if code != 0 or not output.ok:
         reason = output.reason or (f"exit status {code}" if code else "no end marker")
         raise LlmcuError(f"{program.name} failed: {reason}")

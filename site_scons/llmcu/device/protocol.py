@@ -282,19 +282,20 @@ def describe_fault(end: dict[str, str]) -> str:
 
 
 def describe_failure(output: RunOutput) -> str:
-    """What a run that ended with ``status=error`` (or a fault) means, in one sentence for the user."""
-    end = output.end
+    """What a run that ended with ``status=error`` (or a fault) means, for the user: its reason, and what that
+    reason's fields say (``prompt_too_long: the prompt is 36 tokens ...``)."""
+    end, why = output.end, output.reason or output.status or "no end line"
     if output.reason == "prompt_too_long" and "prompt_tokens" in end:
         needed, context = end["prompt_tokens"], end.get("context", "?")
         over = int(needed) - int(context) if needed.isdigit() and context.isdigit() else "?"
-        return (f"the prompt is {needed} tokens (BOS included) and this build's context holds {context}: "
+        return (f"{why}: the prompt is {needed} tokens (BOS included) and this build's context holds {context}: "
                 f"shorten it by {over} tokens, or build with a longer seq_len= (up to the model's)")  # fmt: skip
     if output.reason == "prompt_too_long" and "prompt_bytes" in end:
-        return (f"the prompt is {end['prompt_bytes']} bytes and the runtime's encoder takes at most "
+        return (f"{why}: the prompt is {end['prompt_bytes']} bytes and the runtime's encoder takes at most "
                 f"{end.get('max_bytes', '?')} (LLMCU_PROMPT_MAX_BYTES)")  # fmt: skip
     if output.status == "fault":
-        return describe_fault(end)
-    return output.reason or output.status or "no end line"
+        return f"{why}: {describe_fault(end)}"
+    return why
 
 
 def format_summary(output: RunOutput) -> str:

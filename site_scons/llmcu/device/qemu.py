@@ -258,7 +258,7 @@ def check_run(output: RunOutput, exit_code: int | None, elf: Path, stderr: str =
             f"({len(output.tokens)} token records received); QEMU said: {stderr or '(nothing)'}"
         )
     if output.status != "ok":
-        raise FirmwareRunError(f"the run on {elf.name} failed ({output.reason}): {describe_failure(output)}")
+        raise FirmwareRunError(f"the run on {elf.name} failed: {describe_failure(output)}")
     if exit_code != 0:
         raise FirmwareRunError(f"the run on {elf.name} ended well but QEMU exited with status {exit_code}: {stderr}")
     return output

@@ -55,9 +55,12 @@ T = TypeVar("T")
 
 
 class Measurement(Protocol):
-    """Something that records while a run is captured, such as a power meter (llmcu.power.runpower): ``during``
-    runs the capture (the board's reset included) inside the recording; ``finished`` gets the run's finished log
-    folder to write its own files beside it."""
+    """Something that records while a run is captured, such as a power meter (llmcu.power.runpower): ``begin`` hears
+    where the run goes (``host``, ``qemu`` or ``board``) before anything runs, and refuses a runner it cannot
+    measure; ``during`` runs the capture (the board's reset included) inside the recording; ``finished`` gets the
+    run's finished log folder to write its own files beside it."""
+
+    def begin(self, runner: str) -> None: ...
 
     def during(self, capture: Callable[[], T]) -> T: ...
 
@@ -102,7 +105,7 @@ def run(
     on_text = _show if echo else None
     if not settings.images:
         if measurement is not None:
-            raise LlmcuError("a measurement needs a firmware run (a board or its twin), not the host program")
+            measurement.begin("host")
         log = RunLog(options.log_dir, run_info(settings, "host"))
         with _reporting(log):  # run_host_program prints the summary line itself
             output = hostrun.run_host_program(
@@ -111,6 +114,8 @@ def run(
             log.finish(output)
         return output
     runner, image = choose_runner(settings)
+    if measurement is not None:
+        measurement.begin(runner)
     if runner == "board":
         return run_board(settings, image, options, on_text=on_text, measurement=measurement)
     log = RunLog(options.log_dir, run_info(settings, "qemu", target=image.target.name, host={"qemu": qemu_version()}))
@@ -120,8 +125,6 @@ def run(
 
             on_text = stack.enter_context(TextProgress(f"{image.target.name} twin", settings.run.steps))
         output = run_twin(image, settings.run, log, on_text=on_text, measurement=measurement)
-        if measurement is not None:
-            measurement.finished(log.path)
         if settings.selftest:
             report_selftest(output, image.elf, [settings.out_dir, log.path], echo=echo)
         elif echo:
@@ -327,6 +330,8 @@ def run_twin(
                 raise
             if log is not None:
                 log.finish(output, attempts=capture.attempts)
+                if measurement is not None:
+                    measurement.finished(log.path)
             return output
         finally:
             if process.poll() is None:

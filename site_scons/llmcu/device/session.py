@@ -386,7 +386,7 @@ class ConsoleSession:
             return
         if output.status != "ok":
             exchange.status = "error"
-            exchange.error = f"the run failed ({output.reason or output.status}): {describe_failure(output)}"
+            exchange.error = f"the run failed: {describe_failure(output)}"
             self._end_text(exchange.text)
             self.say(f"error: {exchange.error}")
             return

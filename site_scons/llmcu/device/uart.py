@@ -560,5 +560,5 @@ def check_capture(capture: Capture, elf: str = "") -> RunOutput:
     if not output.complete:
         raise CaptureError(f"the run did not end ({capture.reason or 'no end marker'})", capture)
     if output.status != "ok":
-        raise RunFailedError(f"the run failed ({output.reason or output.status}): {describe_failure(output)}", capture)
+        raise RunFailedError(f"the run failed: {describe_failure(output)}", capture)
     return output

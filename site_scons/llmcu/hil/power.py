@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import OptionError
-from ..core.paths import TARGETS_DIR
 from ..device.console import CommandParams
 from ..device.protocol import RunOutput
 from ..device.runlog import RunInfo, RunLog
-from ..power import CHOICES, PowerSettings, make_meter, measure_during, write_power
+from ..power import CHOICES, PowerSettings
+from ..power.runpower import MeterMeasurement
 from .device import Device
 from .hwmap import PowerMeter
 
@@ -52,22 +52,14 @@ class HilPower:
 
     def measure(self, device: Device, params: CommandParams, **run_options: Any) -> MeasuredRun:
         info = device.info
-        meter = make_meter(self.settings, runner=info.mode)  # refused here, before anything runs
+        measurement = MeterMeasurement(self.settings, echo=False)
+        measurement.begin(info.mode)  # refused here, before anything runs
         settings = {"built_for": info.target} if info.mode == "qemu" else {}
         run_info = RunInfo(target=info.runs_on if info.mode == "qemu" else info.target, model=self.model,
                            quant=self.quant, runner=info.mode, board=self.board, prompt=str(params.prompt),
                            settings=settings)  # fmt: skip
         with RunLog(self.log_dir, run_info) as log:
-
-            def run() -> RunOutput:
-                return device.run(params, on_bytes=log.write_raw, **run_options)
-
-            if meter is None:
-                output, samples = run(), None
-            else:
-                output, samples = measure_during(run, meter)
+            output = measurement.during(lambda: device.run(params, on_bytes=log.write_raw, **run_options))
             log.finish(output)
-        result = None
-        if samples is not None:
-            result = write_power(log.path, samples, supply_v=self.settings.voltage_v, targets_dir=TARGETS_DIR)
-        return MeasuredRun(output, log.path, result)
+        measurement.finished(log.path)
+        return MeasuredRun(output, log.path, measurement.result)

@@ -62,16 +62,11 @@ def power_settings(values: Mapping[str, Any]) -> PowerSettings:
 
 
 def check_choice(settings: PowerSettings, *, runner: str) -> None:
-    """Refuse a meter that cannot measure this runner (``host``, ``linux``, ``qemu`` or ``board``)."""
+    """Refuse a meter that cannot measure this runner (``host``, ``qemu`` or ``board``)."""
     if settings.meter not in CHOICES:
         raise OptionError(f"power={settings.meter!r} is not allowed; choose one of: {', '.join(CHOICES)}")
     if settings.meter == "none":
         return
-    if runner == "linux":
-        raise OptionError(
-            f"power={settings.meter} measures an STM32H743 board's supply (or estimates it on its QEMU twin); a Linux "
-            "target's program has no meter here: measure the SoC's supply with your own instruments"
-        )
     if settings.meter == "estimate" and runner != "host":
         return
     if runner == "qemu":

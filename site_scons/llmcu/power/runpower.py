@@ -23,38 +23,35 @@ T = TypeVar("T")
 
 
 class MeterMeasurement:
-    """llmcu.device.runs.Measurement for a power meter."""
+    """llmcu.device.runs.Measurement for a power meter: made for the runner when the run knows it (``begin``: a
+    meter that cannot measure it is refused there, before anything runs)."""
 
-    def __init__(self, meter: PowerMeter, settings: PowerSettings, *, echo: bool = True) -> None:
-        self.meter = meter
+    def __init__(self, settings: PowerSettings, *, echo: bool = True) -> None:
         self.settings = settings
         self.echo = echo
+        self.meter: PowerMeter | None = None
         self.samples: Samples | None = None
         self.result: dict | None = None
 
+    def begin(self, runner: str) -> None:
+        self.meter = make_meter(self.settings, runner=runner)
+
     def during(self, capture: Callable[[], T]) -> T:
+        if self.meter is None:  # power=none
+            return capture()
         output, self.samples = measure_during(capture, self.meter)
         return output
 
     def finished(self, log_dir: Path) -> None:
-        assert self.samples is not None, "finished() before during()"
+        if self.samples is None:  # power=none
+            return
         self.result = write_power(log_dir, self.samples, supply_v=self.settings.voltage_v, targets_dir=TARGETS_DIR)
         if self.echo:
             print(f"[llmcu] power: {format_power(self.result)} (power.json, power.csv in the log)", flush=True)
 
 
-def runner_of(settings: BuildSettings) -> str:
-    """``host``, ``linux``, ``qemu`` or ``board``: where `run` would go (a probe is looked for with hil=auto)."""
-    if settings.linux is not None:
-        return "linux"
-    if not settings.images:
-        return "host"
-    return runs.choose_runner(settings)[0]
-
-
 def run(settings: BuildSettings, options: runs.RunOptions, power: PowerSettings, *, echo: bool = True) -> RunOutput:
     """`run` with ``power=``: the meter refused before anything runs when it cannot measure this runner."""
-    meter = make_meter(power, runner=runner_of(settings))
-    if meter is None:
+    if power.meter == "none":
         return runs.run(settings, options, echo=echo)
-    return runs.run(settings, options, echo=echo, measurement=MeterMeasurement(meter, power, echo=echo))
+    return runs.run(settings, options, echo=echo, measurement=MeterMeasurement(power, echo=echo))

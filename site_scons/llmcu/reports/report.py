@@ -117,7 +117,8 @@ def _build_section(doc: Document, run: RunRecord) -> None:
     }  # fmt: skip
     rows = [[name, str(value)] for name, value in shown.items() if value not in (None, "")]
     doc.table(Table(["option", "value"], rows))
-    quality = _quant_report(run).get("quality")
+    quant_report = _quant_report(run)
+    quality = quant_report.get("quality")
     if isinstance(quality, dict) and quality:
         doc.para(
             f"Quality against fp32 (quant_report.json; teacher-forced over {quality.get('positions', '?')} "
@@ -126,7 +127,7 @@ def _build_section(doc: Document, run: RunRecord) -> None:
             f"max KL {float(quality.get('max_kl', 0)):.2e}."
         )
     elif run.build_dir is not None:
-        note = _quant_report(run).get("quality_note") or "not measured for this build"
+        note = quant_report.get("quality_note") or "not measured for this build"
         doc.para(f"Quality against fp32: {note}.")
 
 

@@ -22,6 +22,11 @@ def case_args(case: dict) -> list[str]:
     ]  # fmt: skip
 
 
+def llmcu_errors(result: subprocess.CompletedProcess) -> list[str]:
+    """The `llmcu: error:` lines a scons run printed on its standard error."""
+    return [line for line in result.stderr.splitlines() if line.startswith("llmcu: error:")]
+
+
 # Story openings for a test that needs a greedy run to fill the whole context. Which one does depends on the
 # build's bytes, which are the same on every machine (llmcu.model.portable), so the choice is too; a test asks
 # prompt_filling_context rather than naming one, so that a change to the quantizer does not break it.

@@ -358,7 +358,7 @@ int main(int argc, char **argv) {
     if (status != 0 && !options.params.records) {
         /* The only failure llmcu_generate has: a prompt that does not fit (with records the end line says so). */
         const char *prompt = options.params.prompt != NULL ? options.params.prompt : "";
-        int needed = llmcu_encode(prompt, 1, 0, NULL, 0);
+        int needed = llmcu_encode(prompt, LLMCU_ADD_BOS || prompt[0] == '\0', 0, NULL, 0); /* as generate.c */
         if (needed == LLMCU_ENCODE_TEXT_TOO_LONG) {
             fprintf(stderr, "%s: the prompt is %zu bytes; this program takes at most %d\n", posix_program,
                     strlen(prompt), LLMCU_PROMPT_MAX_BYTES);

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
+from buildutil import llmcu_errors, scons
 from llmcu.core.config import ModelConfig
 from llmcu.model.checkpoint import random_checkpoint, write_checkpoint
 
@@ -167,7 +167,7 @@ def test_what_fits_the_board_but_not_its_twin_names_the_twin(tmp_path: Path, tok
     args = ["target=stm32h743", "board=h743-sdram-qspi", f"model={checkpoint}", f"tokenizer={tokenizer_32k}",
             "quant=q8", "fit=absmax", "weights=qspi", "hil=qemu", f"build_dir={tmp_path / 'build'}"]  # fmt: skip
     result = scons(args, tokenizer_32k.parent, check=False)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("llmcu: error:")]
+    errors = llmcu_errors(result)
     assert result.returncode != 0 and len(errors) == 1, result.stderr
     assert "board=" not in errors[0]  # no other board advised: this one fits
     sees(errors[0])

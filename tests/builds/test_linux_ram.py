@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
+from buildutil import llmcu_errors, scons
 from llmcu.build import linuxmem, project, steps
 from llmcu.build.memplan import FitError
 from llmcu.device.runlog import built_kv_type
@@ -31,7 +31,7 @@ def test_too_little_ram_names_every_part_and_only_changes_that_fit(tmp_path, sto
     result = scons(["target=rzv2l", "model=260k", "quant=fp32", "board_ram=8M", f"build_dir={tmp_path}"],
                    stories260k.parent, check=False)  # fmt: skip
     assert result.returncode != 0
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("llmcu: error:")]
+    (line,) = llmcu_errors(result)
     assert "does not fit the rzv2l board's RAM: it needs 7.7 MiB (weights 1,040,128 bytes" in line
     for part in ("tokenizer", "KV cache 655,360 bytes", "run state", "program and 2 thread stacks"):
         assert part in line

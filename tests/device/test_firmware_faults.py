@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
+from buildutil import llmcu_errors, scons
 from llmcu.build import watchdog
 from llmcu.build.memplan import STACK_GUARD_BYTES
 from llmcu.build.project import FirmwareImage, RunParams
@@ -320,7 +320,7 @@ def test_a_watchdog_shorter_than_a_pass_at_the_chips_clock_is_refused(stories260
     for target in ("qemu-m7", "stm32h743"):
         args = [f"target={target}", "model=260k", "watchdog=1ms", f"build_dir={tmp_path}"]
         result = scons(args, stories260k.parent, check=False)
-        (line,) = [text for text in result.stderr.splitlines() if text.startswith("llmcu: error:")]
+        (line,) = llmcu_errors(result)
         assert result.returncode != 0 and "is shorter than 2 forward passes on the stm32h743" in line
         if target == "qemu-m7":
             sees(line)

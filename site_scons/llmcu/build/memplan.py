@@ -154,7 +154,7 @@ def twin_regions(twin: Target, board_regions: Sequence[MemoryRegion]) -> list[Me
     board = {region.name: region for region in board_regions if region.external}
     origin, room = twin.external_window
     if not room:
-        return [r for r in twin.memory if not r.external or r.name in board]
+        return available_regions(twin, board)
     out = []
     for region in twin.memory:
         if not region.external:

@@ -105,17 +105,13 @@ def read_power_csv(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
     return np.array(t), np.array(current), estimated
 
 
-def current_is_informative(csv_path: Path) -> bool:
-    """Whether a current plot would show anything: not for a constant series (the datasheet estimate is one
-    current throughout: a flat line)."""
-    _, current, _ = read_power_csv(csv_path)
-    return current.size > 1 and float(np.ptp(current)) > 0
-
-
-def plot_current(power: dict[str, Any], csv_path: Path, path: Path, title: str) -> None:
-    """Current over the meter's time with the generation window shaded."""
-    plt = _pyplot()
+def plot_current(power: dict[str, Any], csv_path: Path, path: Path, title: str) -> bool:
+    """Current over the meter's time with the generation window shaded; nothing drawn (False) for a series that
+    would show nothing: one constant, as the datasheet estimate is, is a flat line."""
     t, current, estimated = read_power_csv(csv_path)
+    if current.size < 2 or float(np.ptp(current)) == 0:
+        return False
+    plt = _pyplot()
     window = power["window"]
     scale, unit = (1e3, "ms") if (t[-1] - t[0] if t.size else 0) < 2 else (1.0, "s")
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -140,3 +136,4 @@ def plot_current(power: dict[str, Any], csv_path: Path, path: Path, title: str) 
         _save(fig, path)
     finally:
         plt.close(fig)
+    return True

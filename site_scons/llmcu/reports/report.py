@@ -22,7 +22,7 @@ from ..core.paths import TARGETS_DIR
 from ..power.estimate import model_for_run
 from ..power.runrecord import RunRecord, load_run
 from .document import Document, Image, Table
-from .plots import current_is_informative, plot_cost, plot_current, window_fill_position
+from .plots import plot_cost, plot_current, window_fill_position
 
 # ---- formatting ----
 
@@ -249,10 +249,8 @@ def _power_section(doc: Document, run: RunRecord, power: dict[str, Any] | None, 
         )
     for warning in power.get("warnings", []):
         doc.para(f"Warning: {warning}")
-    csv_path = run.path / "power.csv"
-    if csv_path.is_file() and current_is_informative(csv_path):
-        image = run.path / "current.png"
-        plot_current(power, csv_path, image, run.title)
+    csv_path, image = run.path / "power.csv", run.path / "current.png"
+    if csv_path.is_file() and plot_current(power, csv_path, image, run.title):
         images.append(image)
         doc.image(Image(image.name, "estimated current over time" if estimated else "current over time"))
     elif csv_path.is_file():

@@ -93,7 +93,7 @@ float *llmcu_forward(int token, int pos);
 /* ---- tokenizer.c ---- */
 /* The longest text (bytes) the encoder takes: its working buffer holds a token per byte before merging. Prompts
  * reach firmware as a console line (CONSOLE_LINE_MAX, 1024); hosted programs also take them from the command
- * line, and their build sets more (llmcu.build.targets.PROMPT_MAX_BYTES). */
+ * line, and their build sets more (llmcu.platform.targets.PROMPT_MAX_BYTES). */
 #ifndef LLMCU_PROMPT_MAX_BYTES
 #define LLMCU_PROMPT_MAX_BYTES 1024
 #endif

@@ -76,7 +76,7 @@ def scons(
     return result
 
 
-# The runtime's C contract flags (llmcu.build.targets.CONTRACT_CFLAGS) and warnings, for host test drivers.
+# The runtime's C contract flags (llmcu.platform.targets.CONTRACT_CFLAGS) and warnings, for host test drivers.
 HOST_C_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wshadow", "-Wdouble-promotion", "-Werror", "-ffp-contract=off",
                 "-fno-fast-math"]  # fmt: skip
 

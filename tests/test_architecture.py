@@ -1,6 +1,7 @@
-"""The library's layers as a contract (pyproject.toml [tool.importlinter]: hil > reports > power > device > build >
-model > core), checked by import-linter; no import cycle at any depth, counting the imports inside functions and
-under TYPE_CHECKING that import-linter does not see; and the C board layer without call cycles between its files."""
+"""The library's layers as a contract (pyproject.toml [tool.importlinter]: hil > reports > power > device > builder >
+model > platform > core), checked by import-linter; no import cycle at any depth, counting the imports inside
+functions and under TYPE_CHECKING that import-linter does not see; and the C board layer without call cycles between
+its files."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT
-from llmcu.build.boards import load_board, write_board_config
+from llmcu.builder.boardconfig import write_board_config
+from llmcu.platform.stm32h7 import load_board
 
 LINT = shutil.which("lint-imports")
 needs_linter = pytest.mark.skipif(LINT is None, reason="import-linter missing (pip install -r requirements.txt)")
@@ -134,7 +136,7 @@ def test_no_package_of_the_library_is_flat_again() -> None:
     top = ROOT / "site_scons" / "llmcu"
     assert sorted(p.name for p in top.glob("*.py")) == ["__init__.py"]
     assert {p.name for p in top.iterdir() if p.is_dir() and p.name != "__pycache__"} == {
-        "core", "model", "build", "device", "reports", "power", "hil"}  # fmt: skip
+        "core", "platform", "model", "builder", "device", "reports", "power", "hil"}  # fmt: skip
 
 
 CC = "arm-none-eabi-gcc"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write docs/options.md from the option table (llmcu.build.options.markdown_table); a test keeps it equal.
+"""Write docs/options.md from the option table (llmcu.builder.options.markdown_table); a test keeps it equal.
 
 tools/options_doc.py            write it
 tools/options_doc.py --check    exit 1 when the file differs from the table
@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
-from llmcu.build.options import markdown_table
-from llmcu.build.project import options_table
+from llmcu.builder.options import markdown_table
+from llmcu.builder.settings import options_table
 from llmcu.core.fileio import write_text_atomic
 from llmcu.core.paths import ROOT
 

@@ -4,7 +4,7 @@
 tools/preset_fit.py [--target rzv2l] [--ram 2G,1G] [--quants q4,q8,fp32]
 
 Nothing is downloaded or quantized: the RAM a build needs comes from the preset's [shape] the way the build's own
-check counts it (llmcu.build.linuxmem: the weights as model.bin stores them, the tokenizer, the KV cache of the
+check counts it (llmcu.builder.linuxmem: the weights as model.bin stores them, the tokenizer, the KV cache of the
 whole context, the run state, the program and a stack per thread), with the KV type ``kv_type=auto`` tries first
 (q16 for quantized weights, f32 for fp32) and the target's threads. Each board column is the RAM left beside
 the OS (target.toml's os_reserve, at most a quarter of the board's RAM, as ``board_ram=`` does).
@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
-from llmcu.build import linux, linuxmem
-from llmcu.build.targets import load_target, parse_size
+from llmcu.builder import linux, linuxmem
 from llmcu.core.paths import MODELS_DIR, TARGETS_DIR
 from llmcu.model import models
 from llmcu.model.quantize import QuantPlan
+from llmcu.platform.targets import load_target, parse_size
 
 
 def _size(size: int) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
-from llmcu.build import project
+from llmcu.builder.settings import MODELS_DIR
 from llmcu.core.errors import LlmcuError
 from llmcu.core.fileio import write_text_atomic
 from llmcu.model import models
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     try:
-        resolved = models.resolve_model(args.model, args.tokenizer, project.MODELS_DIR)
+        resolved = models.resolve_model(args.model, args.tokenizer, MODELS_DIR)
         ckpt = read_model(resolved.checkpoint)
         tok = read_vocab(resolved.tokenizer, ckpt.config.vocab_size)
         norms = sum(int(np.size(ckpt.weights[name])) * 4 for name in ("rms_att", "rms_ffn", "rms_final"))

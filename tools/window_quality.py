@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
-from llmcu.build import project
+from llmcu.builder.settings import MODELS_DIR
 from llmcu.core.fileio import write_text_atomic
 from llmcu.model import models
 from llmcu.model.sources import read_model, read_vocab
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=0, help="tokens per text (0: the model's context)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    resolved = models.resolve_model(args.model, None, project.MODELS_DIR)
+    resolved = models.resolve_model(args.model, None, MODELS_DIR)
     ckpt = read_model(resolved.checkpoint)
     read_vocab(resolved.tokenizer, ckpt.config.vocab_size)
     model = Model(ckpt)

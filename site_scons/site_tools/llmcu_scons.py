@@ -14,12 +14,28 @@ import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
 from llmcu import power
-from llmcu.build import codegen, flashalgo, linux, memplan, outputs, project, steps, watchdog
-from llmcu.build import options as option_rules
+from llmcu.builder import codegen, flashalgo, linux, memplan, outputs, steps
+from llmcu.builder import options as option_rules
+from llmcu.builder.settings import (
+    LIBRARY_DIR,
+    ROOT,
+    RUNTIME_DIR,
+    TARGETS_DIR,
+    TEMPLATES_DIR,
+    BuildSettings,
+    FirmwareImage,
+    configure,
+    help_intro,
+    options_table,
+    prefix_map_flags,
+    runtime_sources,
+    sanitizer_flags,
+)
 from llmcu.core import fileio, interrupts
 from llmcu.core.errors import LlmcuError
 from llmcu.device import debug, flashing, linux_run, monitor, runs, session
 from llmcu.model.sources import source_files
+from llmcu.platform import watchdog
 from llmcu.power import runpower
 
 # Short command lines unless verbose=1.
@@ -116,7 +132,7 @@ def _flash_action(target, source, env) -> int:
     )
 
 
-def _flash_algo(env, settings: project.BuildSettings) -> list:
+def _flash_algo(env, settings: BuildSettings) -> list:
     """The board's QSPI flash algorithm (flashalgo/qspi.flm) that `flash` needs; none without QSPI flash."""
     build = flashalgo.for_settings(settings)
     if build is None:
@@ -126,7 +142,7 @@ def _flash_algo(env, settings: project.BuildSettings) -> list:
     return env.Command(str(path), [str(source) for source in sources], action, LLMCU_SETTINGS=settings)
 
 
-def _model_sources(env, settings: project.BuildSettings) -> list:
+def _model_sources(env, settings: BuildSettings) -> list:
     """The generated C and data, rebuilt when the model files, the options or the generator change."""
     targets = outputs.generated_files(settings)
     changed = outputs.discard_changed(settings)  # a damaged model.bin or an edited source is generated again
@@ -143,8 +159,8 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
     sources = [*(str(path) for path in sorted(model_files)), identity]
     if settings.plan.calibrated and Path(settings.plan.calibration).is_file():  # calib=PATH: its text counts
         sources.append(settings.plan.calibration)
-    sources += [str(path) for path in sorted(project.TEMPLATES_DIR.glob("*.j2"))]
-    sources += [str(path) for path in sorted(project.LIBRARY_DIR.rglob("*.py"))]
+    sources += [str(path) for path in sorted(TEMPLATES_DIR.glob("*.j2"))]
+    sources += [str(path) for path in sorted(LIBRARY_DIR.rglob("*.py"))]
     sources += [str(image.target.folder / "target.toml") for image in settings.images]
     if settings.images and settings.board:
         sources.append(str(settings.target.folder / "boards" / f"{settings.board}.toml"))
@@ -156,13 +172,13 @@ def _model_sources(env, settings: project.BuildSettings) -> list:
     )
 
 
-def numerics_defines(settings: project.BuildSettings) -> list[tuple[str, int]]:
+def numerics_defines(settings: BuildSettings) -> list[tuple[str, int]]:
     """numerics=fast: kernels may use FMA, reordered sums and a fast exp (runtime_c/kernels/neon/README.md)."""
     return [("LLMCU_NUMERICS_FAST", 1)] if settings.numerics == "fast" else []
 
 
 def _object(build_env, stem, source, gen):
-    """One object, with the target's cold_cflags unless it is hot code (llmcu.build.memplan.is_hot_object)."""
+    """One object, with the target's cold_cflags unless it is hot code (llmcu.builder.memplan.is_hot_object)."""
     target = build_env["LLMCU_TARGET"]
     if target.cold_cflags and not memplan.is_hot_object(f"{stem}.o"):
         build_env = build_env.Clone()
@@ -181,7 +197,7 @@ def _compiled(build_env, stem, source, gen):
     return built
 
 
-def _program(env, settings: project.BuildSettings):
+def _program(env, settings: BuildSettings):
     target = settings.target
     gen = settings.gen_dir
     build_env = env.Clone(
@@ -189,7 +205,7 @@ def _program(env, settings: project.BuildSettings):
         CCFLAGS=list(target.all_cflags),
         LINKFLAGS=list(target.ldflags),
         LIBS=list(target.libs),
-        CPPPATH=[str(project.RUNTIME_DIR), str(gen)],
+        CPPPATH=[str(RUNTIME_DIR), str(gen)],
         CPPDEFINES=[
             ("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'),
             ("LLMCU_PROMPT_MAX_BYTES", target.prompt_max_bytes),
@@ -200,14 +216,14 @@ def _program(env, settings: project.BuildSettings):
         LLMCU_TARGET=target,
     )
     build_env.Append(CPPDEFINES=linux.posix_defines(settings.default_threads))  # the thread pool (runtime_c/parallel.h)
-    sanitizer_flags = project.sanitizer_flags(settings.sanitize)  # sanitize=: compile and link with them
-    build_env.Append(CCFLAGS=sanitizer_flags, LINKFLAGS=sanitizer_flags)
+    sanitize_flags = sanitizer_flags(settings.sanitize)  # sanitize=: compile and link with them
+    build_env.Append(CCFLAGS=sanitize_flags, LINKFLAGS=sanitize_flags)
     if settings.linux is not None:  # the hosted program, cross-compiled
         build_env.Replace(**linux.construction_variables(settings.target, settings.linux, build_env["ENV"]))
     # After the cross toolchain's flags (which replace CCFLAGS), so every hosted and Linux program gets it.
-    build_env.Append(CCFLAGS=project.prefix_map_flags(settings))  # reproducible: no absolute paths in the program
-    sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources(settings.kernel_set)]
-    sources += [(path, path.relative_to(project.ROOT)) for path in target.board_sources]
+    build_env.Append(CCFLAGS=prefix_map_flags(settings))  # reproducible: no absolute paths in the program
+    sources = [(path, path.relative_to(ROOT)) for path in runtime_sources(settings.kernel_set)]
+    sources += [(path, path.relative_to(ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
     objects = []
     for path, rel in sources:
@@ -226,7 +242,7 @@ def _link_string(target, source, env) -> str:  # SCons calls strfunctions with (
     return env.subst("$LLMCU_LINKCMD", target=target, source=source)
 
 
-def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage):
+def _firmware(env, settings: BuildSettings, image: FirmwareImage):
     """Compile the runtime and the board layer for one firmware image, link it with its planned script."""
     target = image.target
     gen = settings.gen_dir
@@ -241,7 +257,7 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
             f"-Wl,-Map={image.out_dir / 'firmware.map'}",
         ],
         LIBS=list(target.libs),
-        CPPPATH=[str(project.RUNTIME_DIR), str(gen), str(project.TARGETS_DIR / "cortex-m"), str(target.folder)],
+        CPPPATH=[str(RUNTIME_DIR), str(gen), str(TARGETS_DIR / "cortex-m"), str(target.folder)],
         CPPDEFINES=[
             ("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'),
             ("LLMCU_PROMPT_MAX_BYTES", target.prompt_max_bytes),
@@ -254,12 +270,12 @@ def _firmware(env, settings: project.BuildSettings, image: project.FirmwareImage
     )
     # watchdog=: the register values for this image's watchdog (the board's, or its twin's)
     build_env.Append(CPPDEFINES=watchdog.defines(target, settings.firmware.watchdog_s if settings.firmware else 0.0))
-    build_env.Append(CCFLAGS=project.prefix_map_flags(settings))  # reproducible: no absolute paths in the ELF
+    build_env.Append(CCFLAGS=prefix_map_flags(settings))  # reproducible: no absolute paths in the ELF
     # Link through llmcu so that a region overflow becomes an error naming the region and what would fit.
     build_env["LLMCU_LINKCMD"] = build_env["LINKCOM"]
     build_env["LINKCOM"] = build_env.Action(_link_action, strfunction=_link_string)
-    sources = [(path, path.relative_to(project.ROOT)) for path in project.runtime_sources(settings.kernel_set)]
-    sources += [(path, path.resolve().relative_to(project.ROOT)) for path in target.board_sources]
+    sources = [(path, path.relative_to(ROOT)) for path in runtime_sources(settings.kernel_set)]
+    sources += [(path, path.resolve().relative_to(ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
     if settings.selftest:  # the bring-up firmware: its region table, from this image's memory plan
         build_env.Append(CPPDEFINES=[("LLMCU_SELFTEST", 1)])
@@ -296,7 +312,7 @@ def _waiting_for(out_dir) -> None:
 
 def llmcu_build(env, arguments: dict[str, str]):
     """Declare the whole build for the given command-line options; returns the program node."""
-    table = project.options_table()
+    table = options_table()
     try:  # llmcu's own check first: one `llmcu: error:` line naming what is allowed, never SCons's enum message
         option_rules.check_unknown(arguments, table)
         values = option_rules.validate(arguments, table)
@@ -305,11 +321,11 @@ def llmcu_build(env, arguments: dict[str, str]):
         return None
     variables = _variables(table)
     variables.Update(env)
-    scons.Help(project.help_intro() + variables.GenerateHelpText(env), append=False)
+    scons.Help(help_intro() + variables.GenerateHelpText(env), append=False)
     if scons.GetOption("help"):
         return None
     try:
-        settings = project.configure(dict(arguments))
+        settings = configure(dict(arguments))
     except LlmcuError as error:
         _fail(error)
         return None
@@ -377,7 +393,7 @@ def llmcu_build(env, arguments: dict[str, str]):
     flash = env.Alias("flash", program, env.Action(_flash_action, None), LLMCU_SETTINGS=settings, LLMCU_PROBE=probe)
     env.AlwaysBuild(flash)
     out = settings.out_dir
-    shown = out.relative_to(project.ROOT) if out.is_relative_to(project.ROOT) else out
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     print(f"llmcu: {settings.target.name} {settings.model_name} {settings.quant_label} -> {shown}")
     return program
 

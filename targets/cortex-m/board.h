@@ -37,7 +37,7 @@ void board_fatal(int code) __attribute__((noreturn));
 
 /*
  * Watchdog (option watchdog=<time>): the build computes the board's prescaler and reload from the time
- * (site_scons/llmcu/build/watchdog.py) and defines LLMCU_WATCHDOG=1, LLMCU_WATCHDOG_PRESCALER,
+ * (site_scons/llmcu/platform/watchdog.py) and defines LLMCU_WATCHDOG=1, LLMCU_WATCHDOG_PRESCALER,
  * LLMCU_WATCHDOG_RELOAD and LLMCU_WATCHDOG_MS; without the option LLMCU_WATCHDOG is 0 and these do nothing.
  * firmware_main.c starts it before the first ready line and kicks it after each forward pass
  * (platform_alive) and while it waits for a command. board_watchdog_fired() tells the fault handler

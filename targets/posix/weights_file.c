@@ -1,5 +1,5 @@
 /*
- * The weights file of a weights_file=yes build: model.bin, written by site_scons/llmcu/build/weightsfile.py.
+ * The weights file of a weights_file=yes build: model.bin, written by site_scons/llmcu/builder/weightsfile.py.
  *
  * A 64-byte little-endian header, then model_data.bin exactly as the linked-in builds embed it:
  *

@@ -5,7 +5,7 @@
  *   configure while off, then enable; PLL2 too when the FMC runs from it) -> flash wait states for the new AXI clock (section "Embedded
  *   flash memory": before the clock rises) -> bus prescalers -> SYSCLK switch to PLL1 (RCC_CFGR).
  * The values come from board_config.h, computed and checked against targets/stm32h743/limits.toml by
- * llmcu/build/boards.py: two plans, one per silicon revision (board_plan). Every wait for a ready bit is bounded
+ * llmcu/platform/stm32h7.py: two plans, one per silicon revision (board_plan). Every wait for a ready bit is bounded
  * (wait_bits): a part that never answers ends the boot with a fault line naming the step (boot_fail.c).
  * Nothing here touches static data: this runs before .data and .bss exist (the plans are in flash).
  */

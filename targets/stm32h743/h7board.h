@@ -12,7 +12,7 @@
 
 /*
  * A clock plan: what differs between silicon revisions (board_config.h BOARD_PLAN_V, BOARD_PLAN_Y; computed
- * and checked against limits.toml by llmcu/build/boards.py). Revision V runs 480 MHz at VOS0; revision Y at most
+ * and checked against limits.toml by llmcu/platform/stm32h7.py). Revision V runs 480 MHz at VOS0; revision Y at most
  * 400 MHz at VOS1 (DS12110).
  */
 typedef struct {

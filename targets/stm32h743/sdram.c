@@ -4,7 +4,7 @@
  *   FMC clock and pins -> device features (FMC_SDCRx) -> timings (FMC_SDTRx) -> FMC on (FMC_BCR1 FMCEN)
  *   -> clock configuration enable -> >= 100 us with the clock running -> precharge all -> N auto-refresh
  *   -> load mode register -> refresh rate (FMC_SDRTR).
- * Every register value is computed from the chip's datasheet timings by llmcu/build/boards.py.
+ * Every register value is computed from the chip's datasheet timings by llmcu/platform/stm32h7.py.
  * Nothing here touches static data: this runs before .data and .bss exist.
  */
 #include "h7board.h"

@@ -4,7 +4,7 @@
  *
  * IWDG1 counts down from RLR at LSI / prescaler (LSI: 32 kHz) and resets the chip when it reaches 0,
  * unless the key 0xAAAA reloads it first. Once started nothing but a reset stops it. The build works the
- * prescaler and reload out of watchdog=<time> (site_scons/llmcu/build/watchdog.py, which refuses times the
+ * prescaler and reload out of watchdog=<time> (site_scons/llmcu/platform/watchdog.py, which refuses times the
  * IWDG cannot count) and passes them as LLMCU_WATCHDOG_PRESCALER / LLMCU_WATCHDOG_RELOAD.
  *
  * After the reset the watchdog causes, RCC_RSR has IWDG1RSTF set, and the next ready line says

@@ -155,7 +155,7 @@ static float k_s[MAX_KV / 2], v_s[MAX_KV / 2];
 #ifdef HARNESS_LAYOUT_M7_PANELS
 /*
  * The Cortex-M7 set's weight layout, m7_panels (runtime_c/kernels/cortex_m7/m7_layout.h, made at build time by
- * site_scons/llmcu/build/layouts.py), rebuilt here from the row-major bytes block by block, the way the Python side
+ * site_scons/llmcu/builder/layouts.py), rebuilt here from the row-major bytes block by block, the way the Python side
  * builds it, so that the optimised image gets what a build links; the reference image keeps the row-major
  * arrays. Matrices the layout does not cover, and the bytes at an offset, are passed as they are / at the same
  * offset (the kernels' fallbacks). Returns the weights to pass; *scales becomes the scales to pass.

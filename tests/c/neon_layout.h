@@ -1,5 +1,5 @@
 /*
- * The NEON kernel set's weight layout ("neon_panels", site_scons/llmcu/build/layouts.py, which codegen uses; the C
+ * The NEON kernel set's weight layout ("neon_panels", site_scons/llmcu/builder/layouts.py, which codegen uses; the C
  * side in runtime_c/kernels/neon/matmul.c), remade here from the row-major reference layout so that
  * test_kernels.c can hand the NEON matmuls and embedding lookups what a build links in. Compiled in only when
  * the harness is built with -DHARNESS_LAYOUT_NEON_PANELS (tests/runtime/test_neon_kernels.py). The Python layout is

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, host_c_program, scons
-from llmcu.build.project import RunParams
+from llmcu.builder.settings import RunParams
 from llmcu.core.errors import OptionError
 from llmcu.device.console import LINE_MAX, encode_command, percent_encode
 from llmcu.device.qemu import QemuSession
@@ -662,8 +662,8 @@ def test_twin_stops_at_the_end_of_the_context(twin: Path, sees) -> None:
 def test_prompt_option_must_be_utf8(prompt: str, where: str, sees) -> None:
     """Bytes that are not UTF-8 on the scons command line used to end `scons run` in a UnicodeEncodeError
     traceback (writing the run log, or encoding the firmware's command); now they are an option error."""
-    from llmcu.build import project
+    from llmcu.builder.settings import configure
 
     with pytest.raises(OptionError, match=where) as excinfo:
-        project.configure({"prompt": prompt}, download=False)
+        configure({"prompt": prompt}, download=False)
     sees(str(excinfo.value))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flash_fakes import FakeFactory
-from llmcu.build import project
+from llmcu.builder.settings import ROOT, BuildSettings, configure
 from llmcu.device import debug, localport, runs
 from llmcu.device.flashing import ProbeInfo
 
@@ -22,9 +22,9 @@ needs_qemu = pytest.mark.skipif(
 BREAK_IN_FORWARD = ["break llmcu_forward", "continue", "print pos", "print token", "bt 2", "continue", "print pos"]
 
 
-def _settings(target: str, root: Path, models: Path, monkeypatch) -> project.BuildSettings:
+def _settings(target: str, root: Path, models: Path, monkeypatch) -> BuildSettings:
     monkeypatch.setenv("LLMCU_MODELS", str(models))
-    return project.configure({"target": target, "model": "260k", "quant": "q8", "build_dir": str(root),
+    return configure({"target": target, "model": "260k", "quant": "q8", "build_dir": str(root),
                               "prompt": "Once", "steps": "4"})  # fmt: skip
 
 
@@ -67,11 +67,11 @@ def test_a_missing_gdb_names_its_package() -> None:
 
 def test_gdb_gets_the_source_mapping(tmp_path, stories260k, monkeypatch) -> None:
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
-    settings = project.configure({"target": "qemu-m7", "model": "260k", "quant": "q8", "build_dir": str(tmp_path)})
+    settings = configure({"target": "qemu-m7", "model": "260k", "quant": "q8", "build_dir": str(tmp_path)})
     command = debug.gdb_command("gdb-multiarch", Path("fw.elf"), settings, ["target extended-remote localhost:1"])
     joined = " ".join(command)
     assert f"set substitute-path /llmcu-build {tmp_path.resolve()}" in joined
-    assert f"directory {project.ROOT}" in joined
+    assert f"directory {ROOT}" in joined
     assert command[-1] == "fw.elf" and joined.index("substitute-path") < joined.index("target extended-remote")
 
 
@@ -89,7 +89,7 @@ class FakeGdbServer:
 
 def test_board_server_on_the_chosen_probe(tmp_path, stories260k, monkeypatch) -> None:
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
-    settings = project.configure({"target": "stm32h743", "model": "260k", "quant": "q8", "build_dir": str(tmp_path)})
+    settings = configure({"target": "stm32h743", "model": "260k", "quant": "q8", "build_dir": str(tmp_path)})
     factory = FakeFactory([ProbeInfo("066DFF485457725187092434", "ST-LINK/V2-1"), ProbeInfo("0002", "other")])
     servers: list[FakeGdbServer] = []
 

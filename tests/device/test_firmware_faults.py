@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from buildutil import llmcu_errors, scons
-from llmcu.build import watchdog
-from llmcu.build.memplan import STACK_GUARD_BYTES
-from llmcu.build.project import FirmwareImage, RunParams
-from llmcu.build.targets import load_target
+from llmcu.builder.memplan import STACK_GUARD_BYTES
+from llmcu.builder.settings import FirmwareImage, RunParams
 from llmcu.core.errors import OptionError
 from llmcu.device.protocol import describe_fault, format_summary
 from llmcu.device.qemu import FirmwareFaultError, QemuSession, run_firmware
 from llmcu.device.runlog import RunInfo, RunLog, read_log
 from llmcu.device.runs import run_twin
+from llmcu.platform import watchdog
+from llmcu.platform.targets import load_target
 
 from .test_qemu_m7 import ROOT, Build, build_twin, compile_test_firmware, elf_symbols, needs_qemu
 
@@ -69,7 +69,7 @@ def log_info() -> RunInfo:
 
 
 def watchdog_defines(seconds: float) -> tuple[str, ...]:
-    """What the build passes for watchdog=<seconds> on the twin (llmcu.build.watchdog)."""
+    """What the build passes for watchdog=<seconds> on the twin (llmcu.platform.watchdog)."""
     return tuple(
         f"-D{name}={value}" for name, value in watchdog.defines(load_target("qemu-m7", ROOT / "targets"), seconds)
     )
@@ -281,8 +281,8 @@ def test_watchdog_times_a_target_cannot_count(target: str, seconds: float, messa
     area="options", kind="input", what="watchdog=2x (not a time)", sees=r"watchdog='2x' is not valid .*off\|TIME"
 )
 def test_watchdog_text_that_is_not_a_time(sees) -> None:
-    from llmcu.build.options import validate
-    from llmcu.build.project import options_table
+    from llmcu.builder.options import validate
+    from llmcu.builder.settings import options_table
 
     with pytest.raises(OptionError) as caught:
         validate({"watchdog": "2x"}, options_table())

@@ -331,10 +331,11 @@ def test_probe_lost_mid_flash_then_running_again_recovers(
 def qspi_algo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc is not installed")
-    from llmcu.build import boards, flashalgo
-    from llmcu.build.project import TARGETS_DIR
+    from llmcu.builder import flashalgo
+    from llmcu.builder.settings import TARGETS_DIR
+    from llmcu.platform import stm32h7
 
-    board = boards.load_board(TARGETS_DIR / "stm32h743", "h743-sdram-qspi")
+    board = stm32h7.load_board(TARGETS_DIR / "stm32h743", "h743-sdram-qspi")
     return flashalgo.build_flash_algo(board, tmp_path_factory.mktemp("flashalgo"))
 
 
@@ -385,10 +386,11 @@ def test_qspi_image_larger_than_the_qspi_flash(tmp_path: Path, qspi_algo: Path) 
     with pytest.raises(ImageTooLargeError, match="run past the end of qspi"):
         flash(past_window, FakeFactory([PROBE]), qspi_algo=qspi_algo)
 
-    from llmcu.build import boards, flashalgo
-    from llmcu.build.project import TARGETS_DIR
+    from llmcu.builder import flashalgo
+    from llmcu.builder.settings import TARGETS_DIR
+    from llmcu.platform import stm32h7
 
-    board = boards.load_board(TARGETS_DIR / "stm32h743", "h743-sdram-qspi")
+    board = stm32h7.load_board(TARGETS_DIR / "stm32h743", "h743-sdram-qspi")
     small = replace(board, qspi=replace(board.qspi, size=8 << 20))  # a board with an 8 MB W25Q64
     small_algo = flashalgo.build_flash_algo(small, tmp_path / "algo8")
     past_chip = write_elf(tmp_path / "chip.elf", [(QSPI_WINDOW + (8 << 20) - 8, b"\0" * 16)])
@@ -401,8 +403,8 @@ def test_qspi_image_larger_than_the_qspi_flash(tmp_path: Path, qspi_algo: Path) 
 
 @pytest.mark.parametrize(("target", "why"), [("host", "it is this machine"), ("qemu-m7", "it is an emulator")])
 def test_flash_is_refused_for_targets_without_a_probe(target: str, why: str) -> None:
-    from llmcu.build.project import TARGETS_DIR
-    from llmcu.build.targets import load_target
+    from llmcu.builder.settings import TARGETS_DIR
+    from llmcu.platform.targets import load_target
 
     with pytest.raises(flashing.FlashError, match=f"target {target} has no debug probe to flash through \\({why}"):
         flashing.check_flashable(load_target(target, TARGETS_DIR))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from llmcu.build.project import RunParams
+from llmcu.builder.settings import RunParams
 from llmcu.device import qemu
 from llmcu.device.progress import TextProgress
 

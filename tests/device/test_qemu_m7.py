@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, prompt_filling_context, scons
-from llmcu.build.project import RunParams, runtime_sources
-from llmcu.build.targets import load_target
+from llmcu.builder.settings import RunParams, runtime_sources
 from llmcu.device.console import encode_command
 from llmcu.device.protocol import ProtocolParser, RunOutput, parse
 from llmcu.device.qemu import (
@@ -30,6 +29,7 @@ from llmcu.device.qemu import (
     check_run,
     run_firmware,
 )
+from llmcu.platform.targets import load_target
 
 QUANTS = ("fp32", "q8", "q4", "q4z")
 
@@ -66,7 +66,7 @@ def build_host(quant: str, build_root: Path, models_dir: Path) -> Path:
 def compile_test_firmware(build: Build, out: Path, defines: tuple[str, ...]) -> Path:
     """The firmware again with extra defines, from the same generated sources, kernel set and linker script (the
     build has no option for test-only code). The kernel set must be the build's: the generated weights are in
-    its matrix layout (llmcu.build.layouts), which the reference kernels would misread."""
+    its matrix layout (llmcu.builder.layouts), which the reference kernels would misread."""
     target = load_target("qemu-m7", ROOT / "targets")
     sources = runtime_sources(target.kernel_set)
     sources += [*target.board_sources, build.gen / "model_weights.c", build.gen / "model_data.S"]

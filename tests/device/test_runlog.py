@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, scons
-from llmcu.build.project import configure
+from llmcu.builder.settings import configure
 from llmcu.core import fileio
 from llmcu.core.errors import LlmcuError
 from llmcu.device import hostrun, runs

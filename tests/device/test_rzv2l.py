@@ -19,14 +19,16 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, case_args, prompt_filling_context, scons
-from llmcu.build import codegen, destination, layouts, linux, project, weightsfile
-from llmcu.build.targets import load_target
+from llmcu.builder import codegen, layouts, linux, weightsfile
+from llmcu.builder.settings import BuildSettings, configure
 from llmcu.core.errors import OptionError
 from llmcu.device import qemu_user, sshdeploy
 from llmcu.device.protocol import RunOutput, parse
 from llmcu.model.checkpoint import read_checkpoint
 from llmcu.model.quantize import QuantPlan
 from llmcu.model.tokenizer import read_tokenizer
+from llmcu.platform import destination
+from llmcu.platform.targets import load_target
 
 QEMU = "qemu-aarch64"
 CROSS_CC = "aarch64-linux-gnu-gcc"
@@ -141,15 +143,15 @@ def test_host_threads_give_the_same_tokens(builds: dict[str, Path], golden_cases
 
 def test_threads_option(stories260k: Path, tok512: Path) -> None:
     base = {"model": str(stories260k), "tokenizer": str(tok512)}
-    rzv2l = project.configure({**base, "target": "rzv2l"}, download=False)
+    rzv2l = configure({**base, "target": "rzv2l"}, download=False)
     assert rzv2l.threads == rzv2l.default_threads == 2
-    qemu = project.configure({**base, "target": "rzv2l", "hil": "qemu"}, download=False)
+    qemu = configure({**base, "target": "rzv2l", "hil": "qemu"}, download=False)
     assert qemu.threads == 1 and qemu.default_threads == 2 and qemu.out_dir == rzv2l.out_dir  # no rebuild
-    host = project.configure({**base, "target": "host", "threads": "3"}, download=False)
+    host = configure({**base, "target": "host", "threads": "3"}, download=False)
     assert host.threads == 3 and host.out_dir.name.endswith("-j3")
-    assert project.configure({**base, "target": "host"}, download=False).threads == 1
+    assert configure({**base, "target": "host"}, download=False).threads == 1
     with pytest.raises(OptionError, match="runs one thread"):
-        project.configure({**base, "target": "stm32h743", "threads": "2"}, download=False)
+        configure({**base, "target": "stm32h743", "threads": "2"}, download=False)
 
 
 # ---- the weights file ----
@@ -501,14 +503,14 @@ def test_console_on_the_board_over_ssh(
 ) -> None:
     """`scons console board=...`: the program and its weights file are copied over SSH, the console runs there on
     ssh's pipes (a prompt, a refused line, another prompt), and the folder is gone when the session ends."""
-    from llmcu.build import project
+    from llmcu.builder.settings import configure
     from llmcu.device import runs, session
 
     for key in ("LLMCU_SSH_OPTS", "LLMCU_REMOTE_EXEC"):
         monkeypatch.setenv(key, sshd[key])
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
     before = _remote_folders()
-    settings = project.configure({"target": "rzv2l", "model": "260k", "quant": "q8", "weights_file": "yes",
+    settings = configure({"target": "rzv2l", "model": "260k", "quant": "q8", "weights_file": "yes",
                                   **dict(option.split("=", 1) for option in kernel_options()),
                                   "build_dir": str(build_root), "board": sshd["destination"], "steps": "40",
                                   "temperature": "0"})  # fmt: skip
@@ -549,11 +551,11 @@ needs_gdb = pytest.mark.skipif(shutil.which("gdb-multiarch") is None, reason="gd
 BREAK_IN_FORWARD = ["break llmcu_forward", "continue", "print pos", "print token", "bt 2", "continue", "print pos"]
 
 
-def _debug_settings(build_root: Path, models: Path, monkeypatch, **options: str) -> project.BuildSettings:
+def _debug_settings(build_root: Path, models: Path, monkeypatch, **options: str) -> BuildSettings:
     monkeypatch.setenv("LLMCU_MODELS", str(models))
     values = {"target": "rzv2l", "model": "260k", "quant": "q8", "build_dir": str(build_root), "prompt": "Once",
               "steps": "4", **dict(option.split("=", 1) for option in kernel_options()), **options}  # fmt: skip
-    return project.configure(values)
+    return configure(values)
 
 
 def _check_gdb_session(text: str) -> None:

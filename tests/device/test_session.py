@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import scons
-from llmcu.build import project
+from llmcu.builder.settings import BuildSettings, configure
 from llmcu.device import channels, runs, session
 from llmcu.device.protocol import parse
 from llmcu.device.runlog import RunInfo
@@ -38,22 +38,22 @@ def build_root(q8_build_root: Path) -> Path:
     return q8_build_root
 
 
-def _settings(target: str, build_root: Path, models: Path, **extra: str) -> project.BuildSettings:
+def _settings(target: str, build_root: Path, models: Path, **extra: str) -> BuildSettings:
     os.environ["LLMCU_MODELS"] = str(models)
-    return project.configure({"target": target, "model": "260k", "quant": "q8", "build_dir": str(build_root), **extra})
+    return configure({"target": target, "model": "260k", "quant": "q8", "build_dir": str(build_root), **extra})
 
 
 @pytest.fixture(scope="module")
-def host_build(build_root: Path, stories260k: Path) -> project.BuildSettings:
+def host_build(build_root: Path, stories260k: Path) -> BuildSettings:
     return _settings("host", build_root, stories260k.parent)
 
 
 @pytest.fixture(scope="module")
-def twin_build(build_root: Path, stories260k: Path) -> project.BuildSettings:
+def twin_build(build_root: Path, stories260k: Path) -> BuildSettings:
     return _settings("qemu-m7", build_root, stories260k.parent)
 
 
-def _host_tokens(settings: project.BuildSettings, prompt: str, steps: int, temperature: float, seed: int) -> list[int]:
+def _host_tokens(settings: BuildSettings, prompt: str, steps: int, temperature: float, seed: int) -> list[int]:
     args = ["-p", prompt, "-n", str(steps), "-t", repr(temperature), "-P", "0.9", "-s", str(seed)]
     result = subprocess.run([str(settings.out_dir / "llmcu"), *args], capture_output=True, check=True, timeout=60)
     return parse(result.stdout).token_sequence()
@@ -117,7 +117,7 @@ SCRIPT = [
 ]
 
 
-def _check_script(console: session.ConsoleSession, host: project.BuildSettings) -> None:
+def _check_script(console: session.ConsoleSession, host: BuildSettings) -> None:
     exchanges = console.exchanges
     assert [(e.kind, e.status) for e in exchanges] == [("prompt", "ok"), ("raw", "rejected"), ("prompt", "ok")]
     first, refused, second = exchanges
@@ -142,7 +142,7 @@ def _check_script(console: session.ConsoleSession, host: project.BuildSettings) 
     assert raw.count(b"\x05llmcu ready") >= 3 and raw.count(b"\x03llmcu end status=ok") == 2
 
 
-def test_host_console_answers_a_script(host_build: project.BuildSettings, tmp_path: Path) -> None:
+def test_host_console_answers_a_script(host_build: BuildSettings, tmp_path: Path) -> None:
     _check_script(_serve(host_build, tmp_path, SCRIPT), host_build)
 
 
@@ -269,7 +269,7 @@ class VanishingBoard:
         self.process.wait()
 
 
-def test_board_console_survives_a_vanished_port(host_build: project.BuildSettings, tmp_path: Path) -> None:
+def test_board_console_survives_a_vanished_port(host_build: BuildSettings, tmp_path: Path) -> None:
     board = VanishingBoard(host_build.out_dir / "llmcu")
     try:
         channel = channels.board_channel(

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from buildutil import ROOT, scons
-from llmcu.build.project import RunParams
+from llmcu.builder.settings import RunParams
 from llmcu.device import runs, uart
 from llmcu.device.console import encode_command
 from llmcu.device.protocol import parse
@@ -74,7 +74,7 @@ def test_find_port_by_usb_id() -> None:
 
 def test_board_file_usb_ids_find_its_port() -> None:
     """The NUCLEO's board file names the ST-LINK's VID:PID; a V2-1 ST-LINK is found by it."""
-    from llmcu.build.boards import load_board
+    from llmcu.platform.stm32h7 import load_board
 
     board = load_board(ROOT / "targets" / "stm32h743", "nucleo-h743zi")
     stlink = SimpleNamespace(device="/dev/ttyACM3", vid=0x0483, pid=0x374B, serial_number="x", description="STLink")
@@ -736,7 +736,7 @@ class FakeProbes:
 def test_board_run_flashes_opens_the_console_then_resets(
     peers, tmp_path: Path, stories260k: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from llmcu.build.project import configure
+    from llmcu.builder.settings import configure
     from llmcu.device import flashing
 
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))

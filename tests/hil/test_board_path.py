@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmcu.build.project import RunParams
+from llmcu.builder.settings import RunParams
 from llmcu.hil.board import FlashRequest, PyocdProgrammer, RemoteProbeFactory, find_console, open_board
 from llmcu.hil.device import DeviceError
 from llmcu.hil.firmware import FirmwareBuild

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT
-from llmcu.build.project import RunParams
+from llmcu.builder.settings import RunParams
 from llmcu.device.protocol import RunOutput, parse
 from llmcu.hil.device import Device
 from llmcu.hil.firmware import FirmwareBuild

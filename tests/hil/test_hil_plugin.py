@@ -121,8 +121,8 @@ def _no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
 INNER_TESTS = """
 import pytest
 from llmcu.hil.firmware import FirmwareBuild
-from llmcu.build.project import TARGETS_DIR
-from llmcu.build.targets import load_target
+from llmcu.builder.settings import TARGETS_DIR
+from llmcu.platform.targets import load_target
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcu.build.project import RunParams
+from llmcu.builder.settings import RunParams
 from llmcu.hil import labgrid_backend
 from llmcu.hil.board import open_board
 from llmcu.hil.firmware import FirmwareBuild

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcu.build.project import RunParams
+from llmcu.builder.settings import RunParams
 from llmcu.core.errors import OptionError
 from llmcu.hil.board import open_board
 from llmcu.hil.device import QemuDevice

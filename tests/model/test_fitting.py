@@ -1,5 +1,5 @@
 """Fitting weights to their codes (llmcu.model.fitting), calibration (llmcu.model.calibration) and quant=auto
-(llmcu.build.autoquant)."""
+(llmcu.builder.autoquant)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmcu.build import autoquant
-from llmcu.build.memplan import FitError
+from llmcu.builder import autoquant
+from llmcu.builder.memplan import FitError
 from llmcu.core.config import ModelConfig
 from llmcu.core.errors import QuantizationError
 from llmcu.model import calibration, fitting
@@ -187,7 +187,7 @@ def test_auto_respects_what_the_target_refuses() -> None:
 )
 @pytest.mark.parametrize("extra", [{"quant": "q4", "budget": "180K"}, {"quant": "auto", "quant_overrides": "w2=q8"}])
 def test_auto_options_that_contradict_each_other_are_refused(extra: dict[str, str], stories260k: Path, sees) -> None:
-    from llmcu.build.project import configure
+    from llmcu.builder.settings import configure
     from llmcu.core.errors import OptionError
 
     with pytest.raises(OptionError) as info:
@@ -202,7 +202,7 @@ def test_auto_options_that_contradict_each_other_are_refused(extra: dict[str, st
     sees=r"calib='/nowhere/text.txt' is not valid \(is neither sampled, none, nor a text file",
 )
 def test_a_missing_calibration_file_is_an_option_error(stories260k: Path, sees) -> None:
-    from llmcu.build.project import configure
+    from llmcu.builder.settings import configure
     from llmcu.core.errors import OptionError
 
     with pytest.raises(OptionError) as info:

@@ -177,7 +177,7 @@ def test_a_stored_matrix_that_is_not_whole_codes_is_fitted_with_its_calibration(
 def test_a_q4_0_file_runs_as_it_is_on_every_kernel_set(tmp_path: Path, original, stories260k: Path) -> None:
     """A Q4_0 GGUF in a q4 build: the file's codes and scales (half of them negative) through the x86, Cortex-M7
     and NEON q4 kernels give the oracle's tokens, the oracle quantizing nothing again."""
-    from llmcu.build.project import RunParams
+    from llmcu.builder.settings import RunParams
     from llmcu.device import qemu
     from llmcu.device.protocol import parse
 
@@ -208,9 +208,10 @@ def test_a_q4_0_file_runs_as_it_is_on_every_kernel_set(tmp_path: Path, original,
 def test_the_quant_report_says_what_importing_did(tmp_path: Path, original, stories260k: Path) -> None:
     ckpt, tok = original
     path = write_gguf(tmp_path / "q4_0.gguf", ckpt, tok, qtype="Q4_0")
-    from llmcu.build import project, steps
+    from llmcu.builder import steps
+    from llmcu.builder.settings import configure
 
-    settings = project.configure({"target": "host", "model": str(path), "quant": "q4", "build_dir": str(tmp_path)})
+    settings = configure({"target": "host", "model": str(path), "quant": "q4", "build_dir": str(tmp_path)})
     steps.generate_sources(settings)
     report = (settings.out_dir / "quant_report.md").read_text()
     note = "31 Q4_0 tensors dequantized to float32; a q4 build at group_size=32 keeps their codes and scales, others"
@@ -219,7 +220,7 @@ def test_the_quant_report_says_what_importing_did(tmp_path: Path, original, stor
     assert notes[0].startswith(note)
     assert notes[1] == "kept bit for bit from the file: tok_embeddings, wq, wk, wv, wo, w1, w3 (Q4_0)"
     assert len(notes) == 2  # nothing of Q4_0 fitted again (w2 was F32 in the file)
-    q8 = project.configure({"target": "host", "model": str(path), "quant": "q8", "build_dir": str(tmp_path)})
+    q8 = configure({"target": "host", "model": str(path), "quant": "q8", "build_dir": str(tmp_path)})
     steps.generate_sources(q8)
     again = json.loads((q8.out_dir / "quant_report.json").read_text())["source_notes"][1]
     assert again == "fitted again (gptq): " + ", ".join(f"{k} (Q4_0)" for k in ("tok_embeddings", "wq", "wk", "wv",

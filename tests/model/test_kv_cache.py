@@ -17,10 +17,9 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from buildutil import ROOT, scons
-from llmcu.build.codegen import generate as generate_sources
-from llmcu.build.options import validate
-from llmcu.build.project import options_table, variant_name
-from llmcu.build.targets import CONTRACT_CFLAGS, WARNING_CFLAGS
+from llmcu.builder.codegen import generate as generate_sources
+from llmcu.builder.options import validate
+from llmcu.builder.settings import options_table, variant_name
 from llmcu.core.config import ModelConfig
 from llmcu.core.errors import OptionError
 from llmcu.device.protocol import parse
@@ -31,6 +30,7 @@ from llmcu.model.quality import compare, fp32_baseline
 from llmcu.model.quantize import QuantPlan
 from llmcu.model.reference import Reference, c_math, sequential_sum, softmax
 from llmcu.model.tokenizer import read_tokenizer
+from llmcu.platform.targets import CONTRACT_CFLAGS, WARNING_CFLAGS
 
 F32 = np.float32
 KERNELS = ROOT / "runtime_c" / "kernels" / "ref"

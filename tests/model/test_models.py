@@ -231,7 +231,8 @@ def test_a_build_from_a_gguf_preset(server: FileServer, clean_env: Path, tmp_pat
     """model=NAME of a GGUF preset through the build's own configure and generate steps: downloaded, shape-checked,
     its vocabulary from the file, its Q4_0 codes kept by quant=q4."""
     pytest.importorskip("gguf")
-    from llmcu.build import project, steps
+    from llmcu.builder import steps
+    from llmcu.builder.settings import configure
     from llmcu.model.checkpoint import read_checkpoint
     from llmcu.model.tokenizer import read_tokenizer
 
@@ -252,8 +253,8 @@ def test_a_build_from_a_gguf_preset(server: FileServer, clean_env: Path, tmp_pat
     )  # fmt: skip
     shape = "dim = 64\nhidden_dim = 172\nn_layers = 5\nn_heads = 8\nn_kv_heads = 4\nvocab_size = 512\nseq_len = 512\n"
     put(presets, "tiny-gguf.toml", (text.split("[shape]")[0] + "[shape]\n" + shape).encode())
-    monkeypatch.setattr(project, "MODELS_DIR", presets)
-    settings = project.configure({"target": "host", "model": "tiny-gguf", "quant": "q4", "build_dir": str(tmp_path)})
+    monkeypatch.setattr("llmcu.builder.settings.MODELS_DIR", presets)
+    settings = configure({"target": "host", "model": "tiny-gguf", "quant": "q4", "build_dir": str(tmp_path)})
     assert settings.checkpoint == settings.tokenizer == clean_env / "s.gguf"
     steps.generate_sources(settings)
     report = (settings.out_dir / "quant_report.md").read_text()
@@ -261,7 +262,7 @@ def test_a_build_from_a_gguf_preset(server: FileServer, clean_env: Path, tmp_pat
     wrong = (presets / "tiny-gguf.toml").read_text().replace("n_layers = 5", "n_layers = 6")
     (presets / "tiny-gguf.toml").write_text(wrong)
     with pytest.raises(CheckpointError, match="is not the checkpoint of preset 'tiny-gguf': n_layers is 5"):
-        steps.generate_sources(project.configure({"target": "host", "model": "tiny-gguf", "quant": "q4",
+        steps.generate_sources(configure({"target": "host", "model": "tiny-gguf", "quant": "q4",
                                                   "build_dir": str(tmp_path / "wrong")}))  # fmt: skip
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from buildutil import ROOT
-from llmcu.build.options import build_options, validate
+from llmcu.builder.options import build_options, validate
 from llmcu.core.errors import OptionError
 from llmcu.power import PowerSettings, check_choice, make_meter, measure_during, power_settings
 from llmcu.power.base import MeterError, Samples

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from buildutil import scons
-from llmcu.build.project import RunParams, configure
+from llmcu.builder.settings import RunParams, configure
 from llmcu.device import runs
 from llmcu.device.runlog import RunLog, run_info
 from llmcu.power import PowerSettings

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from buildutil import ROOT, scons
-from llmcu.build.project import RunParams
+from llmcu.builder.settings import RunParams
 from llmcu.device.qemu import run_firmware
 from llmcu.model import fastmath
 from llmcu.model.checkpoint import read_checkpoint

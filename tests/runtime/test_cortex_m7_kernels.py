@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 from buildutil import ROOT, scons
-from llmcu.build import codegen, layouts
-from llmcu.build.project import RunParams, runtime_sources
-from llmcu.build.targets import load_target
+from llmcu.builder import codegen, layouts
+from llmcu.builder.settings import RunParams, runtime_sources
 from llmcu.core.config import ModelConfig
 from llmcu.device.qemu import qemu_command, run_firmware
 from llmcu.model import fitting
 from llmcu.model.quantize import quantize_matrix
+from llmcu.platform.targets import load_target
 
 KERNEL_SET = "cortex_m7"
 HARNESS = ROOT / "tests" / "c" / "kernel_harness.c"
@@ -225,7 +225,7 @@ M7_LAYOUT_SHAPES = [("q8", 6, 172, 32), ("q4", 5, 172, 32), ("q4", 4, 64, 16)]
 
 @pytest.mark.parametrize(("qtype", "rows", "cols", "group"), M7_LAYOUT_SHAPES)
 def test_m7_panels_put_each_weight_where_the_kernels_read_it(qtype: str, rows: int, cols: int, group: int) -> None:
-    """llmcu.build.layouts' m7_panels against runtime_c/kernels/cortex_m7/m7_layout.h's accessors, spelled again
+    """llmcu.builder.layouts' m7_panels against runtime_c/kernels/cortex_m7/m7_layout.h's accessors, spelled again
     here."""
     matrix = quantize_matrix(np.random.default_rng(rows).standard_normal((rows, cols)), qtype, group)
     data, scales = layouts.storage(matrix, layouts.for_kernel_set(KERNEL_SET))

@@ -17,7 +17,7 @@ U64_MAX = 2**64 - 1
 
 @pytest.fixture(scope="module")
 def format_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """At -Os, as the M7 firmware compiles format.c (tests/builds/test_hot_code.py)."""
+    """At -Os, as the M7 firmware compiles format.c (tests/builder/test_hot_code.py)."""
     sources = [ROOT / "tests" / "c" / "test_format.c", ROOT / "runtime_c" / "format.c"]
     return host_c_program(tmp_path_factory.mktemp("format") / "test_format", sources, "-Os")
 

@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "site_scons"))
 
-from llmcu.build import project  # noqa: E402
+from llmcu.builder.settings import RUNTIME_DIR, BuildSettings, runtime_sources  # noqa: E402
 from llmcu.model.checkpoint import read_checkpoint  # noqa: E402
 from llmcu.model.quality import _log_softmax, fp32_baseline  # noqa: E402
 from llmcu.model.tokenizer import read_tokenizer  # noqa: E402
@@ -36,15 +36,13 @@ missing = [tool for tool in (CC, QEMU) if shutil.which(tool) is None]
 pytestmark = pytest.mark.skipif(bool(missing), reason=f"{' and '.join(missing)} not found (tools/setup.sh)")
 
 
-def forward_program(settings: project.BuildSettings, out: Path) -> Path:
+def forward_program(settings: BuildSettings, out: Path) -> Path:
     """tests/c/forward_logits.c linked with the build's runtime core, kernel set and generated model."""
-    kernels = [
-        p for p in project.runtime_sources(settings.kernel_set) if (project.RUNTIME_DIR / "kernels") in p.parents
-    ]
-    core = [project.RUNTIME_DIR / "transformer.c", project.RUNTIME_DIR / "parallel.c"]
+    kernels = [p for p in runtime_sources(settings.kernel_set) if (RUNTIME_DIR / "kernels") in p.parents]
+    core = [RUNTIME_DIR / "transformer.c", RUNTIME_DIR / "parallel.c"]
     gen = settings.gen_dir
     defines = ["-DLLMCU_NUMERICS_FAST=1"] if settings.numerics == "fast" else []
-    command = [CC, *settings.target.all_cflags, "-Werror", *defines, f"-I{project.RUNTIME_DIR}", f"-I{gen}",
+    command = [CC, *settings.target.all_cflags, "-Werror", *defines, f"-I{RUNTIME_DIR}", f"-I{gen}",
                f"-Wa,-I{gen}", str(ROOT / "tests" / "c" / "forward_logits.c"), *map(str, core + kernels),
                str(gen / "model_weights.c"), str(gen / "model_data.S"), "-static", "-o", str(out), "-lm"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)

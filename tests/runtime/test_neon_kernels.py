@@ -2,7 +2,7 @@
 
 tests/c/test_kernels.c drives every kernel over many shapes and prints each result's bits. It is cross-compiled
 with the target's flags twice: against the reference kernels, and against the NEON set chosen by the build's own
-file-replacement rule (llmcu.build.project.runtime_sources). Both run under ``qemu-aarch64 -cpu max`` and their outputs
+file-replacement rule (llmcu.builder.settings.runtime_sources). Both run under ``qemu-aarch64 -cpu max``; outputs
 must be equal bit for bit: the integer matmuls, the default fp32 matmul, attention, quantization, all of it. The
 optional fast fp32 matmul (LLMCU_FAST_F32) must stay within the tolerance stated in runtime_c/kernels/neon/matmul.c.
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "site_scons"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from buildutil import scons  # noqa: E402
-from llmcu.build.project import RUNTIME_DIR, runtime_sources  # noqa: E402
+from llmcu.builder.settings import RUNTIME_DIR, runtime_sources  # noqa: E402
 from llmcu.device.protocol import parse  # noqa: E402
 
 CC = os.environ.get("LLMCU_AARCH64_CC", "aarch64-linux-gnu-gcc")
@@ -40,7 +40,7 @@ QEMU = "qemu-aarch64"
 HARNESS = ROOT / "tests" / "c" / "test_kernels.c"
 KERNEL_SET = "neon"
 
-# The RZ/V2L target's CPU flag and the numeric contract's flags (site_scons/llmcu/build/targets.py), warnings as errors.
+# The RZ/V2L target's CPU flag and the numeric contract's flags (llmcu/platform/targets.py), warnings as errors.
 CFLAGS = [
     "-std=c99", "-static", "-mcpu=cortex-a55", "-O2", "-ffp-contract=off", "-fno-fast-math",
     "-Wall", "-Wextra", "-Wshadow", "-Wdouble-promotion", "-Werror",
@@ -88,7 +88,7 @@ def run_check(program: Path) -> list[str]:
 
 
 # The variants of the harness: kernel set and extra compiler flags.
-# NEON builds link their quantized matrices in the set's panel layout (llmcu.build.layouts): the harness makes it too.
+# NEON builds link their quantized matrices in the set's panel layout (llmcu.builder.layouts): the harness makes it too.
 LAYOUT = ("-DHARNESS_LAYOUT_NEON_PANELS",)
 VARIANTS = {
     "ref": ("", ()),

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from buildutil import case_args, scons
-from llmcu.build import codegen, project, weightsfile
-from llmcu.build.options import parse_sanitize
+from llmcu.builder import codegen, weightsfile
+from llmcu.builder.options import parse_sanitize
+from llmcu.builder.settings import configure, sanitizer_flags
 from llmcu.core.config import ModelConfig
 from llmcu.core.errors import OptionError
 from llmcu.device.protocol import RunOutput, parse
@@ -91,7 +92,7 @@ def test_sanitize_values() -> None:
     assert parse_sanitize("none") == parse_sanitize("0") == parse_sanitize("") == ()
     assert parse_sanitize("1") == parse_sanitize("undefined,address") == ("address", "undefined")
     assert parse_sanitize("thread") == ("thread",) and parse_sanitize("undefined,thread") == ("thread", "undefined")
-    assert project.sanitizer_flags(("address", "undefined")) == [
+    assert sanitizer_flags(("address", "undefined")) == [
         "-fsanitize=address,undefined,float-cast-overflow",
         "-fno-sanitize-recover=all",
         "-fno-omit-frame-pointer",
@@ -125,7 +126,7 @@ def test_sanitize_values() -> None:
 )
 def test_bad_sanitize_values_are_refused(value: str, message: str, sees) -> None:
     with pytest.raises(OptionError, match=message) as excinfo:
-        project.configure({"sanitize": value}, download=False)
+        configure({"sanitize": value}, download=False)
     sees(str(excinfo.value))
 
 
@@ -155,14 +156,14 @@ def test_bad_sanitize_values_are_refused(value: str, message: str, sees) -> None
 def test_sanitize_is_host_only(target: str, stories260k: Path, monkeypatch: pytest.MonkeyPatch, sees) -> None:
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
     with pytest.raises(OptionError) as excinfo:
-        project.configure({"target": target, "sanitize": "1"}, download=False)
+        configure({"target": target, "sanitize": "1"}, download=False)
     sees(str(excinfo.value))
 
 
 def test_sanitized_builds_live_apart(stories260k: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
-    plain = project.configure({"quant": "q8"}, download=False)
-    sanitized = project.configure({"quant": "q8", "sanitize": "1"}, download=False)
+    plain = configure({"quant": "q8"}, download=False)
+    sanitized = configure({"quant": "q8", "sanitize": "1"}, download=False)
     assert plain.sanitize == () and sanitized.sanitize == ("address", "undefined")
     assert sanitized.out_dir == plain.out_dir.with_name("260k-q8-asan-ubsan")
 
@@ -214,7 +215,7 @@ def test_a_report_fails_the_run(body: str, tmp_path: Path, sees) -> None:
     source = tmp_path / "bug.c"
     source.write_text(f"#include <stdlib.h>\nint main(int argc, char **argv) {{ (void)argv; {body} }}\n")
     program = tmp_path / "bug"
-    subprocess.run(["gcc", "-O0", *project.sanitizer_flags(("address", "undefined")), str(source), "-o", str(program)],
+    subprocess.run(["gcc", "-O0", *sanitizer_flags(("address", "undefined")), str(source), "-o", str(program)],
                    check=True)  # fmt: skip
     result = subprocess.run([str(program)], capture_output=True, env={**os.environ, **SANITIZER_ENV}, timeout=60)
     assert result.returncode != 0

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import scons
-from llmcu.build import project
-from llmcu.build.project import RunParams
+from llmcu.builder.settings import RunParams, configure
 from llmcu.core.errors import OptionError
 from llmcu.device import qemu
 from llmcu.device.protocol import parse
@@ -155,7 +154,7 @@ def test_bad_combinations(stories260k: Path, monkeypatch) -> None:
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
 
     def configure(**options: str):
-        return project.configure({"target": "host", "model": "260k", **options})
+        return configure({"target": "host", "model": "260k", **options})
 
     with pytest.raises(OptionError, match=r"sinks=63 with seq_len=64: .* between 0 and seq_len - 2 = 62"):
         configure(seq_len="64", overflow="slide", sinks="63")
@@ -175,7 +174,7 @@ def test_a_console_session_slides_too(builds, model, tmp_path: Path, stories260k
 
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
     program = builds["host-q8"]
-    settings = project.configure({"target": "host", "model": "260k", "quant": "q8", "seq_len": str(SEQ_LEN),
+    settings = configure({"target": "host", "model": "260k", "quant": "q8", "seq_len": str(SEQ_LEN),
                                   "overflow": "slide", "build_dir": str(program.parents[2])})  # fmt: skip
     assert settings.out_dir == program.parent
     lines = ["/set steps=200 temperature=1.0 seed=5", PROMPT, PROMPT]

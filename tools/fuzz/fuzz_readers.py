@@ -39,11 +39,12 @@ sys.path.insert(0, str(ROOT / "site_scons"))
 
 import numpy as np  # noqa: E402
 
-from llmcu.build import targets, weightsfile  # noqa: E402
+from llmcu.builder import weightsfile  # noqa: E402
 from llmcu.core.config import ModelConfig  # noqa: E402
 from llmcu.core.errors import LlmcuError  # noqa: E402
 from llmcu.device import protocol, uart  # noqa: E402
 from llmcu.model import checkpoint, tokenizer  # noqa: E402
+from llmcu.platform import targets  # noqa: E402
 
 # Small enough that a mutated header that still describes the model decodes in microseconds.
 TINY = ModelConfig(8, 12, 2, 2, 1, 16, 4, True)

@@ -1,5 +1,5 @@
 /*
- * The Cortex-M7 set's weight layout, "m7_panels" (site_scons/llmcu/build/layouts.py makes it at build time for
+ * The Cortex-M7 set's weight layout, "m7_panels" (site_scons/llmcu/builder/layouts.py makes it at build time for
  * kernels=opt on the M7 targets; matmul.c says why it is shaped so). Which matrices it covers depends on the
  * columns and the group size only, so the embedding lookup (quant.c) and the matmul agree on every table.
  *

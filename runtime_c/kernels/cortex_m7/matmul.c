@@ -129,7 +129,7 @@ void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) 
 /* ---- group-quantized ---- */
 
 /*
- * The weights come in the build-time layout m7_panels (m7_layout.h; site_scons/llmcu/build/layouts.py makes it),
+ * The weights come in the build-time layout m7_panels (m7_layout.h; site_scons/llmcu/builder/layouts.py makes it),
  * shaped for these loops:
  *
  * q8, panels of four rows: a block of four columns is four words, one per row (one LDM). The layout stores

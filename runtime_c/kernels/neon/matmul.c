@@ -447,7 +447,7 @@ NEON_ALWAYS_INLINE void q_matmul_sized(float *out, const int8_t *xq, const float
     }
 }
 
-/* ---- the panel layout (site_scons/llmcu/build/layouts.py, "neon_panels"): what codegen stores for this set ---- */
+/* ---- the panel layout (site_scons/llmcu/builder/layouts.py, "neon_panels"): what codegen stores for this set ---- */
 
 /*
  * Codegen stores every q8/q4 matrix whose columns and group size allow it in panels of four rows (the rows

@@ -93,7 +93,7 @@ static inline void store_lanes_f32(float *dst, float32x4_t v, int count) {
 static inline int clamp_row(int r, int valid) { return r < valid ? r : valid - 1; }
 
 /* Whether codegen stored a q8 (q4 = 0) or q4 matrix of `cols` columns in this set's panel layout (matmul.c
- * describes it; site_scons/llmcu/build/layouts.py makes it): a property of the columns and the group size only,
+ * describes it; site_scons/llmcu/builder/layouts.py makes it): a property of the columns and the group size only,
  * so a range of rows handed to a thread answers it as the whole matrix does. */
 static inline int panel_layout(int cols, int group_size, int q4) {
     int unit = q4 ? 8 : 4;

@@ -22,7 +22,7 @@ PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 
 class CommandParams(Protocol):
-    """What a run needs; llmcu.build.project.RunParams is one."""
+    """What a run needs; llmcu.builder.settings.RunParams is one."""
 
     @property
     def prompt(self) -> str: ...

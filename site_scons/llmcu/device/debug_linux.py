@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from ..build.project import BuildSettings
+from ..builder.settings import BuildSettings
 from ..core.errors import LlmcuError
 from . import linux_run, sshdeploy
 from .gdbserver import SERVER_TIMEOUT, DebugServer

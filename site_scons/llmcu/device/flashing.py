@@ -37,11 +37,11 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from tqdm import tqdm
 
-from ..build.targets import MemoryRegion, Target, format_size, load_target
 from ..core.errors import LlmcuError
+from ..platform.targets import MemoryRegion, Target, format_size, load_target
 
 if TYPE_CHECKING:
-    from ..build.project import BuildSettings
+    from ..builder.settings import BuildSettings
 
 LLMCU_TARGET = "stm32h743"  # the llmcu target whose memory map describes the chip's flash regions
 PYOCD_TARGET = "stm32h743xx"
@@ -229,7 +229,7 @@ class FirmwareImage:
 
 def flash_regions() -> tuple[MemoryRegion, MemoryRegion]:
     """The STM32H743's internal flash and QSPI window, from its target.toml."""
-    from ..build.project import TARGETS_DIR
+    from ..builder.settings import TARGETS_DIR
 
     target = load_target(LLMCU_TARGET, TARGETS_DIR)
     return target.region("flash"), target.region("qspi")
@@ -445,7 +445,7 @@ def _close(session: Any) -> None:
 
 def default_algo_path(image: Path) -> Path:
     """Where a build puts the QSPI flash algorithm: ``<build dir>/flashalgo/qspi.flm``."""
-    from ..build.flashalgo import algo_path
+    from ..builder.flashalgo import algo_path
 
     image = Path(image)
     return algo_path(image if image.is_dir() else image.parent)

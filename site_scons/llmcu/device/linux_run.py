@@ -1,4 +1,4 @@
-"""`scons run` for a Linux target (llmcu.build.linux configures it): on the board over SSH
+"""`scons run` for a Linux target (llmcu.builder.linux configures it): on the board over SSH
 (llmcu.device.sshdeploy), or here under qemu-user (llmcu.device.qemu_user); logged by llmcu.device.runlog."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ..core.errors import LlmcuError
 from .protocol import RunOutput, format_summary
 
 if TYPE_CHECKING:
-    from ..build.project import BuildSettings
+    from ..builder.settings import BuildSettings
 
 
 def program_args(settings: BuildSettings, weights_path: str | None) -> list[str]:

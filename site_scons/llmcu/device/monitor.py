@@ -220,9 +220,9 @@ def monitor_build(settings: Any, options: Any) -> MonitorLog:
     port = options.port
     baud = uart.DEFAULT_BAUD
     if settings.images and settings.board:
-        from ..build import boards
+        from ..platform import stm32h7
 
-        board = boards.load_board(settings.target.folder, settings.board)
+        board = stm32h7.load_board(settings.target.folder, settings.board)
         baud = board.console.baud
         if not port:
             from .runs import board_port

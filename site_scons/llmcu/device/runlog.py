@@ -72,7 +72,8 @@ class RunInfo:
 def run_info(
     settings: Any, runner: str, *, target: str = "", port: str = "", host: dict[str, str] | None = None
 ) -> RunInfo:
-    """The RunInfo of a build (llmcu.build.project.BuildSettings); ``target`` is the one that runs (e.g. the twin)."""
+    """The RunInfo of a build (llmcu.builder.settings.BuildSettings); ``target`` is the one that runs (the twin,
+    say)."""
     run = settings.run
     firmware = settings.firmware
     values: dict[str, Any] = {

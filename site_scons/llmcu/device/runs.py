@@ -26,9 +26,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ..build import boards
-from ..build.project import ROOT, BuildSettings, FirmwareImage, options_table
+from ..builder.settings import ROOT, BuildSettings, FirmwareImage, options_table
 from ..core.errors import LlmcuError
+from ..platform import stm32h7
 from . import hostrun, qemu, selftest, uart
 from .localport import free_port
 from .protocol import RunOutput, format_summary
@@ -73,7 +73,7 @@ def _measured(measurement: Measurement | None, capture: Callable[[], T]) -> T:
 
 def run_options(arguments: Mapping[str, str]) -> RunOptions:
     """``log_dir=``, ``port=``, ``probe=`` and the options of `console`, `monitor` and `debug` from the command
-    line (llmcu.build.options.validate has checked them)."""
+    line (llmcu.builder.options.validate has checked them)."""
     defaults = {option.name: option.default for option in options_table()}
 
     def value(name: str) -> str:
@@ -412,7 +412,7 @@ def prepare_board(
             f"running on a {settings.target.name} board needs flashing and UART capture, which llmcu does not do "
             "yet; add hil=qemu to run this build's QEMU twin with the board's memory budget"
         )
-    board = boards.load_board(settings.target.folder, image.board or settings.board)
+    board = stm32h7.load_board(settings.target.folder, image.board or settings.board)
     target_type = settings.target.raw.get("pyocd", {}).get("target_type", flashing.PYOCD_TARGET)
     factory = session_factory or flashing.PyocdSessionFactory()
     try:

@@ -430,7 +430,7 @@ def input_lines(source: str = "", *, stdin: TextIO | None = None, prompt: str = 
 
 
 def console(settings: Any, options: Any, *, prompts: str = "", lines: Iterable[str] | None = None) -> list[Exchange]:
-    """`scons console`: a session on the runner `run` would use (llmcu.build.project.BuildSettings and
+    """`scons console`: a session on the runner `run` would use (llmcu.builder.settings.BuildSettings and
     llmcu.device.runs.RunOptions), with lines from ``lines``, the ``prompts`` file or the terminal."""
     channel, info = open_channel(settings, options)
     params = settings.run

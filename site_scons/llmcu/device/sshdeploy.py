@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..build.destination import Destination
 from ..core.errors import LlmcuError
+from ..platform.destination import Destination
 from .procrun import last_lines, stream_command
 from .protocol import RunOutput
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..build import boards
 from ..core.errors import LlmcuError
 from ..device.protocol import RunOutput
+from ..platform import stm32h7
 from .device import BoardDevice, ConsoleLink, DeviceError, DeviceInfo
 from .firmware import FirmwareBuild
 from .hwmap import BoardEntry
@@ -175,7 +175,7 @@ def open_board(
     is closed. The board is reset when the first command is sent, with its console already open."""
     programmer = programmer or PyocdProgrammer()
     board_name = entry.board or build.board
-    console = boards.load_board(build.target.folder, board_name).console if board_name else None
+    console = stm32h7.load_board(build.target.folder, board_name).console if board_name else None
     probe, url, baud = entry.id, entry.serial, entry.baud
     properties: dict[str, str] = {}
     with contextlib.ExitStack() as stack:

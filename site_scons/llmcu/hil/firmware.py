@@ -12,10 +12,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..build.project import ROOT, TARGETS_DIR, configure
-from ..build.targets import Target, load_target
+from ..builder.settings import ROOT, TARGETS_DIR, configure
 from ..core.errors import LlmcuError
 from ..model.kvcache import KV_TYPES
+from ..platform.targets import Target, load_target
 
 
 class FirmwareBuildError(LlmcuError):

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ..build.project import TARGETS_DIR
-from ..build.targets import load_target
+from ..builder.settings import TARGETS_DIR
 from ..core.errors import LlmcuError
+from ..platform.targets import load_target
 from ..power import CHOICES as POWER_CHOICES
 from .device import Device
 from .hwmap import BoardEntry, HardwareMap, HardwareMapError, LabgridSpec, load_hardware_map

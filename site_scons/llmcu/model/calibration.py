@@ -238,7 +238,7 @@ def collect(
 
 def log_probs(ckpt: Checkpoint, sequences: Sequence[Sequence[int]], max_tokens: int = 1024) -> np.ndarray:
     """The model's next-token log-probabilities (float32, one row per position) over ``sequences`` read
-    teacher-forced, up to ``max_tokens`` positions in all: what llmcu.build.autoquant compares mixes by."""
+    teacher-forced, up to ``max_tokens`` positions in all: what llmcu.builder.autoquant compares mixes by."""
     kept, budget = [], max_tokens
     for sequence in sequences:
         if budget <= 0:

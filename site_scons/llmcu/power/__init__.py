@@ -52,7 +52,7 @@ class PowerSettings:
 
 
 def power_settings(values: Mapping[str, Any]) -> PowerSettings:
-    """The power options from validated option values (llmcu.build.options.validate)."""
+    """The power options from validated option values (llmcu.builder.options.validate)."""
     return PowerSettings(
         meter=str(values.get("power", "none")),
         port=str(values.get("power_port", "")),

@@ -99,10 +99,10 @@ def model_for_run(run: RunRecord, targets_dir: Path | None = None, **overrides: 
     target = str(run.settings.get("built_for") or run.summary.get("target") or "")
     board = str(run.summary.get("board") or "")
     if targets_dir is not None and target and board:
-        from ..build import boards
+        from ..platform import stm32h7
 
         try:
-            clocks = boards.load_board(targets_dir / target, board).clocks
+            clocks = stm32h7.load_board(targets_dir / target, board).clocks
             vos, cpu_hz = clocks.vos, float(clocks.cpu_hz)
         except (LlmcuError, OSError):
             pass

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..build.project import BuildSettings
+from ..builder.settings import BuildSettings
 from ..core.paths import TARGETS_DIR
 from ..device import runs
 from ..device.protocol import RunOutput

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from ..build import project
-from ..build.project import BuildSettings, RunParams
+from ..builder.settings import ROOT, TARGETS_DIR, BuildSettings, RunParams, configure, load_target
 from ..core.errors import LlmcuError
 from ..core.fileio import write_bytes_atomic, write_text_atomic
 from ..device.protocol import RunOutput, parse
@@ -99,12 +98,10 @@ class BenchRow:
 def build(options: dict[str, str]) -> BuildSettings:
     """Build with scons for these options (a clear error with scons's output if it fails), then their settings."""
     args = [f"{key}={value}" for key, value in options.items()]
-    result = subprocess.run(
-        [sys.executable, "-m", "SCons", "-Q", *args], cwd=project.ROOT, capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-m", "SCons", "-Q", *args], cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise LlmcuError(f"building {' '.join(args)} failed:\n{result.stderr[-2000:]}")
-    return project.configure(options)
+    return configure(options)
 
 
 def _text_bytes(objects: Iterable[Path]) -> int:
@@ -190,7 +187,7 @@ SLIDE_STUDY = ("qemu-m7", "260k", "q8", {"seq_len": "64", "overflow": "slide"})
 
 def bench_slide() -> BenchRow:
     target, model, quant, options = SLIDE_STUDY
-    row = bench_twin(target, model, quant, "opt", {"build_dir": str(project.ROOT / "build" / "bench"), **options})
+    row = bench_twin(target, model, quant, "opt", {"build_dir": str(ROOT / "build" / "bench"), **options})
     row.config = " ".join(f"{key}={value}" for key, value in options.items())
     return row
 
@@ -228,7 +225,7 @@ def bench_board(target: str, board: str, model_name: str, quant: str, placement:
     from ..device import qemu
 
     model, model_options, steps = bench_model(model_name)
-    options = {"build_dir": str(project.ROOT / "build" / "bench"), **model_options, "target": target, "board": board,
+    options = {"build_dir": str(ROOT / "build" / "bench"), **model_options, "target": target, "board": board,
                "model": model, "quant": quant, "kernels": "opt", "hil": "qemu", **placement}  # fmt: skip
     settings = build(options)
     images = {image.name: image for image in settings.images}
@@ -277,7 +274,7 @@ def bench_model(name: str) -> tuple[str, dict[str, str], int]:
     from ..core.config import ModelConfig
     from ..model.checkpoint import random_checkpoint, write_checkpoint
 
-    path = project.ROOT / "build" / "bench" / "15m-shaped.bin"
+    path = ROOT / "build" / "bench" / "15m-shaped.bin"
     if not path.is_file():
         write_checkpoint(path, random_checkpoint(ModelConfig(288, 768, 6, 6, 6, 32000, 256, True), seed=15))
     return str(path), {"tokenizer": "tokenizer.bin"}, 64
@@ -301,8 +298,8 @@ def bench_host(model: str, quant: str, kernels: str, extra: dict[str, str], runs
 def honours_fast_numerics(target: str) -> bool:
     """Whether the target's optimised kernel set has a numerics=fast route (it reads LLMCU_NUMERICS_FAST);
     a fast row of a set that does not would only repeat the exact row."""
-    kernel_set = project.load_target(target, project.TARGETS_DIR).kernel_set
-    folder = project.ROOT / "runtime_c" / "kernels" / kernel_set
+    kernel_set = load_target(target, TARGETS_DIR).kernel_set
+    folder = ROOT / "runtime_c" / "kernels" / kernel_set
     return bool(kernel_set) and any("LLMCU_NUMERICS_FAST" in f.read_text() for f in folder.glob("*.[ch]"))
 
 
@@ -319,7 +316,7 @@ def run_matrix(
 ) -> list[BenchRow]:
     rows = []
     for target in targets:
-        kind = project.load_target(target, project.TARGETS_DIR).kind
+        kind = load_target(target, TARGETS_DIR).kind
         for name in models:
             if (target, name) in SKIP:
                 continue
@@ -330,7 +327,7 @@ def run_matrix(
             for quant in quants:
                 for kernels, numeric in combos:
                     progress(f"bench {target} {name} {quant} kernels={kernels} numerics={numeric}")
-                    options = {"build_dir": str(project.ROOT / "build" / "bench"), **model_options, **(extra or {})}
+                    options = {"build_dir": str(ROOT / "build" / "bench"), **model_options, **(extra or {})}
                     if numeric != "exact":
                         options["numerics"] = numeric
                     if kind == "hosted":

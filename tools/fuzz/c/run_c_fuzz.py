@@ -36,9 +36,10 @@ WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Werror"]
 
 def generate_model(model: str, work: Path) -> Path:
     """The generated sources of a host q8 build of ``model`` (only the vocabulary is used); returns gen/."""
-    from llmcu.build import project, steps
+    from llmcu.builder import steps
+    from llmcu.builder.settings import configure
 
-    settings = project.configure({"model": model, "quant": "q8", "build_dir": str(work / "model")})
+    settings = configure({"model": model, "quant": "q8", "build_dir": str(work / "model")})
     if not (settings.gen_dir / "model_weights.c").is_file():
         steps.generate_sources(settings)
     return settings.gen_dir
@@ -54,7 +55,7 @@ def sources(target: str, gen: Path | None) -> list[Path]:
 
 def build(target: str, work: Path, gen: Path | None, *, libfuzzer: bool = False, defines: tuple[str, ...] = ()) -> Path:
     """Compiles one target with the sanitizers: with gcc and fuzz_driver.c, or as a libFuzzer target with clang."""
-    from llmcu.build.project import sanitizer_flags
+    from llmcu.builder.settings import sanitizer_flags
 
     compiler = "clang" if libfuzzer else os.environ.get("CC", "gcc")
     if shutil.which(compiler) is None:

@@ -1,0 +1,546 @@
+"""The build options a user sets on the scons command line, with their defaults and allowed values.
+
+One table serves ``scons -h``, validation and the tests; the SCons glue turns it into a ``Variables`` object.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import OptionError
+from ..model.kvcache import KV_TYPES
+from ..model.quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, FITS, QTYPES
+from ..platform.targets import parse_size
+from ..platform.watchdog import parse_timeout
+
+GROUP_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    help: str
+    default: str
+    allowed: tuple[str, ...] | None = None  # None: free-form, checked by `parse`
+    parse: Callable[[str], Any] = str
+    allowed_text: str = ""  # how to describe free-form values in help and errors
+    kinds: tuple[str, ...] = ()  # the target kinds (llmcu.platform.targets.KINDS) it applies to; () = every kind
+
+    def describe_allowed(self) -> str:
+        if self.allowed is not None:
+            return "|".join(self.allowed)
+        return self.allowed_text
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text, 0)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:  # also rejects NaN
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _size_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = parse_size(text, "size")
+        except OptionError as error:
+            raise ValueError(str(error)) from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high} bytes")
+        return value
+
+    return parse
+
+
+def _calibration_source(text: str) -> str:
+    """``sampled``, ``none``, or an existing file's path (made absolute: SCons may run elsewhere)."""
+    if text in ("sampled", "none"):
+        return text
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ValueError(f"is neither sampled, none, nor a text file ({path} does not exist)")
+    return str(path.resolve())
+
+
+def _utf8_text(text: str) -> str:
+    """A prompt must be UTF-8, as the model's text is (the firmware refuses anything else with bad_utf8). Bytes
+    that are not reach Python from the command line as lone surrogates (surrogateescape), which would otherwise
+    end the build in a UnicodeEncodeError wherever the text is first encoded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"character {error.start} is not valid Unicode text") from None
+        try:
+            return raw.decode("utf-8")  # escaped bytes that do make UTF-8 together
+        except UnicodeDecodeError as error:
+            at = error.start
+            raise ValueError(f"not UTF-8: byte 0x{raw[at]:02x} at byte {at}; write the prompt in UTF-8") from None
+    return text
+
+
+SANITIZERS = ("address", "thread", "undefined")
+
+
+def parse_sanitize(text: str) -> tuple[str, ...]:
+    """``sanitize=``: none (or 0, or nothing), 1 (address,undefined), or a comma-separated list of SANITIZERS, in
+    a fixed order so that the same set always names the same build directory."""
+    if text in ("", "0", "none"):
+        return ()
+    names = {"address", "undefined"} if text == "1" else {name.strip() for name in text.split(",")}
+    unknown = sorted(names - set(SANITIZERS))
+    if unknown:
+        raise ValueError(f"unknown sanitizer {', '.join(unknown)}")
+    if "thread" in names and "address" in names:
+        raise ValueError("thread and address sanitizers cannot be combined (gcc refuses it)")
+    return tuple(name for name in SANITIZERS if name in names)
+
+
+# Options that mean something only for some kinds of target (llmcu.platform.targets.KINDS); the rest apply to all
+# (port= among them: `monitor` listens on any port, whatever the target).
+FIRMWARE = ("baremetal",)
+APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "threads": ("hosted", "linux"),
+    "weights_file": ("hosted", "linux"),
+    "sdk": ("linux",),
+    "board_ram": ("linux",),
+    "board": ("baremetal", "linux"),
+    "hil": ("baremetal", "linux"),
+    "sanitize": ("hosted",),
+    **dict.fromkeys(
+        ("weights", "kv", "stack", "watchdog", "selftest", "probe", "power", "power_port", "power_voltage",
+         "power_supply"),
+        FIRMWARE,
+    ),
+}  # fmt: skip
+
+
+def check_applicable(
+    values: Mapping[str, str], options: Iterable[Option], target: str, kind: str, targets_by_kind: Mapping[str, list]
+) -> None:
+    """An option given a value other than its default for a target it means nothing to is an error naming the
+    targets it applies to (nothing is silently ignored)."""
+    for option in options:
+        if not option.kinds or kind in option.kinds or option.name not in values:
+            continue
+        if str(values[option.name]) == option.default:
+            continue
+        names = sorted(name for k in option.kinds for name in targets_by_kind.get(k, []))
+        raise OptionError(
+            f"{option.name}= does not apply to target {target} (a {kind} target); it applies to "
+            f"{', '.join(names) or 'no target here'}"
+        )
+
+
+def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
+    """The option table; the allowed targets and model presets come from the folders that define them."""
+    options = _options_table(targets, presets)
+    out = []
+    for option in options:
+        kinds = APPLIES_TO.get(option.name, ())
+        note = f" [{'/'.join(kinds)} targets]" if kinds else ""
+        out.append(replace(option, kinds=kinds, help=option.help + note))
+    return out
+
+
+def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
+    preset_names = "|".join(sorted(presets))
+    return [
+        Option("target", "what to build for", "host", tuple(sorted(targets))),
+        Option(
+            "model",
+            "model preset, a GGUF file, a Hugging Face folder, or a llama2.c checkpoint (.bin) with tokenizer=",
+            "260k",
+            None,
+            str,
+            f"{preset_names}|PATH",
+        ),
+        Option(
+            "tokenizer",
+            "tokenizer.bin or tokenizer.model path (default: the preset's, or the model's own)",
+            "",
+            None,
+            str,
+            "PATH",
+        ),
+        Option(
+            "quant",
+            "weight quantization; auto: per tensor the mix of q4/q8/fp32 that fits the target (and budget=) and "
+            "loses the least (quant_report.md says what it chose and why)",
+            "fp32",
+            (*QTYPES, "auto"),
+        ),
+        Option(
+            "fit",
+            "how weights are fitted to their codes: gptq (calibrated error feedback), search (a scale searched per "
+            "group), absmax (llama2.c's max|w| scale)",
+            DEFAULT_FIT,
+            FITS,
+        ),
+        Option(
+            "calib",
+            "calibration text for the fit: sampled (the fp32 model's own stories, fixed seed), none, or a UTF-8 "
+            "text file",
+            DEFAULT_CALIBRATION,
+            None,
+            _calibration_source,
+            "sampled|none|PATH",
+        ),
+        Option(
+            "budget",
+            "quant=auto: the most bytes the weights may take (0: what the target's memory allows)",
+            "0",
+            None,
+            _size_in(0, 1 << 40),
+            "0|SIZE (e.g. 180K, 12M)",
+        ),
+        Option(
+            "quality",
+            "measure the quantized model against fp32 at build time (top-1 agreement, mean KL in quant_report.md); "
+            "auto: for models of up to 5M parameters",
+            "auto",
+            ("auto", "yes", "no"),
+        ),
+        Option(
+            "group_size",
+            "quantization group size (groups never cross a row)",
+            "32",
+            tuple(str(size) for size in GROUP_SIZES),
+            int,
+        ),
+        Option(
+            "quant_overrides",
+            "per-tensor quantization, e.g. tok_embeddings=q8 (kinds: tok_embeddings wq wk wv wo w1 w2 w3 wcls)",
+            "",
+            None,
+            str,
+            "KIND=QTYPE[,...]",
+        ),
+        Option(
+            "seq_len",
+            "context length to build for (0: the model's)",
+            "0",
+            None,
+            _int_in(0, 1 << 20),
+            "0..model seq_len",
+        ),
+        Option(
+            "overflow",
+            "what a run does when the context is full: stop there, or slide (the KV cache keeps sinks= first "
+            "positions and a ring of the most recent ones, and the run goes on up to max_steps=)",
+            "stop",
+            ("stop", "slide"),
+        ),
+        Option(
+            "sinks",
+            "overflow=slide: the first positions the cache always keeps (attention sinks)",
+            "4",
+            None,
+            _int_in(0, 1 << 20),
+            "0..seq_len-2",
+        ),
+        Option(
+            "max_steps",
+            "overflow=slide: the most forward passes one run makes (each keeps a 12-byte record; steps=0 means this)",
+            "1024",
+            None,
+            _int_in(2, 1 << 24),
+            "seq_len..16M",
+        ),
+        Option(
+            "kv_type",
+            "KV cache element type: f32; f16 (IEEE half) halves it; q8, a byte per value and a float scale per "
+            "position and head; q16, int16 with build-time scales per channel and integer attention. auto: the first "
+            "whose plan fits, q16 then q8 for quantized weights, f32 then f16 then q8 for fp32 ones; an explicit type "
+            "other than auto's choice builds in its own folder (-kvf16, ...)",
+            "auto",
+            ("auto", *KV_TYPES),
+        ),
+        Option(
+            "kernels",
+            "compute kernels: the target's optimised set, or the portable reference ones",
+            "opt",
+            ("opt", "ref"),
+        ),
+        Option(
+            "numerics",
+            "exact: every kernel set gives the reference's results to the bit; fast: an optimised set may use FMA, "
+            "reordered sums and a fast exp (within the quantization quality bounds, not bit-identical; "
+            "-DLLMCU_NUMERICS_FAST=1); the build goes to its own directory",
+            "exact",
+            ("exact", "fast"),
+        ),
+        Option(
+            "rope_table",
+            "RoPE's cosines and sines from a table computed at build time (seq_len x head_size floats in flash, "
+            "the same values the runtime computes, so the output does not change) instead of powf/cosf/sinf at "
+            "every position; auto: yes on firmware targets",
+            "auto",
+            ("auto", "yes", "no"),
+        ),
+        Option(
+            "threads",
+            "threads for the matrix products on hosted and Linux targets (auto: the target's [cpu] threads, "
+            "1 under hil=qemu so instruction counts repeat); the output is the same for any count",
+            "auto",
+            ("auto", "1", "2", "3", "4", "5", "6", "7", "8"),
+        ),
+        Option(
+            "weights_file",
+            "Linux targets: weights in a separate model.bin the program maps at start (yes), linked into the "
+            "program (no), or a file when they exceed the target's weights_file_above (auto)",
+            "auto",
+            ("auto", "yes", "no"),
+        ),
+        Option(
+            "sdk",
+            "Linux targets: a Yocto SDK's environment-setup-* script; its CC, CFLAGS and LDFLAGS (sysroot) "
+            "build the program (else CC=, CROSS_COMPILE= or the target's compiler)",
+            "",
+            None,
+            str,
+            "PATH",
+        ),
+        Option(
+            "board",
+            "board of a firmware target (default: the target's default board); Linux targets: user@host[:port] "
+            "that `run` deploys to over SSH",
+            "",
+            None,
+            str,
+            "NAME|USER@HOST[:PORT]",
+        ),
+        Option(
+            "weights",
+            "where firmware weights go: auto spills from internal flash to QSPI",
+            "auto",
+            ("auto", "flash", "qspi", "sdram"),
+        ),
+        Option(
+            "kv",
+            "RAM region for the KV cache on firmware targets (auto: the fastest that holds it)",
+            "auto",
+            None,
+            str,
+            "auto|dtcm|axi|sram|sdram|REGION",
+        ),
+        Option("stack", "firmware stack size in bytes", "8K", None, _size_in(256, 1 << 20), "256..1M"),
+        Option(
+            "board_ram",
+            "Linux targets: the board's RAM, which the weights, the KV cache and the run state must fit in beside "
+            "the OS (default: the target's, e.g. 2G for the RZ/V2L SMARC EVK)",
+            "",
+            None,
+            lambda text: _size_in(1 << 20, 1 << 40)(text) if text else 0,
+            "SIZE (1M..1T)",
+        ),
+        Option(
+            "watchdog",
+            "firmware watchdog: reset (board) or fault report (QEMU twin) when a forward pass or the console loop "
+            "stops for this long",
+            "off",
+            None,
+            parse_timeout,
+            "off|TIME (e.g. 2s, 500ms)",
+        ),
+        Option(
+            "hil",
+            "how `run` runs a firmware target: none = on the board, qemu = its QEMU twin with the board's memory "
+            "budget, auto = the board if a debug probe is attached, else the twin",
+            "none",
+            ("none", "qemu", "auto"),
+        ),
+        Option("prompt", "prompt for `run` (UTF-8)", "", None, _utf8_text, "TEXT"),
+        Option(
+            "steps",
+            "forward passes for `run` (0: the context length)",
+            "256",
+            None,
+            _int_in(0, 1 << 20),
+            "0..seq_len",
+        ),
+        Option(
+            "temperature",
+            "sampling temperature for `run` (0: greedy)",
+            "1.0",
+            None,
+            _float_in(0.0, 100.0),
+            "0.0..100",
+        ),
+        Option(
+            "topp",
+            "top-p (nucleus) sampling for `run`; 0 or 1 disables it",
+            "0.9",
+            None,
+            _float_in(0.0, 1.0),
+            "0.0..1.0",
+        ),
+        Option(
+            "seed",
+            "sampler seed for `run` (0 would stall the xorshift generator)",
+            "1",
+            None,
+            _int_in(1, (1 << 64) - 1),
+            "1..2^64-1",
+        ),
+        Option(
+            "phases", "count each phase of a forward pass (benchmark builds)", "0", ("0", "1"), lambda text: text == "1"
+        ),
+        Option(
+            "selftest",
+            "firmware: a bring-up build that answers `run` with memory tests and read speeds instead of a model "
+            "(SDRAM data/address bus and pattern over a refresh interval, QSPI CRC, every region's MB/s)",
+            "0",
+            ("0", "1"),
+            lambda text: text == "1",
+        ),
+        Option(
+            "sanitize",
+            "target=host: build with gcc's sanitizers; any report ends the run with a non-zero status "
+            "(-fno-sanitize-recover=all); 1 means address,undefined; the build goes to its own directory",
+            "none",
+            None,
+            parse_sanitize,
+            "none|1|address,undefined|address|undefined|thread|thread,undefined",
+        ),
+        Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1"),
+        Option("build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH"),
+        Option("log_dir", "where `run` logs go: LOG_DIR/<time>-<target>-<model>-<quant>/", "logs", None, str, "PATH"),
+        Option("port", "board console for `run`: device or pyserial URL (default: by USB id)", "", None, str, "URL"),
+        Option("probe", "debug probe for `flash` (its unique ID or part; default: the only one)", "", None, str, "UID"),
+        Option(
+            "prompts",
+            "`console`: read the prompts (and /commands) from this file, one per line, instead of the terminal",
+            "",
+            None,
+            str,
+            "PATH",
+        ),
+        Option(
+            "raw",
+            "`monitor`: show the bytes as they arrive instead of the decoded protocol",
+            "0",
+            ("0", "1"),
+            lambda text: text == "1",
+        ),
+        Option(
+            "debug",
+            "`debug`: gdb = the gdb server (pyOCD's for a board, QEMU's stub for the twin) and gdb on the ELF; "
+            "server = only the server, for an IDE to attach to",
+            "gdb",
+            ("gdb", "server"),
+        ),
+        Option("gdb_port", "`debug`: the gdb server's TCP port", "3333", None, _int_in(1, 65535), "1..65535"),
+        Option(
+            "power",
+            "power measurement during `run` (llmcu.power): a Nordic PPK2, an ST X-NUCLEO-LPM01A, or estimate "
+            "(no meter: the STM32H743 datasheet's Run-mode current; the only choice for the QEMU twin)",
+            "none",
+            ("none", "ppk2", "lpm01a", "estimate"),
+        ),
+        Option("power_port", "the meter's serial port (PPK2: found by USB name if empty)", "", None, str, "URL"),
+        Option("power_voltage", "the board's supply voltage in V", "3.3", None, _float_in(0.8, 5.0), "0.8..5.0"),
+        Option(
+            "power_supply",
+            "power=ppk2: board = the board keeps its supply, the PPK2 in series (ampere meter); meter = the PPK2 "
+            "powers the board at power_voltage (source meter)",
+            "board",
+            ("board", "meter"),
+        ),
+    ]
+
+
+def nearest(word: str, choices: Iterable[str]) -> str:
+    """'; did you mean X?' for the closest of ``choices`` to a misspelt ``word`` (difflib), or ''."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def check_unknown(given: Iterable[str], options: list[Option]) -> None:
+    """Reject option names the build does not know, naming the ones it does (and the nearest to a misspelling)."""
+    known = [option.name for option in options]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        hint = nearest(unknown[0], known) if len(unknown) == 1 else ""
+        raise OptionError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{hint}; "
+            f"known options: {', '.join(known)} (see `scons -h`)"
+        )
+
+
+def validate(values: Mapping[str, str], options: list[Option]) -> dict[str, Any]:
+    """Check and convert every option's text value; a bad one is an error naming the allowed values."""
+    result: dict[str, Any] = {}
+    for option in options:
+        text = str(values.get(option.name, option.default))
+        if option.allowed is not None and text not in option.allowed:
+            raise OptionError(
+                f"{option.name}={text!r} is not allowed; choose one of: {', '.join(option.allowed)}"
+                + nearest(text, option.allowed).replace("; did you mean", " (did you mean").replace("?", "?)")
+            )
+        try:
+            result[option.name] = option.parse(text)
+        except ValueError as error:
+            raise OptionError(
+                f"{option.name}={text!r} is not valid ({error}); allowed: {option.describe_allowed()}"
+            ) from None
+    return result
+
+
+def help_text(options: list[Option]) -> str:
+    lines = ["llmcu build options (NAME=VALUE on the scons command line):", ""]
+    for option in options:
+        lines.append(f"  {option.name}")
+        lines.append(f"      {option.help}")
+        lines.append(f"      default: {option.default!r}   allowed: {option.describe_allowed()}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(options: list[Option]) -> str:
+    """docs/options.md: every option, its default, what it allows, which targets it is for and what it does (the
+    table the docs show is this, generated: tools/options_doc.py writes it and a test keeps it equal)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "# Build options",
+        "",
+        "Generated from the option table (`site_scons/llmcu/builder/options.py`) by `tools/options_doc.py`; "
+        "do not edit.",
+        "Options are `NAME=VALUE` words on the scons command line; `scons -h` prints the same.",
+        "",
+        "| option | default | allowed | targets | what it does |",
+        "|---|---|---|---|---|",
+    ]
+    for option in options:
+        default = f"`{option.default}`" if option.default else ""
+        kinds = ", ".join(option.kinds) if option.kinds else "all"
+        note = f" [{'/'.join(option.kinds)} targets]"
+        help_text = option.help[: -len(note)] if option.kinds and option.help.endswith(note) else option.help
+        lines.append(f"| `{option.name}` | {cell(default)} | {cell(option.describe_allowed())} | {kinds} | "
+                     f"{cell(help_text)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def list_targets(targets_dir: Path) -> list[str]:
+    return sorted(path.parent.name for path in targets_dir.glob("*/target.toml"))

@@ -1,0 +1,61 @@
+"""Build-time weight layouts (llmcu.builder.layouts): the NEON panel arrangement, element by element."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "site_scons"))
+
+from llmcu.builder import layouts
+from llmcu.model.quantize import quantize_matrix
+
+
+def test_each_kernel_set_names_its_layout() -> None:
+    assert layouts.for_kernel_set("neon") == layouts.NEON_PANELS
+    assert layouts.for_kernel_set("") == layouts.REFERENCE
+    assert layouts.for_kernel_set("cortex_m7") == layouts.M7_PANELS
+
+
+@pytest.mark.parametrize("rows", [4, 6, 9])
+def test_q8_panels_put_each_weight_where_the_kernel_reads_it(rows: int) -> None:
+    cols, group = 24, 8
+    matrix = quantize_matrix(np.random.default_rng(rows).standard_normal((rows, cols)), "q8", group)
+    data, scales = layouts.storage(matrix, layouts.NEON_PANELS)
+    panels = -(-rows // 4)
+    assert len(data) == panels * 4 * cols and len(scales) == panels * 4 * (cols // group) * 4
+    flat = np.frombuffer(data, dtype=np.int8)
+    s = np.frombuffer(scales, dtype="<f4")
+    for r in range(panels * 4):
+        for c in range(cols):
+            expected = matrix.q[r, c] if r < rows else 0
+            assert flat[(r // 4) * 4 * cols + (c // 4) * 16 + (r % 4) * 4 + c % 4] == expected
+        for g in range(cols // group):
+            expected_scale = matrix.scales[r, g] if r < rows else 0.0
+            assert s[((r // 4) * (cols // group) + g) * 4 + r % 4] == expected_scale
+
+
+def test_q4_panels_hold_twos_complement_nibbles() -> None:
+    rows, cols, group = 8, 16, 8
+    matrix = quantize_matrix(np.random.default_rng(4).standard_normal((rows, cols)), "q4", group)
+    data, _ = layouts.storage(matrix, layouts.NEON_PANELS)
+    assert len(data) == rows * cols // 2
+    flat = np.frombuffer(data, dtype=np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            byte = int(flat[(r // 4) * 2 * cols + (c // 8) * 16 + (r % 4) * 4 + c % 4])
+            nibble = (byte >> 4) if c % 8 >= 4 else (byte & 0x0F)
+            assert (nibble - 16 if nibble >= 8 else nibble) == matrix.q[r, c]
+
+
+def test_shapes_the_panels_do_not_fit_stay_row_major() -> None:
+    for qtype, cols, group in (("q8", 18, 6), ("q4", 172, 32), ("fp32", 64, 32)):
+        matrix = quantize_matrix(np.ones((4, cols), dtype=np.float32), qtype, group)
+        assert layouts.storage(matrix, layouts.NEON_PANELS) == matrix.storage()
+    matrix = quantize_matrix(np.ones((4, 8), dtype=np.float32), "q8", 4)
+    assert layouts.storage(matrix, layouts.REFERENCE) == matrix.storage()
+    with pytest.raises(ValueError, match="unknown weight layout"):
+        layouts.storage(matrix, "zigzag")

@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
-from llmcu.builder.settings import MODELS_DIR
 from llmcu.core.errors import LlmcuError
 from llmcu.core.fileio import write_text_atomic
+from llmcu.core.paths import MODELS_DIR
 from llmcu.model import models
 from llmcu.model.quality import EVALUATION_PROMPTS, compare, fp32_baseline
 from llmcu.model.quantize import QuantPlan, quantize_checkpoint

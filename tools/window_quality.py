@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
-from llmcu.builder.settings import MODELS_DIR
 from llmcu.core.fileio import write_text_atomic
+from llmcu.core.paths import MODELS_DIR
 from llmcu.model import models
 from llmcu.model.sources import read_model, read_vocab
 

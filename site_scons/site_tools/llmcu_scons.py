@@ -13,27 +13,21 @@ from pathlib import Path
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
-from llmcu import power
-from llmcu.builder import codegen, flashalgo, linux, memplan, outputs, steps
+from llmcu.builder import codegen, compileflags, flashalgo, linux, memplan, outputs, steps
 from llmcu.builder import options as option_rules
 from llmcu.builder.settings import (
     LIBRARY_DIR,
-    ROOT,
-    RUNTIME_DIR,
-    TARGETS_DIR,
     TEMPLATES_DIR,
     BuildSettings,
     FirmwareImage,
     configure,
     help_intro,
     options_table,
-    prefix_map_flags,
-    runtime_sources,
-    sanitizer_flags,
 )
 from llmcu.core import fileio, interrupts
 from llmcu.core.errors import LlmcuError
-from llmcu.device import debug, flashing, linux_run, monitor, runs, session
+from llmcu.core.paths import ROOT, RUNTIME_DIR, TARGETS_DIR
+from llmcu.device import debug, flashing, linux_run, monitor, session
 from llmcu.model.sources import source_files
 from llmcu.platform import watchdog
 from llmcu.power import runpower
@@ -55,9 +49,9 @@ def _variables(table: list) -> Variables:
     variables = Variables(None, scons.ARGUMENTS)
     for option in table:
         if option.allowed is not None:
-            variables.Add(EnumVariable(option.name, option.help, option.default, allowed_values=option.allowed))
+            variables.Add(EnumVariable(option.name, option.full_help, option.default, allowed_values=option.allowed))
         else:
-            variables.Add(option.name, f"{option.help} ({option.allowed_text})", option.default)
+            variables.Add(option.name, f"{option.full_help} ({option.allowed_text})", option.default)
     return variables
 
 
@@ -91,23 +85,26 @@ def _generate_action(target, source, env) -> int:
 
 
 def _run_action(target, source, env) -> int:
-    settings, options, meter = env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"], env["LLMCU_POWER"]
+    settings = env["LLMCU_SETTINGS"]
+    options = settings.run_options
     if settings.linux is not None:  # a Linux board over SSH, or qemu-user (power= is refused for it at configure)
         return _reported(lambda: linux_run.run(settings, options.log_dir))
-    return _reported(lambda: runpower.run(settings, options, meter))  # host, QEMU twin or board; writes the run log
+    return _reported(lambda: runpower.run(settings, options, settings.power))  # host, twin or board; logs the run
 
 
 def _console_action(target, source, env) -> int:
-    options = env["LLMCU_RUN_OPTIONS"]
-    return _reported(lambda: session.console(env["LLMCU_SETTINGS"], options, prompts=options.prompts))
+    settings = env["LLMCU_SETTINGS"]
+    options = settings.run_options
+    return _reported(lambda: session.console(settings, options, prompts=options.prompts))
 
 
 def _monitor_action(target, source, env) -> int:
-    return _reported(lambda: monitor.monitor_build(env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"]))
+    return _reported(lambda: monitor.monitor_build(env["LLMCU_SETTINGS"], env["LLMCU_SETTINGS"].run_options))
 
 
 def _debug_action(target, source, env) -> int:
-    settings, options = env["LLMCU_SETTINGS"], env["LLMCU_RUN_OPTIONS"]
+    settings = env["LLMCU_SETTINGS"]
+    options = settings.run_options
     status = 0
 
     def work() -> None:
@@ -126,7 +123,8 @@ def _flash_algo_action(target, source, env) -> int:
 
 
 def _flash_action(target, source, env) -> int:
-    settings, probe = env["LLMCU_SETTINGS"], env["LLMCU_PROBE"]
+    settings = env["LLMCU_SETTINGS"]
+    probe = settings.run_options.probe
     return _reported(
         lambda: _print_lines(flashing.flash_build(settings, probe, progress=sys.stderr.isatty()).lines(), "[llmcu] ")
     )
@@ -148,13 +146,7 @@ def _model_sources(env, settings: BuildSettings) -> list:
     changed = outputs.discard_changed(settings)  # a damaged model.bin or an edited source is generated again
     if changed:
         print(f"llmcu: {'; '.join(changed)}: generating the model's files again", file=sys.stderr)
-    identity = env.Value(
-        f"{settings.model_name}|{settings.plan!r}|{settings.seq_len}|{settings.target.kind}|{settings.board}|"
-        f"kv_type={settings.kv_type}|weights_file={settings.weights_file}|auto={settings.auto_quant}|"
-        f"budget={settings.budget}|quality={settings.quality}|window={settings.window}|"
-        f"ram={(settings.linux.ram_bytes, settings.linux.os_reserve_bytes) if settings.linux else ''}|"
-        f"{settings.firmware!r}|{[(image.name, image.target.name, image.regions) for image in settings.images]}"
-    )
+    identity = env.Value(settings.identity())  # every build-stage option and what was made of it
     model_files = {*source_files(settings.checkpoint), *source_files(settings.tokenizer)}  # a folder: its files
     sources = [*(str(path) for path in sorted(model_files)), identity]
     if settings.plan.calibrated and Path(settings.plan.calibration).is_file():  # calib=PATH: its text counts
@@ -170,11 +162,6 @@ def _model_sources(env, settings: BuildSettings) -> list:
         env.Action(_generate_action, f"GEN     {settings.gen_dir}"),
         LLMCU_SETTINGS=settings,
     )
-
-
-def numerics_defines(settings: BuildSettings) -> list[tuple[str, int]]:
-    """numerics=fast: kernels may use FMA, reordered sums and a fast exp (runtime_c/kernels/neon/README.md)."""
-    return [("LLMCU_NUMERICS_FAST", 1)] if settings.numerics == "fast" else []
 
 
 def _object(build_env, stem, source, gen):
@@ -206,23 +193,18 @@ def _program(env, settings: BuildSettings):
         LINKFLAGS=list(target.ldflags),
         LIBS=list(target.libs),
         CPPPATH=[str(RUNTIME_DIR), str(gen)],
-        CPPDEFINES=[
-            ("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'),
-            ("LLMCU_PROMPT_MAX_BYTES", target.prompt_max_bytes),
-            ("LLMCU_PHASES", int(settings.phases)),
-            *numerics_defines(settings),
-        ],
+        CPPDEFINES=compileflags.runtime_defines(settings, target),
         ASFLAGS=[f"-Wa,-I{gen}"],  # .incbin finds model_data.bin through the assembler's include path
         LLMCU_TARGET=target,
     )
     build_env.Append(CPPDEFINES=linux.posix_defines(settings.default_threads))  # the thread pool (runtime_c/parallel.h)
-    sanitize_flags = sanitizer_flags(settings.sanitize)  # sanitize=: compile and link with them
+    sanitize_flags = compileflags.sanitizer_flags(settings.sanitize)  # sanitize=: compile and link with them
     build_env.Append(CCFLAGS=sanitize_flags, LINKFLAGS=sanitize_flags)
     if settings.linux is not None:  # the hosted program, cross-compiled
         build_env.Replace(**linux.construction_variables(settings.target, settings.linux, build_env["ENV"]))
     # After the cross toolchain's flags (which replace CCFLAGS), so every hosted and Linux program gets it.
-    build_env.Append(CCFLAGS=prefix_map_flags(settings))  # reproducible: no absolute paths in the program
-    sources = [(path, path.relative_to(ROOT)) for path in runtime_sources(settings.kernel_set)]
+    build_env.Append(CCFLAGS=compileflags.build_flags(settings))  # reproducible: no absolute paths in the program
+    sources = [(path, path.relative_to(ROOT)) for path in compileflags.runtime_sources(settings.kernel_set)]
     sources += [(path, path.relative_to(ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
     objects = []
@@ -258,23 +240,18 @@ def _firmware(env, settings: BuildSettings, image: FirmwareImage):
         ],
         LIBS=list(target.libs),
         CPPPATH=[str(RUNTIME_DIR), str(gen), str(TARGETS_DIR / "cortex-m"), str(target.folder)],
-        CPPDEFINES=[
-            ("LLMCU_TARGET_NAME", f'\\"{target.name}\\"'),
-            ("LLMCU_PROMPT_MAX_BYTES", target.prompt_max_bytes),
-            ("LLMCU_PHASES", int(settings.phases)),
-            *numerics_defines(settings),
-        ],
+        CPPDEFINES=compileflags.runtime_defines(settings, target),
         PROGSUFFIX=".elf",
         LLMCU_IMAGE=image,
         LLMCU_TARGET=target,
     )
     # watchdog=: the register values for this image's watchdog (the board's, or its twin's)
     build_env.Append(CPPDEFINES=watchdog.defines(target, settings.firmware.watchdog_s if settings.firmware else 0.0))
-    build_env.Append(CCFLAGS=prefix_map_flags(settings))  # reproducible: no absolute paths in the ELF
+    build_env.Append(CCFLAGS=compileflags.build_flags(settings))  # reproducible: no absolute paths in the ELF
     # Link through llmcu so that a region overflow becomes an error naming the region and what would fit.
     build_env["LLMCU_LINKCMD"] = build_env["LINKCOM"]
     build_env["LINKCOM"] = build_env.Action(_link_action, strfunction=_link_string)
-    sources = [(path, path.relative_to(ROOT)) for path in runtime_sources(settings.kernel_set)]
+    sources = [(path, path.relative_to(ROOT)) for path in compileflags.runtime_sources(settings.kernel_set)]
     sources += [(path, path.resolve().relative_to(ROOT)) for path in target.board_sources]
     sources += [(gen / "model_weights.c", "gen/model_weights.c"), (gen / "model_data.S", "gen/model_data.S")]
     if settings.selftest:  # the bring-up firmware: its region table, from this image's memory plan
@@ -314,8 +291,7 @@ def llmcu_build(env, arguments: dict[str, str]):
     """Declare the whole build for the given command-line options; returns the program node."""
     table = options_table()
     try:  # llmcu's own check first: one `llmcu: error:` line naming what is allowed, never SCons's enum message
-        option_rules.check_unknown(arguments, table)
-        values = option_rules.validate(arguments, table)
+        values = option_rules.parse_options(arguments, table)
     except LlmcuError as error:
         _fail(error)
         return None
@@ -325,7 +301,7 @@ def llmcu_build(env, arguments: dict[str, str]):
     if scons.GetOption("help"):
         return None
     try:
-        settings = configure(dict(arguments))
+        settings = configure(values)
     except LlmcuError as error:
         _fail(error)
         return None
@@ -370,27 +346,20 @@ def llmcu_build(env, arguments: dict[str, str]):
         program,
         env.Action(_run_action, None),
         LLMCU_SETTINGS=settings,
-        LLMCU_RUN_OPTIONS=runs.run_options(dict(arguments)),
-        LLMCU_POWER=power.power_settings(values),
     )
     env.AlwaysBuild(run)
     # `console`, `monitor` and `debug`: sessions on the runner `run` would use (llmcu.device.session, .monitor,
     # .debug). monitor attaches to what runs already, so it builds nothing.
-    run_options = runs.run_options(dict(arguments))
-    console = env.Alias("console", program, env.Action(_console_action, None), LLMCU_SETTINGS=settings,
-                        LLMCU_RUN_OPTIONS=run_options)  # fmt: skip
-    watch = env.Alias("monitor", [], env.Action(_monitor_action, None), LLMCU_SETTINGS=settings,
-                      LLMCU_RUN_OPTIONS=run_options)  # fmt: skip
-    gdb = env.Alias("debug", program, env.Action(_debug_action, None), LLMCU_SETTINGS=settings,
-                    LLMCU_RUN_OPTIONS=run_options)  # fmt: skip
+    console = env.Alias("console", program, env.Action(_console_action, None), LLMCU_SETTINGS=settings)
+    watch = env.Alias("monitor", [], env.Action(_monitor_action, None), LLMCU_SETTINGS=settings)
+    gdb = env.Alias("debug", program, env.Action(_debug_action, None), LLMCU_SETTINGS=settings)
     env.AlwaysBuild(console, watch, gdb)
     if "flash" in scons.COMMAND_LINE_TARGETS:
         try:
             flashing.check_flashable(settings.target)
         except LlmcuError as error:
             _fail(error)
-    probe = arguments.get("probe", "")
-    flash = env.Alias("flash", program, env.Action(_flash_action, None), LLMCU_SETTINGS=settings, LLMCU_PROBE=probe)
+    flash = env.Alias("flash", program, env.Action(_flash_action, None), LLMCU_SETTINGS=settings)
     env.AlwaysBuild(flash)
     out = settings.out_dir
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out

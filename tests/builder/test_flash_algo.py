@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmcu.builder import boardconfig, flashalgo
-from llmcu.builder.settings import TARGETS_DIR
+from llmcu.core.paths import TARGETS_DIR
 from llmcu.platform import stm32h7
 
 pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")

@@ -136,7 +136,7 @@ def test_the_twin_takes_the_boards_external_memories_as_far_as_its_window_allows
     """mps2-an500's 16 MB stand in for a board's SDRAM and QSPI: each as large as the board's, in the twin's order,
     the QSPI in what is left; a board with QSPI alone gets all 16 MB of it on the twin."""
     from llmcu.builder.memplan import twin_regions
-    from llmcu.builder.settings import TARGETS_DIR
+    from llmcu.core.paths import TARGETS_DIR
     from llmcu.platform.targets import load_target
 
     twin = load_target("qemu-m7", TARGETS_DIR)

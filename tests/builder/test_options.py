@@ -209,7 +209,7 @@ def test_an_option_that_does_not_apply_is_an_error_naming_where_it_does(tmp_path
         assert result.returncode == 2 and errors == [f"llmcu: error: {line}"], result.stderr
         if args == ["board=nucleo-h743zi"]:
             sees(errors[0])
-    assert "[baremetal targets]" in next(o.help for o in TABLE if o.name == "watchdog")
+    assert "[baremetal targets]" in next(o.full_help for o in TABLE if o.name == "watchdog")
 
 
 def test_scons_help_lists_the_aliases_and_the_options(tmp_path, stories260k) -> None:

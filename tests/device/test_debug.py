@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from flash_fakes import FakeFactory
-from llmcu.builder.settings import ROOT, BuildSettings, configure
-from llmcu.device import debug, localport, runs
+from llmcu.builder.settings import BuildSettings, configure, option_values, run_options
+from llmcu.core.paths import ROOT
+from llmcu.device import debug, localport
 from llmcu.device.flashing import ProbeInfo
 
 needs_gdb = pytest.mark.skipif(shutil.which("gdb-multiarch") is None, reason="gdb-multiarch missing (tools/setup.sh)")
@@ -41,7 +42,7 @@ def _check_session(text: str) -> None:
 def test_gdb_stops_the_twin_in_the_forward_pass(q8_build_root, stories260k, monkeypatch, capfd) -> None:
     settings = _settings("qemu-m7", q8_build_root, stories260k.parent, monkeypatch)
     port = localport.free_port()
-    status = debug.debug(settings, runs.run_options({}), port=port, commands=BREAK_IN_FORWARD, batch=True)
+    status = debug.debug(settings, run_options(option_values({})), port=port, commands=BREAK_IN_FORWARD, batch=True)
     assert status == 0
     _check_session(capfd.readouterr().out)
 
@@ -50,7 +51,7 @@ def test_gdb_stops_the_twin_in_the_forward_pass(q8_build_root, stories260k, monk
 def test_gdb_on_the_host_program(q8_build_root, stories260k, monkeypatch, capfd) -> None:
     settings = _settings("host", q8_build_root, stories260k.parent, monkeypatch)
     commands = ["break llmcu_forward", "run", "print pos", "print token", "bt 2", "continue", "print pos", "kill"]
-    assert debug.debug(settings, runs.run_options({}), commands=commands, batch=True) == 0
+    assert debug.debug(settings, run_options(option_values({})), commands=commands, batch=True) == 0
     text = capfd.readouterr().out
     assert "Breakpoint 1, llmcu_forward (token=1, pos=0) at runtime_c/transformer.c" in text or (
         "llmcu_forward (token=token@entry=1, pos=pos@entry=0)" in text

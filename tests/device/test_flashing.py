@@ -332,7 +332,7 @@ def qspi_algo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc is not installed")
     from llmcu.builder import flashalgo
-    from llmcu.builder.settings import TARGETS_DIR
+    from llmcu.core.paths import TARGETS_DIR
     from llmcu.platform import stm32h7
 
     board = stm32h7.load_board(TARGETS_DIR / "stm32h743", "h743-sdram-qspi")
@@ -387,7 +387,7 @@ def test_qspi_image_larger_than_the_qspi_flash(tmp_path: Path, qspi_algo: Path) 
         flash(past_window, FakeFactory([PROBE]), qspi_algo=qspi_algo)
 
     from llmcu.builder import flashalgo
-    from llmcu.builder.settings import TARGETS_DIR
+    from llmcu.core.paths import TARGETS_DIR
     from llmcu.platform import stm32h7
 
     board = stm32h7.load_board(TARGETS_DIR / "stm32h743", "h743-sdram-qspi")
@@ -403,7 +403,7 @@ def test_qspi_image_larger_than_the_qspi_flash(tmp_path: Path, qspi_algo: Path) 
 
 @pytest.mark.parametrize(("target", "why"), [("host", "it is this machine"), ("qemu-m7", "it is an emulator")])
 def test_flash_is_refused_for_targets_without_a_probe(target: str, why: str) -> None:
-    from llmcu.builder.settings import TARGETS_DIR
+    from llmcu.core.paths import TARGETS_DIR
     from llmcu.platform.targets import load_target
 
     with pytest.raises(flashing.FlashError, match=f"target {target} has no debug probe to flash through \\({why}"):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from llmcu.builder.settings import option_values, run_options
 from llmcu.core.errors import LlmcuError
 from llmcu.device import monitor
 from llmcu.device.protocol import RunOutput, TokenRecord
@@ -121,9 +122,8 @@ def test_a_port_that_never_comes_back_is_reported(tmp_path: Path) -> None:
 
 def test_monitor_needs_a_port_where_no_console_runs(tmp_path: Path, stories260k: Path, monkeypatch) -> None:
     from llmcu.builder.settings import configure
-    from llmcu.device import runs
 
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
     settings = configure({"target": "host", "model": "260k", "quant": "q8"})
     with pytest.raises(LlmcuError, match="give port=DEVICE or a pyserial URL"):
-        monitor.monitor_build(settings, runs.run_options({"log_dir": str(tmp_path)}))
+        monitor.monitor_build(settings, run_options(option_values({"log_dir": str(tmp_path)})))

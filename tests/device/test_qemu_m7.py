@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, prompt_filling_context, scons
-from llmcu.builder.settings import RunParams, runtime_sources
+from llmcu.builder.compileflags import runtime_sources
+from llmcu.builder.settings import RunParams
 from llmcu.device.console import encode_command
 from llmcu.device.protocol import ProtocolParser, RunOutput, parse
 from llmcu.device.qemu import (

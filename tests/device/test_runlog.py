@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, scons
-from llmcu.builder.settings import configure
+from llmcu.builder.settings import RunOptions, configure, option_values, run_options
 from llmcu.core import fileio
 from llmcu.core.errors import LlmcuError
 from llmcu.device import hostrun, runs
@@ -232,9 +232,9 @@ def test_runner_choice_without_a_probe_is_the_qemu_twin(models: Path, capsys: py
 
 
 def test_run_options() -> None:
-    assert runs.run_options({}) == runs.RunOptions(ROOT / "logs", "")
-    assert runs.run_options({"log_dir": "/tmp/x", "port": "socket://h:1"}) == runs.RunOptions(
-        Path("/tmp/x"), "socket://h:1"
+    assert run_options(option_values({})) == RunOptions(ROOT / "logs", "", "", "", False, "gdb", 3333)
+    assert run_options(option_values({"log_dir": "/tmp/x", "port": "socket://h:1"})) == RunOptions(
+        Path("/tmp/x"), "socket://h:1", "", "", False, "gdb", 3333
     )
 
 

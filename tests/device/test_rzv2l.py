@@ -20,7 +20,7 @@ import pytest
 
 from buildutil import ROOT, case_args, prompt_filling_context, scons
 from llmcu.builder import codegen, layouts, linux, weightsfile
-from llmcu.builder.settings import BuildSettings, configure
+from llmcu.builder.settings import BuildSettings, configure, option_values, run_options
 from llmcu.core.errors import OptionError
 from llmcu.device import qemu_user, sshdeploy
 from llmcu.device.protocol import RunOutput, parse
@@ -504,7 +504,7 @@ def test_console_on_the_board_over_ssh(
     """`scons console board=...`: the program and its weights file are copied over SSH, the console runs there on
     ssh's pipes (a prompt, a refused line, another prompt), and the folder is gone when the session ends."""
     from llmcu.builder.settings import configure
-    from llmcu.device import runs, session
+    from llmcu.device import session
 
     for key in ("LLMCU_SSH_OPTS", "LLMCU_REMOTE_EXEC"):
         monkeypatch.setenv(key, sshd[key])
@@ -515,7 +515,7 @@ def test_console_on_the_board_over_ssh(
                                   "build_dir": str(build_root), "board": sshd["destination"], "steps": "40",
                                   "temperature": "0"})  # fmt: skip
     assert settings.out_dir == builds["q8-file"].parent
-    exchanges = session.console(settings, runs.run_options({"log_dir": str(tmp_path)}),
+    exchanges = session.console(settings, run_options(option_values({"log_dir": str(tmp_path)})),
                                 lines=["Once upon a time", "/raw run steps=x", "The dog"])  # fmt: skip
     assert [(e.kind, e.status) for e in exchanges] == [("prompt", "ok"), ("raw", "rejected"), ("prompt", "ok")]
     expected = subprocess.run([str(builds["host-q8"]), "-p", "Once upon a time", "-n", "40", "-t", "0", "-q"],
@@ -567,11 +567,11 @@ def _check_gdb_session(text: str) -> None:
 
 @needs_gdb
 def test_debug_stops_the_program_under_qemu_user(builds, build_root, stories260k, monkeypatch, capfd) -> None:
-    from llmcu.device import debug, debug_linux, localport, runs
+    from llmcu.device import debug, debug_linux, localport
 
     settings = _debug_settings(build_root, stories260k.parent, monkeypatch, hil="qemu")
     port = localport.free_port()
-    assert debug.debug(settings, runs.run_options({}), port=port, commands=BREAK_IN_FORWARD, batch=True) == 0
+    assert debug.debug(settings, run_options(option_values({})), port=port, commands=BREAK_IN_FORWARD, batch=True) == 0
     _check_gdb_session(capfd.readouterr().out)
     assert not debug_linux.listening(port)  # the stub is gone with the session
 

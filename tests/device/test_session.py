@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from buildutil import scons
-from llmcu.builder.settings import BuildSettings, configure
-from llmcu.device import channels, runs, session
+from llmcu.builder.settings import BuildSettings, configure, option_values, run_options
+from llmcu.device import channels, session
 from llmcu.device.protocol import parse
 from llmcu.device.runlog import RunInfo
 
@@ -95,7 +95,7 @@ class InterruptingSession(session.ConsoleSession):
 
 
 def _serve(settings, tmp_path: Path, lines: list[str], interrupt: set[int] = frozenset()) -> session.ConsoleSession:
-    options = runs.run_options({"log_dir": str(tmp_path / "logs")})
+    options = run_options(option_values({"log_dir": str(tmp_path / "logs")}))
     channel, info = session.open_channel(settings, options)
     run = settings.run
     start = session.Settings("", run.steps, run.temperature, run.topp, run.seed)

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from buildutil import ROOT, scons
-from llmcu.builder.settings import RunParams
+from llmcu.builder.settings import RunParams, option_values, run_options
 from llmcu.device import runs, uart
 from llmcu.device.console import encode_command
 from llmcu.device.protocol import parse
@@ -762,7 +762,7 @@ def test_board_run_flashes_opens_the_console_then_resets(
         flash_firmware=flash_firmware, PYOCD_TARGET="stm32h743xx", FlashError=flashing.FlashError,
         NoProbeError=flashing.NoProbeError, select_probe=flashing.select_probe, default_algo_path=lambda p: p / "x",
     )  # fmt: skip
-    options = runs.RunOptions(tmp_path, port=peer.url)
+    options = run_options(option_values({"log_dir": str(tmp_path), "port": peer.url}))
     output = runs.run_board(settings, settings.images[0], options, flashing_module=fake, session_factory=probes)
     assert output.ok and output.token_sequence() == TOKENS
     assert events == ["flash reset=False", "console open", "reset stm32h743xx", "close"]

@@ -121,7 +121,7 @@ def _no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
 INNER_TESTS = """
 import pytest
 from llmcu.hil.firmware import FirmwareBuild
-from llmcu.builder.settings import TARGETS_DIR
+from llmcu.core.paths import TARGETS_DIR
 from llmcu.platform.targets import load_target
 
 

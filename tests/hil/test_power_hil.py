@@ -37,7 +37,7 @@ def test_a_board_run_under_a_meter_on_a_socket(hil_firmware: FirmwareBuild, qemu
     entry = parse_hardware_map([{"platform": "stm32h743", "board": "nucleo-h743zi", "id": "FAKE0123",
                                  "serial": qemu_board.url}]).entries[0]  # fmt: skip
     device = open_board(entry, hil_firmware, programmer=qemu_board)
-    power = HilPower(PowerSettings("lpm01a", f"socket://127.0.0.1:{shield.port}", 3.3), tmp_path, model="260k",
+    power = HilPower(PowerSettings("lpm01a", f"socket://127.0.0.1:{shield.port}", 3.3, "board"), tmp_path, model="260k",
                      quant="q8", board="nucleo-h743zi")  # fmt: skip
     try:
         measured = power.measure(device, PARAMS)
@@ -57,14 +57,16 @@ def test_a_board_run_under_a_meter_on_a_socket(hil_firmware: FirmwareBuild, qemu
 def test_the_twin_takes_the_estimate_only(hil_firmware: FirmwareBuild, tmp_path: Path) -> None:
     assert hil_firmware.twin_elf is not None
     device = QemuDevice(hil_firmware.twin_elf, "stm32h743", "qemu-m7")
-    estimate = HilPower(PowerSettings("estimate"), tmp_path, model="260k", quant="q8", board="nucleo-h743zi")
+    estimate = HilPower(
+        PowerSettings("estimate", "", 3.3, "board"), tmp_path, model="260k", quant="q8", board="nucleo-h743zi"
+    )
     measured = estimate.measure(device, PARAMS)
     costs = [token.cost for token in measured.output.tokens]
     cpu_hz, current_a = ANCHORS[0]
     expected = current_a * 3.3 * sum(costs) / cpu_hz / len(costs) * 1e3
     assert measured.power is not None and measured.power["estimated"]
     assert measured.power["generation"]["energy_per_token_mj"] == pytest.approx(expected, rel=1e-6)
-    meter = HilPower(PowerSettings("ppk2"), tmp_path, model="260k", quant="q8", board="")
+    meter = HilPower(PowerSettings("ppk2", "", 3.3, "board"), tmp_path, model="260k", quant="q8", board="")
     with pytest.raises(OptionError, match="a QEMU run has none"):
         meter.measure(device, PARAMS)
 

@@ -19,7 +19,7 @@ from elftools.elf.elffile import ELFFile
 from buildutil import ROOT, scons
 from llmcu.builder.codegen import generate as generate_sources
 from llmcu.builder.options import validate
-from llmcu.builder.settings import options_table, variant_name
+from llmcu.builder.settings import configure, options_table
 from llmcu.core.config import ModelConfig
 from llmcu.core.errors import OptionError
 from llmcu.device.protocol import parse
@@ -240,13 +240,17 @@ def test_kv_cache_bytes() -> None:
 def test_kv_type_option_and_variant_names() -> None:
     option = next(option for option in options_table() if option.name == "kv_type")
     assert option.default == "auto" and option.allowed == ("auto", "f32", "f16", "q8", "q16")
-    plan = QuantPlan.parse("q8", 32, "")
-    assert variant_name("260k", plan, 0) == "260k-q8"
-    assert variant_name("260k", plan, 0, "f32") == "260k-q8-kvf32"  # not auto's folder: auto is q16 or q8 here
-    assert variant_name("260k", QuantPlan(), 0, "f32") == variant_name("260k", QuantPlan(), 0) == "260k-fp32"
-    assert variant_name("260k", plan, 0, "auto") == "260k-q8"
-    assert variant_name("260k", plan, 128, "f16") == "260k-q8-ctx128-kvf16"
-    assert variant_name("260k", QuantPlan(), 0, "q8") == "260k-fp32-kvq8"
+
+    def variant_name(quant: str, seq_len: int = 0, kv_type: str = "auto") -> str:
+        options = {"model": "260k", "quant": quant, "seq_len": str(seq_len), "kv_type": kv_type}
+        return configure(options, download=False).out_dir.name
+
+    assert variant_name("q8") == "260k-q8"
+    assert variant_name("q8", 0, "f32") == "260k-q8-kvf32"  # not auto's folder: auto is q16 or q8 here
+    assert variant_name("fp32", 0, "f32") == variant_name("fp32", 0) == "260k-fp32"
+    assert variant_name("q8", 0, "auto") == "260k-q8"
+    assert variant_name("q8", 128, "f16") == "260k-q8-ctx128-kvf16"
+    assert variant_name("fp32", 0, "q8") == "260k-fp32-kvq8"
 
 
 def test_unknown_kv_type_is_rejected(tmp_path: Path, tok512: Path) -> None:

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from buildutil import ROOT
-from llmcu.builder.options import build_options, validate
+from llmcu.builder.options import build_options, parse_options, validate
+from llmcu.builder.settings import PowerSettings, power_settings
 from llmcu.core.errors import OptionError
-from llmcu.power import PowerSettings, check_choice, make_meter, measure_during, power_settings
+from llmcu.power import check_choice, make_meter, measure_during
 from llmcu.power.base import MeterError, Samples
 from llmcu.power.csvmeter import CsvMapping, parse_mapping, read_csv
 from llmcu.power.energy import analyse, integrate, write_power
@@ -177,8 +178,8 @@ def test_measure_during_stops_the_meter_when_the_run_fails(sees) -> None:
 
 def test_power_options() -> None:
     table = build_options(["host", "stm32h743"], ["260k"])
-    assert power_settings(validate({}, table)) == PowerSettings("none", "", 3.3, "board")
-    values = validate(
+    assert power_settings(parse_options({}, table)) == PowerSettings("none", "", 3.3, "board")
+    values = parse_options(
         {"power": "ppk2", "power_port": "/dev/ttyACM3", "power_voltage": "1.8", "power_supply": "meter"}, table
     )
     assert power_settings(values) == PowerSettings("ppk2", "/dev/ttyACM3", 1.8, "meter")
@@ -215,17 +216,17 @@ def test_power_option_errors(arguments: dict[str, str], sees) -> None:
 
 
 def test_power_choice_by_runner() -> None:
-    check_choice(PowerSettings("estimate"), runner="qemu")
-    check_choice(PowerSettings("none"), runner="host")
-    assert make_meter(PowerSettings("none"), runner="board") is None
-    assert isinstance(make_meter(PowerSettings("estimate"), runner="qemu"), EstimateMeter)
+    check_choice(PowerSettings("estimate", "", 3.3, "board"), runner="qemu")
+    check_choice(PowerSettings("none", "", 3.3, "board"), runner="host")
+    assert make_meter(PowerSettings("none", "", 3.3, "board"), runner="board") is None
+    assert isinstance(make_meter(PowerSettings("estimate", "", 3.3, "board"), runner="qemu"), EstimateMeter)
 
 
 @pytest.mark.parametrize(
     ("settings", "runner"),
     [
         pytest.param(
-            PowerSettings("ppk2"),
+            PowerSettings("ppk2", "", 3.3, "board"),
             "qemu",
             marks=pytest.mark.fault(
                 area="power",
@@ -235,7 +236,7 @@ def test_power_choice_by_runner() -> None:
             ),
         ),
         pytest.param(
-            PowerSettings("estimate"),
+            PowerSettings("estimate", "", 3.3, "board"),
             "host",
             marks=pytest.mark.fault(
                 area="power",
@@ -245,7 +246,7 @@ def test_power_choice_by_runner() -> None:
             ),
         ),
         pytest.param(
-            PowerSettings("lpm01a"),
+            PowerSettings("lpm01a", "", 3.3, "board"),
             "board",
             marks=pytest.mark.fault(
                 area="power",
@@ -734,7 +735,7 @@ def test_measured_run_end_to_end(tmp_path: Path) -> None:
 
     shield = FakeShield(shield_stream())  # 1 s of samples at 1 kHz: 100 mA, then 25 mA
     shield.start()
-    meter = make_meter(PowerSettings("lpm01a", f"socket://127.0.0.1:{shield.port}", 3.3), runner="board")
+    meter = make_meter(PowerSettings("lpm01a", f"socket://127.0.0.1:{shield.port}", 3.3, "board"), runner="board")
     stream = protocol_stream(40, 4_800_000)
     head, rest = stream.split(b"\n", 1)
     log = RunLog(tmp_path, RunInfo("stm32h743", "stories260K", "q8", "board", board="nucleo-h743zi"))

@@ -65,7 +65,9 @@ def test_a_meter_on_a_socket_records_the_run_and_writes_power_files(
           stories260k.parent)  # fmt: skip
     shield = FakeShield("".join(["1000-04\r\n"] * 4000) + "TimeStamp: 4s 0ms, buff 0%\r\n")
     shield.start()
-    measurement = MeterMeasurement(PowerSettings("lpm01a", f"socket://127.0.0.1:{shield.port}", 3.3), echo=False)
+    measurement = MeterMeasurement(
+        PowerSettings("lpm01a", f"socket://127.0.0.1:{shield.port}", 3.3, "board"), echo=False
+    )
     measurement.begin("board")  # the twin's UART stands in for the board's
     log = RunLog(tmp_path / "logs", run_info(settings, "qemu", target="qemu-m7"))
     with log:  # run_twin finishes the log, and the measurement writes power.json beside it

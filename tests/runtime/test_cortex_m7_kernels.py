@@ -22,7 +22,8 @@ import pytest
 
 from buildutil import ROOT, scons
 from llmcu.builder import codegen, layouts
-from llmcu.builder.settings import RunParams, runtime_sources
+from llmcu.builder.compileflags import runtime_sources
+from llmcu.builder.settings import RunParams
 from llmcu.core.config import ModelConfig
 from llmcu.device.qemu import qemu_command, run_firmware
 from llmcu.model import fitting

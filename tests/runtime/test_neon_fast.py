@@ -21,7 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "site_scons"))
 
-from llmcu.builder.settings import RUNTIME_DIR, BuildSettings, runtime_sources  # noqa: E402
+from llmcu.builder.compileflags import runtime_sources  # noqa: E402
+from llmcu.builder.settings import BuildSettings  # noqa: E402
+from llmcu.core.paths import RUNTIME_DIR  # noqa: E402
 from llmcu.model.checkpoint import read_checkpoint  # noqa: E402
 from llmcu.model.quality import _log_softmax, fp32_baseline  # noqa: E402
 from llmcu.model.tokenizer import read_tokenizer  # noqa: E402

@@ -2,7 +2,7 @@
 
 tests/c/test_kernels.c drives every kernel over many shapes and prints each result's bits. It is cross-compiled
 with the target's flags twice: against the reference kernels, and against the NEON set chosen by the build's own
-file-replacement rule (llmcu.builder.settings.runtime_sources). Both run under ``qemu-aarch64 -cpu max``; outputs
+file-replacement rule (llmcu.builder.compileflags.runtime_sources). Both run under ``qemu-aarch64 -cpu max``; outputs
 must be equal bit for bit: the integer matmuls, the default fp32 matmul, attention, quantization, all of it. The
 optional fast fp32 matmul (LLMCU_FAST_F32) must stay within the tolerance stated in runtime_c/kernels/neon/matmul.c.
 
@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT / "site_scons"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from buildutil import scons  # noqa: E402
-from llmcu.builder.settings import RUNTIME_DIR, runtime_sources  # noqa: E402
+from llmcu.builder.compileflags import runtime_sources  # noqa: E402
+from llmcu.core.paths import RUNTIME_DIR  # noqa: E402
 from llmcu.device.protocol import parse  # noqa: E402
 
 CC = os.environ.get("LLMCU_AARCH64_CC", "aarch64-linux-gnu-gcc")

@@ -24,8 +24,9 @@ import pytest
 
 from buildutil import case_args, scons
 from llmcu.builder import codegen, weightsfile
+from llmcu.builder.compileflags import sanitizer_flags
 from llmcu.builder.options import parse_sanitize
-from llmcu.builder.settings import configure, sanitizer_flags
+from llmcu.builder.settings import configure
 from llmcu.core.config import ModelConfig
 from llmcu.core.errors import OptionError
 from llmcu.device.protocol import RunOutput, parse

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from buildutil import scons
-from llmcu.builder.settings import RunParams, configure
+from llmcu.builder.settings import RunParams, configure, option_values, run_options
 from llmcu.core.errors import OptionError
 from llmcu.device import qemu
 from llmcu.device.protocol import parse
@@ -170,7 +170,7 @@ def test_bad_combinations(stories260k: Path, monkeypatch) -> None:
 
 def test_a_console_session_slides_too(builds, model, tmp_path: Path, stories260k: Path, monkeypatch) -> None:
     """`scons console` on a slid build: each prompt may go past the context, and equals the oracle."""
-    from llmcu.device import runs, session
+    from llmcu.device import session
 
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
     program = builds["host-q8"]
@@ -178,6 +178,6 @@ def test_a_console_session_slides_too(builds, model, tmp_path: Path, stories260k
                                   "overflow": "slide", "build_dir": str(program.parents[2])})  # fmt: skip
     assert settings.out_dir == program.parent
     lines = ["/set steps=200 temperature=1.0 seed=5", PROMPT, PROMPT]
-    exchanges = session.console(settings, runs.run_options({"log_dir": str(tmp_path)}), lines=lines)
+    exchanges = session.console(settings, run_options(option_values({"log_dir": str(tmp_path)})), lines=lines)
     expected = _oracle(model, "q8", "auto", 200, 1.0, 5)
     assert [e.tokens for e in exchanges] == [expected, expected]  # the cache starts afresh for every prompt

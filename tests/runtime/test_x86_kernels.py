@@ -4,7 +4,7 @@ tests/c/test_kernels_dump.c runs every kernel over seeded random inputs and edge
 rows that are not multiples of the 8-row block, every group size from 2 to 256 with short tail groups, attention
 head sizes that are not multiples of 8, ...) and prints every result's bits; each input ends at a guard page, so
 reading past a tensor crashes. It is compiled with the host's contract flags against the reference kernels, against
-the x86 set as the build selects it (llmcu.builder.settings.runtime_sources), and against the x86 set with its SIMD code
+the x86 set as the build selects it (compileflags.runtime_sources), and against the x86 set with its SIMD code
 compiled out (the fallback a CPU without AVX2 runs): all three outputs must be identical, bit for bit.
 
 Then the whole model: stories260K host builds with kernels=opt and kernels=ref generate the same tokens and text for
@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from buildutil import ROOT, case_args, scons
-from llmcu.builder.settings import RUNTIME_DIR, runtime_sources
+from llmcu.builder.compileflags import runtime_sources
+from llmcu.core.paths import RUNTIME_DIR
 from llmcu.device.protocol import parse
 
 HARNESS = ROOT / "tests" / "c" / "test_kernels_dump.c"

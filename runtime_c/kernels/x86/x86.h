@@ -1,7 +1,7 @@
 /*
  * Shared by the x86 kernel set (runtime_c/kernels/x86/): how the SIMD code is compiled and selected.
  *
- * The set's files replace kernels/ref/ files of the same name (site_scons/llmcu/builder/settings.py,
+ * The set's files replace kernels/ref/ files of the same name (site_scons/llmcu/builder/compileflags.py,
  * runtime_sources). Each one #includes its reference file with the functions it replaces renamed to
  * portable_<name>, so that the kernels it does not replace, and the fallback of those it does, are the
  * reference code itself rather than a copy of it.

@@ -19,7 +19,7 @@ from ..model.quantize import QuantPlan, quantize_checkpoint
 from ..platform import stm32h7
 from . import codegen, layouts, linuxmem, memplan
 from .imageplan import plan_image
-from .settings import BuildSettings, FirmwareImage, firmware_images
+from .settings import BuildSettings, FirmwareImage, firmware_images, read_board
 from .window import Window
 
 # Smaller quantizations than each one, smallest last (bytes per weight at group 32: 4, ~1.1, ~0.6, ~0.56).
@@ -103,7 +103,8 @@ def fitting_changes(
         images = settings.images
         if "board" in change:
             hil = "qemu" if len(settings.images) > 1 else "none"
-            _, images = firmware_images(settings.target, change["board"], settings.out_dir, hil)
+            board, board_file = read_board(settings.target, change["board"])
+            images = firmware_images(settings.target, board, board_file, settings.out_dir, hil)
         return _fits(trial, images, model_for(change.get("quant", ""), model.seq_len))
 
     return _search(settings, model_for, options, attempt, lambda trial, m: _fits(trial, settings.images, m))

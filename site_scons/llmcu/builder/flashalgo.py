@@ -26,7 +26,7 @@ from elftools.elf.relocation import RelocationSection
 
 from ..core.errors import LlmcuError
 from ..core.fileio import write_text_atomic
-from ..platform.stm32h7 import Board, load_board
+from ..platform.stm32h7 import Board
 from .boardconfig import render_board_config
 
 if TYPE_CHECKING:
@@ -213,16 +213,16 @@ def for_settings(settings: BuildSettings) -> tuple[Path, list[Path]] | None:
     whose target has a flash algorithm; None for every other build."""
     if not settings.images or not settings.board or not (settings.target.folder / "flashalgo").is_dir():
         return None
-    board = load_board(settings.target.folder, settings.board)
-    if board.qspi is None:
+    board = settings.board_file
+    if board is None or board.qspi is None:
         return None
     return algo_path(settings.images[0].out_dir), source_files(board)
 
 
 def build_for_settings(settings: BuildSettings) -> Path:
     """Build the FLM of ``for_settings`` (the SCons action)."""
-    board = load_board(settings.target.folder, settings.board)
-    return build_flash_algo(board, algo_path(settings.images[0].out_dir).parent)
+    assert settings.board_file is not None  # for_settings gave this build a flash algorithm
+    return build_flash_algo(settings.board_file, algo_path(settings.images[0].out_dir).parent)
 
 
 def link_flm(sources: Sequence[Path], includes: Sequence[Path], script: Path, out: Path, *, cc: str) -> None:

@@ -27,7 +27,7 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from ..model.sources import read_config
 from ..platform.destination import Destination, parse_destination
 from ..platform.targets import Target, parse_size
 from .linuxmem import weight_bytes
+from .options import RUN_ONLY
 
 DEFAULT_WEIGHTS_FILE_ABOVE = 8 << 20
 
@@ -68,13 +69,13 @@ class LinuxSettings:
 
     toolchain: Toolchain
     weights_file: bool  # weights in model.bin beside the program, not linked in
-    destination: Destination | None  # board=user@host[:port]
-    hil: str  # none | qemu | auto
-    remote_dir: str  # where the files go on the board
-    qemu: str  # qemu-user binary for hil=qemu
-    qemu_cpu: str
-    ram_bytes: int = 0  # the board's RAM (board_ram=, else target.toml's [linux] ram); 0: not checked
-    os_reserve_bytes: int = 0  # what the kernel and the BSP's services keep (target.toml's [linux] os_reserve)
+    destination: Destination | None = field(metadata=RUN_ONLY)  # board=user@host[:port]
+    hil: str = field(metadata=RUN_ONLY)  # none | qemu | auto
+    remote_dir: str = field(metadata=RUN_ONLY)  # where the files go on the board
+    qemu: str = field(metadata=RUN_ONLY)  # qemu-user binary for hil=qemu
+    qemu_cpu: str = field(metadata=RUN_ONLY)
+    ram_bytes: int  # the board's RAM (board_ram=, else target.toml's [linux] ram); 0: not checked
+    os_reserve_bytes: int  # what the kernel and the BSP's services keep (target.toml's [linux] os_reserve)
 
 
 # ---- the toolchain ----
@@ -205,24 +206,24 @@ def resolve_threads(option: str, target: Target, in_qemu: bool = False) -> int:
 def configure(
     target: Target, values: Mapping[str, Any], checkpoint: Path, tokenizer: Path, plan: QuantPlan
 ) -> LinuxSettings:
-    """The Linux part of project.configure: toolchain, weights file, destination."""
+    """The Linux part of settings.configure (``values``: checked options): toolchain, weights file, destination."""
     section = target.raw.get("linux", {})
     run = target.run_settings
-    toolchain = resolve_toolchain(target, str(values.get("sdk", "")))
+    toolchain = resolve_toolchain(target, values["sdk"])
     check_toolchain(toolchain, target)
-    choice = str(values.get("weights_file", "auto"))
+    choice = values["weights_file"]
     if choice == "auto":
         above = parse_size(section.get("weights_file_above", DEFAULT_WEIGHTS_FILE_ABOVE), f"{target.name} [linux]")
         weights_file = estimated_data_bytes(checkpoint, tokenizer, plan) > above
     else:
         weights_file = choice == "yes"
-    board = str(values.get("board", ""))
-    ram, reserve = board_memory(target, int(values.get("board_ram") or 0))
+    board = values["board"]
+    ram, reserve = board_memory(target, values["board_ram"])
     return LinuxSettings(
         toolchain=toolchain,
         weights_file=weights_file,
         destination=parse_destination(board) if board else None,
-        hil=str(values.get("hil", "none")),
+        hil=values["hil"],
         remote_dir=str(section.get("remote_dir", "/tmp")),
         qemu=str(run.get("qemu", "qemu-aarch64")),
         qemu_cpu=str(run.get("qemu_cpu", "max")),

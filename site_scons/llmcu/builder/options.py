@@ -1,14 +1,19 @@
-"""The build options a user sets on the scons command line, with their defaults and allowed values.
+"""The build options a user sets on the scons command line: one table, and everything about an option is in its
+row: its default and allowed values, which kinds of target it applies to, whether it changes what is built or only
+how a build is run, and what it adds to the build folder's name.
 
-One table serves ``scons -h``, validation and the tests; the SCons glue turns it into a ``Variables`` object.
+The table serves ``scons -h``, docs/options.md, validation, the build folder's name and the SCons identity of the
+generated files (llmcu.builder.settings). Adding an option is a row here plus the code that reads it
+(``settings.options["name"]``).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ..core.errors import OptionError
@@ -16,8 +21,26 @@ from ..model.kvcache import KV_TYPES
 from ..model.quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, FITS, QTYPES
 from ..platform.targets import parse_size
 from ..platform.watchdog import parse_timeout
+from .window import DEFAULT_MAX_STEPS, DEFAULT_SINKS
 
 GROUP_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
+
+# The kinds of target (llmcu.platform.targets.KINDS) an option means something for; () = every kind.
+FIRMWARE = ("baremetal",)
+LINUX = ("linux",)
+HOSTED = ("hosted",)
+HOSTED_LINUX = ("hosted", "linux")
+FIRMWARE_LINUX = ("baremetal", "linux")
+
+# What an option is about: BUILD, the generated files and programs (its value is part of their SCons identity, so a
+# new value rebuilds them); RUN, how a finished build is run, measured or debugged: its value is not part of the
+# identity (what configure makes of it for the build, as board='s board file or hil='s twin image, is).
+BUILD = "build"
+RUN = "run"
+RUN_ONLY = {"stage": RUN}  # dataclass field metadata of settings that are about running (BuildSettings.identity)
+
+# Build directory suffixes of sanitized builds (their objects must never mix with the plain build's).
+SANITIZER_SUFFIX = {"address": "asan", "undefined": "ubsan", "thread": "tsan"}
 
 
 @dataclass(frozen=True)
@@ -29,11 +52,53 @@ class Option:
     parse: Callable[[str], Any] = str
     allowed_text: str = ""  # how to describe free-form values in help and errors
     kinds: tuple[str, ...] = ()  # the target kinds (llmcu.platform.targets.KINDS) it applies to; () = every kind
+    stage: str = BUILD  # BUILD or RUN (above)
+    # What it adds to the build folder's name, from the build's settings (llmcu.builder.settings.BuildSettings);
+    # the parts follow the table's order. None: nothing (a RUN option, or one that builds in the same folder).
+    in_name: Callable[[Any], str] | None = None
 
     def describe_allowed(self) -> str:
         if self.allowed is not None:
             return "|".join(self.allowed)
         return self.allowed_text
+
+    @property
+    def full_help(self) -> str:
+        """The help with the kinds of target it is for (``scons -h``)."""
+        return self.help + (f" [{'/'.join(self.kinds)} targets]" if self.kinds else "")
+
+
+class OptionValues(Mapping[str, Any]):
+    """Every option's checked value (its default when it was not given), and what was given on the command line."""
+
+    def __init__(self, values: Mapping[str, Any], given: Mapping[str, str], run_stage: Iterable[str]) -> None:
+        self._values = MappingProxyType(dict(values))
+        self.given: Mapping[str, str] = MappingProxyType(dict(given))  # name -> the text as typed
+        self._run_stage = frozenset(run_stage)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"OptionValues({dict(self._values)!r})"
+
+    def build_stage(self) -> dict[str, Any]:
+        """The values of the options that change what is built (stage BUILD)."""
+        return {name: value for name, value in self._values.items() if name not in self._run_stage}
+
+
+def parse_options(arguments: Mapping[str, str], options: list[Option]) -> OptionValues:
+    """The command line's options checked once: unknown names and bad values are errors naming what is allowed."""
+    check_unknown(arguments, options)
+    values = validate(arguments, options)
+    return OptionValues(values, {name: str(text) for name, text in arguments.items()},
+                        [option.name for option in options if option.stage == RUN])  # fmt: skip
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -115,25 +180,6 @@ def parse_sanitize(text: str) -> tuple[str, ...]:
     return tuple(name for name in SANITIZERS if name in names)
 
 
-# Options that mean something only for some kinds of target (llmcu.platform.targets.KINDS); the rest apply to all
-# (port= among them: `monitor` listens on any port, whatever the target).
-FIRMWARE = ("baremetal",)
-APPLIES_TO: dict[str, tuple[str, ...]] = {
-    "threads": ("hosted", "linux"),
-    "weights_file": ("hosted", "linux"),
-    "sdk": ("linux",),
-    "board_ram": ("linux",),
-    "board": ("baremetal", "linux"),
-    "hil": ("baremetal", "linux"),
-    "sanitize": ("hosted",),
-    **dict.fromkeys(
-        ("weights", "kv", "stack", "watchdog", "selftest", "probe", "power", "power_port", "power_voltage",
-         "power_supply"),
-        FIRMWARE,
-    ),
-}  # fmt: skip
-
-
 def check_applicable(
     values: Mapping[str, str], options: Iterable[Option], target: str, kind: str, targets_by_kind: Mapping[str, list]
 ) -> None:
@@ -153,13 +199,47 @@ def check_applicable(
 
 def build_options(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
     """The option table; the allowed targets and model presets come from the folders that define them."""
-    options = _options_table(targets, presets)
-    out = []
-    for option in options:
-        kinds = APPLIES_TO.get(option.name, ())
-        note = f" [{'/'.join(kinds)} targets]" if kinds else ""
-        out.append(replace(option, kinds=kinds, help=option.help + note))
-    return out
+    return _options_table(targets, presets)
+
+
+# ---- what an option adds to the build folder's name (Option.in_name), where a lambda would not read ----
+
+
+def _calibration_in_name(settings: Any) -> str:
+    plan = settings.plan
+    if not plan.quantized or plan.fit == "absmax" or plan.calibration == DEFAULT_CALIBRATION:
+        return ""
+    return "-calibnone" if plan.calibration == "none" else f"-calib-{Path(plan.calibration).stem}"
+
+
+def _kv_type_in_name(settings: Any) -> str:
+    """auto's choice has no suffix: f32 for fp32 weights; for quantized ones auto is q16 or q8, so an explicit f32
+    is a build of its own (it used to share auto's folder, and each overwrote the other)."""
+    kv_type = settings.kv_type
+    if kv_type == "auto" or (kv_type == "f32" and not (settings.plan.quantized or settings.auto_quant)):
+        return ""
+    return f"-kv{kv_type}"
+
+
+def _rope_table_in_name(settings: Any) -> str:
+    if settings.options["rope_table"] == "auto":
+        return ""
+    return "-ropetable" if settings.rope_table else "-noropetable"
+
+
+def _board_in_name(settings: Any) -> str:
+    """A firmware target's board other than its default; a Linux target's board= is where to run, not what to
+    build."""
+    board = settings.options["board"]
+    if board and settings.target.kind == "baremetal" and board != settings.target.default_board:
+        return f"-{board}"
+    return ""
+
+
+def _weights_file_in_name(settings: Any) -> str:
+    if settings.options["weights_file"] == "auto" or settings.target.kind == "baremetal":
+        return ""
+    return "-wfile" if settings.weights_file else "-linked"
 
 
 def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
@@ -173,6 +253,7 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             None,
             str,
             f"{preset_names}|PATH",
+            in_name=lambda s: f"{s.model_name}-{s.quant_label}",
         ),
         Option(
             "tokenizer",
@@ -190,11 +271,29 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             (*QTYPES, "auto"),
         ),
         Option(
+            "budget",
+            "quant=auto: the most bytes the weights may take (0: what the target's memory allows)",
+            "0",
+            None,
+            _size_in(0, 1 << 40),
+            "0|SIZE (e.g. 180K, 12M)",
+            in_name=lambda s: f"-b{s.budget}" if s.budget else "",
+        ),
+        Option(
+            "group_size",
+            "quantization group size (groups never cross a row)",
+            "32",
+            tuple(str(size) for size in GROUP_SIZES),
+            int,
+            in_name=lambda s: f"-g{s.plan.group_size}" if s.plan.quantized and s.plan.group_size != 32 else "",
+        ),
+        Option(
             "fit",
             "how weights are fitted to their codes: gptq (calibrated error feedback), search (a scale searched per "
             "group), absmax (llama2.c's max|w| scale)",
             DEFAULT_FIT,
             FITS,
+            in_name=lambda s: f"-{s.plan.fit}" if s.plan.quantized and s.plan.fit != DEFAULT_FIT else "",
         ),
         Option(
             "calib",
@@ -204,14 +303,7 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             None,
             _calibration_source,
             "sampled|none|PATH",
-        ),
-        Option(
-            "budget",
-            "quant=auto: the most bytes the weights may take (0: what the target's memory allows)",
-            "0",
-            None,
-            _size_in(0, 1 << 40),
-            "0|SIZE (e.g. 180K, 12M)",
+            in_name=_calibration_in_name,
         ),
         Option(
             "quality",
@@ -219,13 +311,6 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             "auto: for models of up to 5M parameters",
             "auto",
             ("auto", "yes", "no"),
-        ),
-        Option(
-            "group_size",
-            "quantization group size (groups never cross a row)",
-            "32",
-            tuple(str(size) for size in GROUP_SIZES),
-            int,
         ),
         Option(
             "quant_overrides",
@@ -242,29 +327,7 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             None,
             _int_in(0, 1 << 20),
             "0..model seq_len",
-        ),
-        Option(
-            "overflow",
-            "what a run does when the context is full: stop there, or slide (the KV cache keeps sinks= first "
-            "positions and a ring of the most recent ones, and the run goes on up to max_steps=)",
-            "stop",
-            ("stop", "slide"),
-        ),
-        Option(
-            "sinks",
-            "overflow=slide: the first positions the cache always keeps (attention sinks)",
-            "4",
-            None,
-            _int_in(0, 1 << 20),
-            "0..seq_len-2",
-        ),
-        Option(
-            "max_steps",
-            "overflow=slide: the most forward passes one run makes (each keeps a 12-byte record; steps=0 means this)",
-            "1024",
-            None,
-            _int_in(2, 1 << 24),
-            "seq_len..16M",
+            in_name=lambda s: f"-ctx{s.seq_len}" if s.seq_len else "",
         ),
         Option(
             "kv_type",
@@ -274,12 +337,60 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             "other than auto's choice builds in its own folder (-kvf16, ...)",
             "auto",
             ("auto", *KV_TYPES),
+            in_name=_kv_type_in_name,
+        ),
+        Option(
+            "overflow",
+            "what a run does when the context is full: stop there, or slide (the KV cache keeps sinks= first "
+            "positions and a ring of the most recent ones, and the run goes on up to max_steps=)",
+            "stop",
+            ("stop", "slide"),
+            in_name=lambda s: "-slide" if s.window else "",
+        ),
+        Option(
+            "sinks",
+            "overflow=slide: the first positions the cache always keeps (attention sinks)",
+            "4",
+            None,
+            _int_in(0, 1 << 20),
+            "0..seq_len-2",
+            in_name=lambda s: f"-sinks{s.window.sinks}" if s.window and s.window.sinks != DEFAULT_SINKS else "",
+        ),
+        Option(
+            "max_steps",
+            "overflow=slide: the most forward passes one run makes (each keeps a 12-byte record; steps=0 means this)",
+            "1024",
+            None,
+            _int_in(2, 1 << 24),
+            "seq_len..16M",
+            in_name=lambda s: (
+                f"-max{s.window.max_steps}" if s.window and s.window.max_steps != DEFAULT_MAX_STEPS else ""
+            ),
+        ),
+        Option(
+            "phases",
+            "count each phase of a forward pass (benchmark builds)",
+            "0",
+            ("0", "1"),
+            lambda text: text == "1",
+            in_name=lambda s: "-phases" if s.phases else "",
+        ),
+        Option(
+            "selftest",
+            "firmware: a bring-up build that answers `run` with memory tests and read speeds instead of a model "
+            "(SDRAM data/address bus and pattern over a refresh interval, QSPI CRC, every region's MB/s)",
+            "0",
+            ("0", "1"),
+            lambda text: text == "1",
+            kinds=FIRMWARE,
+            in_name=lambda s: "-selftest" if s.selftest else "",
         ),
         Option(
             "kernels",
             "compute kernels: the target's optimised set, or the portable reference ones",
             "opt",
             ("opt", "ref"),
+            in_name=lambda s: "-refkernels" if s.options["kernels"] == "ref" and s.target.kernel_set else "",
         ),
         Option(
             "numerics",
@@ -288,6 +399,7 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             "-DLLMCU_NUMERICS_FAST=1); the build goes to its own directory",
             "exact",
             ("exact", "fast"),
+            in_name=lambda s: "-fast" if s.numerics == "fast" else "",
         ),
         Option(
             "rope_table",
@@ -296,29 +408,7 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             "every position; auto: yes on firmware targets",
             "auto",
             ("auto", "yes", "no"),
-        ),
-        Option(
-            "threads",
-            "threads for the matrix products on hosted and Linux targets (auto: the target's [cpu] threads, "
-            "1 under hil=qemu so instruction counts repeat); the output is the same for any count",
-            "auto",
-            ("auto", "1", "2", "3", "4", "5", "6", "7", "8"),
-        ),
-        Option(
-            "weights_file",
-            "Linux targets: weights in a separate model.bin the program maps at start (yes), linked into the "
-            "program (no), or a file when they exceed the target's weights_file_above (auto)",
-            "auto",
-            ("auto", "yes", "no"),
-        ),
-        Option(
-            "sdk",
-            "Linux targets: a Yocto SDK's environment-setup-* script; its CC, CFLAGS and LDFLAGS (sysroot) "
-            "build the program (else CC=, CROSS_COMPILE= or the target's compiler)",
-            "",
-            None,
-            str,
-            "PATH",
+            in_name=_rope_table_in_name,
         ),
         Option(
             "board",
@@ -328,12 +418,46 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             None,
             str,
             "NAME|USER@HOST[:PORT]",
+            kinds=FIRMWARE_LINUX,
+            stage=RUN,
+            in_name=_board_in_name,
+        ),
+        Option(
+            "threads",
+            "threads for the matrix products on hosted and Linux targets (auto: the target's [cpu] threads, "
+            "1 under hil=qemu so instruction counts repeat); the output is the same for any count",
+            "auto",
+            ("auto", "1", "2", "3", "4", "5", "6", "7", "8"),
+            kinds=HOSTED_LINUX,
+            in_name=lambda s: (
+                f"-j{s.threads}" if s.options["threads"] != "auto" and s.target.kind != "baremetal" else ""
+            ),
+        ),
+        Option(
+            "weights_file",
+            "Linux targets: weights in a separate model.bin the program maps at start (yes), linked into the "
+            "program (no), or a file when they exceed the target's weights_file_above (auto)",
+            "auto",
+            ("auto", "yes", "no"),
+            kinds=HOSTED_LINUX,
+            in_name=_weights_file_in_name,
+        ),
+        Option(
+            "sdk",
+            "Linux targets: a Yocto SDK's environment-setup-* script; its CC, CFLAGS and LDFLAGS (sysroot) "
+            "build the program (else CC=, CROSS_COMPILE= or the target's compiler)",
+            "",
+            None,
+            str,
+            "PATH",
+            kinds=LINUX,
         ),
         Option(
             "weights",
             "where firmware weights go: auto spills from internal flash to QSPI",
             "auto",
             ("auto", "flash", "qspi", "sdram"),
+            kinds=FIRMWARE,
         ),
         Option(
             "kv",
@@ -342,8 +466,9 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             None,
             str,
             "auto|dtcm|axi|sram|sdram|REGION",
+            kinds=FIRMWARE,
         ),
-        Option("stack", "firmware stack size in bytes", "8K", None, _size_in(256, 1 << 20), "256..1M"),
+        Option("stack", "firmware stack size in bytes", "8K", None, _size_in(256, 1 << 20), "256..1M", kinds=FIRMWARE),
         Option(
             "board_ram",
             "Linux targets: the board's RAM, which the weights, the KV cache and the run state must fit in beside "
@@ -352,6 +477,7 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             None,
             lambda text: _size_in(1 << 20, 1 << 40)(text) if text else 0,
             "SIZE (1M..1T)",
+            kinds=LINUX,
         ),
         Option(
             "watchdog",
@@ -361,6 +487,7 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             None,
             parse_timeout,
             "off|TIME (e.g. 2s, 500ms)",
+            kinds=FIRMWARE,
         ),
         Option(
             "hil",
@@ -368,50 +495,8 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             "budget, auto = the board if a debug probe is attached, else the twin",
             "none",
             ("none", "qemu", "auto"),
-        ),
-        Option("prompt", "prompt for `run` (UTF-8)", "", None, _utf8_text, "TEXT"),
-        Option(
-            "steps",
-            "forward passes for `run` (0: the context length)",
-            "256",
-            None,
-            _int_in(0, 1 << 20),
-            "0..seq_len",
-        ),
-        Option(
-            "temperature",
-            "sampling temperature for `run` (0: greedy)",
-            "1.0",
-            None,
-            _float_in(0.0, 100.0),
-            "0.0..100",
-        ),
-        Option(
-            "topp",
-            "top-p (nucleus) sampling for `run`; 0 or 1 disables it",
-            "0.9",
-            None,
-            _float_in(0.0, 1.0),
-            "0.0..1.0",
-        ),
-        Option(
-            "seed",
-            "sampler seed for `run` (0 would stall the xorshift generator)",
-            "1",
-            None,
-            _int_in(1, (1 << 64) - 1),
-            "1..2^64-1",
-        ),
-        Option(
-            "phases", "count each phase of a forward pass (benchmark builds)", "0", ("0", "1"), lambda text: text == "1"
-        ),
-        Option(
-            "selftest",
-            "firmware: a bring-up build that answers `run` with memory tests and read speeds instead of a model "
-            "(SDRAM data/address bus and pattern over a refresh interval, QSPI CRC, every region's MB/s)",
-            "0",
-            ("0", "1"),
-            lambda text: text == "1",
+            kinds=FIRMWARE_LINUX,
+            stage=RUN,
         ),
         Option(
             "sanitize",
@@ -421,12 +506,78 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             None,
             parse_sanitize,
             "none|1|address,undefined|address|undefined|thread|thread,undefined",
+            kinds=HOSTED,
+            in_name=lambda s: "".join(f"-{SANITIZER_SUFFIX[name]}" for name in s.sanitize),
         ),
-        Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1"),
-        Option("build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH"),
-        Option("log_dir", "where `run` logs go: LOG_DIR/<time>-<target>-<model>-<quant>/", "logs", None, str, "PATH"),
-        Option("port", "board console for `run`: device or pyserial URL (default: by USB id)", "", None, str, "URL"),
-        Option("probe", "debug probe for `flash` (its unique ID or part; default: the only one)", "", None, str, "UID"),
+        Option("prompt", "prompt for `run` (UTF-8)", "", None, _utf8_text, "TEXT", stage=RUN),
+        Option(
+            "steps",
+            "forward passes for `run` (0: the context length)",
+            "256",
+            None,
+            _int_in(0, 1 << 20),
+            "0..seq_len",
+            stage=RUN,
+        ),
+        Option(
+            "temperature",
+            "sampling temperature for `run` (0: greedy)",
+            "1.0",
+            None,
+            _float_in(0.0, 100.0),
+            "0.0..100",
+            stage=RUN,
+        ),
+        Option(
+            "topp",
+            "top-p (nucleus) sampling for `run`; 0 or 1 disables it",
+            "0.9",
+            None,
+            _float_in(0.0, 1.0),
+            "0.0..1.0",
+            stage=RUN,
+        ),
+        Option(
+            "seed",
+            "sampler seed for `run` (0 would stall the xorshift generator)",
+            "1",
+            None,
+            _int_in(1, (1 << 64) - 1),
+            "1..2^64-1",
+            stage=RUN,
+        ),
+        Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1", stage=RUN),
+        Option(
+            "build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH", stage=RUN
+        ),
+        Option(
+            "log_dir",
+            "where `run` logs go: LOG_DIR/<time>-<target>-<model>-<quant>/",
+            "logs",
+            None,
+            str,
+            "PATH",
+            stage=RUN,
+        ),
+        Option(
+            "port",
+            "board console for `run`: device or pyserial URL (default: by USB id)",
+            "",
+            None,
+            str,
+            "URL",
+            stage=RUN,
+        ),
+        Option(
+            "probe",
+            "debug probe for `flash` (its unique ID or part; default: the only one)",
+            "",
+            None,
+            str,
+            "UID",
+            kinds=FIRMWARE,
+            stage=RUN,
+        ),
         Option(
             "prompts",
             "`console`: read the prompts (and /commands) from this file, one per line, instead of the terminal",
@@ -434,6 +585,7 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             None,
             str,
             "PATH",
+            stage=RUN,
         ),
         Option(
             "raw",
@@ -441,6 +593,7 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             "0",
             ("0", "1"),
             lambda text: text == "1",
+            stage=RUN,
         ),
         Option(
             "debug",
@@ -448,23 +601,48 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
             "server = only the server, for an IDE to attach to",
             "gdb",
             ("gdb", "server"),
+            stage=RUN,
         ),
-        Option("gdb_port", "`debug`: the gdb server's TCP port", "3333", None, _int_in(1, 65535), "1..65535"),
+        Option(
+            "gdb_port", "`debug`: the gdb server's TCP port", "3333", None, _int_in(1, 65535), "1..65535", stage=RUN
+        ),
         Option(
             "power",
             "power measurement during `run` (llmcu.power): a Nordic PPK2, an ST X-NUCLEO-LPM01A, or estimate "
             "(no meter: the STM32H743 datasheet's Run-mode current; the only choice for the QEMU twin)",
             "none",
             ("none", "ppk2", "lpm01a", "estimate"),
+            kinds=FIRMWARE,
+            stage=RUN,
         ),
-        Option("power_port", "the meter's serial port (PPK2: found by USB name if empty)", "", None, str, "URL"),
-        Option("power_voltage", "the board's supply voltage in V", "3.3", None, _float_in(0.8, 5.0), "0.8..5.0"),
+        Option(
+            "power_port",
+            "the meter's serial port (PPK2: found by USB name if empty)",
+            "",
+            None,
+            str,
+            "URL",
+            kinds=FIRMWARE,
+            stage=RUN,
+        ),
+        Option(
+            "power_voltage",
+            "the board's supply voltage in V",
+            "3.3",
+            None,
+            _float_in(0.8, 5.0),
+            "0.8..5.0",
+            kinds=FIRMWARE,
+            stage=RUN,
+        ),
         Option(
             "power_supply",
             "power=ppk2: board = the board keeps its supply, the PPK2 in series (ampere meter); meter = the PPK2 "
             "powers the board at power_voltage (source meter)",
             "board",
             ("board", "meter"),
+            kinds=FIRMWARE,
+            stage=RUN,
         ),
     ]
 
@@ -510,7 +688,7 @@ def help_text(options: list[Option]) -> str:
     lines = ["llmcu build options (NAME=VALUE on the scons command line):", ""]
     for option in options:
         lines.append(f"  {option.name}")
-        lines.append(f"      {option.help}")
+        lines.append(f"      {option.full_help}")
         lines.append(f"      default: {option.default!r}   allowed: {option.describe_allowed()}")
     return "\n".join(lines) + "\n"
 
@@ -535,10 +713,8 @@ def markdown_table(options: list[Option]) -> str:
     for option in options:
         default = f"`{option.default}`" if option.default else ""
         kinds = ", ".join(option.kinds) if option.kinds else "all"
-        note = f" [{'/'.join(option.kinds)} targets]"
-        help_text = option.help[: -len(note)] if option.kinds and option.help.endswith(note) else option.help
         lines.append(f"| `{option.name}` | {cell(default)} | {cell(option.describe_allowed())} | {kinds} | "
-                     f"{cell(help_text)} |")  # fmt: skip
+                     f"{cell(option.help)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -1,47 +1,42 @@
-"""One build's settings, worked out from the command-line options: which target, which model files, where
-the outputs go, and how to run the result. Pure Python; the SCons glue only turns this into nodes.
+"""One build's settings, worked out once from the command-line options: which target and board, which model
+files, where the outputs go, and how to run, measure and debug the result. The build folder's name and the SCons
+identity of the generated files are derived from it and the option table (llmcu.builder.options), never listed by
+hand. Pure Python; the SCons glue only turns this into nodes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import OptionError
-from ..core.paths import MODELS_DIR, ROOT, RUNTIME_DIR, TARGETS_DIR
+from ..core.paths import MODELS_DIR, ROOT, TARGETS_DIR
 from ..model import models
-from ..model.quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, QuantPlan
+from ..model.quantize import QuantPlan
 from ..model.sources import read_config
-from ..platform import stm32h7, watchdog
+from ..platform import watchdog
+from ..platform.stm32h7 import Board, load_board
 from ..platform.targets import MemoryRegion, Target, load_target, targets_by_kind
 from . import linux
 from .memplan import available_regions, twin_regions
-from .options import Option, build_options, check_applicable, check_unknown, list_targets, validate
-from .window import DEFAULT_MAX_STEPS, DEFAULT_SINKS, Window, check_window
+from .options import RUN, RUN_ONLY, Option, OptionValues, build_options, check_applicable, list_targets, parse_options
+from .window import Window, check_window
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 LIBRARY_DIR = Path(__file__).resolve().parents[1]  # site_scons/llmcu, every layer
 
 
-# Build directory suffixes of sanitized builds (their objects must never mix with the plain build's).
-SANITIZER_SUFFIX = {"address": "asan", "undefined": "ubsan", "thread": "tsan"}
-
-
-def sanitizer_flags(sanitize: tuple[str, ...]) -> list[str]:
-    """Compiler and linker flags for a sanitized build: every report is fatal (no recovering and carrying on,
-    so a test sees a non-zero exit status) and frames keep their pointer for readable stack traces."""
-    if not sanitize:
-        return []
-    # GCC's "undefined" leaves out float-to-integer conversions that overflow (UB in C: the quantizers and
-    # the tokenizer's casts must clamp first); checked too.
-    checks = [*sanitize, "float-cast-overflow"] if "undefined" in sanitize else list(sanitize)
-    return [f"-fsanitize={','.join(checks)}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
-
-
 def options_table() -> list[Option]:
     return build_options(list_targets(TARGETS_DIR), models.list_presets(MODELS_DIR))
+
+
+def option_values(arguments: Mapping[str, str]) -> OptionValues:
+    """The command line's options, checked against this checkout's table (its targets and presets)."""
+    return parse_options(arguments, options_table())
 
 
 @dataclass(frozen=True)
@@ -63,6 +58,43 @@ class RunParams:
 
 
 @dataclass(frozen=True)
+class RunOptions:
+    """The options of `run`, `console`, `monitor` and `debug` that are about running, not building."""
+
+    log_dir: Path  # log_dir=, absolute
+    port: str  # serial device or pyserial URL; "" = the board's console found by USB VID:PID
+    probe: str  # the debug probe's unique ID (or a unique part of it); "" = the only one attached
+    prompts: str  # `console`: a file of lines to send instead of the terminal's
+    raw: bool  # `monitor`: the bytes, not the decoded protocol
+    debug: str  # `debug`: gdb | server
+    gdb_port: int  # `debug`: the gdb server's port
+
+
+def run_options(values: Mapping[str, Any]) -> RunOptions:
+    """RunOptions from checked option values (OptionValues)."""
+    log_dir = Path(values["log_dir"]).expanduser()
+    return RunOptions(
+        log_dir if log_dir.is_absolute() else ROOT / log_dir, values["port"], values["probe"], values["prompts"],
+        values["raw"], values["debug"], values["gdb_port"],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PowerSettings:
+    """power=, power_port=, power_voltage=, power_supply= (llmcu.power measures with them)."""
+
+    meter: str  # none | ppk2 | lpm01a | estimate
+    port: str  # the meter's serial port; "" = found by USB name
+    voltage_v: float  # the board's supply voltage
+    supply: str  # board | meter (PPK2: in series with the board's supply, or powering it)
+
+
+def power_settings(values: Mapping[str, Any]) -> PowerSettings:
+    """PowerSettings from checked option values (OptionValues)."""
+    return PowerSettings(values["power"], values["power_port"], values["power_voltage"], values["power_supply"])
+
+
+@dataclass(frozen=True)
 class FirmwareOptions:
     """How the memory planner places things on a firmware target."""
 
@@ -70,7 +102,7 @@ class FirmwareOptions:
     kv: str
     stack_bytes: int
     hil: str
-    watchdog_s: float = 0.0  # watchdog=: seconds, 0 = off (llmcu.platform.watchdog)
+    watchdog_s: float  # watchdog=: seconds, 0 = off (llmcu.platform.watchdog)
 
 
 @dataclass(frozen=True)
@@ -94,6 +126,10 @@ class FirmwareImage:
 
 @dataclass(frozen=True)
 class BuildSettings:
+    """Everything a build, and a run of it, needs; made once by ``configure``. ``options`` holds every option's
+    checked value, for code that reads an option no field below stands for."""
+
+    options: OptionValues
     target: Target
     model_name: str
     checkpoint: Path
@@ -102,28 +138,32 @@ class BuildSettings:
     plan: QuantPlan
     seq_len: int
     out_dir: Path
-    run: RunParams
-    verbose: bool = False
-    phases: bool = False  # per-phase cost accounting for the benchmark harness (runtime_c/phases.h)
-    selftest: bool = False  # a bring-up firmware (targets/cortex-m/selftest.c, llmcu.device.selftest)
-    kernel_set: str = ""  # "" (reference kernels) or the target's optimised set, e.g. "cortex_m7"
-    numerics: str = "exact"  # numerics=: "fast" lets kernels trade bit-exactness for speed (LLMCU_NUMERICS_FAST)
-    board: str = ""  # firmware targets: the board's name
-    firmware: FirmwareOptions | None = None
-    images: tuple[FirmwareImage, ...] = ()  # firmware targets: what to link (the board's, and its twin's)
-    kv_type: str = "auto"  # the KV cache's element type (runtime_c/README.md, "KV cache types")
-    rope_table: bool = False  # RoPE's angles from a build-time table (codegen.rope_table)
-    threads: int = 1  # hosted and Linux programs: matmul threads for `run` (the program's -j)
-    default_threads: int = 1  # ... and when it is run without -j (LLMCU_THREADS)
-    weights_file: bool = False  # weights in model.bin beside the program, mapped at start (llmcu.builder.weightsfile)
-    linux: linux.LinuxSettings | None = None  # Linux targets: toolchain, destination, QEMU (llmcu.builder.linux)
-    sanitize: tuple[str, ...] = ()  # target=host: gcc sanitizers (options.SANITIZERS), e.g. ("address", "undefined")
-    auto_quant: bool = (
-        False  # quant=auto: `plan` is the starting point (all q4), llmcu.builder.autoquant chooses the mix
-    )
-    budget: int = 0  # quant=auto: the most bytes the weights may take (0: the target's memory decides)
-    quality: str = "auto"  # quality=: measure the quantized model against fp32 at build time (llmcu.model.quality)
-    window: Window | None = None  # overflow=slide: sinks and max_steps (llmcu.builder.window); None: overflow=stop
+    run: RunParams = field(metadata=RUN_ONLY)
+    run_options: RunOptions = field(metadata=RUN_ONLY)
+    power: PowerSettings = field(metadata=RUN_ONLY)
+    verbose: bool = field(metadata=RUN_ONLY)
+    phases: bool  # per-phase cost accounting for the benchmark harness (runtime_c/phases.h)
+    selftest: bool  # a bring-up firmware (targets/cortex-m/selftest.c, llmcu.device.selftest)
+    kernel_set: str  # "" (reference kernels) or the target's optimised set, e.g. "cortex_m7"
+    numerics: str  # numerics=: "fast" lets kernels trade bit-exactness for speed (LLMCU_NUMERICS_FAST)
+    # firmware targets: the board's name; Linux targets: where `run` deploys (user@host), or "". What a firmware
+    # build takes from its board is in board_file (and the images), so the name itself is left out of the identity.
+    board: str = field(metadata=RUN_ONLY)
+    board_file: Board | None  # the board file, read once (targets/<target>/boards/<board>.toml); None without one
+    firmware: FirmwareOptions | None
+    images: tuple[FirmwareImage, ...]  # firmware targets: what to link (the board's, and its twin's)
+    kv_type: str  # the KV cache's element type (runtime_c/README.md, "KV cache types")
+    rope_table: bool  # RoPE's angles from a build-time table (codegen.rope_table)
+    # hosted and Linux programs: matmul threads for `run` (the program's -j)
+    threads: int = field(metadata=RUN_ONLY)
+    default_threads: int  # ... and when it is run without -j (LLMCU_THREADS)
+    weights_file: bool  # weights in model.bin beside the program, mapped at start (llmcu.builder.weightsfile)
+    linux: linux.LinuxSettings | None  # Linux targets: toolchain, destination, QEMU (llmcu.builder.linux)
+    sanitize: tuple[str, ...]  # target=host: gcc sanitizers (options.SANITIZERS), e.g. ("address", "undefined")
+    auto_quant: bool  # quant=auto: `plan` is the starting point (all q4), llmcu.builder.autoquant chooses the mix
+    budget: int  # quant=auto: the most bytes the weights may take (0: the target's memory decides)
+    quality: str  # quality=: measure the quantized model against fp32 at build time (llmcu.model.quality)
+    window: Window | None  # overflow=slide: sinks and max_steps (llmcu.builder.window); None: overflow=stop
 
     @property
     def gen_dir(self) -> Path:
@@ -139,42 +179,54 @@ class BuildSettings:
     def obj_dir(self) -> Path:
         return self.out_dir / "obj"
 
+    def identity(self) -> str:
+        """What the generated files depend on besides the files they are made from: every build-stage option's
+        value and everything configured from them, leaving out what only concerns running (RUN_ONLY fields and
+        RUN options). A new option or field is in it without being listed."""
+        return repr(_identity(self))
+
+
+def _identity(value: object) -> object:
+    if isinstance(value, OptionValues):
+        return tuple(sorted((name, repr(item)) for name, item in value.build_stage().items()))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__, *(
+            (item.name, _identity(getattr(value, item.name)))
+            for item in dataclasses.fields(value) if item.metadata.get("stage") != RUN
+        ))  # fmt: skip
+    if isinstance(value, tuple | list):
+        return tuple(_identity(item) for item in value)
+    if isinstance(value, set | frozenset):  # in a fixed order: a set's iteration order varies between processes
+        return tuple(sorted(repr(_identity(item)) for item in value))
+    if isinstance(value, Mapping):
+        return tuple((str(key), _identity(item)) for key, item in sorted(value.items(), key=lambda pair: str(pair[0])))
+    return value if isinstance(value, str | int | float | bool | None) else str(value)
+
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
 
 
-def variant_name(
-    model_name: str, plan: QuantPlan, seq_len: int, kv_type: str = "auto", auto_quant: bool = False, budget: int = 0
-) -> str:
-    """``<model>-<quant>``, with the group size, fit, calibration, context and KV type only when they are not
-    the defaults."""
-    name = f"{model_name}-{'auto' if auto_quant else plan.name}"
-    if budget:
-        name += f"-b{budget}"
-    if plan.quantized:
-        name += "" if plan.group_size == 32 else f"-g{plan.group_size}"
-        name += "" if plan.fit == DEFAULT_FIT else f"-{plan.fit}"
-        if plan.fit != "absmax" and plan.calibration != DEFAULT_CALIBRATION:
-            source = plan.calibration
-            name += "-calibnone" if source == "none" else f"-calib-{Path(source).stem}"
-    if seq_len:
-        name += f"-ctx{seq_len}"
-    # auto's choice has no suffix: f32 for fp32 weights; for quantized ones auto is q16 or q8, so an explicit f32
-    # is a build of its own (it used to share auto's folder, and each overwrote the other)
-    if kv_type != "auto" and (kv_type != "f32" or plan.quantized or auto_quant):
-        name += f"-kv{kv_type}"
-    return _safe(name)
+def variant_name(settings: BuildSettings, table: list[Option]) -> str:
+    """The build folder's name: ``<model>-<quant>``, then what each option adds (Option.in_name), in the table's
+    order, when it is not the default."""
+    return _safe("".join(option.in_name(settings) for option in table if option.in_name is not None))
 
 
-def firmware_images(target: Target, board: str, out_dir: Path, hil: str) -> tuple[str, tuple[FirmwareImage, ...]]:
-    """The firmware(s) a baremetal build links, and the board they are for."""
-    memories = None
+def read_board(target: Target, board: str) -> tuple[str, Board | None]:
+    """The board's name (the target's default when none is given) and its board file, for targets with boards."""
     if (target.folder / "boards").is_dir():
         board = board or target.default_board
-        memories = stm32h7.load_board(target.folder, board).memories
-    elif board:
+        return board, load_board(target.folder, board)
+    if board and target.kind == "baremetal":
         raise OptionError(f"target {target.name} has no boards; drop board={board}")
+    return board, None
+
+
+def firmware_images(target: Target, board: str, board_file: Board | None, out_dir: Path, hil: str
+                    ) -> tuple[FirmwareImage, ...]:  # fmt: skip
+    """The firmware(s) a baremetal build links: the board's, and its QEMU twin's with the board's budget."""
+    memories = board_file.memories if board_file else None
     images = [FirmwareImage("firmware", target, tuple(available_regions(target, memories)), out_dir, board)]
     if (hil == "qemu" or (hil == "auto" and target.twin)) and target.run_method != "qemu-system":
         if not target.twin:
@@ -182,14 +234,15 @@ def firmware_images(target: Target, board: str, out_dir: Path, hil: str) -> tupl
         twin = load_target(target.twin, TARGETS_DIR)
         regions = twin_regions(twin, images[0].regions)  # the board's external memories, as far as they fit
         images.append(FirmwareImage("twin", twin, tuple(regions), out_dir / "twin", board))
-    return board, tuple(images)
+    return tuple(images)
 
 
-def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSettings:
-    """Validate the options and resolve everything a build needs; raises an LlmcuError on bad input."""
+def configure(arguments: Mapping[str, str] | OptionValues, *, download: bool = True) -> BuildSettings:
+    """Check the options (once: pass OptionValues that are checked already) and resolve everything a build and
+    its runs need; raises an LlmcuError on bad input."""
     table = options_table()
-    check_unknown(arguments, table)
-    values = validate(arguments, table)
+    values = arguments if isinstance(arguments, OptionValues) else parse_options(arguments, table)
+    given = values.given
     target = load_target(values["target"], TARGETS_DIR)
     resolved = models.resolve_model(values["model"], values["tokenizer"] or None, MODELS_DIR, download=download)
     auto_quant = values["quant"] == "auto"
@@ -207,34 +260,15 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
     build_dir = Path(values["build_dir"])
     if not build_dir.is_absolute():
         build_dir = ROOT / build_dir
-    variant = variant_name(resolved.name, plan, values["seq_len"], values["kv_type"], auto_quant, values["budget"])
     window = None
     if values["overflow"] == "slide":
         window = Window(values["sinks"], values["max_steps"])
-        variant += "-slide" + (f"-sinks{window.sinks}" if window.sinks != DEFAULT_SINKS else "")
-        variant += f"-max{window.max_steps}" if window.max_steps != DEFAULT_MAX_STEPS else ""
         # the header only: the context the window slides in
         check_window(window, values["seq_len"] or read_config(resolved.checkpoint).seq_len)
-    elif "sinks" in arguments or "max_steps" in arguments:
+    elif "sinks" in given or "max_steps" in given:
         raise OptionError("sinks= and max_steps= go with overflow=slide; with overflow=stop a run ends at the context")
-    if values["phases"]:
-        variant += "-phases"
-    if values["selftest"]:  # firmware only (check_applicable)
-        variant += "-selftest"
-    if values["kernels"] == "ref" and target.kernel_set:
-        variant += "-refkernels"
-    if values["numerics"] == "fast":
-        variant += "-fast"
     rope_table = values["rope_table"] == "yes" or (values["rope_table"] == "auto" and target.kind == "baremetal")
-    if values["rope_table"] != "auto":
-        variant += "-ropetable" if rope_table else "-noropetable"
-    if values["board"] and target.kind == "baremetal" and values["board"] != target.default_board:
-        variant += f"-{_safe(values['board'])}"  # a Linux target's board= is where to run, not what to build
     in_qemu = linux.runs_in_qemu(target, values["hil"], values["board"])
-    threads = linux.resolve_threads(values["threads"], target, in_qemu)
-    default_threads = linux.resolve_threads(values["threads"], target)
-    if values["threads"] != "auto" and target.kind != "baremetal":
-        variant += f"-j{threads}"
     if values["board_ram"] and target.kind != "linux":
         raise OptionError(
             f"board_ram= is the RAM of a Linux board; target {target.name} "
@@ -247,30 +281,20 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         weights_file = linux_settings.weights_file
     elif weights_file and target.kind == "baremetal":
         raise OptionError(f"weights_file=yes: target {target.name} is firmware, whose weights are linked in")
-    if values["weights_file"] != "auto" and target.kind != "baremetal":
-        variant += "-wfile" if weights_file else "-linked"
-    if values["sanitize"]:
-        if target.kind != "hosted":
-            raise OptionError(
-                f"sanitize={','.join(values['sanitize'])}: sanitizers run on target=host only; target {target.name} "
-                f"is {'firmware' if target.kind == 'baremetal' else 'cross-compiled for ' + target.kind}, which has "
-                "no sanitizer runtime"
-            )
-        variant += "-" + "-".join(SANITIZER_SUFFIX[name] for name in values["sanitize"])
-    out_dir = build_dir / target.name / variant
-    run = RunParams(values["prompt"], values["steps"], values["temperature"], values["topp"], values["seed"])
-    board, images, firmware = values["board"], (), None
+    if values["sanitize"] and target.kind != "hosted":
+        raise OptionError(
+            f"sanitize={','.join(values['sanitize'])}: sanitizers run on target=host only; target {target.name} "
+            f"is {'firmware' if target.kind == 'baremetal' else 'cross-compiled for ' + target.kind}, which has "
+            "no sanitizer runtime"
+        )
+    firmware = None
     if target.kind == "baremetal":
         firmware = FirmwareOptions(values["weights"], values["kv"], values["stack"], values["hil"], values["watchdog"])
-        board, images = firmware_images(target, values["board"], out_dir, values["hil"])
-        for image in images:  # a time the board's (or the twin's) watchdog cannot count stops the build here
-            watchdog.plan(image.target, firmware.watchdog_s)
     elif values["watchdog"]:
         watchdog.plan(target, values["watchdog"])  # says that this target has no watchdog
-    # Last: the checks above say more about the options they know (sanitize=, threads=, ...); what none of them
-    # looked at and does not apply to this kind of target is an error here, never silently ignored.
-    check_applicable(arguments, table, target.name, target.kind, targets_by_kind(TARGETS_DIR))
-    return BuildSettings(
+    board, board_file = read_board(target, values["board"])
+    settings = BuildSettings(
+        options=values,
         target=target,
         model_name=resolved.name,
         checkpoint=resolved.checkpoint,
@@ -278,20 +302,23 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         preset=resolved.preset,
         plan=plan,
         seq_len=values["seq_len"],
-        out_dir=out_dir,
-        run=run,
+        out_dir=build_dir / target.name,  # the variant's folder below, once its name is known
+        run=RunParams(values["prompt"], values["steps"], values["temperature"], values["topp"], values["seed"]),
+        run_options=run_options(values),
+        power=power_settings(values),
         verbose=values["verbose"],
         phases=values["phases"],
         selftest=values["selftest"],
         kernel_set=target.kernel_set if values["kernels"] == "opt" else "",
         numerics=values["numerics"],
         board=board,
+        board_file=board_file,
         firmware=firmware,
-        images=images,
+        images=(),
         kv_type=values["kv_type"],
         rope_table=rope_table,
-        threads=threads,
-        default_threads=default_threads,
+        threads=linux.resolve_threads(values["threads"], target, in_qemu),
+        default_threads=linux.resolve_threads(values["threads"], target),
         weights_file=weights_file,
         linux=linux_settings,
         sanitize=values["sanitize"],
@@ -300,36 +327,16 @@ def configure(arguments: dict[str, str], *, download: bool = True) -> BuildSetti
         quality=values["quality"],
         window=window,
     )
-
-
-def prefix_map_flags(settings: BuildSettings) -> list[str]:
-    """Compiler flags that keep the checkout's and the build directory's absolute paths out of the objects
-    (debug info, __FILE__), so that the same sources give bit-identical programs and firmware wherever they
-    are built. The source tree becomes ``.`` and the build directory ``/llmcu-build`` (GCC applies the last
-    matching map, so the build directory's wins when it lies inside the tree). A build directory inside the
-    tree reaches the compiler as a relative path, so it is mapped by that name too. The build directory is
-    always renamed, even the default ``build``: GCC describes a source whose name a map changed slightly
-    differently in the line table (one more file entry), so an unmapped build would differ from a mapped one.
-    A debugger finds the generated sources with ``set substitute-path /llmcu-build <build_dir>``. GCC
-    matches plain string prefixes, so the build directory's maps end in ``/`` (``runtime/`` must not match
-    ``runtime_c/``); the tree's cannot, since the compiler's working directory is the tree itself."""
-    build_dir = settings.out_dir.parents[1]
-    flags = [f"-ffile-prefix-map={ROOT}=.", f"-ffile-prefix-map={build_dir}/=/llmcu-build/"]
-    if build_dir.is_relative_to(ROOT):
-        flags.append(f"-ffile-prefix-map={build_dir.relative_to(ROOT)}/=/llmcu-build/")
-    return flags
-
-
-def runtime_sources(kernel_set: str = "") -> list[Path]:
-    """The portable runtime plus its kernels: ``kernels/ref/X.c`` for every X, unless the optimised set
-    ``kernels/<kernel_set>/`` has its own ``X.c`` with the same functions (as TFLM's kernels/cmsis_nn/ does)."""
-    kernels = {path.name: path for path in (RUNTIME_DIR / "kernels" / "ref").glob("*.c")}
-    if kernel_set:
-        folder = RUNTIME_DIR / "kernels" / kernel_set
-        if not folder.is_dir():
-            raise OptionError(f"kernel set {kernel_set!r} does not exist ({folder})")
-        kernels.update({path.name: path for path in folder.glob("*.c")})
-    return sorted(RUNTIME_DIR.glob("*.c")) + [kernels[name] for name in sorted(kernels)]
+    out_dir = build_dir / target.name / variant_name(settings, table)
+    images: tuple[FirmwareImage, ...] = ()
+    if firmware is not None:
+        images = firmware_images(target, board, board_file, out_dir, values["hil"])
+        for image in images:  # a time the board's (or the twin's) watchdog cannot count stops the build here
+            watchdog.plan(image.target, firmware.watchdog_s)
+    # Last: the checks above say more about the options they know (sanitize=, threads=, ...); what none of them
+    # looked at and does not apply to this kind of target is an error here, never silently ignored.
+    check_applicable(given, table, target.name, target.kind, targets_by_kind(TARGETS_DIR))
+    return dataclasses.replace(settings, out_dir=out_dir, images=images)
 
 
 def help_intro() -> str:

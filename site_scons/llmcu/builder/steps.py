@@ -19,7 +19,7 @@ from ..model import calibration, quality
 from ..model.kvcache import auto_kv_types
 from ..model.quantize import QuantizedMatrix, QuantPlan, kept_from_source, quantize_checkpoint
 from ..model.sources import read_config, read_model, read_vocab
-from ..platform import selftest_regions, stm32h7, watchdog
+from ..platform import selftest_regions, watchdog
 from ..platform.targets import load_target
 from . import autoquant, boardconfig, codegen, elfreport, layouts, linuxmem, memplan, outputs, weightsfile
 from .advice import advice, linux_fits
@@ -85,9 +85,9 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
         write_linker_script(image, plan)
         if settings.selftest:
             write_text_atomic(selftest_regions_path(image), selftest_regions.regions_source(plan.regions))
-    if settings.images and settings.board:
-        board = stm32h7.load_board(settings.target.folder, settings.board)
-        write_text_atomic(settings.gen_dir / "board_config.h", boardconfig.render_board_config(board))
+    if settings.images and settings.board_file:
+        board_config = boardconfig.render_board_config(settings.board_file)
+        write_text_atomic(settings.gen_dir / "board_config.h", board_config)
     outputs.write_manifest(settings)  # last: a later build checks the files against it (llmcu.builder.outputs)
     return model
 
@@ -101,8 +101,8 @@ def _check_watchdog(settings: BuildSettings, model: GeneratedModel) -> None:
     if chip.twin_of:  # target=qemu-m7: the chip it is the twin of
         chip = load_target(chip.twin_of, TARGETS_DIR)
     clock_hz = float(chip.clock_hz)
-    if settings.board and (chip.folder / "boards").is_dir():
-        clock_hz = float(stm32h7.load_board(chip.folder, settings.board).clocks.cpu_hz)
+    if settings.board_file:
+        clock_hz = float(settings.board_file.clocks.cpu_hz)
     last = model.seq_len - 1
     macs = elfreport.macs_per_token(model.config, (last,)).get(f"total_at_pos_{last}", 0)
     where = f"the {chip.name}" + (f" ({settings.board})" if settings.board else "")

@@ -11,7 +11,7 @@
 
 ``debug=server`` starts only the server and prints how to attach (an IDE, another terminal). gdb is
 ``arm-none-eabi-gdb`` when present, else ``gdb-multiarch`` (``gdb`` for the host program). The build is
-reproducible (llmcu.builder.settings.prefix_map_flags): its debug information names the source tree ``.`` and
+reproducible (llmcu.builder.compileflags.prefix_map_flags): its debug information names the source tree ``.`` and
 the build directory ``/llmcu-build``; gdb gets ``set substitute-path`` for both, so it shows the sources.
 """
 
@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..builder.settings import ROOT, BuildSettings
+from ..builder.settings import BuildSettings
 from ..core.errors import LlmcuError
+from ..core.paths import ROOT
 from . import qemu, uart
 from .gdbserver import DebugServer, wait_listening
 

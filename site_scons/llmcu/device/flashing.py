@@ -229,7 +229,7 @@ class FirmwareImage:
 
 def flash_regions() -> tuple[MemoryRegion, MemoryRegion]:
     """The STM32H743's internal flash and QSPI window, from its target.toml."""
-    from ..builder.settings import TARGETS_DIR
+    from ..core.paths import TARGETS_DIR
 
     target = load_target(LLMCU_TARGET, TARGETS_DIR)
     return target.region("flash"), target.region("qspi")

@@ -31,6 +31,7 @@ from ..core.errors import LlmcuError, ProtocolError
 from . import uart
 from .protocol import ProtocolParser, RunOutput, describe_fault
 from .runlog import new_log_folder, safe_name
+from .runs import board_port
 
 RECONNECT_WAIT = 0.5  # seconds between attempts to open a port that is gone
 
@@ -219,15 +220,10 @@ def monitor_build(settings: Any, options: Any) -> MonitorLog:
     reset; any port or pyserial URL with ``port=``."""
     port = options.port
     baud = uart.DEFAULT_BAUD
-    if settings.images and settings.board:
-        from ..platform import stm32h7
-
-        board = stm32h7.load_board(settings.target.folder, settings.board)
-        baud = board.console.baud
+    if settings.images and settings.board_file:
+        baud = settings.board_file.console.baud
         if not port:
-            from .runs import board_port
-
-            port = board_port(board.console.usb_ids, options.probe)
+            port = board_port(settings.board_file.console.usb_ids, options.probe)
     if not port:
         raise LlmcuError(
             f"`monitor` listens to a console that is running already, and {settings.target.name} has none outside "

@@ -20,15 +20,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ..builder.settings import ROOT, BuildSettings, FirmwareImage, options_table
+from ..builder.settings import BuildSettings, FirmwareImage, RunOptions
 from ..core.errors import LlmcuError
-from ..platform import stm32h7
+from ..core.paths import ROOT
 from . import hostrun, qemu, selftest, uart
 from .localport import free_port
 from .protocol import RunOutput, format_summary
@@ -36,19 +36,6 @@ from .runlog import RunLog, run_info
 
 TWIN_RUN_TIMEOUT = 600.0  # seconds for one run on the twin
 OPEN_TIMEOUT = 10.0  # seconds for QEMU to open its serial socket
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The options of `scons run` that are about running, not building."""
-
-    log_dir: Path
-    port: str = ""  # serial device or pyserial URL; "" = the board's console found by USB VID:PID
-    probe: str = ""  # the debug probe's unique ID (or a unique part of it); "" = the only one attached
-    prompts: str = ""  # `console`: a file of lines to send instead of the terminal's
-    raw: bool = False  # `monitor`: the bytes, not the decoded protocol
-    debug: str = "gdb"  # `debug`: gdb | server
-    gdb_port: int = 3333  # `debug`: the gdb server's port
 
 
 T = TypeVar("T")
@@ -69,23 +56,6 @@ class Measurement(Protocol):
 
 def _measured(measurement: Measurement | None, capture: Callable[[], T]) -> T:
     return capture() if measurement is None else measurement.during(capture)
-
-
-def run_options(arguments: Mapping[str, str]) -> RunOptions:
-    """``log_dir=``, ``port=``, ``probe=`` and the options of `console`, `monitor` and `debug` from the command
-    line (llmcu.builder.options.validate has checked them)."""
-    defaults = {option.name: option.default for option in options_table()}
-
-    def value(name: str) -> str:
-        return str(arguments.get(name, defaults.get(name, "")))
-
-    log_dir = Path(value("log_dir") or "logs")
-    if not log_dir.is_absolute():
-        log_dir = ROOT / log_dir
-    return RunOptions(
-        log_dir, value("port"), value("probe"), value("prompts"), value("raw") == "1", value("debug") or "gdb",
-        int(value("gdb_port") or 3333),
-    )  # fmt: skip
 
 
 def _show(piece: bytes) -> None:
@@ -412,7 +382,9 @@ def prepare_board(
             f"running on a {settings.target.name} board needs flashing and UART capture, which llmcu does not do "
             "yet; add hil=qemu to run this build's QEMU twin with the board's memory budget"
         )
-    board = stm32h7.load_board(settings.target.folder, image.board or settings.board)
+    board = settings.board_file
+    if board is None:
+        raise LlmcuError(f"target {settings.target.name} has no board file, so llmcu cannot find its console")
     target_type = settings.target.raw.get("pyocd", {}).get("target_type", flashing.PYOCD_TARGET)
     factory = session_factory or flashing.PyocdSessionFactory()
     try:

@@ -175,7 +175,8 @@ def open_board(
     is closed. The board is reset when the first command is sent, with its console already open."""
     programmer = programmer or PyocdProgrammer()
     board_name = entry.board or build.board
-    console = stm32h7.load_board(build.target.folder, board_name).console if board_name else None
+    board_file = build.board_file if board_name == build.board else stm32h7.load_board(build.target.folder, board_name)
+    console = board_file.console if board_file else None
     probe, url, baud = entry.id, entry.serial, entry.baud
     properties: dict[str, str] = {}
     with contextlib.ExitStack() as stack:

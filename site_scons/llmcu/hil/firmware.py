@@ -12,8 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..builder.settings import ROOT, TARGETS_DIR, configure
+from ..builder.settings import configure
 from ..core.errors import LlmcuError
+from ..core.paths import ROOT, TARGETS_DIR
 from ..model.kvcache import KV_TYPES
 from ..platform.targets import Target, load_target
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ..builder.settings import TARGETS_DIR
 from ..core.errors import LlmcuError
+from ..core.paths import TARGETS_DIR
 from ..platform.targets import load_target
 from ..power import CHOICES as POWER_CHOICES
 from .device import Device

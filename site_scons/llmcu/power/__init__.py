@@ -13,10 +13,7 @@ a log folder into report.md/report.html, and can import a bench meter's CSV afte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
-
+from ..builder.settings import PowerSettings
 from ..core.errors import OptionError
 from .base import MeterError, PowerMeter, Samples, measure_during
 from .energy import analyse, format_power, write_power
@@ -35,30 +32,11 @@ __all__ = [
     "format_power",
     "make_meter",
     "measure_during",
-    "power_settings",
     "write_power",
 ]
 
 CHOICES = ("none", "ppk2", "lpm01a", "estimate")
 SUPPLIES = ("board", "meter")
-
-
-@dataclass(frozen=True)
-class PowerSettings:
-    meter: str = "none"
-    port: str = ""
-    voltage_v: float = 3.3
-    supply: str = "board"
-
-
-def power_settings(values: Mapping[str, Any]) -> PowerSettings:
-    """The power options from validated option values (llmcu.builder.options.validate)."""
-    return PowerSettings(
-        meter=str(values.get("power", "none")),
-        port=str(values.get("power_port", "")),
-        voltage_v=float(values.get("power_voltage", 3.3)),
-        supply=str(values.get("power_supply", "board")),
-    )
 
 
 def check_choice(settings: PowerSettings, *, runner: str) -> None:

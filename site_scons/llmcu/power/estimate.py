@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import LlmcuError
+from ..platform import stm32h7
 from .base import MeterBase, MeterError, Samples
 from .runrecord import RunRecord
 
@@ -99,8 +100,6 @@ def model_for_run(run: RunRecord, targets_dir: Path | None = None, **overrides: 
     target = str(run.settings.get("built_for") or run.summary.get("target") or "")
     board = str(run.summary.get("board") or "")
     if targets_dir is not None and target and board:
-        from ..platform import stm32h7
-
         try:
             clocks = stm32h7.load_board(targets_dir / target, board).clocks
             vos, cpu_hz = clocks.vos, float(clocks.cpu_hz)

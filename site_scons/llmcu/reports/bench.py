@@ -17,10 +17,12 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from ..builder.settings import ROOT, TARGETS_DIR, BuildSettings, RunParams, configure, load_target
+from ..builder.settings import BuildSettings, RunParams, configure
 from ..core.errors import LlmcuError
 from ..core.fileio import write_bytes_atomic, write_text_atomic
+from ..core.paths import ROOT, TARGETS_DIR
 from ..device.protocol import RunOutput, parse
+from ..platform.targets import load_target
 
 PROMPT = "Once upon a time"
 STEPS = 256

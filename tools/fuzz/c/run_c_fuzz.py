@@ -55,7 +55,7 @@ def sources(target: str, gen: Path | None) -> list[Path]:
 
 def build(target: str, work: Path, gen: Path | None, *, libfuzzer: bool = False, defines: tuple[str, ...] = ()) -> Path:
     """Compiles one target with the sanitizers: with gcc and fuzz_driver.c, or as a libFuzzer target with clang."""
-    from llmcu.builder.settings import sanitizer_flags
+    from llmcu.builder.compileflags import sanitizer_flags
 
     compiler = "clang" if libfuzzer else os.environ.get("CC", "gcc")
     if shutil.which(compiler) is None:

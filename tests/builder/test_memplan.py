@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import pytest
 
 from llmcu.builder.memplan import Blob, FitError, kv_cache_bytes, plan_memory, run_state_bytes
 from llmcu.core.config import ModelConfig
-from llmcu.platform.targets import MemoryRegion, Target
+from llmcu.core.paths import TARGETS_DIR
+from llmcu.platform.targets import MemoryRegion, load_target
 
 STORIES260K = ModelConfig(64, 172, 5, 8, 4, 512, 512, True)
 STORIES15M = ModelConfig(288, 768, 6, 6, 6, 32000, 256, True)
@@ -24,8 +25,7 @@ H743 = (
     MemoryRegion("sdram", 0xC0000000, 8 << 20, "ram", 4, False, True),
 )
 ON_CHIP = tuple(region for region in H743 if not region.external)
-TARGET = Target("stm32h743", "", "baremetal", Path("."), "arm-none-eabi-gcc", (), (), (), (), "pyocd", "cycles",
-                memory=H743)  # fmt: skip
+TARGET = dataclasses.replace(load_target("stm32h743", TARGETS_DIR), memory=H743)
 
 
 def weights(total: int, parts: int = 10) -> list[Blob]:
@@ -136,7 +136,6 @@ def test_the_twin_takes_the_boards_external_memories_as_far_as_its_window_allows
     """mps2-an500's 16 MB stand in for a board's SDRAM and QSPI: each as large as the board's, in the twin's order,
     the QSPI in what is left; a board with QSPI alone gets all 16 MB of it on the twin."""
     from llmcu.builder.memplan import twin_regions
-    from llmcu.core.paths import TARGETS_DIR
     from llmcu.platform.targets import load_target
 
     twin = load_target("qemu-m7", TARGETS_DIR)

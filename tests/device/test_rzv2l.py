@@ -244,9 +244,10 @@ def test_weights_file_auto_goes_by_size(stories260k: Path, tok512: Path) -> None
     estimate = linux.estimated_data_bytes(stories260k, tok512, plan)
     model = codegen.prepare(read_checkpoint(stories260k), read_tokenizer(tok512, 512), plan)
     assert abs(estimate - len(model.data)) < 0.01 * len(model.data)
-    values = {"sdk": "", "weights_file": "auto", "board": "", "hil": "none"}
+    values = {"sdk": "", "weights_file": "auto", "board": "", "hil": "none", "board_ram": 0}
     assert not linux.configure(TARGET, values, stories260k, tok512, plan).weights_file  # 1 MB: linked in
-    big = dataclasses.replace(TARGET, raw={**TARGET.raw, "linux": {"weights_file_above": "512K"}})
+    assert TARGET.linux is not None
+    big = dataclasses.replace(TARGET, linux=dataclasses.replace(TARGET.linux, weights_file_above=512 << 10))
     assert linux.configure(big, values, stories260k, tok512, plan).weights_file
 
 

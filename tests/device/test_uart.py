@@ -637,7 +637,7 @@ def test_qemu_twin_run_alias_writes_a_log(twin_elf: Path, tmp_path: Path, storie
 
 @needs_qemu
 def test_run_twin_reports_a_qemu_that_cannot_start(twin_elf: Path) -> None:
-    image = SimpleNamespace(elf=twin_elf, target=SimpleNamespace(run_settings={"machine": "no-such-machine"}))
+    image = SimpleNamespace(elf=twin_elf, target=SimpleNamespace(run=SimpleNamespace(machine="no-such-machine")))
     with pytest.raises(runs.qemu.QemuError, match="QEMU exited with status"):
         runs.run_twin(image, PARAMS)  # type: ignore[arg-type]
 

@@ -35,11 +35,9 @@ from ..core.errors import OptionError
 from ..model.quantize import QuantPlan
 from ..model.sources import read_config
 from ..platform.destination import Destination, parse_destination
-from ..platform.targets import Target, parse_size
+from ..platform.targets import LinuxSpec, Target
 from .linuxmem import weight_bytes
 from .options import RUN_ONLY
-
-DEFAULT_WEIGHTS_FILE_ABOVE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,7 @@ def resolve_toolchain(target: Target, sdk: str, environ: Mapping[str, str] | Non
 
 def check_toolchain(toolchain: Toolchain, target: Target) -> None:
     """The compiler exists and builds for the target's architecture (``[toolchain] arch``)."""
-    arch = str(target.raw.get("toolchain", {}).get("arch", "")) or target.cc.split("-", 1)[0]
+    arch = target.toolchain_arch or target.cc.split("-", 1)[0]
     env = dict(os.environ, PATH=toolchain.path) if toolchain.path else None
     hint = "install it (tools/setup.sh installs gcc-aarch64-linux-gnu) or name another with sdk=, CC= or CROSS_COMPILE="
     try:
@@ -200,21 +198,19 @@ def resolve_threads(option: str, target: Target, in_qemu: bool = False) -> int:
         return int(option)
     if in_qemu:
         return 1
-    return int(target.raw.get("cpu", {}).get("threads", 1))
+    return target.threads
 
 
 def configure(
     target: Target, values: Mapping[str, Any], checkpoint: Path, tokenizer: Path, plan: QuantPlan
 ) -> LinuxSettings:
     """The Linux part of settings.configure (``values``: checked options): toolchain, weights file, destination."""
-    section = target.raw.get("linux", {})
-    run = target.run_settings
+    spec = _linux_spec(target)
     toolchain = resolve_toolchain(target, values["sdk"])
     check_toolchain(toolchain, target)
     choice = values["weights_file"]
     if choice == "auto":
-        above = parse_size(section.get("weights_file_above", DEFAULT_WEIGHTS_FILE_ABOVE), f"{target.name} [linux]")
-        weights_file = estimated_data_bytes(checkpoint, tokenizer, plan) > above
+        weights_file = estimated_data_bytes(checkpoint, tokenizer, plan) > spec.weights_file_above
     else:
         weights_file = choice == "yes"
     board = values["board"]
@@ -224,9 +220,9 @@ def configure(
         weights_file=weights_file,
         destination=parse_destination(board) if board else None,
         hil=values["hil"],
-        remote_dir=str(section.get("remote_dir", "/tmp")),
-        qemu=str(run.get("qemu", "qemu-aarch64")),
-        qemu_cpu=str(run.get("qemu_cpu", "max")),
+        remote_dir=spec.remote_dir,
+        qemu=target.run.qemu,
+        qemu_cpu=target.run.qemu_cpu,
         ram_bytes=ram,
         os_reserve_bytes=reserve,
     )
@@ -235,10 +231,15 @@ def configure(
 def board_memory(target: Target, board_ram: int = 0) -> tuple[int, int]:
     """The board's RAM (``board_ram`` bytes, else target.toml's ``[linux] ram``) and what its OS keeps of it
     (``os_reserve``, at most a quarter: a small board_ram= for a small board keeps most of it)."""
-    section = target.raw.get("linux", {})
-    ram = board_ram or parse_size(str(section.get("ram", "0")), f"{target.name} [linux] ram")
-    reserve = parse_size(str(section.get("os_reserve", "0")), f"{target.name} [linux] os_reserve")
-    return ram, min(reserve, ram // 4)
+    spec = _linux_spec(target)
+    ram = board_ram or spec.ram
+    return ram, min(spec.os_reserve, ram // 4)
+
+
+def _linux_spec(target: Target) -> LinuxSpec:
+    if target.linux is None:
+        raise OptionError(f"target {target.name} is not a Linux target")
+    return target.linux
 
 
 def construction_variables(target: Target, linux: LinuxSettings, scons_env: Mapping[str, Any]) -> dict[str, Any]:

@@ -228,7 +228,7 @@ def firmware_images(target: Target, board: str, board_file: Board | None, out_di
     """The firmware(s) a baremetal build links: the board's, and its QEMU twin's with the board's budget."""
     memories = board_file.memories if board_file else None
     images = [FirmwareImage("firmware", target, tuple(available_regions(target, memories)), out_dir, board)]
-    if (hil == "qemu" or (hil == "auto" and target.twin)) and target.run_method != "qemu-system":
+    if (hil == "qemu" or (hil == "auto" and target.twin)) and target.run.method != "qemu-system":
         if not target.twin:
             raise OptionError(f"target {target.name} has no QEMU twin, so hil=qemu cannot run it")
         twin = load_target(target.twin, TARGETS_DIR)

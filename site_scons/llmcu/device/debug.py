@@ -87,7 +87,7 @@ def start_twin_server(settings: BuildSettings, image: Any, port: int, *, echo: b
     run command when the firmware is ready (and prints the text)."""
     from .runs import connect_qemu, start_qemu_serial
 
-    machine = str(image.target.run_settings.get("machine", "mps2-an500"))
+    machine = image.target.run.machine
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
     process, url = start_qemu_serial(
         image.elf, machine, stderr, ("-gdb", f"tcp:127.0.0.1:{port}", "-S"),
@@ -143,7 +143,7 @@ def start_board_server(
     """Flashes the image where the board's flash differs, then starts pyOCD's gdb server on the chosen probe."""
     from . import flashing
 
-    target_type = settings.target.raw.get("pyocd", {}).get("target_type", flashing.PYOCD_TARGET)
+    target_type = settings.target.pyocd_target
     factory = session_factory or flashing.PyocdSessionFactory()
     if flash:
         result = flashing.flash_firmware(
@@ -207,7 +207,7 @@ def debug(
         command = gdb_command(gdb, program, settings, commands, batch=batch, args=settings.run.program_args())
         return _run_gdb(command)
     if runner:
-        image = next(i for i in settings.images if (i.target.run_method == "qemu-system") == (runner == "qemu"))
+        image = next(i for i in settings.images if (i.target.run.method == "qemu-system") == (runner == "qemu"))
     else:
         runner, image = choose_runner(settings)
     gdb = find_gdb(arm=True) if mode == "gdb" else ""

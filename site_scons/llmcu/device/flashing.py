@@ -832,11 +832,11 @@ def flash_firmware(
 
 def check_flashable(target: Target) -> None:
     """`scons flash` needs a board programmed through a debug probe."""
-    if target.run_method != "pyocd":
+    if target.run.method != "pyocd":
         how = {
             "exec": "it is this machine: `scons run` runs the program",
             "qemu-system": "it is an emulator: `scons run` starts QEMU with the firmware",
-        }.get(target.run_method, f"its run method is {target.run_method!r}")
+        }.get(target.run.method, f"its run method is {target.run.method!r}")
         raise FlashError(
             f"target {target.name} has no debug probe to flash through ({how}); `flash` programs boards through "
             f"pyOCD, e.g. target={LLMCU_TARGET}"
@@ -847,7 +847,7 @@ def flash_build(settings: BuildSettings, probe_uid: str = "", *, progress: bool 
     """`scons flash`: program the build's firmware (and its QSPI bytes with the board's flash algorithm)."""
     check_flashable(settings.target)
     image = settings.images[0]
-    target_type = settings.target.raw.get("pyocd", {}).get("target_type", PYOCD_TARGET)
+    target_type = settings.target.pyocd_target
     return flash_firmware(
         image.out_dir,
         probe_uid=probe_uid or None,

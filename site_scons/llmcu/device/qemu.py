@@ -11,6 +11,7 @@ on, which behaves like a board's UART (the bytes go through a socket, not a pipe
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import shutil
@@ -23,11 +24,21 @@ from pathlib import Path
 from typing import IO
 
 from ..core.errors import LlmcuError
+from ..core.paths import TARGETS_DIR
+from ..platform.targets import load_target
 from .console import CommandParams, encode_command
 from .localport import free_port
 from .protocol import ProtocolParser, RunOutput, describe_failure, describe_fault
 
 QEMU = "qemu-system-arm"
+# The Cortex-M7 twin (targets/qemu-m7): what an ELF runs on when no machine is named.
+TWIN_TARGET = "qemu-m7"
+
+
+@functools.cache
+def twin_machine() -> str:
+    """The twin's QEMU machine (-M), from its target.toml's [run] machine."""
+    return load_target(TWIN_TARGET, TARGETS_DIR).run.machine
 READY_TIMEOUT = 30.0  # seconds from start to the ready line: boot takes well under one
 EXIT_TIMEOUT = 10.0  # seconds from the end line to QEMU's exit
 
@@ -63,7 +74,7 @@ class FirmwareRunError(QemuError):
 def qemu_command(
     elf: Path,
     *,
-    machine: str = "mps2-an500",
+    machine: str = "",
     icount: bool = True,
     serial: str = "stdio",
     qemu: str = QEMU,
@@ -73,7 +84,7 @@ def qemu_command(
     """The command line: no display, no monitor, semihosting for the exit code, the console on ``serial``.
     ``semihosting_args`` become the firmware's semihosting command line (``("llmcu", "serve")``: a twin that
     serves commands until it is stopped instead of exiting after one run)."""
-    command = [qemu, "-M", machine, "-display", "none", "-monitor", "none", "-serial", serial]
+    command = [qemu, "-M", machine or twin_machine(), "-display", "none", "-monitor", "none", "-serial", serial]
     command += [
         "-semihosting-config",
         ",".join(["enable=on", "target=native", *(f"arg={a}" for a in semihosting_args)]),
@@ -90,7 +101,7 @@ class QemuSession:
         self,
         elf: Path,
         *,
-        machine: str = "mps2-an500",
+        machine: str = "",  # "": the twin's (twin_machine)
         icount: bool = True,
         serial_socket: bool = False,
         qemu: str = QEMU,
@@ -268,7 +279,7 @@ def run_firmware(
     elf: Path,
     params: CommandParams,
     *,
-    machine: str = "mps2-an500",
+    machine: str = "",  # "": the twin's (twin_machine)
     icount: bool = True,
     timeout: float = 600.0,
     ready_timeout: float = READY_TIMEOUT,

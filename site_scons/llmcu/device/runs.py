@@ -161,9 +161,9 @@ def choose_runner(
 ) -> tuple[str, FirmwareImage]:
     """("qemu" | "board", the image to run) for a firmware build, from its target and ``hil=``."""
     own = settings.images[0]
-    if own.target.run_method == "qemu-system":
+    if own.target.run.method == "qemu-system":
         return "qemu", own
-    twin = next((image for image in settings.images if image.target.run_method == "qemu-system"), None)
+    twin = next((image for image in settings.images if image.target.run.method == "qemu-system"), None)
     hil = settings.firmware.hil if settings.firmware is not None else "none"
     if hil == "qemu":
         if twin is None:
@@ -260,7 +260,7 @@ def run_twin(
     """Boots the twin with its console on a TCP socket, captures one run through llmcu.device.uart (the path a
     board's UART takes; inside ``measurement`` when given), and checks QEMU's exit status. Raises a QemuError or a
     uart.CaptureError."""
-    machine = str(image.target.run_settings.get("machine", "mps2-an500"))
+    machine = image.target.run.machine
     with tempfile.TemporaryFile() as stderr:
         # QEMU in a session of its own: Ctrl-C is llmcu's (the run is logged as interrupted, QEMU killed below)
         process, url = start_qemu_serial(image.elf, machine, stderr, extra_args, own_session=True)
@@ -385,7 +385,7 @@ def prepare_board(
     board = settings.board_file
     if board is None:
         raise LlmcuError(f"target {settings.target.name} has no board file, so llmcu cannot find its console")
-    target_type = settings.target.raw.get("pyocd", {}).get("target_type", flashing.PYOCD_TARGET)
+    target_type = settings.target.pyocd_target
     factory = session_factory or flashing.PyocdSessionFactory()
     try:
         result = flashing.flash_firmware(

@@ -473,7 +473,7 @@ def open_channel(settings: Any, options: Any) -> tuple[Channel, RunInfo]:
         return channel, run_info(settings, "qemu", host=host)
     runner, image = runs.choose_runner(settings)
     if runner == "qemu":
-        machine = str(image.target.run_settings.get("machine", "mps2-an500"))
+        machine = image.target.run.machine
         host = {"qemu": runs.qemu_version()}
         channel = channels.twin_channel(image.elf, machine, host)
         return channel, run_info(settings, "qemu", target=image.target.name, host=host)

@@ -81,7 +81,7 @@ def check_output(output: RunOutput, what: str) -> RunOutput:
 class QemuDevice:
     """The twin of the target under test, in QEMU: a fresh emulation for every command."""
 
-    def __init__(self, elf: Path, target: str, twin: str, *, machine: str = "mps2-an500") -> None:
+    def __init__(self, elf: Path, target: str, twin: str, *, machine: str = "") -> None:
         self.elf = Path(elf)
         self.machine = machine
         self.info = DeviceInfo("qemu", target, twin, "instructions", str(self.elf), {"elf": str(self.elf)})

@@ -37,7 +37,7 @@ class FirmwareBuild:
     @property
     def pyocd_target(self) -> str:
         """pyOCD's name for the chip (``[pyocd] target_type`` in target.toml)."""
-        return str(self.target.raw.get("pyocd", {}).get("target_type", ""))
+        return self.target.pyocd_target
 
 
 def built_kv_type(gen_dir: Path) -> str:
@@ -63,12 +63,12 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 def twin_of(target: Target) -> str:
     """The target that runs ``target``'s firmware in QEMU: its twin, or itself when it is a QEMU target."""
-    return target.name if target.run_method == "qemu-system" else target.twin
+    return target.name if target.run.method == "qemu-system" else target.twin
 
 
 def build_arguments(target: Target, *, model: str, quant: str, build_dir: Path, board: str = "") -> dict[str, str]:
     arguments = {"target": target.name, "model": model, "quant": quant, "build_dir": str(build_dir)}
-    if target.run_method != "qemu-system" and target.twin:
+    if target.run.method != "qemu-system" and target.twin:
         arguments["hil"] = "qemu"
     if board:
         arguments["board"] = board

@@ -120,7 +120,7 @@ def pytest_configure(config: pytest.Config) -> None:
         target = load_target(target_name, TARGETS_DIR)
     except LlmcuError as error:
         raise pytest.UsageError(f"--target {target_name}: {error}") from None
-    twin = target.name if target.run_method == "qemu-system" else target.twin
+    twin = target.name if target.run.method == "qemu-system" else target.twin
     path = config.getoption("--hardware-map")
     hardware_map = None
     if path:
@@ -257,7 +257,7 @@ def device(hil_selection: Selection, hil_firmware: FirmwareBuild) -> Iterator[De
             pytest.skip(f"{QEMU} is not installed (tools/setup.sh installs it)")
         if hil_firmware.twin_elf is None:
             pytest.fail(f"{hil_selection.target} has no QEMU twin build", pytrace=False)
-        machine = load_target(hil_selection.twin, TARGETS_DIR).run_settings.get("machine", "mps2-an500")
+        machine = load_target(hil_selection.twin, TARGETS_DIR).run.machine
         instance: Device = QemuDevice(hil_firmware.twin_elf, hil_selection.target, hil_selection.twin,
                                       machine=machine)  # fmt: skip
     else:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import OptionError
 from ..core.fileio import read_toml
@@ -22,6 +23,7 @@ KINDS = ("hosted", "baremetal", "linux")
 PROMPT_MAX_BYTES = {"baremetal": 1024, "hosted": 16384, "linux": 16384}
 RUN_METHODS = ("exec", "qemu-system", "qemu-user", "pyocd", "ssh")
 REGION_KINDS = ("ram", "flash", "xip")
+WATCHDOG_KINDS = ("stm32-iwdg", "cmsdk")
 
 # Flags every target gets: the numeric contract (runtime_c/README.md) needs plain IEEE float32 arithmetic
 # in source order, so no FMA contraction and no fast-math.
@@ -73,6 +75,50 @@ class MemoryRegion:
 
 
 @dataclass(frozen=True)
+class RunSpec:
+    """[run]: how `run` runs a build of the target."""
+
+    method: str  # RUN_METHODS
+    counter_unit: str  # what the end line's counters count: ns, cycles, instructions
+    machine: str  # qemu-system: the machine (-M), e.g. mps2-an500; "" otherwise
+    qemu: str  # Linux targets, hil=qemu: the qemu-user program; "" otherwise
+    qemu_cpu: str  # ... and its -cpu
+
+
+@dataclass(frozen=True)
+class ChipIdentity:
+    """[chip]: what flashing reads through the probe to be sure of the part before it writes (a reference
+    manual's facts: the ID code register and the readout protection level in the option bytes)."""
+
+    name: str  # the part family, e.g. STM32H743
+    idcode_address: int  # the register holding DEV_ID (STM32: DBGMCU_IDC), bits 11:0; the revision in 31:16
+    dev_ids: tuple[int, ...]  # the DEV_IDs of parts this target's firmware runs on
+    revisions: tuple[tuple[int, str], ...]  # revision ID -> the name the datasheets use (Y, V, ...)
+    flash_size_address: int  # 16 bits: the internal flash in KB
+    rdp_address: int  # the option byte register holding the readout protection level, bits 15:8
+    rdp_level0: int  # its value for level 0 (no protection); the level 2 value below, anything else is level 1
+    rdp_level2: int
+
+
+@dataclass(frozen=True)
+class LinuxSpec:
+    """[linux]: a Linux board's memory and where `run` puts its files."""
+
+    weights_file_above: int  # weights_file=auto: weights + tokenizer above this many bytes go to model.bin
+    remote_dir: str  # where `run board=user@host` puts its files
+    ram: int  # the board's RAM in bytes (0: not checked)
+    os_reserve: int  # what the kernel and the BSP's services keep of it
+
+
+@dataclass(frozen=True)
+class WatchdogSpec:
+    """[watchdog]: the target's watchdog timer."""
+
+    kind: str  # stm32-iwdg | cmsdk
+    clock_hz: float  # the clock it counts
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -83,21 +129,25 @@ class Target:
     ldflags: tuple[str, ...]
     libs: tuple[str, ...]
     board_sources: tuple[Path, ...]
-    run_method: str
-    counter_unit: str
-    cpu_flags: tuple[str, ...] = ()
-    clock_hz: int = 0
-    memory: tuple[MemoryRegion, ...] = ()
-    default_board: str = ""
-    twin: str = ""  # the target that stands in for this one with hil=qemu
-    twin_of: str = ""  # the target this one is the twin of
-    kernel_set: str = ""  # optimised kernels in runtime_c/kernels/<kernel_set>/, replacing reference files
+    run: RunSpec
+    cpu_flags: tuple[str, ...]
+    clock_hz: int  # [cpu] clock_hz, 0 when unknown
+    threads: int  # [cpu] threads: the threads= option's default on hosted and Linux targets
+    toolchain_arch: str  # [toolchain] arch: what `cc -dumpmachine` must start with ("": the cc's prefix)
+    memory: tuple[MemoryRegion, ...]
+    default_board: str
+    twin: str  # the target that stands in for this one with hil=qemu
+    twin_of: str  # the target this one is the twin of
+    kernel_set: str  # optimised kernels in runtime_c/kernels/<kernel_set>/, replacing reference files
     # Appended for code off the per-token path (board layer, console, tokenizer, sampler, output): -Os where
     # flash is what runs out, while the kernels and the forward pass keep cflags' -O2.
-    cold_cflags: tuple[str, ...] = ()
+    cold_cflags: tuple[str, ...]
     # A twin's RAM that stands in for a board's external memories: (origin, size), (0, 0) when it has none.
-    external_window: tuple[int, int] = (0, 0)
-    raw: dict = field(repr=False, default_factory=dict)
+    external_window: tuple[int, int]
+    pyocd_target: str  # [pyocd] target_type: pyOCD's name for the chip; "" when pyOCD does not flash it
+    chip: ChipIdentity | None  # [chip]
+    linux: LinuxSpec | None  # [linux], Linux targets only
+    watchdog: WatchdogSpec | None  # [watchdog]
 
     @property
     def all_cflags(self) -> tuple[str, ...]:
@@ -111,10 +161,6 @@ class Target:
     def tool_prefix(self) -> str:
         """``arm-none-eabi-`` for ``arm-none-eabi-gcc``: where objcopy and size come from."""
         return self.cc[: -len("gcc")] if self.cc.endswith("gcc") else ""
-
-    @property
-    def run_settings(self) -> dict:
-        return dict(self.raw.get("run", {}))
 
     def region(self, name: str) -> MemoryRegion:
         for region in self.memory:
@@ -142,11 +188,12 @@ def _table(table: dict, key: str, where: str) -> dict:
     return value
 
 
-def _optional(table: dict, key: str, where: str, kind: type, default: object) -> object:
+def _optional(table: dict, key: str, where: str, kind: type | tuple[type, ...], default: Any) -> Any:
     """An optional value of one type (bool is not accepted for int, although Python says it is one)."""
     value = table.get(key, default)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise OptionError(f"{where}: `{key}` must be a {kind.__name__}, got {value!r}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (int in kinds and isinstance(value, bool)):
+        raise OptionError(f"{where}: `{key}` must be a {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
     return value
 
 
@@ -191,6 +238,76 @@ def _memory(entries: object, where: str) -> tuple[MemoryRegion, ...]:
     return tuple(regions)
 
 
+def _run_spec(run: dict, where: str) -> RunSpec:
+    method = _optional(run, "method", where, str, "exec")
+    if method not in RUN_METHODS:
+        raise OptionError(f"{where}: method {method!r} is not one of {', '.join(RUN_METHODS)}")
+    machine = _optional(run, "machine", where, str, "")
+    if method == "qemu-system" and not machine:
+        raise OptionError(f"{where}: method qemu-system needs `machine` (QEMU's -M, e.g. mps2-an500)")
+    return RunSpec(
+        method=method,
+        counter_unit=_optional(run, "counter_unit", where, str, "ns"),
+        machine=machine,
+        qemu=_optional(run, "qemu", where, str, ""),
+        qemu_cpu=_optional(run, "qemu_cpu", where, str, "max"),
+    )
+
+
+def _address(table: dict, key: str, where: str) -> int:
+    value = _require(table, key, where, int)
+    if not 0 <= value < 1 << 32:
+        raise OptionError(f"{where}: `{key}` = {value:#x} is not a 32-bit address")
+    return value
+
+
+def _chip(table: dict, where: str) -> ChipIdentity | None:
+    if not table:
+        return None
+    dev_ids = table.get("dev_ids")
+    if not isinstance(dev_ids, list) or not dev_ids or not all(isinstance(v, int) for v in dev_ids):
+        raise OptionError(f"{where}: `dev_ids` must be a list of DEV_ID numbers, e.g. [0x450]")
+    revisions = _table(table, "revisions", where)
+    try:
+        revision_names = tuple(sorted((int(key, 0), str(name)) for key, name in revisions.items()))
+    except ValueError:
+        raise OptionError(f"{where}: `revisions` keys must be revision IDs, e.g. \"0x1003\" = \"Y\"") from None
+    return ChipIdentity(
+        name=_require(table, "name", where, str),
+        idcode_address=_address(table, "idcode_address", where),
+        dev_ids=tuple(dev_ids),
+        revisions=revision_names,
+        flash_size_address=_address(table, "flash_size_address", where),
+        rdp_address=_address(table, "rdp_address", where),
+        rdp_level0=_require(table, "rdp_level0", where, int),
+        rdp_level2=_require(table, "rdp_level2", where, int),
+    )
+
+
+def _linux(table: dict, where: str) -> LinuxSpec:
+    ram = parse_size(_optional(table, "ram", where, (int, str), 0), f"{where} ram")
+    return LinuxSpec(
+        weights_file_above=parse_size(
+            _optional(table, "weights_file_above", where, (int, str), "8M"), f"{where} weights_file_above"
+        ),
+        remote_dir=_optional(table, "remote_dir", where, str, "/tmp"),
+        ram=ram,
+        os_reserve=parse_size(_optional(table, "os_reserve", where, (int, str), 0), f"{where} os_reserve"),
+    )
+
+
+def _watchdog(table: dict, where: str) -> WatchdogSpec | None:
+    if not table:
+        return None
+    kind = _require(table, "kind", where, str)
+    if kind not in WATCHDOG_KINDS:
+        raise OptionError(f"{where}: kind {kind!r} is not one of {', '.join(WATCHDOG_KINDS)}")
+    clock_hz = _require(table, "clock_hz", where, (int, float))
+    if isinstance(clock_hz, bool) or clock_hz <= 0:
+        raise OptionError(f"{where}: clock_hz must be a positive number")
+    return WatchdogSpec(kind, float(clock_hz))
+
+
 def load_target(name: str, targets_dir: Path) -> Target:
     """Read and check ``targets/<name>/target.toml``."""
     path = targets_dir / name / "target.toml"
@@ -210,11 +327,8 @@ def load_target(name: str, targets_dir: Path) -> Target:
     for key in ("name", "description", "default_board", "twin", "twin_of", "kernels"):
         _optional(raw, key, where, str, "")
     _optional(toolchain, "cc", f"{where} [toolchain]", str, "gcc")
-    _optional(run, "counter_unit", f"{where} [run]", str, "ns")
     clock_hz = _optional(cpu, "clock_hz", f"{where} [cpu]", int, 0)
-    method = run.get("method", "exec")
-    if method not in RUN_METHODS:
-        raise OptionError(f"{where}: run.method {method!r} is not one of {', '.join(RUN_METHODS)}")
+    run_spec = _run_spec(run, f"{where} [run]")
     sources = tuple(path.parent / source for source in _strings(board, "sources", f"{where} [board]"))
     for source in sources:
         if not source.is_file():
@@ -228,6 +342,8 @@ def load_target(name: str, targets_dir: Path) -> Target:
             int(_require(window, "origin", here, int)),
             parse_size(_require(window, "size", here, (int, str)), here),
         )
+    if kind == "linux" and not run_spec.qemu:
+        raise OptionError(f"{where}: a Linux target needs [run] qemu (the qemu-user program hil=qemu runs it under)")
     if kind == "baremetal" and not any(region.kind == "flash" for region in memory):
         raise OptionError(f"{where}: a baremetal target needs a [[memory]] region of kind 'flash' to boot from")
     cc = os.environ.get("CC") if kind == "hosted" and os.environ.get("CC") else toolchain.get("cc", "gcc")
@@ -242,17 +358,21 @@ def load_target(name: str, targets_dir: Path) -> Target:
         libs=_strings(flags, "libs", f"{where} [flags]"),
         cold_cflags=_strings(flags, "cold_cflags", f"{where} [flags]"),
         board_sources=sources,
-        run_method=method,
-        counter_unit=run.get("counter_unit", "ns"),
+        run=run_spec,
         cpu_flags=_strings(cpu, "flags", f"{where} [cpu]"),
         clock_hz=clock_hz,
+        threads=_optional(cpu, "threads", f"{where} [cpu]", int, 1),
+        toolchain_arch=_optional(toolchain, "arch", f"{where} [toolchain]", str, ""),
         memory=memory,
         default_board=raw.get("default_board", ""),
         twin=raw.get("twin", ""),
         twin_of=raw.get("twin_of", ""),
         kernel_set=raw.get("kernels", ""),
         external_window=external_window,
-        raw=raw,
+        pyocd_target=_optional(_table(raw, "pyocd", where), "target_type", f"{where} [pyocd]", str, ""),
+        chip=_chip(_table(raw, "chip", where), f"{where} [chip]"),
+        linux=_linux(_table(raw, "linux", where), f"{where} [linux]") if kind == "linux" else None,
+        watchdog=_watchdog(_table(raw, "watchdog", where), f"{where} [watchdog]"),
     )
 
 

@@ -26,7 +26,13 @@ from pyocd.flash.flash import Flash
 from unicorn import arm_const as arm
 
 from flashalgo_emu import DTCM, QSPI_WINDOW, BusFault, Machine
-from llmcu.device.flashing import DBGMCU_IDC, FLASH_OPTSR_CUR, FLASH_SIZE_REGISTER, ProbeInfo
+from llmcu.core.paths import TARGETS_DIR
+from llmcu.device.probes import ProbeInfo
+from llmcu.platform.targets import load_target
+
+STM32H743 = load_target("stm32h743", TARGETS_DIR)
+CHIP = STM32H743.chip  # the registers flashing reads to identify the part (targets/stm32h743/target.toml [chip])
+assert CHIP is not None
 
 INTERNAL_FLASH = 0x08000000
 BANK_SIZE, SECTOR, PAGE = 0x100000, 0x20000, 0x400  # as pyOCD's stm32h743xx target describes them
@@ -149,17 +155,17 @@ class FakeTarget:
 
     def read32(self, address: int) -> int:
         self.transfer()
-        if address == DBGMCU_IDC:
+        if address == CHIP.idcode_address:
             if self.chip.idc_faults:
                 raise exceptions.TransferFaultError("bus error", fault_address=address, length=4)
             return self.chip.revision << 16 | 0x6000 | self.chip.dev_id
-        if address == FLASH_OPTSR_CUR:
+        if address == CHIP.rdp_address:
             return 0x1A0000F0 | self.chip.rdp << 8
         return int.from_bytes(self.chip.read(address, 4), "little")
 
     def read16(self, address: int) -> int:
         self.transfer()
-        if address == FLASH_SIZE_REGISTER:
+        if address == CHIP.flash_size_address:
             return self.chip.flash_kb
         return int.from_bytes(self.chip.read(address, 2), "little")
 

@@ -109,7 +109,7 @@ def _debug_action(target, source, env) -> int:
 
     def work() -> None:
         nonlocal status
-        status = debug.debug(settings, options, mode=options.debug, port=options.gdb_port)
+        status = debug.debug(settings, options)
 
     return _reported(work) or status
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from unittest.mock import create_autospec
 
 import pytest
+from pyocd.gdbserver import GDBServer
 
 from flash_fakes import FakeFactory
 from llmcu.builder.settings import BuildSettings, configure, option_values, run_options
 from llmcu.core.paths import ROOT
 from llmcu.device import debug, localport
-from llmcu.device.flashing import ProbeInfo
+from llmcu.device.probes import ProbeInfo
 
 needs_gdb = pytest.mark.skipif(shutil.which("gdb-multiarch") is None, reason="gdb-multiarch missing (tools/setup.sh)")
 needs_qemu = pytest.mark.skipif(
@@ -76,26 +78,14 @@ def test_gdb_gets_the_source_mapping(tmp_path, stories260k, monkeypatch) -> None
     assert command[-1] == "fw.elf" and joined.index("substitute-path") < joined.index("target extended-remote")
 
 
-class FakeGdbServer:
-    def __init__(self, session) -> None:
-        self.session = session
-        self.started = self.stopped = False
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        self.stopped = True
-
-
 def test_board_server_on_the_chosen_probe(tmp_path, stories260k, monkeypatch) -> None:
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
     settings = configure({"target": "stm32h743", "model": "260k", "quant": "q8", "build_dir": str(tmp_path)})
     factory = FakeFactory([ProbeInfo("066DFF485457725187092434", "ST-LINK/V2-1"), ProbeInfo("0002", "other")])
-    servers: list[FakeGdbServer] = []
+    servers: list = []
 
-    def server_factory(session) -> FakeGdbServer:
-        servers.append(FakeGdbServer(session))
+    def server_factory(session):  # pyOCD's GDBServer, its methods' signatures kept (autospec)
+        servers.append(create_autospec(GDBServer, instance=True))
         return servers[-1]
 
     server = debug.start_board_server(settings, settings.images[0], "2434", 4444, session_factory=factory,
@@ -103,9 +93,11 @@ def test_board_server_on_the_chosen_probe(tmp_path, stories260k, monkeypatch) ->
     ((probe, options),) = factory.opened
     assert probe.uid == "066DFF485457725187092434"  # probe= chose it, as for `flash`
     assert options == {"target_override": "stm32h743xx", "gdbserver_port": 4444}
-    assert servers[0].started and server.address == "localhost:4444" and server.gdb_setup == ("monitor reset halt",)
+    servers[0].start.assert_called_once_with()
+    assert server.address == "localhost:4444" and server.gdb_setup == ("monitor reset halt",)
     server.stop()
-    assert servers[0].stopped and factory.sessions[0].closed
+    servers[0].stop.assert_called_once_with()
+    assert factory.sessions[0].closed
     with pytest.raises(Exception, match="no debug probe"):
         debug.start_board_server(settings, settings.images[0], "", 4444, session_factory=FakeFactory([]),
                                  server_factory=server_factory, flash=False)  # fmt: skip

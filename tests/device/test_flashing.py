@@ -18,21 +18,24 @@ pytest.importorskip("unicorn")
 
 from pyocd.core import exceptions
 
-from flash_fakes import INTERNAL_FLASH, FakeChip, FakeFactory, write_elf
+from flash_fakes import INTERNAL_FLASH, STM32H743, FakeChip, FakeFactory, write_elf
 from flashalgo_emu import QSPI_WINDOW, NorFlash
 from llmcu.device import flashing
-from llmcu.device.flashing import (
+from llmcu.device.flasherrors import (
+    ConnectError,
+    FlashError,
     ImageError,
     ImageTooLargeError,
     LockedChipError,
     NoProbeError,
-    ProbeInfo,
     ProbeLostError,
     ProbeSelectionError,
     ProgramError,
     VerifyError,
     WrongTargetError,
 )
+from llmcu.device.flashprogress import FlashBars
+from llmcu.device.probes import ProbeInfo, PyocdSessionFactory
 
 PROBE = ProbeInfo("066DFF555071494867222935", "STM32 STLink")
 OTHER = ProbeInfo("0670FF3632524B3043205426", "STM32 STLink")
@@ -52,7 +55,7 @@ def firmware(tmp_path: Path) -> tuple[Path, bytes]:
 
 def flash(elf: Path, factory: FakeFactory, **kwargs) -> flashing.FlashResult:
     kwargs.setdefault("progress", False)
-    return flashing.flash_firmware(elf, session_factory=factory, **kwargs)
+    return flashing.flash_firmware(elf, STM32H743, session_factory=factory, **kwargs)
 
 
 def internal(chip: FakeChip, size: int) -> bytes:
@@ -74,7 +77,7 @@ def test_no_probe_attached_is_a_clear_error(firmware: tuple[Path, bytes], sees) 
     sees(str(info.value))
 
 
-class ListOnly(flashing.PyocdSessionFactory):
+class ListOnly(PyocdSessionFactory):
     """pyOCD's real probe scan, but never a session: a board attached to this machine is left alone."""
 
     def open(self, probe: ProbeInfo, options: object) -> None:
@@ -86,7 +89,7 @@ def test_no_probe_through_pyocds_own_probe_scan(firmware: tuple[Path, bytes]) ->
     if ListOnly().probes():
         pytest.skip("a debug probe is attached to this machine")
     with pytest.raises(NoProbeError, match="no debug probe found"):
-        flashing.flash_firmware(firmware[0], progress=False, session_factory=ListOnly())
+        flashing.flash_firmware(firmware[0], STM32H743, progress=False, session_factory=ListOnly())
 
 
 def test_the_only_probe_is_used(firmware: tuple[Path, bytes]) -> None:
@@ -143,7 +146,7 @@ def test_wrong_chip_is_refused_before_anything_is_written(firmware: tuple[Path, 
 
 
 def test_a_chip_without_dbgmcu_is_not_an_stm32h7(firmware: tuple[Path, bytes]) -> None:
-    with pytest.raises(WrongTargetError, match="is not an STM32H7: reading DBGMCU_IDC at 0x5c001000 faulted"):
+    with pytest.raises(WrongTargetError, match="is not an STM32H743: reading its ID code at 0x5c001000 faulted"):
         flash(firmware[0], FakeFactory([PROBE], FakeChip(idc_faults=True)))
 
 
@@ -155,7 +158,7 @@ def test_pyocds_own_dev_id_check_while_connecting_is_a_wrong_target(firmware: tu
 
 def test_connect_failure_says_what_to_check(firmware: tuple[Path, bytes]) -> None:
     error = exceptions.TransferError("No ACK received")
-    with pytest.raises(flashing.ConnectError, match=r"could not connect .*No ACK received.*SWDIO, SWCLK"):
+    with pytest.raises(ConnectError, match=r"could not connect .*No ACK received.*SWDIO, SWCLK"):
         flash(firmware[0], FakeFactory([PROBE], open_error=error))
 
 
@@ -260,7 +263,7 @@ def test_progress_bars_for_each_phase(firmware: tuple[Path, bytes], capsys: pyte
 
 
 def test_loader_progress_switches_from_erase_to_program() -> None:
-    bars = flashing._Bars(enabled=True)
+    bars = FlashBars(enabled=True)
     progress = bars.loader("QSPI flash")
     for fraction in (0.0, 0.5, 1.0, 0.0, 0.25, 1.0):
         progress(fraction)
@@ -363,7 +366,7 @@ def test_qspi_bytes_are_programmed_with_the_boards_flash_algorithm(tmp_path: Pat
 
 def test_qspi_algo_found_beside_the_elf(tmp_path: Path, qspi_algo: Path) -> None:
     elf = write_elf(tmp_path / "firmware.elf", [(QSPI_WINDOW, b"\x55" * 300)])
-    with pytest.raises(flashing.FlashError, match=r"300 bytes for the QSPI flash but there is no flash algorithm"):
+    with pytest.raises(FlashError, match=r"300 bytes for the QSPI flash but there is no flash algorithm"):
         flash(elf, FakeFactory([PROBE]))
     (tmp_path / "flashalgo").mkdir()
     shutil.copy(qspi_algo, tmp_path / "flashalgo" / "qspi.flm")
@@ -406,7 +409,7 @@ def test_flash_is_refused_for_targets_without_a_probe(target: str, why: str) -> 
     from llmcu.core.paths import TARGETS_DIR
     from llmcu.platform.targets import load_target
 
-    with pytest.raises(flashing.FlashError, match=f"target {target} has no debug probe to flash through \\({why}"):
+    with pytest.raises(FlashError, match=f"target {target} has no debug probe to flash through \\({why}"):
         flashing.check_flashable(load_target(target, TARGETS_DIR))
     flashing.check_flashable(load_target("stm32h743", TARGETS_DIR))
 

@@ -17,13 +17,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import create_autospec
 
 import pytest
 
 from buildutil import ROOT, scons
 from llmcu.builder.settings import RunParams, option_values, run_options
-from llmcu.device import runs, uart
+from llmcu.device import flashing, runs, uart
 from llmcu.device.console import encode_command
+from llmcu.device.flasherrors import NoProbeError
+from llmcu.device.probes import ProbeInfo
 from llmcu.device.protocol import parse
 from llmcu.device.qemu import qemu_command, run_firmware
 from llmcu.device.runlog import RunInfo, RunLog, read_log
@@ -721,8 +724,6 @@ class FakeProbes:
         self.peer, self.events = peer, events
 
     def probes(self) -> list:
-        from llmcu.device.flashing import ProbeInfo
-
         return [ProbeInfo("066DFF48", "STM32 STLink")]
 
     def open(self, probe: object, options: dict) -> SimpleNamespace:
@@ -737,7 +738,6 @@ def test_board_run_flashes_opens_the_console_then_resets(
     peers, tmp_path: Path, stories260k: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from llmcu.builder.settings import configure
-    from llmcu.device import flashing
 
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
     settings = configure({"target": "stm32h743", "model": "260k", "quant": "q8"}, download=False)
@@ -753,17 +753,16 @@ def test_board_run_flashes_opens_the_console_then_resets(
     peer = peers(script)
     probes = FakeProbes(peer, events)
 
-    def flash_firmware(image: Path, **options: object) -> SimpleNamespace:
+    def flashed(image: Path, target: object, **options: object) -> SimpleNamespace:
         events.append(f"flash reset={options['reset']}")
-        assert image == settings.images[0].out_dir and options["session_factory"] is probes
+        assert image == settings.images[0].out_dir and target is settings.target
+        assert options["session_factory"] is probes
         return SimpleNamespace(probe=probes.probes()[0], lines=lambda: ["internal flash: unchanged, not reprogrammed"])
 
-    fake = SimpleNamespace(
-        flash_firmware=flash_firmware, PYOCD_TARGET="stm32h743xx", FlashError=flashing.FlashError,
-        NoProbeError=flashing.NoProbeError, select_probe=flashing.select_probe, default_algo_path=lambda p: p / "x",
-    )  # fmt: skip
+    # flashing.flash_firmware's own signature: a call the real function would refuse fails here too
+    fake = create_autospec(flashing.flash_firmware, side_effect=flashed)
     options = run_options(option_values({"log_dir": str(tmp_path), "port": peer.url}))
-    output = runs.run_board(settings, settings.images[0], options, flashing_module=fake, session_factory=probes)
+    output = runs.run_board(settings, settings.images[0], options, flash_firmware=fake, session_factory=probes)
     assert output.ok and output.token_sequence() == TOKENS
     assert events == ["flash reset=False", "console open", "reset stm32h743xx", "close"]
     printed = capsys.readouterr().out
@@ -773,12 +772,9 @@ def test_board_run_flashes_opens_the_console_then_resets(
     assert summary["runner"] == "board" and summary["port"] == peer.url and summary["status"] == "complete"
     assert summary["board"] == "nucleo-h743zi" and summary["host"]["probe"] == "066DFF48"
 
-    def no_probe(image: Path, **options: object) -> None:
-        raise flashing.NoProbeError("no debug probe found (is the board connected? `pyocd list`)")
-
-    fake.flash_firmware = no_probe
+    fake.side_effect = NoProbeError("no debug probe found (is the board connected? `pyocd list`)")
     with pytest.raises(runs.LlmcuError, match=r"no debug probe found.*add hil=qemu"):
-        runs.run_board(settings, settings.images[0], options, flashing_module=fake, session_factory=probes)
+        runs.run_board(settings, settings.images[0], options, flash_firmware=fake, session_factory=probes)
 
 
 def test_board_console_is_the_probes_own_port() -> None:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import create_autospec
 
 import pytest
 
 from llmcu.builder.settings import RunParams
+from llmcu.device import flashing
+from llmcu.device.probes import ProbeInfo, select_probe
 from llmcu.hil.board import FlashRequest, PyocdProgrammer, RemoteProbeFactory, find_console, open_board
 from llmcu.hil.device import DeviceError
 from llmcu.hil.firmware import FirmwareBuild
@@ -34,7 +37,7 @@ def test_flash_reset_and_commands_over_the_uart(hil_firmware: FirmwareBuild, qem
                                  "serial": qemu_board.url, "baud": 921600}]).entries[0]  # fmt: skip
     device = open_board(entry, hil_firmware, programmer=qemu_board)
     try:
-        assert qemu_board.flashed == [FlashRequest(hil_firmware.elf, PROBE, "stm32h743xx", "nucleo-h743zi")]
+        assert qemu_board.flashed == [FlashRequest(hil_firmware.elf, PROBE, hil_firmware.target, "nucleo-h743zi")]
         assert hil_firmware.elf.name == "firmware.elf" and "twin" not in hil_firmware.elf.parts  # the board's image
         assert qemu_board.resets == 0  # not before the console is open
         assert device.info.mode == "board" and device.info.runs_on == "nucleo-h743zi"
@@ -112,11 +115,11 @@ def test_an_entry_without_serial_uses_the_board_files_usb_ids(hil_firmware: Firm
     assert calls[2:] == [("reset", "066A"), ("close",)]
 
 
-def test_the_pyocd_programmer_goes_through_llmcu_flashing() -> None:
+def test_the_pyocd_programmer_goes_through_llmcu_flashing(hil_firmware: FirmwareBuild) -> None:
     """Flashing is llmcu.device.flashing's flash_firmware (without its reset: the board is reset once the console
-    is open), resetting a pyOCD session through flashing's probe selection; a probe behind `pyocd server`
-    (remote:HOST:PORT, a labgrid exporter's) gets a session factory of its own, since pyOCD does not list it."""
-    flashing = pytest.importorskip("llmcu.device.flashing")
+    is open), resetting a pyOCD session through the probe selection of llmcu.device.probes; a probe behind `pyocd
+    server` (remote:HOST:PORT, a labgrid exporter's) gets a session factory of its own, since pyOCD does not list
+    it. The fake flash_firmware has the real one's signature (autospec)."""
     calls: list[tuple] = []
 
     class Session:
@@ -127,31 +130,29 @@ def test_the_pyocd_programmer_goes_through_llmcu_flashing() -> None:
 
     class Factory:
         def probes(self) -> list:
-            return [flashing.ProbeInfo("066A", "STLINK-V2-1"), flashing.ProbeInfo("0670", "STLINK-V3")]
+            return [ProbeInfo("066A", "STLINK-V2-1"), ProbeInfo("0670", "STLINK-V3")]
 
         def open(self, probe, options) -> Session:
             calls.append(("open", probe.uid, dict(options)))
             return Session()
 
-    def flash_firmware(image, **options) -> None:
-        calls.append(("flash", image, options))
+    def flashed(image, target, **options) -> None:
+        calls.append(("flash", image, target.name, options))
 
-    fake = SimpleNamespace(flash_firmware=flash_firmware, PyocdSessionFactory=Factory,
-                           select_probe=flashing.select_probe, ProbeInfo=flashing.ProbeInfo)  # fmt: skip
-    programmer = PyocdProgrammer(fake)
-    request = FlashRequest(Path("build/firmware.elf"), "0670", "stm32h743xx", "nucleo-h743zi")
+    programmer = PyocdProgrammer(create_autospec(flashing.flash_firmware, side_effect=flashed), Factory)
+    request = FlashRequest(Path("build/firmware.elf"), "0670", hil_firmware.target, "nucleo-h743zi")
     programmer.flash(request)
     programmer.reset(request)
     assert calls == [
-        ("flash", Path("build/firmware.elf"), {"probe_uid": "0670", "target_type": "stm32h743xx", "reset": False,
-                                               "progress": False, "session_factory": None}),
+        ("flash", Path("build/firmware.elf"), "stm32h743", {"probe_uid": "0670", "reset": False, "progress": False,
+                                                           "session_factory": None}),
         ("open", "0670", {"target_override": "stm32h743xx"}),
         ("reset",),
         ("close",),
     ]  # fmt: skip
     calls.clear()
-    remote = FlashRequest(Path("fw.elf"), "remote:lab-host:5555", "stm32h743xx", "nucleo-h743zi")
+    remote = FlashRequest(Path("fw.elf"), "remote:lab-host:5555", hil_firmware.target, "nucleo-h743zi")
     programmer.flash(remote)
-    factory = calls[0][2]["session_factory"]
+    factory = calls[0][3]["session_factory"]
     assert isinstance(factory, RemoteProbeFactory)
-    assert flashing.select_probe(factory.probes(), remote.probe).uid == "remote:lab-host:5555"
+    assert select_probe(factory.probes(), remote.probe).uid == "remote:lab-host:5555"

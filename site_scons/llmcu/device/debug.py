@@ -28,11 +28,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..builder.settings import BuildSettings
+from ..builder.settings import BuildSettings, RunOptions
 from ..core.errors import LlmcuError
 from ..core.paths import ROOT
-from . import qemu, uart
+from . import flashing, qemu, uart
 from .gdbserver import DebugServer, wait_listening
+from .probes import PyocdSessionFactory, select_probe
+from .runs import choose_runner
 
 ARM_GDBS = ("arm-none-eabi-gdb", "gdb-multiarch")
 HOST_GDBS = ("gdb", "gdb-multiarch")
@@ -141,19 +143,16 @@ def start_board_server(
     flash: bool = True,
 ) -> DebugServer:
     """Flashes the image where the board's flash differs, then starts pyOCD's gdb server on the chosen probe."""
-    from . import flashing
-
-    target_type = settings.target.pyocd_target
-    factory = session_factory or flashing.PyocdSessionFactory()
+    factory = session_factory or PyocdSessionFactory()
     if flash:
         result = flashing.flash_firmware(
-            image.out_dir, probe_uid=probe_uid or None, target_type=target_type, reset=False,
+            image.out_dir, settings.target, probe_uid=probe_uid or None, reset=False,
             progress=sys.stderr.isatty(), session_factory=factory, qspi_algo=flashing.default_algo_path(image.out_dir),
         )  # fmt: skip
         for line in result.lines():
             print(f"[llmcu] flash: {line}", flush=True)
-    probe = flashing.select_probe(factory.probes(), probe_uid or None)
-    session = factory.open(probe, {"target_override": target_type, "gdbserver_port": port})
+    probe = select_probe(factory.probes(), probe_uid or None)
+    session = factory.open(probe, {"target_override": settings.target.pyocd_target, "gdbserver_port": port})
     if server_factory is None:
         from pyocd.gdbserver import GDBServer
 
@@ -185,18 +184,18 @@ def start_board_server(
 
 def debug(
     settings: BuildSettings,
-    options: Any,
+    options: RunOptions,
     *,
-    mode: str = "gdb",
-    port: int = 3333,
+    port: int | None = None,
     commands: Sequence[str] = (),
     batch: bool = False,
     runner: str = "",
 ) -> int:
-    """Starts the server and gdb (``mode="gdb"``) or the server alone (``"server"``, until Ctrl-C); returns
-    gdb's exit status. ``commands`` go to gdb after it connected (with ``batch`` gdb runs them and exits)."""
-    from .runs import choose_runner
-
+    """Starts the server and gdb (``debug=gdb``) or the server alone (``debug=server``, until Ctrl-C) on
+    ``gdb_port=`` (``port`` instead, when given); returns gdb's exit status. ``commands`` go to gdb after it
+    connected (with ``batch`` gdb runs them and exits)."""
+    mode = options.debug
+    port = options.gdb_port if port is None else port
     if settings.linux is not None:
         return _debug_linux(settings, mode=mode, port=port, commands=commands, batch=batch, runner=runner)
     if not settings.images:
@@ -216,7 +215,7 @@ def debug(
             raise qemu.QemuNotFoundError(f"{qemu.QEMU} not found: `apt-get install qemu-system-arm`")
         server = start_twin_server(settings, image, port)
     else:
-        server = start_board_server(settings, image, getattr(options, "probe", ""), port)
+        server = start_board_server(settings, image, options.probe, port)
     target = f"target extended-remote {server.address}"
     return _session(server, settings, image.elf, ARM_GDBS[1], gdb, target, commands, batch=batch)
 

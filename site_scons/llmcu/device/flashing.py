@@ -1,11 +1,11 @@
-"""Flash an STM32H743 board through pyOCD's Python API: internal flash, and the board's QSPI NOR flash.
+"""Program a board through pyOCD's Python API: internal flash, and the board's QSPI NOR flash.
 
-``flash_firmware(build_dir_or_elf)`` picks the debug probe, connects to the chip as pyOCD target
-``stm32h743xx``, checks that it really is an STM32H742/743/750/753 (DBGMCU_IDC DEV_ID 0x450 at
-0x5C001000, RM0433 "DBGMCU identity code register") that is not read-protected, and programs the
-firmware's load segments: those in internal flash (0x08000000) with pyOCD's own STM32H743 algorithm,
-those in the QSPI window (0x90000000) with llmcu's flash algorithm for the board (``flashalgo.py``),
-which this module adds to the pyOCD target as a flash region.
+``flash_firmware(build_dir_or_elf, target)`` picks the debug probe (llmcu.device.probes), connects to the chip as
+the target's pyOCD target type, checks that it really is the part the target's [chip] table names and that it is
+not read-protected (llmcu.device.chipcheck; for the STM32H743, DBGMCU_IDC DEV_ID 0x450 at 0x5C001000, RM0433),
+and programs the firmware's load segments (llmcu.device.flashimage): those in internal flash with pyOCD's own
+algorithm for the chip, those in the QSPI window with llmcu's flash algorithm for the board
+(llmcu.builder.flashalgo), which this module adds to the pyOCD target as a flash region.
 
 Unchanged images are not reprogrammed. Before programming, the flash is read back and compared with the
 image, sector by sector; only sectors that differ are erased and programmed, and then read back again.
@@ -24,43 +24,33 @@ rewrites what differs).
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 from tqdm import tqdm
 
-from ..core.errors import LlmcuError
-from ..platform.targets import MemoryRegion, Target, format_size, load_target
-
-if TYPE_CHECKING:
-    from ..builder.settings import BuildSettings
-
-LLMCU_TARGET = "stm32h743"  # the llmcu target whose memory map describes the chip's flash regions
-PYOCD_TARGET = "stm32h743xx"
-
-# STM32H743 facts (RM0433). DBGMCU is reachable through the AHB-AP the core uses.
-DBGMCU_IDC = 0x5C001000
-DEV_ID = 0x450
-FLASH_SIZE_REGISTER = 0x1FF1E880  # 16 bits: internal flash size in KB
-FLASH_OPTSR_CUR = 0x5200201C  # RDP in bits 15:8: 0xAA level 0, 0xCC level 2, anything else level 1
-RDP_LEVEL_0, RDP_LEVEL_2 = 0xAA, 0xCC
-KNOWN_DEV_IDS = {
-    0x450: "STM32H742/743/750/753",
-    0x480: "STM32H7A3/7B3/7B0",
-    0x483: "STM32H723/725/730/733/735",
-    0x449: "STM32F74x/75x",
-    0x451: "STM32F76x/77x",
-    0x413: "STM32F405/407/415/417",
-}
-REVISIONS = {0x1001: "Z", 0x1003: "Y", 0x2001: "X", 0x2003: "V"}
+from ..builder.flashalgo import algo_path as flash_algo_path
+from ..builder.settings import BuildSettings
+from ..core.paths import TARGETS_DIR
+from ..platform.targets import Target, format_size, load_target
+from .chipcheck import ChipInfo, identify_chip
+from .flasherrors import FlashError, ImageTooLargeError, ProbeLostError, ProgramError, VerifyError
+from .flashimage import Chunk, flash_regions, load_image, merge_chunks
+from .flashprogress import FlashBars, FlashStep
+from .probes import (
+    ProbeInfo,
+    PyocdSessionFactory,
+    SessionFactory,
+    close_session,
+    open_session,
+    pyocd_exceptions,
+    select_probe,
+)
 
 # Where pyOCD places the QSPI flash algorithm, its page buffers and its stack: the upper half of DTCM.
 # pyOCD's own internal-flash algorithm uses the bottom of DTCM; only one is loaded at a time anyway.
@@ -78,234 +68,6 @@ QSPI_RESULTS = {
     7: "the QSPI flash's block protection could not be cleared (status register protected, /WP held low?)",
     8: "the QSPI flash that answered is smaller than the board file's [qspi] size",
 }
-
-
-class FlashError(LlmcuError):
-    """Flashing a board failed; the message says why and what to do."""
-
-
-class NoProbeError(FlashError):
-    """No debug probe is attached."""
-
-
-class ProbeSelectionError(FlashError):
-    """Several probes are attached and none was chosen, or the chosen one is not attached."""
-
-
-class ConnectError(FlashError):
-    """The probe is there but the chip does not answer."""
-
-
-class WrongTargetError(FlashError):
-    """The chip behind the probe is not an STM32H743."""
-
-
-class LockedChipError(FlashError):
-    """The chip's flash is read-protected (RDP level 1 or 2)."""
-
-
-class ImageError(FlashError):
-    """The firmware file cannot be flashed as it is."""
-
-
-class ImageTooLargeError(ImageError):
-    """The firmware has more bytes than a flash region holds."""
-
-
-class ProgramError(FlashError):
-    """Erasing or programming failed."""
-
-
-class VerifyError(FlashError):
-    """The flash does not hold what was programmed."""
-
-    def __init__(self, message: str, ranges: Sequence[tuple[int, int]]) -> None:
-        super().__init__(message)
-        self.ranges = list(ranges)  # (first address, last address) of each differing run
-
-
-class ProbeLostError(FlashError):
-    """The probe or the chip stopped answering part-way; running the same command again recovers."""
-
-
-# ---- Probes ----
-
-
-@dataclass(frozen=True)
-class ProbeInfo:
-    uid: str
-    description: str
-
-
-class SessionFactory(Protocol):
-    """Where probes and sessions come from: pyOCD (``PyocdSessionFactory``), or a test double."""
-
-    def probes(self) -> list[ProbeInfo]: ...
-
-    def open(self, probe: ProbeInfo, options: Mapping[str, object]) -> Any:
-        """An opened pyOCD ``Session`` (or an object with the same ``target``, ``board``, ``options``,
-        ``close``) connected through ``probe``."""
-        ...
-
-
-class PyocdSessionFactory:
-    """Probes and sessions through pyOCD's ``ConnectHelper`` and ``Session``."""
-
-    def probes(self) -> list[ProbeInfo]:
-        from pyocd.core.helpers import ConnectHelper
-
-        found = ConnectHelper.get_all_connected_probes(blocking=False, print_wait_message=False)
-        return [ProbeInfo(probe.unique_id, probe.description) for probe in found]
-
-    def open(self, probe: ProbeInfo, options: Mapping[str, object]) -> Any:
-        from pyocd.core.helpers import ConnectHelper
-        from pyocd.core.session import Session
-
-        found = ConnectHelper.get_all_connected_probes(blocking=False, unique_id=probe.uid, print_wait_message=False)
-        match = next((candidate for candidate in found if candidate.unique_id == probe.uid), None)
-        if match is None:
-            raise ProbeLostError(f"debug probe {probe.uid} disappeared before it was opened: reconnect it, run again")
-        session = Session(match, options=dict(options))
-        try:
-            session.open()
-        except BaseException:
-            _close(session)
-            raise
-        return session
-
-
-def _probe_table(probes: Iterable[ProbeInfo]) -> str:
-    return "\n".join(f"  {probe.uid}  {probe.description}" for probe in probes)
-
-
-def select_probe(probes: Sequence[ProbeInfo], uid: str | None) -> ProbeInfo:
-    """The probe to use: the one whose unique ID is ``uid`` (or uniquely contains it), else the only one."""
-    if not probes:
-        raise NoProbeError("no debug probe found (is the board connected? `pyocd list`)")
-    if uid:
-        wanted = uid.strip().lower()
-        exact = [probe for probe in probes if probe.uid.lower() == wanted]
-        if exact:
-            return exact[0]
-        partial = [probe for probe in probes if wanted in probe.uid.lower()]
-        if len(partial) == 1:
-            return partial[0]
-        if not partial:
-            raise ProbeSelectionError(
-                f"no attached debug probe has unique ID {uid!r}; attached:\n{_probe_table(probes)}"
-            )
-        raise ProbeSelectionError(
-            f"probe={uid} matches {len(partial)} debug probes; give more of the unique ID:\n{_probe_table(partial)}"
-        )
-    if len(probes) > 1:
-        raise ProbeSelectionError(
-            f"{len(probes)} debug probes are attached; choose one with probe=UID (unique ID, or a unique part of "
-            f"it):\n{_probe_table(probes)}"
-        )
-    return probes[0]
-
-
-# ---- The firmware image ----
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Contiguous bytes to program."""
-
-    address: int
-    data: bytes
-
-    @property
-    def end(self) -> int:
-        return self.address + len(self.data)
-
-
-@dataclass(frozen=True)
-class FirmwareImage:
-    elf: Path
-    internal: tuple[Chunk, ...]  # bytes for internal flash
-    qspi: tuple[Chunk, ...]  # bytes for the QSPI flash
-
-
-def flash_regions() -> tuple[MemoryRegion, MemoryRegion]:
-    """The STM32H743's internal flash and QSPI window, from its target.toml."""
-    from ..core.paths import TARGETS_DIR
-
-    target = load_target(LLMCU_TARGET, TARGETS_DIR)
-    return target.region("flash"), target.region("qspi")
-
-
-def _merge(chunks: Iterable[Chunk]) -> tuple[Chunk, ...]:
-    merged: list[Chunk] = []
-    for chunk in sorted(chunks, key=lambda c: c.address):
-        if merged and merged[-1].end == chunk.address:
-            merged[-1] = Chunk(merged[-1].address, merged[-1].data + chunk.data)
-        elif merged and merged[-1].end > chunk.address:
-            raise ImageError(f"load segments overlap at {chunk.address:#010x}")
-        else:
-            merged.append(chunk)
-    return tuple(merged)
-
-
-def elf_path(image: Path) -> Path:
-    """``image`` itself, or ``firmware.elf`` in a build directory."""
-    image = Path(image)
-    path = image / "firmware.elf" if image.is_dir() else image
-    if not path.is_file():
-        raise ImageError(f"{path} does not exist: build the firmware first (scons target={LLMCU_TARGET} ...)")
-    return path
-
-
-def load_image(image: Path) -> FirmwareImage:
-    """The bytes of a firmware ELF's load segments (at their load addresses), by flash region."""
-    path = elf_path(image)
-    internal, qspi = flash_regions()
-    chunks: dict[str, list[Chunk]] = {internal.name: [], qspi.name: []}
-    try:
-        with path.open("rb") as stream:
-            elf = ELFFile(stream)
-            segments = [
-                (segment["p_paddr"], segment.data()[: segment["p_filesz"]])
-                for segment in elf.iter_segments()
-                if segment["p_type"] == "PT_LOAD" and segment["p_filesz"]
-            ]
-    except (ELFError, OSError) as error:
-        raise ImageError(f"{path}: not a readable ELF file ({error})") from None
-    for address, data in segments:
-        region = next((r for r in (internal, qspi) if r.contains(address)), None)
-        if region is None:
-            raise ImageError(
-                f"{path}: {len(data):,} bytes load at {address:#010x}, outside internal flash "
-                f"({internal.origin:#010x}, {format_size(internal.size)}) and the QSPI flash "
-                f"({qspi.origin:#010x}): they cannot be programmed"
-            )
-        if address + len(data) > region.end:
-            raise ImageTooLargeError(
-                f"{path}: the bytes at {address:#010x}-{address + len(data) - 1:#010x} run past the end of "
-                f"{region.name} ({format_size(region.size)} at {region.origin:#010x})"
-            )
-        chunks[region.name].append(Chunk(address, bytes(data)))
-    firmware = FirmwareImage(path, _merge(chunks[internal.name]), _merge(chunks[qspi.name]))
-    if not firmware.internal and not firmware.qspi:
-        raise ImageError(f"{path} has no bytes to program (no loadable segment in flash)")
-    return firmware
-
-
-# ---- Results ----
-
-
-@dataclass(frozen=True)
-class ChipInfo:
-    dev_id: int
-    revision: int
-    flash_bytes: int  # internal flash, from the flash size register
-
-    @property
-    def name(self) -> str:
-        revision = REVISIONS.get(self.revision, f"{self.revision:#06x}")
-        return (
-            f"{KNOWN_DEV_IDS.get(self.dev_id, hex(self.dev_id))} rev {revision}, {format_size(self.flash_bytes)} flash"
-        )
 
 
 @dataclass(frozen=True)
@@ -351,140 +113,10 @@ class FlashResult:
         return lines
 
 
-# ---- Progress ----
-
-
-class _Bars:
-    """tqdm bars on stderr: reading (bytes), erasing and programming (percent, from pyOCD's callback)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.open: list[tqdm] = []
-
-    def bytes(self, description: str, total: int) -> tqdm:
-        bar = tqdm(
-            total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
-            disable=not self.enabled, file=sys.stderr, leave=True,
-        )  # fmt: skip
-        self.open.append(bar)
-        return bar
-
-    def loader(self, region: str) -> Callable[[float], None]:
-        return _LoaderProgress(self, region)
-
-    def close(self) -> None:
-        for bar in self.open:
-            bar.close()
-        self.open.clear()
-
-
-class _LoaderProgress:
-    """pyOCD's MemoryLoader reports 0..1 while erasing, then 0..1 again while programming."""
-
-    PHASES = ("erase", "program")
-
-    def __init__(self, bars: _Bars, region: str) -> None:
-        self.bars = bars
-        self.region = region
-        self.phase = 0
-        self.last = 0.0
-        self.bar: tqdm | None = None
-
-    def __call__(self, fraction: float) -> None:
-        fraction = min(max(float(fraction), 0.0), 1.0)
-        if self.bar is not None and fraction < self.last and self.phase + 1 < len(self.PHASES):
-            self._finish()
-            self.phase += 1
-        if self.bar is None:
-            self.bar = tqdm(
-                total=100, desc=f"{self.PHASES[self.phase]} {self.region}", unit="%",
-                disable=not self.bars.enabled, file=sys.stderr, leave=True,
-            )  # fmt: skip
-            self.bars.open.append(self.bar)
-        self.last = fraction
-        self.bar.update(round(fraction * 100) - self.bar.n)
-
-    def _finish(self) -> None:
-        assert self.bar is not None
-        self.bar.update(100 - self.bar.n)
-        self.bar = None
-
-
-# ---- Flashing ----
-
-
-class _Step:
-    """What is being done, for error messages."""
-
-    def __init__(self) -> None:
-        self.text = "connecting"
-        self.region = ""
-
-    def now(self, text: str, region: str = "") -> None:
-        self.text = text
-        self.region = region
-
-
-def _pyocd_exceptions() -> Any:
-    try:
-        from pyocd.core import exceptions
-    except ImportError:
-        raise FlashError(
-            "pyOCD is not installed: `python3 -m pip install -r requirements.txt` (or run tools/setup.sh)"
-        ) from None
-    return exceptions
-
-
-def _close(session: Any) -> None:
-    """Close a session whatever state its probe is in (a probe that vanished fails to close)."""
-    if session is None:
-        return
-    with contextlib.suppress(Exception):  # the probe may be gone; nothing else can be done with it
-        session.close()
-
-
 def default_algo_path(image: Path) -> Path:
     """Where a build puts the QSPI flash algorithm: ``<build dir>/flashalgo/qspi.flm``."""
-    from ..builder.flashalgo import algo_path
-
     image = Path(image)
-    return algo_path(image if image.is_dir() else image.parent)
-
-
-def identify_chip(target: Any, probe: ProbeInfo) -> ChipInfo:
-    """Check the chip behind the probe is an STM32H74x/75x whose flash the debugger may read and write."""
-    exceptions = _pyocd_exceptions()
-    try:
-        idc = target.read32(DBGMCU_IDC)
-    except exceptions.TransferFaultError:
-        raise WrongTargetError(
-            f"the chip behind probe {probe.uid} is not an STM32H7: reading DBGMCU_IDC at {DBGMCU_IDC:#010x} "
-            "faulted; connect the probe to the STM32H743 board, or choose its probe with probe=UID"
-        ) from None
-    dev_id, revision = idc & 0xFFF, idc >> 16
-    if dev_id != DEV_ID:
-        name = KNOWN_DEV_IDS.get(dev_id, "unknown to llmcu")
-        raise WrongTargetError(
-            f"the chip behind probe {probe.uid} is not an STM32H743: DBGMCU_IDC DEV_ID is {dev_id:#05x} ({name}), "
-            f"expected {DEV_ID:#05x} ({KNOWN_DEV_IDS[DEV_ID]}); connect the probe to the STM32H743 board, or "
-            "choose its probe with probe=UID"
-        )
-    size_kb = target.read16(FLASH_SIZE_REGISTER)
-    flash_bytes = size_kb * 1024 if 0 < size_kb < 0xFFFF else 2 << 20
-    rdp = target.read32(FLASH_OPTSR_CUR) >> 8 & 0xFF
-    if rdp != RDP_LEVEL_0:
-        level = 2 if rdp == RDP_LEVEL_2 else 1
-        advice = (
-            "level 2 is permanent: this chip cannot be reprogrammed through the debug port"
-            if level == 2
-            else "going back to level 0 erases the whole flash; do it deliberately, e.g. "
-            "`STM32_Programmer_CLI -c port=SWD -ob RDP=0xAA`, then flash again"
-        )
-        raise LockedChipError(
-            f"the STM32H743 behind probe {probe.uid} has readout protection level {level} (FLASH_OPTSR_CUR RDP = "
-            f"{rdp:#04x}): its flash can be neither read nor programmed through the debugger; {advice}"
-        )
-    return ChipInfo(dev_id, revision, flash_bytes)
+    return flash_algo_path(image if image.is_dir() else image.parent)
 
 
 @dataclass
@@ -511,7 +143,7 @@ def _sector_pieces(chunks: Iterable[Chunk], sector_size: Callable[[int], int]) -
 def _read_pieces(target: Any, pieces: Sequence[_Piece], bar: tqdm) -> list[bytes | None]:
     """The flash's current bytes for each piece, read in blocks of up to READ_BLOCK bytes. A piece whose read
     faults (e.g. an ECC error left by an interrupted program) is None: it is rewritten."""
-    exceptions = _pyocd_exceptions()
+    exceptions = pyocd_exceptions()
     results: list[bytes | None] = []
     index = 0
     while index < len(pieces):
@@ -584,7 +216,7 @@ def _sector_size_of(memory_map: Any, name: str) -> Callable[[int], int]:
 
 
 def _flash_region(
-    session: Any, flasher: _RegionFlasher, chunks: Sequence[Chunk], bars: _Bars, step: _Step, verify: bool
+    session: Any, flasher: _RegionFlasher, chunks: Sequence[Chunk], bars: FlashBars, step: FlashStep, verify: bool
 ) -> RegionResult:
     from pyocd.flash.loader import MemoryLoader
 
@@ -605,7 +237,7 @@ def _flash_region(
         session, progress=bars.loader(flasher.name), chip_erase="sector", smart_flash=False, trust_crc=False,
         keep_unwritten=False,
     )  # fmt: skip
-    for chunk in _merge(Chunk(piece.address, piece.data) for piece in changed):
+    for chunk in merge_chunks(Chunk(piece.address, piece.data) for piece in changed):
         loader.add_data(chunk.address, chunk.data)
     loader.commit()
     written = sum(len(piece.data) for piece in changed)
@@ -668,9 +300,9 @@ def attach_qspi_algo(target: Any, algo_path: Path) -> Any:
     return flash
 
 
-def _explain(error: BaseException, step: _Step, probe: ProbeInfo) -> FlashError | None:
+def _explain(error: BaseException, step: FlashStep, probe: ProbeInfo) -> FlashError | None:
     """A pyOCD (or USB) exception as an error a user can act on; None for anything else."""
-    exceptions = _pyocd_exceptions()
+    exceptions = pyocd_exceptions()
     again = "then run the same command again (it compares the flash and rewrites what differs)"
     if isinstance(error, exceptions.FlashFailure):
         code = error.result_code
@@ -699,46 +331,11 @@ def _explain(error: BaseException, step: _Step, probe: ProbeInfo) -> FlashError 
     return None
 
 
-def _open(factory: SessionFactory, probe: ProbeInfo, target_type: str, options: Mapping[str, object] | None) -> Any:
-    exceptions = _pyocd_exceptions()
-    settings: dict[str, object] = {
-        "target_override": target_type,
-        "auto_unlock": False,  # never mass-erase a locked chip behind the user's back
-        "cache.enable_memory": False,  # every read for comparing and verifying goes to the chip
-        "hide_programming_progress": True,
-        "chip_erase": "sector",
-        "smart_flash": False,
-        "keep_unwritten": False,
-    }
-    settings.update(options or {})
-    try:
-        return factory.open(probe, settings)
-    except FlashError:
-        raise
-    except AssertionError as error:  # pyOCD's STM32H743 connect sequence asserts DEV_ID 0x450
-        if "DEV_ID" in str(error):
-            raise WrongTargetError(
-                f"the chip behind probe {probe.uid} is not an STM32H743 ({error}); connect the probe to the "
-                "STM32H743 board, or choose its probe with probe=UID"
-            ) from None
-        raise
-    except exceptions.TargetSupportError as error:
-        raise FlashError(f"pyOCD cannot use target type {target_type!r}: {error} (`pyocd list --targets`)") from None
-    except exceptions.ProbeDisconnected as error:
-        raise ProbeLostError(f"debug probe {probe.uid} disappeared while connecting ({error}); reconnect it") from None
-    except (exceptions.Error, OSError) as error:
-        raise ConnectError(
-            f"could not connect to the chip through probe {probe.uid} ({probe.description}): {error}. Check that the "
-            "board is powered and SWDIO, SWCLK, GND (and NRST) are connected, and that no other debugger uses the "
-            "probe; a chip at readout protection level 2 refuses every debugger"
-        ) from None
-
-
 def flash_firmware(
     image: Path,
+    target: Target,
     *,
     probe_uid: str | None = None,
-    target_type: str = PYOCD_TARGET,
     verify: bool = True,
     progress: bool = True,
     session_factory: SessionFactory | None = None,
@@ -746,16 +343,19 @@ def flash_firmware(
     reset: bool = True,
     options: Mapping[str, object] | None = None,
 ) -> FlashResult:
-    """Program a firmware (its build directory or ELF) into an STM32H743 board; see the module docstring.
+    """Program a firmware (its build directory or ELF) into a board of ``target`` (its [pyocd] target type, [chip]
+    identity and flash regions); see the module docstring.
 
-    ``qspi_algo`` defaults to ``flashalgo/qspi.flm`` beside the ELF; it is needed only when the firmware has
-    bytes for the QSPI flash. With ``verify`` false the written sectors are not read back afterwards (the
-    comparison that decides what to write still is). ``progress`` shows tqdm bars on stderr. ``options`` are
-    extra pyOCD session options (e.g. ``frequency``). Afterwards the board is reset into the new firmware
-    unless ``reset`` is false.
+        ``qspi_algo`` defaults to ``flashalgo/qspi.flm`` beside the ELF; it is needed only when the firmware has
+        bytes for the QSPI flash. With ``verify`` false the written sectors are not read back afterwards (the
+        comparison that decides what to write still is). ``progress`` shows tqdm bars on stderr. ``options`` are
+        extra pyOCD session options (e.g. ``frequency``). Afterwards the board is reset into the new firmware
+        unless ``reset`` is false.
     """
     started = time.monotonic()
-    firmware = load_image(image)
+    check_flashable(target)
+    assert target.chip is not None  # check_flashable
+    firmware = load_image(image, target)
     algo_path = None
     if firmware.qspi:
         algo_path = Path(qspi_algo) if qspi_algo else default_algo_path(firmware.elf)
@@ -765,9 +365,9 @@ def flash_firmware(
                 f"{firmware.elf.name} has {qspi_bytes:,} bytes for the QSPI flash but there is no flash algorithm "
                 f"for it at {algo_path}: build with scons for a board with QSPI flash, which builds it"
             )
-    _pyocd_exceptions()
+    pyocd_exceptions()
     factory = session_factory or PyocdSessionFactory()
-    step = _Step()
+    step = FlashStep()
     try:
         probes = factory.probes()
     except Exception as error:
@@ -776,15 +376,15 @@ def flash_firmware(
             raise
         raise FlashError(f"listing debug probes failed: {error} (`pyocd list`)") from error
     probe = select_probe(probes, probe_uid)
-    bars = _Bars(progress)
+    bars = FlashBars(progress)
     session = None
     try:
-        session = _open(factory, probe, target_type, options)
-        target = session.target
+        session = open_session(factory, probe, target.pyocd_target, target.chip.name, options)
+        chip_target = session.target
         step.now("identifying the chip")
-        chip = identify_chip(target, probe)
+        chip = identify_chip(chip_target, probe, target.chip)
         internal_end = max((chunk.end for chunk in firmware.internal), default=0)
-        flash_base = flash_regions()[0].origin
+        flash_base = flash_regions(target)[0].origin
         if internal_end > flash_base + chip.flash_bytes:
             raise ImageTooLargeError(
                 f"the firmware needs internal flash up to {internal_end - 1:#010x} ({internal_end - flash_base:,} "
@@ -792,7 +392,7 @@ def flash_firmware(
                 "smaller footprint (quant=q4 or q8, weights=qspi on a board with QSPI flash)"
             )
         step.now("halting the chip")
-        target.reset_and_halt()
+        chip_target.reset_and_halt()
         results = []
         if firmware.internal:
             results.append(
@@ -801,7 +401,7 @@ def flash_firmware(
         if firmware.qspi:
             assert algo_path is not None
             step.now("loading the QSPI flash algorithm", "QSPI flash")
-            qspi_flash = attach_qspi_algo(target, algo_path)
+            qspi_flash = attach_qspi_algo(chip_target, algo_path)
             region = qspi_flash.region
             qspi_end = firmware.qspi[-1].end
             if qspi_end - 1 > region.end:
@@ -813,7 +413,7 @@ def flash_firmware(
             results.append(_flash_region(session, flasher, firmware.qspi, bars, step, verify))
         if reset:
             step.now("resetting the chip into the new firmware")
-            target.reset()
+            chip_target.reset()
     except FlashError:
         raise
     except Exception as error:
@@ -823,7 +423,7 @@ def flash_firmware(
         raise explained from error
     finally:
         bars.close()
-        _close(session)
+        close_session(session)
     return FlashResult(probe, chip, tuple(results), time.monotonic() - started, reset)
 
 
@@ -839,19 +439,26 @@ def check_flashable(target: Target) -> None:
         }.get(target.run.method, f"its run method is {target.run.method!r}")
         raise FlashError(
             f"target {target.name} has no debug probe to flash through ({how}); `flash` programs boards through "
-            f"pyOCD, e.g. target={LLMCU_TARGET}"
+            f"pyOCD, e.g. target={', '.join(pyocd_targets()) or 'stm32h743'}"
         )
+    if not target.pyocd_target or target.chip is None:
+        raise FlashError(f"{target.folder / 'target.toml'}: flashing needs [pyocd] target_type and a [chip] table")
 
 
 def flash_build(settings: BuildSettings, probe_uid: str = "", *, progress: bool = True) -> FlashResult:
     """`scons flash`: program the build's firmware (and its QSPI bytes with the board's flash algorithm)."""
     check_flashable(settings.target)
     image = settings.images[0]
-    target_type = settings.target.pyocd_target
     return flash_firmware(
         image.out_dir,
+        settings.target,
         probe_uid=probe_uid or None,
-        target_type=target_type,
         qspi_algo=default_algo_path(image.out_dir),
         progress=progress,
     )
+
+
+def pyocd_targets() -> list[str]:
+    """The targets `flash` can program: those with a [pyocd] target type and a [chip] table."""
+    names = sorted(path.parent.name for path in TARGETS_DIR.glob("*/target.toml"))
+    return [name for name in names if (target := load_target(name, TARGETS_DIR)).pyocd_target and target.chip]

@@ -39,6 +39,8 @@ TWIN_TARGET = "qemu-m7"
 def twin_machine() -> str:
     """The twin's QEMU machine (-M), from its target.toml's [run] machine."""
     return load_target(TWIN_TARGET, TARGETS_DIR).run.machine
+
+
 READY_TIMEOUT = 30.0  # seconds from start to the ready line: boot takes well under one
 EXIT_TIMEOUT = 10.0  # seconds from the end line to QEMU's exit
 

@@ -29,8 +29,11 @@ from typing import Any, Protocol, TypeVar
 from ..builder.settings import BuildSettings, FirmwareImage, RunOptions
 from ..core.errors import LlmcuError
 from ..core.paths import ROOT
-from . import hostrun, qemu, selftest, uart
+from . import flashing, hostrun, qemu, selftest, uart
+from .flasherrors import FlashError, NoProbeError
+from .flashing import FlashResult
 from .localport import free_port
+from .probes import PyocdSessionFactory, SessionFactory, select_probe
 from .protocol import RunOutput, format_summary
 from .runlog import RunLog, run_info
 
@@ -144,16 +147,14 @@ class _reporting:
 def attached_probes() -> tuple[list[str], str]:
     """The debug probes pyOCD sees (their unique IDs), or an empty list and why."""
     try:
-        from pyocd.core.helpers import ConnectHelper
+        probes = PyocdSessionFactory().probes()
     except ImportError:
         return [], "pyocd is not installed"
-    try:
-        probes = ConnectHelper.get_all_connected_probes(blocking=False)
     except Exception as error:  # a USB backend that is missing or not allowed: no board to run on
         return [], f"pyocd could not list probes: {error}"
     if not probes:
         return [], "pyocd sees no debug probe"
-    return [str(getattr(probe, "unique_id", probe)) for probe in probes], ""
+    return [probe.uid for probe in probes], ""
 
 
 def choose_runner(
@@ -330,14 +331,6 @@ def _wait_exit(process: Any) -> int:
 # ---- a board ----
 
 
-def _flashing_module() -> Any:
-    try:
-        from . import flashing
-    except ImportError:
-        return None
-    return flashing if hasattr(flashing, "flash_firmware") else None
-
-
 def _version(distribution: str) -> str:
     try:
         return metadata.version(distribution)
@@ -370,35 +363,28 @@ def prepare_board(
     image: FirmwareImage,
     options: RunOptions,
     *,
-    flashing_module: Any = None,
-    session_factory: Any = None,
+    flash_firmware: Callable[..., FlashResult] = flashing.flash_firmware,
+    session_factory: SessionFactory | None = None,
     comports: Callable[[], Any] | None = None,
 ) -> PreparedBoard:
     """Flashes the board when its flash differs from the image (llmcu.device.flashing compares by reading back)
     and finds its console; the reset (through the probe) is left to the caller, once its port is open."""
-    flashing = flashing_module or _flashing_module()
-    if flashing is None:
-        raise LlmcuError(
-            f"running on a {settings.target.name} board needs flashing and UART capture, which llmcu does not do "
-            "yet; add hil=qemu to run this build's QEMU twin with the board's memory budget"
-        )
     board = settings.board_file
     if board is None:
         raise LlmcuError(f"target {settings.target.name} has no board file, so llmcu cannot find its console")
-    target_type = settings.target.pyocd_target
-    factory = session_factory or flashing.PyocdSessionFactory()
+    factory = session_factory or PyocdSessionFactory()
     try:
-        result = flashing.flash_firmware(
+        result = flash_firmware(
             image.out_dir,
+            settings.target,
             probe_uid=options.probe or None,
-            target_type=target_type,
             reset=False,  # the reset comes once the console is open, so that no byte of the boot is lost
             progress=sys.stderr.isatty(),
             session_factory=factory,
             qspi_algo=flashing.default_algo_path(image.out_dir),
         )
-    except flashing.FlashError as error:
-        if isinstance(error, flashing.NoProbeError) or "not installed" in str(error):
+    except FlashError as error:
+        if isinstance(error, NoProbeError) or "not installed" in str(error):
             raise LlmcuError(
                 f"{error}; without a board, add hil=qemu to run this build's QEMU twin with the board's memory "
                 "budget (hil=auto runs on the board when a probe is attached, else on the twin)"
@@ -410,8 +396,8 @@ def prepare_board(
     port = options.port or board_port(board.console.usb_ids, probe_uid, comports)
 
     def reset() -> None:
-        probe = flashing.select_probe(factory.probes(), probe_uid)
-        session = factory.open(probe, {"target_override": target_type})
+        probe = select_probe(factory.probes(), probe_uid)
+        session = factory.open(probe, {"target_override": settings.target.pyocd_target})
         try:
             session.target.reset()
         finally:
@@ -427,15 +413,15 @@ def run_board(
     options: RunOptions,
     *,
     on_text: Callable[[bytes], None] | None = None,
-    flashing_module: Any = None,
-    session_factory: Any = None,
+    flash_firmware: Callable[..., FlashResult] = flashing.flash_firmware,
+    session_factory: SessionFactory | None = None,
     comports: Callable[[], Any] | None = None,
     measurement: Measurement | None = None,
 ) -> RunOutput:
     """Flashes the board when its flash differs from the image, opens its console, resets it through the probe
     and captures the run (inside ``measurement``: a meter starts before the reset); the log gets every byte."""
     board = prepare_board(
-        settings, image, options, flashing_module=flashing_module, session_factory=session_factory, comports=comports
+        settings, image, options, flash_firmware=flash_firmware, session_factory=session_factory, comports=comports
     )
     port, reset, host = board.port, board.reset, board.host
     log = RunLog(options.log_dir, run_info(settings, "board", port=port, host=host))

@@ -8,14 +8,17 @@ Flashing and resetting are llmcu.device.flashing's (pyOCD), the console capture 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import LlmcuError
+from ..device import flashing
+from ..device.probes import ProbeInfo, PyocdSessionFactory, SessionFactory, select_probe
 from ..device.protocol import RunOutput
 from ..platform import stm32h7
+from ..platform.targets import Target
 from .device import BoardDevice, ConsoleLink, DeviceError, DeviceInfo
 from .firmware import FirmwareBuild
 from .hwmap import BoardEntry
@@ -28,7 +31,7 @@ OPEN_TIMEOUT = 10.0  # seconds for the console to appear (a USB port re-enumerat
 class FlashRequest:
     elf: Path  # the board's firmware
     probe: str  # pyOCD probe unique ID, or remote:HOST[:PORT] for a probe behind `pyocd server`
-    target_type: str  # pyOCD target name, e.g. stm32h743xx
+    target: Target  # its [pyocd] target type and [chip] identity
     board: str
 
 
@@ -40,17 +43,16 @@ class Programmer(Protocol):
 
 
 class RemoteProbeFactory:
-    """A llmcu.device.flashing SessionFactory for a probe served by ``pyocd server`` on another machine (a labgrid
+    """A llmcu.device.probes SessionFactory for a probe served by ``pyocd server`` on another machine (a labgrid
     exporter): pyOCD does not list remote probes, so the one named ``remote:HOST[:PORT]`` is the only one."""
 
-    def __init__(self, spec: str, flashing: Any) -> None:
+    def __init__(self, spec: str) -> None:
         self.spec = spec
-        self._flashing = flashing
 
-    def probes(self) -> list[Any]:
-        return [self._flashing.ProbeInfo(self.spec, "pyOCD probe server")]
+    def probes(self) -> list[ProbeInfo]:
+        return [ProbeInfo(self.spec, "pyOCD probe server")]
 
-    def open(self, probe: Any, options: Any) -> Any:
+    def open(self, probe: ProbeInfo, options: Mapping[str, object]) -> Any:
         from pyocd.core.session import Session  # type: ignore[import-not-found]
         from pyocd.probe.tcp_client_probe import TCPClientProbe  # type: ignore[import-not-found]
 
@@ -64,39 +66,37 @@ class RemoteProbeFactory:
 
 
 class PyocdProgrammer:
-    """Flashing through llmcu.device.flashing (pyOCD, read-back verified), resetting through a pyOCD session."""
+    """Flashing through llmcu.device.flashing (pyOCD, read-back verified), resetting through a pyOCD session.
+    ``flash_firmware`` and ``local_probes`` (the SessionFactory of this machine's probes) are the seams tests fake."""
 
-    def __init__(self, module: Any = None) -> None:
-        self._module = module
+    def __init__(
+        self,
+        flash_firmware: Callable[..., Any] = flashing.flash_firmware,
+        local_probes: Callable[[], SessionFactory] = PyocdSessionFactory,
+    ) -> None:
+        self._flash_firmware = flash_firmware
+        self._local_probes = local_probes
 
-    def _flashing(self) -> Any:
-        if self._module is None:
-            from ..device import flashing
-
-            self._module = flashing
-        return self._module
-
-    def _factory(self, probe: str) -> Any:
+    def _factory(self, probe: str) -> SessionFactory | None:
         if probe.startswith("remote:"):
-            return RemoteProbeFactory(probe, self._flashing())
-        return None  # llmcu.device.flashing's own (the probes on this machine)
+            return RemoteProbeFactory(probe)
+        return None  # flash_firmware's own (the probes on this machine)
 
     def flash(self, request: FlashRequest) -> None:
-        self._flashing().flash_firmware(
+        self._flash_firmware(
             request.elf,
+            request.target,
             probe_uid=request.probe,
-            target_type=request.target_type,
             reset=False,
             progress=False,
             session_factory=self._factory(request.probe),
         )
 
     def reset(self, request: FlashRequest) -> None:
-        flashing = self._flashing()
-        factory = self._factory(request.probe) or flashing.PyocdSessionFactory()
+        factory = self._factory(request.probe) or self._local_probes()
         try:
-            probe = flashing.select_probe(factory.probes(), request.probe)
-            session = factory.open(probe, {"target_override": request.target_type})
+            probe = select_probe(factory.probes(), request.probe)
+            session = factory.open(probe, {"target_override": request.target.pyocd_target})
         except LlmcuError:
             raise
         except Exception as error:
@@ -175,8 +175,7 @@ def open_board(
     is closed. The board is reset when the first command is sent, with its console already open."""
     programmer = programmer or PyocdProgrammer()
     board_name = entry.board or build.board
-    board_file = build.board_file if board_name == build.board else stm32h7.load_board(build.target.folder, board_name)
-    console = board_file.console if board_file else None
+    console = stm32h7.load_board(build.target.folder, board_name).console if board_name else None
     probe, url, baud = entry.id, entry.serial, entry.baud
     properties: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
@@ -196,7 +195,7 @@ def open_board(
         if not url:
             url = find_port(console.usb_ids if console else (), probe)
         baud = baud or (console.baud if console else 115200)
-        request = FlashRequest(build.elf, probe, build.pyocd_target, board_name)
+        request = FlashRequest(build.elf, probe, build.target, board_name)
         programmer.flash(request)
         properties.update(probe=probe, serial=url, baud=str(baud))
         runs_on = board_name or entry.name

@@ -34,11 +34,6 @@ class FirmwareBuild:
     twin_elf: Path | None
     kv_type: str = "f32"  # the KV cache type the build chose (kv_type=auto is resolved by the planner)
 
-    @property
-    def pyocd_target(self) -> str:
-        """pyOCD's name for the chip (``[pyocd] target_type`` in target.toml)."""
-        return self.target.pyocd_target
-
 
 def built_kv_type(gen_dir: Path) -> str:
     """The KV type in a build's generated model_config.h (LLMCU_KV_TYPE, runtime_c/llmcu.h)."""

@@ -8,10 +8,11 @@ and the places' state, so it is tested with made-up probe lists.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core.errors import LlmcuError
+from ..device.probes import PyocdSessionFactory
 from .hwmap import BoardEntry, HardwareMap, LabgridSpec
 
 MODES = ("auto", "board", "qemu")
@@ -123,37 +124,11 @@ def select(
 
 
 def scan_probes() -> ProbeScan:
-    """The probes pyOCD sees: through llmcu.device.flashing when it offers a listing, else pyOCD itself."""
+    """The probes pyOCD sees (llmcu.device.probes), or why it could not look."""
     try:
-        from .. import flashing  # type: ignore[attr-defined]
-    except ImportError:
-        flashing = None
-    lister = getattr(flashing, "list_probes", None) if flashing is not None else None
-    try:
-        if lister is not None:
-            return ProbeScan(frozenset(_uids(lister())))
-        from pyocd.core.helpers import ConnectHelper  # type: ignore[import-not-found]
+        found = PyocdSessionFactory().probes()
     except ImportError:
         return ProbeScan(error="pyOCD is not installed (pip install pyocd)")
     except Exception as error:  # a USB or driver problem: report it, fall back to the twin
-        return ProbeScan(error=f"listing the probes failed: {error}")
-    try:
-        found = ConnectHelper.get_all_connected_probes(blocking=False, print_wait_message=False)
-    except Exception as error:
         return ProbeScan(error=f"pyOCD could not list the probes: {error}")
-    return ProbeScan(frozenset(_uids(found)))
-
-
-def _uids(probes: Iterable[object]) -> list[str]:
-    """Unique IDs from strings or from objects with ``unique_id``/``uid``."""
-    result = []
-    for probe in probes:
-        if isinstance(probe, str):
-            result.append(probe)
-            continue
-        for attribute in ("unique_id", "uid"):
-            value = getattr(probe, attribute, None)
-            if isinstance(value, str):
-                result.append(value)
-                break
-    return result
+    return ProbeScan(frozenset(probe.uid for probe in found))

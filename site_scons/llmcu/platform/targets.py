@@ -271,7 +271,7 @@ def _chip(table: dict, where: str) -> ChipIdentity | None:
     try:
         revision_names = tuple(sorted((int(key, 0), str(name)) for key, name in revisions.items()))
     except ValueError:
-        raise OptionError(f"{where}: `revisions` keys must be revision IDs, e.g. \"0x1003\" = \"Y\"") from None
+        raise OptionError(f'{where}: `revisions` keys must be revision IDs, e.g. "0x1003" = "Y"') from None
     return ChipIdentity(
         name=_require(table, "name", where, str),
         idcode_address=_address(table, "idcode_address", where),

@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         if model_bin.is_file():
             args_run += ["-w", str(model_bin)]
         started = time.monotonic()
-        output = qemu_user.run_program(program, args_run, plugin_dir=args.work / "plugin", count_instructions=count)
+        emulator = qemu_user.QemuUser("qemu-aarch64", "max")  # the RZ/V2L target's [run] qemu, qemu_cpu
+        output = qemu_user.run_program(program, args_run, emulator, plugin_dir=args.work / "plugin",
+                                       count_instructions=count)  # fmt: skip
         figures[name] = {
             "wall_s": round(time.monotonic() - started, 1),
             "tokens": len(output.tokens),

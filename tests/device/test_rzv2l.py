@@ -256,7 +256,8 @@ def test_weights_file_auto_goes_by_size(stories260k: Path, tok512: Path) -> None
 
 def test_instruction_counts_per_token_are_exact_and_repeat(builds: dict[str, Path], tmp_path: Path) -> None:
     args = ["-p", "Once upon a time", "-n", "24", "-t", "0", "-j", "1"]
-    runs = [qemu_user.run_program(builds["q4"], args, plugin_dir=tmp_path / "plugin", on_text=None) for _ in range(2)]
+    emulator = qemu_user.QemuUser(TARGET.run.qemu, TARGET.run.qemu_cpu)
+    runs = [qemu_user.run_program(builds["q4"], args, emulator, plugin_dir=tmp_path / "plugin") for _ in range(2)]
     first, second = runs
     assert first.header["unit"] == "instructions" and first.header["clock_hz"] == "0"
     assert [r.cost for r in first.tokens] == [r.cost for r in second.tokens]
@@ -276,7 +277,7 @@ def test_plugin_counts_a_known_loop(tmp_path: Path) -> None:
     program = tmp_path / "loop"
     subprocess.run([CROSS_CC, "-O2", "-static", "-o", str(program), str(source)], check=True)
     plugin = qemu_user.plugin_library(tmp_path / "plugin")
-    command = qemu_user.qemu_command(program, [], plugin=plugin)
+    command = qemu_user.QemuUser(TARGET.run.qemu, TARGET.run.qemu_cpu).command(program, [], plugin=plugin)
     # Between two reads: the rest of read() after its svc, the return into main and the next call up to its svc.
     counts = {subprocess.run(command, capture_output=True, check=True).stdout for _ in range(2)}
     assert len(counts) == 1 and 5 < int(counts.pop()) < 200

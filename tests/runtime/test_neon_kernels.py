@@ -239,10 +239,11 @@ def count_instructions(program: Path, plugin: Path, kind: str, rows: int, cols: 
     """Guest instructions of one kernel call (with its call and loop, a few instructions), from llmcu_insn.
     kind: f32|q8|q4 (a matmul of rows x cols) or att_f32|att_f16|att_q8 (rows positions of a head of cols
     values, group_size kv heads)."""
-    from llmcu.device.qemu_user import qemu_command
+    from llmcu.device.qemu_user import QemuUser
 
-    command = qemu_command(program, ["bench", kind, str(rows), str(cols), str(group_size), "1"], plugin=plugin,
-                           plugin_args=["inline=on"])  # fmt: skip
+    command = QemuUser("qemu-aarch64", "max").command(
+        program, ["bench", kind, str(rows), str(cols), str(group_size), "1"], plugin=plugin, plugin_args=["inline=on"]
+    )
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
     line = next(line for line in result.stdout.splitlines() if line.startswith("instructions_per_call "))
     return int(line.split()[1])

@@ -38,6 +38,9 @@ Other shapes and fp32 matrices stay row-major.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..model.quantize import QuantizedMatrix, unpack_q4
@@ -129,27 +132,36 @@ def _q4z_codes_and_words(matrix: QuantizedMatrix) -> tuple[np.ndarray, np.ndarra
     return codes, np.frombuffer(words, "<u2").reshape(matrix.rows, -1)
 
 
+@dataclass(frozen=True)
+class PanelLayout:
+    """How a kernel set's panel layout arranges the quantized matrices it applies to."""
+
+    applies: Callable[[str, int, int], bool]  # (qtype, cols, group size): whether it rearranges the matrix
+    q8: Callable[[np.ndarray], np.ndarray]  # int8 codes -> bytes
+    q4: Callable[[np.ndarray], np.ndarray]  # int4 codes in [-8, 7] -> bytes (q4, and q4z's n - 8)
+    q4_scale_rows: int  # q4: the rows whose scales sit together, group by group
+    q4z_word_rows: int  # q4z: the rows whose group words sit together, group by group
+
+
+PANEL_LAYOUTS = {
+    NEON_PANELS: PanelLayout(panel_applies, panel_q8, panel_q4, q4_scale_rows=4, q4z_word_rows=4),
+    M7_PANELS: PanelLayout(m7_panel_applies, m7_panels_q8, m7_pairs_q4, q4_scale_rows=2, q4z_word_rows=2),
+}
+
+
 def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, bytes]:
     """A (rows, cols) matrix's bytes as the runtime links them in ``layout``: (weights, scales)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown weight layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    if layout == M7_PANELS:
-        if not m7_panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
-            return matrix.storage()
-        assert matrix.scales is not None and matrix.q.ndim == 2
-        if matrix.qtype == "q4z":
-            codes, words = _q4z_codes_and_words(matrix)
-            pairs = _pad_rows(words, 2)
-            return m7_pairs_q4(codes - 8).tobytes(), pairs.reshape(-1, 2, pairs.shape[1]).transpose(0, 2, 1).tobytes()
-        if matrix.qtype == "q4":
-            return m7_pairs_q4(matrix.q).tobytes(), panel_scales(matrix.scales, 2).astype("<f4").tobytes()
-        return m7_panels_q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()
-    if layout == REFERENCE or not panel_applies(matrix.qtype, matrix.cols, matrix.group_size):
+    panels = PANEL_LAYOUTS.get(layout)
+    if panels is None or not panels.applies(matrix.qtype, matrix.cols, matrix.group_size):
         return matrix.storage()
     assert matrix.scales is not None and matrix.q.ndim == 2
     if matrix.qtype == "q4z":
         codes, words = _q4z_codes_and_words(matrix)
-        quads = _pad_rows(words, 4)
-        return panel_q4(codes - 8).tobytes(), quads.reshape(-1, 4, quads.shape[1]).transpose(0, 2, 1).tobytes()
-    data = panel_q4(matrix.q) if matrix.qtype == "q4" else panel_q8(matrix.q)
-    return data.tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()
+        rows = panels.q4z_word_rows
+        words = _pad_rows(words, rows)
+        return panels.q4(codes - 8).tobytes(), words.reshape(-1, rows, words.shape[1]).transpose(0, 2, 1).tobytes()
+    if matrix.qtype == "q4":
+        return panels.q4(matrix.q).tobytes(), panel_scales(matrix.scales, panels.q4_scale_rows).astype("<f4").tobytes()
+    return panels.q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()

@@ -70,8 +70,6 @@ class LinuxSettings:
     destination: Destination | None = field(metadata=RUN_ONLY)  # board=user@host[:port]
     hil: str = field(metadata=RUN_ONLY)  # none | qemu | auto
     remote_dir: str = field(metadata=RUN_ONLY)  # where the files go on the board
-    qemu: str = field(metadata=RUN_ONLY)  # qemu-user binary for hil=qemu
-    qemu_cpu: str = field(metadata=RUN_ONLY)
     ram_bytes: int  # the board's RAM (board_ram=, else target.toml's [linux] ram); 0: not checked
     os_reserve_bytes: int  # what the kernel and the BSP's services keep (target.toml's [linux] os_reserve)
 
@@ -221,8 +219,6 @@ def configure(
         destination=parse_destination(board) if board else None,
         hil=values["hil"],
         remote_dir=spec.remote_dir,
-        qemu=target.run.qemu,
-        qemu_cpu=target.run.qemu_cpu,
         ram_bytes=ram,
         os_reserve_bytes=reserve,
     )

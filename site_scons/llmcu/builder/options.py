@@ -101,6 +101,10 @@ def parse_options(arguments: Mapping[str, str], options: list[Option]) -> Option
                         [option.name for option in options if option.stage == RUN])  # fmt: skip
 
 
+def _flag(text: str) -> bool:
+    return text == "1"
+
+
 def _int_in(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text, 0)
@@ -221,6 +225,18 @@ def _kv_type_in_name(settings: Any) -> str:
     return f"-kv{kv_type}"
 
 
+def _max_steps_in_name(settings: Any) -> str:
+    window = settings.window
+    return f"-max{window.max_steps}" if window and window.max_steps != DEFAULT_MAX_STEPS else ""
+
+
+def _threads_in_name(settings: Any) -> str:
+    """An explicit thread count on a hosted or Linux target (auto's depends on the machine it runs on)."""
+    if settings.options["threads"] == "auto" or settings.target.kind == "baremetal":
+        return ""
+    return f"-j{settings.threads}"
+
+
 def _rope_table_in_name(settings: Any) -> str:
     if settings.options["rope_table"] == "auto":
         return ""
@@ -244,407 +260,147 @@ def _weights_file_in_name(settings: Any) -> str:
 
 def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Option]:
     preset_names = "|".join(sorted(presets))
+    # fmt: off
     return [
         Option("target", "what to build for", "host", tuple(sorted(targets))),
-        Option(
-            "model",
-            "model preset, a GGUF file, a Hugging Face folder, or a llama2.c checkpoint (.bin) with tokenizer=",
-            "260k",
-            None,
-            str,
-            f"{preset_names}|PATH",
-            in_name=lambda s: f"{s.model_name}-{s.quant_label}",
-        ),
-        Option(
-            "tokenizer",
-            "tokenizer.bin or tokenizer.model path (default: the preset's, or the model's own)",
-            "",
-            None,
-            str,
-            "PATH",
-        ),
-        Option(
-            "quant",
-            "weight quantization; auto: per tensor the mix of q4/q8/fp32 that fits the target (and budget=) and "
-            "loses the least (quant_report.md says what it chose and why)",
-            "fp32",
-            (*QTYPES, "auto"),
-        ),
-        Option(
-            "budget",
-            "quant=auto: the most bytes the weights may take (0: what the target's memory allows)",
-            "0",
-            None,
-            _size_in(0, 1 << 40),
-            "0|SIZE (e.g. 180K, 12M)",
-            in_name=lambda s: f"-b{s.budget}" if s.budget else "",
-        ),
-        Option(
-            "group_size",
-            "quantization group size (groups never cross a row)",
-            "32",
-            tuple(str(size) for size in GROUP_SIZES),
-            int,
-            in_name=lambda s: f"-g{s.plan.group_size}" if s.plan.quantized and s.plan.group_size != 32 else "",
-        ),
-        Option(
-            "fit",
-            "how weights are fitted to their codes: gptq (calibrated error feedback), search (a scale searched per "
-            "group), absmax (llama2.c's max|w| scale)",
-            DEFAULT_FIT,
-            FITS,
-            in_name=lambda s: f"-{s.plan.fit}" if s.plan.quantized and s.plan.fit != DEFAULT_FIT else "",
-        ),
-        Option(
-            "calib",
-            "calibration text for the fit: sampled (the fp32 model's own stories, fixed seed), none, or a UTF-8 "
-            "text file",
-            DEFAULT_CALIBRATION,
-            None,
-            _calibration_source,
-            "sampled|none|PATH",
-            in_name=_calibration_in_name,
-        ),
-        Option(
-            "quality",
-            "measure the quantized model against fp32 at build time (top-1 agreement, mean KL in quant_report.md); "
-            "auto: for models of up to 5M parameters",
-            "auto",
-            ("auto", "yes", "no"),
-        ),
-        Option(
-            "quant_overrides",
-            "per-tensor quantization, e.g. tok_embeddings=q8 (kinds: tok_embeddings wq wk wv wo w1 w2 w3 wcls)",
-            "",
-            None,
-            str,
-            "KIND=QTYPE[,...]",
-        ),
-        Option(
-            "seq_len",
-            "context length to build for (0: the model's)",
-            "0",
-            None,
-            _int_in(0, 1 << 20),
-            "0..model seq_len",
-            in_name=lambda s: f"-ctx{s.seq_len}" if s.seq_len else "",
-        ),
-        Option(
-            "kv_type",
-            "KV cache element type: f32; f16 (IEEE half) halves it; q8, a byte per value and a float scale per "
-            "position and head; q16, int16 with build-time scales per channel and integer attention. auto: the first "
-            "whose plan fits, q16 then q8 for quantized weights, f32 then f16 then q8 for fp32 ones; an explicit type "
-            "other than auto's choice builds in its own folder (-kvf16, ...)",
-            "auto",
-            ("auto", *KV_TYPES),
-            in_name=_kv_type_in_name,
-        ),
-        Option(
-            "overflow",
-            "what a run does when the context is full: stop there, or slide (the KV cache keeps sinks= first "
-            "positions and a ring of the most recent ones, and the run goes on up to max_steps=)",
-            "stop",
-            ("stop", "slide"),
-            in_name=lambda s: "-slide" if s.window else "",
-        ),
-        Option(
-            "sinks",
-            "overflow=slide: the first positions the cache always keeps (attention sinks)",
-            "4",
-            None,
-            _int_in(0, 1 << 20),
-            "0..seq_len-2",
-            in_name=lambda s: f"-sinks{s.window.sinks}" if s.window and s.window.sinks != DEFAULT_SINKS else "",
-        ),
-        Option(
-            "max_steps",
-            "overflow=slide: the most forward passes one run makes (each keeps a 12-byte record; steps=0 means this)",
-            "1024",
-            None,
-            _int_in(2, 1 << 24),
-            "seq_len..16M",
-            in_name=lambda s: (
-                f"-max{s.window.max_steps}" if s.window and s.window.max_steps != DEFAULT_MAX_STEPS else ""
-            ),
-        ),
-        Option(
-            "phases",
-            "count each phase of a forward pass (benchmark builds)",
-            "0",
-            ("0", "1"),
-            lambda text: text == "1",
-            in_name=lambda s: "-phases" if s.phases else "",
-        ),
-        Option(
-            "selftest",
-            "firmware: a bring-up build that answers `run` with memory tests and read speeds instead of a model "
-            "(SDRAM data/address bus and pattern over a refresh interval, QSPI CRC, every region's MB/s)",
-            "0",
-            ("0", "1"),
-            lambda text: text == "1",
-            kinds=FIRMWARE,
-            in_name=lambda s: "-selftest" if s.selftest else "",
-        ),
-        Option(
-            "kernels",
-            "compute kernels: the target's optimised set, or the portable reference ones",
-            "opt",
-            ("opt", "ref"),
-            in_name=lambda s: "-refkernels" if s.options["kernels"] == "ref" and s.target.kernel_set else "",
-        ),
-        Option(
-            "numerics",
-            "exact: every kernel set gives the reference's results to the bit; fast: an optimised set may use FMA, "
-            "reordered sums and a fast exp (within the quantization quality bounds, not bit-identical; "
-            "-DLLMCU_NUMERICS_FAST=1); the build goes to its own directory",
-            "exact",
-            ("exact", "fast"),
-            in_name=lambda s: "-fast" if s.numerics == "fast" else "",
-        ),
-        Option(
-            "rope_table",
-            "RoPE's cosines and sines from a table computed at build time (seq_len x head_size floats in flash, "
-            "the same values the runtime computes, so the output does not change) instead of powf/cosf/sinf at "
-            "every position; auto: yes on firmware targets",
-            "auto",
-            ("auto", "yes", "no"),
-            in_name=_rope_table_in_name,
-        ),
-        Option(
-            "board",
-            "board of a firmware target (default: the target's default board); Linux targets: user@host[:port] "
-            "that `run` deploys to over SSH",
-            "",
-            None,
-            str,
-            "NAME|USER@HOST[:PORT]",
-            kinds=FIRMWARE_LINUX,
-            stage=RUN,
-            in_name=_board_in_name,
-        ),
-        Option(
-            "threads",
-            "threads for the matrix products on hosted and Linux targets (auto: the target's [cpu] threads, "
-            "1 under hil=qemu so instruction counts repeat); the output is the same for any count",
-            "auto",
-            ("auto", "1", "2", "3", "4", "5", "6", "7", "8"),
-            kinds=HOSTED_LINUX,
-            in_name=lambda s: (
-                f"-j{s.threads}" if s.options["threads"] != "auto" and s.target.kind != "baremetal" else ""
-            ),
-        ),
-        Option(
-            "weights_file",
-            "Linux targets: weights in a separate model.bin the program maps at start (yes), linked into the "
-            "program (no), or a file when they exceed the target's weights_file_above (auto)",
-            "auto",
-            ("auto", "yes", "no"),
-            kinds=HOSTED_LINUX,
-            in_name=_weights_file_in_name,
-        ),
-        Option(
-            "sdk",
-            "Linux targets: a Yocto SDK's environment-setup-* script; its CC, CFLAGS and LDFLAGS (sysroot) "
-            "build the program (else CC=, CROSS_COMPILE= or the target's compiler)",
-            "",
-            None,
-            str,
-            "PATH",
-            kinds=LINUX,
-        ),
-        Option(
-            "weights",
-            "where firmware weights go: auto spills from internal flash to QSPI",
-            "auto",
-            ("auto", "flash", "qspi", "sdram"),
-            kinds=FIRMWARE,
-        ),
-        Option(
-            "kv",
-            "RAM region for the KV cache on firmware targets (auto: the fastest that holds it)",
-            "auto",
-            None,
-            str,
-            "auto|dtcm|axi|sram|sdram|REGION",
-            kinds=FIRMWARE,
-        ),
-        Option("stack", "firmware stack size in bytes", "8K", None, _size_in(256, 1 << 20), "256..1M", kinds=FIRMWARE),
-        Option(
-            "board_ram",
-            "Linux targets: the board's RAM, which the weights, the KV cache and the run state must fit in beside "
-            "the OS (default: the target's, e.g. 2G for the RZ/V2L SMARC EVK)",
-            "",
-            None,
-            lambda text: _size_in(1 << 20, 1 << 40)(text) if text else 0,
-            "SIZE (1M..1T)",
-            kinds=LINUX,
-        ),
-        Option(
-            "watchdog",
-            "firmware watchdog: reset (board) or fault report (QEMU twin) when a forward pass or the console loop "
-            "stops for this long",
-            "off",
-            None,
-            parse_timeout,
-            "off|TIME (e.g. 2s, 500ms)",
-            kinds=FIRMWARE,
-        ),
-        Option(
-            "hil",
-            "how `run` runs a firmware target: none = on the board, qemu = its QEMU twin with the board's memory "
-            "budget, auto = the board if a debug probe is attached, else the twin",
-            "none",
-            ("none", "qemu", "auto"),
-            kinds=FIRMWARE_LINUX,
-            stage=RUN,
-        ),
-        Option(
-            "sanitize",
-            "target=host: build with gcc's sanitizers; any report ends the run with a non-zero status "
-            "(-fno-sanitize-recover=all); 1 means address,undefined; the build goes to its own directory",
-            "none",
-            None,
-            parse_sanitize,
-            "none|1|address,undefined|address|undefined|thread|thread,undefined",
-            kinds=HOSTED,
-            in_name=lambda s: "".join(f"-{SANITIZER_SUFFIX[name]}" for name in s.sanitize),
-        ),
-        Option("prompt", "prompt for `run` (UTF-8)", "", None, _utf8_text, "TEXT", stage=RUN),
-        Option(
-            "steps",
-            "forward passes for `run` (0: the context length)",
-            "256",
-            None,
-            _int_in(0, 1 << 20),
-            "0..seq_len",
-            stage=RUN,
-        ),
-        Option(
-            "temperature",
-            "sampling temperature for `run` (0: greedy)",
-            "1.0",
-            None,
-            _float_in(0.0, 100.0),
-            "0.0..100",
-            stage=RUN,
-        ),
-        Option(
-            "topp",
-            "top-p (nucleus) sampling for `run`; 0 or 1 disables it",
-            "0.9",
-            None,
-            _float_in(0.0, 1.0),
-            "0.0..1.0",
-            stage=RUN,
-        ),
-        Option(
-            "seed",
-            "sampler seed for `run` (0 would stall the xorshift generator)",
-            "1",
-            None,
-            _int_in(1, (1 << 64) - 1),
-            "1..2^64-1",
-            stage=RUN,
-        ),
-        Option("verbose", "print full compiler command lines", "0", ("0", "1"), lambda text: text == "1", stage=RUN),
-        Option(
-            "build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", None, str, "PATH", stage=RUN
-        ),
-        Option(
-            "log_dir",
-            "where `run` logs go: LOG_DIR/<time>-<target>-<model>-<quant>/",
-            "logs",
-            None,
-            str,
-            "PATH",
-            stage=RUN,
-        ),
-        Option(
-            "port",
-            "board console for `run`: device or pyserial URL (default: by USB id)",
-            "",
-            None,
-            str,
-            "URL",
-            stage=RUN,
-        ),
-        Option(
-            "probe",
-            "debug probe for `flash` (its unique ID or part; default: the only one)",
-            "",
-            None,
-            str,
-            "UID",
-            kinds=FIRMWARE,
-            stage=RUN,
-        ),
-        Option(
-            "prompts",
-            "`console`: read the prompts (and /commands) from this file, one per line, instead of the terminal",
-            "",
-            None,
-            str,
-            "PATH",
-            stage=RUN,
-        ),
-        Option(
-            "raw",
-            "`monitor`: show the bytes as they arrive instead of the decoded protocol",
-            "0",
-            ("0", "1"),
-            lambda text: text == "1",
-            stage=RUN,
-        ),
-        Option(
-            "debug",
-            "`debug`: gdb = the gdb server (pyOCD's for a board, QEMU's stub for the twin) and gdb on the ELF; "
-            "server = only the server, for an IDE to attach to",
-            "gdb",
-            ("gdb", "server"),
-            stage=RUN,
-        ),
-        Option(
-            "gdb_port", "`debug`: the gdb server's TCP port", "3333", None, _int_in(1, 65535), "1..65535", stage=RUN
-        ),
-        Option(
-            "power",
-            "power measurement during `run` (llmcu.power): a Nordic PPK2, an ST X-NUCLEO-LPM01A, or estimate "
-            "(no meter: the STM32H743 datasheet's Run-mode current; the only choice for the QEMU twin)",
-            "none",
-            ("none", "ppk2", "lpm01a", "estimate"),
-            kinds=FIRMWARE,
-            stage=RUN,
-        ),
-        Option(
-            "power_port",
-            "the meter's serial port (PPK2: found by USB name if empty)",
-            "",
-            None,
-            str,
-            "URL",
-            kinds=FIRMWARE,
-            stage=RUN,
-        ),
-        Option(
-            "power_voltage",
-            "the board's supply voltage in V",
-            "3.3",
-            None,
-            _float_in(0.8, 5.0),
-            "0.8..5.0",
-            kinds=FIRMWARE,
-            stage=RUN,
-        ),
-        Option(
-            "power_supply",
-            "power=ppk2: board = the board keeps its supply, the PPK2 in series (ampere meter); meter = the PPK2 "
-            "powers the board at power_voltage (source meter)",
-            "board",
-            ("board", "meter"),
-            kinds=FIRMWARE,
-            stage=RUN,
-        ),
+        Option("model", "model preset, a GGUF file, a Hugging Face folder, or a llama2.c checkpoint (.bin) with "
+               "tokenizer=",
+               "260k", allowed_text=f"{preset_names}|PATH", in_name=lambda s: f"{s.model_name}-{s.quant_label}"),
+        Option("tokenizer", "tokenizer.bin or tokenizer.model path (default: the preset's, or the model's own)", "",
+               allowed_text="PATH"),
+        Option("quant", "weight quantization; auto: per tensor the mix of q4/q8/fp32 that fits the target (and "
+               "budget=) and loses the least (quant_report.md says what it chose and why)",
+               "fp32", (*QTYPES, "auto")),
+        Option("budget", "quant=auto: the most bytes the weights may take (0: what the target's memory allows)", "0",
+               parse=_size_in(0, 1 << 40), allowed_text="0|SIZE (e.g. 180K, 12M)",
+               in_name=lambda s: f"-b{s.budget}" if s.budget else ""),
+        Option("group_size", "quantization group size (groups never cross a row)", "32",
+               tuple(str(size) for size in GROUP_SIZES), parse=int,
+               in_name=lambda s: f"-g{s.plan.group_size}" if s.plan.quantized and s.plan.group_size != 32 else ""),
+        Option("fit", "how weights are fitted to their codes: gptq (calibrated error feedback), search (a scale "
+               "searched per group), absmax (llama2.c's max|w| scale)",
+               DEFAULT_FIT, FITS,
+               in_name=lambda s: f"-{s.plan.fit}" if s.plan.quantized and s.plan.fit != DEFAULT_FIT else ""),
+        Option("calib", "calibration text for the fit: sampled (the fp32 model's own stories, fixed seed), none, "
+               "or a UTF-8 text file",
+               DEFAULT_CALIBRATION, parse=_calibration_source, allowed_text="sampled|none|PATH",
+               in_name=_calibration_in_name),
+        Option("quality", "measure the quantized model against fp32 at build time (top-1 agreement, mean KL in "
+               "quant_report.md); auto: for models of up to 5M parameters",
+               "auto", ("auto", "yes", "no")),
+        Option("quant_overrides", "per-tensor quantization, e.g. tok_embeddings=q8 (kinds: tok_embeddings wq wk wv "
+               "wo w1 w2 w3 wcls)",
+               "", allowed_text="KIND=QTYPE[,...]"),
+        Option("seq_len", "context length to build for (0: the model's)", "0", parse=_int_in(0, 1 << 20),
+               allowed_text="0..model seq_len", in_name=lambda s: f"-ctx{s.seq_len}" if s.seq_len else ""),
+        Option("kv_type", "KV cache element type: f32; f16 (IEEE half) halves it; q8, a byte per value and a float "
+               "scale per position and head; q16, int16 with build-time scales per channel and integer attention. "
+               "auto: the first whose plan fits, q16 then q8 for quantized weights, f32 then f16 then q8 for fp32 "
+               "ones; an explicit type other than auto's choice builds in its own folder (-kvf16, ...)",
+               "auto", ("auto", *KV_TYPES), in_name=_kv_type_in_name),
+        Option("overflow", "what a run does when the context is full: stop there, or slide (the KV cache keeps "
+               "sinks= first positions and a ring of the most recent ones, and the run goes on up to max_steps=)",
+               "stop", ("stop", "slide"), in_name=lambda s: "-slide" if s.window else ""),
+        Option("sinks", "overflow=slide: the first positions the cache always keeps (attention sinks)", "4",
+               parse=_int_in(0, 1 << 20), allowed_text="0..seq_len-2",
+               in_name=lambda s: f"-sinks{s.window.sinks}" if s.window and s.window.sinks != DEFAULT_SINKS else ""),
+        Option("max_steps", "overflow=slide: the most forward passes one run makes (each keeps a 12-byte record; "
+               "steps=0 means this)",
+               "1024", parse=_int_in(2, 1 << 24), allowed_text="seq_len..16M",
+               in_name=_max_steps_in_name),
+        Option("phases", "count each phase of a forward pass (benchmark builds)", "0", ("0", "1"),
+               parse=_flag, in_name=lambda s: "-phases" if s.phases else ""),
+        Option("selftest", "firmware: a bring-up build that answers `run` with memory tests and read speeds "
+               "instead of a model (SDRAM data/address bus and pattern over a refresh interval, QSPI CRC, every "
+               "region's MB/s)",
+               "0", ("0", "1"), parse=_flag, kinds=FIRMWARE,
+               in_name=lambda s: "-selftest" if s.selftest else ""),
+        Option("kernels", "compute kernels: the target's optimised set, or the portable reference ones", "opt",
+               ("opt", "ref"),
+               in_name=lambda s: "-refkernels" if s.options["kernels"] == "ref" and s.target.kernel_set else ""),
+        Option("numerics", "exact: every kernel set gives the reference's results to the bit; fast: an optimised "
+               "set may use FMA, reordered sums and a fast exp (within the quantization quality bounds, not "
+               "bit-identical; -DLLMCU_NUMERICS_FAST=1); the build goes to its own directory",
+               "exact", ("exact", "fast"), in_name=lambda s: "-fast" if s.numerics == "fast" else ""),
+        Option("rope_table", "RoPE's cosines and sines from a table computed at build time (seq_len x head_size "
+               "floats in flash, the same values the runtime computes, so the output does not change) instead of "
+               "powf/cosf/sinf at every position; auto: yes on firmware targets",
+               "auto", ("auto", "yes", "no"), in_name=_rope_table_in_name),
+        Option("board", "board of a firmware target (default: the target's default board); Linux targets: "
+               "user@host[:port] that `run` deploys to over SSH",
+               "", allowed_text="NAME|USER@HOST[:PORT]", kinds=FIRMWARE_LINUX, stage=RUN, in_name=_board_in_name),
+        Option("threads", "threads for the matrix products on hosted and Linux targets (auto: the target's [cpu] "
+               "threads, 1 under hil=qemu so instruction counts repeat); the output is the same for any count",
+               "auto", ("auto", "1", "2", "3", "4", "5", "6", "7", "8"), kinds=HOSTED_LINUX,
+               in_name=_threads_in_name),
+        Option("weights_file", "Linux targets: weights in a separate model.bin the program maps at start (yes), "
+               "linked into the program (no), or a file when they exceed the target's weights_file_above (auto)",
+               "auto", ("auto", "yes", "no"), kinds=HOSTED_LINUX, in_name=_weights_file_in_name),
+        Option("sdk", "Linux targets: a Yocto SDK's environment-setup-* script; its CC, CFLAGS and LDFLAGS "
+               "(sysroot) build the program (else CC=, CROSS_COMPILE= or the target's compiler)",
+               "", allowed_text="PATH", kinds=LINUX),
+        Option("weights", "where firmware weights go: auto spills from internal flash to QSPI", "auto",
+               ("auto", "flash", "qspi", "sdram"), kinds=FIRMWARE),
+        Option("kv", "RAM region for the KV cache on firmware targets (auto: the fastest that holds it)", "auto",
+               allowed_text="auto|dtcm|axi|sram|sdram|REGION", kinds=FIRMWARE),
+        Option("stack", "firmware stack size in bytes", "8K", parse=_size_in(256, 1 << 20), allowed_text="256..1M",
+               kinds=FIRMWARE),
+        Option("board_ram", "Linux targets: the board's RAM, which the weights, the KV cache and the run state "
+               "must fit in beside the OS (default: the target's, e.g. 2G for the RZ/V2L SMARC EVK)",
+               "", parse=lambda text: _size_in(1 << 20, 1 << 40)(text) if text else 0, allowed_text="SIZE (1M..1T)",
+               kinds=LINUX),
+        Option("watchdog", "firmware watchdog: reset (board) or fault report (QEMU twin) when a forward pass or "
+               "the console loop stops for this long",
+               "off", parse=parse_timeout, allowed_text="off|TIME (e.g. 2s, 500ms)", kinds=FIRMWARE),
+        Option("hil", "how `run` runs a firmware target: none = on the board, qemu = its QEMU twin with the "
+               "board's memory budget, auto = the board if a debug probe is attached, else the twin",
+               "none", ("none", "qemu", "auto"), kinds=FIRMWARE_LINUX, stage=RUN),
+        Option("sanitize", "target=host: build with gcc's sanitizers; any report ends the run with a non-zero "
+               "status (-fno-sanitize-recover=all); 1 means address,undefined; the build goes to its own directory",
+               "none", parse=parse_sanitize,
+               allowed_text="none|1|address,undefined|address|undefined|thread|thread,undefined", kinds=HOSTED,
+               in_name=lambda s: "".join(f"-{SANITIZER_SUFFIX[name]}" for name in s.sanitize)),
+        Option("prompt", "prompt for `run` (UTF-8)", "", parse=_utf8_text, allowed_text="TEXT", stage=RUN),
+        Option("steps", "forward passes for `run` (0: the context length)", "256", parse=_int_in(0, 1 << 20),
+               allowed_text="0..seq_len", stage=RUN),
+        Option("temperature", "sampling temperature for `run` (0: greedy)", "1.0", parse=_float_in(0.0, 100.0),
+               allowed_text="0.0..100", stage=RUN),
+        Option("topp", "top-p (nucleus) sampling for `run`; 0 or 1 disables it", "0.9", parse=_float_in(0.0, 1.0),
+               allowed_text="0.0..1.0", stage=RUN),
+        Option("seed", "sampler seed for `run` (0 would stall the xorshift generator)", "1",
+               parse=_int_in(1, (1 << 64) - 1), allowed_text="1..2^64-1", stage=RUN),
+        Option("verbose", "print full compiler command lines", "0", ("0", "1"), parse=_flag,
+               stage=RUN),
+        Option("build_dir", "where builds go: BUILD_DIR/<target>/<model>-<quant>/", "build", allowed_text="PATH",
+               stage=RUN),
+        Option("log_dir", "where `run` logs go: LOG_DIR/<time>-<target>-<model>-<quant>/", "logs", allowed_text="PATH",
+               stage=RUN),
+        Option("port", "board console for `run`: device or pyserial URL (default: by USB id)", "", allowed_text="URL",
+               stage=RUN),
+        Option("probe", "debug probe for `flash` (its unique ID or part; default: the only one)", "",
+               allowed_text="UID", kinds=FIRMWARE, stage=RUN),
+        Option("prompts", "`console`: read the prompts (and /commands) from this file, one per line, instead of "
+               "the terminal",
+               "", allowed_text="PATH", stage=RUN),
+        Option("raw", "`monitor`: show the bytes as they arrive instead of the decoded protocol", "0", ("0", "1"),
+               parse=_flag, stage=RUN),
+        Option("debug", "`debug`: gdb = the gdb server (pyOCD's for a board, QEMU's stub for the twin) and gdb on "
+               "the ELF; server = only the server, for an IDE to attach to",
+               "gdb", ("gdb", "server"), stage=RUN),
+        Option("gdb_port", "`debug`: the gdb server's TCP port", "3333", parse=_int_in(1, 65535),
+               allowed_text="1..65535", stage=RUN),
+        Option("power", "power measurement during `run` (llmcu.power): a Nordic PPK2, an ST X-NUCLEO-LPM01A, or "
+               "estimate (no meter: the STM32H743 datasheet's Run-mode current; the only choice for the QEMU twin)",
+               "none", ("none", "ppk2", "lpm01a", "estimate"), kinds=FIRMWARE, stage=RUN),
+        Option("power_port", "the meter's serial port (PPK2: found by USB name if empty)", "", allowed_text="URL",
+               kinds=FIRMWARE, stage=RUN),
+        Option("power_voltage", "the board's supply voltage in V", "3.3", parse=_float_in(0.8, 5.0),
+               allowed_text="0.8..5.0", kinds=FIRMWARE, stage=RUN),
+        Option("power_supply", "power=ppk2: board = the board keeps its supply, the PPK2 in series (ampere meter); "
+               "meter = the PPK2 powers the board at power_voltage (source meter)",
+               "board", ("board", "meter"), kinds=FIRMWARE, stage=RUN),
     ]
+    # fmt: on
 
 
 def nearest(word: str, choices: Iterable[str]) -> str:

@@ -26,7 +26,7 @@ from typing import IO
 
 from ..builder.settings import BuildSettings
 from ..core.errors import LlmcuError
-from . import linux_run, sshdeploy
+from . import linux_run, qemu_user, sshdeploy
 from .gdbserver import SERVER_TIMEOUT, DebugServer
 
 REMOTE_GDBSERVER = "gdbserver 127.0.0.1:{port}"
@@ -58,19 +58,15 @@ def _program(settings: BuildSettings) -> tuple[Path, Path | None]:
 
 def start_qemu_server(settings: BuildSettings, port: int) -> DebugServer:
     """The program under qemu-user with its gdb stub on ``port``; its output goes to this terminal."""
-    from . import qemu_user
-
     assert settings.linux is not None
-    linux = settings.linux
     program, weights = _program(settings)
-    sysroot = linux.toolchain.run_sysroot
+    emulator = qemu_user.QemuUser.of(settings)
     args = linux_run.program_args(settings, str(weights) if weights else None)
-    command = qemu_user.qemu_command(program, args, qemu=linux.qemu, cpu=linux.qemu_cpu, sysroot=sysroot,
-                                     gdb_port=port)  # fmt: skip
+    command = emulator.command(program, args, gdb_port=port)
     try:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
     except FileNotFoundError:
-        raise LlmcuError(f"{linux.qemu} not found: install qemu-user (tools/setup.sh does)") from None
+        raise LlmcuError(f"{emulator.qemu} not found: install qemu-user (tools/setup.sh does)") from None
 
     def stop() -> None:
         if process.poll() is None:
@@ -81,10 +77,11 @@ def start_qemu_server(settings: BuildSettings, port: int) -> DebugServer:
     while not listening(port):
         if process.poll() is not None or time.monotonic() > deadline:
             stop()
-            raise LlmcuError(f"{linux.qemu} did not open its gdb stub on port {port} (status {process.returncode})")
+            raise LlmcuError(f"{emulator.qemu} did not open its gdb stub on port {port} (status {process.returncode})")
         time.sleep(0.02)
-    setup = (f"set sysroot {sysroot}",) if sysroot else ()  # after `target remote`: gdb reloads the libraries
-    return DebugServer(f"localhost:{port}", f"{program.name} under {linux.qemu} -g", stop, setup)
+    # after `target remote`: gdb reloads the libraries from the sysroot
+    setup = (f"set sysroot {emulator.sysroot}",) if emulator.sysroot else ()
+    return DebugServer(f"localhost:{port}", f"{program.name} under {emulator.qemu} -g", stop, setup)
 
 
 def start_board_server(settings: BuildSettings, port: int, remote_port: int = 0) -> DebugServer:

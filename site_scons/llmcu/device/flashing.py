@@ -87,11 +87,11 @@ class RegionResult:
 
 @dataclass(frozen=True)
 class FlashResult:
+    regions: tuple[RegionResult, ...]  # internal flash, then the QSPI flash if the image has bytes for it
     probe: ProbeInfo
     chip: ChipInfo
-    regions: tuple[RegionResult, ...]
     seconds: float
-    reset: bool
+    reset: bool  # the board was reset into the new firmware
 
     @property
     def unchanged(self) -> bool:
@@ -424,7 +424,7 @@ def flash_firmware(
     finally:
         bars.close()
         close_session(session)
-    return FlashResult(probe, chip, tuple(results), time.monotonic() - started, reset)
+    return FlashResult(tuple(results), probe, chip, time.monotonic() - started, reset)
 
 
 # ---- For the SCons glue ----

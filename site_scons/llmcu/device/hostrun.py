@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from ..core.errors import LlmcuError
-from .protocol import ProtocolParser, RunOutput, describe_failure, format_summary
+from .procrun import stream_command
+from .protocol import ByteSink, RunOutput, describe_failure, format_summary
 
 
 def run_host_program(
@@ -17,7 +16,7 @@ def run_host_program(
     *,
     echo: bool = True,
     timeout: float = 600,
-    on_bytes: Callable[[bytes], None] | None = None,
+    on_bytes: ByteSink | None = None,
 ) -> RunOutput:
     """Run a host build, streaming its text to stdout as it arrives, and parse its protocol output.
     ``on_bytes`` gets every byte of its output as it arrives (llmcu.device.runlog's raw.bin)."""
@@ -26,22 +25,12 @@ def run_host_program(
         sys.stdout.buffer.write(piece)
         sys.stdout.buffer.flush()
 
-    parser = ProtocolParser(on_text=show if echo else None)
-    # In a session of its own, so that Ctrl-C reaches llmcu (which logs the run as interrupted and ends the
-    # program) rather than killing the program under it.
-    with subprocess.Popen([str(program), *args], stdout=subprocess.PIPE, start_new_session=True) as process:
-        try:
-            assert process.stdout is not None
-            while chunk := process.stdout.read1(65536):
-                if on_bytes is not None:
-                    on_bytes(chunk)
-                parser.feed(chunk)
-            code = process.wait(timeout=timeout)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    output = parser.output
+    # Its standard error stays on the terminal (a sanitizer's report, say).
+    result = stream_command([str(program), *args], on_text=show if echo else None, on_bytes=on_bytes,
+                            timeout=timeout, capture_stderr=False)  # fmt: skip
+    output, code = result.output, result.returncode
+    if result.timed_out:
+        raise LlmcuError(f"{program.name} did not finish within {timeout:g} s and was stopped")
     if output.complete and not output.ok:
         raise LlmcuError(f"{program.name} failed: {describe_failure(output)}")
     if code != 0 or not output.ok:

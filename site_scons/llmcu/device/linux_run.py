@@ -44,7 +44,7 @@ def choose_runner(settings: BuildSettings) -> str:
     name = settings.target.name
     raise LlmcuError(
         f"`run` on {name} needs a board or QEMU: add board=user@host[:port] to run it on an {name} board over SSH, "
-        f"or hil=qemu to run it here under {linux.qemu}"
+        f"or hil=qemu to run it here under {settings.target.run.qemu}"
     )
 
 
@@ -70,9 +70,7 @@ def run(settings: BuildSettings, log_dir: Path | None = None, *, echo: bool = Tr
             output = qemu_user.run_program(
                 program,
                 program_args(settings, str(weights) if weights else None),
-                qemu=settings.linux.qemu,
-                cpu=settings.linux.qemu_cpu,
-                sysroot=settings.linux.toolchain.run_sysroot,
+                qemu_user.QemuUser.of(settings),
                 plugin_dir=settings.out_dir.parent.parent / "qemu-plugin",
                 on_text=on_text,
                 on_bytes=on_bytes,
@@ -112,7 +110,7 @@ def _open_log(settings: BuildSettings, log_dir: Path | None, runner: str) -> Any
         return None
     assert settings.linux is not None
     where = str(settings.linux.destination) if runner == "board" and settings.linux.destination else ""
-    host = {"qemu": qemu_user.version(settings.linux.qemu)} if runner == "qemu" else {}
+    host = {"qemu": qemu_user.version(settings.target.run.qemu)} if runner == "qemu" else {}
     return RunLog(log_dir, run_info(settings, runner, port=where, host=host))
 
 

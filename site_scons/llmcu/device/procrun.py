@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from .protocol import ProtocolParser, RunOutput
+from .protocol import ByteSink, ProtocolParser, RunOutput
 
 
 @dataclass
@@ -23,17 +23,19 @@ class StreamResult:
 def stream_command(
     command: Sequence[str],
     *,
-    on_text: Callable[[bytes], None] | None = None,
-    on_bytes: Callable[[bytes], None] | None = None,
+    on_text: ByteSink | None = None,
+    on_bytes: ByteSink | None = None,
     stdin: IO[bytes] | int | None = subprocess.DEVNULL,
     timeout: float = 600.0,
     env: dict[str, str] | None = None,
+    capture_stderr: bool = True,
 ) -> StreamResult:
     """Runs ``command``, feeding its standard output to the protocol parser as it arrives (``on_text`` gets
-    the generated text, ``on_bytes`` every byte), and collects its standard error. After ``timeout``
-    seconds the command is killed and the result says so."""
+    the generated text, ``on_bytes`` every byte), and collects its standard error (or leaves it on the terminal,
+    without ``capture_stderr``). After ``timeout`` seconds the command is killed and the result says so."""
     parser = ProtocolParser(on_text=on_text)
-    with tempfile.TemporaryFile() as errors:
+    with tempfile.TemporaryFile() as captured:
+        errors = captured if capture_stderr else None
         # In a session of its own: the terminal's Ctrl-C is llmcu's (the run is logged as interrupted and the
         # program killed below), not a signal that kills the program first and looks like a crash.
         process = subprocess.Popen(
@@ -61,8 +63,8 @@ def stream_command(
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
-        errors.seek(0)
-        stderr = errors.read().decode("utf-8", errors="replace")
+        captured.seek(0)
+        stderr = captured.read().decode("utf-8", errors="replace")
     return StreamResult(parser.output, code, stderr, timed_out.is_set())
 
 

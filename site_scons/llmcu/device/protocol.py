@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 
 from ..core.errors import ProtocolError
 
+# Where bytes go as they arrive: the generated text to a terminal, every byte to a run log's raw.bin.
+ByteSink = Callable[[bytes], None]
+
 STX, RS, ETX = b"\x02", b"\x1e", b"\x03"
 ENQ, NAK = b"\x05", b"\x15"  # a firmware's ready and error lines
 

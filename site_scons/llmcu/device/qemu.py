@@ -28,7 +28,7 @@ from ..core.paths import TARGETS_DIR
 from ..platform.targets import load_target
 from .console import CommandParams, encode_command
 from .localport import free_port
-from .protocol import ProtocolParser, RunOutput, describe_failure, describe_fault
+from .protocol import ByteSink, ProtocolParser, RunOutput, describe_failure, describe_fault
 
 QEMU = "qemu-system-arm"
 # The Cortex-M7 twin (targets/qemu-m7): what an ELF runs on when no machine is named.
@@ -241,7 +241,7 @@ class QemuSession:
             f"{self.elf.name} ended (QEMU exit status {code}) without a ready line; QEMU said: {self.stderr_text()}"
         )
 
-    def exchange(self, line: bytes, *, timeout: float, on_text: Callable[[bytes], None] | None = None) -> RunOutput:
+    def exchange(self, line: bytes, *, timeout: float, on_text: ByteSink | None = None) -> RunOutput:
         """Sends one command line and reads the answer: a whole run, a refusal or a fault report."""
         self.send(line)
         return self.read_until(ProtocolParser(on_text), lambda out: out.complete, timeout, "end of the run")
@@ -285,7 +285,7 @@ def run_firmware(
     icount: bool = True,
     timeout: float = 600.0,
     ready_timeout: float = READY_TIMEOUT,
-    on_text: Callable[[bytes], None] | None = None,
+    on_text: ByteSink | None = None,
     serial_socket: bool = False,
     qemu: str = QEMU,
     extra_args: Sequence[str] = (),

@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..builder.settings import BuildSettings
 from ..core.errors import LlmcuError
 from ..core.paths import ROOT
 from .procrun import StreamResult, last_lines, stream_command
-from .protocol import RunOutput
+from .protocol import ByteSink, RunOutput
 
 PLUGIN_SOURCES = (ROOT / "tools" / "qemu-plugin" / "llmcu_insn.c", ROOT / "tools" / "qemu-plugin" / "qemu_plugin_api.h")
 PLUGIN_NAME = "libllmcu_insn.so"
@@ -58,54 +60,59 @@ def plugin_library(directory: Path, cc: str = "") -> Path:
     return library
 
 
-def qemu_command(
-    program: Path,
-    args: Sequence[str],
-    *,
-    qemu: str = "qemu-aarch64",
-    cpu: str = "max",
-    sysroot: str = "",
-    plugin: Path | None = None,
-    plugin_args: Sequence[str] = (),
-    gdb_port: int = 0,
-) -> list[str]:
-    """The qemu-user command line; with ``plugin`` the guest's counter reads instructions; with ``gdb_port`` the
-    program waits before its first instruction for gdb on that port."""
-    command = [qemu, "-cpu", cpu]
-    if gdb_port:
-        command += ["-g", str(gdb_port)]
-    if sysroot:
-        command += ["-L", sysroot]  # a dynamically linked program's loader and libraries
-    if plugin is not None:
-        command += ["-plugin", ",".join([str(plugin), f"fd={COUNTER_FD}", *plugin_args])]
-        command += ["-E", f"LLMCU_COUNTER_FD={COUNTER_FD}"]
-    return [*command, str(program), *args]
+@dataclass(frozen=True)
+class QemuUser:
+    """How a Linux target's program runs on this machine: qemu-user's program and its -cpu (the target's [run]
+    qemu and qemu_cpu), and the sysroot a dynamically linked program's loader and libraries come from."""
+
+    qemu: str
+    cpu: str
+    sysroot: str = ""  # "": a static program
+
+    @classmethod
+    def of(cls, settings: BuildSettings) -> QemuUser:
+        """For a Linux build: its target's qemu-user, with its toolchain's sysroot."""
+        assert settings.linux is not None
+        run = settings.target.run
+        return cls(run.qemu, run.qemu_cpu, settings.linux.toolchain.run_sysroot)
+
+    def command(self, program: Path, args: Sequence[str], *, plugin: Path | None = None,
+                plugin_args: Sequence[str] = (), gdb_port: int = 0) -> list[str]:  # fmt: skip
+        """The command line; with ``plugin`` the guest's counter reads instructions; with ``gdb_port`` the
+        program waits before its first instruction for gdb on that port."""
+        command = [self.qemu, "-cpu", self.cpu]
+        if gdb_port:
+            command += ["-g", str(gdb_port)]
+        if self.sysroot:
+            command += ["-L", self.sysroot]  # a dynamically linked program's loader and libraries
+        if plugin is not None:
+            command += ["-plugin", ",".join([str(plugin), f"fd={COUNTER_FD}", *plugin_args])]
+            command += ["-E", f"LLMCU_COUNTER_FD={COUNTER_FD}"]
+        return [*command, str(program), *args]
 
 
 def run_program(
     program: Path,
     args: Sequence[str],
+    emulator: QemuUser,
     *,
-    qemu: str = "qemu-aarch64",
-    cpu: str = "max",
-    sysroot: str = "",
     plugin_dir: Path | None = None,
     count_instructions: bool = True,
-    on_text: Callable[[bytes], None] | None = None,
-    on_bytes: Callable[[bytes], None] | None = None,
+    on_text: ByteSink | None = None,
+    on_bytes: ByteSink | None = None,
     timeout: float = RUN_TIMEOUT,
 ) -> RunOutput:
     """Runs ``program`` under qemu-user and returns its parsed output; raises a QemuUserError when it fails."""
-    if shutil.which(qemu) is None:
-        raise QemuUserError(f"{qemu} not found: install qemu-user (tools/setup.sh does)")
+    if shutil.which(emulator.qemu) is None:
+        raise QemuUserError(f"{emulator.qemu} not found: install qemu-user (tools/setup.sh does)")
     if not program.is_file():
         raise QemuUserError(f"{program} does not exist: build it first")
     plugin = None
     if count_instructions:
         plugin = plugin_library(plugin_dir if plugin_dir is not None else program.parent / "qemu-plugin")
-    command = qemu_command(program, args, qemu=qemu, cpu=cpu, sysroot=sysroot, plugin=plugin)
-    result = stream_command(command, on_text=on_text, on_bytes=on_bytes, timeout=timeout)
-    check(result, program, qemu, timeout)
+    result = stream_command(emulator.command(program, args, plugin=plugin), on_text=on_text, on_bytes=on_bytes,
+                            timeout=timeout)  # fmt: skip
+    check(result, program, emulator.qemu, timeout)
     return result.output
 
 

@@ -34,7 +34,7 @@ from .flasherrors import FlashError, NoProbeError
 from .flashing import FlashResult
 from .localport import free_port
 from .probes import PyocdSessionFactory, SessionFactory, select_probe
-from .protocol import RunOutput, format_summary
+from .protocol import ByteSink, RunOutput, format_summary
 from .runlog import RunLog, run_info
 
 TWIN_RUN_TIMEOUT = 600.0  # seconds for one run on the twin
@@ -252,7 +252,7 @@ def run_twin(
     params: Any,
     log: RunLog | None = None,
     *,
-    on_text: Callable[[bytes], None] | None = None,
+    on_text: ByteSink | None = None,
     timeout: float = TWIN_RUN_TIMEOUT,
     silence: float = uart.SILENCE,
     extra_args: tuple[str, ...] = (),
@@ -412,7 +412,7 @@ def run_board(
     image: FirmwareImage,
     options: RunOptions,
     *,
-    on_text: Callable[[bytes], None] | None = None,
+    on_text: ByteSink | None = None,
     flash_firmware: Callable[..., FlashResult] = flashing.flash_firmware,
     session_factory: SessionFactory | None = None,
     comports: Callable[[], Any] | None = None,

@@ -183,17 +183,8 @@ class _StopOnInterrupt:
 class ConsoleSession:
     """Sends lines to one channel and shows and logs what comes back."""
 
-    def __init__(
-        self,
-        channel: Channel,
-        info: RunInfo,
-        log_dir: Path,
-        settings: Settings,
-        *,
-        out: TextIO | None = None,
-        echo_text: bool = True,
-        timeout: float = uart.TIMEOUT,
-    ) -> None:
+    def __init__(self, channel: Channel, info: RunInfo, log_dir: Path, settings: Settings, *,
+                 out: TextIO | None = None, echo_text: bool = True, timeout: float = uart.TIMEOUT) -> None:  # fmt: skip
         self.channel = channel
         self.info = info
         self.settings = settings
@@ -466,10 +457,10 @@ def open_channel(settings: Any, options: Any) -> tuple[Channel, RunInfo]:
             channel = channels.process_channel(sshdeploy.console_command(copy, args), name, "board")
             return channel, run_info(settings, "board", port=str(linux.destination))
         args = ["-c", *program_options(settings, str(weights) if weights else None)]
-        command = qemu_user.qemu_command(program, args, qemu=linux.qemu, cpu=linux.qemu_cpu,
-                                         sysroot=linux.toolchain.run_sysroot)  # fmt: skip
-        host = {"qemu": qemu_user.version(linux.qemu)}
-        channel = channels.process_channel(command, f"{runs._shown(program)} under {linux.qemu}", "qemu", host)
+        emulator = qemu_user.QemuUser.of(settings)
+        host = {"qemu": qemu_user.version(emulator.qemu)}
+        command = emulator.command(program, args)
+        channel = channels.process_channel(command, f"{runs._shown(program)} under {emulator.qemu}", "qemu", host)
         return channel, run_info(settings, "qemu", host=host)
     runner, image = runs.choose_runner(settings)
     if runner == "qemu":

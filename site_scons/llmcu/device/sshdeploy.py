@@ -33,7 +33,7 @@ from pathlib import Path
 from ..core.errors import LlmcuError
 from ..platform.destination import Destination
 from .procrun import last_lines, stream_command
-from .protocol import RunOutput
+from .protocol import ByteSink, RunOutput
 
 SSH = "ssh"
 CONNECT_TIMEOUT = 10  # seconds
@@ -183,8 +183,8 @@ def deploy_and_run(
     *,
     remote_dir: str = "/tmp",
     exec_prefix: str | None = None,
-    on_text: Callable[[bytes], None] | None = None,
-    on_bytes: Callable[[bytes], None] | None = None,
+    on_text: ByteSink | None = None,
+    on_bytes: ByteSink | None = None,
     timeout: float = RUN_TIMEOUT,
 ) -> RunOutput:
     """Copies ``program`` (and ``weights``) to a fresh folder on the board, runs it there with

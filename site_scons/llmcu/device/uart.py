@@ -38,7 +38,7 @@ from typing import Any
 
 from ..core.errors import LlmcuError, ProtocolError
 from .console import CommandParams, encode_command
-from .protocol import ENQ, ETX, NAK, RS, STX, ProtocolParser, RunOutput, describe_failure, describe_fault
+from .protocol import ENQ, ETX, NAK, RS, STX, ByteSink, ProtocolParser, RunOutput, describe_failure, describe_fault
 
 DEFAULT_BAUD = 115200
 READY_TIMEOUT = 30.0  # seconds from the reset (or the open) to the ready line
@@ -196,8 +196,8 @@ class _Capturer:
         self,
         capture: Capture,
         command: bytes,
-        send: Callable[[bytes], None],
-        on_text: Callable[[bytes], None] | None,
+        send: ByteSink,
+        on_text: ByteSink | None,
         resets: int,
     ) -> None:
         self.capture = capture
@@ -356,8 +356,8 @@ def capture_run(
     *,
     baud: int = DEFAULT_BAUD,
     reset: Callable[[], None] | None = None,
-    on_text: Callable[[bytes], None] | None = None,
-    on_bytes: Callable[[bytes], None] | None = None,
+    on_text: ByteSink | None = None,
+    on_bytes: ByteSink | None = None,
     ready_timeout: float = READY_TIMEOUT,
     silence: float = SILENCE,
     timeout: float = TIMEOUT,
@@ -441,8 +441,8 @@ def _capture(
     capture: Capture,
     command: bytes,
     reset: Callable[[], None] | None,
-    on_text: Callable[[bytes], None] | None,
-    on_bytes: Callable[[bytes], None] | None,
+    on_text: ByteSink | None,
+    on_bytes: ByteSink | None,
     ready_timeout: float,
     silence: float,
     timeout: float,

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ..core.errors import LlmcuError
 from ..device import flashing
 from ..device.probes import ProbeInfo, PyocdSessionFactory, SessionFactory, select_probe
-from ..device.protocol import RunOutput
+from ..device.protocol import ByteSink, RunOutput
 from ..platform import stm32h7
 from ..platform.targets import Target
 from .device import BoardDevice, ConsoleLink, DeviceError, DeviceInfo
@@ -121,14 +121,8 @@ class UartLink:
         self.handle = uart.open_port(url, baud=baud, open_timeout=OPEN_TIMEOUT)
         self._reset = reset
 
-    def command(
-        self,
-        line: bytes,
-        *,
-        timeout: float,
-        on_text: Callable[[bytes], None] | None = None,
-        on_bytes: Callable[[bytes], None] | None = None,
-    ) -> RunOutput:
+    def command(self, line: bytes, *, timeout: float,
+                on_text: ByteSink | None = None, on_bytes: ByteSink | None = None) -> RunOutput:  # fmt: skip
         reset, self._reset = self._reset, None
         try:
             capture = self._uart.capture_run(

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from ..core.errors import LlmcuError
 from ..device.console import CommandParams, encode_command
-from ..device.protocol import RunOutput, describe_fault
+from ..device.protocol import ByteSink, RunOutput, describe_fault
 
 RUN_TIMEOUT = 600.0  # seconds for one generation: stories260K's 256 tokens take ~4 s on the twin, <1 s on the H7
 
@@ -42,14 +42,8 @@ class Device(Protocol):
 
     info: DeviceInfo
 
-    def run(
-        self,
-        params: CommandParams,
-        *,
-        timeout: float = RUN_TIMEOUT,
-        on_text: Callable[[bytes], None] | None = None,
-        on_bytes: Callable[[bytes], None] | None = None,
-    ) -> RunOutput:
+    def run(self, params: CommandParams, *, timeout: float = RUN_TIMEOUT,
+            on_text: ByteSink | None = None, on_bytes: ByteSink | None = None) -> RunOutput:  # fmt: skip
         """One generation; raises DeviceError (or llmcu.device.qemu's errors on the twin) unless it ended well.
         ``on_bytes`` gets every byte a board's console delivers, as it arrives (a run log's raw.bin)."""
         ...
@@ -86,14 +80,8 @@ class QemuDevice:
         self.machine = machine
         self.info = DeviceInfo("qemu", target, twin, "instructions", str(self.elf), {"elf": str(self.elf)})
 
-    def run(
-        self,
-        params: CommandParams,
-        *,
-        timeout: float = RUN_TIMEOUT,
-        on_text: Callable[[bytes], None] | None = None,
-        on_bytes: Callable[[bytes], None] | None = None,
-    ) -> RunOutput:
+    def run(self, params: CommandParams, *, timeout: float = RUN_TIMEOUT,
+            on_text: ByteSink | None = None, on_bytes: ByteSink | None = None) -> RunOutput:  # fmt: skip
         """(``on_bytes`` is not called: the twin's run comes back parsed, and its log is written from that.)"""
         from ..device.qemu import run_firmware
 
@@ -116,14 +104,8 @@ class QemuDevice:
 class ConsoleLink(Protocol):
     """An open console to a firmware that serves commands (board.UartLink, over llmcu.device.uart)."""
 
-    def command(
-        self,
-        line: bytes,
-        *,
-        timeout: float,
-        on_text: Callable[[bytes], None] | None = None,
-        on_bytes: Callable[[bytes], None] | None = None,
-    ) -> RunOutput:
+    def command(self, line: bytes, *, timeout: float,
+                on_text: ByteSink | None = None, on_bytes: ByteSink | None = None) -> RunOutput:  # fmt: skip
         """Waits for the ready line, sends ``line`` and returns the answer: a run, a refusal or a fault."""
         ...
 
@@ -150,14 +132,8 @@ class BoardDevice:
     def send(self, line: bytes, *, timeout: float = 60.0) -> RunOutput:
         return self._console().command(line, timeout=timeout)
 
-    def run(
-        self,
-        params: CommandParams,
-        *,
-        timeout: float = RUN_TIMEOUT,
-        on_text: Callable[[bytes], None] | None = None,
-        on_bytes: Callable[[bytes], None] | None = None,
-    ) -> RunOutput:
+    def run(self, params: CommandParams, *, timeout: float = RUN_TIMEOUT,
+            on_text: ByteSink | None = None, on_bytes: ByteSink | None = None) -> RunOutput:  # fmt: skip
         output = self._console().command(encode_command(params), timeout=timeout, on_text=on_text, on_bytes=on_bytes)
         return check_output(output, f"{self.info.target} board {self.info.runs_on}")
 

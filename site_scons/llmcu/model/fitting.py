@@ -60,15 +60,20 @@ def group_bounds(cols: int, group_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + group_size, cols)) for start in range(0, cols, group_size)]
 
 
+def grouped(shape: tuple[int, int], group_size: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """A ``(rows, cols)`` matrix's groups (``group_bounds``), and its int8 codes and float32 scales, zero, to fill
+    group by group."""
+    rows, cols = shape
+    groups = group_bounds(cols, group_size)
+    return groups, np.zeros((rows, cols), dtype=np.int8), np.zeros((rows, len(groups)), dtype=np.float32)
+
+
 def absmax_groups(matrix: np.ndarray, group_size: int, qmax: int) -> tuple[np.ndarray, np.ndarray]:
     """The contract's run-time rule, in float32 as the C runtime computes it: per group ``s = max|w| / qmax``,
     ``q = roundf(w / s)`` clipped to ``[-qmax, qmax]``. Returns int8 ``(rows, cols)`` codes and float32
     ``(rows, ngroups)`` scales."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    rows, cols = matrix.shape
-    groups = group_bounds(cols, group_size)
-    q = np.zeros((rows, cols), dtype=np.int8)
-    scales = np.zeros((rows, len(groups)), dtype=np.float32)
+    groups, q, scales = grouped(matrix.shape, group_size)
     for g, (start, end) in enumerate(groups):
         block = matrix[:, start:end]
         scale = (np.max(np.abs(block), axis=1) / np.float32(qmax)).astype(np.float32)
@@ -134,10 +139,7 @@ def fit_search(
     """Each group's scale searched for the least importance-weighted error (``importance``: per column)."""
     qmin, qmax = code_range(qtype)
     matrix = np.asarray(matrix, dtype=np.float64)
-    rows, cols = matrix.shape
-    groups = group_bounds(cols, group_size)
-    q = np.zeros((rows, cols), dtype=np.int8)
-    scales = np.zeros((rows, len(groups)), dtype=np.float32)
+    groups, q, scales = grouped(matrix.shape, group_size)
     for g, (start, end) in enumerate(groups):
         block = matrix[:, start:end]
         scale = search_scales(block, qtype, None if importance is None else importance[start:end])
@@ -194,12 +196,9 @@ def fit_gptq(matrix: np.ndarray, qtype: str, group_size: int, hessian: np.ndarra
     """GPTQ with per-group scales: ``hessian`` is the input's second moment ``E[x x^T]`` (cols x cols)."""
     qmin, qmax = code_range(qtype)
     work = np.array(matrix, dtype=np.float64)
-    rows, cols = work.shape
     h, importance = _prepared_hessian(work, hessian)
     upper = _inverse_factor(h)
-    groups = group_bounds(cols, group_size)
-    q = np.zeros((rows, cols), dtype=np.int8)
-    scales = np.zeros((rows, len(groups)), dtype=np.float32)
+    groups, q, scales = grouped(work.shape, group_size)
     for g, (start, end) in enumerate(groups):
         scale = search_scales(work[:, start:end], qtype, importance[start:end])
         scales[:, g] = scale
@@ -286,11 +285,8 @@ def fit_q4z(
     """q4z codes ``n - z`` (int8, -15..15), float32 scales and uint8 zero points of a ``(rows, cols)`` matrix.
     ``absmax`` and ``search`` search each group alone (absmax: unweighted); ``gptq`` adds error feedback."""
     work = np.array(matrix, dtype=np.float64)
-    rows, cols = work.shape
-    groups = group_bounds(cols, group_size)
-    q = np.zeros((rows, cols), dtype=np.int8)
-    scales = np.zeros((rows, len(groups)), dtype=np.float32)
-    zeros = np.zeros((rows, len(groups)), dtype=np.uint8)
+    groups, q, scales = grouped(work.shape, group_size)
+    zeros = np.zeros(scales.shape, dtype=np.uint8)
     upper, importance = None, None
     if hessian is not None and method != "absmax":
         h, importance = _prepared_hessian(work, hessian)
@@ -320,10 +316,8 @@ def fit_exact(matrix: np.ndarray, qtype: str, group_size: int) -> tuple[np.ndarr
     largest weight as code -8, so a group whose largest weight is positive has a negative ``d``."""
     qmin, qmax = code_range(qtype)
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    rows, cols = matrix.shape
-    groups = group_bounds(cols, group_size)
-    q = np.zeros((rows, cols), dtype=np.int8)
-    scales = np.zeros((rows, len(groups)), dtype=np.float32)
+    rows = matrix.shape[0]
+    groups, q, scales = grouped(matrix.shape, group_size)
     order = sorted(range(max(qmax, -qmin), 0, -1), key=lambda k: (k not in (qmax, -qmin), -k))
     for g, (start, end) in enumerate(groups):
         block = matrix[:, start:end]

@@ -136,6 +136,8 @@ class Console:
 
 @dataclass(frozen=True)
 class Sdram:
+    """The board's SDRAM on the FMC and the FMC register values that run it."""
+
     chip: str
     bank: int
     base: int
@@ -160,12 +162,14 @@ class Sdram:
     startup_cycles: int  # CPU cycles of the power-up delay
     command_cycles: int  # CPU cycles to let one init command finish
     pins: tuple[Pin, ...]
-    kernel_clock: str = "hclk"  # the FMC kernel clock's source (FMC_CLOCKS)
-    kernel_hz: int = 0
+    kernel_clock: str  # the FMC kernel clock's source (FMC_CLOCKS)
+    kernel_hz: int
 
 
 @dataclass(frozen=True)
 class Qspi:
+    """The board's QSPI NOR flash and the QUADSPI register values that read it memory-mapped."""
+
     chip: str
     size: int
     page_size: int
@@ -186,13 +190,15 @@ class Qspi:
     dummy_clocks: int
     status_write_timeout_cycles: int
     pins: tuple[Pin, ...]
-    prescaler_y: int = 0  # revision Y's plan
-    clock_hz_y: int = 0
-    csht_y: int = 0
+    prescaler_y: int  # revision Y's plan
+    clock_hz_y: int
+    csht_y: int
 
 
 @dataclass(frozen=True)
 class Board:
+    """A board file, checked, with every register value the board layer needs."""
+
     name: str
     description: str
     path: Path

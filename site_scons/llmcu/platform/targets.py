@@ -343,7 +343,7 @@ def load_target(name: str, targets_dir: Path) -> Target:
             parse_size(_require(window, "size", here, (int, str)), here),
         )
     if kind == "linux" and not run_spec.qemu:
-        raise OptionError(f"{where}: a Linux target needs [run] qemu (the qemu-user program hil=qemu runs it under)")
+        raise OptionError(f"{where} [run]: a Linux target needs `qemu` (the qemu-user program hil=qemu runs it under)")
     if kind == "baremetal" and not any(region.kind == "flash" for region in memory):
         raise OptionError(f"{where}: a baremetal target needs a [[memory]] region of kind 'flash' to boot from")
     cc = os.environ.get("CC") if kind == "hosted" and os.environ.get("CC") else toolchain.get("cc", "gcc")

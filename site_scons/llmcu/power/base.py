@@ -11,6 +11,7 @@ start and end lines, unless the meter saw the board's optional GPIO marker itsel
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -111,6 +112,33 @@ class MeterBase:
         times = [time.time()]
         yield times
         times.append(time.time())
+
+
+class ReaderThread:
+    """A meter's reading thread: ``step()`` is called until ``finished()`` says so once ``stop()`` was asked
+    (``finished`` is checked only then, so a meter can drain what follows its stop command). An exception in it
+    ends the thread and comes back from ``stop()`` as a MeterError naming the meter."""
+
+    def __init__(self, meter: str, step: Callable[[], None], finished: Callable[[], bool] = lambda: True) -> None:
+        self.meter = meter
+        self._step, self._finished = step, finished
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"{meter}-reader", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not (self._stopping.is_set() and self._finished()):
+                self._step()
+        except BaseException as error:  # handed to stop()
+            self._error = error
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        if self._error is not None:
+            raise MeterError(f"{self.meter} read failed: {self._error}")
 
 
 def host_t0_from(bracket: list[float]) -> tuple[float, float]:

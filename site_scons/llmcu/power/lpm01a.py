@@ -39,7 +39,6 @@ dependent, seen with PowerShield firmware 1.0.7), which become marks ``event_<ed
 from __future__ import annotations
 
 import re
-import threading
 import time
 from array import array
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import MeterBase, MeterError, Samples, host_t0_from
+from .base import MeterBase, MeterError, ReaderThread, Samples, host_t0_from
 
 BAUDRATE = 3_686_400
 PROMPT = "PowerShield >"
@@ -240,9 +239,7 @@ class Lpm01aMeter(MeterBase):
         self._serial: Any = None
         self._pending = bytearray()
         self._parser: StreamParser | None = None
-        self._reader: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._read_error: BaseException | None = None
+        self._reader: ReaderThread | None = None
         self._t0: tuple[float, float] | None = None
         self._stop_deadline = 0.0
         self.messages: list[str] = []
@@ -326,30 +323,26 @@ class Lpm01aMeter(MeterBase):
         leftover = bytes(self._pending)  # stream bytes that came with the ack
         self._pending.clear()
         self._parser.feed(leftover)
-        self._stop.clear()
-        self._reader = threading.Thread(target=self._read_loop, name="lpm01a-reader", daemon=True)
-        self._reader.start()
+        self._reader = ReaderThread("LPM01A", self._read_some, self._ended)
 
-    def _read_loop(self) -> None:
+    def _read_some(self) -> None:
         assert self._parser is not None
-        try:
-            while not (self._stop.is_set() and (self._parser.ended or time.monotonic() > self._stop_deadline)):
-                data = self._serial.read(max(1, getattr(self._serial, "in_waiting", 0) or 1))
-                if data:
-                    self._parser.feed(data)
-        except BaseException as error:  # handed to stop()
-            self._read_error = error
+        data = self._serial.read(max(1, getattr(self._serial, "in_waiting", 0) or 1))
+        if data:
+            self._parser.feed(data)
+
+    def _ended(self) -> bool:
+        """After stop: the end-of-acquisition message came, or the shield had its time to send it."""
+        assert self._parser is not None
+        return self._parser.ended or time.monotonic() > self._stop_deadline
 
     def stop(self) -> Samples:
         if self._reader is None or self._parser is None:
             raise MeterError("LPM01A: stop() without start()")
         self._stop_deadline = time.monotonic() + self.command_timeout_s
-        self._stop.set()
         self._serial.write(b"stop\n")
-        self._reader.join()
-        self._reader = None
-        if self._read_error is not None:
-            raise MeterError(f"LPM01A read failed: {self._read_error}")
+        reader, self._reader = self._reader, None
+        reader.stop()
         return self._samples(self._parser)
 
     def _samples(self, parser: StreamParser) -> Samples:

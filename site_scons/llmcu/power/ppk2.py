@@ -26,14 +26,13 @@ energy.py prefers over host-side timing. The GPIO is board-dependent and not par
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .base import MeterBase, MeterError, Samples, decimate_mean, host_t0_from
+from .base import MeterBase, MeterError, ReaderThread, Samples, decimate_mean, host_t0_from
 
 SAMPLE_RATE_HZ = 100_000  # fixed by the PPK2; lower rates are host-side averages
 SAMPLE_BYTES = 4
@@ -137,17 +136,15 @@ class Ppk2Meter(MeterBase):
             raise MeterError(f"PPK2 sample rate {sample_rate_hz} Hz must divide {SAMPLE_RATE_HZ} Hz")
         if trigger_channel is not None and not 0 <= trigger_channel <= 7:
             raise MeterError(f"PPK2 trigger channel {trigger_channel} is not a logic input (0-7)")
+        self._factory = api_factory or default_api_factory
         self.port = port
         self.mode = mode
         self.voltage_v = voltage_v
         self.sample_rate_hz = sample_rate_hz
         self.trigger_channel = trigger_channel
-        self._factory = api_factory or default_api_factory
         self._api: Any = None
         self._buffer = bytearray()
-        self._reader: threading.Thread | None = None
-        self._running = threading.Event()
-        self._read_error: BaseException | None = None
+        self._reader: ReaderThread | None = None
         self._t0: tuple[float, float] | None = None
 
     def _open(self) -> Any:
@@ -182,37 +179,28 @@ class Ppk2Meter(MeterBase):
             api.set_source_voltage(millivolts)  # ampere mode: the supply voltage the calibration assumes
         api.toggle_DUT_power("ON")
         self._buffer.clear()
-        self._running.set()
         with self.bracket() as times:
             api.start_measuring()
         self._t0 = host_t0_from(times)
-        self._reader = threading.Thread(target=self._read_loop, name="ppk2-reader", daemon=True)
-        self._reader.start()
+        self._reader = ReaderThread("PPK2", self._read_some)
 
-    def _read_loop(self) -> None:
-        try:
-            while self._running.is_set():
-                chunk = self._api.get_data()
-                if chunk:
-                    self._buffer += chunk
-                else:
-                    time.sleep(0.001)
-        except BaseException as error:  # handed to stop()
-            self._read_error = error
+    def _read_some(self) -> None:
+        chunk = self._api.get_data()
+        if chunk:
+            self._buffer += chunk
+        else:
+            time.sleep(0.001)
 
     def stop(self) -> Samples:
         if self._reader is None or self._api is None:
             raise MeterError("PPK2: stop() without start()")
         self._api.stop_measuring()
         time.sleep(0.05)  # samples already in flight
-        self._running.clear()
-        self._reader.join()
-        self._reader = None
+        reader, self._reader = self._reader, None
+        reader.stop()
         tail = self._api.get_data()
         if tail:
             self._buffer += tail
-        if self._read_error is not None:
-            raise MeterError(f"PPK2 read failed: {self._read_error}")
         samples = decode_stream(
             bytes(self._buffer), self._api, trigger_channel=self.trigger_channel, sample_rate_hz=self.sample_rate_hz
         )

@@ -19,7 +19,7 @@ from elftools.elf.elffile import ELFFile
 
 from ..builder.settings import BuildSettings, RunParams, configure
 from ..core.errors import LlmcuError
-from ..core.fileio import write_bytes_atomic, write_text_atomic
+from ..core.fileio import read_toml, write_bytes_atomic, write_text_atomic
 from ..core.paths import ROOT, TARGETS_DIR
 from ..device.protocol import RunOutput, parse
 from ..platform.targets import load_target
@@ -43,26 +43,14 @@ CHIPS = {
 # at 120 MHz with ~70% efficiency.
 REGION_BANDWIDTH = {"flash": 240e6 * 8 / 5, "qspi": 133e6 * 4 / 8, "sdram": 120e6 * 2 * 0.7}
 
-# The bar (issue "Performance", llama2.c's own code ported, measured under the same conditions).
-BAR = {
-    ("qemu-m7", "260k", "fp32"): 2.25e6,
-    ("qemu-m7", "260k", "q8"): 3.95e6,
-    ("qemu-m7", "260k", "q4"): 3.95e6,
-    ("rzv2l", "260k", "fp32"): 1.56e6,
-    ("rzv2l", "260k", "q8"): 4.7e6,
-    ("rzv2l", "15m-shaped", "fp32"): 50.8e6,
-    ("rzv2l", "15m-shaped", "q8"): 20.5e6,
-}
-GOALS = {  # instructions per token, averaged over the run (issue "Performance II")
-    ("qemu-m7", "260k", "q8"): 450e3,
-    ("qemu-m7", "260k", "q4"): 600e3,
-    ("qemu-m7", "260k", "fp32"): 800e3,
-    ("rzv2l", "15m-shaped", "q8"): 2.5e6,
-    ("rzv2l", "260k", "q8"): 300e3,
-    ("stm32h743", "15m-shaped", "q4"): 14e6,
-}
-# Growth per extra cached position: (count at position 255 - count at position 1) / 254.
-GROWTH_GOALS = {("qemu-m7", "260k", "q8"): 1000, ("qemu-m7", "260k", "q4"): 1000, ("rzv2l", "260k", "q8"): 600}
+# The bar, the goals and the growth goals (bench/goals.toml): instructions per token by (target, model, quant).
+GOALS_FILE = ROOT / "bench" / "goals.toml"
+
+
+def goals(kind: str) -> dict[tuple[str, str, str], float]:
+    """``bar``, ``goals`` or ``growth_goals`` of bench/goals.toml."""
+    table = read_toml(GOALS_FILE).get(kind, {})
+    return {tuple(key.split("/")): value for key, value in table.items()}  # type: ignore[misc]
 
 
 @dataclass
@@ -252,8 +240,7 @@ def bench_linux_qemu(target: str, model: str, quant: str, kernels: str, extra: d
     output = qemu_user.run_program(
         settings.out_dir / "llmcu",
         ["-p", PROMPT, "-n", str(steps), "-t", "0", "-j", "1"],
-        qemu=settings.linux.qemu,
-        cpu=settings.linux.qemu_cpu,
+        qemu_user.QemuUser.of(settings),
         plugin_dir=settings.out_dir.parent.parent / "qemu-plugin",
     )
     row = BenchRow(target, model, quant, kernels)
@@ -381,14 +368,14 @@ def markdown(rows: list[BenchRow]) -> list[str]:
         avg = f"{row.instructions_per_token:,.0f}" if row.instructions_per_token else ""
         rate = f"{row.tok_per_s['median']:,.0f}" if row.tok_per_s else ""
         est = f"{row.estimate['tok_per_s']:,.1f}" if row.estimate else ""
-        bar = BAR.get((row.target, row.model, row.quant))
+        bar = goals("bar").get((row.target, row.model, row.quant))
         versus = f"{bar / row.instructions_per_token:.2f}x" if bar and row.instructions_per_token else ""
-        goal = GOALS.get((row.target, row.model, row.quant))
+        goal = goals("goals").get((row.target, row.model, row.quant))
         target_text = ""
         if goal and row.instructions_per_token and row.kernels == "opt" and row.numerics == "exact":
             verdict = "met" if row.instructions_per_token <= goal else "missed"
             target_text = f"<= {goal / 1e3:,.0f} K: {verdict}"
-            growth_goal = GROWTH_GOALS.get((row.target, row.model, row.quant))
+            growth_goal = goals("growth_goals").get((row.target, row.model, row.quant))
             growth = row.growth_per_position()
             if growth_goal and growth is not None:
                 verdict = "met" if growth <= growth_goal else "missed"

@@ -15,12 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "site_scons"))
+from llmcu.core.errors import LlmcuError
+from llmcu.core.fileio import write_text_atomic
+from llmcu.reports import bench
 
-from llmcu.core.errors import LlmcuError  # noqa: E402
-from llmcu.core.fileio import write_text_atomic  # noqa: E402
-from llmcu.reports import bench  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:

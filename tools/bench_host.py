@@ -19,12 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "site_scons"))
+from llmcu.core.fileio import write_text_atomic
+from llmcu.device.protocol import parse
+from llmcu.reports import bench
 
-from llmcu.core.fileio import write_text_atomic  # noqa: E402
-from llmcu.device.protocol import parse  # noqa: E402
-from llmcu.reports import bench  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def build(model: str, quant: str, extra: dict[str, str], kernels: str = "opt") -> Path:

@@ -25,15 +25,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from llmcu.core.config import ModelConfig
+from llmcu.model.checkpoint import Checkpoint
+from llmcu.model.tokenizer import Tokenizer
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "site_scons"))
 sys.path.insert(0, str(ROOT / "tests" / "model"))
-
-import numpy as np  # noqa: E402
-
-from llmcu.core.config import ModelConfig  # noqa: E402
-from llmcu.model.checkpoint import Checkpoint  # noqa: E402
-from llmcu.model.tokenizer import Tokenizer  # noqa: E402
 
 SHAPES = {
     # dim, hidden_dim, layers, heads, kv heads, vocab, context: TinyLlama-1.1B and a Llama-2-style 110M

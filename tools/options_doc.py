@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
 from llmcu.builder.options import markdown_table
 from llmcu.builder.settings import options_table

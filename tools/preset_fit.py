@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
 from llmcu.builder import linux, linuxmem
 from llmcu.core.paths import MODELS_DIR, TARGETS_DIR

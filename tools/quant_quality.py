@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
-
 from llmcu.core.errors import LlmcuError
 from llmcu.core.fileio import write_text_atomic
 from llmcu.core.paths import MODELS_DIR

@@ -18,14 +18,13 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "site_scons"))
+from llmcu.core.errors import LlmcuError
+from llmcu.power import energy
+from llmcu.power.csvmeter import parse_mapping, read_csv
+from llmcu.power.estimate import EstimateMeter
+from llmcu.reports.report import write_report
 
-from llmcu.core.errors import LlmcuError  # noqa: E402
-from llmcu.power import energy  # noqa: E402
-from llmcu.power.csvmeter import parse_mapping, read_csv  # noqa: E402
-from llmcu.power.estimate import EstimateMeter  # noqa: E402
-from llmcu.reports.report import write_report  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _host_time(text: str) -> float:

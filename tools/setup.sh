@@ -47,6 +47,9 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -r requirements.txt
+# llmcu itself, editable: the tools, `python -m llmcu.cli.*` and the llmcu-* commands import this checkout's
+# site_scons/llmcu (SCons finds it there on its own).
+python3 -m pip install -q --disable-pip-version-check --no-deps -e .
 # pyenv installs console scripts (scons) behind shims that must be refreshed.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 

@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "site_scons"))
 
 from llmcu.core.fileio import write_text_atomic
 from llmcu.core.paths import MODELS_DIR

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmcu.cli import oracle
 from llmcu.core.config import ModelConfig
 from llmcu.core.errors import OptionError, QuantizationError
-from llmcu.model import oracle
 from llmcu.model.checkpoint import Checkpoint, read_checkpoint
 from llmcu.model.oracle import GenerationResult, effective_steps, generate
 from llmcu.model.quantize import quantize_matrix

@@ -34,17 +34,16 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
+from llmcu.builder import weightsfile
+from llmcu.core.config import ModelConfig
+from llmcu.core.errors import LlmcuError
+from llmcu.device import protocol, uart
+from llmcu.model import checkpoint, tokenizer
+from llmcu.platform import targets
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "site_scons"))
-
-import numpy as np  # noqa: E402
-
-from llmcu.builder import weightsfile  # noqa: E402
-from llmcu.core.config import ModelConfig  # noqa: E402
-from llmcu.core.errors import LlmcuError  # noqa: E402
-from llmcu.device import protocol, uart  # noqa: E402
-from llmcu.model import checkpoint, tokenizer  # noqa: E402
-from llmcu.platform import targets  # noqa: E402
 
 # Small enough that a mutated header that still describes the model decodes in microseconds.
 TINY = ModelConfig(8, 12, 2, 2, 1, 16, 4, True)

@@ -8,7 +8,6 @@ later build would trust.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -23,9 +22,8 @@ from ..core.errors import LlmcuError, OptionError
 from ..core.fileio import write_bytes_atomic, write_text_atomic
 from ..model import kvq16
 from ..model.checkpoint import Checkpoint
-from ..model.kvcache import KV_CODES, KV_TYPES, check_kv_type, kv_cache_bytes
+from ..model.kvcache import KV_CODES, check_kv_type, kv_cache_bytes
 from ..model.quantize import QTYPES, QuantizedMatrix, QuantPlan, TensorReport, error_report, quantize_checkpoint
-from ..model.sources import read_model, read_vocab
 from ..model.tokenizer import Tokenizer, sorted_order
 from . import layouts, weightsfile
 from .templating import environment
@@ -464,42 +462,3 @@ def write_quant_report(model: GeneratedModel, json_path: str | Path, markdown_pa
             f"{row['max_abs_error']:.3g} | {row['rmse']:.3g} | {row['cosine']:.6f} |"
         )
     write_text_atomic(markdown_path, "\n".join(lines) + "\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmcu.builder.codegen", description=__doc__)
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--tokenizer", required=True, type=Path)
-    parser.add_argument("--quant", default="fp32", choices=QTYPES)
-    parser.add_argument("--group-size", type=int, default=32)
-    parser.add_argument("--overrides", default="", help="per-kind quant, e.g. tok_embeddings=q8,w2=q8")
-    parser.add_argument("--seq-len", type=int, default=0, help="context length (0: the model's)")
-    parser.add_argument("--kv-type", default="f32", choices=KV_TYPES, help="KV cache element type")
-    parser.add_argument("--model-name", default="")
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
-    try:
-        ckpt = read_model(args.checkpoint)
-        tok = read_vocab(args.tokenizer, ckpt.config.vocab_size)
-        plan = QuantPlan.parse(args.quant, args.group_size, args.overrides)
-        model = generate(
-            ckpt,
-            tok,
-            plan,
-            args.out,
-            model_name=args.model_name or args.checkpoint.stem,
-            tokenizer_name=args.tokenizer.name,
-            seq_len=args.seq_len,
-            progress=sys.stderr.isatty(),
-            kv_type=args.kv_type,
-        )
-        write_quant_report(model, args.out / "quant_report.json", args.out / "quant_report.md")
-    except LlmcuError as error:
-        print(f"llmcu: error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {', '.join(GENERATED_FILES)} to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,24 +17,22 @@ Layouts (``n`` = n_layers; per-layer tensors stacked along a leading layer axis)
   unshared) as int8 values followed by one fp32 scale per group of ``group_size`` values of the flattened
   matrix.
 
-Run ``python -m llmcu.model.checkpoint --help`` for the command line (``info`` and ``random``).
+``llmcu-checkpoint`` (llmcu.cli.checkpoint) is the command line: ``info`` and ``random``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import struct
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..core.config import LAYER_MATRICES, MATRIX_KINDS, NORM_NAMES, ModelConfig
-from ..core.errors import CheckpointError, LlmcuError
+from ..core.errors import CheckpointError
 from ..core.fileio import write_bytes_atomic
 
 
@@ -605,66 +603,3 @@ def random_checkpoint(config: ModelConfig, seed: int = 0, scale: float = 0.02) -
         noise = rng.standard_normal(shape, dtype=np.float32) * factor
         weights[name] = noise + np.float32(1.0) if name in NORM_NAMES else noise
     return Checkpoint(config, weights, "v0", None, None, {"random_seed": seed, "random_scale": scale})
-
-
-# --- command line ----------------------------------------------------------------------------------------
-
-
-def _info_lines(ckpt: Checkpoint, file_size: int) -> list[str]:
-    config = ckpt.config
-    lines = [f"file: {ckpt.path}", f"format: {ckpt.format}", f"bytes: {file_size}"]
-    lines += [f"{name}: {getattr(config, name)}" for name in PARAM_NAMES]
-    lines += [f"head_size: {config.head_size}", f"shared_classifier: {config.shared_classifier}"]
-    if ckpt.source_group_size is not None:
-        lines.append(f"group_size: {ckpt.source_group_size}")
-    lines.append(f"parameters: {config.parameter_count()}")
-    report = nonfinite_report(ckpt)
-    if report:
-        lines.append("non-finite: " + ", ".join(f"{name} {count}" for name, count in report.items()))
-    return lines
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    ckpt = read_checkpoint(args.file, allow_nonfinite=args.allow_nonfinite)
-    print("\n".join(_info_lines(ckpt, Path(args.file).stat().st_size)))
-    return 0
-
-
-def _cmd_random(args: argparse.Namespace) -> int:
-    ckpt = random_checkpoint(PRESETS[args.preset], seed=args.seed, scale=args.scale)
-    write_checkpoint(args.out, ckpt, version=args.version, group_size=args.group_size)
-    print(f"wrote {args.out}: {args.preset} shape, seed {args.seed}, v{args.version}")
-    return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    description = "Inspect llama2.c checkpoints, or write random ones."
-    parser = argparse.ArgumentParser(prog="python -m llmcu.model.checkpoint", description=description)
-    commands = parser.add_subparsers(dest="command", required=True)
-    info = commands.add_parser("info", help="validate a checkpoint and print its format and shape")
-    info.add_argument("file", type=Path)
-    info.add_argument("--allow-nonfinite", action="store_true", help="report NaN/Inf weights, do not fail")
-    info.set_defaults(run=_cmd_info)
-    rand = commands.add_parser("random", help="write a checkpoint of a known shape with random weights")
-    rand.add_argument("--preset", choices=sorted(PRESETS), required=True)
-    rand.add_argument("--seed", type=int, default=0)
-    rand.add_argument("--scale", type=float, default=0.02, help="standard deviation of matrix weights")
-    rand.add_argument("--version", type=int, choices=(0, 1, 2), default=0, help="checkpoint format version")
-    rand.add_argument("--group-size", type=int, default=64, help="Q8_0 group size (version 2 only)")
-    rand.add_argument("out", type=Path)
-    rand.set_defaults(run=_cmd_random)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m llmcu.model.checkpoint``; returns the exit status (1 on a checkpoint error)."""
-    args = _parser().parse_args(argv)
-    try:
-        return int(args.run(args))
-    except LlmcuError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,26 +1,14 @@
-"""The oracle: run.c's generation loop on the Python reference, producing run.c's exact standard output.
-
-Command line (the text goes to standard output byte for byte)::
-
-    python -m llmcu.model.oracle --checkpoint stories260K.bin --tokenizer tok512.bin -p "Once upon a time" -n 64
-"""
+"""The oracle: run.c's generation loop on the Python reference, producing run.c's exact standard output
+(``llmcu-oracle``, llmcu.cli.oracle, is its command line)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.errors import LlmcuError
-from .kvcache import KV_TYPES
-from .quantize import QTYPES
-from .reference import MATH_KINDS, Reference
+from .reference import Reference
 from .sampler import Sampler
-from .sources import read_model, read_vocab
 from .tokenizer import BOS, Tokenizer, printable
 
 
@@ -89,41 +77,3 @@ def generate(
         token = nxt
     text += b"\n"
     return GenerationResult(bytes(text), tokens, len(prompt_ids), logits_log)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m llmcu.model.oracle", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="llama2.c checkpoint (.bin)")
-    parser.add_argument("--tokenizer", required=True, help="llama2.c tokenizer (.bin)")
-    parser.add_argument("--quant", default="fp32", choices=QTYPES, help="matrix quantization (default fp32)")
-    parser.add_argument("--group-size", type=int, default=32, help="quantization group size (default 32)")
-    parser.add_argument(
-        "--kv-type", default="auto", choices=("auto", *KV_TYPES), help="KV cache element type (default: a build's)"
-    )
-    parser.add_argument("-p", "-i", "--prompt", default="", help="prompt (default: empty)")
-    parser.add_argument("-n", "--steps", type=int, default=256, help="steps, 0 = seq_len (default 256)")
-    parser.add_argument("-t", "--temperature", type=float, default=1.0, help="temperature (default 1.0)")
-    parser.add_argument("--topp", type=float, default=0.9, help="top-p, outside (0,1) = multinomial")
-    parser.add_argument("-s", "--seed", type=int, default=0, help="RNG seed, <= 0 = current time (as run.c)")
-    parser.add_argument("--math", default="auto", choices=MATH_KINDS, help="expf/cosf/sinf/powf source")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        ckpt = read_model(args.checkpoint)
-        tok = read_vocab(args.tokenizer, ckpt.config.vocab_size)
-        model = Reference.from_checkpoint(ckpt, args.quant, args.group_size, math=args.math, kv_type=args.kv_type)
-        seed = args.seed if args.seed > 0 else int(time.time())
-        result = generate(model, tok, args.prompt, args.steps, args.temperature, args.topp, seed)
-    except LlmcuError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.buffer.write(result.text)
-    sys.stdout.buffer.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

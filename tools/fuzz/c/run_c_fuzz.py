@@ -22,7 +22,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-sys.path.insert(0, str(ROOT / "site_scons"))
 
 TARGETS = ("console", "tokenizer")
 # Every report is fatal and aborts (the driver's SIGABRT handler saves the input; the exit status says that

@@ -1,0 +1,53 @@
+"""``llmcu-codegen``: a model's generated C sources and data (llmcu.builder.codegen) outside a build, for a look at
+what a build would link or for a firmware of one's own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..builder.codegen import GENERATED_FILES, generate, write_quant_report
+from ..core.errors import LlmcuError
+from ..model.kvcache import KV_TYPES
+from ..model.quantize import QTYPES, QuantPlan
+from ..model.sources import read_model, read_vocab
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmcu-codegen", description=__doc__)
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--tokenizer", required=True, type=Path)
+    parser.add_argument("--quant", default="fp32", choices=QTYPES)
+    parser.add_argument("--group-size", type=int, default=32)
+    parser.add_argument("--overrides", default="", help="per-kind quant, e.g. tok_embeddings=q8,w2=q8")
+    parser.add_argument("--seq-len", type=int, default=0, help="context length (0: the model's)")
+    parser.add_argument("--kv-type", default="f32", choices=KV_TYPES, help="KV cache element type")
+    parser.add_argument("--model-name", default="")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    try:
+        ckpt = read_model(args.checkpoint)
+        tok = read_vocab(args.tokenizer, ckpt.config.vocab_size)
+        plan = QuantPlan.parse(args.quant, args.group_size, args.overrides)
+        model = generate(
+            ckpt,
+            tok,
+            plan,
+            args.out,
+            model_name=args.model_name or args.checkpoint.stem,
+            tokenizer_name=args.tokenizer.name,
+            seq_len=args.seq_len,
+            progress=sys.stderr.isatty(),
+            kv_type=args.kv_type,
+        )
+        write_quant_report(model, args.out / "quant_report.json", args.out / "quant_report.md")
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {', '.join(GENERATED_FILES)} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,7 @@ import sys
 
 from llmcu.builder import linux, linuxmem
 from llmcu.core.paths import MODELS_DIR, TARGETS_DIR
-from llmcu.model import models
+from llmcu.model import presets
 from llmcu.model.quantize import QuantPlan
 from llmcu.platform.targets import load_target, parse_size
 
@@ -26,7 +26,7 @@ def _size(size: int) -> str:
     return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
-def tokenizer_bytes(preset: models.Preset) -> int:
+def tokenizer_bytes(preset: presets.Preset) -> int:
     """The tokenizer as model.bin stores it: a tokenizer.bin's size (the preset's, when recorded), else about 16
     bytes a piece for a vocabulary read from a GGUF file; plus the encoder's sorted order (8 bytes a piece)."""
     vocab = preset.shape.vocab_size
@@ -42,7 +42,7 @@ def rows(target_name: str, boards: list[str], quants: list[str]) -> list[str]:
     header += [f"{board.rstrip('BGMgmb')} {board.rstrip('Bb')[-1].upper()}B board: {_size(room)} free"
                for board, room in zip(boards, rooms, strict=True)]  # fmt: skip
     out = ["| " + " | ".join(header) + " |", "|---|---:|---|---:|---:|---:|" + ":---:|" * len(boards)]
-    for preset in models.list_presets(MODELS_DIR).values():
+    for preset in presets.list_presets(MODELS_DIR).values():
         download = preset.checkpoint.size
         for quant in quants:
             plan = QuantPlan.parse(quant, 32)

@@ -21,8 +21,8 @@ import pytest
 from conftest import ROOT, find_model_file
 from llmcu.core.config import ModelConfig
 from llmcu.core.errors import CheckpointError, DownloadError, ModelNotFoundError, OptionError
-from llmcu.model import models
-from llmcu.model.models import Preset, RemoteFile
+from llmcu.model import download, models, presets
+from llmcu.model.presets import Preset, RemoteFile
 
 MODELS_DIR = ROOT / "models"
 SHA_260K = "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696"
@@ -164,17 +164,17 @@ def read_header(path: Path) -> ModelConfig:
 
 
 def test_presets_parse_smallest_first() -> None:
-    presets = models.list_presets(MODELS_DIR)
-    assert list(presets) == ["260k", "15m", "42m", "110m", "tinyllama-q4_0", "tinyllama-q8_0"]
-    shapes = {name: preset.shape for name, preset in presets.items()}
+    found = presets.list_presets(MODELS_DIR)
+    assert list(found) == ["260k", "15m", "42m", "110m", "tinyllama-q4_0", "tinyllama-q8_0"]
+    shapes = {name: preset.shape for name, preset in found.items()}
     assert shapes["260k"] == ModelConfig(64, 172, 5, 8, 4, 512, 512)
     assert shapes["15m"] == ModelConfig(288, 768, 6, 6, 6, 32000, 256)
     assert shapes["42m"] == ModelConfig(512, 1376, 8, 8, 8, 32000, 1024)
     assert shapes["110m"] == ModelConfig(768, 2048, 12, 12, 12, 32000, 1024)
-    assert presets["15m"].checkpoint.size == 60816028 and presets["15m"].checkpoint.sha256 is None
-    assert presets["110m"].checkpoint.size is None and presets["110m"].checkpoint.sha256 is None
+    assert found["15m"].checkpoint.size == 60816028 and found["15m"].checkpoint.sha256 is None
+    assert found["110m"].checkpoint.size is None and found["110m"].checkpoint.sha256 is None
     for name in ("15m", "42m", "110m"):
-        assert presets[name].tokenizer == RemoteFile(
+        assert found[name].tokenizer == RemoteFile(
             "tokenizer.bin",
             "https://raw.githubusercontent.com/karpathy/llama2.c/master/tokenizer.bin",
             433869,
@@ -185,10 +185,10 @@ def test_presets_parse_smallest_first() -> None:
 def test_gguf_presets_bring_their_vocabulary() -> None:
     """The TinyLlama presets: a pinned GGUF file with its size and sha256, no tokenizer file (the vocabulary is in
     the GGUF), the real model's shape (grouped-query attention, a separate classifier)."""
-    presets = models.list_presets(MODELS_DIR)
+    found = presets.list_presets(MODELS_DIR)
     tinyllama = ModelConfig(2048, 5632, 22, 32, 4, 32000, 2048, shared_classifier=False)
     for name, size in (("tinyllama-q4_0", 637_699_456), ("tinyllama-q8_0", 1_170_781_568)):
-        preset = presets[name]
+        preset = found[name]
         assert preset.tokenizer is None and preset.shape == tinyllama
         assert preset.checkpoint.size == size and preset.checkpoint.sha256 is not None
         assert preset.checkpoint.filename.endswith(".gguf") and preset.checkpoint.filename in preset.checkpoint.url
@@ -267,12 +267,12 @@ def test_a_build_from_a_gguf_preset(server: FileServer, clean_env: Path, tmp_pat
 
 
 def test_260k_preset_matches_the_real_files(stories260k: Path, tok512: Path) -> None:
-    preset = models.load_preset("260k", MODELS_DIR)
+    preset = presets.load_preset("260k", MODELS_DIR)
     assert preset.checkpoint.filename == stories260k.name
     assert preset.checkpoint.size == stories260k.stat().st_size
-    assert preset.checkpoint.sha256 == models.sha256_file(stories260k) == SHA_260K
+    assert preset.checkpoint.sha256 == download.sha256_file(stories260k) == SHA_260K
     assert preset.tokenizer.size == tok512.stat().st_size
-    assert preset.tokenizer.sha256 == models.sha256_file(tok512) == SHA_TOK512
+    assert preset.tokenizer.sha256 == download.sha256_file(tok512) == SHA_TOK512
     preset.check_shape(read_header(stories260k), stories260k)
 
 
@@ -280,12 +280,12 @@ def test_llama2_tokenizer_matches_its_preset() -> None:
     path = find_model_file("tokenizer.bin")
     if path is None:
         pytest.skip("tokenizer.bin not found (set LLMCU_MODELS)")
-    remote = models.load_preset("15m", MODELS_DIR).tokenizer
-    assert (remote.size, remote.sha256) == (path.stat().st_size, models.sha256_file(path))
+    remote = presets.load_preset("15m", MODELS_DIR).tokenizer
+    assert (remote.size, remote.sha256) == (path.stat().st_size, download.sha256_file(path))
 
 
 def test_check_shape_names_every_difference() -> None:
-    preset = models.load_preset("260K", MODELS_DIR)  # names are case-insensitive
+    preset = presets.load_preset("260K", MODELS_DIR)  # names are case-insensitive
     wrong = ModelConfig(32, 172, 5, 8, 4, 512, 256)
     with pytest.raises(CheckpointError) as info:
         preset.check_shape(wrong, "x.bin")
@@ -302,7 +302,7 @@ def test_check_shape_names_every_difference() -> None:
 )
 def test_unknown_preset_lists_presets_and_the_path_form(sees) -> None:
     with pytest.raises(OptionError) as info:
-        models.load_preset("stories15M", MODELS_DIR)
+        presets.load_preset("stories15M", MODELS_DIR)
     message = str(info.value)
     sees(message)
     assert "'stories15M'" in message
@@ -338,7 +338,7 @@ BAD_PRESETS = [
 def test_broken_preset_file_says_what_is_wrong(tmp_path: Path, sees, text: str, fragment: str) -> None:
     (tmp_path / "p.toml").write_text(text)
     with pytest.raises(OptionError, match=r"p\.toml") as info:
-        models.list_presets(tmp_path)
+        presets.list_presets(tmp_path)
     assert fragment in str(info.value)
     sees(str(info.value))
 
@@ -353,13 +353,13 @@ def test_missing_shape_field_is_reported(tmp_path: Path, sees) -> None:
     text = (MODELS_DIR / "260k.toml").read_text().replace("n_kv_heads = 4\n", "")
     (tmp_path / "260k.toml").write_text(text)
     with pytest.raises(OptionError) as info:
-        models.list_presets(tmp_path)
+        presets.list_presets(tmp_path)
     sees(str(info.value))
 
 
 def test_sha256_file(tmp_path: Path) -> None:
-    data = blob(3 * models.CHUNK_SIZE + 7, 3)
-    assert models.sha256_file(put(tmp_path, "f", data)) == hashlib.sha256(data).hexdigest()
+    data = blob(3 * download.CHUNK_SIZE + 7, 3)
+    assert download.sha256_file(put(tmp_path, "f", data)) == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -410,12 +410,12 @@ def test_relative_llmcu_models_is_relative_to_the_working_directory(
 
 
 def test_cache_location_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert models.default_cache_dir() == tmp_path / "cache"
+    assert download.default_cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("LLMCU_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert models.default_cache_dir() == tmp_path / "xdg" / "llmcu"
+    assert download.default_cache_dir() == tmp_path / "xdg" / "llmcu"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert models.default_cache_dir() == Path.home() / ".cache" / "llmcu"
+    assert download.default_cache_dir() == Path.home() / ".cache" / "llmcu"
 
 
 @pytest.mark.fault(
@@ -442,13 +442,13 @@ def test_cache_hash_is_stamped_and_not_recomputed(
     remote = fake_preset(server).checkpoint
     cached = put(clean_env, "fake.bin", (server.root / "fake.bin").read_bytes())
     calls: list[Path] = []
-    real_sha256_file = models.sha256_file
+    real_sha256_file = download.sha256_file
 
     def counting_sha256_file(path: str | os.PathLike[str]) -> str:
         calls.append(Path(path))
         return real_sha256_file(path)
 
-    monkeypatch.setattr(models, "sha256_file", counting_sha256_file)
+    monkeypatch.setattr(download, "sha256_file", counting_sha256_file)
     for _ in range(3):
         assert models.resolve_file(remote, search_dirs=[], download=False) == cached
     assert calls == [cached]
@@ -611,12 +611,12 @@ def test_interrupted_download_leaves_no_final_file_and_resumes(server: FileServe
     remote = fake_preset(server).checkpoint
     server.breaks = 1
     with pytest.raises(DownloadError, match="partial download is kept") as info:
-        models.download_file(remote, clean_env, progress=False, attempts=1)
+        download.download_file(remote, clean_env, progress=False, attempts=1)
     sees(str(info.value))
     assert not (clean_env / "fake.bin").exists()
     assert (clean_env / "fake.bin.part").stat().st_size == 150_000
 
-    assert models.download_file(remote, clean_env, progress=False) == clean_env / "fake.bin"
+    assert download.download_file(remote, clean_env, progress=False) == clean_env / "fake.bin"
     assert (clean_env / "fake.bin").read_bytes() == (server.root / "fake.bin").read_bytes()
     assert server.requests[-1] == ("/fake.bin", "bytes=150000-")
     assert not (clean_env / "fake.bin.part").exists()
@@ -633,7 +633,7 @@ def test_interrupted_download_is_retried_at_once(
 ) -> None:
     remote = fake_preset(server).checkpoint
     server.breaks = 1
-    assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
+    assert download.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
     assert [header for _, header in server.requests] == [None, "bytes=150000-"]
     sees(capsys.readouterr().err)
 
@@ -649,9 +649,9 @@ def test_server_without_range_support_restarts(server: FileServer, clean_env: Pa
     server.ranges = False
     server.breaks = 1
     with pytest.raises(DownloadError) as info:
-        models.download_file(remote, clean_env, progress=False, attempts=1)
+        download.download_file(remote, clean_env, progress=False, attempts=1)
     sees(str(info.value))
-    assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
+    assert download.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
     assert server.requests[-1] == ("/fake.bin", "bytes=150000-")  # asked, got a full 200 answer
 
 
@@ -666,7 +666,7 @@ def test_unverifiable_download_warns(
 ) -> None:
     remote = fake_preset(server).checkpoint
     unknown = RemoteFile(remote.filename, remote.url)
-    assert models.download_file(unknown, clean_env, progress=False).stat().st_size == 300_000
+    assert download.download_file(unknown, clean_env, progress=False).stat().st_size == 300_000
     err = capsys.readouterr().err
     assert f"cannot be verified: its preset records no sha256 (the download has {remote.sha256})" in err
     sees(err)
@@ -748,7 +748,7 @@ def test_http_errors_are_not_retried_and_keep_nothing(server: FileServer, clean_
     remote = fake_preset(server).checkpoint
     server.status = status
     with pytest.raises(DownloadError) as info:
-        models.download_file(remote, clean_env, progress=False)
+        download.download_file(remote, clean_env, progress=False)
     sees(str(info.value))
     assert len(server.requests) == 1  # a refusal is an answer: asking again would not change it
     assert list(clean_env.iterdir()) == []
@@ -783,12 +783,12 @@ def test_stalled_download_times_out_keeps_the_part_and_resumes(server: FileServe
     remote = fake_preset(server).checkpoint
     server.stall = 2.0
     with pytest.raises(DownloadError) as info:
-        models.download_file(remote, clean_env, progress=False, timeout=0.3, attempts=1)
+        download.download_file(remote, clean_env, progress=False, timeout=0.3, attempts=1)
     sees(str(info.value))
     assert not (clean_env / "fake.bin").exists()
     assert (clean_env / "fake.bin.part").stat().st_size == 150_000
     server.stall = 0.0
-    assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
+    assert download.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
     assert server.requests[-1] == ("/fake.bin", "bytes=150000-")
 
 
@@ -805,7 +805,7 @@ def test_resume_at_the_wrong_offset_restarts(
     (clean_env).mkdir(parents=True, exist_ok=True)
     (clean_env / "fake.bin.part").write_bytes(blob(300_000, 1)[:100_000])
     server.wrong_range = True
-    assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
+    assert download.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
     sees(capsys.readouterr().err)
     # the part was dropped and the file fetched again from its start, not spliced at the wrong place
     assert [header for _, header in server.requests] == ["bytes=100000-", None]
@@ -823,17 +823,17 @@ def test_foreign_partial_file_is_detected_and_deleted(server: FileServer, clean_
     clean_env.mkdir(parents=True, exist_ok=True)
     (clean_env / "fake.bin.part").write_bytes(blob(100_000, 99))  # same name, other content
     with pytest.raises(DownloadError) as info:
-        models.download_file(remote, clean_env, progress=False)
+        download.download_file(remote, clean_env, progress=False)
     sees(str(info.value))
     assert list(clean_env.iterdir()) == []  # nothing truncated or wrong is left to be trusted
-    assert models.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
+    assert download.download_file(remote, clean_env, progress=False).read_bytes() == blob(300_000, 1)
 
 
 def test_oversized_partial_file_is_restarted(server: FileServer, clean_env: Path) -> None:
     remote = fake_preset(server).checkpoint
     clean_env.mkdir(parents=True, exist_ok=True)
     (clean_env / "fake.bin.part").write_bytes(bytes(400_000))
-    path = models.download_file(remote, clean_env, progress=False)
+    path = download.download_file(remote, clean_env, progress=False)
     assert path.read_bytes() == blob(300_000, 1)
     assert server.requests == [("/fake.bin", None)]  # started from 0, no Range for a part that cannot fit
 
@@ -851,15 +851,15 @@ def test_concurrent_downloads_of_one_file_fetch_it_once(server: FileServer, clea
     remote = fake_preset(server).checkpoint
     server.gate = threading.Event()
     first: list[Path] = []
-    thread = threading.Thread(target=lambda: first.append(models.download_file(remote, clean_env, progress=False)))
+    thread = threading.Thread(target=lambda: first.append(download.download_file(remote, clean_env, progress=False)))
     thread.start()
     deadline = time.monotonic() + 30
     while not server.requests and time.monotonic() < deadline:
         time.sleep(0.01)
     code = (
-        "import sys; from llmcu.model import models; from llmcu.model.models import RemoteFile\n"
+        "import sys; from llmcu.model import download; from llmcu.model.presets import RemoteFile\n"
         f"remote = RemoteFile({remote.filename!r}, {remote.url!r}, {remote.size!r}, {remote.sha256!r})\n"
-        f"print(models.download_file(remote, {str(clean_env)!r}, progress=False))\n"
+        f"print(download.download_file(remote, {str(clean_env)!r}, progress=False))\n"
     )
     second = subprocess.Popen(
         [sys.executable, "-c", code],

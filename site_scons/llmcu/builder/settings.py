@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.errors import OptionError
 from ..core.paths import MODELS_DIR, ROOT, TARGETS_DIR
-from ..model import models
+from ..model import models, presets
 from ..model.quantize import QuantPlan
 from ..model.sources import read_config
 from ..platform import watchdog
@@ -31,7 +31,7 @@ LIBRARY_DIR = Path(__file__).resolve().parents[1]  # site_scons/llmcu, every lay
 
 
 def options_table() -> list[Option]:
-    return build_options(list_targets(TARGETS_DIR), models.list_presets(MODELS_DIR))
+    return build_options(list_targets(TARGETS_DIR), presets.list_presets(MODELS_DIR))
 
 
 def option_values(arguments: Mapping[str, str]) -> OptionValues:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.errors import LlmcuError
 from ..core.fileio import write_bytes_atomic
+from .download import default_cache_dir
 
 ENV_SWITCH = "LLMCU_QUANT_CACHE"
 ENV_FOLDER = "LLMCU_QUANT_CACHE_DIR"
@@ -50,8 +51,6 @@ def cache_key(weights_digest: str, plan_fields: tuple) -> str:
 
 
 def cache_path(key: str) -> Path:
-    from .models import default_cache_dir
-
     override = os.environ.get(ENV_FOLDER, "").strip()
     folder = Path(override).expanduser().absolute() if override else default_cache_dir() / FOLDER
     return folder / f"{key}.npz"

@@ -172,3 +172,14 @@ def test_the_board_layer_has_no_call_cycle_between_its_files(tmp_path: Path) -> 
     cycles = sorted(name for name in graph if reaches(name, name, {name}))
     assert cycles == [], {name: sorted(graph[name]) for name in cycles}
     assert "board.c" not in graph["sdram.c"]
+
+
+def test_no_two_classes_of_the_library_share_a_name() -> None:
+    """A class name says one thing: two ``Window``s (a sliding KV window and a span on a meter's timeline) made
+    every import of one a question of which."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "site_scons" / "llmcu").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                seen.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

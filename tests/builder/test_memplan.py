@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from llmcu.builder.memplan import Blob, FitError, kv_cache_bytes, plan_memory, run_state_bytes
+from llmcu.builder.memplan import FitError, InputSection, kv_cache_bytes, plan_memory, run_state_bytes
 from llmcu.core.config import ModelConfig
 from llmcu.core.paths import TARGETS_DIR
 from llmcu.platform.targets import MemoryRegion, load_target
@@ -28,8 +28,8 @@ ON_CHIP = tuple(region for region in H743 if not region.external)
 TARGET = dataclasses.replace(load_target("stm32h743", TARGETS_DIR), memory=H743)
 
 
-def weights(total: int, parts: int = 10) -> list[Blob]:
-    return [Blob(f".llmcu_weights.w{i}", total // parts, 0) for i in range(parts)]
+def weights(total: int, parts: int = 10) -> list[InputSection]:
+    return [InputSection(f".llmcu_weights.w{i}", total // parts, 0) for i in range(parts)]
 
 
 def test_kv_cache_sizes_of_stories260k() -> None:
@@ -84,8 +84,8 @@ def test_pin_to_a_missing_region_is_an_error(sees) -> None:
 
 
 def test_15m_q8_spills_from_flash_into_qspi() -> None:
-    blobs = [Blob(f".llmcu_weights.l{i}", 1_100_000, 0) for i in range(6)]
-    blobs.append(Blob(".llmcu_weights.llmcu_w_tok_embeddings", 9_216_000, 0))
+    blobs = [InputSection(f".llmcu_weights.l{i}", 1_100_000, 0) for i in range(6)]
+    blobs.append(InputSection(".llmcu_weights.llmcu_w_tok_embeddings", 9_216_000, 0))
     plan = plan_memory(TARGET, H743, STORIES15M, blobs, seq_len=256, kv_type="f16")
     regions = {group.region: group for group in plan.groups}
     assert set(regions) == {"flash", "qspi"}

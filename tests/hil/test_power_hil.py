@@ -18,7 +18,7 @@ from llmcu.core.errors import OptionError
 from llmcu.hil.board import open_board
 from llmcu.hil.device import QemuDevice
 from llmcu.hil.firmware import FirmwareBuild
-from llmcu.hil.hwmap import PowerMeter, parse_hardware_map
+from llmcu.hil.hwmap import MeterEntry, parse_hardware_map
 from llmcu.hil.power import HilPower, settings_for
 from llmcu.power import PowerSettings
 from llmcu.power.estimate import ANCHORS
@@ -72,9 +72,9 @@ def test_the_twin_takes_the_estimate_only(hil_firmware: FirmwareBuild, tmp_path:
 
 
 def test_settings_come_from_the_command_line_or_the_hardware_map() -> None:
-    mapped = PowerMeter("lpm01a", "/dev/ttyACM1")
+    mapped = MeterEntry("lpm01a", "/dev/ttyACM1")
     assert settings_for("none", "", 3.3, "board", mapped) == PowerSettings("lpm01a", "/dev/ttyACM1", 3.3, "board")
     assert settings_for("ppk2", "", 3.0, "meter", mapped) == PowerSettings("ppk2", "", 3.0, "meter")
     assert settings_for("none", "", 3.3, "board", None).meter == "none"
     with pytest.raises(OptionError, match="power_meter type 'ina219' is not one of"):
-        settings_for("none", "", 3.3, "board", PowerMeter("ina219", "/dev/ttyUSB1"))
+        settings_for("none", "", 3.3, "board", MeterEntry("ina219", "/dev/ttyUSB1"))

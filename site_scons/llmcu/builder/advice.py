@@ -20,7 +20,7 @@ from ..platform import stm32h7
 from . import codegen, layouts, linuxmem, memplan
 from .imageplan import plan_image
 from .settings import BuildSettings, FirmwareImage, firmware_images, read_board
-from .window import Window
+from .window import SlidingWindow
 
 # Smaller quantizations than each one, smallest last (bytes per weight at group 32: 4, ~1.1, ~0.6, ~0.56).
 SMALLER = {"fp32": ("q8", "q4", "q4z"), "q8": ("q4", "q4z"), "q4": ("q4z",), "q4z": (), "auto": ()}
@@ -171,10 +171,10 @@ def _sliding(
     slides already or not even the sinks and two more positions fit."""
     if settings.window is not None:
         return []
-    sliding = dataclasses.replace(settings, window=Window())
+    sliding = dataclasses.replace(settings, window=SlidingWindow())
     models = _Models(sliding, model_for.ckpt, model_for.tok, model_for.model, model_for.quantized)
     longest = _longest_context(model_for.model.seq_len, lambda n: fits(sliding, models("", n)),
-                               shortest=Window().sinks + 2)  # fmt: skip
+                               shortest=SlidingWindow().sinks + 2)  # fmt: skip
     return [Change((("overflow", "slide"), ("seq_len", str(longest))))] if longest else []
 
 

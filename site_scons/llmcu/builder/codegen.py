@@ -28,7 +28,7 @@ from ..model.tokenizer import Tokenizer, sorted_order
 from . import layouts, weightsfile
 from .templating import environment
 from .weightsfile import WeightsFileLayout
-from .window import Window, check_window
+from .window import SlidingWindow, check_window
 
 DATA_FILE = "model_data.bin"
 GENERATED_FILES = ("model_config.h", "model_weights.c", "model_data.S", DATA_FILE)
@@ -37,7 +37,7 @@ QTYPE_CODES = {qtype: code for code, qtype in enumerate(QTYPES)}  # fp32 0, q8 1
 
 
 @dataclass
-class Blob:
+class LinkedArray:
     """One linked-in array: its symbol, section, C element type and bytes."""
 
     symbol: str
@@ -62,7 +62,7 @@ class GeneratedModel:
     config: ModelConfig
     seq_len: int
     plan: QuantPlan
-    blobs: list[Blob]
+    blobs: list[LinkedArray]
     reports: list[TensorReport]
     kv_type: str = "f32"
     data: bytes = b""
@@ -74,7 +74,7 @@ class GeneratedModel:
     source_notes: tuple[str, ...] = ()  # what importing the model did (a GGUF file's dequantized tensors)
     # kv_type=q16's scales (llmcu.model.kvq16.Q16Scales.as_array), measured when the build may choose q16.
     kv_q16_scales: np.ndarray | None = None
-    window: Window | None = None  # overflow=slide: the sinks and the most passes a run records
+    window: SlidingWindow | None = None  # overflow=slide: the sinks and the most passes a run records
     add_space_prefix: bool = True  # how the runtime encodes a prompt (the vocabulary's, llmcu.model.tokenizer)
     add_bos: bool = True
 
@@ -98,11 +98,13 @@ class GeneratedModel:
         return kv_cache_bytes(self.config, self.seq_len, self.kv_type)
 
 
-def _weight_blob(symbol: str, ctype: str, data: bytes) -> Blob:
-    return Blob(symbol, f".llmcu_weights.{symbol}", ctype, data)
+def _weight_blob(symbol: str, ctype: str, data: bytes) -> LinkedArray:
+    return LinkedArray(symbol, f".llmcu_weights.{symbol}", ctype, data)
 
 
-def _matrix_blobs(kind: str, matrix: QuantizedMatrix, layer: int | None, layout: str = layouts.REFERENCE) -> list[Blob]:
+def _matrix_blobs(
+    kind: str, matrix: QuantizedMatrix, layer: int | None, layout: str = layouts.REFERENCE
+) -> list[LinkedArray]:
     suffix = kind if layer is None else f"{kind}_l{layer}"
     data, scales = layouts.storage(matrix, layout)  # the kernel set's arrangement (llmcu.builder.layouts)
     ctype = {"fp32": "float", "q8": "int8_t", "q4": "uint8_t", "q4z": "uint8_t"}[matrix.qtype]
@@ -124,7 +126,7 @@ def _f32(array: np.ndarray) -> bytes:
 
 def weight_blobs(
     ckpt: Checkpoint, quantized: dict[str, QuantizedMatrix], layout: str = layouts.REFERENCE
-) -> list[Blob]:
+) -> list[LinkedArray]:
     """Every weight array in the order the runtime's descriptor names them, matrices in ``layout``."""
     config, weights = ckpt.config, ckpt.weights
     blobs = _matrix_blobs("tok_embeddings", quantized["tok_embeddings"], None, layout)
@@ -172,19 +174,19 @@ def rope_table(config: ModelConfig, seq_len: int, math: str = "auto") -> np.ndar
     return table
 
 
-def rope_table_blob(config: ModelConfig, seq_len: int) -> Blob:
+def rope_table_blob(config: ModelConfig, seq_len: int) -> LinkedArray:
     """The table as a flash array beside the weights (the planner places it like a weight tensor)."""
     return _weight_blob(ROPE_TABLE_SYMBOL, "float", _f32(rope_table(config, seq_len)))
 
 
-def tokenizer_blobs(tok: Tokenizer) -> list[Blob]:
+def tokenizer_blobs(tok: Tokenizer) -> list[LinkedArray]:
     """The vocabulary as four arrays, with the encoder's sorted lookup order computed here, not on device."""
     offsets = np.zeros(len(tok.pieces) + 1, dtype="<u4")
     offsets[1:] = np.cumsum([len(piece) for piece in tok.pieces])
     order = np.asarray(sorted_order(tok), dtype="<u4")
 
-    def blob(symbol: str, ctype: str, data: bytes) -> Blob:
-        return Blob(symbol, f".llmcu_tokenizer.{symbol}", ctype, data)
+    def blob(symbol: str, ctype: str, data: bytes) -> LinkedArray:
+        return LinkedArray(symbol, f".llmcu_tokenizer.{symbol}", ctype, data)
 
     return [
         blob("llmcu_tok_scores", "float", _f32(tok.scores)),
@@ -194,7 +196,7 @@ def tokenizer_blobs(tok: Tokenizer) -> list[Blob]:
     ]
 
 
-def layout(blobs: Iterable[Blob]) -> bytes:
+def layout(blobs: Iterable[LinkedArray]) -> bytes:
     """Assign each blob its offset in the data file and return the file's bytes."""
     chunks: list[bytes] = []
     offset = 0
@@ -208,7 +210,7 @@ def layout(blobs: Iterable[Blob]) -> bytes:
     return b"".join(chunks)
 
 
-def _reference(blobs_by_symbol: dict[str, Blob], weights_file: WeightsFileLayout | None) -> Callable[[str], str]:
+def _reference(blobs_by_symbol: dict[str, LinkedArray], weights_file: WeightsFileLayout | None) -> Callable[[str], str]:
     """How model_weights.c names an array: its symbol, or (weights file) its offset in the mapped file."""
 
     def ref(symbol: str) -> str:
@@ -220,7 +222,7 @@ def _reference(blobs_by_symbol: dict[str, Blob], weights_file: WeightsFileLayout
     return ref
 
 
-def _tensor_initializer(blobs_by_symbol: dict[str, Blob], ref: Callable[[str], str]) -> Callable[..., str]:
+def _tensor_initializer(blobs_by_symbol: dict[str, LinkedArray], ref: Callable[[str], str]) -> Callable[..., str]:
     def tensor(kind: str, layer: int | None = None) -> str:
         suffix = kind if layer is None else f"{kind}_l{layer}"
         data = f"llmcu_w_{suffix}"
@@ -274,7 +276,7 @@ def prepare(
     weight_layout: str = layouts.REFERENCE,
     quantized: dict[str, QuantizedMatrix] | None = None,
     reports: bool = True,
-    window: Window | None = None,
+    window: SlidingWindow | None = None,
 ) -> GeneratedModel:
     """Check the inputs, quantize ``ckpt`` per ``plan`` and lay out the data file; nothing is written.
     ``rope_table``: add RoPE's cosines and sines for every position (:func:`rope_table`). ``weight_layout``: how

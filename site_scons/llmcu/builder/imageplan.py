@@ -8,11 +8,11 @@ from .codegen import GeneratedModel
 from .settings import BuildSettings, FirmwareImage
 
 
-def planner_blobs(model: GeneratedModel) -> list[memplan.Blob]:
+def planner_blobs(model: GeneratedModel) -> list[memplan.InputSection]:
     """The generated arrays as the planner sees them: read in full every token (heat 0) or only in part."""
     cold = {"llmcu_w_tok_embeddings", "llmcu_s_tok_embeddings"} if not model.config.shared_classifier else set()
     return [
-        memplan.Blob(blob.section, blob.size, 1 if blob.symbol in cold or "tokenizer" in blob.section else 0)
+        memplan.InputSection(blob.section, blob.size, 1 if blob.symbol in cold or "tokenizer" in blob.section else 0)
         for blob in model.blobs
     ]
 

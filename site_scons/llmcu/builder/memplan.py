@@ -88,7 +88,7 @@ class TwinFitError(FitError):
 
 
 @dataclass(frozen=True)
-class Blob:
+class InputSection:
     """A linked-in array to place: its input section and size."""
 
     section: str
@@ -201,7 +201,7 @@ def plan_memory(
     target: Target,
     regions: Sequence[MemoryRegion],
     config: ModelConfig,
-    blobs: Sequence[Blob],
+    blobs: Sequence[InputSection],
     *,
     seq_len: int,
     kv_type: str = "f32",
@@ -317,11 +317,11 @@ def _weight_regions(regions: Sequence[MemoryRegion], boot: MemoryRegion, weights
 
 
 def _place_blobs(
-    blobs: Sequence[Blob], regions: Sequence[MemoryRegion], budget: _Budget, boot: MemoryRegion, weights: str
+    blobs: Sequence[InputSection], regions: Sequence[MemoryRegion], budget: _Budget, boot: MemoryRegion, weights: str
 ) -> list[SectionGroup]:
     choices = _weight_regions(regions, boot, weights)
     groups: dict[tuple[str, str | None], SectionGroup] = {}
-    unplaced: list[Blob] = []
+    unplaced: list[InputSection] = []
     # Hot tensors first, so they take the fastest region; cold ones (embedding rows, tokenizer) spill.
     for blob in sorted(blobs, key=lambda b: b.heat):
         size = blob.size + 16  # alignment

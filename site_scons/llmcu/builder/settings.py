@@ -24,7 +24,7 @@ from ..platform.targets import MemoryRegion, Target, load_target, targets_by_kin
 from . import linux
 from .memplan import available_regions, twin_regions
 from .options import RUN, RUN_ONLY, Option, OptionValues, build_options, check_applicable, list_targets, parse_options
-from .window import Window, check_window
+from .window import SlidingWindow, check_window
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 LIBRARY_DIR = Path(__file__).resolve().parents[1]  # site_scons/llmcu, every layer
@@ -163,7 +163,7 @@ class BuildSettings:
     auto_quant: bool  # quant=auto: `plan` is the starting point (all q4), llmcu.builder.autoquant chooses the mix
     budget: int  # quant=auto: the most bytes the weights may take (0: the target's memory decides)
     quality: str  # quality=: measure the quantized model against fp32 at build time (llmcu.model.quality)
-    window: Window | None  # overflow=slide: sinks and max_steps (llmcu.builder.window); None: overflow=stop
+    window: SlidingWindow | None  # overflow=slide: sinks and max_steps (llmcu.builder.window); None: overflow=stop
 
     @property
     def gen_dir(self) -> Path:
@@ -262,7 +262,7 @@ def configure(arguments: Mapping[str, str] | OptionValues, *, download: bool = T
         build_dir = ROOT / build_dir
     window = None
     if values["overflow"] == "slide":
-        window = Window(values["sinks"], values["max_steps"])
+        window = SlidingWindow(values["sinks"], values["max_steps"])
         # the header only: the context the window slides in
         check_window(window, values["seq_len"] or read_config(resolved.checkpoint).seq_len)
     elif "sinks" in given or "max_steps" in given:

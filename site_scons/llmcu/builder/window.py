@@ -13,7 +13,7 @@ DEFAULT_MAX_STEPS = 1024
 
 
 @dataclass(frozen=True)
-class Window:
+class SlidingWindow:
     """The sinks, and the most forward passes one run makes (their records are kept for the output protocol,
     12 bytes each)."""
 
@@ -21,7 +21,7 @@ class Window:
     max_steps: int = DEFAULT_MAX_STEPS
 
 
-def check_window(window: Window, seq_len: int) -> None:
+def check_window(window: SlidingWindow, seq_len: int) -> None:
     """overflow=slide needs a ring of at least two positions beside the sinks and records for the whole cache."""
     if not 0 <= window.sinks <= seq_len - 2:
         raise OptionError(

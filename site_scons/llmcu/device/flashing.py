@@ -71,7 +71,7 @@ QSPI_RESULTS = {
 
 
 @dataclass(frozen=True)
-class RegionResult:
+class FlashedRegion:
     name: str  # "internal flash" or "QSPI flash"
     start: int
     end: int  # one past the image's last byte
@@ -87,7 +87,7 @@ class RegionResult:
 
 @dataclass(frozen=True)
 class FlashResult:
-    regions: tuple[RegionResult, ...]  # internal flash, then the QSPI flash if the image has bytes for it
+    regions: tuple[FlashedRegion, ...]  # internal flash, then the QSPI flash if the image has bytes for it
     probe: ProbeInfo
     chip: ChipInfo
     seconds: float
@@ -217,7 +217,7 @@ def _sector_size_of(memory_map: Any, name: str) -> Callable[[int], int]:
 
 def _flash_region(
     session: Any, flasher: _RegionFlasher, chunks: Sequence[Chunk], bars: FlashBars, step: FlashStep, verify: bool
-) -> RegionResult:
+) -> FlashedRegion:
     from pyocd.flash.loader import MemoryLoader
 
     target = session.target
@@ -230,7 +230,7 @@ def _flash_region(
     changed = [piece for piece, now in zip(pieces, current, strict=True) if now != piece.data]
     start, end = chunks[0].address, chunks[-1].end
     if not changed:
-        return RegionResult(flasher.name, start, end, image_bytes, 0, 0, True)
+        return FlashedRegion(flasher.name, start, end, image_bytes, 0, 0, True)
 
     step.now(f"erasing and programming the {flasher.name}", flasher.name)
     loader = MemoryLoader(
@@ -242,7 +242,7 @@ def _flash_region(
     loader.commit()
     written = sum(len(piece.data) for piece in changed)
     if not verify:
-        return RegionResult(flasher.name, start, end, image_bytes, written, len(changed), False)
+        return FlashedRegion(flasher.name, start, end, image_bytes, written, len(changed), False)
 
     step.now(f"verifying the {flasher.name}", flasher.name)
     flasher.readable()
@@ -265,7 +265,7 @@ def _flash_region(
             f"after programming; {advice}",
             ranges,
         )
-    return RegionResult(flasher.name, start, end, image_bytes, written, len(changed), True)
+    return FlashedRegion(flasher.name, start, end, image_bytes, written, len(changed), True)
 
 
 def attach_qspi_algo(target: Any, algo_path: Path) -> Any:

@@ -20,7 +20,7 @@ QSPI_SECTION = ".llmcu_qspi"
 
 
 @dataclass(frozen=True)
-class RegionResult:
+class RegionSpeed:
     region: str
     read_bytes: int
     read_cost: int
@@ -33,7 +33,7 @@ class SelftestReport:
     target: str
     unit: str
     clock_hz: int
-    regions: list[RegionResult]
+    regions: list[RegionSpeed]
 
     @property
     def passed(self) -> bool:
@@ -85,7 +85,7 @@ def analyse(output: RunOutput, elf: Path | None = None) -> SelftestReport:
     for name, entry in by_region.items():
         size, cost = int(entry.get("bytes", 0)), int(entry.get("cost", 0))  # type: ignore[call-overload]
         rate = size * clock_hz / cost / 1e6 if unit == "cycles" and clock_hz and cost else None
-        regions.append(RegionResult(name, size, cost, round(rate, 1) if rate else None, dict(entry["tests"])))  # type: ignore[call-overload]
+        regions.append(RegionSpeed(name, size, cost, round(rate, 1) if rate else None, dict(entry["tests"])))  # type: ignore[call-overload]
     return SelftestReport(output.header.get("target", "?"), unit, clock_hz, regions)
 
 

@@ -55,7 +55,7 @@ class LabgridSpec:
 
 
 @dataclass(frozen=True)
-class PowerMeter:
+class MeterEntry:
     type: str
     port: str = ""
     channel: str = ""
@@ -73,7 +73,7 @@ class BoardEntry:
     connected: bool = True
     runner: str = "pyocd"
     product: str = ""
-    power_meter: PowerMeter | None = None
+    power_meter: MeterEntry | None = None
     labgrid: LabgridSpec | None = None
     notes: str = ""
     index: int = 0  # position in the file, from 1, for messages
@@ -133,13 +133,13 @@ def _labgrid(value: object, where: str) -> LabgridSpec:
     return LabgridSpec(**spec)
 
 
-def _power_meter(value: object, where: str) -> PowerMeter:
+def _power_meter(value: object, where: str) -> MeterEntry:
     if not isinstance(value, dict):
         raise HardwareMapError(f"{where}: `power_meter` must be a mapping with type (and port), got {value!r}")
     _unknown(value, _POWER_KEYS, f"{where}: power_meter")
     if "type" not in value:
         raise HardwareMapError(f"{where}: power_meter needs `type`")
-    return PowerMeter(**{key: _string(value[key], where, f"power_meter.{key}") for key in _POWER_KEYS if key in value})
+    return MeterEntry(**{key: _string(value[key], where, f"power_meter.{key}") for key in _POWER_KEYS if key in value})
 
 
 def parse_entry(raw: object, index: int, source: str, targets: Iterable[str] | None = None,

@@ -20,7 +20,7 @@ from ..device.runlog import RunInfo, RunLog
 from ..power import CHOICES, PowerSettings
 from ..power.runpower import MeterMeasurement
 from .device import Device
-from .hwmap import PowerMeter
+from .hwmap import MeterEntry
 
 
 @dataclass
@@ -33,7 +33,7 @@ class MeasuredRun:
     power: dict[str, Any] | None
 
 
-def settings_for(meter: str, port: str, voltage_v: float, supply: str, mapped: PowerMeter | None) -> PowerSettings:
+def settings_for(meter: str, port: str, voltage_v: float, supply: str, mapped: MeterEntry | None) -> PowerSettings:
     """The command line's settings; without ``--hil-power``, the hardware map entry's meter (its type and port)."""
     if meter == "none" and mapped is not None:
         if mapped.type not in CHOICES:

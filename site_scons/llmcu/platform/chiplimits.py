@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.errors import OptionError
 from ..core.fileio import read_toml
-from .tomltable import REQUIRED, Table
+from .tomltable import REQUIRED, TomlTable
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def load_limits(target_folder: Path) -> ChipLimits:
     path = Path(target_folder) / "limits.toml"
     if not path.is_file():
         raise OptionError(f"{path}: missing: the chip's limits that every board file is checked against")
-    table = Table(read_toml(path), str(path))
+    table = TomlTable(read_toml(path), str(path))
     revisions = {}
     revision_tables = table.table("revision")
     for name in sorted(revision_tables.data):

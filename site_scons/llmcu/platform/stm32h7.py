@@ -19,7 +19,7 @@ from pathlib import Path
 from ..core.errors import OptionError
 from ..core.fileio import read_toml
 from .chiplimits import ChipLimits, exceeds, load_limits
-from .tomltable import REQUIRED, Table, parse_size
+from .tomltable import REQUIRED, TomlTable, parse_size
 
 # ---- Chip facts (RM0433 and the STM32H743 datasheet) ----
 
@@ -232,7 +232,7 @@ def parse_pin(text: object, where: str, signal: str, af: int) -> Pin:
 
 def _pin_entry(value: object, where: str, signal: str) -> Pin:
     """A pin with its alternate function: ``{ pin = "PD8", af = 7 }``."""
-    table = Table(value, f"{where} `{signal}`")  # e.g. "board.toml [console] `tx`: missing `af`"
+    table = TomlTable(value, f"{where} `{signal}`")  # e.g. "board.toml [console] `tx`: missing `af`"
     af = table.integer("af", lo=0, hi=15)
     pin = parse_pin(table.text("pin"), where, signal, af)
     table.done()
@@ -333,7 +333,7 @@ def _plan(
     )
 
 
-def _clocks(table: Table, where: str, limits: ChipLimits) -> tuple[Clocks, Clocks, Pll2 | None]:
+def _clocks(table: TomlTable, where: str, limits: ChipLimits) -> tuple[Clocks, Clocks, Pll2 | None]:
     """The board's clock tree as revision V's plan, revision Y's derived from it (PLL1 N lowered to the
     revision's CPU limit, VOS1), and PLL2 when the board uses it (a kernel clock independent of the CPU's)."""
     hse_hz = table.integer("hse_hz", lo=4_000_000, hi=50_000_000)  # HSE: 4-48 MHz crystal, up to 50 MHz bypass
@@ -392,7 +392,7 @@ def _brr(kernel_hz: int, baud: int, where: str) -> int:
     return brr
 
 
-def _console(table: Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Console:
+def _console(table: TomlTable, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Console:
     uart = table.text("uart").upper()
     if uart not in UARTS:
         raise OptionError(f"{table.where}: uart {uart!r} is not one of {', '.join(UARTS)}")
@@ -432,7 +432,7 @@ def sdram_required_signals(row_bits: int, column_bits: int, data_bits: int, bank
     return signals
 
 
-def _sdram(table: Table, clocks: Clocks, clocks_y: Clocks, pll2: Pll2 | None, limits: ChipLimits) -> Sdram:
+def _sdram(table: TomlTable, clocks: Clocks, clocks_y: Clocks, pll2: Pll2 | None, limits: ChipLimits) -> Sdram:
     chip = table.text("chip")
     bank = table.integer("bank")
     if bank not in SDRAM_BANK_BASE:
@@ -603,7 +603,7 @@ def _qspi_clock(kernel_hz: int, max_hz: int, cs_high: Fraction, where: str) -> t
     return prescaler, clock_hz, csht
 
 
-def _qspi(table: Table, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Qspi:
+def _qspi(table: TomlTable, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Qspi:
     chip = table.text("chip")
     size = table.size("size")
     page_size = table.integer("page_size", lo=1)
@@ -709,7 +709,7 @@ def load_board(target_folder: Path, name: str) -> Board:
         raise OptionError(f"unknown board {name!r} for target {target_folder.name}; known boards: {listing}")
     raw = read_toml(path)
     where = str(path)
-    top = Table(raw, where)
+    top = TomlTable(raw, where)
     board_name = top.text("name")
     if board_name != name:
         raise OptionError(f"{where}: name {board_name!r} does not match the file name {name!r}")

@@ -8,7 +8,7 @@ from fractions import Fraction
 from ..core.errors import OptionError
 
 
-class Table:
+class TomlTable:
     """A TOML table being read: every key must be used, so a misspelt key is an error, not a default."""
 
     def __init__(self, data: object, file: str, path: tuple[str, ...] = ()) -> None:
@@ -68,8 +68,8 @@ class Table:
             raise OptionError(f"{self.where}: `{key}` must be a list of strings")
         return tuple(value)
 
-    def table(self, key: str) -> Table:
-        return Table(self.raw(key, REQUIRED), self.file, (*self.path, key))
+    def table(self, key: str) -> TomlTable:
+        return TomlTable(self.raw(key, REQUIRED), self.file, (*self.path, key))
 
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)

@@ -45,7 +45,7 @@ MAX_CSV_ROWS = 200_000
 
 
 @dataclass(frozen=True)
-class Window:
+class GenerationSpan:
     """The generation on the meter's timeline (seconds)."""
 
     start_s: float
@@ -58,21 +58,21 @@ class Window:
         return self.end_s - self.start_s
 
 
-def generation_window(samples: Samples, run: RunRecord, *, link_latency_s: float = LINK_LATENCY_S) -> Window:
+def generation_window(samples: Samples, run: RunRecord, *, link_latency_s: float = LINK_LATENCY_S) -> GenerationSpan:
     """Where the generation lies on the meter's timeline (see the module docstring for the order)."""
     marks = samples.marks
     period = 1.0 / samples.rate_hz if samples.rate_hz else 0.0
     if samples.estimated and marks.get("generation_start") and marks.get("generation_end"):
-        return Window(marks["generation_start"][0], marks["generation_end"][0], "estimated (device time)", 0.0)
+        return GenerationSpan(marks["generation_start"][0], marks["generation_end"][0], "estimated (device time)", 0.0)
     host_start, host_end = run.start_marker_time, run.end_marker_time
     starts = marks.get("gpio_rise") or marks.get("trigger") or []
     if starts:
         start = starts[0]
         ends = [t for t in marks.get("gpio_fall", []) if t > start]
         if ends:
-            return Window(start, ends[0], "meter trigger input (GPIO edges)", period)
+            return GenerationSpan(start, ends[0], "meter trigger input (GPIO edges)", period)
         if host_start is not None and host_end is not None:
-            return Window(
+            return GenerationSpan(
                 start,
                 start + (host_end - host_start),
                 "meter trigger input (start) + host interval between the start and end lines",
@@ -90,7 +90,7 @@ def generation_window(samples: Samples, run: RunRecord, *, link_latency_s: float
     end = host_end - samples.host_t0 - link_latency_s / 2
     drift = CLOCK_PPM * 1e-6 * max(abs(end), abs(start))
     uncertainty = samples.host_t0_uncertainty_s + link_latency_s / 2 + drift
-    return Window(start, end, "host receive times of the start and end lines", uncertainty)
+    return GenerationSpan(start, end, "host receive times of the start and end lines", uncertainty)
 
 
 def integrate(t: np.ndarray, y: np.ndarray, a: float, b: float) -> float:
@@ -122,7 +122,7 @@ def analyse(
     model: RunCurrentModel | None = None,
     targets_dir: Path | None = None,
     link_latency_s: float = LINK_LATENCY_S,
-) -> tuple[dict[str, Any], Samples, Window]:
+) -> tuple[dict[str, Any], Samples, GenerationSpan]:
     """The power figures of one run (power.json's content), the samples they came from (the estimate's, when
     ``samples`` is the empty series of power=estimate) and the generation window."""
     warnings = list(samples.warnings)
@@ -250,7 +250,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def power_csv(samples: Samples, window: Window, *, max_rows: int = MAX_CSV_ROWS) -> tuple[str, int]:
+def power_csv(samples: Samples, window: GenerationSpan, *, max_rows: int = MAX_CSV_ROWS) -> tuple[str, int]:
     """The samples as CSV (averaged in blocks when there are more than ``max_rows``) and the block size.
     An estimated series names its column ``estimated_current_a``."""
     factor = max(1, math.ceil(len(samples) / max_rows))

@@ -11,7 +11,7 @@ from typing import Any
 
 
 @dataclass
-class Table:
+class ReportTable:
     header: list[str]
     rows: list[list[str]]
     align_right: tuple[int, ...] = ()
@@ -34,7 +34,7 @@ class Document:
     def para(self, text: str) -> None:
         self.blocks.append(("p", text))
 
-    def table(self, table: Table) -> None:
+    def table(self, table: ReportTable) -> None:
         self.blocks.append(("table", table))
 
     def image(self, image: Image) -> None:

@@ -21,7 +21,7 @@ from ..core.fileio import write_text_atomic
 from ..core.paths import TARGETS_DIR
 from ..power.estimate import model_for_run
 from ..power.runrecord import RunRecord, load_run
-from .document import Document, Image, Table
+from .document import Document, Image, ReportTable
 from .plots import plot_cost, plot_current, window_fill_position
 
 # ---- formatting ----
@@ -85,7 +85,7 @@ def _summary_section(doc: Document, run: RunRecord, power: dict[str, Any] | None
         rows.append([f"energy per token{tag}", _num(g["energy_per_token_mj"], 3, "mJ")])
         rows.append([f"average current during generation{tag}", _si_current(g["avg_current_a"])])
     doc.heading("Summary")
-    doc.table(Table(["", "value"], rows, align_right=(1,)))
+    doc.table(ReportTable(["", "value"], rows, align_right=(1,)))
 
 
 def _chip_estimate(run: RunRecord) -> tuple[str, float, float] | None:
@@ -116,7 +116,7 @@ def _build_section(doc: Document, run: RunRecord) -> None:
         "seed": settings.get("seed"), "build folder": settings.get("build"),
     }  # fmt: skip
     rows = [[name, str(value)] for name, value in shown.items() if value not in (None, "")]
-    doc.table(Table(["option", "value"], rows))
+    doc.table(ReportTable(["option", "value"], rows))
     quant_report = _quant_report(run)
     quality = quant_report.get("quality")
     if isinstance(quality, dict) and quality:
@@ -163,7 +163,7 @@ def _provenance_section(doc: Document, run: RunRecord) -> None:
     rows = [[label, str(host[key])] for key, label in labels.items() if host.get(key)]
     doc.heading("Where it came from")
     if rows:
-        doc.table(Table(["", "version"], rows))
+        doc.table(ReportTable(["", "version"], rows))
     else:
         doc.para("The log records no versions (an older log).")
 
@@ -194,7 +194,7 @@ def _memory_section(doc: Document, run: RunRecord) -> None:
         twin_ran and path == board_map) else "the map of the image that ran"  # fmt: skip
     doc.para(f"From {path}: {whose}.")
     header = ["region", "origin", "used (bytes)", "free (bytes)", "size (bytes)", "%"]
-    doc.table(Table(header, rows, align_right=(2, 3, 4, 5)))
+    doc.table(ReportTable(header, rows, align_right=(2, 3, 4, 5)))
     doc.para(
         f"Code {_num(report.get('code_bytes'), 0)} bytes, weights and tokenizer {_num(report.get('weight_bytes'), 0)}"
         f" bytes, RAM in use {_num(report.get('ram_bytes'), 0)} bytes."
@@ -238,7 +238,7 @@ def _power_section(doc: Document, run: RunRecord, power: dict[str, Any] | None, 
         rows.append(["energy per token above idle", _num(g["energy_per_token_above_idle_mj"], 3, "mJ")])
     if g.get("compute_energy_per_token_mj") is not None:
         rows.append([f"energy per token, forward pass only{tag}", _num(g["compute_energy_per_token_mj"], 3, "mJ")])
-    doc.table(Table(["", "value"], rows, align_right=(1,)))
+    doc.table(ReportTable(["", "value"], rows, align_right=(1,)))
     if estimated:
         doc.para("Estimated series: one step per forward pass, its length from the run's cost records.")
     else:
@@ -272,7 +272,7 @@ def _selftest_section(doc: Document, run: RunRecord) -> None:
     for r in data.get("regions", []):
         tests = "; ".join(f"{name}: {verdict}" for name, verdict in r["tests"].items()) or "-"
         rows.append([r["region"], _num(r["read_bytes"], 0), _num(r["read_cost"], 0), _num(r.get("mb_per_s"), 1), tests])
-    doc.table(Table(["region", "bytes read", unit or "cost", "MB/s", "tests"], rows, align_right=(1, 2, 3)))
+    doc.table(ReportTable(["region", "bytes read", unit or "cost", "MB/s", "tests"], rows, align_right=(1, 2, 3)))
 
 
 def write_report(run_dir: str | Path) -> ReportFiles:

@@ -153,18 +153,18 @@ def test_steps_zero_means_max_steps(root: Path, stories260k: Path) -> None:
 def test_bad_combinations(stories260k: Path, monkeypatch) -> None:
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
 
-    def configure(**options: str):
+    def configured(**options: str):
         return configure({"target": "host", "model": "260k", **options})
 
     with pytest.raises(OptionError, match=r"sinks=63 with seq_len=64: .* between 0 and seq_len - 2 = 62"):
-        configure(seq_len="64", overflow="slide", sinks="63")
+        configured(seq_len="64", overflow="slide", sinks="63")
     with pytest.raises(OptionError, match="max_steps=32 is below seq_len=64"):
-        configure(seq_len="64", overflow="slide", max_steps="32")
+        configured(seq_len="64", overflow="slide", max_steps="32")
     with pytest.raises(OptionError, match="go with overflow=slide"):
-        configure(sinks="2")
+        configured(sinks="2")
     with pytest.raises(OptionError, match="overflow='wrap' is not allowed; choose one of: stop, slide"):
-        configure(overflow="wrap")
-    settings = configure(seq_len="64", overflow="slide", sinks="0")
+        configured(overflow="wrap")
+    settings = configured(seq_len="64", overflow="slide", sinks="0")
     assert settings.window.sinks == 0 and settings.out_dir.name == "260k-fp32-ctx64-slide-sinks0"
 
 

@@ -49,8 +49,4 @@ static inline uint16_t m7_word_at(const uint16_t *words, int ngroups, int r, int
     return words[((size_t)(r / 2) * (size_t)ngroups + (size_t)g) * 2 + (size_t)(r % 2)];
 }
 
-/* kernels/ref/q4z.c's matmul, for q4z matrices not in m7_panels (q4z.c compiles it under this name). */
-void rowmajor_matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg,
-                         int rows, int cols, int group_size);
-
 #endif /* LLMCU_KERNELS_M7_LAYOUT_H */

@@ -24,6 +24,7 @@
 
 #include "kernels/cortex_m7/m7_layout.h"
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 
 /* ---- fp32 ---- */
 
@@ -582,7 +583,7 @@ static inline __attribute__((always_inline)) void matmul_quant(float *out, const
     int q4 = kind != 0;
     if (!m7_panel_layout(cols, group_size, q4)) {
         if (kind == 2) {
-            rowmajor_matmul_q4z(out, xq, xs, w, (const uint16_t *)(const void *)ws, rows, cols, group_size);
+            ref_matmul_q4z(out, xq, xs, w, (const uint16_t *)(const void *)ws, rows, cols, group_size);
         } else {
             matmul_plain(out, xq, xs, w, ws, rows, cols, group_size, q4, 0);
         }

@@ -10,14 +10,16 @@
 
 #include "exp_m7.h"
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 
 /* From the reference file: its swiglu as it is, with M7_EXP for its exp (expf itself unless
  * LLMCU_FAST_EXP), and rope_per_head_position, whose fallback for odd head sizes is the reference's rope,
- * kept as portable_rope. Its rmsnorm and softmax come along as portable_*, left to --gc-sections. */
-#define rmsnorm portable_rmsnorm
-#define softmax portable_softmax
-#define rope portable_rope
-#define rope_rotate portable_rope_rotate
+ * kept as ref_rope. Its rmsnorm and softmax come along as ref_rmsnorm and ref_softmax (kernels/ref/ref.h), left to
+ * --gc-sections where nothing calls them. */
+#define rmsnorm ref_rmsnorm
+#define softmax ref_softmax
+#define rope ref_rope
+#define rope_rotate ref_rope_rotate
 #define SWIGLU_EXP M7_EXP
 #include "kernels/ref/ops.c"
 #undef rmsnorm
@@ -102,7 +104,7 @@ void rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos, floa
  * s16..s23 for every head of q and k. */
 void rope_rotate(float *q, int q_dim, float *k, int k_dim, int head_size, const float *cs) {
     if (head_size != 8 || q_dim % 8 || k_dim % 8 || q_dim <= 0 || k_dim <= 0) {
-        portable_rope_rotate(q, q_dim, k, k_dim, head_size, cs);
+        ref_rope_rotate(q, q_dim, k, k_dim, head_size, cs);
         return;
     }
     int qn = q_dim / 8, kn = k_dim / 8;

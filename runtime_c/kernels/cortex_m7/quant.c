@@ -17,11 +17,12 @@
 
 #include "kernels/cortex_m7/m7_layout.h"
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 
 /* The reference file provides embed_f32 and the row-major lookups; the rest is replaced below. */
-#define quantize_activations portable_quantize_activations
-#define embed_q8 rowmajor_embed_q8
-#define embed_q4 rowmajor_embed_q4
+#define quantize_activations ref_quantize_activations
+#define embed_q8 ref_embed_q8
+#define embed_q4 ref_embed_q4
 #include "kernels/ref/quant.c"
 #undef quantize_activations
 #undef embed_q8
@@ -29,7 +30,7 @@
 
 void embed_q8(float *out, const int8_t *table, const float *scales, int row, int dim, int group_size) {
     if (!m7_panel_layout(dim, group_size, 0)) {
-        rowmajor_embed_q8(out, table, scales, row, dim, group_size);
+        ref_embed_q8(out, table, scales, row, dim, group_size);
         return;
     }
     int ngroups = group_count(dim, group_size);
@@ -40,7 +41,7 @@ void embed_q8(float *out, const int8_t *table, const float *scales, int row, int
 
 void embed_q4(float *out, const uint8_t *table, const float *scales, int row, int dim, int group_size) {
     if (!m7_panel_layout(dim, group_size, 1)) {
-        rowmajor_embed_q4(out, table, scales, row, dim, group_size);
+        ref_embed_q4(out, table, scales, row, dim, group_size);
         return;
     }
     int ngroups = group_count(dim, group_size);

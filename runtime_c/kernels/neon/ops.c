@@ -11,6 +11,7 @@
 #include <math.h>
 
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 
 #if !defined(LLMCU_NUMERICS_FAST) || !LLMCU_NUMERICS_FAST
 
@@ -23,8 +24,8 @@
 #include "neon_common.h"
 
 /* rmsnorm and RoPE from the reference; its softmax and swiglu are replaced below. */
-#define softmax portable_softmax
-#define swiglu portable_swiglu
+#define softmax ref_softmax
+#define swiglu ref_swiglu
 #include "kernels/ref/ops.c"
 #undef softmax
 #undef swiglu

@@ -8,17 +8,18 @@
 #include <stdint.h>
 
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 #include "neon_common.h"
 
-#define matmul_q4z reference_matmul_q4z
-#define embed_q4z rowmajor_embed_q4z
+#define matmul_q4z ref_matmul_q4z
+#define embed_q4z ref_embed_q4z
 #include "kernels/ref/q4z.c"
 #undef matmul_q4z
 #undef embed_q4z
 
 void embed_q4z(float *out, const uint8_t *table, const uint16_t *words, int row, int dim, int group_size) {
     if (!panel_layout(dim, group_size, 1)) {
-        rowmajor_embed_q4z(out, table, words, row, dim, group_size);
+        ref_embed_q4z(out, table, words, row, dim, group_size);
         return;
     }
     int ngroups = group_count(dim, group_size);

@@ -7,7 +7,8 @@
  * to one side spend all 16 codes on them. The integer part stays exact: sum(n * x) - z * sum(x) is
  * sum((n - z) * x), at most 15 * 127 * group_size in magnitude. The float part is q4's, in its order.
  *
- * No optimised set has its own q4z.c yet, so every build compiles this one.
+ * Each optimised set has its own q4z.c, which includes this one for the matrices its layout does not take
+ * (kernels/ref/ref.h).
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -14,9 +14,10 @@
 #include <stddef.h>
 
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 #include "kernels/x86/x86.h"
 
-#define attention_head portable_attention_head
+#define attention_head ref_attention_head
 #include "kernels/ref/attention.c"
 #undef attention_head
 
@@ -96,5 +97,5 @@ void attention_head(float *out, float *att, const float *q, const float *k, cons
         return;
     }
 #endif
-    portable_attention_head(out, att, q, k, v, stride, head_size, n_pos);
+    ref_attention_head(out, att, q, k, v, stride, head_size, n_pos);
 }

@@ -19,10 +19,11 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 #include "kernels/q16_exp2.h"
 #include "kernels/x86/x86.h"
 
-#define attention_q16 portable_attention_q16
+#define attention_q16 ref_attention_q16
 #include "kernels/ref/attention_q16.c"
 #undef attention_q16
 
@@ -122,7 +123,7 @@ void attention_q16(float *out, const float *q, const int16_t *keys, const int16_
                    const float *value_scale, int16_t *query, int32_t *scores, int16_t *weights, int n_heads,
                    int n_kv_heads, int head_size, int positions, int n_pos) {
     if (head_size % 8 != 0 || !x86_have_avx2()) {
-        portable_attention_q16(out, q, keys, values, key_factor, value_scale, query, scores, weights, n_heads,
+        ref_attention_q16(out, q, keys, values, key_factor, value_scale, query, scores, weights, n_heads,
                                n_kv_heads, head_size, positions, n_pos);
         return;
     }
@@ -141,7 +142,7 @@ void attention_q16(float *out, const float *q, const int16_t *keys, const int16_
 void attention_q16(float *out, const float *q, const int16_t *keys, const int16_t *values, const float *key_factor,
                    const float *value_scale, int16_t *query, int32_t *scores, int16_t *weights, int n_heads,
                    int n_kv_heads, int head_size, int positions, int n_pos) {
-    portable_attention_q16(out, q, keys, values, key_factor, value_scale, query, scores, weights, n_heads,
+    ref_attention_q16(out, q, keys, values, key_factor, value_scale, query, scores, weights, n_heads,
                            n_kv_heads, head_size, positions, n_pos);
 }
 

@@ -20,11 +20,12 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 #include "kernels/x86/x86.h"
 
-#define matmul_f32 portable_matmul_f32
-#define matmul_q8 portable_matmul_q8
-#define matmul_q4 portable_matmul_q4
+#define matmul_f32 ref_matmul_f32
+#define matmul_q8 ref_matmul_q8
+#define matmul_q4 ref_matmul_q4
 #include "kernels/ref/matmul.c"
 #undef matmul_f32
 #undef matmul_q8
@@ -295,7 +296,7 @@ void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) 
         return;
     }
 #endif
-    portable_matmul_f32(out, x, w, rows, cols);
+    ref_matmul_f32(out, x, w, rows, cols);
 }
 
 void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws, int rows, int cols,
@@ -306,7 +307,7 @@ void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, c
         return;
     }
 #endif
-    portable_matmul_q8(out, xq, xs, w, ws, rows, cols, group_size);
+    ref_matmul_q8(out, xq, xs, w, ws, rows, cols, group_size);
 }
 
 void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows, int cols,
@@ -317,10 +318,10 @@ void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, 
         return;
     }
 #endif
-    portable_matmul_q4(out, xq, xs, w, ws, rows, cols, group_size);
+    ref_matmul_q4(out, xq, xs, w, ws, rows, cols, group_size);
 }
 
-/* q4z: q4's kernel with the group words (q4z.c compiles the reference's as portable_matmul_q4z). */
+/* q4z: q4's kernel with the group words (q4z.c compiles the reference's as ref_matmul_q4z). */
 void matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg, int rows,
                 int cols, int group_size) {
 #if X86_SIMD
@@ -329,5 +330,5 @@ void matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w,
         return;
     }
 #endif
-    portable_matmul_q4z(out, xq, xs, w, wg, rows, cols, group_size);
+    ref_matmul_q4z(out, xq, xs, w, wg, rows, cols, group_size);
 }

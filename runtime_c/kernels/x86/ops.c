@@ -12,11 +12,12 @@
 #include <math.h>
 
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 #include "kernels/x86/x86.h"
 
-#define rmsnorm portable_rmsnorm
-#define softmax portable_softmax
-#define rope portable_rope
+#define rmsnorm ref_rmsnorm
+#define softmax ref_softmax
+#define rope ref_rope
 #include "kernels/ref/ops.c"
 #undef rmsnorm
 #undef softmax
@@ -93,7 +94,7 @@ void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
         return;
     }
 #endif
-    portable_rmsnorm(out, x, w, n, eps);
+    ref_rmsnorm(out, x, w, n, eps);
 }
 
 void softmax(float *x, int n) {
@@ -103,7 +104,7 @@ void softmax(float *x, int n) {
         return;
     }
 #endif
-    portable_softmax(x, n);
+    ref_softmax(x, n);
 }
 
 /* Plain C: the saving is in the libm calls (the reference file's rope_per_head_position). */

@@ -12,9 +12,10 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 #include "kernels/x86/x86.h"
 
-#define quantize_activations portable_quantize_activations
+#define quantize_activations ref_quantize_activations
 #include "kernels/ref/quant.c"
 #undef quantize_activations
 
@@ -92,5 +93,5 @@ void quantize_activations(int8_t *xq, float *xs, const float *x, int n, int grou
         return;
     }
 #endif
-    portable_quantize_activations(xq, xs, x, n, group_size);
+    ref_quantize_activations(xq, xs, x, n, group_size);
 }

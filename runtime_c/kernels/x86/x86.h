@@ -3,8 +3,8 @@
  *
  * The set's files replace kernels/ref/ files of the same name (site_scons/llmcu/builder/compileflags.py,
  * runtime_sources). Each one #includes its reference file with the functions it replaces renamed to
- * portable_<name>, so that the kernels it does not replace, and the fallback of those it does, are the
- * reference code itself rather than a copy of it.
+ * ref_<name> (kernels/ref/ref.h), so that the kernels it does not replace, and the fallback of those it does,
+ * are the reference code itself rather than a copy of it.
  *
  * Choice of ISA: run-time dispatch, not -march=native. The SIMD functions are compiled with
  * __attribute__((target("avx2"))) and each kernel checks __builtin_cpu_supports("avx2") (a load and a
@@ -120,9 +120,5 @@ X86_AVX2_INLINE __m256i x86_hsum8_epi32(__m256i a0, __m256i a1, __m256i a2, __m2
 #else
 #define X86_SIMD 0
 #endif
-
-/* kernels/ref/q4z.c's matmul (x86/q4z.c compiles it under this name), for what the AVX2 path does not take. */
-void portable_matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg,
-                         int rows, int cols, int group_size);
 
 #endif /* LLMCU_KERNELS_X86_H */

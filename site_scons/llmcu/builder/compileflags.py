@@ -24,10 +24,15 @@ def runtime_defines(settings: BuildSettings, target: Target) -> list[tuple[str, 
     return defines
 
 
+# optimize=: the -O that follows the target's -O2 (the last -O wins). On firmware the code off the per-token path
+# gets the target's cold_cflags after it (llmcu.builder.memplan.is_hot_object), so only the hot code changes.
+OPTIMIZE_FLAGS = {"speed": (), "fast": ("-O3",), "size": ("-Os",)}
+
+
 def build_flags(settings: BuildSettings) -> list[str]:
-    """CCFLAGS that go after the target's and the toolchain's own (a cross toolchain replaces CCFLAGS): the
-    reproducible paths."""
-    return prefix_map_flags(settings)
+    """CCFLAGS that go after the target's and the toolchain's own (a cross toolchain replaces CCFLAGS):
+    optimize='s level and the reproducible paths."""
+    return [*OPTIMIZE_FLAGS[settings.options["optimize"]], *prefix_map_flags(settings)]
 
 
 def sanitizer_flags(sanitize: tuple[str, ...]) -> list[str]:

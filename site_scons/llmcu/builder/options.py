@@ -326,6 +326,11 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
                "floats in flash, the same values the runtime computes, so the output does not change) instead of "
                "powf/cosf/sinf at every position; auto: yes on firmware targets",
                "auto", ("auto", "yes", "no"), in_name=_rope_table_in_name),
+        Option("optimize", "how the compiler optimizes the runtime: speed = the target's own flags (-O2), fast = -O3, "
+               "size = -Os (less flash, more cycles a token); on firmware only the per-token code, the rest keeps "
+               "the target's cold_cflags; the output is the same whichever (no fast-math)",
+               "speed", ("speed", "fast", "size"),
+               in_name=lambda s: {"speed": "", "fast": "-O3", "size": "-Os"}[s.options["optimize"]]),
         Option("board", "board of a firmware target (default: the target's default board); Linux targets: "
                "user@host[:port] that `run` deploys to over SSH",
                "", allowed_text="NAME|USER@HOST[:PORT]", kinds=FIRMWARE_LINUX, stage=RUN, in_name=_board_in_name),

@@ -19,7 +19,11 @@ sys.path.insert(0, str(ROOT / "site_scons"))
 if not os.environ.get("LLMCU_QUANT_CACHE_DIR"):
     os.environ["LLMCU_QUANT_CACHE_DIR"] = tempfile.mkdtemp(prefix="llmcu-test-quantized-")
     atexit.register(shutil.rmtree, os.environ["LLMCU_QUANT_CACHE_DIR"], True)
-pytest_plugins = ["llmcu.hil.plugin", "pytester", "faultcatalog"]  # --target/--hil/--hardware-map, `device` (tests/hil)
+pytest_plugins = [
+    "llmcu.hil.plugin",
+    "pytester",
+    "support.faultcatalog",
+]  # --target/--hil/--hardware-map, `device` (tests/hil)
 
 
 def _model_dirs() -> list[Path]:

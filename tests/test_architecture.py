@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT
 from llmcu.builder.boardconfig import write_board_config
 from llmcu.platform.stm32h7 import load_board
+from support.build import ROOT
 
 LINT = shutil.which("lint-imports")
 needs_linter = pytest.mark.skipif(LINT is None, reason="import-linter missing (pip install -r requirements.txt)")

@@ -8,10 +8,10 @@ import sys
 import tomllib
 from pathlib import Path
 
-from buildutil import ROOT
 from llmcu.cli import checkpoint as checkpoint_cli
 from llmcu.cli import codegen as codegen_cli
 from llmcu.model.checkpoint import read_checkpoint
+from support.build import ROOT
 
 
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-import faultcatalog
+from support import faultcatalog
 
 
 def test_document_is_up_to_date() -> None:
     expected = faultcatalog.render(faultcatalog.all_cases())
-    assert faultcatalog.DOCUMENT.read_text() == expected, "run: python3 tests/faultcatalog.py --write"
+    assert faultcatalog.DOCUMENT.read_text() == expected, "run: python3 tests/support/faultcatalog.py --write"
 
 
 def test_marks_are_read_from_decorators_and_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,7 +53,7 @@ def test_malformed_marks_are_rejected(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_sees_fixture_fails_a_case_that_does_not_check(pytester: pytest.Pytester) -> None:
     here = str(Path(__file__).parent)
-    pytester.makeconftest(f"import sys\nsys.path.insert(0, {here!r})\npytest_plugins = ['faultcatalog']\n")
+    pytester.makeconftest(f"import sys\nsys.path.insert(0, {here!r})\npytest_plugins = ['support.faultcatalog']\n")
     pytester.makepyfile(
         "import pytest\n"
         "@pytest.mark.fault(area='uart', kind='fault', what='w', sees='silent for [0-9]+ s')\n"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from buildutil import ROOT
+from support.build import ROOT
 
 PATHS = ["site_scons", "tests", "tools", "SConstruct"]
 

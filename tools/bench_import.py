@@ -32,7 +32,7 @@ from llmcu.model.checkpoint import Checkpoint
 from llmcu.model.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "model"))
+sys.path.insert(0, str(ROOT / "tests"))  # tests/support/modelfiles.py writes the other formats
 
 SHAPES = {
     # dim, hidden_dim, layers, heads, kv heads, vocab, context: TinyLlama-1.1B and a Llama-2-style 110M
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         help="absmax: fit=absmax calib=none; default: the build's own defaults (GPTQ, calibration)",
     )
     args = parser.parse_args(argv)
-    from importutil import write_gguf
+    from support.modelfiles import write_gguf
 
     config = SHAPES[args.shape]
     args.work.mkdir(parents=True, exist_ok=True)

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, scons
 from llmcu.builder import templating
 from llmcu.core import fileio
 from llmcu.core.errors import LlmcuError, OptionError
 from llmcu.platform.targets import load_target
+from support.build import ROOT, scons
 
 TREE_PARTS = ("SConstruct", "site_scons", "runtime_c", "targets", "models")
 Q8 = ["model=260k", "quant=q8"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, scons
+from support.build import ROOT, scons
 
 
 @pytest.mark.parametrize(

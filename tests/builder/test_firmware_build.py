@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import llmcu_errors, scons
 from llmcu.core.config import ModelConfig
 from llmcu.model.checkpoint import random_checkpoint, write_checkpoint
+from support.build import llmcu_errors, scons
 
 BOARDS = ("nucleo-h743zi", "h743-sdram-qspi")
 ON_CHIP_RAM = {"dtcm", "axi_sram", "sram123", "sram4", "itcm"}

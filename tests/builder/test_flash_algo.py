@@ -106,7 +106,7 @@ def algo(flm: Path) -> dict:
 
 
 def machine_with(algo: dict, **flash_options: object):
-    from flashalgo_emu import Machine, NorFlash
+    from support.flashalgo_emu import Machine, NorFlash
 
     cyccnt_step = flash_options.pop("cyccnt_step", 1000)
     machine = Machine(NorFlash(**flash_options), cyccnt_step=cyccnt_step)
@@ -222,8 +222,8 @@ def test_a_flash_that_stays_busy_times_out(algo: dict) -> None:
 def test_scons_builds_the_flm_for_a_board_with_qspi_flash(
     board: stm32h7.Board, stories260k: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from buildutil import scons
     from llmcu.builder.settings import configure
+    from support.build import scons
 
     monkeypatch.setenv("LLMCU_MODELS", str(stories260k.parent))
     args = ["target=stm32h743", f"board={BOARD}", "model=260k", f"build_dir={tmp_path}"]

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from buildutil import ROOT, scons
 from llmcu.builder import memplan
 from llmcu.builder.settings import RunParams
 from llmcu.device.qemu import run_firmware
 from llmcu.platform.targets import load_target
+from support.build import ROOT, scons
 
 from .test_memplan import H743, STORIES260K, TARGET, weights
 

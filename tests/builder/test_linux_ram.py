@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import llmcu_errors, scons
 from llmcu.builder import linuxmem, steps
 from llmcu.builder.memplan import FitError
 from llmcu.builder.settings import BuildSettings, configure
 from llmcu.core.errors import OptionError
 from llmcu.device.runlog import built_kv_type
+from support.build import llmcu_errors, scons
 
 needs_cross = pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None, reason="aarch64-linux-gnu-gcc missing")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import case_args, scons
 from llmcu.builder.settings import configure
 from llmcu.device.protocol import parse
 from llmcu.device.qemu import run_firmware
+from support.build import case_args, scons
 
 LEVELS = {"speed": "", "fast": "-O3", "size": "-Os"}
 

@@ -167,7 +167,7 @@ def test_a_misspelling_gets_the_nearest_name_or_value() -> None:
 )
 def test_scons_prints_one_llmcu_error_line_for_a_bad_value(tmp_path, stories260k, sees) -> None:
     """Not SCons's enum message and a traceback line into the glue: the same one line as every other error."""
-    from buildutil import scons
+    from support.build import scons
 
     for args, line in ((["quant=q3"], "quant='q3' is not allowed"), (["target=esp32"], "target='esp32' is not allowed"),
                        (["group_size=3"], "group_size='3' is not allowed")):  # fmt: skip
@@ -189,7 +189,7 @@ def test_scons_prints_one_llmcu_error_line_for_a_bad_value(tmp_path, stories260k
 def test_an_option_that_does_not_apply_is_an_error_naming_where_it_does(tmp_path, stories260k, sees) -> None:
     """Nothing is silently ignored: a non-default value for an option another kind of target takes is one error
     line naming those targets; its default value (hil=none on the host, from a shared script) is fine."""
-    from buildutil import scons
+    from support.build import scons
 
     cases = (
         (["board=nucleo-h743zi"], "board= does not apply to target host (a hosted target); it applies to qemu-m7, "
@@ -213,7 +213,7 @@ def test_an_option_that_does_not_apply_is_an_error_naming_where_it_does(tmp_path
 
 
 def test_scons_help_lists_the_aliases_and_the_options(tmp_path, stories260k) -> None:
-    from buildutil import scons
+    from support.build import scons
 
     text = scons(["-h"], stories260k.parent).stdout
     for alias in ("run", "console", "monitor", "debug", "flash", "compiledb"):
@@ -223,9 +223,9 @@ def test_scons_help_lists_the_aliases_and_the_options(tmp_path, stories260k) -> 
 
 def test_docs_options_is_the_option_table() -> None:
     """docs/options.md is generated from the table (tools/options_doc.py) and lists every option once."""
-    from buildutil import ROOT
     from llmcu.builder.options import markdown_table
     from llmcu.builder.settings import options_table
+    from support.build import ROOT
 
     table = options_table()
     text = markdown_table(table)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildutil import scons
 from llmcu.model import portable
+from support.build import scons
 
 # Each a machine as numpy and OpenBLAS see it.
 MACHINES = {

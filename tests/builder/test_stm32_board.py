@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT
 from llmcu.builder.boardconfig import render_board_config, write_board_config
 from llmcu.core.errors import OptionError
 from llmcu.platform.stm32h7 import Board, list_boards, load_board
+from support.build import ROOT
 
 TARGET = ROOT / "targets" / "stm32h743"
 BOARDS = ("nucleo-h743zi", "h743-sdram-qspi")
@@ -309,7 +309,7 @@ def firmware(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
 
 
 def chip(firmware: dict, name: str):  # -> mmio_emu.Stm32h743
-    from mmio_emu import Stm32h743
+    from support.mmio_emu import Stm32h743
 
     return Stm32h743(firmware[name][0])
 
@@ -408,7 +408,7 @@ def test_mpu_and_caches(firmware: dict, name: str) -> None:
 @pytest.mark.parametrize("name", BOARDS)
 def test_early_init_leaves_static_data_alone(firmware: dict, name: str) -> None:
     """board_early_init runs before .data/.bss exist: it may write its stack (DTCM), nothing in RAM."""
-    from mmio_emu import AXI_SRAM
+    from support.mmio_emu import AXI_SRAM
 
     soc = chip(firmware, name)
     stop = soc.watch_ram_writes(AXI_SRAM[0], AXI_SRAM[0] + AXI_SRAM[1])
@@ -490,7 +490,7 @@ def read_string(soc, address: int) -> str:
 
 @pytest.mark.parametrize("name", BOARDS)
 def test_console_uart(firmware: dict, name: str) -> None:
-    from mmio_emu import AXI_SRAM
+    from support.mmio_emu import AXI_SRAM
 
     soc = chip(firmware, name)
     soc.call("board_early_init")
@@ -552,7 +552,7 @@ def test_fatal_drains_the_console_then_resets(firmware: dict) -> None:
 
 def test_fatal_before_the_console_exists_still_resets(firmware: dict) -> None:
     """A fault during board_early_init: the report is dropped (no UART yet), the reset still happens."""
-    from mmio_emu import AXI_SRAM
+    from support.mmio_emu import AXI_SRAM
 
     soc = chip(firmware, "h743-sdram-qspi")
     soc.call("board_early_init")
@@ -600,7 +600,7 @@ def watchdog_firmware(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_watchdog_start_sequence(watchdog_firmware: Path) -> None:
     """RM0433's order: start (0xCCCC), unlock (0x5555), PR and RLR, wait until SR shows them taken, reload."""
-    from mmio_emu import Stm32h743
+    from support.mmio_emu import Stm32h743
 
     soc = Stm32h743(watchdog_firmware)
     soc.call("board_watchdog_start")
@@ -636,7 +636,7 @@ def decode_reset(elf: Path, rsr: int) -> str:
     """board_reset_cause() on a chip whose RCC_RSR holds ``rsr``. The most specific flag wins (a power-on
     also sets BORRSTF and PINRSTF); the flags are cleared once read (RMVF), so the next boot's are its own,
     and the cause is kept for every ready line of this boot."""
-    from mmio_emu import ADDRESSES, Stm32h743
+    from support.mmio_emu import ADDRESSES, Stm32h743
 
     soc = Stm32h743(elf)
     soc.values[ADDRESSES["RCC_RSR"]] = rsr
@@ -691,7 +691,7 @@ def test_reset_cause_after_a_watchdog_reset(watchdog_firmware: Path, sees) -> No
 def test_stack_guard_is_the_highest_region_beside_the_boards(watchdog_firmware: Path) -> None:
     """The guard takes region 15 (the highest, which wins where regions overlap) and leaves the board's
     regions and its MPU_CTRL bits as they were."""
-    from mmio_emu import Stm32h743
+    from support.mmio_emu import Stm32h743
 
     soc = Stm32h743(watchdog_firmware)
     soc.call("board_early_init")
@@ -711,7 +711,7 @@ def test_revision_y_boots_its_own_plan(firmware: dict, name: str) -> None:
     """On revision Y (REV_ID 0x1003) the board takes revision Y's plan: VOS1 (no overdrive), PLL1 N for 400 MHz,
     the wait states for 200 MHz, the console's BRR for a 100 MHz APB; the counter's rate and the ready line say so.
     An unknown revision gets the same plan."""
-    from mmio_emu import Stm32h743
+    from support.mmio_emu import Stm32h743
 
     board = firmware[name][1]
     plan = board.clocks_y
@@ -750,7 +750,7 @@ HANGS = [
 def test_a_part_that_never_answers_is_a_fault_line(firmware: dict, name: str, flag: str, reason: str) -> None:
     """Every ready-wait is bounded: a flag that never comes ends the boot with the console up on the reset clock
     (HSI, every prescaler 1, BRR for 64 MHz) and one protocol fault line naming the step, then a halt."""
-    from mmio_emu import Stm32h743
+    from support.mmio_emu import Stm32h743
 
     board = firmware[name][1]
     soc = Stm32h743(firmware[name][0], cyccnt_step=4096, never=(flag,))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
+from support.build import scons
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, host_c_program, scons
 from llmcu.builder.settings import RunParams
 from llmcu.core.errors import OptionError
 from llmcu.device.console import LINE_MAX, encode_command, percent_encode
 from llmcu.device.qemu import QemuSession
+from support.build import ROOT, host_c_program, scons
 
 
 @pytest.fixture(scope="module")

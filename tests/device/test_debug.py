@@ -11,11 +11,11 @@ from unittest.mock import create_autospec
 import pytest
 from pyocd.gdbserver import GDBServer
 
-from flash_fakes import FakeFactory
 from llmcu.builder.settings import BuildSettings, configure, option_values, run_options
 from llmcu.core.paths import ROOT
 from llmcu.device import debug, localport
 from llmcu.device.probes import ProbeInfo
+from support.flash_fakes import FakeFactory
 
 needs_gdb = pytest.mark.skipif(shutil.which("gdb-multiarch") is None, reason="gdb-multiarch missing (tools/setup.sh)")
 needs_qemu = pytest.mark.skipif(

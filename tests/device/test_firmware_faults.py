@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import llmcu_errors, scons
 from llmcu.builder.memplan import STACK_GUARD_BYTES
 from llmcu.builder.settings import FirmwareImage, RunParams
 from llmcu.core.errors import OptionError
@@ -28,6 +27,7 @@ from llmcu.device.runlog import RunInfo, RunLog, read_log
 from llmcu.device.runs import run_twin
 from llmcu.platform import watchdog
 from llmcu.platform.targets import load_target
+from support.build import llmcu_errors, scons
 
 from .test_qemu_m7 import ROOT, Build, build_twin, compile_test_firmware, elf_symbols, needs_qemu
 

@@ -1,4 +1,4 @@
-"""Flashing an STM32H743 through pyOCD's API, with the probe layer replaced (tests/flash_fakes.py).
+"""Flashing an STM32H743 through pyOCD's API, with the probe layer replaced (tests/support/flash_fakes.py).
 
 pyOCD's MemoryLoader, FlashBuilder, memory map and, for the QSPI flash, its Flash class running llmcu's
 flash algorithm (in unicorn, against QUADSPI and NOR flash models) are the real ones.
@@ -18,8 +18,6 @@ pytest.importorskip("unicorn")
 
 from pyocd.core import exceptions
 
-from flash_fakes import INTERNAL_FLASH, STM32H743, FakeChip, FakeFactory, write_elf
-from flashalgo_emu import QSPI_WINDOW, NorFlash
 from llmcu.device import flashing
 from llmcu.device.flasherrors import (
     ConnectError,
@@ -36,6 +34,8 @@ from llmcu.device.flasherrors import (
 )
 from llmcu.device.flashprogress import FlashBars
 from llmcu.device.probes import ProbeInfo, PyocdSessionFactory
+from support.flash_fakes import INTERNAL_FLASH, STM32H743, FakeChip, FakeFactory, write_elf
+from support.flashalgo_emu import QSPI_WINDOW, NorFlash
 
 PROBE = ProbeInfo("066DFF555071494867222935", "STM32 STLink")
 OTHER = ProbeInfo("0670FF3632524B3043205426", "STM32 STLink")
@@ -377,7 +377,7 @@ def test_qspi_algo_found_beside_the_elf(tmp_path: Path, qspi_algo: Path) -> None
 
 def test_qspi_flash_that_does_not_answer_is_explained(tmp_path: Path, qspi_algo: Path) -> None:
     elf = write_elf(tmp_path / "firmware.elf", [(QSPI_WINDOW, b"\x55" * 300)])
-    from flashalgo_emu import Machine
+    from support.flashalgo_emu import Machine
 
     chip = FakeChip(machine=Machine(NorFlash(jedec_id=(0xFF, 0xFF, 0xFF))))
     with pytest.raises(ProgramError, match=r"result code 0x2\)\): no QSPI flash answered its JEDEC ID"):
@@ -415,7 +415,7 @@ def test_flash_is_refused_for_targets_without_a_probe(target: str, why: str) -> 
 
 
 def test_scons_flash_on_the_host_target_says_why(stories260k: Path) -> None:
-    from buildutil import scons
+    from support.build import scons
 
     result = scons(["target=host", "model=260k", "flash"], stories260k.parent, check=False)
     assert result.returncode != 0

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, prompt_filling_context, scons
 from llmcu.builder.compileflags import runtime_sources
 from llmcu.builder.settings import RunParams
 from llmcu.device.console import encode_command
@@ -31,6 +30,7 @@ from llmcu.device.qemu import (
     run_firmware,
 )
 from llmcu.platform.targets import load_target
+from support.build import ROOT, prompt_filling_context, scons
 
 QUANTS = ("fp32", "q8", "q4", "q4z")
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, scons
 from llmcu.builder.settings import RunOptions, configure, option_values, run_options
 from llmcu.core import fileio
 from llmcu.core.errors import LlmcuError
@@ -22,6 +21,7 @@ from llmcu.device import hostrun, runs
 from llmcu.device.protocol import RunOutput, TokenRecord, parse
 from llmcu.device.runlog import CSV_COLUMNS, FILES, RunInfo, RunLog, built_kv_type, read_log, token_rows
 from llmcu.model.tokenizer import printable, read_tokenizer
+from support.build import ROOT, scons
 
 STREAM = (
     b"\x02llmcu 1 target=stm32h743 model=260k quant=q8 unit=cycles clock_hz=480000000\nOnce upon\n"

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, case_args, prompt_filling_context, scons
 from llmcu.builder import codegen, layouts, linux, weightsfile
 from llmcu.builder.settings import BuildSettings, configure, option_values, run_options
 from llmcu.core.errors import OptionError
@@ -29,6 +28,7 @@ from llmcu.model.quantize import QuantPlan
 from llmcu.model.tokenizer import read_tokenizer
 from llmcu.platform import destination
 from llmcu.platform.targets import load_target
+from support.build import ROOT, case_args, prompt_filling_context, scons
 
 QEMU = "qemu-aarch64"
 CROSS_CC = "aarch64-linux-gnu-gcc"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
 from llmcu.device import selftest
 from llmcu.device.protocol import parse
 from llmcu.platform import selftest_regions
 from llmcu.platform.targets import MemoryRegion
+from support.build import scons
 
 needs_qemu = pytest.mark.skipif(
     shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
 from llmcu.builder.settings import BuildSettings, configure, option_values, run_options
 from llmcu.device import channels, session
 from llmcu.device.protocol import parse
 from llmcu.device.runlog import RunInfo
+from support.build import scons
 
 needs_qemu = pytest.mark.skipif(
     shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, scons
 from llmcu.core.config import ModelConfig
 from llmcu.model.checkpoint import random_checkpoint, write_checkpoint
+from support.build import ROOT, scons
 
 
 def start_scons(args: list[str], models_dir: Path, **env: str) -> subprocess.Popen:

@@ -21,7 +21,6 @@ from unittest.mock import create_autospec
 
 import pytest
 
-from buildutil import ROOT, scons
 from llmcu.builder.settings import RunParams, option_values, run_options
 from llmcu.device import flashing, runs, uart
 from llmcu.device.console import encode_command
@@ -30,6 +29,7 @@ from llmcu.device.probes import ProbeInfo
 from llmcu.device.protocol import parse
 from llmcu.device.qemu import qemu_command, run_firmware
 from llmcu.device.runlog import RunInfo, RunLog, read_log
+from support.build import ROOT, scons
 
 serial = pytest.importorskip("serial")
 

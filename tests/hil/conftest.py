@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmcu.hil.firmware import FirmwareBuild
-
-from .qemu_board import QemuBoard
+from support.qemu_board import QemuBoard
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,7 @@ from llmcu.hil.board import FlashRequest, PyocdProgrammer, RemoteProbeFactory, f
 from llmcu.hil.device import DeviceError
 from llmcu.hil.firmware import FirmwareBuild
 from llmcu.hil.hwmap import parse_hardware_map
-
-from .qemu_board import QemuBoard
+from support.qemu_board import QemuBoard
 
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm missing")
 pytest.importorskip("serial", reason="the board console needs pyserial (requirements.txt)")

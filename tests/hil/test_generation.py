@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT
 from llmcu.builder.settings import RunParams
 from llmcu.device.protocol import RunOutput, parse
 from llmcu.hil.device import Device
 from llmcu.hil.firmware import FirmwareBuild
+from support.build import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT
 from llmcu.hil.hwmap import HardwareMapError, LabgridSpec, load_hardware_map, parse_hardware_map
+from support.build import ROOT
 
 EXAMPLE = ROOT / "tests" / "hil" / "hardware-map.example.yaml"
 TARGETS = ROOT / "targets"

@@ -33,8 +33,7 @@ from llmcu.hil.labgrid_backend import (
     connect,
     place_state,
 )
-
-from .qemu_board import QemuBoard, free_port
+from support.qemu_board import QemuBoard, free_port
 
 SERIAL = ResourceView("NetworkSerialPort", "NetworkSerialPort", {"host": "lab-host", "port": 4001, "speed": 115200,
                       "protocol": "rfc2217", "extra": {"proxy": "lab-host", "proxy_required": False}})  # fmt: skip

@@ -22,9 +22,8 @@ from llmcu.hil.hwmap import MeterEntry, parse_hardware_map
 from llmcu.hil.power import HilPower, settings_for
 from llmcu.power import PowerSettings
 from llmcu.power.estimate import ANCHORS
-from powerutil import FakeShield
-
-from .qemu_board import QemuBoard
+from support.power import FakeShield
+from support.qemu_board import QemuBoard
 
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm missing")
 PARAMS = RunParams("Once upon a time", 16, 0.0, 0.9, 1)

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llmcu.cli.checkpoint import main
 from llmcu.core.config import LAYER_MATRICES, NORM_NAMES, ModelConfig
 from llmcu.core.errors import CheckpointError
 from llmcu.model.checkpoint import (
@@ -34,7 +35,6 @@ from llmcu.model.checkpoint import (
     checkpoint_bytes,
     detect_format,
     expected_file_size,
-    main,
     nonfinite_report,
     parse_checkpoint,
     random_checkpoint,

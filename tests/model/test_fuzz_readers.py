@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT
 from llmcu.core.errors import LlmcuError
+from support.build import ROOT
 
 _SPEC = importlib.util.spec_from_file_location("fuzz_readers", ROOT / "tools" / "fuzz" / "fuzz_readers.py")
 assert _SPEC is not None and _SPEC.loader is not None

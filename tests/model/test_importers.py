@@ -19,15 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildutil import scons
 from llmcu.core.errors import CheckpointError, LlmcuError, TokenizerError
 from llmcu.model import sources
 from llmcu.model.checkpoint import random_checkpoint, read_checkpoint
 from llmcu.model.oracle import generate
 from llmcu.model.reference import Reference
 from llmcu.model.tokenizer import read_tokenizer
-
-from .importutil import to_bf16_file, write_gguf, write_hf_folder
+from support.build import scons
+from support.modelfiles import to_bf16_file, write_gguf, write_hf_folder
 
 pytest.importorskip("gguf")
 pytest.importorskip("safetensors")
@@ -438,10 +437,10 @@ def test_scons_names_what_it_cannot_read(tmp_path: Path, stories260k: Path) -> N
 def test_gguf_prompt_flags_are_honoured_by_the_encoder_and_the_runtime(tmp_path: Path, original) -> None:
     """tokenizer.ggml.add_space_prefix and add_bos_token false (llama.cpp honours both): no dummy-prefix space and
     no BOS before the prompt, in the Python encoder and in a host build's program, whose run equals the oracle's."""
-    from buildutil import scons
     from llmcu.device.protocol import parse
     from llmcu.model import oracle
     from llmcu.model.reference import Reference
+    from support.build import scons
 
     ckpt, tok = original
     path = write_gguf(tmp_path / "flags.gguf", ckpt, tok, add_space_prefix=False, add_bos=False)

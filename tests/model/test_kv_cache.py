@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from buildutil import ROOT, scons
 from llmcu.builder.codegen import generate as generate_sources
 from llmcu.builder.options import validate
 from llmcu.builder.settings import configure, options_table
@@ -31,6 +30,7 @@ from llmcu.model.quantize import QuantPlan
 from llmcu.model.reference import Reference, c_math, sequential_sum, softmax
 from llmcu.model.tokenizer import read_tokenizer
 from llmcu.platform.targets import CONTRACT_CFLAGS, WARNING_CFLAGS
+from support.build import ROOT, scons
 
 F32 = np.float32
 KERNELS = ROOT / "runtime_c" / "kernels" / "ref"

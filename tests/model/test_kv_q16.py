@@ -15,12 +15,12 @@ import re
 import numpy as np
 import pytest
 
-from buildutil import ROOT
 from llmcu.core.config import ModelConfig
 from llmcu.model import kvq16
 from llmcu.model.checkpoint import random_checkpoint, read_checkpoint
 from llmcu.model.kvcache import auto_kv_types, kv_cache_bytes, q16_positions
 from llmcu.model.reference import Reference
+from support.build import ROOT
 
 F32 = np.float32
 

@@ -13,7 +13,6 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from buildutil import ROOT
 from llmcu.builder.options import build_options, parse_options, validate
 from llmcu.builder.settings import PowerSettings, power_settings
 from llmcu.core.errors import OptionError
@@ -24,7 +23,8 @@ from llmcu.power.energy import analyse, integrate, write_power
 from llmcu.power.estimate import ANCHORS, EstimateMeter, RunCurrentModel
 from llmcu.power.lpm01a import Lpm01aMeter, StreamParser, decode_ascii_sample, decode_binary_sample
 from llmcu.power.runrecord import load_run
-from powerutil import FakeShield, make_run_dir
+from support.build import ROOT
+from support.power import FakeShield, make_run_dir
 
 # ---- alignment and energy: synthetic data with known answers ----
 
@@ -731,7 +731,7 @@ def test_measured_run_end_to_end(tmp_path: Path) -> None:
     and end lines arrive), the meter stops, and power.json lands in the log folder."""
     from llmcu.device.protocol import parse
     from llmcu.device.runlog import RunInfo, RunLog
-    from powerutil import protocol_stream
+    from support.power import protocol_stream
 
     shield = FakeShield(shield_stream())  # 1 s of samples at 1 kHz: 100 mA, then 25 mA
     shield.start()

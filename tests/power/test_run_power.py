@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildutil import scons
 from llmcu.builder.settings import RunParams, configure
 from llmcu.device import runs
 from llmcu.device.runlog import RunLog, run_info
 from llmcu.power import PowerSettings
 from llmcu.power.estimate import ANCHORS
 from llmcu.power.runpower import MeterMeasurement
-from powerutil import FakeShield
+from support.build import scons
+from support.power import FakeShield
 
 needs_qemu = pytest.mark.skipif(runs.shutil.which("qemu-system-arm") is None, reason="qemu-system-arm not found")
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildutil import ROOT
 from llmcu.power.base import Samples
 from llmcu.power.energy import write_power
 from llmcu.power.estimate import EstimateMeter
 from llmcu.reports.report import write_report
-from powerutil import make_run_dir
+from support.build import ROOT
+from support.power import make_run_dir
 
 pytest.importorskip("matplotlib")
 

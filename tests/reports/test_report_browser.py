@@ -15,7 +15,7 @@ import pytest
 from llmcu.power.base import Samples
 from llmcu.power.energy import write_power
 from llmcu.reports.report import write_report
-from powerutil import make_run_dir
+from support.power import make_run_dir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not found (tools/setup.sh installs it)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT
+from support.build import ROOT
 
 SCRIPT = ROOT / "tools" / "fuzz" / "c" / "run_c_fuzz.py"
 

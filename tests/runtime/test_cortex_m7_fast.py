@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildutil import ROOT, scons
 from llmcu.builder.settings import RunParams
 from llmcu.device.qemu import run_firmware
 from llmcu.model import fastmath
@@ -31,6 +30,7 @@ from llmcu.model.quality import _log_softmax, fp32_baseline
 from llmcu.model.reference import Reference
 from llmcu.model.tokenizer import read_tokenizer
 from model.test_quality import BOUNDS
+from support.build import ROOT, scons
 
 PROMPT = "Once upon a time"
 STEPS = 256

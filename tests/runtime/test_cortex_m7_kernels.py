@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildutil import ROOT, scons
 from llmcu.builder import codegen, layouts
 from llmcu.builder.compileflags import runtime_sources
 from llmcu.builder.settings import RunParams
@@ -29,6 +28,7 @@ from llmcu.device.qemu import qemu_command, run_firmware
 from llmcu.model import fitting
 from llmcu.model.quantize import quantize_matrix
 from llmcu.platform.targets import load_target
+from support.build import ROOT, scons
 
 KERNEL_SET = "cortex_m7"
 HARNESS = ROOT / "tests" / "c" / "kernel_harness.c"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, host_c_program
+from support.build import ROOT, host_c_program
 
 U64_MAX = 2**64 - 1
 

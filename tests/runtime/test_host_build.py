@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import case_args, scons
 from llmcu.core.config import ModelConfig
 from llmcu.device.protocol import parse
 from llmcu.model.checkpoint import random_checkpoint, read_checkpoint, write_checkpoint
 from llmcu.model.oracle import generate
 from llmcu.model.reference import Reference
 from llmcu.model.tokenizer import read_tokenizer
+from support.build import case_args, scons
 
 QUANTS = ("fp32", "q8", "q4", "q4z")
 

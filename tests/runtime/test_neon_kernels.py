@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "site_scons"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from buildutil import scons  # noqa: E402
 from llmcu.builder.compileflags import runtime_sources  # noqa: E402
 from llmcu.core.paths import RUNTIME_DIR  # noqa: E402
 from llmcu.device.protocol import parse  # noqa: E402
+from support.build import scons  # noqa: E402
 
 CC = os.environ.get("LLMCU_AARCH64_CC", "aarch64-linux-gnu-gcc")
 QEMU = "qemu-aarch64"

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import case_args, scons
 from llmcu.builder import codegen, weightsfile
 from llmcu.builder.compileflags import sanitizer_flags
 from llmcu.builder.options import parse_sanitize
@@ -35,6 +34,7 @@ from llmcu.model.oracle import generate
 from llmcu.model.quantize import QuantPlan
 from llmcu.model.reference import Reference
 from llmcu.model.tokenizer import read_tokenizer
+from support.build import case_args, scons
 
 # halt_on_error: stop at the first report; detect_leaks: the runtime allocates nothing, so any leak is news.
 SANITIZER_ENV = {

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import scons
 from llmcu.builder.settings import RunParams, configure, option_values, run_options
 from llmcu.core.errors import OptionError
 from llmcu.device import qemu
@@ -25,6 +24,7 @@ from llmcu.model.checkpoint import read_checkpoint
 from llmcu.model.oracle import generate
 from llmcu.model.reference import Reference
 from llmcu.model.tokenizer import read_tokenizer
+from support.build import scons
 
 SEQ_LEN = 64
 WINDOW = (4, 1024)  # the default sinks and max_steps

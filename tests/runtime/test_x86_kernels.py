@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from buildutil import ROOT, case_args, scons
 from llmcu.builder.compileflags import runtime_sources
 from llmcu.core.paths import RUNTIME_DIR
 from llmcu.device.protocol import parse
+from support.build import ROOT, case_args, scons
 
 HARNESS = ROOT / "tests" / "c" / "test_kernels_dump.c"
 KERNEL_SET = "x86"

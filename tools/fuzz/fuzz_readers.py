@@ -234,8 +234,8 @@ def _hf_config(config: ModelConfig) -> str:
 
 def _model_seeds(kind: str) -> list[bytes]:
     """TINY_IMPORT as a GGUF file (F32 and F16, with a byte-fallback vocabulary) or a model.safetensors."""
-    sys.path.insert(0, str(ROOT / "tests" / "model"))
-    from importutil import write_gguf, write_hf_folder
+    sys.path.insert(0, str(ROOT / "tests"))  # tests/support/modelfiles.py writes the other formats
+    from support.modelfiles import write_gguf, write_hf_folder
 
     ckpt = checkpoint.random_checkpoint(TINY_IMPORT, seed=5)
     tok = tokenizer.parse_tokenizer(_tokenizer_bytes(), TINY_IMPORT.vocab_size)

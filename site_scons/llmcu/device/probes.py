@@ -1,5 +1,5 @@
 """Debug probes and pyOCD sessions: which probes are attached, choosing one (probe=UID), and opening a session on
-the chip behind it. The session factory is the seam tests replace (tests/flash_fakes.py); everything else is
+the chip behind it. The session factory is the seam tests replace (tests/support/flash_fakes.py); everything else is
 pyOCD's own API."""
 
 from __future__ import annotations

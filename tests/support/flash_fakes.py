@@ -25,10 +25,10 @@ from pyocd.core.target import Target
 from pyocd.flash.flash import Flash
 from unicorn import arm_const as arm
 
-from flashalgo_emu import DTCM, QSPI_WINDOW, BusFault, Machine
 from llmcu.core.paths import TARGETS_DIR
 from llmcu.device.probes import ProbeInfo
 from llmcu.platform.targets import load_target
+from support.flashalgo_emu import DTCM, QSPI_WINDOW, BusFault, Machine
 
 STM32H743 = load_target("stm32h743", TARGETS_DIR)
 CHIP = STM32H743.chip  # the registers flashing reads to identify the part (targets/stm32h743/target.toml [chip])

@@ -338,7 +338,8 @@ def test_sdk_build_links_against_its_sysroot(tmp_path: Path, stories260k: Path, 
     program = tmp_path / "rzv2l" / "260k-fp32-refkernels" / "llmcu"
     assert b"ld-linux-aarch64.so.1" in program.read_bytes()  # dynamically linked: the SDK has the board's libc
     case = golden_cases[1]
-    command = qemu_user.qemu_command(program, [*case_args(case), "-q"], sysroot=chain.sysroot)
+    emulator = qemu_user.QemuUser(TARGET.run.qemu, TARGET.run.qemu_cpu, chain.sysroot)
+    command = emulator.command(program, [*case_args(case), "-q"])
     assert subprocess.run(command, capture_output=True, check=True).stdout.decode() == case["stdout"]
 
 

@@ -48,6 +48,18 @@ def _model_file_or_skip(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One build root for the whole run, shared by its pytest-xdist workers (their temporary folders sit side by
+    side): the stories260K programs and twins that several test files read are built once. A second worker's scons
+    waits for the first on the build folder's lock (llmcu.core.fileio.lock_dir) and finds it done. Tests only read
+    what is built here; one that changes a build makes its own."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-builds"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
 def stories260k() -> Path:
     return _model_file_or_skip("stories260K.bin")
 

@@ -12,8 +12,8 @@ from support.build import scons
 
 
 @pytest.fixture(scope="session")
-def q8_build_root(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> Path:
-    root = tmp_path_factory.mktemp("device-q8-builds")
+def q8_build_root(shared_build_root: Path, stories260k: Path) -> Path:
+    root = shared_build_root
 
     def build(target: str) -> None:
         scons([f"target={target}", "model=260k", "quant=q8", f"build_dir={root}"], stories260k.parent)

@@ -571,8 +571,8 @@ DIGITS_482_TOKENS = "1234567890" * 48  # BOS, the dummy prefix's space and one t
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> Path:
-    root = tmp_path_factory.mktemp("twin")
+def twin(shared_build_root: Path, stories260k: Path) -> Path:
+    root = shared_build_root
     scons(["target=qemu-m7", "model=260k", "quant=q8", f"build_dir={root}"], stories260k.parent)
     elf = root / "qemu-m7" / "260k-q8" / "firmware.elf"
     assert elf.is_file()

@@ -39,8 +39,8 @@ HANG_FUNCTIONS = ("platform_alive", "test_hang")
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> Build:
-    return build_twin("q8", tmp_path_factory.mktemp("firmware-faults"), stories260k.parent)
+def twin(shared_build_root: Path, stories260k: Path) -> Build:
+    return build_twin("q8", shared_build_root, stories260k.parent)
 
 
 @pytest.fixture(scope="module")

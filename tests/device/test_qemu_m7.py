@@ -81,8 +81,8 @@ def compile_test_firmware(build: Build, out: Path, defines: tuple[str, ...]) -> 
 
 
 @pytest.fixture(scope="module")
-def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("qemu-m7")
+def build_root(shared_build_root: Path) -> Path:
+    return shared_build_root
 
 
 @pytest.fixture(scope="module")

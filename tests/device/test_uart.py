@@ -592,6 +592,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def twin_elf(tmp_path_factory: pytest.TempPathFactory, stories260k: Path) -> Path:
+    # its own build folder: the tests below interrupt `scons run` in it, which must not wait on another's lock
     build_root = tmp_path_factory.mktemp("uart-twin")
     scons(["target=qemu-m7", "model=260k", "quant=q8", f"build_dir={build_root}"], stories260k.parent)
     return build_root / "qemu-m7" / "260k-q8" / "firmware.elf"

@@ -1475,7 +1475,7 @@ def test_cli_error_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_cli_runs_as_module(stories260k: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "llmcu.model.checkpoint", "info", str(stories260k)],
+        [sys.executable, "-m", "llmcu.cli.checkpoint", "info", str(stories260k)],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT / "site_scons")},

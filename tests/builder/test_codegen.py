@@ -12,7 +12,7 @@ import pytest
 from llmcu.builder.codegen import DATA_FILE, GENERATED_FILES, generate, tokenizer_blobs
 from llmcu.core.config import ModelConfig
 from llmcu.core.errors import LlmcuError, OptionError
-from llmcu.model.checkpoint import random_checkpoint, read_checkpoint
+from llmcu.model.checkpoint import random_checkpoint
 from llmcu.model.quantize import QuantizedMatrix, QuantPlan, quantize_checkpoint
 from llmcu.model.tokenizer import Tokenizer, read_tokenizer
 
@@ -122,15 +122,14 @@ def test_generated_sources_compile_and_link_symbols(tmp_path: Path, tok: Tokeniz
 
 @pytest.mark.slow
 def test_15m_shaped_model_generates_and_assembles_fast(tmp_path: Path, tokenizer_32k: Path) -> None:
-    import time
-
+    """A 15M model's weights go to model_data.bin, which the assembler pulls in whole (.incbin): the object holds
+    every byte of it, and the C source the compiler sees stays small whatever the model's size."""
     config = ModelConfig(288, 768, 6, 6, 6, 32000, 256, True)
     ckpt = random_checkpoint(config, seed=0)
     tok = read_tokenizer(tokenizer_32k, 32000)
-    start = time.perf_counter()
     generate(ckpt, tok, QuantPlan("q8", 32, fit="absmax"), tmp_path, model_name="15m")  # the layout, not the fit
     subprocess.run(["gcc", "-c", f"-Wa,-I{tmp_path}", str(tmp_path / "model_data.S"), "-o", str(tmp_path / "d.o")],
                    check=True)  # fmt: skip
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"generating and assembling a 15M model took {elapsed:.1f} s"
-    assert read_checkpoint  # the reader is exercised by the build tests
+    data = (tmp_path / "model_data.bin").stat().st_size
+    assert data > 10 << 20 and (tmp_path / "d.o").stat().st_size > data
+    assert (tmp_path / "model_weights.c").stat().st_size < 64 << 10

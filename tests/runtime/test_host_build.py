@@ -177,15 +177,17 @@ def test_unshared_classifier_model_from_a_path_equals_the_oracle(
 
 @pytest.mark.slow
 def test_15m_shaped_model_builds_fast_and_runs(tmp_path: Path, tokenizer_32k: Path) -> None:
-    import time
-
+    """What keeps a 15M build quick, asserted by its cause rather than by a clock: the weights reach the object
+    through the assembler's .incbin of model_data.bin, never through the C compiler (model_weights.c holds only
+    the tables that point into it)."""
     write_checkpoint(tmp_path / "r15m.bin", random_checkpoint(ModelConfig(288, 768, 6, 6, 6, 32000, 256, True)))
     for quant in QUANTS:
-        start = time.perf_counter()
         scons([f"model={tmp_path / 'r15m.bin'}", f"tokenizer={tokenizer_32k}", f"quant={quant}",
                f"build_dir={tmp_path}"], tokenizer_32k.parent)  # fmt: skip
-        elapsed = time.perf_counter() - start
-        assert elapsed < 60, f"{quant}: {elapsed:.1f} s"
+        gen = tmp_path / "host" / f"r15m-{quant}" / "gen"
+        assert (gen / "model_data.bin").stat().st_size > 5 << 20, quant
+        assert (gen / "model_weights.c").stat().st_size < 64 << 10, quant
+        assert ".incbin" in (gen / "model_data.S").read_text()
         program = tmp_path / "host" / f"r15m-{quant}" / "llmcu"
         out = parse(subprocess.run([str(program), "-n", "8"], capture_output=True, check=True).stdout)
         assert out.ok and len(out.tokens) == 8

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.errors import LlmcuError
 from ..model.checkpoint import (
     PARAM_NAMES,
     PRESETS,
@@ -18,6 +17,7 @@ from ..model.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from .common import reported
 
 
 def _info_lines(ckpt: Checkpoint, file_size: int) -> list[str]:
@@ -69,11 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``llmcu-checkpoint`` (``python -m llmcu.cli.checkpoint``); returns the exit status (1 on a checkpoint error)."""
     args = _parser().parse_args(argv)
-    try:
-        return int(args.run(args))
-    except LlmcuError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return reported("llmcu-checkpoint", lambda: int(args.run(args)))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from ..builder.codegen import GENERATED_FILES, generate, write_quant_report
-from ..core.errors import LlmcuError
 from ..model.kvcache import KV_TYPES
 from ..model.quantize import QTYPES, QuantPlan
 from ..model.sources import read_model, read_vocab
+from .common import reported
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,25 +26,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-name", default="")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    try:
-        ckpt = read_model(args.checkpoint)
-        tok = read_vocab(args.tokenizer, ckpt.config.vocab_size)
-        plan = QuantPlan.parse(args.quant, args.group_size, args.overrides)
-        model = generate(
-            ckpt,
-            tok,
-            plan,
-            args.out,
-            model_name=args.model_name or args.checkpoint.stem,
-            tokenizer_name=args.tokenizer.name,
-            seq_len=args.seq_len,
-            progress=sys.stderr.isatty(),
-            kv_type=args.kv_type,
-        )
-        write_quant_report(model, args.out / "quant_report.json", args.out / "quant_report.md")
-    except LlmcuError as error:
-        print(f"llmcu: error: {error}", file=sys.stderr)
-        return 2
+    return reported("llmcu-codegen", lambda: _generate(args), status=2)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    ckpt = read_model(args.checkpoint)
+    tok = read_vocab(args.tokenizer, ckpt.config.vocab_size)
+    plan = QuantPlan.parse(args.quant, args.group_size, args.overrides)
+    model = generate(
+        ckpt,
+        tok,
+        plan,
+        args.out,
+        model_name=args.model_name or args.checkpoint.stem,
+        tokenizer_name=args.tokenizer.name,
+        seq_len=args.seq_len,
+        progress=sys.stderr.isatty(),
+        kv_type=args.kv_type,
+    )
+    write_quant_report(model, args.out / "quant_report.json", args.out / "quant_report.md")
     print(f"wrote {', '.join(GENERATED_FILES)} to {args.out}")
     return 0
 

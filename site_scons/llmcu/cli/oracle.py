@@ -10,12 +10,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ..core.errors import LlmcuError
 from ..model.kvcache import KV_TYPES
 from ..model.oracle import generate
 from ..model.quantize import QTYPES
 from ..model.reference import MATH_KINDS, Reference
 from ..model.sources import read_model, read_vocab
+from .common import reported
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,15 +38,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        ckpt = read_model(args.checkpoint)
-        tok = read_vocab(args.tokenizer, ckpt.config.vocab_size)
-        model = Reference.from_checkpoint(ckpt, args.quant, args.group_size, math=args.math, kv_type=args.kv_type)
-        seed = args.seed if args.seed > 0 else int(time.time())
-        result = generate(model, tok, args.prompt, args.steps, args.temperature, args.topp, seed)
-    except LlmcuError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return reported("llmcu-oracle", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    ckpt = read_model(args.checkpoint)
+    tok = read_vocab(args.tokenizer, ckpt.config.vocab_size)
+    model = Reference.from_checkpoint(ckpt, args.quant, args.group_size, math=args.math, kv_type=args.kv_type)
+    seed = args.seed if args.seed > 0 else int(time.time())
+    result = generate(model, tok, args.prompt, args.steps, args.temperature, args.topp, seed)
     sys.stdout.buffer.write(result.text)
     sys.stdout.buffer.flush()
     return 0

@@ -23,8 +23,9 @@ from ..platform import selftest_regions, watchdog
 from ..platform.targets import load_target
 from . import autoquant, boardconfig, codegen, elfreport, layouts, linuxmem, memplan, outputs, weightsfile
 from .advice import advice, linux_fits
-from .codegen import GeneratedModel, write_quant_report
+from .codegen import GeneratedModel
 from .imageplan import plan_image
+from .quantreport import write_quant_report
 from .settings import BuildSettings, FirmwareImage
 from .templating import environment
 

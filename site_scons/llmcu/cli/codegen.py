@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..builder.codegen import GENERATED_FILES, generate, write_quant_report
+from ..builder.codegen import GENERATED_FILES, generate
+from ..builder.quantreport import write_quant_report
 from ..model.kvcache import KV_TYPES
 from ..model.quantize import QTYPES, QuantPlan
 from ..model.sources import read_model, read_vocab

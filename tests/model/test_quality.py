@@ -58,3 +58,39 @@ def test_the_180k_mix_meets_the_quality_goal(stories260k: Path, tok512: Path) ->
     ]
     same = next((i for i, (a, b) in enumerate(zip(*texts, strict=False)) if a != b), min(map(len, texts)))
     assert same - len(prompt) >= 40, texts
+
+
+def test_build_measurements_are_kept_and_found_again(
+    stories260k: Path, tok512: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What every quantized build measures of the model (the q16 KV ranges, the quality against fp32) is kept in
+    the quantized-weights cache: a second build finds it instead of measuring again, the same values to the bit; a
+    change to the quantized weights is a new measurement; LLMCU_QUANT_CACHE=0 keeps nothing."""
+    from llmcu.model import calibration, kvq16, quality
+
+    monkeypatch.setenv("LLMCU_QUANT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(calibration, "_MEMO", {})  # this process's memo would answer before the disk
+    ckpt, tok = read_checkpoint(stories260k), read_tokenizer(tok512, 512)
+    quantized = quantize_checkpoint(ckpt, QuantPlan("q8", 32, fit="absmax"), tok)
+    scales = kvq16.calibrated_scales(ckpt).as_array()
+    measured = quality.build_quality(ckpt, tok, quantized, "q16")
+    assert len(list((tmp_path / "cache").glob("kv-ranges-*.npz"))) == 1
+    assert len(list((tmp_path / "cache").glob("quality-*.npz"))) == 1
+
+    def measuring(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(calibration, "_MEMO", {})
+    with monkeypatch.context() as patched:
+        patched.setattr(calibration, "calibrate", measuring)
+        patched.setattr(quality, "teacher_forced", measuring)
+        assert np.array_equal(kvq16.calibrated_scales(ckpt).as_array(), scales)
+        assert quality.build_quality(ckpt, tok, quantized, "q16") == measured
+    other = quantize_checkpoint(ckpt, QuantPlan("q4", 32, fit="absmax"), tok)
+    assert quality.build_quality(ckpt, tok, other, "q16") != measured
+    assert len(list((tmp_path / "cache").glob("quality-*.npz"))) == 2
+
+    monkeypatch.setenv("LLMCU_QUANT_CACHE", "0")
+    monkeypatch.setenv("LLMCU_QUANT_CACHE_DIR", str(tmp_path / "off"))
+    quality.build_quality(ckpt, tok, quantized, "f32")
+    assert not (tmp_path / "off").exists()

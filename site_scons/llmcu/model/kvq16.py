@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import quantcache
 from .checkpoint import Checkpoint
 from .fitting import round_half_away
 
@@ -142,8 +143,13 @@ def attention(
 def calibrated_scales(ckpt: Checkpoint, show_progress: bool = False) -> Q16Scales:
     """The scales a build links in: from the channels' magnitudes over the sampled calibration stories
     (llmcu.model.calibration; the same text whatever ``calib=`` says, so that the KV cache does not change with it)."""
-    from .calibration import SAMPLED, calibrate
+    from .calibration import SAMPLED, calibrate, weights_digest
 
+    key = quantcache.measurement_key("kv-ranges", weights_digest(ckpt))
+    cached = quantcache.load_arrays(key)
+    if cached is not None and {"key_absmax", "value_absmax"} <= cached.keys():
+        return scales_from_ranges(cached["key_absmax"], cached["value_absmax"], ckpt.config.head_size)
     measured = calibrate(ckpt, SAMPLED, show_progress=show_progress, inputs=frozenset())  # the ranges only
     assert measured is not None and measured.key_absmax is not None and measured.value_absmax is not None
+    quantcache.store_arrays(key, {"key_absmax": measured.key_absmax, "value_absmax": measured.value_absmax})
     return scales_from_ranges(measured.key_absmax, measured.value_absmax, ckpt.config.head_size)

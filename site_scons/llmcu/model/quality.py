@@ -10,11 +10,13 @@ Two views, both on the Python reference (which the C builds equal token for toke
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import portable
+from . import portable, quantcache
 from .checkpoint import Checkpoint
 from .oracle import GenerationResult, generate
 from .quantize import DEFAULT_CALIBRATION, DEFAULT_FIT, QuantPlan, quantize_checkpoint
@@ -82,14 +84,26 @@ def build_quality(ckpt: Checkpoint, tok: Tokenizer, quantized: dict, kv_type: st
     The quantized model is the contract's (llmcu.model.reference); fp32's greedy run and logits come from the
     batched float32 forward pass of llmcu.model.calibration, 10x faster and equal to the last bits that a
     distribution's KL does not see (tools/quant_quality.py uses the contract's fp32 too)."""
-    from .calibration import greedy
+    from .calibration import greedy, weights_digest
 
+    matrices = [quantized[name] for name in sorted(quantized)]
+    key = quantcache.measurement_key(
+        "quality", weights_digest(ckpt), hashlib.sha256(tok.to_bytes()).hexdigest(),
+        f"space_prefix={tok.add_space_prefix} bos={tok.add_bos} kv_type={kv_type}",
+        " ".join(f"{name}:{quantized[name].qtype}/{quantized[name].group_size}" for name in sorted(quantized)),
+        quantcache.array_digest(*(array for m in matrices for array in (m.q, m.scales, m.zeros))),
+    )  # fmt: skip
+    cached = quantcache.load_arrays(key)
+    if cached is not None and "quality" in cached:
+        return json.loads(str(cached["quality"]))
     steps = min(BUILD_STEPS, ckpt.config.seq_len)
     prompt = tok.encode_prompt(EVALUATION_PROMPTS[0])
     tokens, logits = greedy(ckpt, prompt, steps)
     baseline = GenerationResult(b"", tokens, len(prompt), logits)
     result = teacher_forced(baseline, Reference(ckpt, quantized, kv_type=kv_type))
-    return {"prompt": EVALUATION_PROMPTS[0], **asdict(result)}
+    measured = {"prompt": EVALUATION_PROMPTS[0], **asdict(result)}
+    quantcache.store_arrays(key, {"quality": np.array(json.dumps(measured))})
+    return measured
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

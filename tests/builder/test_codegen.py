@@ -132,4 +132,4 @@ def test_15m_shaped_model_generates_and_assembles_fast(tmp_path: Path, tokenizer
                    check=True)  # fmt: skip
     data = (tmp_path / "model_data.bin").stat().st_size
     assert data > 10 << 20 and (tmp_path / "d.o").stat().st_size > data
-    assert (tmp_path / "model_weights.c").stat().st_size < 64 << 10
+    assert (tmp_path / "model_weights.c").stat().st_size * 32 < data  # the tables that point in, not the tensors

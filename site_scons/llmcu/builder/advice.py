@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..model.kvcache import KV_TYPES, auto_kv_types
+from ..model.kvcache import KV_TYPES, kv_type_candidates
 from ..model.quantize import QuantPlan, quantize_checkpoint
 from ..platform import stm32h7
 from . import codegen, layouts, linuxmem, memplan
@@ -41,9 +41,8 @@ def _fits(settings: BuildSettings, images: Iterable[FirmwareImage], model: codeg
     images = list(images)
     try:
         first = memplan.choose_kv_type(
-            settings.kv_type,
+            kv_type_candidates(settings.kv_type, model.plan.quantized),
             lambda kind: plan_image(settings, images[0], model, kind),
-            auto_kv_types(model.plan.quantized),
         )
         for image in images[1:]:
             plan_image(settings, image, model, first.kv_type)
@@ -115,7 +114,7 @@ def linux_fits(settings: BuildSettings, model: codegen.GeneratedModel, kv_type: 
     ones that fits), or "" when none does."""
 
     assert settings.linux is not None
-    kinds = [kv_type] if kv_type != "auto" else auto_kv_types(model.plan.quantized)
+    kinds = kv_type_candidates(kv_type, model.plan.quantized)
     for kind in kinds:
         need = linuxmem.needs(model, kind, settings.default_threads)
         if need.total <= linuxmem.available(settings.linux.ram_bytes, settings.linux.os_reserve_bytes):

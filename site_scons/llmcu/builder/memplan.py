@@ -277,12 +277,9 @@ def plan_memory(
     )
 
 
-def choose_kv_type(
-    kv_type: str, attempt: Callable[[str], MemoryPlan], candidates: Sequence[str] = KV_TYPES
-) -> MemoryPlan:
-    """``kv_type=auto``: the first of ``candidates`` (llmcu.model.kvcache.auto_kv_types) whose plan fits."""
-    if kv_type != "auto":
-        return attempt(kv_type)
+def choose_kv_type(candidates: Sequence[str], attempt: Callable[[str], MemoryPlan]) -> MemoryPlan:
+    """The plan of the first of ``candidates`` (llmcu.model.kvcache.kv_type_candidates) that fits; the first's
+    FitError when none does."""
     failure: FitError | None = None
     for candidate in candidates:
         try:

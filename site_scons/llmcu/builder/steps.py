@@ -16,7 +16,7 @@ from ..core.errors import LlmcuError
 from ..core.fileio import write_text_atomic
 from ..core.paths import TARGETS_DIR
 from ..model import calibration, quality
-from ..model.kvcache import auto_kv_types
+from ..model.kvcache import kv_type_candidates
 from ..model.quantize import QuantizedMatrix, QuantPlan, kept_from_source, quantize_checkpoint
 from ..model.sources import read_config, read_model, read_vocab
 from ..platform import selftest_regions, watchdog
@@ -37,7 +37,7 @@ def generate_sources(settings: BuildSettings) -> GeneratedModel:
     if settings.preset is not None:  # a wrong or corrupt download is caught here, before any C is generated
         settings.preset.check_shape(ckpt.config, settings.checkpoint)
     tok = read_vocab(settings.tokenizer, ckpt.config.vocab_size)
-    kv_type = auto_kv_types(settings.plan.quantized)[0] if settings.kv_type == "auto" else settings.kv_type
+    kv_type = kv_type_candidates(settings.kv_type, settings.plan.quantized)[0]  # until the plan decides
     show = sys.stderr.isatty()
 
     def prepared(plan: QuantPlan, quantized: dict[str, QuantizedMatrix], reports: bool = True) -> GeneratedModel:
@@ -131,10 +131,8 @@ def _plan_images(
         return []
     # The first image (the target's own) decides an automatic KV type; its twin must fit with the same one.
     own = settings.images[0]
-    candidates = auto_kv_types(model.plan.quantized)
-    first = memplan.choose_kv_type(
-        kv_type or settings.kv_type, lambda kind: plan_image(settings, own, model, kind), candidates
-    )
+    candidates = kv_type_candidates(kv_type or settings.kv_type, model.plan.quantized)
+    first = memplan.choose_kv_type(candidates, lambda kind: plan_image(settings, own, model, kind))
     model.kv_type = first.kv_type
     return [first] + [_plan_twin(settings, image, model) for image in settings.images[1:]]
 

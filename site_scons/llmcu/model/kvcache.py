@@ -36,6 +36,12 @@ def auto_kv_types(quantized: bool) -> tuple[str, ...]:
     return ("q16", "q8") if quantized else ("f32", "f16", "q8")
 
 
+def kv_type_candidates(kv_type: str, quantized: bool) -> tuple[str, ...]:
+    """The KV cache types a build with ``kv_type=`` tries, in order, taking the first that fits: the one it names,
+    or auto's for weights that are ``quantized`` or not. The one place kv_type=auto is decided."""
+    return auto_kv_types(quantized) if kv_type == "auto" else (kv_type,)
+
+
 def check_kv_type(kv_type: str) -> str:
     if kv_type not in KV_TYPES:
         raise OptionError(f"unknown KV cache type {kv_type!r}; allowed: {', '.join(KV_TYPES)}")

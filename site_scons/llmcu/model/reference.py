@@ -28,7 +28,7 @@ from ..core.config import LAYER_MATRICES, MATRIX_KINDS, ModelConfig
 from ..core.errors import OptionError
 from . import kvq16
 from .checkpoint import Checkpoint
-from .kvcache import auto_kv_types, check_kv_type, stored
+from .kvcache import check_kv_type, kv_type_candidates, stored
 from .quantize import (
     DEFAULT_CALIBRATION,
     DEFAULT_FIT,
@@ -366,9 +366,8 @@ class Reference:
         self._rope_power: tuple[int, np.ndarray, np.ndarray] | None = None
         self.cmath = math if isinstance(math, CMath) else c_math(math)
         self.plan = self._complete_plan(ckpt, plan or {})
-        if kv_type == "auto":  # what a build on a target with room for any cache gets (llmcu.model.kvcache)
-            kv_type = auto_kv_types(any(m.qtype != "fp32" for m in self.plan.values()))[0]
-        self.kv_type = check_kv_type(kv_type)
+        # auto: what a build on a target with room for any cache gets (llmcu.model.kvcache)
+        self.kv_type = check_kv_type(kv_type_candidates(kv_type, any(m.qtype != "fp32" for m in self.plan.values()))[0])
         cfg = self.config
         self.embedding = self.plan["tok_embeddings"]
         self.classifier = make_linear(self.plan["tok_embeddings" if cfg.shared_classifier else "wcls"])

@@ -99,7 +99,8 @@ def _console_action(target, source, env) -> int:
 
 
 def _monitor_action(target, source, env) -> int:
-    return _reported(lambda: monitor.monitor_build(env["LLMCU_SETTINGS"], env["LLMCU_SETTINGS"].run_options))
+    settings = env["LLMCU_SETTINGS"]
+    return _reported(lambda: monitor.monitor_build(settings, settings.run_options))
 
 
 def _debug_action(target, source, env) -> int:

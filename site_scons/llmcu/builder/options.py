@@ -69,12 +69,13 @@ class Option:
 
 
 class OptionValues(Mapping[str, Any]):
-    """Every option's checked value (its default when it was not given), and what was given on the command line."""
+    """Every option's checked value (its default when it was not given), what was given on the command line, and
+    the option table they were checked against."""
 
-    def __init__(self, values: Mapping[str, Any], given: Mapping[str, str], run_stage: Iterable[str]) -> None:
+    def __init__(self, values: Mapping[str, Any], given: Mapping[str, str], table: Iterable[Option]) -> None:
         self._values = MappingProxyType(dict(values))
         self.given: Mapping[str, str] = MappingProxyType(dict(given))  # name -> the text as typed
-        self._run_stage = frozenset(run_stage)
+        self.table: tuple[Option, ...] = tuple(table)
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
@@ -90,15 +91,15 @@ class OptionValues(Mapping[str, Any]):
 
     def build_stage(self) -> dict[str, Any]:
         """The values of the options that change what is built (stage BUILD)."""
-        return {name: value for name, value in self._values.items() if name not in self._run_stage}
+        run_stage = {option.name for option in self.table if option.stage == RUN}
+        return {name: value for name, value in self._values.items() if name not in run_stage}
 
 
 def parse_options(arguments: Mapping[str, str], options: list[Option]) -> OptionValues:
     """The command line's options checked once: unknown names and bad values are errors naming what is allowed."""
     check_unknown(arguments, options)
     values = validate(arguments, options)
-    return OptionValues(values, {name: str(text) for name, text in arguments.items()},
-                        [option.name for option in options if option.stage == RUN])  # fmt: skip
+    return OptionValues(values, {name: str(text) for name, text in arguments.items()}, options)
 
 
 def _flag(text: str) -> bool:

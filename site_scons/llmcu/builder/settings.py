@@ -207,9 +207,10 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
 
 
-def variant_name(settings: BuildSettings, table: list[Option]) -> str:
-    """The build folder's name: ``<model>-<quant>``, then what each option adds (Option.in_name), in the table's
-    order, when it is not the default."""
+def variant_name(settings: BuildSettings) -> str:
+    """The build folder's name: ``<model>-<quant>``, then what each option adds (Option.in_name), in the option
+    table's order, when it is not the default."""
+    table = settings.options.table
     return _safe("".join(option.in_name(settings) for option in table if option.in_name is not None))
 
 
@@ -240,8 +241,7 @@ def firmware_images(target: Target, board: str, board_file: Board | None, out_di
 def configure(arguments: Mapping[str, str] | OptionValues, *, download: bool = True) -> BuildSettings:
     """Check the options (once: pass OptionValues that are checked already) and resolve everything a build and
     its runs need; raises an LlmcuError on bad input."""
-    table = options_table()
-    values = arguments if isinstance(arguments, OptionValues) else parse_options(arguments, table)
+    values = arguments if isinstance(arguments, OptionValues) else option_values(arguments)
     given = values.given
     target = load_target(values["target"], TARGETS_DIR)
     resolved = models.resolve_model(values["model"], values["tokenizer"] or None, MODELS_DIR, download=download)
@@ -327,7 +327,7 @@ def configure(arguments: Mapping[str, str] | OptionValues, *, download: bool = T
         quality=values["quality"],
         window=window,
     )
-    out_dir = build_dir / target.name / variant_name(settings, table)
+    out_dir = build_dir / target.name / variant_name(settings)
     images: tuple[FirmwareImage, ...] = ()
     if firmware is not None:
         images = firmware_images(target, board, board_file, out_dir, values["hil"])
@@ -335,7 +335,7 @@ def configure(arguments: Mapping[str, str] | OptionValues, *, download: bool = T
             watchdog.plan(image.target, firmware.watchdog_s)
     # Last: the checks above say more about the options they know (sanitize=, threads=, ...); what none of them
     # looked at and does not apply to this kind of target is an error here, never silently ignored.
-    check_applicable(given, table, target.name, target.kind, targets_by_kind(TARGETS_DIR))
+    check_applicable(given, values.table, target.name, target.kind, targets_by_kind(TARGETS_DIR))
     return dataclasses.replace(settings, out_dir=out_dir, images=images)
 
 

@@ -147,7 +147,7 @@ def start_board_server(
     if flash:
         result = flashing.flash_firmware(
             image.out_dir, settings.target, probe_uid=probe_uid or None, reset=False,
-            progress=sys.stderr.isatty(), session_factory=factory, qspi_algo=flashing.default_algo_path(image.out_dir),
+            progress=sys.stderr.isatty(), session_factory=factory,
         )  # fmt: skip
         for line in result.lines():
             print(f"[llmcu] flash: {line}", flush=True)

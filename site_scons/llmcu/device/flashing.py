@@ -447,15 +447,7 @@ def check_flashable(target: Target) -> None:
 
 def flash_build(settings: BuildSettings, probe_uid: str = "", *, progress: bool = True) -> FlashResult:
     """`scons flash`: program the build's firmware (and its QSPI bytes with the board's flash algorithm)."""
-    check_flashable(settings.target)
-    image = settings.images[0]
-    return flash_firmware(
-        image.out_dir,
-        settings.target,
-        probe_uid=probe_uid or None,
-        qspi_algo=default_algo_path(image.out_dir),
-        progress=progress,
-    )
+    return flash_firmware(settings.images[0].out_dir, settings.target, probe_uid=probe_uid or None, progress=progress)
 
 
 def pyocd_targets() -> list[str]:

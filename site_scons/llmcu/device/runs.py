@@ -380,8 +380,7 @@ def prepare_board(
             probe_uid=options.probe or None,
             reset=False,  # the reset comes once the console is open, so that no byte of the boot is lost
             progress=sys.stderr.isatty(),
-            session_factory=factory,
-            qspi_algo=flashing.default_algo_path(image.out_dir),
+            session_factory=factory,  # the QSPI flash algorithm: flashalgo/qspi.flm beside the ELF
         )
     except FlashError as error:
         if isinstance(error, NoProbeError) or "not installed" in str(error):

@@ -22,6 +22,7 @@ import io
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,11 +58,7 @@ def cache_key(weights_digest: str, plan_fields: tuple) -> str:
     """The key of a model (its tensors' digest) quantized by a plan (its fields) with today's fitting code."""
     digest = hashlib.sha256(weights_digest.encode())
     digest.update(repr(plan_fields).encode())
-    digest.update(f"numpy {np.__version__}".encode())
-    here = Path(__file__).resolve().parent
-    for name in FITTING_CODE:
-        digest.update((here / name).read_bytes())
-    return digest.hexdigest()[:32]
+    return _with_code(digest, FITTING_CODE)
 
 
 def measurement_key(kind: str, *inputs: str) -> str:
@@ -69,11 +66,16 @@ def measurement_key(kind: str, *inputs: str) -> str:
     digest = hashlib.sha256(kind.encode())
     for part in inputs:
         digest.update(b"\0" + part.encode())
+    return f"{kind}-{_with_code(digest, MEASURING_CODE)}"
+
+
+def _with_code(digest: Any, code: tuple[str, ...]) -> str:
+    """``digest`` finished with numpy's version and the source of the ``code`` modules: a key's first 32 hex digits."""
     digest.update(f"numpy {np.__version__}".encode())
     here = Path(__file__).resolve().parent
-    for name in MEASURING_CODE:
+    for name in code:
         digest.update((here / name).read_bytes())
-    return f"{kind}-{digest.hexdigest()[:32]}"
+    return digest.hexdigest()[:32]
 
 
 def array_digest(*arrays: np.ndarray | None) -> str:
@@ -91,27 +93,13 @@ def array_digest(*arrays: np.ndarray | None) -> str:
 
 def load_arrays(key: str) -> dict[str, np.ndarray] | None:
     """A measurement's arrays, or None when there is no usable file (or the cache is off)."""
-    if not switched_on():
-        return None
-    try:
-        with np.load(cache_path(key), allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
+    return _read(cache_path(key)) if switched_on() else None
 
 
 def store_arrays(key: str, arrays: dict[str, np.ndarray]) -> None:
     """Keep a measurement's arrays; a cache that cannot be written (or is off) is only not used."""
-    if not switched_on():
-        return
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path = cache_path(key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, buffer.getvalue())
-    except (OSError, LlmcuError):
-        pass
+    if switched_on():
+        _write(cache_path(key), arrays)
 
 
 def cache_path(key: str) -> Path:
@@ -122,18 +110,16 @@ def cache_path(key: str) -> Path:
 
 def load(path: Path) -> dict[str, Fields] | None:
     """The cached matrices' fields, or None when there is no usable file."""
+    archive = _read(path)
+    if archive is None:
+        return None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            kinds = [str(kind) for kind in archive["kinds"]]
-            out = {}
-            for kind in kinds:
-                qtype = str(archive[f"{kind}.qtype"])
-                zeros = archive[f"{kind}.zeros"] if f"{kind}.zeros" in archive.files else None
-                scales = archive[f"{kind}.scales"] if f"{kind}.scales" in archive.files else None
-                group_size = int(archive[f"{kind}.group_size"])
-                out[kind] = (qtype, group_size, archive[f"{kind}.q"], scales, zeros)
-            return out
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return {
+            str(kind): (str(archive[f"{kind}.qtype"]), int(archive[f"{kind}.group_size"]), archive[f"{kind}.q"],
+                        archive.get(f"{kind}.scales"), archive.get(f"{kind}.zeros"))
+            for kind in archive["kinds"]
+        }  # fmt: skip
+    except (KeyError, ValueError):
         return None
 
 
@@ -148,6 +134,20 @@ def store(path: Path, matrices: dict[str, Fields]) -> None:
             arrays[f"{kind}.scales"] = scales
         if zeros is not None:
             arrays[f"{kind}.zeros"] = zeros
+    _write(path, arrays)
+
+
+def _read(path: Path) -> dict[str, np.ndarray] | None:
+    """Every array of an ``.npz`` file, or None when it is missing or cannot be read (it is then written again)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an ``.npz`` file atomically; a cache that cannot be written (full or read-only disk) is only not used."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     try:

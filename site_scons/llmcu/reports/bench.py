@@ -359,6 +359,7 @@ def markdown(rows: list[BenchRow]) -> list[str]:
         "| host tok/s (median) | code bytes | est. tok/s on chip | vs bar | goal |",
         "|---|---|---|---|---|---:|---|---:|---:|---:|---:|---|",
     ]
+    bars, targets, growth_targets = goals("bar"), goals("goals"), goals("growth_goals")  # bench/goals.toml, read once
     for row in rows:
         at = ""
         if row.instructions_at:
@@ -368,14 +369,14 @@ def markdown(rows: list[BenchRow]) -> list[str]:
         avg = f"{row.instructions_per_token:,.0f}" if row.instructions_per_token else ""
         rate = f"{row.tok_per_s['median']:,.0f}" if row.tok_per_s else ""
         est = f"{row.estimate['tok_per_s']:,.1f}" if row.estimate else ""
-        bar = goals("bar").get((row.target, row.model, row.quant))
+        bar = bars.get((row.target, row.model, row.quant))
         versus = f"{bar / row.instructions_per_token:.2f}x" if bar and row.instructions_per_token else ""
-        goal = goals("goals").get((row.target, row.model, row.quant))
+        goal = targets.get((row.target, row.model, row.quant))
         target_text = ""
         if goal and row.instructions_per_token and row.kernels == "opt" and row.numerics == "exact":
             verdict = "met" if row.instructions_per_token <= goal else "missed"
             target_text = f"<= {goal / 1e3:,.0f} K: {verdict}"
-            growth_goal = goals("growth_goals").get((row.target, row.model, row.quant))
+            growth_goal = growth_targets.get((row.target, row.model, row.quant))
             growth = row.growth_per_position()
             if growth_goal and growth is not None:
                 verdict = "met" if growth <= growth_goal else "missed"

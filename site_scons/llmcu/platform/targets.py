@@ -284,15 +284,16 @@ def _chip(table: dict, where: str) -> ChipIdentity | None:
     )
 
 
+def _optional_size(table: dict, key: str, where: str, default: int | str) -> int:
+    return parse_size(_optional(table, key, where, (int, str), default), f"{where} {key}")
+
+
 def _linux(table: dict, where: str) -> LinuxSpec:
-    ram = parse_size(_optional(table, "ram", where, (int, str), 0), f"{where} ram")
     return LinuxSpec(
-        weights_file_above=parse_size(
-            _optional(table, "weights_file_above", where, (int, str), "8M"), f"{where} weights_file_above"
-        ),
+        weights_file_above=_optional_size(table, "weights_file_above", where, "8M"),
         remote_dir=_optional(table, "remote_dir", where, str, "/tmp"),
-        ram=ram,
-        os_reserve=parse_size(_optional(table, "os_reserve", where, (int, str), 0), f"{where} os_reserve"),
+        ram=_optional_size(table, "ram", where, 0),
+        os_reserve=_optional_size(table, "os_reserve", where, 0),
     )
 
 

@@ -56,11 +56,6 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def twin_of(target: Target) -> str:
-    """The target that runs ``target``'s firmware in QEMU: its twin, or itself when it is a QEMU target."""
-    return target.name if target.run.method == "qemu-system" else target.twin
-
-
 def build_arguments(target: Target, *, model: str, quant: str, build_dir: Path, board: str = "") -> dict[str, str]:
     arguments = {"target": target.name, "model": model, "quant": quant, "build_dir": str(build_dir)}
     if target.run.method != "qemu-system" and target.twin:
@@ -89,7 +84,7 @@ def build_firmware(target_name: str, *, model: str, quant: str, build_dir: Path,
         raise FirmwareBuildError(f"the HIL firmware for {target_name} did not build "
                                  f"(scons {' '.join(f'{k}={v}' for k, v in arguments.items())}):\n{tail}")  # fmt: skip
     images = {image.name: image for image in settings.images}
-    twin_name = twin_of(target)
+    twin_name = target.qemu_target
     firmware = images["firmware"].elf
     twin_elf = images["twin"].elf if "twin" in images else (firmware if twin_name == target.name else None)
     kv_type = built_kv_type(settings.gen_dir)

@@ -120,7 +120,7 @@ def pytest_configure(config: pytest.Config) -> None:
         target = load_target(target_name, TARGETS_DIR)
     except LlmcuError as error:
         raise pytest.UsageError(f"--target {target_name}: {error}") from None
-    twin = target.name if target.run.method == "qemu-system" else target.twin
+    twin = target.qemu_target
     path = config.getoption("--hardware-map")
     hardware_map = None
     if path:

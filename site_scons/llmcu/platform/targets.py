@@ -154,6 +154,12 @@ class Target:
         return (*CONTRACT_CFLAGS, *WARNING_CFLAGS, *self.cpu_flags, *self.cflags)
 
     @property
+    def qemu_target(self) -> str:
+        """The target that runs this one's firmware in QEMU: its twin, or itself when it is a QEMU target ("" when
+        there is none)."""
+        return self.name if self.run.method == "qemu-system" else self.twin
+
+    @property
     def prompt_max_bytes(self) -> int:
         return PROMPT_MAX_BYTES[self.kind]
 

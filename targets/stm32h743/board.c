@@ -1,7 +1,7 @@
 /*
  * The STM32H743 board layer: what ../cortex-m/board.h asks of a board.
- *   board_early_init: cycle counter (it times the delays), clocks, MPU and caches, then each external
- *                     memory and its MPU region, so the copy table can fill SDRAM and read QSPI.
+ *   board_early_init: silicon errata, cycle counter (it times the delays), the part check, clocks, MPU and caches,
+ *                     then each external memory and its MPU region, so the copy table can fill SDRAM and read QSPI.
  *   board_init:       64-bit cycle counter with SysTick, console UART.
  */
 #include "board.h"
@@ -15,7 +15,9 @@
 
 void board_early_init(void)
 {
-    dwt_start();
+    errata_apply(); /* before anything reads AXI SRAM */
+    dwt_start();    /* it times the waits, the failed boot's among them */
+    part_check();
     clock_init();
     mpu_init();
     cache_enable();
@@ -28,9 +30,12 @@ void board_early_init(void)
     mpu_enable_sdram();
 #endif
 #if BOARD_HAS_QSPI
-    const char *failed = qspi_init();
-    if (failed != NULL) {
-        boot_fail(failed);
+    qspi_result qspi = qspi_init();
+    if (qspi.reason != NULL) {
+        if (qspi.expected != 0u || qspi.found != 0u) {
+            boot_fail_values(qspi.reason, qspi.expected, qspi.found);
+        }
+        boot_fail(qspi.reason);
     }
     mpu_enable_qspi();
 #endif

@@ -1,6 +1,6 @@
 /*
  * Clock tree bring-up, in the order RM0433 requires for raising the frequency:
- *   supply configuration (section "Power control", PWR_CR3) -> voltage scale VOS1 then VOS0 (section
+ *   the reset state (whatever a bootloader left running) -> supply configuration (section "Power control", PWR_CR3) -> voltage scale VOS1 then VOS0 (section
  *   "Voltage scaling": the core voltage goes up before the clock does) -> HSE -> PLL1 (section "PLLs":
  *   configure while off, then enable; PLL2 too when the FMC runs from it) -> flash wait states for the new AXI clock (section "Embedded
  *   flash memory": before the clock rises) -> bus prescalers -> SYSCLK switch to PLL1 (RCC_CFGR).
@@ -18,6 +18,32 @@
 #define HSE_TIMEOUT_US 100000u
 #define PLL_TIMEOUT_US 10000u
 #define SWITCH_TIMEOUT_US 1000u
+
+/*
+ * The reset state of the clock tree, whatever ran before: a bootloader (the Daisy bootloader, ST's ExtMem_Boot, a
+ * debugger's flash loader) leaves SYSCLK on PLL1, the PLLs locked and the HSE on, and RM0433 allows none of what
+ * follows then (PLL sources and dividers change only while every PLL is off, HSEBYP only while the HSE is off). So:
+ * HSI on, SYSCLK back to HSI with every prescaler at 1, PLL1-3 off, HSE off, each waited for. After a reset this
+ * finds everything so already and changes nothing.
+ */
+static void clock_known_state(void)
+{
+    RCC_CR |= RCC_CR_HSION;
+    wait_bits(&RCC_CR, RCC_CR_HSIRDY, RCC_CR_HSIRDY, US_CYCLES(SWITCH_TIMEOUT_US), "hsi_not_ready");
+    if ((RCC_CFGR & RCC_CFGR_SWS_MASK) != RCC_CFGR_SWS_HSI) {
+        RCC_CFGR = (RCC_CFGR & ~RCC_CFGR_SW_MASK) | RCC_CFGR_SW_HSI;
+        wait_bits(&RCC_CFGR, RCC_CFGR_SWS_MASK, RCC_CFGR_SWS_HSI, US_CYCLES(SWITCH_TIMEOUT_US), "sysclk_not_hsi");
+    }
+    RCC_D1CFGR = 0u;
+    RCC_D2CFGR = 0u;
+    RCC_D3CFGR = 0u;
+    const uint32_t plls_on = RCC_CR_PLL1ON | RCC_CR_PLL2ON | RCC_CR_PLL3ON;
+    const uint32_t plls_ready = RCC_CR_PLL1RDY | RCC_CR_PLL2RDY | RCC_CR_PLL3RDY;
+    if ((RCC_CR & (plls_on | RCC_CR_HSEON)) != 0u) {
+        RCC_CR &= ~(plls_on | RCC_CR_HSEON);
+        wait_bits(&RCC_CR, plls_ready | RCC_CR_HSERDY, 0u, US_CYCLES(PLL_TIMEOUT_US), "pll_not_stopped");
+    }
+}
 
 static void supply_and_voltage_scale(const board_clock_plan *plan)
 {
@@ -105,6 +131,7 @@ static void flash_wait_states(const board_clock_plan *plan)
 void clock_init(void)
 {
     const board_clock_plan *plan = board_plan();
+    clock_known_state();
     supply_and_voltage_scale(plan);
     hse_on();
     plls_on(plan);

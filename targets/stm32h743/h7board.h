@@ -48,10 +48,22 @@ void mpu_enable_qspi(void);
 void gpio_enable_ports(uint32_t port_mask);
 void gpio_set_af(uint32_t port, uint32_t pin, uint32_t af, uint32_t speed, uint32_t pull);
 
-/* sdram.c and qspi.c: bring the external memories up (memory-mapped QSPI included). qspi_init returns NULL,
- * or the step that never finished (the board fails its boot with it; the flash algorithm reports an error). */
+/* sdram.c and qspi.c: bring the external memories up (memory-mapped QSPI included). qspi_init returns a NULL
+ * reason, or the step that failed with what was expected and found where that says more (the JEDEC ID of a wrong
+ * chip): the board fails its boot with it; the flash algorithm reports an error. */
+typedef struct {
+    const char *reason;
+    uint32_t expected;
+    uint32_t found;
+} qspi_result;
 void sdram_init(void);
-const char *qspi_init(void);
+qspi_result qspi_init(void);
+
+/* part.c: the chip-level fixes and checks that come before anything else (no clock change, no RAM use):
+ * part_check stops the boot with reason=wrong_part when the DEV_ID or the flash-size word is not the part the image
+ * was built for; errata_apply applies the ES0392 workarounds this silicon revision needs. */
+void part_check(void);
+void errata_apply(void);
 
 /* uart.c: the console. uart_start configures it for a USART_BRR (no static data: a failed boot uses it
  * before .data exists); uart_init starts it at the plan's clock. */
@@ -80,5 +92,8 @@ void wait_bits(volatile uint32_t *reg, uint32_t mask, uint32_t want, uint32_t cy
  *     \x03llmcu end status=fault reason=<step> stage=boot rev=<V|Y> clock_hz=64000000\n
  * No static data: it may run before .data and .bss exist. */
 void boot_fail(const char *reason) __attribute__((noreturn));
+/* boot_fail with what was expected and what was found, as hex fields of the fault line:
+ *     ... reason=<step> expected=0x<hex> found=0x<hex> stage=boot ... */
+void boot_fail_values(const char *reason, uint32_t expected, uint32_t found) __attribute__((noreturn));
 
 #endif /* LLMCU_H7BOARD_H */

@@ -13,6 +13,7 @@
 #include "armv7m.h" /* REG32 */
 
 #define REG8(addr) (*(volatile uint8_t *)(uintptr_t)(addr))
+#define REG16(addr) (*(volatile uint16_t *)(uintptr_t)(addr))
 
 /* ---- RCC, reset and clock control (D3 AHB4, 0x58024400) ---- */
 #define RCC_BASE 0x58024400u
@@ -53,6 +54,7 @@
 #define RCC_RSR_LPWRRSTF (1u << 30)
 
 #define RCC_CR_HSION (1u << 0)
+#define RCC_CR_HSIRDY (1u << 2)
 #define RCC_CR_HSEON (1u << 16)
 #define RCC_CR_HSERDY (1u << 17)
 #define RCC_CR_HSEBYP (1u << 18)
@@ -60,6 +62,8 @@
 #define RCC_CR_PLL1RDY (1u << 25)
 #define RCC_CR_PLL2ON (1u << 26)
 #define RCC_CR_PLL2RDY (1u << 27)
+#define RCC_CR_PLL3ON (1u << 28)
+#define RCC_CR_PLL3RDY (1u << 29)
 
 #define RCC_CFGR_SW_MASK (7u << 0)
 #define RCC_CFGR_SW_HSI (0u << 0)
@@ -239,6 +243,7 @@
 #define QUADSPI_CR_EN (1u << 0)
 #define QUADSPI_CR_ABORT (1u << 1)
 #define QUADSPI_CR_SSHIFT (1u << 4)
+#define QUADSPI_CR_DFM (1u << 6) /* dual-flash mode: two chips on BK1 and BK2, their nibbles side by side */
 #define QUADSPI_CR_PRESCALER_SHIFT 24u
 #define QUADSPI_DCR_CKMODE (1u << 0)
 #define QUADSPI_DCR_CSHT_SHIFT 8u
@@ -286,7 +291,19 @@
 #define DBGMCU_BASE 0x5C001000u
 #define DBGMCU_IDCODE REG32(DBGMCU_BASE + 0x00u) /* REV_ID 31:16 (0x1003 revision Y, 0x2003 V), DEV_ID 11:0 */
 #define DBGMCU_IDCODE_REV_ID_SHIFT 16u
+#define DBGMCU_IDCODE_DEV_ID_MASK 0xFFFu
 #define DBGMCU_APB4FZ1 REG32(DBGMCU_BASE + 0x54u)
+
+/* ---- Part identity: the internal flash size in KB, a 16-bit word ST programs in system memory (RM0433 "Flash size");
+ * 0xFFFF or 0 reads as not programmed (2 MB, as chipcheck.py takes it) ---- */
+#define FLASH_SIZE_KB REG16(0x1FF1E880u)
+
+/* ---- AXI interconnect (0x51000000): ES0392 section 2.2.10, revision Y only. TARG7_FN_MOD's READ_ISS_OVERRIDE
+ * (bit 0) limits the AXI SRAM target to one outstanding read; without it a read from AXI SRAM can return
+ * corrupted data. ---- */
+#define AXI_TARG7_FN_MOD REG32(0x51008108u)
+#define AXI_TARG7_FN_MOD_READ_ISS_OVERRIDE (1u << 0)
+#define REV_ID_FIXED_AXI_SRAM 0x2000u /* revisions from X (0x2001) on have the fix in silicon */
 #define DBGMCU_APB4FZ1_DBG_IWDG1 (1u << 18) /* IWDG1 stops while the core is halted */
 
 #endif /* LLMCU_STM32H7_H */

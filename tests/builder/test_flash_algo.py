@@ -192,8 +192,9 @@ def test_block_protection_is_cleared_before_erasing(algo: dict) -> None:
     [
         ({"jedec_id": (0xFF, 0xFF, 0xFF)}, 2),  # nothing on the pins
         ({"jedec_id": (0x00, 0x00, 0x00)}, 2),
-        ({"jedec_id": (0xEF, 0x40, 0x17)}, 8),  # an 8 MB W25Q64 on a board file saying 16 MB
-        ({"status1": 0x9C, "write_protect_pin_low": True}, 7),  # SRP + /WP low: protection stays
+        ({"jedec_id": (0xEF, 0x40, 0x17)}, 9),  # a W25Q64 on a board file saying W25Q128JV: another chip
+        ({"status1": 0x9C, "status2": 0x02, "write_protect_pin_low": True}, 7),  # SRP + /WP low: protection stays
+        ({"status1": 0x9C, "write_protect_pin_low": True}, 1),  # ... and Quad Enable cannot be set: the bring-up fails
     ],
 )
 def test_init_failures_have_result_codes(algo: dict, flash_options: dict, code: int) -> None:

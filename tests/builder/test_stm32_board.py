@@ -23,27 +23,10 @@ import pytest
 from llmcu.builder.boardconfig import render_board_config, write_board_config
 from llmcu.core.errors import OptionError
 from llmcu.platform.stm32h7 import Board, list_boards, load_board
+from support.board_layer import CC, CPU_FLAGS, LINKER_SCRIPT, TARGET, WARNINGS, compile_boards, soc_for
 from support.build import ROOT
 
-TARGET = ROOT / "targets" / "stm32h743"
-BOARDS = ("nucleo-h743zi", "h743-sdram-qspi")
-CC = "arm-none-eabi-gcc"
-CPU_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard"]
-WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Werror"]
-
-LINKER_SCRIPT = """
-MEMORY
-{
-    FLASH (rx) : ORIGIN = 0x08000000, LENGTH = 2M
-    RAM (rw) : ORIGIN = 0x24000000, LENGTH = 512K
-}
-SECTIONS
-{
-    .text : { *(.text .text.*) *(.rodata .rodata.*) } > FLASH
-    .data : { *(.data .data.*) } > RAM
-    .bss : { *(.bss .bss.*) *(COMMON) } > RAM
-}
-"""
+BOARDS = tuple(list_boards(TARGET))  # the real boards and the template
 
 
 def board_file(name: str) -> dict:
@@ -54,7 +37,8 @@ def board_file(name: str) -> dict:
 
 
 def test_boards_are_listed() -> None:
-    assert list_boards(TARGET) == sorted(BOARDS)
+    real = ["daisy-seed", "nucleo-h743zi", "nucleo-h743zi2", "stm32h743i-eval", "stm32h750b-dk", "weact-mini-h743"]
+    assert list_boards(TARGET) == sorted([*real, "h743-sdram-qspi"])
 
 
 def test_nucleo_clock_tree_and_console() -> None:
@@ -152,7 +136,8 @@ def test_qspi_values() -> None:
     assert qspi.fsize == 24  # 16 MB = 2^(23 + 1), plus one for the errata workaround
     assert qspi.csht == math.ceil(50 * 0.12) - 1  # 50 ns of NCS high at 120 MHz
     assert (qspi.read_instruction, qspi.adsize, qspi.dummy_clocks, qspi.mode_byte) == (0xEB, 2, 4, 0xFF)
-    assert qspi.commands["quad_enable_bit"] == 1 and qspi.commands["write_status2"] == 0x31
+    assert (qspi.quad_enable.register, qspi.quad_enable.bit, qspi.quad_enable.write) == ("status2", 1, 0x31)
+    assert qspi.jedec_id == (0xEF, 0x40, 0x18) and qspi.chips == 1
     assert [pin.name for pin in qspi.pins] == ["PB2", "PB6", "PD11", "PD12", "PE2", "PD13"]
 
 
@@ -194,6 +179,7 @@ def board_variant(tmp_path: Path, name: str, edits: list[tuple[str, str]]) -> Pa
     (folder / "boards").mkdir(parents=True, exist_ok=True)
     shutil.copy(TARGET / "target.toml", folder / "target.toml")
     shutil.copy(TARGET / "limits.toml", folder / "limits.toml")
+    shutil.copy(TARGET / "parts.toml", folder / "parts.toml")
     text = (TARGET / "boards" / f"{name}.toml").read_text()
     for old, new in edits:
         assert old in text, old
@@ -203,7 +189,7 @@ def board_variant(tmp_path: Path, name: str, edits: list[tuple[str, str]]) -> Pa
 
 
 def test_unknown_board_lists_the_known_ones() -> None:
-    known = r"unknown board 'nucleo-f446re'.*known boards: h743-sdram-qspi, nucleo-h743zi"
+    known = r"unknown board 'nucleo-f446re'.*known boards: daisy-seed, h743-sdram-qspi, nucleo-h743zi, nucleo-h743zi2"
     with pytest.raises(OptionError, match=known):
         load_board(TARGET, "nucleo-f446re")
 
@@ -284,34 +270,11 @@ def test_custom_board_errors(tmp_path: Path, old: str, new: str, message: str) -
 @pytest.fixture(scope="module")
 def firmware(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Board]]:
     """Each board's board layer, compiled warning-free and linked for the emulator."""
-    if shutil.which(CC) is None:
-        pytest.skip(f"{CC} not installed (tools/setup.sh installs it)")
-    pytest.importorskip("unicorn", reason="unicorn not installed (pip install -r requirements.txt)")
-    sources = [
-        TARGET / source
-        for source in tomllib.loads((TARGET / "target.toml").read_text())["board"]["sources"]
-        if not source.startswith("../")
-    ]
-    built = {}
-    for name in BOARDS:
-        folder = tmp_path_factory.mktemp(name)
-        board = load_board(TARGET, name)
-        write_board_config(board, folder / "board_config.h")
-        (folder / "test.ld").write_text(LINKER_SCRIPT)
-        elf = folder / "board.elf"
-        command = [CC, *CPU_FLAGS, "-std=c99", "-O2", *WARNINGS, "-ffunction-sections", "-fdata-sections"]
-        command += ["-I", str(ROOT / "targets" / "cortex-m"), "-I", str(folder), "-T", str(folder / "test.ld")]
-        command += ["-nostdlib", *map(str, sources), "-lgcc", "-o", str(elf)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        built[name] = (elf, board)
-    return built
+    return compile_boards(BOARDS, tmp_path_factory)
 
 
-def chip(firmware: dict, name: str):  # -> mmio_emu.Stm32h743
-    from support.mmio_emu import Stm32h743
-
-    return Stm32h743(firmware[name][0])
+def chip(firmware: dict, name: str, **options):  # -> mmio_emu.Stm32h743
+    return soc_for(*firmware[name], **options)
 
 
 def assert_clean(soc) -> None:
@@ -384,16 +347,22 @@ def test_mpu_and_caches(firmware: dict, name: str) -> None:
     # Region 0: 0x60000000-0xDFFFFFFF (subregions 3-6 of 4 GB) no access, execute-never, strongly ordered.
     assert soc.mpu_regions[0] == (0x00000000, rasr(32, ap=0, tex=0, c=0, b=0, xn=1, srd=0x87))
     assert soc.mpu_regions[1] == (0x40000000, rasr(29, ap=3, tex=0, c=0, b=1, xn=1))  # shared device
-    if name == "h743-sdram-qspi":
-        assert soc.mpu_regions[2] == (0xC0000000, rasr(23, ap=3, tex=1, c=1, b=1, xn=0))  # write-back
-        assert soc.mpu_regions[3] == (0x90000000, rasr(24, ap=6, tex=0, c=1, b=0, xn=0))  # read-only WT
-        # Each external memory becomes accessible only after it has been brought up.
+    board = firmware[name][1]
+    # Each external memory at the board's address and size (SDRAM bank 1 or 2), and accessible only after it has
+    # been brought up.
+    if board.sdram is not None:
+        log2 = board.sdram.size.bit_length() - 1
+        assert soc.mpu_regions[2] == (board.sdram.base, rasr(log2, ap=3, tex=1, c=1, b=1, xn=0))  # write-back
         sdram_region = next(a.seq for a in soc.log if a.name == "MPU_RASR" and a.value == soc.mpu_regions[2][1])
         assert sdram_region > soc.first_write("FMC_SDRTR")
+    if board.qspi is not None:
+        log2 = board.qspi.size.bit_length() - 1
+        assert soc.mpu_regions[3] == (0x90000000, rasr(log2, ap=6, tex=0, c=1, b=0, xn=0))  # read-only WT
         qspi_region = next(a.seq for a in soc.log if a.name == "MPU_RASR" and a.value == soc.mpu_regions[3][1])
         assert qspi_region > soc.memory_mapped_state["seq"]
-    else:
-        assert all(soc.mpu_regions[n][1] == 0 for n in range(2, 16))
+    opened = {2} if board.sdram else set()
+    opened |= {3} if board.qspi else set()
+    assert all(soc.mpu_regions[n][1] == 0 for n in range(2, 16) if n not in opened)
     assert soc.reg("MPU_CTRL") == 0b101  # ENABLE, PRIVDEFENA
 
     # I-cache invalidated, then enabled; D-cache invalidated by set/way (128 sets x 4 ways), then enabled.
@@ -465,13 +434,17 @@ def test_qspi_quad_enable_then_memory_mapped(firmware: dict, quad_enabled: bool)
     soc.call("board_early_init")
     assert_clean(soc)
     log = soc.flash.log
-    assert log[0] == ("read", 0x35, None)  # status register 2 first
+    # Out of continuous-read mode, reset as QPI and as SPI, the JEDEC ID, then status register 2.
+    bring_up = [("mode_bits_high", 0xFF, None), ("command4", 0x66, None), ("command4", 0x99, None)]
+    bring_up += [("command", 0x66, None), ("command", 0x99, None), ("read", 0x9F, None), ("read", 0x35, None)]
+    assert log[:7] == bring_up and soc.flash.resets == 1
     if quad_enabled:
-        assert all(entry[0] == "read" for entry in log)  # a set QE is not rewritten
+        assert log[7:] == []  # a set QE is not rewritten
     else:
-        assert log[1:3] == [("command", 0x06, None), ("write", 0x31, 0x02)]  # write enable, then QE
-        polls = log[3:]
+        assert log[7:9] == [("command", 0x06, None), ("write", 0x31, 0x02)]  # write enable, then QE
+        polls = log[9:-1]
         assert polls and all(entry == ("read", 0x05, None) for entry in polls) and soc.flash.busy_polls == 0
+        assert log[-1] == ("read", 0x35, None)  # read back
     state = soc.memory_mapped_state
     assert state is not None and state["qe"] == 1  # QE was set before memory-mapped mode
     # Fast read quad I/O: instruction 1 line, 24-bit address 4 lines, mode byte 4 lines, 4 dummy, data 4 lines.
@@ -711,12 +684,11 @@ def test_revision_y_boots_its_own_plan(firmware: dict, name: str) -> None:
     """On revision Y (REV_ID 0x1003) the board takes revision Y's plan: VOS1 (no overdrive), PLL1 N for 400 MHz,
     the wait states for 200 MHz, the console's BRR for a 100 MHz APB; the counter's rate and the ready line say so.
     An unknown revision gets the same plan."""
-    from support.mmio_emu import Stm32h743
 
     board = firmware[name][1]
     plan = board.clocks_y
     for revision in ("Y", "1234"):
-        soc = Stm32h743(firmware[name][0], revision=revision)
+        soc = chip(firmware, name, revision=revision)
         soc.call("board_early_init")
         soc.call("board_init")
         assert_clean(soc)
@@ -750,10 +722,9 @@ HANGS = [
 def test_a_part_that_never_answers_is_a_fault_line(firmware: dict, name: str, flag: str, reason: str) -> None:
     """Every ready-wait is bounded: a flag that never comes ends the boot with the console up on the reset clock
     (HSI, every prescaler 1, BRR for 64 MHz) and one protocol fault line naming the step, then a halt."""
-    from support.mmio_emu import Stm32h743
 
     board = firmware[name][1]
-    soc = Stm32h743(firmware[name][0], cyccnt_step=4096, never=(flag,))
+    soc = chip(firmware, name, cyccnt_step=4096, never=(flag,))
     soc.run_until_halt("board_early_init")
     line = bytes(soc.tx)
     assert line == f"\x03llmcu end status=fault reason={reason} stage=boot rev=V clock_hz=64000000\n".encode()

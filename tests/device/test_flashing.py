@@ -385,9 +385,12 @@ def test_qspi_flash_that_does_not_answer_is_explained(tmp_path: Path, qspi_algo:
 
 
 def test_qspi_image_larger_than_the_qspi_flash(tmp_path: Path, qspi_algo: Path) -> None:
-    past_window = write_elf(tmp_path / "window.elf", [(QSPI_WINDOW + (16 << 20) - 8, b"\0" * 16)])
-    with pytest.raises(ImageTooLargeError, match="run past the end of qspi"):
+    past_window = write_elf(tmp_path / "window.elf", [(QSPI_WINDOW + (256 << 20) - 8, b"\0" * 16)])
+    with pytest.raises(ImageTooLargeError, match="run past the end of qspi"):  # the QUADSPI's 256 MB window
         flash(past_window, FakeFactory([PROBE]), qspi_algo=qspi_algo)
+    past_flash = write_elf(tmp_path / "flash.elf", [(QSPI_WINDOW + (16 << 20) - 8, b"\0" * 16)])
+    with pytest.raises(ImageTooLargeError, match=r"QSPI flash ends at 0x90ffffff \(16M, from qspi.flm\)"):
+        flash(past_flash, FakeFactory([PROBE]), qspi_algo=qspi_algo)
 
     from llmcu.builder import flashalgo
     from llmcu.core.paths import TARGETS_DIR

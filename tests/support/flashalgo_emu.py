@@ -46,6 +46,8 @@ NOR_COMMANDS = {
     0x35: (1, 0, 1),  # read status register 2
     0x52: (1, 1, 0),  # block erase, 32 KB
     0x60: (1, 0, 0),  # chip erase
+    0x66: (1, 0, 0),  # enable reset
+    0x99: (1, 0, 0),  # reset device
     0x9F: (1, 0, 1),  # JEDEC ID
     0xC7: (1, 0, 0),  # chip erase
     0xD8: (1, 1, 0),  # block erase, 64 KB
@@ -89,6 +91,10 @@ class NorFlash:
         """One command with its address and the data the QUADSPI sent; returns the ``read_count`` bytes
         the flash answers."""
         self.log.append((instruction, address, len(data)))
+        if lines[0] == 4 and instruction in (0xFF, 0x66, 0x99):
+            # The bring-up's mode-bit reset (IO0-IO3 high for ten clocks) and its QPI reset: to a chip in SPI mode,
+            # an aborted command it ignores.
+            return b""
         expected = NOR_COMMANDS.get(instruction)
         if expected is None:
             self.violations.append(f"instruction {instruction:#04x} is not one the flash knows")
@@ -109,6 +115,9 @@ class NorFlash:
             return b""
         if instruction == 0x06:
             self.status1 |= WEL
+            return b""
+        if instruction in (0x66, 0x99):
+            self.status1 &= ~WEL
             return b""
         if instruction == 0x04:
             self.status1 &= ~WEL
@@ -280,7 +289,7 @@ class QuadSpi:
         assert self.pending is not None
         ccr, address, data = self.pending["ccr"], self.pending["address"], bytes(self.pending["data"])
         self.pending = None
-        if ccr["admode"] and ccr["adsize"] != 2:
+        if ccr["admode"] and ccr["adsize"] != 2 and not (ccr["instruction"] == 0xFF and ccr["imode"] == 3):
             self.violations.append(f"instruction {ccr['instruction']:#04x} with ADSIZE {ccr['adsize']}, not 24 bits")
         lines = (LINES[ccr["imode"]], LINES[ccr["admode"]], LINES[ccr["dmode"]])
         if not self.machine.clock_on(RCC_AHB3ENR, 14):

@@ -27,7 +27,10 @@ AXI_SRAM = (0x24000000, 0x80000)
 STACK_TOP = DTCM[0] + DTCM[1]
 RETURN_ADDRESS = FLASH[0] + FLASH[1] - 0x100  # a BKPT the called function returns to
 MMIO_WINDOWS = ((0x40000000, 0x20000), (0x52000000, 0x10000), (0x58000000, 0x30000), (0x5C001000, 0x1000))
-MMIO_WINDOWS += ((0xE0000000, 0x100000),)
+MMIO_WINDOWS += ((0xE0000000, 0x100000), (0x51008000, 0x1000))
+SYSTEM_MEMORY = (0x1FF00000, 0x20000)  # ST's system memory: the flash-size word at 0x1FF1E880
+FLASH_SIZE_WORD = 0x1FF1E880
+AXI_TARG7_FN_MOD = 0x51008108  # ES0392 2.2.10: READ_ISS_OVERRIDE for the AXI SRAM on revision Y
 
 RCC, PWR, SYSCFG, FLASH_IF, FMC, QSPI = 0x58024400, 0x58024800, 0x58000400, 0x52002000, 0x52004000, 0x52005000
 IWDG1 = 0x58004800
@@ -86,6 +89,7 @@ def _registers() -> dict[int, tuple[str, int]]:
     block(DBGMCU, "DBGMCU_", {0x000: ("IDCODE", 0x20036450), 0x054: ("APB4FZ1", 0)})
     block(PWR, "PWR_", {0x04: ("CSR1", 0x00004000), 0x0C: ("CR3", 0x00000006), 0x18: ("D3CR", 0x00004000)})
     block(SYSCFG, "SYSCFG_", {0x2C: ("PWRCR", 0)})
+    regs[AXI_TARG7_FN_MOD] = ("AXI_TARG7_FN_MOD", 0)
     block(FLASH_IF, "FLASH_", {0x00: ("ACR", 0x37)})
     block(
         FMC,
@@ -153,58 +157,125 @@ class Access:
     value: int
 
 
+# The NOR chips the board files name, as the model answers for them: JEDEC ID, and where Quad Enable lives
+# (status register number, bit, read and write instruction; None: the chip has no QE bit).
+CHIPS = {
+    "W25Q128JV": ((0xEF, 0x40, 0x18), (2, 1, 0x35, 0x31)),
+    "W25Q64JV": ((0xEF, 0x40, 0x17), (2, 1, 0x35, 0x31)),
+    "IS25LP064A": ((0x9D, 0x60, 0x17), (1, 6, 0x05, 0x01)),
+    "MT25QL512ABB": ((0x20, 0xBA, 0x20), None),
+    "MT25TL01G": ((0x20, 0xBA, 0x20), None),
+}
+
+
 @dataclass
 class NorFlash:
-    """A W25Q-style NOR flash on the QUADSPI: status registers 1 (BUSY, WEL) and 2 (QE)."""
+    """A SPI NOR flash on the QUADSPI, as its datasheet describes it: JEDEC ID (9Fh), status register 1 (BUSY, WEL,
+    and QE on ISSI chips) and 2 (QE on Winbond chips), Enable Reset + Reset (66h, 99h), and the continuous-read
+    ("XIP") mode a bootloader may leave it in, which only ten clocks of IO0-IO3 high end: until then every
+    instruction is taken as address bits and ignored, and reads return garbage."""
 
+    jedec_id: tuple[int, int, int] = (0xEF, 0x40, 0x18)
+    qe: tuple[int, int, int, int] | None = (2, 1, 0x35, 0x31)  # register, bit, read, write; None: no QE bit
     status1: int = 0
     status2: int = 0
     busy_polls: int = 0  # status 1 reads that still show BUSY after a status write
     stuck_busy: bool = False  # BUSY never clears (a broken part)
+    fitted: bool = True  # False: nothing answers (every bit reads 1: the lines float high)
+    continuous_read: bool = False
+    reset_enabled: bool = False
+    resets: int = 0
     log: list[tuple[str, int, int | None]] = field(default_factory=list)  # (what, instruction, data)
 
-    def command(self, instruction: int) -> None:
-        self.log.append(("command", instruction, None))
-        if instruction == 0x06:
-            self.status1 |= 0x02  # WEL
+    @classmethod
+    def of(cls, chip: str) -> NorFlash:
+        jedec_id, qe = CHIPS[chip]
+        return cls(jedec_id=jedec_id, qe=qe)
 
-    def read(self, instruction: int) -> int:
+    @property
+    def quad_enabled(self) -> bool:
+        if self.qe is None:
+            return True
+        register, bit, _, _ = self.qe
+        return bool((self.status1 if register == 1 else self.status2) >> bit & 1)
+
+    def command(self, instruction: int, lines: int = 1) -> None:
+        self.log.append(("command", instruction, None) if lines == 1 else ("command4", instruction, None))
+        if self.continuous_read or lines != 1:
+            return  # XIP: address bits; a 4-line instruction to a chip in SPI mode: two bits, then NCS rises
+        if instruction == 0x66:
+            self.reset_enabled = True
+            return
+        if instruction == 0x99 and self.reset_enabled:
+            self.resets += 1
+            self.status1 &= ~0x03  # WEL and BUSY cleared; the non-volatile bits (QE) stay
+        elif instruction == 0x06:
+            self.status1 |= 0x02  # WEL
+        self.reset_enabled = False
+
+    def mode_bits_high(self) -> None:
+        """Ten clocks with IO0-IO3 high: the mode bits read 0xFF, which ends continuous-read mode."""
+        self.log.append(("mode_bits_high", 0xFF, None))
+        self.continuous_read = False
+
+    def read(self, instruction: int, count: int) -> list[int]:
         self.log.append(("read", instruction, None))
+        if not self.fitted:
+            return [0xFF] * count
+        if self.continuous_read:
+            return [0xA5] * count  # whatever the chip streams from the address the instruction became
+        if instruction == 0x9F:
+            return [self.jedec_id[i] if i < 3 else 0 for i in range(count)]
+        self.reset_enabled = False
         if instruction == 0x05:
             busy = 1 if self.busy_polls or self.stuck_busy else 0
             self.busy_polls = max(0, self.busy_polls - 1)
-            return (self.status1 & ~1) | busy
-        if instruction == 0x35:
-            return self.status2
-        return 0xFF
+            return [(self.status1 & ~1) | busy] * count
+        if self.qe is not None and self.qe[0] == 2 and instruction == self.qe[2]:
+            return [self.status2] * count
+        return [0xFF] * count
 
     def write(self, instruction: int, data: int) -> None:
         self.log.append(("write", instruction, data))
-        if instruction == 0x31 and self.status1 & 0x02:  # Write Status Register-2 needs WEL
+        self.reset_enabled = False
+        if self.continuous_read or not self.fitted or not self.status1 & 0x02:  # a status write needs WEL
+            return
+        if instruction == 0x01:
+            self.status1 = (self.status1 & 0x03) | (data & ~0x03)
+        elif self.qe is not None and self.qe[0] == 2 and instruction == self.qe[3]:
             self.status2 = data
-            self.status1 &= ~0x02
-            self.busy_polls = 3
+        else:
+            return
+        self.status1 &= ~0x02
+        self.busy_polls = 3
 
 
 class Stm32h743:
     """The emulated chip. ``call(symbol, *args)`` runs one C function to its return."""
 
-    def __init__(self, elf: Path, *, cyccnt_step: int = 64, revision: str = "V", never: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, elf: Path, *, cyccnt_step: int = 64, revision: str = "V", never: tuple[str, ...] = (),
+        dev_id: int = 0x450, flash_kb: int = 2048, nor: tuple[NorFlash, ...] = (),
+    ) -> None:  # fmt: skip
         """``revision``: the silicon revision DBGMCU_IDCODE reports (V, Y, or another REV_ID as 4 hex digits);
+        ``dev_id`` and ``flash_kb``: the part's DEV_ID and flash-size word; ``nor``: the QSPI chip(s), chip 1 on
+        bank 1 first (a W25Q128JV by default);
         ``never``: ready flags that never come (HSERDY, PLL1RDY, PLL2RDY, VOSRDY, VOS0RDY, ACTVOSRDY, SWS,
-        FLASH_ACR, QSPI_TCF, QSPI_IDLE, FLASH_NOT_BUSY: the NOR flash's BUSY), to
+        FLASH_ACR, QSPI_TCF, QSPI_IDLE, FLASH_NOT_BUSY: the NOR flash's BUSY; QSPI_BUSY_UNTIL_ABORT: the QUADSPI
+        left busy by a bootloader until an abort), to
         test that the board layer reports what hangs instead of hanging."""
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
         self.uc.ctl_set_cpu_model(arm.UC_CPU_ARM_CORTEX_M7)
-        for base, size in (FLASH, DTCM, AXI_SRAM):
+        for base, size in (FLASH, DTCM, AXI_SRAM, SYSTEM_MEMORY):
             self.uc.mem_map(base, size)
+        self.uc.mem_write(FLASH_SIZE_WORD, flash_kb.to_bytes(2, "little"))
         for base, size in MMIO_WINDOWS:
             self.uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
         self.symbols = self._load(elf)
         self.uc.mem_write(RETURN_ADDRESS, b"\x00\xbe")  # BKPT #0
         self.values = {address: reset for address, (_, reset) in REGISTERS.items()}
         rev_id = {"V": 0x2003, "Y": 0x1003}.get(revision) or int(revision, 16)
-        self.values[DBGMCU] = rev_id << 16 | 0x6450
+        self.values[DBGMCU] = rev_id << 16 | 0x6000 | dev_id
         self.never = set(never)
         self.log: list[Access] = []
         self.violations: list[str] = []
@@ -214,9 +285,12 @@ class Stm32h743:
         self.mpu_regions: dict[int, tuple[int, int]] = {}
         self.tx = bytearray()
         self.rx = bytearray()
-        self.flash = NorFlash(stuck_busy="FLASH_NOT_BUSY" in self.never)
+        self.nor = list(nor) or [NorFlash()]
+        for chip in self.nor:
+            chip.stuck_busy = chip.stuck_busy or "FLASH_NOT_BUSY" in self.never
         self.qspi_fifo: list[int] = []
-        self.qspi_write: tuple[int, int] | None = None  # (instruction, bytes expected) of an indirect write
+        self.qspi_write: tuple[int, int, list[int]] | None = None  # an indirect write: instruction, bytes, got
+        self.aborts = 0  # QUADSPI_CR ABORT writes
         self.sdram_commands: list[dict[str, int]] = []
         self.switch_state: dict[str, int] | None = None  # chip state when SYSCLK switched to PLL1
         self.memory_mapped_state: dict[str, int] | None = None
@@ -255,13 +329,13 @@ class Stm32h743:
         core sits in boot_fail, and fails if the function returned or ran elsewhere."""
         self.uc.reg_write(arm.UC_ARM_REG_SP, STACK_TOP)
         self.uc.reg_write(arm.UC_ARM_REG_LR, RETURN_ADDRESS | 1)
-        halt = self.symbols["boot_fail"]
+        halt = self.symbols["boot_halt"]  # boot_fail.c: the one place a failed boot waits, console on HSI
         self.uc.emu_start(self.symbols[symbol] | 1, RETURN_ADDRESS, count=max_instructions)
         pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
         if pc == RETURN_ADDRESS:
             raise AssertionError(f"{symbol} returned; it was expected to halt in boot_fail")
         if not halt <= pc < halt + 0x200:
-            raise AssertionError(f"{symbol} stopped at pc={pc:#x}, not in boot_fail's halt loop ({halt:#x})")
+            raise AssertionError(f"{symbol} stopped at pc={pc:#x}, not in boot_halt's loop ({halt:#x})")
 
     def watch_ram_writes(self, start: int, end: int) -> Callable[[], None]:
         """Record CPU writes into [start, end); returns a function that stops recording."""
@@ -273,6 +347,11 @@ class Stm32h743:
         return lambda: self.uc.hook_del(handle)
 
     # ---- queries for tests ----
+
+    @property
+    def flash(self) -> NorFlash:
+        """The (first) QSPI NOR chip."""
+        return self.nor[0]
 
     def reg(self, name: str) -> int:
         return self.values[ADDRESSES[name]]
@@ -397,7 +476,7 @@ class Stm32h743:
         if name == "QUADSPI_SR":
             tcf = 1 << 1 if self._qspi_done() else 0
             busy = 1 << 5 if self.qspi_fifo or self.qspi_write or (self.pending.get("QSPI_TCF", 0) > 0) else 0
-            busy |= 1 << 5 if "QSPI_IDLE" in self.never else 0
+            busy |= 1 << 5 if "QSPI_IDLE" in self.never or "QSPI_BUSY_UNTIL_ABORT" in self.never else 0
             return tcf | busy | (len(self.qspi_fifo) << 8)
         return value
 
@@ -521,6 +600,10 @@ class Stm32h743:
     def _qspi_done(self) -> bool:
         return "QSPI_TCF" not in self.never and self.pending.get("QSPI_TCF") == 0
 
+    def _qspi_chips(self) -> list[NorFlash]:
+        """The chips a command reaches: both in dual-flash mode (QUADSPI_CR DFM), else the one on bank 1."""
+        return self.nor if self.reg("QUADSPI_CR") >> 6 & 1 else self.nor[:1]
+
     def _qspi_register(self, name: str, value: int) -> int | None:
         if name in ("QUADSPI_CCR", "QUADSPI_DCR") and (self.qspi_fifo or self.qspi_write):
             self.violations.append(f"{name} written while QUADSPI is busy")
@@ -528,28 +611,55 @@ class Stm32h743:
             if value & 2:
                 self.pending.pop("QSPI_TCF", None)
             return None
+        if name == "QUADSPI_CR":
+            if value & 2:  # ABORT: the running command ends, the FIFO empties, ABORT clears itself
+                self.qspi_fifo.clear()
+                self.qspi_write = None
+                self.pending.pop("QSPI_TCF", None)
+                self.aborts += 1
+                self.never.discard("QSPI_BUSY_UNTIL_ABORT")
+            if (value ^ self.reg("QUADSPI_CR")) & (1 << 6) and self.reg("QUADSPI_CR") & 1 and value & 1:
+                self.violations.append("QUADSPI_CR DFM changed while the QUADSPI is enabled")
+            return value & ~2
+        if name == "QUADSPI_AR":
+            ccr = self.reg("QUADSPI_CCR")
+            if ccr >> 26 & 3 == 0 and ccr >> 10 & 3 and not ccr >> 24 & 3:  # address, no data: starts now
+                if ccr & 0xFF == 0xFF and ccr >> 8 & 3 == 3 and ccr >> 10 & 3 == 3 and value == 0xFFFFFFFF:
+                    for chip in self._qspi_chips():
+                        chip.mode_bits_high()
+                else:
+                    self.violations.append(f"QUADSPI_AR {value:#x} after CCR {ccr:#x}: a command this model lacks")
+                self.pending["QSPI_TCF"] = 0
+            return value
         if name != "QUADSPI_CCR":
             return value
         if not self.reg("QUADSPI_CR") & 1:
             self.violations.append("QUADSPI command with the peripheral disabled")
         instruction, fmode = value & 0xFF, value >> 26 & 3
-        admode, dmode = value >> 10 & 3, value >> 24 & 3
+        imode, admode, dmode = value >> 8 & 3, value >> 10 & 3, value >> 24 & 3
+        chips = self._qspi_chips()
         if fmode == 3:
             self.memory_mapped_state = {
-                "qe": self.flash.status2 >> 1 & 1,
+                "qe": int(all(chip.quad_enabled for chip in chips)),
                 "ccr": value,
                 "abr": self.reg("QUADSPI_ABR"),
                 "seq": len(self.log) - 1,
+                "dual": len(chips) == 2,
+                "in_xip": any(chip.continuous_read for chip in chips),
             }
         elif fmode == 1 and admode == 0:  # indirect read without address: starts now
             count = self.reg("QUADSPI_DLR") + 1
-            self.qspi_fifo.extend([self.flash.read(instruction)] * count)
+            per_chip = [chip.read(instruction, -(-count // len(chips))) for chip in chips]
+            self.qspi_fifo.extend(per_chip[i % len(chips)][i // len(chips)] for i in range(count))
             self.pending["QSPI_TCF"] = 0
         elif fmode == 0 and admode == 0 and dmode == 0:  # instruction only: starts now
-            self.flash.command(instruction)
+            for chip in chips:
+                chip.command(instruction, 4 if imode == 3 else 1)
             self.pending["QSPI_TCF"] = 0
         elif fmode == 0 and admode == 0:  # starts when the data arrives
-            self.qspi_write = (instruction, self.reg("QUADSPI_DLR") + 1)
+            self.qspi_write = (instruction, self.reg("QUADSPI_DLR") + 1, [])
+        elif fmode == 0 and admode != 0 and dmode == 0:  # starts when AR is written
+            pass
         else:
             self.violations.append(f"QUADSPI_CCR {value:#x}: a mode this model does not emulate")
         return value
@@ -558,7 +668,12 @@ class Stm32h743:
         if self.qspi_write is None:
             self.violations.append("QUADSPI_DR written without an indirect write command")
             return
-        instruction, _count = self.qspi_write
-        self.flash.write(instruction, byte)
+        instruction, count, got = self.qspi_write
+        got.append(byte)
+        if len(got) < count:
+            return
+        chips = self._qspi_chips()
+        for i, value in enumerate(got):
+            chips[i % len(chips)].write(instruction, value)
         self.qspi_write = None
         self.pending["QSPI_TCF"] = 0

@@ -152,11 +152,15 @@ def twin_regions(twin: Target, board_regions: Sequence[MemoryRegion]) -> list[Me
     twin's ``external_window`` in the twin's order, each as large as the board's or as what is left of the window.
     A twin without a window keeps its own map (less the memories the board does not have)."""
     board = {region.name: region for region in board_regions if region.external}
+    # The twin's internal memories are as large as the board's where the board has less (the STM32H750's 128 KB
+    # of flash): what the board cannot hold must not fit the twin either.
+    internal = {region.name: region.size for region in board_regions if not region.external}
+    own = [replace(r, size=min(r.size, internal.get(r.name, r.size))) if not r.external else r for r in twin.memory]
     origin, room = twin.external_window
     if not room:
-        return available_regions(twin, board)
+        return [r for r in own if not r.external or r.name in board]
     out = []
-    for region in twin.memory:
+    for region in own:
         if not region.external:
             out.append(region)
         elif region.name in board and room > 0:

@@ -19,7 +19,7 @@ from ..model import models, presets
 from ..model.quantize import QuantPlan
 from ..model.sources import read_config
 from ..platform import watchdog
-from ..platform.stm32h7 import Board, load_board
+from ..platform.stm32h7 import Board, board_regions, load_board
 from ..platform.targets import MemoryRegion, Target, load_target, targets_by_kind
 from . import linux
 from .memplan import available_regions, twin_regions
@@ -227,8 +227,8 @@ def read_board(target: Target, board: str) -> tuple[str, Board | None]:
 def firmware_images(target: Target, board: str, board_file: Board | None, out_dir: Path, hil: str
                     ) -> tuple[FirmwareImage, ...]:  # fmt: skip
     """The firmware(s) a baremetal build links: the board's, and its QEMU twin's with the board's budget."""
-    memories = board_file.memories if board_file else None
-    images = [FirmwareImage("firmware", target, tuple(available_regions(target, memories)), out_dir, board)]
+    regions = board_regions(target.memory, board_file) if board_file else available_regions(target, None)
+    images = [FirmwareImage("firmware", target, tuple(regions), out_dir, board)]
     if (hil == "qemu" or (hil == "auto" and target.twin)) and target.run.method != "qemu-system":
         if not target.twin:
             raise OptionError(f"target {target.name} has no QEMU twin, so hil=qemu cannot run it")

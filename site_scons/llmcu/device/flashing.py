@@ -66,7 +66,7 @@ QSPI_RESULTS = {
     5: "the QUADSPI peripheral flagged a transfer error",
     6: "the flash algorithm was called without a successful Init",
     7: "the QSPI flash's block protection could not be cleared (status register protected, /WP held low?)",
-    8: "the QSPI flash that answered is smaller than the board file's [qspi] size",
+    9: "another QSPI flash than the board file's answered its JEDEC ID: check `chip` and `jedec_id` in [qspi]",
 }
 
 

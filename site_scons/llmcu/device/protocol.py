@@ -246,7 +246,18 @@ BOOT_FAILURES = {
     "pll2_not_locked": "PLL2 never locked (RCC_CR PLL2RDY): check `hse_hz` and the [clock.pll2] factors",
     "flash_latency_not_set": "FLASH_ACR did not take the new wait states",
     "sysclk_not_switched": "the system clock did not switch to PLL1 (RCC_CFGR SWS)",
-    "qspi_busy": "the QUADSPI interface never went idle: check its pins in the board file",
+    "hsi_not_ready": "the internal HSI oscillator did not report ready (RCC_CR HSIRDY)",
+    "sysclk_not_hsi": "the system clock did not switch back to HSI from what ran before (a bootloader's PLL)",
+    "pll_not_stopped": "a PLL or the HSE left running by what ran before did not stop (RCC_CR)",
+    "wrong_part": "the chip is not the part this image was built for (expected and found are DEV_ID << 16 | flash "
+    "KB, from DBGMCU_IDCODE and the flash-size word): build for this board's part (`part` in its board file)",
+    "qspi_busy": "the QUADSPI interface never went idle, not even after an abort: check its pins in the board file",
+    "qspi_no_answer": "no QSPI flash answered its JEDEC ID (9Fh read all 0 or all 1 bits): check that the chip is "
+    "fitted and powered and the board file's [qspi.pins]",
+    "qspi_wrong_chip": "another QSPI flash than the board file's answered (expected and found are JEDEC IDs: "
+    "manufacturer, type, capacity): fix `chip` and `jedec_id` in [qspi], and its commands",
+    "qspi_quad_enable_not_set": "the QSPI flash's Quad Enable bit did not read back set: is its status register "
+    "write-protected (SRP with /WP low)? Check [qspi.quad_enable] against the chip's datasheet",
     "qspi_no_transfer_complete": "a QUADSPI command never completed: check the QSPI pins and that a flash is fitted",
     "qspi_flash_busy": "the QSPI NOR flash stayed busy after its status register write: check the chip, its "
     "wiring and `status_write_timeout_ms`",
@@ -259,6 +270,8 @@ def describe_fault(end: dict[str, str]) -> str:
     if end.get("stage") == "boot":
         reason = end.get("reason", "?")
         what = BOOT_FAILURES.get(reason, "a bring-up step never finished")
+        if "expected" in end or "found" in end:
+            what += f" (expected {end.get('expected', '?')}, found {end.get('found', '?')})"
         return (f"the board could not bring itself up: {reason}: {what}. It halted with its console on the reset "
                 f"clock (silicon revision {end.get('rev', '?')})")  # fmt: skip
     try:

@@ -12,14 +12,17 @@ they are used.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 from ..core.errors import OptionError
 from ..core.fileio import read_toml
 from .chiplimits import ChipLimits, exceeds, load_limits
-from .tomltable import REQUIRED, TomlTable, parse_size
+from .parts import SUPPLIES, Part, load_part
+from .targets import MemoryRegion
+from .tomltable import REQUIRED, TomlTable
 
 # ---- Chip facts (RM0433 and the STM32H743 datasheet) ----
 
@@ -52,6 +55,7 @@ UARTS = {
 
 # FMC SDRAM (RM0433 section "FMC"): bank base addresses (BMAP = 00), and the control register encodings.
 SDRAM_BANK_BASE = {1: 0xC0000000, 2: 0xD0000000}
+SDRAM_BANK_WINDOW = 256 << 20  # each bank's address window (RM0433 "FMC bank address mapping")
 SDRAM_TIMINGS = ("mrd", "xsr", "ras", "rc", "wr", "rp", "rcd")  # FMC_SDTR fields TMRD..TRCD, 1-16 cycles
 FMC_REFRESH_MARGIN = 20  # FMC_SDRTR: COUNT = refresh interval in SDCLK cycles - 20 (a safe margin)
 
@@ -167,13 +171,25 @@ class Sdram:
 
 
 @dataclass(frozen=True)
+class QuadEnable:
+    """Where a NOR chip keeps its Quad Enable bit (without it IO2/IO3 are /WP and /HOLD): ``none`` (the quad
+    instructions always work, Micron MT25Q), or a bit of status register 1 (ISSI IS25LP) or 2 (Winbond W25Q), with
+    the instructions that read and write that register."""
+
+    register: str  # "none", "status1" or "status2"
+    bit: int = 0
+    read: int = 0
+    write: int = 0
+
+
+@dataclass(frozen=True)
 class Qspi:
     """The board's QSPI NOR flash and the QUADSPI register values that read it memory-mapped."""
 
     chip: str
-    size: int
-    page_size: int
-    sector_size: int
+    size: int  # bytes the window maps: one chip's size, twice it in dual-flash mode
+    page_size: int  # as the window sees it (doubled in dual-flash mode)
+    sector_size: int  # as the window sees it (doubled in dual-flash mode)
     kernel_hz: int
     clock_hz: int
     prescaler: int
@@ -193,6 +209,17 @@ class Qspi:
     prescaler_y: int  # revision Y's plan
     clock_hz_y: int
     csht_y: int
+    jedec_id: tuple[int, int, int] = (0, 0, 0)  # manufacturer, memory type, capacity (9Fh), each chip
+    quad_enable: QuadEnable = QuadEnable("none")
+    dual_flash: bool = False  # two chips on BK1 and BK2, read together (QUADSPI_CR DFM)
+
+    @property
+    def chips(self) -> int:
+        return 2 if self.dual_flash else 1
+
+    @property
+    def chip_size(self) -> int:
+        return self.size // self.chips
 
 
 @dataclass(frozen=True)
@@ -211,6 +238,13 @@ class Board:
     clocks_y: Clocks | None = None  # revision Y's plan, derived (limits.toml [revision.Y])
     pll2: Pll2 | None = None
     limits: ChipLimits | None = None
+    part: Part | None = None
+    supply: str = "ldo"
+
+    @property
+    def flash_size(self) -> int:
+        """Bytes of internal flash: the part's."""
+        return self.part.flash_size if self.part else 2 << 20
 
     @property
     def pins(self) -> tuple[Pin, ...]:
@@ -587,7 +621,11 @@ def _sdram(table: TomlTable, clocks: Clocks, clocks_y: Clocks, pll2: Pll2 | None
 # ---- QSPI NOR flash ----
 
 QSPI_SIGNALS = ("CLK", "NCS", "IO0", "IO1", "IO2", "IO3")
-QSPI_COMMANDS = ("write_enable", "read_status1", "read_status2", "write_status2")
+QSPI_BANK2_SIGNALS = ("BK2_IO0", "BK2_IO1", "BK2_IO2", "BK2_IO3")  # the second chip of a dual-flash board
+QSPI_COMMANDS = ("write_enable", "read_status1", "reset_enable", "reset", "read_id")
+QE_REGISTERS = ("none", "status1", "status2")
+QSPI_WINDOW = 256 << 20  # the QUADSPI memory-mapped window, 0x90000000-0x9FFFFFFF (RM0433 "Memory map")
+THREE_BYTE_LIMIT = 16 << 20  # what 24-bit addresses reach
 
 
 def _qspi_clock(kernel_hz: int, max_hz: int, cs_high: Fraction, where: str) -> tuple[int, int, int]:
@@ -603,9 +641,33 @@ def _qspi_clock(kernel_hz: int, max_hz: int, cs_high: Fraction, where: str) -> t
     return prescaler, clock_hz, csht
 
 
+def _quad_enable(table: TomlTable) -> QuadEnable:
+    """``[qspi.quad_enable]``: register = "none" | "status1" | "status2", with bit, read and write for the last two."""
+    register = table.text("register")
+    if register not in QE_REGISTERS:
+        raise OptionError(f"{table.where}: `register` = {register!r} must be one of {', '.join(QE_REGISTERS)}")
+    if register == "none":
+        given = sorted(set(table.data) & {"bit", "read", "write"})
+        if given:
+            raise OptionError(f"{table.where}: register = \"none\" (the chip has no Quad Enable bit) takes no "
+                              f"{', '.join(given)}: drop them, or name the register that holds QE")  # fmt: skip
+        table.done()
+        return QuadEnable("none")
+    quad = QuadEnable(register, table.integer("bit", lo=0, hi=7), table.integer("read", lo=0, hi=0xFF),
+                      table.integer("write", lo=0, hi=0xFF))  # fmt: skip
+    table.done()
+    return quad
+
+
 def _qspi(table: TomlTable, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits) -> Qspi:
     chip = table.text("chip")
-    size = table.size("size")
+    chip_size = table.size("size")
+    dual_flash = table.flag("dual_flash", False)
+    chips = 2 if dual_flash else 1
+    jedec = table.raw("jedec_id", REQUIRED)
+    if not (isinstance(jedec, list) and len(jedec) == 3 and all(isinstance(b, int) and 0 <= b <= 0xFF for b in jedec)):
+        raise OptionError(f"{table.where}: `jedec_id` must be the 3 bytes the chip answers to 9Fh, like "
+                          f"[0xEF, 0x40, 0x18], got {jedec!r}")  # fmt: skip
     page_size = table.integer("page_size", lo=1)
     sector_size = table.size("sector_size")
     max_clock_hz = table.integer("max_clock_hz", lo=1_000_000)
@@ -615,14 +677,17 @@ def _qspi(table: TomlTable, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits
     timeout_ms = table.integer("status_write_timeout_ms", lo=1, hi=5000)
     if clock_mode not in (0, 3):
         raise OptionError(f"{table.where}: clock_mode {clock_mode} must be 0 or 3 (QUADSPI_DCR CKMODE)")
-    if size & (size - 1) or size < 2:
-        raise OptionError(f"{table.where}: size {size} must be a power of two (QUADSPI_DCR FSIZE, MPU region)")
+    if chip_size & (chip_size - 1) or chip_size < 2:
+        raise OptionError(f"{table.where}: size {chip_size} must be a power of two (QUADSPI_DCR FSIZE, MPU region)")
+    if chip_size * chips > QSPI_WINDOW:
+        raise OptionError(f"{table.where}: size {chip_size:,} bytes{' x 2 chips' if dual_flash else ''} exceeds the "
+                          f"QUADSPI window of {QSPI_WINDOW >> 20} MB at 0x90000000")  # fmt: skip
 
     commands_table = table.table("commands")
     commands = {name: commands_table.integer(name, lo=0, hi=0xFF) for name in QSPI_COMMANDS}
     commands["busy_bit"] = commands_table.integer("busy_bit", lo=0, hi=7)
-    commands["quad_enable_bit"] = commands_table.integer("quad_enable_bit", lo=0, hi=7)
     commands_table.done()
+    quad_enable = _quad_enable(table.table("quad_enable"))
 
     read = table.table("read")
     instruction = read.integer("instruction", lo=0, hi=0xFF)
@@ -633,17 +698,26 @@ def _qspi(table: TomlTable, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits
     read.done()
     if address_bits not in (24, 32):
         raise OptionError(f"{read.where}: address_bits {address_bits} must be 24 or 32")
-    if size > 1 << address_bits:
-        raise OptionError(f"{read.where}: {address_bits}-bit addresses cannot reach {size} bytes")
+    if chip_size > THREE_BYTE_LIMIT and address_bits != 32:
+        raise OptionError(
+            f"{read.where}: a {chip_size >> 20} MB chip needs 32-bit addresses: address_bits = 32 and "
+            "the chip's 4-byte read instruction (e.g. 0xEC, Fast Read Quad I/O with 4-byte address)"
+        )
     if mode_clocks != 2:
         # Alternate bytes on 4 lines: 2 clocks = 8 bits (ABSIZE 00); longer mode fields are not used.
         raise OptionError(f"{read.where}: mode_clocks {mode_clocks}: only 2 (one mode byte on 4 lines)")
 
     pins_table = table.table("pins")
-    missing = [s for s in QSPI_SIGNALS if s not in pins_table.data]
+    signals = QSPI_SIGNALS + (QSPI_BANK2_SIGNALS if dual_flash else ())
+    missing = [s for s in signals if s not in pins_table.data]
     if missing:
-        raise OptionError(f"{pins_table.where}: missing pin(s) for {', '.join(missing)}")
-    pins = tuple(_pin_entry(pins_table.raw(s, REQUIRED), pins_table.where, s) for s in QSPI_SIGNALS)
+        why = " (dual_flash = true: the second chip's data lines on QUADSPI bank 2)" if dual_flash else ""
+        raise OptionError(f"{pins_table.where}: missing pin(s) for {', '.join(missing)}{why}")
+    extra = [s for s in QSPI_BANK2_SIGNALS if s in pins_table.data and not dual_flash]
+    if extra:
+        raise OptionError(f"{pins_table.where}: {', '.join(extra)} given without dual_flash = true: "
+                          "one chip uses bank 1 only")  # fmt: skip
+    pins = tuple(_pin_entry(pins_table.raw(s, REQUIRED), pins_table.where, s) for s in signals)
     pins_table.done()
     table.done()
 
@@ -653,13 +727,14 @@ def _qspi(table: TomlTable, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits
     kernel_hz = clocks.hclk_hz
     prescaler, clock_hz, csht = _qspi_clock(kernel_hz, max_hz, cs_high, table.where)
     prescaler_y, clock_y, csht_y = _qspi_clock(clocks_y.hclk_hz, max_hz, cs_high, table.where)
-    # Flash size = 2^(FSIZE + 1) bytes; see QSPI_FSIZE_ERRATA_MARGIN.
+    # Flash size = 2^(FSIZE + 1) bytes, both chips together in dual-flash mode; see QSPI_FSIZE_ERRATA_MARGIN.
+    size = chip_size * chips
     fsize = size.bit_length() - 2 + QSPI_FSIZE_ERRATA_MARGIN
     return Qspi(
         chip=chip,
         size=size,
-        page_size=page_size,
-        sector_size=sector_size,
+        page_size=page_size * chips,
+        sector_size=sector_size * chips,
         kernel_hz=kernel_hz,
         clock_hz=clock_hz,
         prescaler=prescaler,
@@ -679,6 +754,9 @@ def _qspi(table: TomlTable, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits
         prescaler_y=prescaler_y,
         clock_hz_y=clock_y,
         csht_y=csht_y,
+        jedec_id=(jedec[0], jedec[1], jedec[2]),
+        quad_enable=quad_enable,
+        dual_flash=dual_flash,
     )
 
 
@@ -699,6 +777,21 @@ def _target_memories(target_folder: Path) -> tuple[str, int, dict[str, dict]]:
     return raw.get("name", target_folder.name), raw.get("cpu", {}).get("clock_hz", 0), regions
 
 
+def _supply(top: TomlTable, part: Part) -> str:
+    """The board's core supply: only one the part has, and only the LDO until an SMPS part is supported (a supply
+    the board is not wired for locks an SMPS part until a BOOT0 recovery; clock.c selects the LDO)."""
+    supply = top.text("supply")
+    if supply not in SUPPLIES:
+        raise OptionError(f"{top.where}: supply = {supply!r} must be one of {', '.join(SUPPLIES)}")
+    if supply not in part.supplies:
+        raise OptionError(f"{top.where}: supply = {supply!r}: the {part.family} has no {supply.upper()}; it is "
+                          f"supplied by {' or '.join(part.supplies)} ({part.source})")  # fmt: skip
+    if supply != "ldo":
+        raise OptionError(f"{top.where}: supply = {supply!r} is not supported: the board layer (clock.c) "
+                          "configures the LDO, never another supply")  # fmt: skip
+    return supply
+
+
 def load_board(target_folder: Path, name: str) -> Board:
     """Read, check and derive ``targets/<target>/boards/<name>.toml``."""
     target_folder = Path(target_folder)
@@ -714,6 +807,11 @@ def load_board(target_folder: Path, name: str) -> Board:
     if board_name != name:
         raise OptionError(f"{where}: name {board_name!r} does not match the file name {name!r}")
     description = top.text("description", "")
+    top.raw("sources", [])  # the documents the board's facts come from: for people, checked to be a list below
+    if not isinstance(raw.get("sources", []), list):
+        raise OptionError(f"{where}: `sources` must be a list of the documents the board's facts come from")
+    part = load_part(target_folder, top.text("part"), f"{where}: `part`")
+    supply = _supply(top, part)
     memories = top.strings("memories")
     target, cpu_hz, regions = _target_memories(target_folder)
     for memory in memories:
@@ -734,25 +832,38 @@ def load_board(target_folder: Path, name: str) -> Board:
     sdram = _sdram(top.table("sdram"), clocks, clocks_y, pll2, limits) if "sdram" in memories else None
     qspi = _qspi(top.table("qspi"), clocks, clocks_y, limits) if "qspi" in memories else None
     top.done()
+    if sdram is not None and (sdram.size & (sdram.size - 1) or sdram.size > SDRAM_BANK_WINDOW):
+        raise OptionError(f"{where}: [sdram] size {sdram.size:,} must be a power of two (one MPU region) of at most "
+                          f"{SDRAM_BANK_WINDOW >> 20} MB (FMC SDRAM bank {sdram.bank}'s window at "
+                          f"{sdram.base:#010x})")  # fmt: skip
 
-    for memory, base, size in (
-        ("sdram", sdram and sdram.base, sdram and sdram.size),
-        ("qspi", 0x90000000, qspi and qspi.size),
-    ):
-        region = regions.get(memory)
-        if size and region is not None:
-            origin, region_size = region.get("origin"), parse_size(region.get("size"))
-            if origin != base:
-                raise OptionError(f"{where}: [{memory}] is at {base:#010x} but {target}'s region is at {origin:#x}")
-            if region_size > size:
-                raise OptionError(f"{where}: [{memory}] has {size} bytes, less than {target}'s region {region_size}")
-    if sdram is not None and sdram.size & (sdram.size - 1):
-        raise OptionError(f"{where}: [sdram] size {sdram.size} must be a power of two (one MPU region)")
-
-    board = Board(board_name, description, path, target, memories, clocks, console, sdram, qspi, clocks_y, pll2, limits)
+    board = Board(board_name, description, path, target, memories, clocks, console, sdram, qspi, clocks_y, pll2,
+                  limits, part, supply)  # fmt: skip
     seen: dict[tuple[int, int], str] = {}
     for pin in board.pins:
         other = seen.setdefault((pin.port, pin.number), pin.signal)
         if other != pin.signal:
             raise OptionError(f"{where}: {pin.name} is used for both {other} and {pin.signal}")
+        if part.package is not None and not part.package.has_pin(pin.port, pin.number):
+            raise OptionError(f"{where}: {pin.signal} on {pin.name}: the {part.name}'s package "
+                              f"({part.package.name}) has no {pin.name}")  # fmt: skip
     return board
+
+
+def board_regions(regions: Iterable[MemoryRegion], board: Board) -> list[MemoryRegion]:
+    """The target's memory regions as this board has them: internal flash the part's size, SDRAM at its bank's
+    address with its size, the QSPI window as large as the flash behind it; external memories the board does not
+    have are left out."""
+    out = []
+    for region in regions:
+        if region.name == "flash":
+            out.append(replace(region, size=board.flash_size))
+        elif region.name == "sdram":
+            if board.sdram is not None:
+                out.append(replace(region, origin=board.sdram.base, size=board.sdram.size))
+        elif region.name == "qspi":
+            if board.qspi is not None:
+                out.append(replace(region, size=board.qspi.size))
+        elif not region.external or region.name in board.memories:
+            out.append(region)
+    return out

@@ -1,0 +1,82 @@
+"""The STM32H743 board layer compiled for the unicorn register model (support.mmio_emu): each board's board_config.h
+rendered from its board file, every C source of targets/stm32h743 compiled warning-free and linked at the chip's
+flash (code) and AXI SRAM (data)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from llmcu.builder.boardconfig import write_board_config
+from llmcu.platform.stm32h7 import Board, load_board
+from support.build import ROOT
+
+TARGET = ROOT / "targets" / "stm32h743"
+CC = "arm-none-eabi-gcc"
+CPU_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard"]
+WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Werror"]
+
+LINKER_SCRIPT = """
+MEMORY
+{
+    FLASH (rx) : ORIGIN = 0x08000000, LENGTH = 2M
+    RAM (rw) : ORIGIN = 0x24000000, LENGTH = 512K
+}
+SECTIONS
+{
+    .text : { *(.text .text.*) *(.rodata .rodata.*) } > FLASH
+    .data : { *(.data .data.*) } > RAM
+    .bss : { *(.bss .bss.*) *(COMMON) } > RAM
+}
+"""
+
+
+def require_tools() -> None:
+    """Skip when the cross compiler or unicorn is missing (tools/setup.sh installs both)."""
+    if shutil.which(CC) is None:
+        pytest.skip(f"{CC} not installed (tools/setup.sh installs it)")
+    pytest.importorskip("unicorn", reason="unicorn not installed (pip install -r requirements.txt)")
+
+
+def compile_board_layer(board: Board, folder: Path) -> Path:
+    """``folder/board.elf``: the board layer for ``board``."""
+    sources = [
+        TARGET / source
+        for source in tomllib.loads((TARGET / "target.toml").read_text())["board"]["sources"]
+        if not source.startswith("../")
+    ]
+    write_board_config(board, folder / "board_config.h")
+    (folder / "test.ld").write_text(LINKER_SCRIPT)
+    elf = folder / "board.elf"
+    command = [CC, *CPU_FLAGS, "-std=c99", "-O2", *WARNINGS, "-ffunction-sections", "-fdata-sections"]
+    command += ["-I", str(ROOT / "targets" / "cortex-m"), "-I", str(folder), "-T", str(folder / "test.ld")]
+    command += ["-nostdlib", *map(str, sources), "-lgcc", "-o", str(elf)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return elf
+
+
+def compile_boards(names: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Board]]:
+    """Each named board's board layer and its checked board file."""
+    require_tools()
+    built = {}
+    for name in names:
+        board = load_board(TARGET, name)
+        built[name] = (compile_board_layer(board, tmp_path_factory.mktemp(name)), board)
+    return built
+
+
+def soc_for(elf: Path, board: Board, **options):  # -> support.mmio_emu.Stm32h743
+    """The emulated chip as ``board`` carries it: its part's DEV_ID and flash size, its QSPI chip(s) (one per bank in
+    dual-flash mode). ``options`` go to Stm32h743 and override these."""
+    from support.mmio_emu import NorFlash, Stm32h743
+
+    chips = ()
+    if board.qspi is not None:
+        chips = tuple(NorFlash.of(board.qspi.chip) for _ in range(board.qspi.chips))
+    setup = {"dev_id": board.part.dev_id, "flash_kb": board.part.flash_kb, "nor": chips} if board.part else {}
+    return Stm32h743(elf, **(setup | options))

@@ -23,7 +23,7 @@ import pytest
 from llmcu.builder.boardconfig import render_board_config, write_board_config
 from llmcu.core.errors import OptionError
 from llmcu.platform.stm32h7 import Board, list_boards, load_board
-from support.board_layer import CC, CPU_FLAGS, LINKER_SCRIPT, TARGET, WARNINGS, compile_boards, soc_for
+from support.board_layer import CC, CPU_FLAGS, LINKER_SCRIPT, TARGET, WARNINGS, board_variant, compile_boards, soc_for
 from support.build import ROOT
 
 BOARDS = tuple(list_boards(TARGET))  # the real boards and the template
@@ -171,21 +171,6 @@ def test_write_board_config(tmp_path: Path) -> None:
 
 
 # ---- llmcu.platform.stm32h7: validation ----
-
-
-def board_variant(tmp_path: Path, name: str, edits: list[tuple[str, str]]) -> Path:
-    """A copy of the target with one board file edited; returns the copy's target folder."""
-    folder = tmp_path / "stm32h743"
-    (folder / "boards").mkdir(parents=True, exist_ok=True)
-    shutil.copy(TARGET / "target.toml", folder / "target.toml")
-    shutil.copy(TARGET / "limits.toml", folder / "limits.toml")
-    shutil.copy(TARGET / "parts.toml", folder / "parts.toml")
-    text = (TARGET / "boards" / f"{name}.toml").read_text()
-    for old, new in edits:
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    (folder / "boards" / f"{name}.toml").write_text(text)
-    return folder
 
 
 def test_unknown_board_lists_the_known_ones() -> None:

@@ -80,3 +80,18 @@ def soc_for(elf: Path, board: Board, **options):  # -> support.mmio_emu.Stm32h74
         chips = tuple(NorFlash.of(board.qspi.chip) for _ in range(board.qspi.chips))
     setup = {"dev_id": board.part.dev_id, "flash_kb": board.part.flash_kb, "nor": chips} if board.part else {}
     return Stm32h743(elf, **(setup | options))
+
+
+def board_variant(tmp_path: Path, name: str, edits: list[tuple[str, str]]) -> Path:
+    """A copy of the target's data files with one board file edited (each ``old`` replaced once by ``new``);
+    returns the copy's target folder."""
+    folder = tmp_path / "stm32h743"
+    (folder / "boards").mkdir(parents=True, exist_ok=True)
+    for data in ("target.toml", "limits.toml", "parts.toml"):
+        shutil.copy(TARGET / data, folder / data)
+    text = (TARGET / "boards" / f"{name}.toml").read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    (folder / "boards" / f"{name}.toml").write_text(text)
+    return folder

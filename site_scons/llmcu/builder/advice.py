@@ -88,7 +88,7 @@ def fitting_changes(
         "quant": [] if settings.auto_quant else list(SMALLER.get(settings.plan.default, ())),
         "weights": [w for w in PLACEMENTS if w != settings.firmware.weights],
         "kv_type": [k for k in KV_TYPES if k != settings.kv_type] if settings.kv_type != "auto" else [],
-        "board": [b for b in stm32h7.list_boards(settings.target.folder) if b != settings.board]
+        "board": [b for b in stm32h7.list_boards(settings.target.folder, templates=False) if b != settings.board]
         if (settings.target.folder / "boards").is_dir()
         else [],
     }
@@ -151,11 +151,14 @@ def _search(
     """Each option's values alone (``attempt`` plans one change), the longest context and the longest sliding
     window (``fits``: a model with the build's other settings); when none of those fits, two options together."""
     singles = [(key, value) for key, values in options.items() for value in values]
-    found = [Change(((key, value),)) for key, value in singles if attempt({key: value})]
+    # Changes to this build first (its quant, placement, KV type, context), another board last: buying one is the
+    # biggest change.
+    found = [Change(((key, value),)) for key, value in singles if key != "board" and attempt({key: value})]
     longest = _longest_context(model_for.model.seq_len, lambda n: fits(settings, model_for("", n)))
     if longest:
         found.append(Change((("seq_len", str(longest)),)))
         found += _sliding(settings, model_for, fits)
+    found += [Change(((key, value),)) for key, value in singles if key == "board" and attempt({key: value})]
     if found:
         return found
     pairs = [(a, b) for a, b in itertools.combinations(singles, 2) if a[0] != b[0]]

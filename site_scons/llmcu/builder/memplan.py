@@ -147,10 +147,22 @@ def available_regions(target: Target, board_memories: Iterable[str] | None) -> l
     return [r for r in target.memory if not r.external or present is None or r.name in present]
 
 
+def _share_window(room: int, wanted: dict[str, int]) -> dict[str, int]:
+    """Split a twin's external window between the board's external memories: the smallest first, each as large as
+    the board's or an equal share of what is left, so that one large memory (a Daisy Seed's 64 MB of SDRAM) does not
+    crowd out the others (its QSPI, which holds the weights)."""
+    shares = {}
+    for count, name in enumerate(sorted(wanted, key=lambda n: wanted[n]), start=0):
+        share = min(wanted[name], room // (len(wanted) - count))
+        shares[name] = share
+        room -= share
+    return shares
+
+
 def twin_regions(twin: Target, board_regions: Sequence[MemoryRegion]) -> list[MemoryRegion]:
     """A twin's regions for a board: its own internal ones, and the board's external memories laid out in the
-    twin's ``external_window`` in the twin's order, each as large as the board's or as what is left of the window.
-    A twin without a window keeps its own map (less the memories the board does not have)."""
+    twin's ``external_window`` in the twin's order, each as large as the board's or as its share of the window
+    (_share_window). A twin without a window keeps its own map (less the memories the board does not have)."""
     board = {region.name: region for region in board_regions if region.external}
     # The twin's internal memories are as large as the board's where the board has less (the STM32H750's 128 KB
     # of flash): what the board cannot hold must not fit the twin either.
@@ -159,14 +171,14 @@ def twin_regions(twin: Target, board_regions: Sequence[MemoryRegion]) -> list[Me
     origin, room = twin.external_window
     if not room:
         return [r for r in own if not r.external or r.name in board]
+    shares = _share_window(room, {r.name: board[r.name].size for r in own if r.external and r.name in board})
     out = []
     for region in own:
         if not region.external:
             out.append(region)
-        elif region.name in board and room > 0:
-            size = min(board[region.name].size, room)
-            out.append(replace(region, origin=origin, size=size))
-            origin, room = origin + size, room - size
+        elif shares.get(region.name):
+            out.append(replace(region, origin=origin, size=shares[region.name]))
+            origin += shares[region.name]
     return out
 
 

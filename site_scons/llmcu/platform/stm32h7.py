@@ -240,6 +240,7 @@ class Board:
     limits: ChipLimits | None = None
     part: Part | None = None
     supply: str = "ldo"
+    template: bool = False  # a starting point for a custom board (list_boards(templates=False) leaves it out)
 
     @property
     def flash_size(self) -> int:
@@ -763,9 +764,11 @@ def _qspi(table: TomlTable, clocks: Clocks, clocks_y: Clocks, limits: ChipLimits
 # ---- Loading ----
 
 
-def list_boards(target_folder: Path) -> list[str]:
-    """The boards of a target: the names of ``boards/*.toml`` beside its target.toml."""
-    return sorted(p.stem for p in (Path(target_folder) / "boards").glob("*.toml"))
+def list_boards(target_folder: Path, *, templates: bool = True) -> list[str]:
+    """The boards of a target: the names of ``boards/*.toml`` beside its target.toml (without the templates for a
+    custom board, ``template = true``, when ``templates`` is false)."""
+    paths = sorted((Path(target_folder) / "boards").glob("*.toml"))
+    return [p.stem for p in paths if templates or read_toml(p).get("template") is not True]
 
 
 def _target_memories(target_folder: Path) -> tuple[str, int, dict[str, dict]]:
@@ -807,9 +810,7 @@ def load_board(target_folder: Path, name: str) -> Board:
     if board_name != name:
         raise OptionError(f"{where}: name {board_name!r} does not match the file name {name!r}")
     description = top.text("description", "")
-    top.raw("sources", [])  # the documents the board's facts come from: for people, checked to be a list below
-    if not isinstance(raw.get("sources", []), list):
-        raise OptionError(f"{where}: `sources` must be a list of the documents the board's facts come from")
+    template = top.flag("template", False)  # a starting point for a custom board, not a board one can buy
     part = load_part(target_folder, top.text("part"), f"{where}: `part`")
     supply = _supply(top, part)
     memories = top.strings("memories")
@@ -838,7 +839,7 @@ def load_board(target_folder: Path, name: str) -> Board:
                           f"{sdram.base:#010x})")  # fmt: skip
 
     board = Board(board_name, description, path, target, memories, clocks, console, sdram, qspi, clocks_y, pll2,
-                  limits, part, supply)  # fmt: skip
+                  limits, part, supply, template)  # fmt: skip
     seen: dict[tuple[int, int], str] = {}
     for pin in board.pins:
         other = seen.setdefault((pin.port, pin.number), pin.signal)

@@ -57,6 +57,7 @@ UARTS = {
 SDRAM_BANK_BASE = {1: 0xC0000000, 2: 0xD0000000}
 SDRAM_BANK_WINDOW = 256 << 20  # each bank's address window (RM0433 "FMC bank address mapping")
 SDRAM_TIMINGS = ("mrd", "xsr", "ras", "rc", "wr", "rp", "rcd")  # FMC_SDTR fields TMRD..TRCD, 1-16 cycles
+SDRAM_EFFICIENCY = 0.7  # sustained reads / peak: row activations, precharges and refreshes take the rest
 FMC_REFRESH_MARGIN = 20  # FMC_SDRTR: COUNT = refresh interval in SDCLK cycles - 20 (a safe margin)
 
 # QUADSPI: the FSIZE workaround of the STM32H743 errata sheet (ES0392, "Memory-mapped read of last memory
@@ -246,6 +247,19 @@ class Board:
     def flash_size(self) -> int:
         """Bytes of internal flash: the part's."""
         return self.part.flash_size if self.part else 2 << 20
+
+    def read_bandwidth(self) -> dict[str, float]:
+        """Sustained read bandwidth (bytes/s) of the regions weights are read from, from this board's own clocks and
+        buses: internal flash a 64-bit AXI word per (wait states + 1) HCLK cycles; QSPI 4 bits per clock (SDR) per
+        chip, so dual-flash reads twice as wide; SDRAM its bus width per SDCLK at ~70% efficiency (row opens,
+        refresh)."""
+        clocks = self.clocks
+        bandwidth = {"flash": clocks.hclk_hz * 8 / (clocks.flash_latency + 1)}
+        if self.qspi is not None:
+            bandwidth["qspi"] = self.qspi.clock_hz * 4 * self.qspi.chips / 8
+        if self.sdram is not None:
+            bandwidth["sdram"] = self.sdram.sdclk_hz * self.sdram.data_bits / 8 * SDRAM_EFFICIENCY
+        return bandwidth
 
     @property
     def pins(self) -> tuple[Pin, ...]:

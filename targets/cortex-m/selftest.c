@@ -13,8 +13,10 @@
  * The host (llmcu.device.selftest) turns the read figures into MB/s with the clock, checks the CRC against the image
  * the build flashed, and writes the report. Destructive tests run only on external RAM: the self-test firmware
  * runs no model, so nothing there is needed; internal RAM holds the stack and data and is only read. The
- * pattern pass writes every word, waits one refresh interval (64 ms) and reads every word back, so a refresh
- * that does not work shows up as errors.
+ * pattern pass writes every word, waits a second (many refresh periods) and reads every word back, so a refresh
+ * that does not work shows up as errors. Each fault has its own line: a stuck or shorted data line fails data_bus
+ * (pattern= the bit), an open or shorted address line fails address_bus (offset= the first aliasing offset), a
+ * lost refresh fails pattern (errors=, first=); tests/builder/test_selftest_faults.py plants each in a model.
  */
 #if defined(LLMCU_SELFTEST) && LLMCU_SELFTEST
 
@@ -35,7 +37,10 @@ extern uint32_t __stack_guard[];
 extern uint32_t __stack_limit[];
 
 #define READ_BYTES 65536u         /* read-speed sample per region (or the region, if smaller) */
-#define REFRESH_WAIT_S_DIV 16u    /* 1/16 s = 62.5 ms, about one 64 ms refresh period ... */
+/* How long the pattern waits before it reads back. A datasheet guarantees a cell only its refresh period (64 ms),
+ * but real cells hold their charge far longer at room temperature: waiting one period would let a board whose
+ * refresh never runs pass. One second is many periods, so cells that are not refreshed have lost their data. */
+#define REFRESH_WAIT_S_DIV 1u      /* 1 s ... */
 #define REFRESH_WAIT_UNITS 30000000u /* ... or this many counter units when the counter is not time (the twin) */
 
 static void put(const char *text) {

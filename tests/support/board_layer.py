@@ -95,3 +95,37 @@ def board_variant(tmp_path: Path, name: str, edits: list[tuple[str, str]]) -> Pa
         text = text.replace(old, new, 1)
     (folder / "boards" / f"{name}.toml").write_text(text)
     return folder
+
+
+SELFTEST_REGIONS = """
+#include "selftest.h"
+const selftest_region llmcu_selftest_regions[] = {{{{"sdram", 0x{base:08X}u, 0x{size:X}u, 1, 1}}}};
+const unsigned llmcu_selftest_region_count = 1u;
+"""
+GUARD = (0x20000000, 0x20000800)  # the MPU guard below the stack (DTCM), as startup.c's symbols name it
+
+
+def compile_selftest(board: Board, folder: Path, region_bytes: int) -> Path:
+    """``folder/selftest.elf``: the board layer with the bring-up self-test (selftest=1), walking one region: the
+    first ``region_bytes`` of the board's SDRAM."""
+    assert board.sdram is not None
+    sources = [
+        TARGET / source
+        for source in tomllib.loads((TARGET / "target.toml").read_text())["board"]["sources"]
+        if not source.startswith("../")
+    ]
+    sources.append(ROOT / "targets" / "cortex-m" / "selftest.c")
+    write_board_config(board, folder / "board_config.h")
+    (folder / "regions.c").write_text(SELFTEST_REGIONS.format(base=board.sdram.base, size=region_bytes))
+    (folder / "test.ld").write_text(LINKER_SCRIPT)
+    elf = folder / "selftest.elf"
+    command = [CC, *CPU_FLAGS, "-std=c99", "-O2", *WARNINGS, "-ffunction-sections", "-fdata-sections"]
+    command += ["-DLLMCU_SELFTEST=1", '-DLLMCU_TARGET_NAME="stm32h743"']
+    command += ["-I", str(ROOT / "targets" / "cortex-m"), "-I", str(folder), "-T", str(folder / "test.ld")]
+    command += [f"-Wl,--defsym=__stack_guard={GUARD[0]}", f"-Wl,--defsym=__stack_limit={GUARD[1]}"]
+    # --specs=nano.specs -lc: the firmware's C library (the compiler turns selftest.c's loops into strlen)
+    command += ["-nostdlib", "--specs=nano.specs", *map(str, sources), str(folder / "regions.c"), "-lc", "-lgcc"]
+    command += ["-o", str(elf)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return elf

@@ -21,6 +21,8 @@ from elftools.elf.elffile import ELFFile
 from unicorn import UC_ARCH_ARM, UC_HOOK_MEM_WRITE, UC_MODE_MCLASS, UC_MODE_THUMB, Uc
 from unicorn import arm_const as arm
 
+from support.sdram_model import SdramChip
+
 FLASH = (0x08000000, 0x200000)
 DTCM = (0x20000000, 0x20000)
 AXI_SRAM = (0x24000000, 0x80000)
@@ -31,6 +33,7 @@ MMIO_WINDOWS += ((0xE0000000, 0x100000), (0x51008000, 0x1000))
 SYSTEM_MEMORY = (0x1FF00000, 0x20000)  # ST's system memory: the flash-size word at 0x1FF1E880
 FLASH_SIZE_WORD = 0x1FF1E880
 AXI_TARG7_FN_MOD = 0x51008108  # ES0392 2.2.10: READ_ISS_OVERRIDE for the AXI SRAM on revision Y
+SDRAM_WINDOW = 1 << 20  # how much of the SDRAM bank the model maps
 
 RCC, PWR, SYSCFG, FLASH_IF, FMC, QSPI = 0x58024400, 0x58024800, 0x58000400, 0x52002000, 0x52004000, 0x52005000
 IWDG1 = 0x58004800
@@ -255,11 +258,12 @@ class Stm32h743:
 
     def __init__(
         self, elf: Path, *, cyccnt_step: int = 64, revision: str = "V", never: tuple[str, ...] = (),
-        dev_id: int = 0x450, flash_kb: int = 2048, nor: tuple[NorFlash, ...] = (),
+        dev_id: int = 0x450, flash_kb: int = 2048, nor: tuple[NorFlash, ...] = (), sdram: SdramChip | None = None,
     ) -> None:  # fmt: skip
         """``revision``: the silicon revision DBGMCU_IDCODE reports (V, Y, or another REV_ID as 4 hex digits);
         ``dev_id`` and ``flash_kb``: the part's DEV_ID and flash-size word; ``nor``: the QSPI chip(s), chip 1 on
-        bank 1 first (a W25Q128JV by default);
+        bank 1 first (a W25Q128JV by default); ``sdram``: an SDRAM chip (support.sdram_model) behind the FMC, mapped
+        at its bank's address (1 MB of it), with whatever faults it was given;
         ``never``: ready flags that never come (HSERDY, PLL1RDY, PLL2RDY, VOSRDY, VOS0RDY, ACTVOSRDY, SWS,
         FLASH_ACR, QSPI_TCF, QSPI_IDLE, FLASH_NOT_BUSY: the NOR flash's BUSY; QSPI_BUSY_UNTIL_ABORT: the QUADSPI
         left busy by a bootloader until an abort), to
@@ -271,6 +275,9 @@ class Stm32h743:
         self.uc.mem_write(FLASH_SIZE_WORD, flash_kb.to_bytes(2, "little"))
         for base, size in MMIO_WINDOWS:
             self.uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
+        self.sdram = sdram
+        if sdram is not None:
+            self.uc.mmio_map(sdram.base, SDRAM_WINDOW, self._sdram_read, None, self._sdram_write, None)
         self.symbols = self._load(elf)
         self.uc.mem_write(RETURN_ADDRESS, b"\x00\xbe")  # BKPT #0
         self.values = {address: reset for address, (_, reset) in REGISTERS.items()}
@@ -409,6 +416,14 @@ class Stm32h743:
         self._check_clock(name, "write")
         self._record("w", name, value)
         self._write(name, address, value)
+
+    def _sdram_read(self, uc: Uc, offset: int, size: int, data: object) -> int:
+        assert self.sdram is not None
+        return self.sdram.read(offset, size, self.reg("DWT_CYCCNT"))
+
+    def _sdram_write(self, uc: Uc, offset: int, size: int, value: int, data: object) -> None:
+        assert self.sdram is not None
+        self.sdram.write(offset, size, value, self.reg("DWT_CYCCNT"))
 
     def _record(self, kind: str, name: str, value: int) -> None:
         self.log.append(Access(len(self.log), kind, name, value))
@@ -578,6 +593,8 @@ class Stm32h743:
         elif name == "FMC_SDCMR":
             if not self.reg("FMC_BCR1") >> 31:
                 self.violations.append("SDRAM command issued with the FMC disabled (FMC_BCR1 FMCEN)")
+            if self.sdram is not None and value >> (4 if self.sdram.base == 0xC0000000 else 3) & 1:
+                self.sdram.command(value & 7)
             self.sdram_commands.append(
                 {
                     "mode": value & 7,
@@ -589,6 +606,12 @@ class Stm32h743:
                     "seq": len(self.log) - 1,
                 }
             )
+        elif name in ("FMC_SDCR1", "FMC_SDCR2", "FMC_SDRTR") and self.sdram is not None:
+            bank_register = "FMC_SDCR1" if self.sdram.base == 0xC0000000 else "FMC_SDCR2"
+            if name == bank_register:
+                self.sdram.configure(value)
+            elif name == "FMC_SDRTR":
+                self.sdram.refresh_count = value >> 1 & 0x1FFF
         elif name.startswith("QUADSPI_"):
             value = self._qspi_register(name, value)
             if value is None:

@@ -22,6 +22,7 @@ from ..core.errors import LlmcuError
 from ..core.fileio import read_toml, write_bytes_atomic, write_text_atomic
 from ..core.paths import ROOT, TARGETS_DIR
 from ..device.protocol import RunOutput, parse
+from ..platform.stm32h7 import Board
 from ..platform.targets import load_target
 
 PROMPT = "Once upon a time"
@@ -118,10 +119,19 @@ MEASURED_BANDWIDTH: dict[str, float] = {}
 REVISION_Y_CLOCK_HZ = 400e6
 
 
-def _estimate(row: BenchRow, report: dict) -> dict[str, object]:
+def _bandwidth_source(measured: list[str], board: Board | None) -> str:
+    if measured:
+        return f" (measured by a self-test: {', '.join(measured)})"
+    return f" (from board {board.name}'s clocks and bus widths)" if board else " (assumed)"
+
+
+def _estimate(row: BenchRow, report: dict, board: Board | None = None) -> dict[str, object]:
+    """tok/s on the chip: compute (instructions x CPI at its clock) or memory (the weights read once a token at the
+    bandwidth of the region each lives in: ``board``'s own buses when the row is a board's, else REGION_BANDWIDTH's
+    assumed figures; a self-test's measured ones over either), whichever is slower."""
     chip = CHIPS[row.target]
     compute = chip["clock_hz"] / (row.instructions_per_token * chip["cpi"])
-    bandwidth = {**REGION_BANDWIDTH, **MEASURED_BANDWIDTH}
+    bandwidth = {**REGION_BANDWIDTH, **(board.read_bandwidth() if board else {}), **MEASURED_BANDWIDTH}
     not_weights = {".llmcu_kv", ".llmcu_state", ".llmcu_tables"}
     streamed = {
         region["name"]: sum(
@@ -140,8 +150,7 @@ def _estimate(row: BenchRow, report: dict) -> dict[str, object]:
     return {
         "chip": chip["chip"],
         "model": f"instructions x CPI {chip['cpi']} at {chip['clock_hz'] / 1e6:.0f} MHz; weights read once per "
-        "token at the region's bandwidth"
-        + (f" (measured by a self-test: {', '.join(measured)})" if measured else " (assumed)"),
+        "token at the region's bandwidth" + _bandwidth_source(measured, board),
         "revision_y_tok_per_s": round(min(revision_y, memory_bound) if memory_bound else revision_y, 1),
         "compute_tok_per_s": round(compute, 1),
         "memory_bound_tok_per_s": round(memory_bound, 1) if memory_bound else None,
@@ -188,7 +197,8 @@ def bench_slide() -> BenchRow:
 BOARD_STUDY = ("stm32h743", "h743-sdram-qspi", "15m-shaped", "q4", ({"weights": "auto"},))
 
 
-def placement_alternatives(report: dict, compute_tok_per_s: float) -> dict[str, dict[str, object]]:
+def placement_alternatives(report: dict, compute_tok_per_s: float, board: Board | None = None
+                           ) -> dict[str, dict[str, object]]:  # fmt: skip
     """Every weights= placement of one region for the weights of a memory report: whether the region has room
     for all of them beside what else it holds, and the tok/s it would allow (bandwidth-bound, capped by compute).
     The twin's smaller QSPI cannot link some of these, so they are estimated from the board's plan."""
@@ -200,7 +210,7 @@ def placement_alternatives(report: dict, compute_tok_per_s: float) -> dict[str, 
     }  # fmt: skip
     total = sum(streamed.values())
     alternatives = {}
-    for name, bandwidth in REGION_BANDWIDTH.items():
+    for name, bandwidth in {**REGION_BANDWIDTH, **(board.read_bandwidth() if board else {})}.items():
         if name not in regions:
             continue
         room = regions[name]["size"] - regions[name]["used"] + streamed.get(name, 0)
@@ -225,8 +235,8 @@ def bench_board(target: str, board: str, model_name: str, quant: str, placement:
     row = BenchRow(target, model_name, quant, "opt", config=config, code_bytes=report["code_bytes"])
     row.weight_bytes = report["weight_bytes"]
     _fill_counts(row, output)
-    row.estimate = _estimate(row, report)
-    row.estimate["placements"] = placement_alternatives(report, row.estimate["compute_tok_per_s"])
+    row.estimate = _estimate(row, report, settings.board_file)
+    row.estimate["placements"] = placement_alternatives(report, row.estimate["compute_tok_per_s"], settings.board_file)
     return row
 
 

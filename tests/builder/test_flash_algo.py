@@ -239,3 +239,59 @@ def test_scons_builds_the_flm_for_a_board_with_qspi_flash(
     assert not (settings.images[0].out_dir / "firmware.elf").exists()
     nucleo = configure({"target": "stm32h743", "model": "260k", "build_dir": str(tmp_path)}, download=False)
     assert flashalgo.for_settings(nucleo) is None  # no QSPI flash, no algorithm
+
+
+# ---- two 64 MB chips side by side, 4-byte addresses (STM32H750B-DK: 2x MT25QL512ABB) ----
+
+
+@pytest.fixture(scope="module")
+def dual_board() -> stm32h7.Board:
+    return stm32h7.load_board(TARGETS_DIR / "stm32h743", "stm32h750b-dk")
+
+
+def test_dual_flash_algo_describes_the_window(dual_board: stm32h7.Board, tmp_path: Path) -> None:
+    flm = flashalgo.build_flash_algo(dual_board, tmp_path)
+    info = flashalgo.check_flm(flm)
+    assert info.name == "MT25QL512ABB x 2 128 MB QSPI (stm32h750b-dk)"
+    assert (info.start, info.size, info.page_size, info.sectors) == (BASE, 128 << 20, 512, ((0, 8192),))
+    config = (flm.parent / "flashalgo_config.h").read_text()
+    assert "#define FLASHALGO_ERASE_CMD 0x21u" in config  # 4 KB erase with a 4-byte address, per chip
+
+
+def test_dual_flash_4_byte_program_and_read_back(dual_board: stm32h7.Board, tmp_path: Path) -> None:
+    """Erase and program through the DK's FLM into two MT25Q models: both chips reset and identified, each gets
+    every other byte at half the window's address, in 4-byte-address commands; beyond 16 MB of each chip too."""
+    pytest.importorskip("unicorn")
+    pyocd = pytest.importorskip("pyocd.target.pack.flash_algo")
+    from pyocd.core.memory_map import RamRegion
+
+    from support.flashalgo_emu import Machine, NorFlash
+
+    flm = flashalgo.build_flash_algo(dual_board, tmp_path)
+    pack = pyocd.PackFlashAlgo(str(flm))
+    blob = pack.get_pyocd_flash_algo(pack.page_size, RamRegion(start=0x20010000, length=0x10000))
+    chips = (NorFlash.micron_mt25q(), NorFlash.micron_mt25q())
+    machine = Machine(chips)
+    machine.load_algo(blob)
+    data = bytes(random.Random(7).randrange(256) for _ in range(1500))
+    for address in (BASE + 0x100, BASE + (100 << 20) + 0x2000):  # the second is 50 MB into each chip
+        assert machine.call("pc_init", BASE, 0, 1) == 0
+        for sector in range(address & ~0x1FFF, address + len(data), 0x2000):
+            assert machine.call("pc_erase_sector", sector) == 0
+        assert machine.call("pc_unInit", 1) == 0
+        assert machine.call("pc_init", BASE, 0, 2) == 0
+        offset = 0
+        while offset < len(data):
+            count = min(512 - (address + offset) % 512, len(data) - offset)
+            machine.write_ram(blob["page_buffers"][0], data[offset : offset + count])
+            assert machine.call("pc_program_page", address + offset, count, blob["page_buffers"][0]) == 0
+            offset += count
+        assert machine.call("pc_unInit", 2) == 0
+        assert machine.read_window(address, len(data)) == data
+        half = (address - BASE) // 2
+        assert bytes(chips[0].memory[half : half + 750]) == data[0::2]
+        assert bytes(chips[1].memory[half : half + 750]) == data[1::2]
+    assert not machine.violations and not chips[0].violations and not chips[1].violations
+    for chip in chips:
+        instructions = {entry[0] for entry in chip.log}
+        assert {0x66, 0x99, 0x9F, 0x21, 0x12} <= instructions and not {0x02, 0x20, 0x35, 0x31} & instructions

@@ -51,8 +51,14 @@ NOR_COMMANDS = {
     0x9F: (1, 0, 1),  # JEDEC ID
     0xC7: (1, 0, 0),  # chip erase
     0xD8: (1, 1, 0),  # block erase, 64 KB
+    # with a 4-byte address (MT25Q, W25Q256): page program, 4 KB, 32 KB and 64 KB erase
+    0x12: (1, 1, 1),
+    0x21: (1, 1, 0),
+    0x5C: (1, 1, 0),
+    0xDC: (1, 1, 0),
 }
-ERASE_SIZES = {0x20: 4 << 10, 0x52: 32 << 10, 0xD8: 64 << 10}
+ERASE_SIZES = {0x20: 4 << 10, 0x52: 32 << 10, 0xD8: 64 << 10, 0x21: 4 << 10, 0x5C: 32 << 10, 0xDC: 64 << 10}
+FOUR_BYTE = {0x12, 0x21, 0x5C, 0xDC}
 WEL, BUSY, QE = 0x02, 0x01, 0x02
 LINES = {0: 0, 1: 1, 2: 2, 3: 4}  # QUADSPI_CCR xMODE field -> lines
 
@@ -63,10 +69,14 @@ class BusFault(Exception):
 
 @dataclass
 class NorFlash:
-    """The W25Q128JV as the QUADSPI sees it."""
+    """A SPI NOR flash as the QUADSPI sees it: by default the W25Q128JV; ``micron_mt25q`` gives the MT25QL512ABB
+    (64 MB, 4-byte addresses, no Quad Enable bit)."""
 
     size: int = 16 << 20
     jedec_id: tuple[int, int, int] = (0xEF, 0x40, 0x18)
+    address_bytes: int = 3  # 4: the chip takes 32-bit addresses (its 4-byte instructions)
+    has_qe: bool = True  # False: quad reads work without a Quad Enable bit
+    read_command: tuple[int, int] = (0xEB, 4)  # the memory-mapped quad read and its QUADSPI_CCR DCYC
     busy_reads: int = 3  # status reads that still show BUSY after an erase, program or status write
     stuck_busy: bool = False  # BUSY never clears (a dead chip)
     status1: int = 0
@@ -81,6 +91,11 @@ class NorFlash:
     def __post_init__(self) -> None:
         if not self.memory:
             self.memory = bytearray(b"\xff" * self.size)
+
+    @classmethod
+    def micron_mt25q(cls, **options: object) -> NorFlash:
+        return cls(size=64 << 20, jedec_id=(0x20, 0xBA, 0x20), address_bytes=4, has_qe=False,
+                   read_command=(0xEC, 8), **options)  # fmt: skip
 
     def _status1(self) -> int:
         busy = BUSY if self.busy or self.stuck_busy else 0
@@ -138,6 +153,9 @@ class NorFlash:
                 self.status2 = data[0]
             return b""
         protected = self.status1 & 0x7C
+        if address is not None and address >= self.size:
+            self.violations.append(f"instruction {instruction:#04x} at {address:#x}, beyond the chip's {self.size:#x}")
+            return b""
         if instruction in ERASE_SIZES:
             assert address is not None
             size = ERASE_SIZES[instruction]
@@ -151,7 +169,7 @@ class NorFlash:
                 self.memory[:] = b"\xff" * self.size
                 self.erased.append((0, self.size))
             return b""
-        assert instruction in (0x02, 0x32) and address is not None
+        assert instruction in (0x02, 0x32, 0x12) and address is not None
         if len(data) > 256:
             self.violations.append(f"page program of {len(data)} bytes: only the last 256 are kept")
         page = address & ~0xFF
@@ -165,9 +183,10 @@ class NorFlash:
 class QuadSpi:
     """The QUADSPI peripheral (RM0433) in front of a ``NorFlash``."""
 
-    def __init__(self, machine: Machine, flash: NorFlash) -> None:
+    def __init__(self, machine: Machine, flashes: list[NorFlash]) -> None:
         self.machine = machine
-        self.flash = flash
+        self.flashes = flashes  # two in dual-flash mode: bank 1's, then bank 2's
+        self.flash = flashes[0]
         self.regs = dict.fromkeys(QSPI_REGISTERS, 0)
         self.tcf = False
         self.tef = False
@@ -285,18 +304,42 @@ class QuadSpi:
         if len(self.pending["data"]) >= expected:
             self._execute()
 
+    @property
+    def dual(self) -> bool:
+        return bool(self.regs["CR"] >> 6 & 1)
+
     def _execute(self) -> None:
         assert self.pending is not None
         ccr, address, data = self.pending["ccr"], self.pending["address"], bytes(self.pending["data"])
         self.pending = None
-        if ccr["admode"] and ccr["adsize"] != 2 and not (ccr["instruction"] == 0xFF and ccr["imode"] == 3):
-            self.violations.append(f"instruction {ccr['instruction']:#04x} with ADSIZE {ccr['adsize']}, not 24 bits")
+        instruction = ccr["instruction"]
+        wanted = 3 if instruction in FOUR_BYTE else 2
+        if ccr["admode"] and ccr["adsize"] != wanted and not (instruction == 0xFF and ccr["imode"] == 3):
+            self.violations.append(f"instruction {instruction:#04x} with ADSIZE {ccr['adsize']}, not {wanted}")
+        mode_bits_reset = instruction == 0xFF and ccr["imode"] == 3
+        four_byte_chip = self.flash.address_bytes == 4
+        if ccr["admode"] and not mode_bits_reset and (instruction in FOUR_BYTE) != four_byte_chip:
+            self.violations.append(f"instruction {instruction:#04x}: the chip takes {self.flash.address_bytes}-byte "
+                                   "addresses")  # fmt: skip
         lines = (LINES[ccr["imode"]], LINES[ccr["admode"]], LINES[ccr["dmode"]])
         if not self.machine.clock_on(RCC_AHB3ENR, 14):
             self.violations.append("QUADSPI command with its clock off")
+        if self.dual != (len(self.flashes) == 2):
+            self.violations.append(f"QUADSPI_CR DFM = {int(self.dual)} with {len(self.flashes)} chip(s) fitted")
         count = self.regs["DLR"] + 1 if ccr["fmode"] == 1 else 0
-        answer = self.flash.execute(ccr["instruction"], lines, address, data, count)
-        self.rx.extend(answer)
+        if self.dual and len(self.flashes) == 2:
+            # RM0433 "Dual-flash mode": both chips get the command and the address divided by two; data bytes
+            # alternate, bank 1's first.
+            if address is not None and address % 2 and not mode_bits_reset:
+                self.violations.append(f"odd address {address:#x} in dual-flash mode")
+            chip_address = None if address is None else address // 2
+            if len(data) % 2 or count % 2:
+                self.violations.append(f"an odd number of bytes ({len(data) or count}) in dual-flash mode")
+            answers = [chip.execute(instruction, lines, chip_address, data[i::2], count // 2)
+                       for i, chip in enumerate(self.flashes)]  # fmt: skip
+            self.rx.extend(bytes(b for pair in zip(*answers, strict=False) for b in pair))
+        else:
+            self.rx.extend(self.flash.execute(instruction, lines, address, data, count))
         self.tcf = True
 
     def memory_read(self, offset: int, size: int) -> bytes:
@@ -311,32 +354,44 @@ class QuadSpi:
             self.violations.append("memory-mapped read while the flash is busy")
         self.mapped_busy = True
         self.mapped_reads += 1
-        if ccr["instruction"] != 0xEB:
-            self.violations.append(f"memory-mapped mode with instruction {ccr['instruction']:#04x}, not 0xEB")
-        elif (ccr["admode"], ccr["dmode"], ccr["abmode"], ccr["dcyc"]) != (3, 3, 3, 4):
-            self.violations.append(f"0xEB quad read configured wrongly: {ccr}")
-        elif not self.flash.status2 & QE:
+        instruction, dummy = self.flash.read_command
+        adsize = 3 if self.flash.address_bytes == 4 else 2
+        if ccr["instruction"] != instruction:
+            self.violations.append(
+                f"memory-mapped mode with instruction {ccr['instruction']:#04x}, not {instruction:#04x}"
+            )
+        elif (ccr["admode"], ccr["adsize"], ccr["dmode"], ccr["abmode"], ccr["dcyc"]) != (3, adsize, 3, 3, dummy):
+            self.violations.append(f"{instruction:#04x} quad read configured wrongly: {ccr}")
+        elif self.flash.has_qe and not all(chip.status2 & QE for chip in self.flashes):
             return bytes((0x5A ^ (offset + i)) & 0xFF for i in range(size))  # IO2/IO3 are /WP, /HOLD
-        end = offset + size
-        if end > self.flash.size:
-            return bytes(self.flash.memory[offset % self.flash.size :]) + b"\xff" * (end - self.flash.size)
-        return bytes(self.flash.memory[offset:end])
+        if self.dual and len(self.flashes) == 2:
+            return bytes(self._chip_byte(self.flashes[o & 1], o >> 1) for o in range(offset, offset + size))
+        return (
+            bytes(self._chip_byte(self.flash, o) for o in range(offset, offset + size))
+            if (offset + size > self.flash.size)
+            else bytes(self.flash.memory[offset : offset + size])
+        )
+
+    @staticmethod
+    def _chip_byte(chip: NorFlash, offset: int) -> int:
+        return chip.memory[offset] if offset < chip.size else 0xFF
 
 
 class Machine:
     """The emulated chip: DTCM, peripherals, and the loaded flash algorithm."""
 
-    def __init__(self, flash: NorFlash | None = None, *, cyccnt_step: int = 1000) -> None:
+    def __init__(self, flash: NorFlash | tuple[NorFlash, ...] | None = None, *, cyccnt_step: int = 1000) -> None:
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
         self.uc.ctl_set_cpu_model(arm.UC_CPU_ARM_CORTEX_M7)
         self.uc.mem_map(*DTCM)
         for base, size in MMIO_WINDOWS:
             self.uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
-        self.flash = flash or NorFlash()
+        flashes = list(flash) if isinstance(flash, tuple) else [flash or NorFlash()]
+        self.flash = flashes[0]
         self.violations: list[str] = []
         self.registers: dict[int, int] = {}
         self.cyccnt_step = cyccnt_step
-        self.qspi = QuadSpi(self, self.flash)
+        self.qspi = QuadSpi(self, flashes)
         self.algo: dict | None = None
         self.calls = 0
 

@@ -515,3 +515,20 @@ def test_after_a_reset_the_clock_reset_step_changes_nothing(firmware: dict) -> N
     first_pll_on = soc.first_write("RCC_CR", lambda v: v & 1 << 24)
     assert not [w for w in soc.writes("RCC_CR") if w.seq < first_pll_on and not w.value & 1 << 0]  # HSI kept on
     assert soc.first_write("RCC_CFGR") > first_pll_on  # no switch to HSI: it was already the clock
+
+
+@pytest.mark.fault(area="memory", kind="input", what="an STM32H750's 128 KB of flash overflowed at link time",
+                   sees=r"region flash \(131,072 bytes at 0x08000000\) would need 5,000 bytes more; .*weights=qspi "
+                   r"\(every weight in QSPI flash, the code alone in internal flash\), optimize=size")  # fmt: skip
+def test_h750_flash_overflow_says_by_how_much_and_what_to_do(sees) -> None:
+    from llmcu.builder.settings import FirmwareImage
+    from llmcu.builder.steps import explain_link_errors
+
+    target = load_target("stm32h743", TARGETS_DIR)
+    regions = tuple(board_regions(target.memory, load_board(TARGET, "daisy-seed")))
+    image = FirmwareImage("firmware", target, regions, Path("/tmp"), "daisy-seed")
+    stderr = (
+        "ld: firmware.elf section `.text' will not fit in region `FLASH'\nld: region `FLASH' overflowed by 5000 bytes"
+    )
+    (message,) = explain_link_errors(stderr, image)
+    sees(message)

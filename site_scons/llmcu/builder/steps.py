@@ -274,7 +274,8 @@ def explain_link_errors(stderr: str, image: FirmwareImage) -> list[str]:
             continue
         advice = {
             "flash": "the code and the weights planned into internal flash are larger than planned: try "
-            "quant=q4 or quant=q8, weights=qspi (a board with QSPI flash), or a smaller model",
+            "weights=qspi (every weight in QSPI flash, the code alone in internal flash), optimize=size (the "
+            "runtime's code at -Os), quant=q4 or quant=q8, or a smaller model",
             "ram": "try a smaller stack=, kv_type=f16 or q8, a shorter seq_len=, or kv=sdram on a board with SDRAM",
             "xip": "the weights exceed the QSPI flash: try quant=q4",
         }[region.kind]

@@ -209,7 +209,7 @@ def _kv_suggestions(
     if per_position and largest >= per_position:
         suggestions.append(f"seq_len={largest // per_position} (the longest context whose {kv_type} cache fits)")
     if not any(r.name == "sdram" for r in regions):
-        suggestions.append("a board with SDRAM, e.g. board=h743-sdram-qspi, and kv=sdram")
+        suggestions.append("a board with SDRAM and kv=sdram (docs/boards.md: which boards have it)")
     return suggestions
 
 
@@ -320,11 +320,11 @@ def _weight_regions(regions: Sequence[MemoryRegion], boot: MemoryRegion, weights
         return [(boot.name, None)]
     if weights == "qspi":
         if "qspi" not in names:
-            raise FitError("weights=qspi: this board has no QSPI flash (try board=h743-sdram-qspi)")
+            raise FitError("weights=qspi: this board has no QSPI flash (docs/boards.md: which boards have it)")
         return [("qspi", None)]
     if weights == "sdram":
         if "sdram" not in names:
-            raise FitError("weights=sdram: this board has no SDRAM (try board=h743-sdram-qspi)")
+            raise FitError("weights=sdram: this board has no SDRAM (docs/boards.md: which boards have it)")
         return [("sdram", xip[0] if xip else boot.name)]
     raise FitError(f"weights={weights}: allowed: {', '.join(WEIGHT_PLACEMENTS)}")
 

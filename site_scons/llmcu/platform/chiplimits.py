@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import OptionError
-from ..core.fileio import read_toml
-from .tomltable import REQUIRED, TomlTable
+from .tomltable import REQUIRED, load_table
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,7 @@ class ChipLimits:
 def load_limits(target_folder: Path) -> ChipLimits:
     """``limits.toml`` beside a target's target.toml: the MCU's datasheet and reference-manual limits."""
     path = Path(target_folder) / "limits.toml"
-    if not path.is_file():
-        raise OptionError(f"{path}: missing: the chip's limits that every board file is checked against")
-    table = TomlTable(read_toml(path), str(path))
+    table = load_table(path, "the chip's limits that every board file is checked against")
     revisions = {}
     revision_tables = table.table("revision")
     for name in sorted(revision_tables.data):

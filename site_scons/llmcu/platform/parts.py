@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import OptionError
-from ..core.fileio import read_toml
-from .tomltable import TomlTable, parse_size
+from .tomltable import load_table, parse_size
 
 PORTS = "ABCDEFGHIJK"  # GPIOA..GPIOK
 SUPPLIES = ("ldo", "smps", "bypass")  # what a board file's `supply` may say (only what the part has is accepted)
@@ -46,13 +45,9 @@ class Part:
 
 def _load(target_folder: Path) -> tuple[dict[str, dict], dict[str, Package], dict[str, str], str]:
     path = Path(target_folder) / "parts.toml"
-    if not path.is_file():
-        raise OptionError(f"{path}: missing: the parts this target's boards may carry")
-    table = TomlTable(read_toml(path), str(path))
+    table = load_table(path, "the parts this target's boards may carry")
     parts = {}
-    part_tables = table.table("part")
-    for family in part_tables.data:
-        entry = part_tables.table(family)
+    for family, entry in table.each("part"):
         try:
             flash = parse_size(entry.raw("flash", None))
         except ValueError as error:
@@ -63,22 +58,9 @@ def _load(target_folder: Path) -> tuple[dict[str, dict], dict[str, Package], dic
             raise OptionError(f"{entry.where}: `supplies` must list some of {', '.join(SUPPLIES)}")
         parts[family] = {"flash": flash, "dev_id": entry.integer("dev_id", lo=0, hi=0xFFF), "supplies": supplies,
                          "source": entry.text("source")}  # fmt: skip
-        entry.done()
-    part_tables.done()
-    packages = {}
-    package_tables = table.table("package")
-    for letter in package_tables.data:
-        entry = package_tables.table(letter)
-        packages[letter] = Package(letter, entry.text("name"), entry.text("ports"), entry.strings("also"))
-        entry.done()
-    package_tables.done()
-    refused = {}
-    refused_tables = table.table("refused")
-    for prefix in refused_tables.data:
-        entry = refused_tables.table(prefix)
-        refused[prefix] = " ".join(entry.text("why").split())
-        entry.done()
-    refused_tables.done()
+    packages = {letter: Package(letter, entry.text("name"), entry.text("ports"), entry.strings("also"))
+                for letter, entry in table.each("package")}  # fmt: skip
+    refused = {prefix: " ".join(entry.text("why").split()) for prefix, entry in table.each("refused")}
     table.done()
     return parts, packages, refused, str(path)
 

@@ -3,9 +3,12 @@ default), and every value is checked for its type and range with the file and ta
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
+from pathlib import Path
 
 from ..core.errors import OptionError
+from ..core.fileio import read_toml
 
 
 class TomlTable:
@@ -71,6 +74,16 @@ class TomlTable:
     def table(self, key: str) -> TomlTable:
         return TomlTable(self.raw(key, REQUIRED), self.file, (*self.path, key))
 
+    def each(self, key: str) -> Iterator[tuple[str, TomlTable]]:
+        """Each sub-table of ``[key]`` with its name, in the file's order; each must be read in full (``done``
+        after the loop body), as must ``[key]``."""
+        tables = self.table(key)
+        for name in tables.data:
+            entry = tables.table(name)
+            yield name, entry
+            entry.done()
+        tables.done()
+
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
@@ -91,3 +104,10 @@ def parse_size(value: object) -> int:
         if digits.isdigit() and int(digits) > 0:
             return int(digits) * scale
     raise ValueError(f"{value!r} is not a size (bytes, or a number with K, M or G)")
+
+
+def load_table(path: Path, what: str) -> TomlTable:
+    """A data file (``limits.toml``, ``parts.toml``) as a TomlTable; an error saying what it is when it is missing."""
+    if not path.is_file():
+        raise OptionError(f"{path}: missing: {what}")
+    return TomlTable(read_toml(path), str(path))

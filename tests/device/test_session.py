@@ -159,7 +159,13 @@ def test_twin_console_serves_many_prompts_on_one_qemu(twin_build, host_build, tm
 def test_ctrl_c_stops_the_generation_and_the_session_goes_on(where: str, request, tmp_path: Path) -> None:
     settings = request.getfixturevalue(f"{where}_build")
     lines = ["/set steps=200 temperature=0", "Once upon a time", "Once upon a time"]
-    console = _serve(settings, tmp_path, lines, interrupt={1})
+    # The host program makes its 200 tokens in about 10 ms: on a machine busy with other tests the stop byte, sent
+    # microseconds after the command, can still arrive after them. Three tries (each its own session) tell that
+    # apart from a stop that never works; the twin takes a second and needs one.
+    for attempt in range(3 if where == "host" else 1):
+        console = _serve(settings, tmp_path / f"try{attempt}", lines, interrupt={1})
+        if console.exchanges[0].status == "stopped":
+            break
     stopped, whole = console.exchanges
     assert (stopped.status, stopped.reason) == ("stopped", "stopped")
     assert (whole.status, whole.reason) == ("ok", "")

@@ -19,10 +19,6 @@
 
 #define GENERATE_ERR_PROMPT_TOO_LONG 3
 
-#ifndef LLMCU_ADD_BOS /* model_config.h defines it */
-#define LLMCU_ADD_BOS 1
-#endif
-
 #ifndef LLMCU_SLIDE /* model_config.h defines it; 0 is overflow=stop */
 #define LLMCU_SLIDE 0
 #endif
@@ -37,7 +33,6 @@
 #define CAPPED_REASON "context_full"
 #endif
 
-static int prompt_tokens[LLMCU_SEQ_LEN] LLMCU_STATE_ATTR;
 /* Per forward pass (indexed by position): the token that followed and what the pass cost. */
 static int next_token[MAX_PASSES] LLMCU_STATE_ATTR;
 static uint64_t pass_cost[MAX_PASSES] LLMCU_STATE_ATTR;
@@ -205,98 +200,66 @@ static void write_summary(const run_counts *counts) {
     line_end(&line);
 }
 
-/* The default of platform.h's per-pass hook: nothing to do (a firmware with a watchdog defines its own). */
-__attribute__((weak)) void platform_alive(void) {}
-
-/* And of the stop hook: a platform without a command channel cannot be asked to stop. */
-__attribute__((weak)) int platform_stop_requested(void) { return 0; }
-
-/* Runs the model over the prompt and then on its own output; returns the counts for the summary. */
-static run_counts run(const llmcu_params *params, int n_prompt, int steps) {
-    llmcu_sampler sampler;
-    llmcu_sampler_init(&sampler, params->temperature, params->topp, params->seed);
-
-    run_counts counts = {0, n_prompt, 0, 0};
-    int token = prompt_tokens[0];
-    if (token != LLMCU_BOS) { /* a vocabulary without BOS: the first word is a token of its own, shown as text */
+/* Runs the model over the prompt and then on its own output through the step-wise API (gen.c), writing each
+ * piece as it comes and keeping each pass's token and cost for the records; returns the counts for the summary. */
+static run_counts run(llmcu_gen *gen, int *first_token) {
+    run_counts counts = {0, gen->prompt_tokens, 0, 0};
+    *first_token = gen->fed;
+    for (;;) {
+        int pos = gen->pos;
+        phase_begin_pass(pos, gen->steps);
+        const char *piece;
         size_t len;
-        const char *piece = llmcu_decode(LLMCU_BOS, token, &len);
-        if (len > 0) {
-            platform_write(piece, len);
+        int rc = llmcu_next(gen, &piece, &len);
+        if (gen->pos > pos) { /* a forward pass was made */
+            pass_cost[pos] = gen->cost;
+            phase_end_pass(pos, gen->steps, gen->cost);
+            next_token[pos] = gen->next;
         }
-    }
-    for (int pos = 0; pos < steps; pos++) {
-        platform_alive();
-        phase_begin_pass(pos, steps);
-        uint64_t start = platform_counter();
-        float *logits = llmcu_forward(token, pos);
-        int next;
-        if (pos < n_prompt - 1) { /* still reading the prompt: its next token is given */
-            next = prompt_tokens[pos + 1];
-        } else {
-            PHASE(PHASE_SAMPLING, next = llmcu_sample(&sampler, logits));
-            counts.generated++;
-        }
-        pass_cost[pos] = platform_counter() - start;
-        phase_end_pass(pos, steps, pass_cost[pos]);
-        next_token[pos] = next;
-        counts.passes++;
-
-        if (next == LLMCU_BOS) { /* the model starts a new text: this one is done */
+        if (rc != LLMCU_OK) {
             break;
         }
-        size_t len;
-        const char *piece = llmcu_decode(token, next, &len);
         if (len > 0) {
             platform_write(piece, len);
         }
-        token = next;
         /* Asked after the piece is out, so that what the host saw is what the records describe. */
-        if (pos + 1 < steps && platform_stop_requested()) {
-            counts.stopped = 1;
-            break;
+        if (gen->pos > pos && gen->pos < gen->steps && platform_stop_requested()) {
+            llmcu_cancel(gen);
         }
     }
     platform_write("\n", 1);
+    counts.passes = gen->pos;
+    counts.generated = gen->generated;
+    counts.stopped = gen->reason == LLMCU_REASON_STOPPED;
     return counts;
 }
 
 int llmcu_generate(const llmcu_params *params) {
-    /* Without a sliding window every position needs a slot of the KV cache, so no run goes past the context:
-     * more steps than it holds (the prompt included) stop there, and the end line says so (reason=context_full).
-     * With one, the cache slides and a run stops at the records' room (reason=max_steps); steps=0 means that. */
-    int steps = params->steps;
-    int capped = steps > MAX_PASSES;
-    if (steps <= 0 || capped) {
-        steps = MAX_PASSES;
-    }
     const char *prompt = params->prompt != NULL ? params->prompt : "";
-
     if (params->records) {
         write_header();
     }
-    /* BOS first when the vocabulary asks for it (GGUF's add_bos_token; run.c always), and for an empty prompt:
-     * the run needs a first token. */
-    int n_prompt = llmcu_encode(prompt, LLMCU_ADD_BOS || prompt[0] == '\0', 0, prompt_tokens, LLMCU_SEQ_LEN);
-    if (n_prompt < 0 || n_prompt > LLMCU_SEQ_LEN) {
+    llmcu_gen gen;
+    if (llmcu_begin(&gen, prompt, params) != LLMCU_OK) { /* the only error here: a prompt that does not fit */
         if (params->records) {
-            write_prompt_refusal(n_prompt, prompt);
+            write_prompt_refusal(gen.prompt_tokens, prompt);
         }
         return GENERATE_ERR_PROMPT_TOO_LONG;
     }
 
-    run_counts counts = run(params, n_prompt, steps);
+    int first_token;
+    run_counts counts = run(&gen, &first_token);
 
     if (params->records) {
-        write_token_records(prompt_tokens[0], counts.passes);
+        write_token_records(first_token, counts.passes);
         write_phase_record();
         write_summary(&counts);
-        /* Cut short by the host (stopped) or by the context (context_full) rather than ended by the model
-         * (BOS) or by the steps asked for. */
+        /* Cut short by the host (stopped) or by the context (context_full, or max_steps with a sliding window)
+         * rather than ended by the model (BOS) or by the steps asked for. */
         const char *reason = NULL;
-        if (counts.stopped) {
+        if (gen.reason == LLMCU_REASON_STOPPED) {
             reason = "stopped";
-        } else if (capped && counts.passes == MAX_PASSES) {
+        } else if (gen.reason == LLMCU_REASON_CONTEXT_FULL) {
             reason = CAPPED_REASON;
         }
         write_end("ok", reason);

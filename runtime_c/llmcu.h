@@ -13,6 +13,10 @@
 
 #include "model_config.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Quantization types; model_config.h says which one each tensor kind uses (LLMCU_QTYPE_WQ, ...). */
 #define LLMCU_F32 0
 #define LLMCU_Q8 1
@@ -118,17 +122,79 @@ void llmcu_sampler_init(llmcu_sampler *s, float temperature, float topp, uint64_
 /* Picks the next token; may scale and softmax `logits` in place as run.c does. */
 int llmcu_sample(llmcu_sampler *s, float *logits);
 
-/* ---- generate.c ---- */
+/* ---- the parameters of a generation (gen.c, generate.c) ---- */
 typedef struct {
-    const char *prompt; /* NULL or "" for none */
-    int steps;          /* forward passes, 0 or > SEQ_LEN meaning SEQ_LEN */
-    float temperature;
-    float topp;
-    uint64_t seed;
-    int records; /* 1: frame the text with the output protocol's markers and records; 0: text only */
+    const char *prompt; /* llmcu_generate's prompt: NULL or "" for none (llmcu_begin takes its own) */
+    int steps;          /* forward passes, the prompt's included; 0 or more than the context: the context */
+    float temperature;  /* 0: greedy */
+    float topp;         /* nucleus sampling when 0 < topp < 1 */
+    uint64_t seed;      /* the sampler's xorshift seed, as run.c's -s */
+    int records; /* llmcu_generate only: 1 frames the text with the output protocol's markers and records */
 } llmcu_params;
 
+/* ---- gen.c: step-wise generation, for an application's super-loop or RTOS task ----
+ *
+ *     llmcu_gen gen;                                  (the caller's; nothing is allocated)
+ *     llmcu_params params = {0};
+ *     params.steps = 64;
+ *     int rc = llmcu_begin(&gen, "Once upon a time", &params);
+ *     const char *piece;
+ *     size_t len;
+ *     while (rc == LLMCU_OK && (rc = llmcu_next(&gen, &piece, &len)) == LLMCU_OK) {
+ *         uart_send(piece, len);                      (the prompt's text first, then the model's)
+ *     }
+ *     if (rc < 0) { ... llmcu_strerror(rc) ... }   else: gen.reason says why it ended
+ *
+ * llmcu_next makes at most one forward pass; the concatenated pieces of an fp32 build are llama2.c's output byte
+ * for byte. One generation at a time: the model's state (KV cache, activations, the prompt's tokens) is static. */
+#define LLMCU_OK 0
+#define LLMCU_DONE 1
+#define LLMCU_ERR_ARGUMENT (-1)        /* a NULL generation, prompt, parameters or output pointer */
+#define LLMCU_ERR_PROMPT_TOO_LONG (-2) /* more tokens than the context (gen.prompt_tokens says how many), or more
+                                          bytes than LLMCU_PROMPT_MAX_BYTES (gen.prompt_tokens is then -1) */
+#define LLMCU_ERR_NOT_STARTED (-3)     /* llmcu_next without a successful llmcu_begin */
+#define LLMCU_ERR_FINISHED (-4)        /* llmcu_next after it returned LLMCU_DONE */
+
+/* gen.reason after LLMCU_DONE */
+#define LLMCU_REASON_NONE 0
+#define LLMCU_REASON_STEPS 1        /* the steps asked for were made */
+#define LLMCU_REASON_END_OF_TEXT 2  /* the model began a new text (BOS) */
+#define LLMCU_REASON_CONTEXT_FULL 3 /* more steps were asked for than the context (or max_steps) holds */
+#define LLMCU_REASON_STOPPED 4      /* llmcu_cancel */
+
+typedef struct {
+    /* read these */
+    int reason;        /* after LLMCU_DONE: LLMCU_REASON_* */
+    int pos;           /* forward passes made */
+    int steps;         /* the passes this generation may make */
+    int prompt_tokens; /* the encoded prompt, BOS included */
+    int generated;     /* tokens the sampler chose */
+    int fed, next;     /* the last pass: the token it read and the one that follows it */
+    uint64_t cost;     /* the last pass's platform_counter ticks (0 without a counter) */
+    /* the runtime's */
+    int token, state, capped, cancelled;
+    llmcu_sampler sampler;
+} llmcu_gen;
+
+/* Encodes the prompt and readies the sampler. LLMCU_OK or a negative LLMCU_ERR_*. */
+int llmcu_begin(llmcu_gen *gen, const char *prompt, const llmcu_params *params);
+/* At most one forward pass: LLMCU_OK with the next piece of text (*piece, *len; possibly empty), LLMCU_DONE
+ * (gen->reason says why), or a negative LLMCU_ERR_*. */
+int llmcu_next(llmcu_gen *gen, const char **piece, size_t *len);
+/* The next llmcu_next ends the generation (LLMCU_DONE, LLMCU_REASON_STOPPED) without a pass. */
+void llmcu_cancel(llmcu_gen *gen);
+/* What an LLMCU_* code means, and a reason's name ("steps", "end_of_text", "context_full", "stopped"). */
+const char *llmcu_strerror(int code);
+const char *llmcu_reason_name(int reason);
+/* The most forward passes one generation may make (the context, or max_steps with a sliding window). */
+int llmcu_max_passes(void);
+
+/* ---- generate.c ---- */
 /* Generates text and writes it (and the records) through platform_write; returns 0 or an error code. */
 int llmcu_generate(const llmcu_params *params);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* LLMCU_H */

@@ -13,7 +13,7 @@ from pathlib import Path
 import SCons.Script as scons
 from SCons.Variables import EnumVariable, Variables
 
-from llmcu.builder import codegen, compileflags, flashalgo, linux, memplan, outputs, steps
+from llmcu.builder import codegen, compileflags, export, flashalgo, linux, memplan, outputs, steps
 from llmcu.builder import options as option_rules
 from llmcu.builder.settings import (
     LIBRARY_DIR,
@@ -129,6 +129,11 @@ def _flash_action(target, source, env) -> int:
     return _reported(
         lambda: _print_lines(flashing.flash_build(settings, probe, progress=sys.stderr.isatty()).lines(), "[llmcu] ")
     )
+
+
+def _export_action(target, source, env) -> int:
+    settings = env["LLMCU_SETTINGS"]
+    return _reported(lambda: print(f"[llmcu] export: {export.export(settings)} (README.md there says how to use it)"))
 
 
 def _flash_algo(env, settings: BuildSettings) -> list:
@@ -362,6 +367,9 @@ def llmcu_build(env, arguments: dict[str, str]):
             _fail(error)
     flash = env.Alias("flash", program, env.Action(_flash_action, None), LLMCU_SETTINGS=settings)
     env.AlwaysBuild(flash)
+    # `export`: the model and the runtime as a library for a product's own build (llmcu.builder.export).
+    exported = env.Alias("export", program, env.Action(_export_action, None), LLMCU_SETTINGS=settings)
+    env.AlwaysBuild(exported)
     out = settings.out_dir
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     print(f"llmcu: {settings.target.name} {settings.model_name} {settings.quant_label} -> {shown}")

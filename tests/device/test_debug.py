@@ -4,6 +4,7 @@ pyOCD gdb server at the probe boundary; a missing gdb named with its package."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from unittest.mock import create_autospec
@@ -31,10 +32,15 @@ def _settings(target: str, root: Path, models: Path, monkeypatch) -> BuildSettin
                               "prompt": "Once", "steps": "4"})  # fmt: skip
 
 
+# gdb annotates an argument with its value at entry when the optimiser kept it ("token=token@entry=1").
+FORWARD_AT_BOS = re.compile(r"Breakpoint 1, llmcu_forward \(token=(token@entry=)?1, pos=(pos@entry=)?0\) at "
+                            r"runtime_c/transformer\.c")  # fmt: skip
+
+
 def _check_session(text: str) -> None:
-    assert "Breakpoint 1, llmcu_forward (token=token@entry=1, pos=pos@entry=0) at runtime_c/transformer.c" in text
+    assert FORWARD_AT_BOS.search(text), text
     assert "$1 = 0" in text and "$2 = 1" in text  # pos 0, BOS
-    assert "in run (" in text and "runtime_c/generate.c" in text  # the caller, by its source name
+    assert "in llmcu_next (" in text and "runtime_c/gen.c" in text  # the caller, by its source name
     assert "embed(s.x" in text  # the source line itself: gdb found the file through the mapping
     assert "$3 = 1" in text  # the next forward pass
 
@@ -55,9 +61,7 @@ def test_gdb_on_the_host_program(q8_build_root, stories260k, monkeypatch, capfd)
     commands = ["break llmcu_forward", "run", "print pos", "print token", "bt 2", "continue", "print pos", "kill"]
     assert debug.debug(settings, run_options(option_values({})), commands=commands, batch=True) == 0
     text = capfd.readouterr().out
-    assert "Breakpoint 1, llmcu_forward (token=1, pos=0) at runtime_c/transformer.c" in text or (
-        "llmcu_forward (token=token@entry=1, pos=pos@entry=0)" in text
-    )
+    assert FORWARD_AT_BOS.search(text), text
     assert "$1 = 0" in text and "$3 = 1" in text and "embed(s.x" in text
 
 

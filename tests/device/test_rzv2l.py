@@ -564,7 +564,7 @@ def _debug_settings(build_root: Path, models: Path, monkeypatch, **options: str)
 def _check_gdb_session(text: str) -> None:
     assert "Breakpoint 1, llmcu_forward (token=" in text and "at runtime_c/transformer.c" in text
     assert "$1 = 0" in text and "$2 = 1" in text  # pos 0, BOS
-    assert "runtime_c/generate.c" in text  # the caller, by its source name
+    assert "runtime_c/gen.c" in text  # the caller (llmcu_next), by its source name
     assert "$3 = 1" in text  # the next forward pass
 
 

@@ -1,6 +1,6 @@
-"""The C fuzz targets (tools/fuzz/c/): the console and the tokenizer of the runtime under AddressSanitizer and
-UndefinedBehaviorSanitizer, at a bounded number of generated inputs, and proof that the harness finds a bug
-and saves the input that shows it."""
+"""The C fuzz targets (tools/fuzz/c/): the console, the tokenizer and the step-wise generation API under
+AddressSanitizer and UndefinedBehaviorSanitizer, at a bounded number of generated inputs, and proof that the harness
+finds a bug and saves the input that shows it."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def test_bounded_fuzz_run_is_clean(tmp_path: Path, stories260k: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fuzz: console: 0 files and 3000 generated inputs ran clean (seed 11)" in result.stdout
     assert "fuzz: tokenizer: 0 files and 3000 generated inputs ran clean (seed 11)" in result.stdout
+    assert "fuzz: gen: 0 files and 3000 generated inputs ran clean (seed 11)" in result.stdout
     assert not list(tmp_path.glob("crash-*"))
 
 

@@ -381,6 +381,8 @@ def _options_table(targets: Iterable[str], presets: Iterable[str]) -> list[Optio
                stage=RUN),
         Option("log_dir", "where `run` logs go: LOG_DIR/<time>-<target>-<model>-<quant>/", "logs", allowed_text="PATH",
                stage=RUN),
+        Option("export_dir", "where `export` writes the model and runtime as a library (default: the build folder's "
+               "export/); a folder that exists must be an earlier export", "", allowed_text="PATH", stage=RUN),
         Option("port", "board console for `run`: device or pyserial URL (default: by USB id)", "", allowed_text="URL",
                stage=RUN),
         Option("probe", "debug probe for `flash` (its unique ID or part; default: the only one)", "",

@@ -5,10 +5,11 @@
     python3 tools/fuzz/c/run_c_fuzz.py console --seed 7 crash-console-0123456789abcdef   # replay a finding
     python3 tools/fuzz/c/run_c_fuzz.py --libfuzzer -- -max_total_time=600   # clang's libFuzzer, if installed
 
-The tokenizer target links a model's generated vocabulary: the sources are generated (no compiling of the
-model) for ``--model`` (default 260k) in ``--work`` (default build/fuzz-c), with the models found as scons
-finds them (LLMCU_MODELS, the cache). Exit status 0 when every input ran clean; a finding prints the
-sanitizer's report or the broken invariant and leaves the input as ``crash-<target>-<hash>`` in ``--work``.
+The tokenizer target links a model's generated vocabulary, the gen target the whole runtime with the model: the
+sources are generated (no compiling of the model) for ``--model`` (default 260k) in ``--work`` (default
+build/fuzz-c), with the models found as scons finds them (LLMCU_MODELS, the cache). Exit status 0 when every input
+ran clean; a finding prints the sanitizer's report or the broken invariant and leaves the input as
+``crash-<target>-<hash>`` in ``--work``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 
-TARGETS = ("console", "tokenizer")
+TARGETS = ("console", "tokenizer", "gen")
+MODEL_TARGETS = ("tokenizer", "gen")  # link a model build's generated sources
 # Every report is fatal and aborts (the driver's SIGABRT handler saves the input; the exit status says that
 # something was found); leaks are findings too.
 SANITIZER_ENV = {
@@ -49,7 +51,12 @@ def sources(target: str, gen: Path | None) -> list[Path]:
     if target == "console":
         return [runtime / "console.c"]
     assert gen is not None
-    return [runtime / "tokenizer.c", gen / "model_weights.c", gen / "model_data.S"]
+    model = [gen / "model_weights.c", gen / "model_data.S"]
+    if target == "tokenizer":
+        return [runtime / "tokenizer.c", *model]
+    from llmcu.builder.compileflags import runtime_sources
+
+    return [*runtime_sources(""), *model]  # the whole runtime (reference kernels): the API's forward passes
 
 
 def build(target: str, work: Path, gen: Path | None, *, libfuzzer: bool = False, defines: tuple[str, ...] = ()) -> Path:
@@ -68,7 +75,7 @@ def build(target: str, work: Path, gen: Path | None, *, libfuzzer: bool = False,
     includes = [f"-I{HERE}", f"-I{ROOT / 'runtime_c'}"] + ([f"-I{gen}", f"-Wa,-I{gen}"] if gen else [])
     command = [compiler, "-std=c99", "-O1", "-g", *WARNINGS, *flags, *includes, f'-DFUZZ_TARGET_NAME="{target}"',
                "-D_GNU_SOURCE", *defines, *map(str, [HERE / f"fuzz_{target}.c", *driver, *sources(target, gen)]),
-               "-o", str(program)]  # fmt: skip
+               "-lm", "-o", str(program)]  # fmt: skip
     if subprocess.run(command).returncode != 0:
         raise SystemExit(f"run_c_fuzz: building {program.name} failed (the compiler said why above)")
     return program
@@ -97,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown target {', '.join(unknown)}; targets: {', '.join(TARGETS)}")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    gen = generate_model(args.model, work) if "tokenizer" in names else None
+    gen = generate_model(args.model, work) if set(names) & set(MODEL_TARGETS) else None
     status = 0
     for name in names:
-        program = build(name, work, gen if name == "tokenizer" else None, libfuzzer=args.libfuzzer,
+        program = build(name, work, gen if name in MODEL_TARGETS else None, libfuzzer=args.libfuzzer,
                         defines=tuple(f"-D{d}" for d in args.define))  # fmt: skip
         if args.libfuzzer:
             extra = [r for r in rest if r != "--"]

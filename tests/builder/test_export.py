@@ -1,0 +1,131 @@
+"""`scons ... export` (llmcu.builder.export): the model and the runtime as a library, used by projects that are not
+llmcu's. A C application of its own (tests/runtime/apps/step_api.c) is built against a host export with CMake
+(add_subdirectory, and find_package on the prebuilt library) and with a plain Makefile, from a copy of the export
+moved away from this repository; each prints what `run` prints (fp32: llama2.c byte for byte). The library's every
+global symbol starts with llmcu_; a folder that is not an export is never overwritten."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support.build import ROOT, scons
+
+APP = ROOT / "tests" / "runtime" / "apps" / "step_api.c"
+GOLDEN = ROOT.parent / "shared" / "golden" / "stories260K_llama2c_run.json"
+
+pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("gcc") is None,
+                                reason="cmake and gcc are needed (tools/setup.sh installs them)")  # fmt: skip
+
+CMAKE_SUBDIRECTORY = """cmake_minimum_required(VERSION 3.13)
+project(product C)
+add_subdirectory(llmcu)
+add_executable(product step_api.c)
+target_link_libraries(product PRIVATE llmcu::llmcu)
+"""
+CMAKE_FIND_PACKAGE = """cmake_minimum_required(VERSION 3.13)
+project(product C)
+find_package(llmcu REQUIRED)
+add_executable(product step_api.c)
+target_link_libraries(product PRIVATE llmcu::llmcu)
+"""
+MAKEFILE = """include llmcu/llmcu.mk
+CFLAGS += -std=c99 -O2 -Wall -Wextra -Werror $(LLMCU_INCLUDES)
+product: step_api.c
+\t$(CC) $(CFLAGS) step_api.c $(LLMCU_LDLIBS) -o $@
+"""
+
+
+@pytest.fixture(scope="module")
+def exports(shared_build_root: Path, stories260k: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Host exports of stories260K in fp32 and q8, copied out of the repository (as a product would vendor them)."""
+    out = {}
+    for quant in ("fp32", "q8"):
+        scons(["target=host", "model=260k", f"quant={quant}", f"build_dir={shared_build_root}", "export"],
+              stories260k.parent)  # fmt: skip
+        vendored = tmp_path_factory.mktemp(f"vendor-{quant}") / "llmcu"
+        shutil.copytree(shared_build_root / "host" / f"260k-{quant}" / "export", vendored)
+        out[quant] = vendored
+        out[f"{quant}-program"] = shared_build_root / "host" / f"260k-{quant}" / "llmcu"
+    return out
+
+
+def product(export: Path, tmp_path: Path, how: str) -> Path:
+    """A product's project beside its vendored export, built with CMake (two ways) or make; returns its program."""
+    project = tmp_path / how
+    project.mkdir()
+    shutil.copytree(export, project / "llmcu")
+    shutil.copy(APP, project / "step_api.c")
+    if how == "make":
+        (project / "Makefile").write_text(MAKEFILE)
+        subprocess.run(["make", "-s", "product"], cwd=project, check=True, capture_output=True)
+        return project / "product"
+    (project / "CMakeLists.txt").write_text(CMAKE_SUBDIRECTORY if how == "add_subdirectory" else CMAKE_FIND_PACKAGE)
+    configure = ["cmake", "-S", str(project), "-B", str(project / "build"), "-DCMAKE_BUILD_TYPE=Release"]
+    if how == "find_package":
+        configure.append(f"-Dllmcu_DIR={project / 'llmcu'}")
+    for command in (configure, ["cmake", "--build", str(project / "build")]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return project / "build" / "product"
+
+
+def pieces(program: Path, prompt: str, steps: int, temperature: float, topp: float, seed: int) -> str:
+    result = subprocess.run([str(program), prompt, str(steps), repr(temperature), repr(topp), str(seed)],
+                            capture_output=True, check=True, timeout=120)  # fmt: skip
+    return result.stdout.decode()
+
+
+@pytest.mark.parametrize("how", ["add_subdirectory", "find_package", "make"])
+def test_fp32_product_prints_llama2c(exports: dict[str, Path], tmp_path: Path, how: str) -> None:
+    if not GOLDEN.is_file():
+        pytest.skip(f"{GOLDEN} not found")
+    program = product(exports["fp32"], tmp_path, how)
+    for case in json.loads(GOLDEN.read_text()):
+        out = pieces(program, case["prompt"], case["steps"], case["temperature"], case["topp"], case["seed"])
+        assert out == case["stdout"], (how, case)
+
+
+@pytest.mark.parametrize("how", ["add_subdirectory", "make"])
+def test_q8_product_prints_what_run_prints(exports: dict[str, Path], tmp_path: Path, how: str) -> None:
+    program = product(exports["q8"], tmp_path, how)
+    for prompt, temperature, seed in (("Once upon a time", 0.0, 1), ("The dog", 1.0, 7)):
+        run = subprocess.run([str(exports["q8-program"]), "-q", "-p", prompt, "-n", "64", "-t", repr(temperature),
+                              "-P", "0.9", "-s", str(seed)], capture_output=True, check=True, timeout=120)  # fmt: skip
+        assert pieces(program, prompt, 64, temperature, 0.9, seed) == run.stdout.decode()
+
+
+def test_every_global_symbol_is_prefixed(exports: dict[str, Path]) -> None:
+    listing = subprocess.run(["nm", "-g", "--defined-only", str(exports["q8"] / "lib" / "libllmcu.a")],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    names = [line.split()[-1] for line in listing.splitlines() if len(line.split()) == 3]
+    assert names and all(name.startswith("llmcu_") for name in names), [n for n in names if not n.startswith("llmcu_")]
+    assert {"llmcu_begin", "llmcu_next", "llmcu_forward", "llmcu_platform_write", "llmcu_rmsnorm"} <= set(names)
+    assert sorted(p.name for p in (exports["q8"] / "include").iterdir()) == ["llmcu.h", "llmcu_model_config.h"]
+
+
+def test_the_export_names_its_parts(exports: dict[str, Path]) -> None:
+    export = exports["q8"]
+    for name in ("CMakeLists.txt", "llmcuConfig.cmake", "llmcu.mk", "library.json", "README.md", "quant_report.md"):
+        assert (export / name).is_file(), name
+    assert json.loads((export / "library.json").read_text())["build"]["includeDir"] == "include"
+    readme = (export / "README.md").read_text()
+    assert "llmcu_begin" in readme and "add_subdirectory" in readme and "llmcu_platform_counter" in readme
+
+
+@pytest.mark.fault(area="build", kind="input", what="export_dir= a folder that is not an earlier export",
+                   sees=r"export_dir=.* exists and is not an llmcu export .*: nothing was written")  # fmt: skip
+def test_a_folder_that_is_not_an_export_is_refused(shared_build_root: Path, stories260k: Path, tmp_path: Path,
+                                                   exports: dict[str, Path], sees) -> None:  # fmt: skip
+    mine = tmp_path / "my_firmware"
+    mine.mkdir()
+    (mine / "main.c").write_text("int main(void) { return 0; }\n")
+    result = scons(["target=host", "model=260k", "quant=q8", f"build_dir={shared_build_root}", f"export_dir={mine}",
+                    "export"], stories260k.parent, check=False)  # fmt: skip
+    assert result.returncode != 0
+    sees(result.stderr)
+    assert sorted(p.name for p in mine.iterdir()) == ["main.c"]  # untouched

@@ -50,6 +50,8 @@ __attribute__((weak)) void platform_write(const void *data, size_t len) {
 
 int llmcu_max_passes(void) { return MAX_PASSES; }
 
+size_t llmcu_gen_size(void) { return sizeof(llmcu_gen); }
+
 int llmcu_begin(llmcu_gen *gen, const char *prompt, const llmcu_params *params) {
     if (gen == NULL) {
         return LLMCU_ERR_ARGUMENT;

@@ -188,6 +188,8 @@ const char *llmcu_strerror(int code);
 const char *llmcu_reason_name(int reason);
 /* The most forward passes one generation may make (the context, or max_steps with a sliding window). */
 int llmcu_max_passes(void);
+/* sizeof(llmcu_gen), for bindings that hold one as an opaque buffer (the Python one of an export). */
+size_t llmcu_gen_size(void);
 
 /* ---- generate.c ---- */
 /* Generates text and writes it (and the records) through platform_write; returns 0 or an error code. */

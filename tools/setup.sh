@@ -28,7 +28,7 @@ done
 APT_PACKAGES=(gcc libc6-dev gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm)
 # A C++ application on llmcu.h (tests/runtime/test_step_api.py), and the products that build an export with CMake
 # or make (tests/builder/test_export.py).
-APT_PACKAGES+=(g++ cmake make)
+APT_PACKAGES+=(g++ cmake make pkg-config)
 # RZ/V2L (Linux, aarch64): the cross compiler and its static C library, qemu-user to run the program here, the
 # OpenSSH client to deploy to a board, and the OpenSSH server the deploy test runs on localhost (not started).
 APT_PACKAGES+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user openssh-client openssh-server)

@@ -7,8 +7,10 @@ global symbol starts with llmcu_; a folder that is not an export is never overwr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,45 @@ def test_a_folder_that_is_not_an_export_is_refused(shared_build_root: Path, stor
     assert result.returncode != 0
     sees(result.stderr)
     assert sorted(p.name for p in mine.iterdir()) == ["main.c"]  # untouched
+
+
+def test_shared_library_through_pkg_config(exports: dict[str, Path], tmp_path: Path) -> None:
+    """A program compiled and linked with `pkg-config --cflags --libs llmcu` against lib/libllmcu.so."""
+    if shutil.which("pkg-config") is None:
+        pytest.skip("pkg-config not installed")
+    env = {**os.environ, "PKG_CONFIG_PATH": str(exports["q8"])}
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "llmcu"], capture_output=True, text=True, env=env,
+                           check=True).stdout.split()  # fmt: skip
+    program = tmp_path / "shared"
+    subprocess.run(["gcc", "-std=c99", "-O2", str(APP), *flags, "-o", str(program)], check=True)
+    run_env = {**os.environ, "LD_LIBRARY_PATH": str(exports["q8"] / "lib")}
+    linked = subprocess.run(["ldd", str(program)], capture_output=True, text=True, env=run_env).stdout
+    assert str(exports["q8"] / "lib" / "libllmcu.so") in linked  # the export's shared library, not a static copy
+    out = subprocess.run([str(program), "Once upon a time", "64", "0.0", "0.9", "1"], capture_output=True,
+                         env=run_env, check=True, timeout=120).stdout.decode()  # fmt: skip
+    run = subprocess.run([str(exports["q8-program"]), "-q", "-p", "Once upon a time", "-n", "64", "-t", "0"],
+                         capture_output=True, check=True, timeout=120).stdout.decode()  # fmt: skip
+    assert out == run
+
+
+def test_python_binding_streams_the_pieces(exports: dict[str, Path]) -> None:
+    """The export's python/llmcu_model.py over lib/libllmcu.so: the pieces put together are `run`'s text."""
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(exports['q8'] / 'python')!r})\n"
+        "from llmcu_model import Model\n"
+        f"model = Model({str(exports['q8'])!r})\n"
+        "pieces = list(model.generate('Once upon a time', steps=64))\n"
+        "assert len(pieces) > 10, pieces\n"
+        "sys.stdout.write(''.join(pieces) + '\\n' + model.reason + '\\n')\n"
+        "again = ''.join(model.generate('The dog', steps=32, temperature=1.0, seed=7))\n"
+        "sys.stdout.write(again + '\\n')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    text, reason, again = out.stdout.rsplit("\n", 3)[:3]
+    run = subprocess.run([str(exports["q8-program"]), "-q", "-p", "Once upon a time", "-n", "64", "-t", "0"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout  # fmt: skip
+    assert text + "\n" == run and reason == "steps"
+    sampled = subprocess.run([str(exports["q8-program"]), "-q", "-p", "The dog", "-n", "32", "-t", "1.0", "-P", "0.9",
+                              "-s", "7"], capture_output=True, text=True, check=True, timeout=120).stdout  # fmt: skip
+    assert again + "\n" == sampled

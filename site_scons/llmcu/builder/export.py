@@ -5,6 +5,7 @@ The export folder builds outside this repository with nothing but the target's c
     include/llmcu.h, include/llmcu_model_config.h   the public API and the model's configuration
     src/                                            the runtime, the kernel set this build chose, the generated model
     lib/libllmcu.a                                  the same compiled with this build's exact flags
+    lib/libllmcu.so, llmcu.pc, python/              hosted and Linux builds: shared library, pkg-config, Python
     CMakeLists.txt, llmcuConfig.cmake               add_subdirectory() or find_package(llmcu): target llmcu::llmcu
     llmcu.mk, library.json                          plain Makefiles, PlatformIO
     README.md, quant_report.md                      for the integrator
@@ -28,12 +29,13 @@ from ..core.errors import LlmcuError
 from ..core.fileio import write_text_atomic
 from ..core.paths import ROOT, RUNTIME_DIR
 from .compileflags import OPTIMIZE_FLAGS, runtime_defines, runtime_sources
-from .exportfiles import ExportToolchain, cmake_lists, config_cmake, library_json, makefile, readme
+from .exportfiles import ExportToolchain, cmake_lists, config_cmake, library_json, makefile, pkg_config, readme
 from .linux import posix_defines
 from .settings import BuildSettings
 
 MARKER = ".llmcu-export.json"  # what makes a folder an export (and safe to replace)
 CONFIG_HEADER = "llmcu_model_config.h"  # model_config.h, renamed: no header named like a product's own
+BINDING = Path(__file__).parent / "exportdata" / "llmcu_model.py"  # the Python binding, copied into python/
 PREFIX_FILE = "llmcu_prefix.syms"  # "name llmcu_name" per line, for objcopy --redefine-syms
 
 
@@ -96,14 +98,15 @@ def _sources(settings: BuildSettings, staging: Path) -> list[Path]:
     return files
 
 
-def _compile(tools: ExportToolchain, sources: list[Path], staging: Path, objects: Path) -> list[Path]:
+def _compile(tools: ExportToolchain, sources: list[Path], staging: Path, objects: Path, extra: tuple[str, ...] = ()
+             ) -> list[Path]:  # fmt: skip
     objects.mkdir(parents=True, exist_ok=True)
     includes = ["-I", str(staging / "include"), "-I", str(staging / "src"), f"-Wa,-I{staging / 'src' / 'model'}"]
     defines = [f"-D{name}={value}" for name, value in tools.defines]
     out = []
     for index, source in enumerate(sources):
         obj = objects / f"{index:02d}-{source.stem}.o"
-        command = [tools.cc, *tools.cflags, *defines, *includes, "-c", str(source), "-o", str(obj)]
+        command = [tools.cc, *tools.cflags, *extra, *defines, *includes, "-c", str(source), "-o", str(obj)]
         result = subprocess.run(command, capture_output=True, text=True, cwd=source.parent)
         if result.returncode != 0:
             raise ExportError(f"compiling {source.name} for the export failed:\n{result.stderr[-2000:]}")
@@ -130,6 +133,14 @@ def _library(tools: ExportToolchain, sources: list[Path], staging: Path, scratch
         raise ExportError(f"the export's library would define globals without the llmcu_ prefix: {', '.join(left)}")
     (staging / "lib").mkdir(exist_ok=True)
     subprocess.run([tools.ar, "rcs", str(staging / "lib" / "libllmcu.a"), *map(str, objects)], check=True)
+    if tools.threads:  # a hosted or Linux build: the shared library too (pkg-config, the Python binding)
+        shared = _compile(tools, sources, staging, scratch / "shared", ("-fPIC",))
+        for obj in shared:
+            subprocess.run([tools.objcopy, f"--redefine-syms={symbols}", str(obj)], check=True)
+        result = subprocess.run([tools.cc, "-shared", "-o", str(staging / "lib" / "libllmcu.so"), *map(str, shared),
+                                 "-lm", "-lpthread"], capture_output=True, text=True)  # fmt: skip
+        if result.returncode != 0:
+            raise ExportError(f"linking lib/libllmcu.so failed:\n{result.stderr[-2000:]}")
     return renamed
 
 
@@ -152,6 +163,10 @@ def export(settings: BuildSettings, path: Path | None = None) -> Path:
         write_text_atomic(staging / "llmcu.mk", makefile(tools, relative))
         write_text_atomic(staging / "library.json", library_json(settings, tools))
         write_text_atomic(staging / "README.md", readme(settings, tools, renamed))
+        if tools.threads:
+            write_text_atomic(staging / "llmcu.pc", pkg_config(settings))
+            (staging / "python").mkdir()
+            shutil.copy(BINDING, staging / "python" / BINDING.name)
         report = settings.out_dir / "quant_report.md"
         if report.is_file():
             shutil.copy(report, staging / "quant_report.md")

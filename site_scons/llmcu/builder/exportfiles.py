@@ -212,4 +212,40 @@ library's own flags are added to its files only. To link the prebuilt `lib/libll
 `LDLIBS += $(LLMCU_LDLIBS)`; or compile `$(LLMCU_SOURCES)` with `$(LLMCU_CFLAGS)` as part of your build.
 
 **PlatformIO:** put this folder in your project's `lib/`; `library.json` says how to compile it.
+{_hosted_section(tools)}"""
+
+
+def _hosted_section(tools: ExportToolchain) -> str:
+    if not tools.threads:
+        return ""
+    return """
+**Shared library (Linux):** `lib/libllmcu.so` with `llmcu.pc`:
+`cc app.c $(PKG_CONFIG_PATH=path/to/this/folder pkg-config --cflags --libs llmcu)`, run with `LD_LIBRARY_PATH`
+(or install the library where your loader looks).
+
+**Python:** `python/llmcu_model.py` loads `lib/libllmcu.so` with ctypes, nothing to compile:
+
+```python
+import sys; sys.path.insert(0, "path/to/this/folder/python")
+from llmcu_model import Model
+
+for piece in Model("path/to/this/folder").generate("Once upon a time", steps=64):
+    print(piece, end="", flush=True)
+```
+"""
+
+
+def pkg_config(settings: BuildSettings) -> str:
+    """``llmcu.pc``: PKG_CONFIG_PATH=<export> pkg-config --cflags --libs llmcu (the shared library)."""
+    return f"""# {HEADER.format(what="llmcu.pc")}
+prefix=${{pcfiledir}}
+includedir=${{prefix}}/include
+libdir=${{prefix}}/lib
+
+Name: llmcu
+Description: llmcu runtime with {settings.model_name} {settings.quant_label} for {settings.target.name}
+Version: 1.0.0
+Libs: -L${{libdir}} -lllmcu
+Libs.private: -lm -lpthread
+Cflags: -I${{includedir}}
 """

@@ -52,7 +52,16 @@ int llmcu_max_passes(void) { return MAX_PASSES; }
 
 size_t llmcu_gen_size(void) { return sizeof(llmcu_gen); }
 
+#ifdef LLMCU_REQUIRE_LINKER_FRAGMENT
+/* A firmware export's library: the product's linker script must INCLUDE llmcu_sections.ld, which defines this
+ * symbol; without it the link fails naming it, instead of the arrays landing wherever the linker likes. */
+extern char llmcu_sections_ld_included[];
+#endif
+
 int llmcu_begin(llmcu_gen *gen, const char *prompt, const llmcu_params *params) {
+#ifdef LLMCU_REQUIRE_LINKER_FRAGMENT
+    __asm volatile("" : : "r"(llmcu_sections_ld_included));
+#endif
     if (gen == NULL) {
         return LLMCU_ERR_ARGUMENT;
     }

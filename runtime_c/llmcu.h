@@ -190,6 +190,9 @@ const char *llmcu_reason_name(int reason);
 int llmcu_max_passes(void);
 /* sizeof(llmcu_gen), for bindings that hold one as an opaque buffer (the Python one of an export). */
 size_t llmcu_gen_size(void);
+/* A firmware export (llmcu_sections.ld) whose plan copies weights to SDRAM at boot (weights=sdram): call this once
+ * before the first generation, after the SDRAM works. Defined in the export's src/llmcu_sections.c. */
+void llmcu_copy_weights(void);
 
 /* ---- generate.c ---- */
 /* Generates text and writes it (and the records) through platform_write; returns 0 or an error code. */

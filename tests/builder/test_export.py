@@ -173,3 +173,82 @@ def test_python_binding_streams_the_pieces(exports: dict[str, Path]) -> None:
     sampled = subprocess.run([str(exports["q8-program"]), "-q", "-p", "The dog", "-n", "32", "-t", "1.0", "-P", "0.9",
                               "-s", "7"], capture_output=True, text=True, check=True, timeout=120).stdout  # fmt: skip
     assert again + "\n" == sampled
+
+
+# ---- a firmware product: its own startup, UART and linker script, on QEMU's Cortex-M7 ----
+
+M7_PRODUCT = ROOT / "tests" / "builder" / "apps" / "m7_product"
+QEMU = "qemu-system-arm"
+needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which(QEMU) is None,
+                               reason="arm-none-eabi-gcc and qemu-system-arm are needed")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def m7_export(shared_build_root: Path, stories260k: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    scons(["target=qemu-m7", "model=260k", "quant=q8", f"build_dir={shared_build_root}", "export"],
+          stories260k.parent)  # fmt: skip
+    vendored = tmp_path_factory.mktemp("vendor-m7") / "llmcu"
+    shutil.copytree(shared_build_root / "qemu-m7" / "260k-q8" / "export", vendored)
+    return vendored
+
+
+def m7_product(export: Path, tmp_path: Path) -> Path:
+    project = tmp_path / "m7_product"
+    shutil.copytree(M7_PRODUCT, project)
+    shutil.copytree(export, project / "llmcu")
+    return project
+
+
+def qemu_output(elf: Path) -> str:
+    result = subprocess.run([QEMU, "-M", "mps2-an500", "-nographic", "-semihosting", "-kernel", str(elf)],
+                            capture_output=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def host_stories(program: Path) -> str:
+    greedy = ["-q", "-p", "Once upon a time", "-n", "64", "-t", "0"]
+    sampled = ["-q", "-p", "The dog", "-n", "64", "-t", "1.0", "-P", "0.9", "-s", "7"]
+    return "".join(subprocess.run([str(program), *args], capture_output=True, text=True, check=True,
+                                  timeout=120).stdout for args in (greedy, sampled))  # fmt: skip
+
+
+@needs_arm
+@pytest.mark.parametrize("how", ["cmake", "make"])
+def test_m7_product_runs_the_model_on_qemu(m7_export: Path, exports: dict[str, Path], tmp_path: Path,
+                                          how: str) -> None:  # fmt: skip
+    """The product's firmware (tests/builder/apps/m7_product: its own startup, CMSDK UART and linker script, which
+    INCLUDEs llmcu_sections.ld) built with CMake and an arm-none-eabi toolchain file, and with make, on the twin's
+    machine: its two stories are the host program's, token for token (q8 is bit-identical across the kernels)."""
+    project = m7_product(m7_export, tmp_path)
+    if how == "make":
+        subprocess.run(["make", "-s", "app.elf"], cwd=project, check=True, capture_output=True)
+        elf = project / "app.elf"
+    else:
+        for command in (["cmake", "-S", str(project), "-B", str(project / "build"), "-DCMAKE_BUILD_TYPE=Release",
+                         f"-DCMAKE_TOOLCHAIN_FILE={project / 'arm-none-eabi.cmake'}"],
+                        ["cmake", "--build", str(project / "build")]):  # fmt: skip
+            result = subprocess.run(command, capture_output=True, text=True)
+            assert result.returncode == 0, result.stdout + result.stderr
+        elf = project / "build" / "app.elf"
+    assert qemu_output(elf) == host_stories(exports["q8-program"])
+
+
+@needs_arm
+@pytest.mark.fault(area="build", kind="input", what="a product's linker script without llmcu_sections.ld",
+                   sees=r"undefined reference to `llmcu_sections_ld_included'")  # fmt: skip
+def test_a_linker_script_without_the_fragment_fails_naming_it(m7_export: Path, tmp_path: Path, sees) -> None:
+    project = m7_product(m7_export, tmp_path)
+    script = project / "app.ld"
+    script.write_text(script.read_text().replace("    INCLUDE llmcu_sections.ld\n", ""))
+    result = subprocess.run(["make", "-s", "app.elf"], cwd=project, capture_output=True, text=True)
+    assert result.returncode != 0
+    sees(result.stderr)
+
+
+def test_firmware_export_has_its_fragment_and_plan(m7_export: Path) -> None:
+    fragment = (m7_export / "llmcu_sections.ld").read_text()
+    assert 'REGION_ALIAS("LLMCU_AXI_SRAM"' in fragment and "} > LLMCU_AXI_SRAM" in fragment  # the KV cache's region
+    assert "llmcu_sections_ld_included = 1;" in fragment and "ASSERT(SIZEOF(.llmcu_kv) >= 327680" in fragment
+    assert "| flash |" in (m7_export / "MEMORY.md").read_text()
+    assert not (m7_export / "lib" / "libllmcu.so").exists()  # firmware: the static library only

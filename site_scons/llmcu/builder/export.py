@@ -29,13 +29,23 @@ from ..core.errors import LlmcuError
 from ..core.fileio import write_text_atomic
 from ..core.paths import ROOT, RUNTIME_DIR
 from .compileflags import OPTIMIZE_FLAGS, runtime_defines, runtime_sources
-from .exportfiles import ExportToolchain, cmake_lists, config_cmake, library_json, makefile, pkg_config, readme
+from .exportfiles import (
+    ExportToolchain,
+    cmake_lists,
+    config_cmake,
+    library_json,
+    makefile,
+    memory_md,
+    pkg_config,
+    readme,
+)
 from .linux import posix_defines
 from .settings import BuildSettings
 
 MARKER = ".llmcu-export.json"  # what makes a folder an export (and safe to replace)
 CONFIG_HEADER = "llmcu_model_config.h"  # model_config.h, renamed: no header named like a product's own
 BINDING = Path(__file__).parent / "exportdata" / "llmcu_model.py"  # the Python binding, copied into python/
+FIRMWARE_BOOT = Path(__file__).parent / "exportdata" / "llmcu_sections.c"  # llmcu_copy_weights, firmware only
 PREFIX_FILE = "llmcu_prefix.syms"  # "name llmcu_name" per line, for objcopy --redefine-syms
 
 
@@ -50,6 +60,8 @@ def toolchain(settings: BuildSettings) -> ExportToolchain:
     threads = not settings.images
     if threads:
         defines += posix_defines(settings.default_threads)
+    else:  # firmware: the product's linker script must include llmcu_sections.ld (gen.c)
+        defines.append(("LLMCU_REQUIRE_LINKER_FRAGMENT", "1"))
     cflags = (*target.all_cflags, *OPTIMIZE_FLAGS[settings.options["optimize"]])
     return ExportToolchain(target.cc, f"{prefix}ar", f"{prefix}nm", f"{prefix}objcopy", cflags, tuple(defines), threads)
 
@@ -95,6 +107,9 @@ def _sources(settings: BuildSettings, staging: Path) -> list[Path]:
         files.append(staging / "src" / "model" / name)
     for data in gen.glob("*.bin"):
         shutil.copy(data, staging / "src" / "model" / data.name)
+    if settings.images:  # firmware: the boot step that copies weights into SDRAM (llmcu_sections.ld's table)
+        shutil.copy(FIRMWARE_BOOT, staging / "src" / FIRMWARE_BOOT.name)
+        files.append(staging / "src" / FIRMWARE_BOOT.name)
     return files
 
 
@@ -102,6 +117,7 @@ def _compile(tools: ExportToolchain, sources: list[Path], staging: Path, objects
              ) -> list[Path]:  # fmt: skip
     objects.mkdir(parents=True, exist_ok=True)
     includes = ["-I", str(staging / "include"), "-I", str(staging / "src"), f"-Wa,-I{staging / 'src' / 'model'}"]
+    includes.append(f"-ffile-prefix-map={staging}=.")  # no build folder's path in the library's debug information
     defines = [f"-D{name}={value}" for name, value in tools.defines]
     out = []
     for index, source in enumerate(sources):
@@ -163,6 +179,12 @@ def export(settings: BuildSettings, path: Path | None = None) -> Path:
         write_text_atomic(staging / "llmcu.mk", makefile(tools, relative))
         write_text_atomic(staging / "library.json", library_json(settings, tools))
         write_text_atomic(staging / "README.md", readme(settings, tools, renamed))
+        if settings.images:  # firmware: the placement for the product's linker script, and the plan
+            image = settings.images[0]
+            shutil.copy(image.linker_script.parent / "llmcu_sections.ld", staging / "llmcu_sections.ld")
+            report = image.out_dir / "memory_report.md"
+            memory = report.read_text() if report.is_file() else ""
+            write_text_atomic(staging / "MEMORY.md", memory_md(settings, memory))
         if tools.threads:
             write_text_atomic(staging / "llmcu.pc", pkg_config(settings))
             (staging / "python").mkdir()

@@ -249,3 +249,17 @@ Libs: -L${{libdir}} -lllmcu
 Libs.private: -lm -lpthread
 Cflags: -I${{includedir}}
 """
+
+
+def memory_md(settings: BuildSettings, report: str) -> str:
+    """``MEMORY.md``: the plan the fragment carries out, bytes per region, from the build's memory report."""
+    title = f"{settings.model_name} {settings.quant_label}, {settings.target.name}"
+    title = f"{settings.model_name} {settings.quant_label}, {settings.target.name}"
+    return f"""# Where llmcu lives in your firmware ({title})
+
+`llmcu_sections.ld` places the model's arrays (`.llmcu_weights.*`, `.llmcu_tokenizer.*`), the KV cache
+(`.bss.llmcu_kv`) and the run state (`.bss.llmcu_state`) as this build's memory plan did; its header names the
+regions your linker script must alias (`REGION_ALIAS("LLMCU_FLASH", FLASH);` ...). The figures below are llmcu's
+own image's, with its board layer and startup: yours differ by your code, not by llmcu's arrays.
+
+{report}"""

@@ -237,6 +237,27 @@ def write_linker_script(image: FirmwareImage, plan: memplan.MemoryPlan) -> None:
         hot_code_patterns=memplan.HOT_CODE_PATTERNS,
     )
     write_text_atomic(image.linker_script, text)
+    # The same placement as a fragment for a product's own linker script (`scons export`, llmcu.builder.export).
+    used = sorted({g.region for g in plan.groups} | {g.load_region for g in plan.groups if g.load_region}
+                  | {plan.kv_region, plan.state_region, plan.boot_region})  # fmt: skip
+    fragment = (
+        environment()
+        .get_template("llmcu_sections.ld.j2")
+        .render(
+            version=__version__,
+            target=image.target.name,
+            board=image.board or image.target.name,
+            plan_lines=memplan.describe(plan),
+            used_regions=used,
+            groups=plan.groups,
+            copies=[group for group in plan.groups if group.load_region],
+            kv_region=plan.kv_region,
+            kv_bytes=plan.kv_bytes,
+            state_region=plan.state_region,
+            boot=plan.boot_region,
+        )
+    )
+    write_text_atomic(image.linker_script.parent / "llmcu_sections.ld", fragment)
 
 
 def firmware_outputs(settings: BuildSettings, image: FirmwareImage) -> elfreport.FirmwareReport:

@@ -1,0 +1,10 @@
+# The product's toolchain file: arm-none-eabi-gcc for the Cortex-M7 (as STM32CubeMX's gcc-arm-none-eabi.cmake).
+set(CMAKE_SYSTEM_NAME Generic)
+set(CMAKE_SYSTEM_PROCESSOR arm)
+set(CMAKE_C_COMPILER arm-none-eabi-gcc)
+set(CMAKE_ASM_COMPILER arm-none-eabi-gcc)
+set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
+set(CPU "-mcpu=cortex-m7 -mthumb -mfpu=fpv5-d16 -mfloat-abi=hard")
+set(CMAKE_C_FLAGS_INIT "${CPU} -O2")
+set(CMAKE_ASM_FLAGS_INIT "${CPU}")
+set(CMAKE_EXE_LINKER_FLAGS_INIT "${CPU} --specs=nano.specs -nostartfiles")

@@ -252,3 +252,38 @@ def test_firmware_export_has_its_fragment_and_plan(m7_export: Path) -> None:
     assert "llmcu_sections_ld_included = 1;" in fragment and "ASSERT(SIZEOF(.llmcu_kv) >= 327680" in fragment
     assert "| flash |" in (m7_export / "MEMORY.md").read_text()
     assert not (m7_export / "lib" / "libllmcu.so").exists()  # firmware: the static library only
+
+
+# ---- the RZ/V2L: a product built with CMake and the cross compiler, run under qemu-aarch64 ----
+
+AARCH64_TOOLCHAIN = """set(CMAKE_SYSTEM_NAME Linux)
+set(CMAKE_SYSTEM_PROCESSOR aarch64)
+set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
+set(CMAKE_ASM_COMPILER aarch64-linux-gnu-gcc)
+"""
+
+
+@pytest.mark.slow  # 70 s: the rzv2l build, its export and a cross-compiled product under qemu-aarch64
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+                    reason="aarch64-linux-gnu-gcc and qemu-aarch64 are needed")  # fmt: skip
+def test_rzv2l_product_with_the_cross_compiler(shared_build_root: Path, stories260k: Path, exports: dict[str, Path],
+                                               tmp_path: Path) -> None:  # fmt: skip
+    scons(["target=rzv2l", "model=260k", "quant=q8", f"build_dir={shared_build_root}", "export"], stories260k.parent)
+    project = tmp_path / "rz_product"
+    project.mkdir()
+    shutil.copytree(shared_build_root / "rzv2l" / "260k-q8" / "export", project / "llmcu")
+    shutil.copy(APP, project / "step_api.c")
+    (project / "aarch64.cmake").write_text(AARCH64_TOOLCHAIN)
+    (project / "CMakeLists.txt").write_text(CMAKE_SUBDIRECTORY + "target_link_options(product PRIVATE -static)\n")
+    for command in (["cmake", "-S", str(project), "-B", str(project / "build"),
+                     f"-DCMAKE_TOOLCHAIN_FILE={project / 'aarch64.cmake'}"],
+                    ["cmake", "--build", str(project / "build")]):  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    for prompt, temperature, seed in (("Once upon a time", 0.0, 1), ("The dog", 1.0, 7)):
+        command = ["qemu-aarch64", "-cpu", "max", str(project / "build" / "product"), prompt, "64", repr(temperature),
+                   "0.9", str(seed)]  # fmt: skip
+        out = subprocess.run(command, capture_output=True, check=True, timeout=300)
+        run = subprocess.run([str(exports["q8-program"]), "-q", "-p", prompt, "-n", "64", "-t", repr(temperature),
+                              "-P", "0.9", "-s", str(seed)], capture_output=True, check=True, timeout=120)  # fmt: skip
+        assert out.stdout == run.stdout

@@ -208,8 +208,9 @@ Your toolchain file (CubeMX's `cmake/gcc-arm-none-eabi.cmake`, Zephyr's) compile
 library's own flags are added to its files only. To link the prebuilt `lib/libllmcu.a` instead:
 `find_package(llmcu REQUIRED)` with `-Dllmcu_DIR=path/to/this/folder`.
 
-{_firmware_section(settings)}**Makefile:** `include path/to/this/folder/llmcu.mk`, then `CFLAGS += $(LLMCU_INCLUDES)` and
-`LDLIBS += $(LLMCU_LDLIBS)`; or compile `$(LLMCU_SOURCES)` with `$(LLMCU_CFLAGS)` as part of your build.
+{_firmware_section(settings)}**Makefile:** `include path/to/this/folder/llmcu.mk`, then
+`CFLAGS += $(LLMCU_INCLUDES)` and `LDLIBS += $(LLMCU_LDLIBS)`; or compile `$(LLMCU_SOURCES)` with
+`$(LLMCU_CFLAGS)` as part of your build.
 
 **PlatformIO:** put this folder in your project's `lib/`; `library.json` says how to compile it.
 {_hosted_section(tools)}"""
@@ -268,10 +269,11 @@ own image's, with its board layer and startup: yours differ by your code, not by
 def _firmware_section(settings: BuildSettings) -> str:
     if not settings.images:
         return ""
-    return """**Your linker script (firmware):** after `MEMORY`, the `REGION_ALIAS` lines the header of `llmcu_sections.ld`
-lists, naming your regions for llmcu's (`REGION_ALIAS("LLMCU_FLASH", FLASH);` ...); inside `SECTIONS`, before your
-`.data` and `.bss`, `INCLUDE llmcu_sections.ld`, and let the linker find it (`-L path/to/this/folder`). A script
-without it fails to link, naming `llmcu_sections_ld_included`. If `MEMORY.md` shows arrays copied to SDRAM at boot,
-call `llmcu_copy_weights()` once your SDRAM works, before the first generation.
+    return """**Your linker script (firmware):** after `MEMORY`, the `REGION_ALIAS` lines the header of
+`llmcu_sections.ld` lists, naming your regions for llmcu's (`REGION_ALIAS("LLMCU_FLASH", FLASH);` ...);
+inside `SECTIONS`, before your `.data` and `.bss`, `INCLUDE llmcu_sections.ld`, and let the linker find it
+(`-L path/to/this/folder`). A script without it fails to link, naming `llmcu_sections_ld_included`. If
+`MEMORY.md` shows arrays copied to SDRAM at boot, call `llmcu_copy_weights()` once your SDRAM works, before the
+first generation.
 
 """

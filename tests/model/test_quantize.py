@@ -93,7 +93,9 @@ def test_error_is_bounded_by_half_a_step(matrix: np.ndarray, group_size: int, qt
         group = slice(start, start + group_size)
         ours = np.sum((searched.dequantize()[:, group].astype(np.float64) - matrix[:, group]) ** 2, axis=1)
         theirs = np.sum((absmax.dequantize()[:, group].astype(np.float64) - matrix[:, group]) ** 2, axis=1)
-        assert np.all(ours <= theirs * (1 + 1e-6) + 1e-30)
+        # float32 dequantization rounds each term: a searched fit equal to absmax's in exact arithmetic can come out
+        # a few float32 ulps (hypothesis found 2e-6 relative) above it
+        assert np.all(ours <= theirs * (1 + 1e-5) + 1e-30)
 
 
 def test_storage_sizes() -> None:

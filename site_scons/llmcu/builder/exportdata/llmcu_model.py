@@ -35,7 +35,7 @@ class Params(ctypes.Structure):
     ]
 
 
-class LlmcuError(RuntimeError):
+class GenerationError(RuntimeError):
     """A negative LLMCU_ERR_* code, with llmcu_strerror's text."""
 
 
@@ -59,7 +59,7 @@ class Model:
 
     def _check(self, code: int) -> int:
         if code < 0:
-            raise LlmcuError(self._lib.llmcu_strerror(code).decode())
+            raise GenerationError(self._lib.llmcu_strerror(code).decode())
         return code
 
     def generate(self, prompt: str = "", *, steps: int = 256, temperature: float = 0.0, topp: float = 0.9,

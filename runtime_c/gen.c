@@ -163,6 +163,8 @@ const char *llmcu_strerror(int code) {
         return "llmcu_next without a successful llmcu_begin";
     case LLMCU_ERR_FINISHED:
         return "llmcu_next after the generation ended (LLMCU_DONE)";
+    case LLMCU_ERR_WEIGHTS_FILE:
+        return "the weights file cannot be used: missing, damaged or another model's (stderr says which)";
     default:
         return "unknown llmcu error code";
     }

@@ -154,6 +154,7 @@ typedef struct {
                                           bytes than LLMCU_PROMPT_MAX_BYTES (gen.prompt_tokens is then -1) */
 #define LLMCU_ERR_NOT_STARTED (-3)     /* llmcu_next without a successful llmcu_begin */
 #define LLMCU_ERR_FINISHED (-4)        /* llmcu_next after it returned LLMCU_DONE */
+#define LLMCU_ERR_WEIGHTS_FILE (-5)    /* llmcu_open: the weights file is missing, damaged or another model's */
 
 /* gen.reason after LLMCU_DONE */
 #define LLMCU_REASON_NONE 0
@@ -190,6 +191,10 @@ const char *llmcu_reason_name(int reason);
 int llmcu_max_passes(void);
 /* sizeof(llmcu_gen), for bindings that hold one as an opaque buffer (the Python one of an export). */
 size_t llmcu_gen_size(void);
+/* An export of a weights_file build (its weights in model.bin, not in the library): maps the file read-only over the
+ * space the library reserved, after checking it is this model's (header, layout, size, CRC-32); call it before
+ * llmcu_begin. LLMCU_OK, or LLMCU_ERR_WEIGHTS_FILE (why on stderr). Defined in the export's src/llmcu_open.c. */
+int llmcu_open(const char *path);
 /* A firmware export (llmcu_sections.ld) whose plan copies weights to SDRAM at boot (weights=sdram): call this once
  * before the first generation, after the SDRAM works. Defined in the export's src/llmcu_sections.c. */
 void llmcu_copy_weights(void);

@@ -20,6 +20,7 @@ from llmcu.builder.settings import (
     TEMPLATES_DIR,
     BuildSettings,
     FirmwareImage,
+    RunParams,
     configure,
     help_intro,
     options_table,
@@ -27,7 +28,7 @@ from llmcu.builder.settings import (
 from llmcu.core import fileio, interrupts
 from llmcu.core.errors import LlmcuError
 from llmcu.core.paths import ROOT, RUNTIME_DIR, TARGETS_DIR
-from llmcu.device import debug, flashing, linux_run, monitor, session
+from llmcu.device import debug, flashing, linux_run, monitor, qemu, session
 from llmcu.model.sources import source_files
 from llmcu.platform import watchdog
 from llmcu.power import runpower
@@ -133,7 +134,17 @@ def _flash_action(target, source, env) -> int:
 
 def _export_action(target, source, env) -> int:
     settings = env["LLMCU_SETTINGS"]
-    return _reported(lambda: print(f"[llmcu] export: {export.export(settings)} (README.md there says how to use it)"))
+
+    def work() -> None:
+        # A firmware export's MEMORY.md gives the stack the runtime needs, measured on the build's QEMU twin.
+        twin = next((image for image in settings.images if image.target.run.method == "qemu-system"), None)
+        peak = 0
+        if twin is not None:
+            measured = qemu.run_firmware(twin.elf, RunParams("Once upon a time", export.STACK_RUN_STEPS, 0.0, 0.9, 1))
+            peak = int(measured.summary.get("peak_stack", "0") or 0)
+        print(f"[llmcu] export: {export.export(settings, stack_peak=peak)} (README.md there says how to use it)")
+
+    return _reported(work)
 
 
 def _flash_algo(env, settings: BuildSettings) -> list:

@@ -250,7 +250,8 @@ def test_firmware_export_has_its_fragment_and_plan(m7_export: Path) -> None:
     fragment = (m7_export / "llmcu_sections.ld").read_text()
     assert 'REGION_ALIAS("LLMCU_AXI_SRAM"' in fragment and "} > LLMCU_AXI_SRAM" in fragment  # the KV cache's region
     assert "llmcu_sections_ld_included = 1;" in fragment and "ASSERT(SIZEOF(.llmcu_kv) >= 327680" in fragment
-    assert "| flash |" in (m7_export / "MEMORY.md").read_text()
+    memory = (m7_export / "MEMORY.md").read_text()
+    assert "| flash |" in memory and "Stack: the twin's run of 32 passes peaked at " in memory
     assert not (m7_export / "lib" / "libllmcu.so").exists()  # firmware: the static library only
 
 
@@ -287,3 +288,60 @@ def test_rzv2l_product_with_the_cross_compiler(shared_build_root: Path, stories2
         run = subprocess.run([str(exports["q8-program"]), "-q", "-p", prompt, "-n", "64", "-t", repr(temperature),
                               "-P", "0.9", "-s", str(seed)], capture_output=True, check=True, timeout=120)  # fmt: skip
         assert out.stdout == run.stdout
+
+
+@pytest.mark.slow  # 60 s: its own weights_file build and export
+@pytest.mark.fault(area="deploy", kind="input", what="llmcu_open on a file that is not the export's weights file",
+                   sees=r"llmcu: .*CMakeLists\.txt is not an llmcu weights file")  # fmt: skip
+def test_weights_file_export_opens_its_model_bin(shared_build_root: Path, stories260k: Path,
+                                                 exports: dict[str, Path], tmp_path: Path, sees) -> None:  # fmt: skip
+    """weights_file=yes: the weights stay in model.bin beside the export; a product maps it with llmcu_open (the
+    program's own checks) and prints run's text; another file is refused with a reason, a code, no crash."""
+    scons(["target=host", "model=260k", "quant=q8", "weights_file=yes", f"build_dir={shared_build_root}", "export"],
+          stories260k.parent)  # fmt: skip
+    export = shared_build_root / "host" / "260k-q8-wfile" / "export"
+    assert (export / "model.bin").is_file() and (export / "src" / "llmcu_open.c").is_file()
+    project = tmp_path / "product"
+    project.mkdir()
+    shutil.copytree(export, project / "llmcu")
+    shutil.copy(APP, project / "step_api.c")
+    (project / "CMakeLists.txt").write_text(CMAKE_SUBDIRECTORY + "target_compile_definitions(product PRIVATE "
+                                            "OPEN_WEIGHTS_FILE)\n")  # fmt: skip
+    for command in (["cmake", "-S", str(project), "-B", str(project / "build")],
+                    ["cmake", "--build", str(project / "build")]):  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    program = project / "build" / "product"
+    args = [str(program), "Once upon a time", "64", "0.0", "0.9", "1"]
+    env = {**os.environ, "LLMCU_WEIGHTS": str(project / "llmcu" / "model.bin")}
+    out = subprocess.run(args, capture_output=True, env=env, check=True, timeout=120).stdout
+    run = subprocess.run([str(exports["q8-program"]), "-q", "-p", "Once upon a time", "-n", "64", "-t", "0"],
+                         capture_output=True, check=True, timeout=120).stdout  # fmt: skip
+    assert out == run
+    wrong = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "LLMCU_WEIGHTS": str(project / "CMakeLists.txt")})  # fmt: skip
+    assert wrong.returncode == 1 and "error: the weights file cannot be used" in wrong.stderr
+    sees(wrong.stderr)
+
+
+def test_the_exported_readme_alone_builds_a_product(exports: dict[str, Path], tmp_path: Path) -> None:
+    """The integrator's steps as the export's README.md gives them (its CMake block, verbatim, with the export where
+    it says to put it) build a product that prints run's text: the README is enough to integrate."""
+    readme = (exports["q8"] / "README.md").read_text()
+    block = readme.split("```cmake\n", 1)[1].split("```", 1)[0]
+    assert "add_subdirectory(third_party/llmcu)" in block and "llmcu::llmcu" in block
+    project = tmp_path / "from_readme"
+    shutil.copytree(exports["q8"], project / "third_party" / "llmcu")
+    shutil.copy(APP, project / "step_api.c")
+    lines = [line.split("#", 1)[0].rstrip() for line in block.splitlines()]
+    head = "cmake_minimum_required(VERSION 3.13)\nproject(product C)\nadd_executable(product step_api.c)\n"
+    (project / "CMakeLists.txt").write_text(head + "\n".join(lines) + "\n")
+    for command in (["cmake", "-S", str(project), "-B", str(project / "build")],
+                    ["cmake", "--build", str(project / "build")]):  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    out = subprocess.run([str(project / "build" / "product"), "Once upon a time", "64", "0.0", "0.9", "1"],
+                         capture_output=True, check=True, timeout=120).stdout  # fmt: skip
+    run = subprocess.run([str(exports["q8-program"]), "-q", "-p", "Once upon a time", "-n", "64", "-t", "0"],
+                         capture_output=True, check=True, timeout=120).stdout  # fmt: skip
+    assert out == run

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..core.errors import LlmcuError
 from ..core.fileio import write_text_atomic
-from ..core.paths import ROOT, RUNTIME_DIR
+from ..core.paths import ROOT, RUNTIME_DIR, TARGETS_DIR
 from .compileflags import OPTIMIZE_FLAGS, runtime_defines, runtime_sources
 from .exportfiles import (
     ExportToolchain,
@@ -46,6 +46,7 @@ MARKER = ".llmcu-export.json"  # what makes a folder an export (and safe to repl
 CONFIG_HEADER = "llmcu_model_config.h"  # model_config.h, renamed: no header named like a product's own
 BINDING = Path(__file__).parent / "exportdata" / "llmcu_model.py"  # the Python binding, copied into python/
 FIRMWARE_BOOT = Path(__file__).parent / "exportdata" / "llmcu_sections.c"  # llmcu_copy_weights, firmware only
+OPEN = Path(__file__).parent / "exportdata" / "llmcu_open.c"  # llmcu_open, weights_file builds only
 PREFIX_FILE = "llmcu_prefix.syms"  # "name llmcu_name" per line, for objcopy --redefine-syms
 
 
@@ -107,6 +108,13 @@ def _sources(settings: BuildSettings, staging: Path) -> list[Path]:
         files.append(staging / "src" / "model" / name)
     for data in gen.glob("*.bin"):
         shutil.copy(data, staging / "src" / "model" / data.name)
+    if settings.weights_file:  # the weights live in model.bin: llmcu_open maps it, with the program's own checks
+        for name in ("weights_file.c", "posix.h"):
+            _copy(TARGETS_DIR / "posix" / name, staging / "src" / name)
+        files.append(staging / "src" / "weights_file.c")
+        shutil.copy(OPEN, staging / "src" / OPEN.name)
+        files.append(staging / "src" / OPEN.name)
+        shutil.copy(settings.out_dir / "model.bin", staging / "model.bin")
     if settings.images:  # firmware: the boot step that copies weights into SDRAM (llmcu_sections.ld's table)
         shutil.copy(FIRMWARE_BOOT, staging / "src" / FIRMWARE_BOOT.name)
         files.append(staging / "src" / FIRMWARE_BOOT.name)
@@ -160,7 +168,10 @@ def _library(tools: ExportToolchain, sources: list[Path], staging: Path, scratch
     return renamed
 
 
-def export(settings: BuildSettings, path: Path | None = None) -> Path:
+STACK_RUN_STEPS = 32  # the twin's run that measures a firmware export's stack (MEMORY.md)
+
+
+def export(settings: BuildSettings, path: Path | None = None, *, stack_peak: int = 0) -> Path:
     """Write the export of a built ``settings`` to ``path`` (default: :func:`destination`), atomically: it is built
     beside it and moved into place; a previous export there is replaced, anything else is refused."""
     path = path or destination(settings)
@@ -184,7 +195,7 @@ def export(settings: BuildSettings, path: Path | None = None) -> Path:
             shutil.copy(image.linker_script.parent / "llmcu_sections.ld", staging / "llmcu_sections.ld")
             report = image.out_dir / "memory_report.md"
             memory = report.read_text() if report.is_file() else ""
-            write_text_atomic(staging / "MEMORY.md", memory_md(settings, memory))
+            write_text_atomic(staging / "MEMORY.md", memory_md(settings, memory, stack_peak, STACK_RUN_STEPS))
         if tools.threads:
             write_text_atomic(staging / "llmcu.pc", pkg_config(settings))
             (staging / "python").mkdir()

@@ -252,7 +252,7 @@ Cflags: -I${{includedir}}
 """
 
 
-def memory_md(settings: BuildSettings, report: str) -> str:
+def memory_md(settings: BuildSettings, report: str, stack_peak: int = 0, steps: int = 0) -> str:
     """``MEMORY.md``: the plan the fragment carries out, bytes per region, from the build's memory report."""
     title = f"{settings.model_name} {settings.quant_label}, {settings.target.name}"
     title = f"{settings.model_name} {settings.quant_label}, {settings.target.name}"
@@ -263,7 +263,18 @@ def memory_md(settings: BuildSettings, report: str) -> str:
 regions your linker script must alias (`REGION_ALIAS("LLMCU_FLASH", FLASH);` ...). The figures below are llmcu's
 own image's, with its board layer and startup: yours differ by your code, not by llmcu's arrays.
 
+{_stack_line(stack_peak, steps)}
+
 {report}"""
+
+
+def _stack_line(stack_peak: int, steps: int) -> str:
+    if not stack_peak:
+        return "Stack: not measured (no QEMU twin ran this build); the build's memory report below gives its budget."
+    return (
+        f"Stack: the twin's run of {steps} passes peaked at {stack_peak:,} bytes (painted and measured, the "
+        "console and sampler included): give llmcu_next's caller at least that, plus your own frames."
+    )
 
 
 def _firmware_section(settings: BuildSettings) -> str:

@@ -88,6 +88,13 @@ static int errors(void) {
 }
 
 int main(int argc, char **argv) {
+#ifdef OPEN_WEIGHTS_FILE /* built against a weights_file export: its weights are in the file LLMCU_WEIGHTS names */
+    int opened = llmcu_open(getenv("LLMCU_WEIGHTS"));
+    if (opened != LLMCU_OK) {
+        fprintf(stderr, "error: %s\n", llmcu_strerror(opened));
+        return 1;
+    }
+#endif
     if (argc == 2 && strcmp(argv[1], "--errors") == 0) {
         return errors();
     }

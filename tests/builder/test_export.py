@@ -322,6 +322,11 @@ def test_weights_file_export_opens_its_model_bin(shared_build_root: Path, storie
                            env={**os.environ, "LLMCU_WEIGHTS": str(project / "CMakeLists.txt")})  # fmt: skip
     assert wrong.returncode == 1 and "error: the weights file cannot be used" in wrong.stderr
     sees(wrong.stderr)
+    # the Python binding opens the export's model.bin itself
+    script = (f"import sys; sys.path.insert(0, {str(export / 'python')!r}); from llmcu_model import Model; "
+              f"print(''.join(Model({str(export)!r}).generate('Once upon a time', steps=64)))")  # fmt: skip
+    text = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, timeout=120).stdout
+    assert text == run
 
 
 def test_the_exported_readme_alone_builds_a_product(exports: dict[str, Path], tmp_path: Path) -> None:

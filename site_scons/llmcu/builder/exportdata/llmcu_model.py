@@ -3,7 +3,7 @@
     import sys; sys.path.insert(0, "path/to/export/python")
     from llmcu_model import Model
 
-    model = Model("path/to/export")
+    model = Model("path/to/export")          (a weights_file export's model.bin is opened and checked here)
     for piece in model.generate("Once upon a time", steps=64):
         print(piece, end="", flush=True)
 
@@ -56,6 +56,10 @@ class Model:
         self._lib = lib
         self._gen = ctypes.create_string_buffer(lib.llmcu_gen_size())
         self.reason = "none"  # why the last generation ended
+        weights = Path(export_dir) / "model.bin"
+        if weights.is_file():  # a weights_file build: its weights are mapped from the file, checked first
+            lib.llmcu_open.argtypes = [ctypes.c_char_p]
+            self._check(lib.llmcu_open(str(weights).encode()))
 
     def _check(self, code: int) -> int:
         if code < 0:

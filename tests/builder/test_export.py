@@ -235,6 +235,25 @@ def test_m7_product_runs_the_model_on_qemu(m7_export: Path, exports: dict[str, P
 
 
 @needs_arm
+@pytest.mark.slow  # two more firmware builds and exports
+@pytest.mark.parametrize(("quant", "options"), [("fp32", []), ("q8", ["weights=sdram"])], ids=["fp32", "q8-sdram"])
+def test_m7_product_fp32_and_weights_copied_to_sdram(shared_build_root: Path, stories260k: Path,
+                                                     exports: dict[str, Path], tmp_path: Path, quant: str,
+                                                     options: list[str]) -> None:  # fmt: skip
+    """fp32 (the host's fp32 text), and a plan whose weights are copied from the board's flash to its SDRAM at boot:
+    the product calls llmcu_copy_weights(), which walks llmcu_sections.ld's table, and prints the host's text."""
+    scons(["target=qemu-m7", "model=260k", f"quant={quant}", *options, f"build_dir={tmp_path / 'build'}", "export"],
+          stories260k.parent)  # fmt: skip
+    [export] = (tmp_path / "build" / "qemu-m7").glob("*/export")
+    fragment = (export / "llmcu_sections.ld").read_text()
+    if options:
+        assert "AT> LLMCU_QSPI" in fragment and "LONG(LOADADDR(" in fragment  # copied at boot
+    project = m7_product(export, tmp_path)
+    subprocess.run(["make", "-s", "app.elf"], cwd=project, check=True, capture_output=True)
+    assert qemu_output(project / "app.elf") == host_stories(exports[f"{quant}-program"])
+
+
+@needs_arm
 @pytest.mark.fault(area="build", kind="input", what="a product's linker script without llmcu_sections.ld",
                    sees=r"undefined reference to `llmcu_sections_ld_included'")  # fmt: skip
 def test_a_linker_script_without_the_fragment_fails_naming_it(m7_export: Path, tmp_path: Path, sees) -> None:

@@ -146,7 +146,10 @@ typedef struct {
  *     if (rc < 0) { ... llmcu_strerror(rc) ... }   else: gen.reason says why it ended
  *
  * llmcu_next makes at most one forward pass; the concatenated pieces of an fp32 build are llama2.c's output byte
- * for byte. One generation at a time: the model's state (KV cache, activations, the prompt's tokens) is static. */
+ * for byte. One model per image and one generation at a time, not reentrant: the model's state (KV cache,
+ * activations, the prompt's tokens) is static, sized at build time (an export's README gives the bytes of each);
+ * nothing is allocated. The stack stays small (the buffers are in the static state); llmcu's own runs report the
+ * measured peak (peak_stack, and a firmware export's MEMORY.md). */
 #define LLMCU_OK 0
 #define LLMCU_DONE 1
 #define LLMCU_ERR_ARGUMENT (-1)        /* a NULL generation, prompt, parameters or output pointer */

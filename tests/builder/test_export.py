@@ -369,3 +369,22 @@ def test_the_exported_readme_alone_builds_a_product(exports: dict[str, Path], tm
     run = subprocess.run([str(exports["q8-program"]), "-q", "-p", "Once upon a time", "-n", "64", "-t", "0"],
                          capture_output=True, check=True, timeout=120).stdout  # fmt: skip
     assert out == run
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+def test_cpp_product_links_the_export(exports: dict[str, Path], tmp_path: Path) -> None:
+    """A C++17 program on the export's include/ and lib/libllmcu.a (llmcu.h is extern "C")."""
+    program = tmp_path / "cpp_product"
+    subprocess.run(["g++", "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(exports["q8"] / "include"),
+                    str(APP.with_name("step_api_cpp.cpp")), str(exports["q8"] / "lib" / "libllmcu.a"), "-lm",
+                    "-lpthread", "-o", str(program)], check=True)  # fmt: skip
+    out = subprocess.run([str(program), "Once upon a time", "64"], capture_output=True, check=True, timeout=120).stdout
+    run = subprocess.run([str(exports["q8-program"]), "-q", "-p", "Once upon a time", "-n", "64", "-t", "0"],
+                         capture_output=True, check=True, timeout=120).stdout  # fmt: skip
+    assert out == run
+
+
+def test_readme_states_the_static_state(exports: dict[str, Path]) -> None:
+    readme = (exports["q8"] / "README.md").read_text()
+    assert "KV cache 327,680 bytes (`.bss.llmcu_kv`)" in readme  # stories260K: 5 layers x 512 x 64 x 2 x int16 (q16)
+    assert ("not reentrant" in readme and "Nothing is\n  allocated" in readme) or "Nothing is" in readme

@@ -47,6 +47,7 @@ CONFIG_HEADER = "llmcu_model_config.h"  # model_config.h, renamed: no header nam
 BINDING = Path(__file__).parent / "exportdata" / "llmcu_model.py"  # the Python binding, copied into python/
 FIRMWARE_BOOT = Path(__file__).parent / "exportdata" / "llmcu_sections.c"  # llmcu_copy_weights, firmware only
 OPEN = Path(__file__).parent / "exportdata" / "llmcu_open.c"  # llmcu_open, weights_file builds only
+STATE_FILE = "src/llmcu_static.json"  # the static state's bytes, for the README
 PREFIX_FILE = "llmcu_prefix.syms"  # "name llmcu_name" per line, for objcopy --redefine-syms
 
 
@@ -64,7 +65,8 @@ def toolchain(settings: BuildSettings) -> ExportToolchain:
     else:  # firmware: the product's linker script must include llmcu_sections.ld (gen.c)
         defines.append(("LLMCU_REQUIRE_LINKER_FRAGMENT", "1"))
     cflags = (*target.all_cflags, *OPTIMIZE_FLAGS[settings.options["optimize"]])
-    return ExportToolchain(target.cc, f"{prefix}ar", f"{prefix}nm", f"{prefix}objcopy", cflags, tuple(defines), threads)
+    tools = (f"{prefix}ar", f"{prefix}nm", f"{prefix}objcopy", f"{prefix}size")
+    return ExportToolchain(target.cc, *tools, cflags, tuple(defines), threads)
 
 
 def destination(settings: BuildSettings) -> Path:
@@ -144,6 +146,25 @@ def _defined_globals(tools: ExportToolchain, objects: list[Path]) -> set[str]:
     return {line.split()[-1] for line in result.stdout.splitlines() if len(line.split()) == 3}
 
 
+def _static_state(tools: ExportToolchain, objects: list[Path]) -> dict[str, int]:
+    """Bytes of the library's static state by section (the KV cache, the run state, the rest of .bss and .data),
+    from the compiled objects (``size -A``): what the README states."""
+    result = subprocess.run([tools.size, "-A", *map(str, objects)], capture_output=True, text=True, check=True)
+    totals = {"kv_cache": 0, "run_state": 0, "other": 0}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or not parts[1].isdigit():
+            continue
+        name, size = parts[0], int(parts[1])
+        if name == ".bss.llmcu_kv":
+            totals["kv_cache"] += size
+        elif name == ".bss.llmcu_state":
+            totals["run_state"] += size
+        elif name.startswith((".bss", ".data")):
+            totals["other"] += size
+    return totals
+
+
 def _library(tools: ExportToolchain, sources: list[Path], staging: Path, scratch: Path) -> list[str]:
     """lib/libllmcu.a with every defined global prefixed; returns the names that got the prefix."""
     objects = _compile(tools, sources, staging, scratch / "objects")
@@ -157,6 +178,7 @@ def _library(tools: ExportToolchain, sources: list[Path], staging: Path, scratch
         raise ExportError(f"the export's library would define globals without the llmcu_ prefix: {', '.join(left)}")
     (staging / "lib").mkdir(exist_ok=True)
     subprocess.run([tools.ar, "rcs", str(staging / "lib" / "libllmcu.a"), *map(str, objects)], check=True)
+    write_text_atomic(staging / STATE_FILE, json.dumps(_static_state(tools, objects)) + "\n")
     if tools.threads:  # a hosted or Linux build: the shared library too (pkg-config, the Python binding)
         shared = _compile(tools, sources, staging, scratch / "shared", ("-fPIC",))
         for obj in shared:
@@ -189,7 +211,8 @@ def export(settings: BuildSettings, path: Path | None = None, *, stack_peak: int
         write_text_atomic(staging / "llmcuConfig.cmake", config_cmake(tools))
         write_text_atomic(staging / "llmcu.mk", makefile(tools, relative))
         write_text_atomic(staging / "library.json", library_json(settings, tools))
-        write_text_atomic(staging / "README.md", readme(settings, tools, renamed))
+        state = json.loads((staging / STATE_FILE).read_text())
+        write_text_atomic(staging / "README.md", readme(settings, tools, renamed, state))
         if settings.images:  # firmware: the placement for the product's linker script, and the plan
             image = settings.images[0]
             shutil.copy(image.linker_script.parent / "llmcu_sections.ld", staging / "llmcu_sections.ld")

@@ -17,6 +17,7 @@ class ExportToolchain:
     ar: str
     nm: str
     objcopy: str
+    size: str
     cflags: tuple[str, ...]
     defines: tuple[tuple[str, str], ...]
     threads: bool  # the runtime's POSIX thread pool (hosted and Linux builds): link pthreads
@@ -139,7 +140,7 @@ def library_json(settings: BuildSettings, tools: ExportToolchain) -> str:
     return json.dumps(manifest, indent=2) + "\n"
 
 
-def readme(settings: BuildSettings, tools: ExportToolchain, renamed: list[str]) -> str:
+def readme(settings: BuildSettings, tools: ExportToolchain, renamed: list[str], state: dict[str, int]) -> str:
     hooks = "\n".join(f"- `llmcu_{name}`" for name in renamed if name.startswith("platform_"))
     return f"""# llmcu: {settings.model_name} {settings.quant_label} for {settings.target.name}
 
@@ -179,8 +180,14 @@ if (rc < 0) {{ /* llmcu_strerror(rc) */ }}
 
 - `llmcu_next` makes at most one forward pass: call it from a super-loop or an RTOS task; `llmcu_cancel(&gen)` ends
   the generation at the next call. `llmcu_forward(token, pos)` gives the logits if you score or sample yourself.
-- One model per image, one generation at a time, not reentrant: the KV cache, the activations and the prompt's
-  tokens are static (sections `.bss.llmcu_kv` and `.bss.llmcu_state`; sizes in `llmcu_model_config.h`).
+- One model per image, one generation at a time, not reentrant: the state is static and sized at build time: the
+  KV cache {state["kv_cache"]:,} bytes (`.bss.llmcu_kv`), the run state (activations, sampler, the prompt's tokens)
+  {state["run_state"]:,} bytes (`.bss.llmcu_state`), {state["other"]:,} bytes of other `.data`/`.bss`. Nothing is
+  allocated. The stack: {
+        "MEMORY.md gives the peak measured on the QEMU twin"
+        if settings.images
+        else "a few KB (the forward pass keeps its buffers in the run state)"
+    }.
 - Errors are return codes (`LLMCU_ERR_*`, negative), never a crash: a NULL prompt, `llmcu_next` before
   `llmcu_begin` or after `LLMCU_DONE`, a prompt longer than the context.
 

@@ -22,11 +22,12 @@ import pytest
 from llmcu.core.errors import CheckpointError, LlmcuError, TokenizerError
 from llmcu.model import sources
 from llmcu.model.checkpoint import random_checkpoint, read_checkpoint
+from llmcu.model.gguf_writer import write_gguf
 from llmcu.model.oracle import generate
 from llmcu.model.reference import Reference
 from llmcu.model.tokenizer import read_tokenizer
 from support.build import scons
-from support.modelfiles import to_bf16_file, write_gguf, write_hf_folder
+from support.modelfiles import to_bf16_file, write_hf_folder
 
 pytest.importorskip("gguf")
 pytest.importorskip("safetensors")

@@ -22,6 +22,7 @@ from conftest import ROOT, find_model_file
 from llmcu.core.config import ModelConfig
 from llmcu.core.errors import CheckpointError, DownloadError, ModelNotFoundError, OptionError
 from llmcu.model import download, models, presets
+from llmcu.model.gguf_writer import write_gguf
 from llmcu.model.presets import Preset, RemoteFile
 
 MODELS_DIR = ROOT / "models"
@@ -203,7 +204,6 @@ def test_a_gguf_preset_downloads_one_file_and_reads_its_vocabulary(
     from llmcu.model import sources
     from llmcu.model.checkpoint import read_checkpoint
     from llmcu.model.tokenizer import read_tokenizer
-    from support.modelfiles import write_gguf
 
     ckpt, tok = read_checkpoint(stories260k), read_tokenizer(tok512)
     data = write_gguf(tmp_path / "made.gguf", ckpt, tok, qtype="Q4_0").read_bytes()
@@ -234,7 +234,6 @@ def test_a_build_from_a_gguf_preset(server: FileServer, clean_env: Path, tmp_pat
     from llmcu.builder.settings import configure
     from llmcu.model.checkpoint import read_checkpoint
     from llmcu.model.tokenizer import read_tokenizer
-    from support.modelfiles import write_gguf
 
     data = write_gguf(tmp_path / "made.gguf", read_checkpoint(stories260k), read_tokenizer(tok512), qtype="Q4_0")
     payload = data.read_bytes()

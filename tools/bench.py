@@ -3,9 +3,11 @@
 
     tools/bench.py [--targets host,qemu-m7] [--models 260k] [--quants fp32,q8,q4] [--kernels ref,opt]
                    [--numerics exact,fast] [--runs 5] [--out bench] [--baseline bench/baseline.json] [--save-baseline]
+    tools/bench.py --peer [--machines a55,host] [--models 260k,15m-shaped,110m-shaped] [--quants fp32,q8,q4]
 
 Writes OUT/results.json (bench/README.md documents the schema), OUT/results.md and OUT/instructions.png, and lists
-regressions against the baseline (exit status 1 when there are any).
+regressions against the baseline (exit status 1 when there are any). With --peer: llama.cpp beside llmcu on the
+same GGUF files (instructions per token under qemu-aarch64, host tok/s), into OUT/peer.json and OUT/peer.md.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from llmcu.core.errors import LlmcuError
 from llmcu.core.fileio import write_text_atomic
-from llmcu.reports import bench
+from llmcu.reports import bench, peer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", default="host,qemu-m7,rzv2l")
-    parser.add_argument("--models", default="260k,15m-shaped")
+    parser.add_argument("--models", help="default: 260k,15m-shaped (with --peer: 260k,15m-shaped,110m-shaped)")
     parser.add_argument("--quants", default="fp32,q8,q4")
     parser.add_argument("--kernels", default="ref,opt")
     parser.add_argument(
@@ -49,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a board's self-test log folder (or selftest.json): its measured read bandwidths replace the assumed "
         "ones in the on-chip estimates",
     )
+    parser.add_argument("--peer", action="store_true", help="llama.cpp beside llmcu (bench/README.md, 'The peer')")
+    parser.add_argument("--machines", default="a55,host", help="--peer: a55 (qemu-aarch64), host or both")
     args = parser.parse_args(argv)
+    if args.peer:
+        return run_peer(args)
+    args.models = args.models or "260k,15m-shaped"
     extra = dict(item.split("=", 1) for item in args.set)
     if args.selftest_log is not None:
         from llmcu.device.selftest import bandwidths_from_log
@@ -83,6 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     for line in regressions:
         print(f"REGRESSION {line}")
     return 1 if regressions else 0
+
+
+def run_peer(args: argparse.Namespace) -> int:
+    try:
+        rows = peer.run_peer(
+            (args.models or ",".join(peer.PEER_MODELS)).split(","), args.quants.split(","), args.machines.split(","),
+            runs=args.runs, progress=lambda line: print(line, file=sys.stderr),
+        )  # fmt: skip
+    except LlmcuError as error:
+        print(f"llmcu: error: {error}", file=sys.stderr)
+        return 2
+    if args.merge and (args.out / "peer.json").is_file():
+        rows = peer.merge(peer.load_rows(args.out / "peer.json"), rows)
+    peer.write_results(rows, args.out)
+    print("\n".join(peer.markdown(rows)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ APT_PACKAGES+=(g++ cmake make pkg-config)
 # RZ/V2L (Linux, aarch64): the cross compiler and its static C library, qemu-user to run the program here, the
 # OpenSSH client to deploy to a board, and the OpenSSH server the deploy test runs on localhost (not started).
 APT_PACKAGES+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user openssh-client openssh-server)
+# The peer benchmark (tools/bench.py --peer): llama.cpp built from source with CMake for the host and, with the
+# aarch64 C++ cross compiler, for the RZ/V2L (cmake and g++ are above).
+APT_PACKAGES+=(g++-aarch64-linux-gnu)
 # `scons debug`: gdb for the Arm firmware (and the host program).
 APT_PACKAGES+=(gdb-multiarch)
 # Headless Chromium: the test that opens a run report as a person would and checks its plots are drawn.

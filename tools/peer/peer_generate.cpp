@@ -113,11 +113,14 @@ int main(int argc, char **argv) {
 
     int generated = 0;
     const auto start = std::chrono::steady_clock::now();
-    for (int pos = n_prompt; pos < options.steps; pos++) {
+    for (int pos = n_prompt;; pos++) {
         char piece[256];
         const int length = llama_token_to_piece(vocab, next, piece, sizeof piece, 0, false);
         if (length > 0) {
             std::fwrite(piece, 1, (size_t)length, stdout);
+        }
+        if (pos == options.steps) {
+            break;  // as llmcu (and run.c) do, the token chosen at the last position is shown, not fed
         }
         if (llama_decode(context, llama_batch_get_one(&next, 1)) != 0) {
             std::fprintf(stderr, "peer_generate: the pass at position %d failed\n", pos);

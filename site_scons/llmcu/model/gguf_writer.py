@@ -18,7 +18,7 @@ import numpy as np
 from gguf import quants
 
 from .checkpoint import Checkpoint
-from .tokenizer import Tokenizer
+from .tokenizer import BYTE_FALLBACK_OFFSET, Tokenizer
 
 GGUF_QTYPES = ("F32", "F16", "Q8_0", "Q4_0")
 # llama2.c's per-layer tensor names -> llama.cpp's (blk.N.<name>.weight)
@@ -38,6 +38,24 @@ def sentencepiece_pieces(tok: Tokenizer) -> list[str]:
         else:
             pieces.append(piece.decode("utf-8").replace(" ", "\u2581"))
     return pieces
+
+
+def token_types(tok: Tokenizer) -> list[int]:
+    """sentencepiece's kind of each piece, as llama.cpp's converters record it: <unk>, the two control pieces, the
+    256 byte pieces (<0x00>..<0xFF>, which llama.cpp decodes to their byte), and the normal ones."""
+    kinds = []
+    for index, piece in enumerate(tok.pieces):
+        if index == 0:
+            kinds.append(gguf.TokenType.UNKNOWN)
+        elif index in (1, 2):
+            kinds.append(gguf.TokenType.CONTROL)
+        elif BYTE_FALLBACK_OFFSET <= index < BYTE_FALLBACK_OFFSET + 256 and piece == b"<0x%02X>" % (
+            index - BYTE_FALLBACK_OFFSET
+        ):
+            kinds.append(gguf.TokenType.BYTE)
+        else:
+            kinds.append(gguf.TokenType.NORMAL)
+    return [int(kind) for kind in kinds]
 
 
 def write_gguf(path: Path, ckpt: Checkpoint, tok: Tokenizer, *, qtype: str = "F32", arch: str = "llama",
@@ -66,6 +84,7 @@ def write_gguf(path: Path, ckpt: Checkpoint, tok: Tokenizer, *, qtype: str = "F3
     writer.add_tokenizer_model("llama")
     writer.add_token_list(sentencepiece_pieces(tok))
     writer.add_token_scores([float(score) for score in tok.scores])
+    writer.add_token_types(token_types(tok))
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     if add_space_prefix is not None:

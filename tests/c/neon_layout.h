@@ -104,4 +104,24 @@ static int neon_q4z_panels(uint8_t **w, uint16_t **words, size_t *wbytes, size_t
     return 1;
 }
 
+/*
+ * An fp32 matrix (row-major, rows x cols) in the panel layout, which applies to every fp32 matrix: rows in panels
+ * of four (zero rows pad the last), per column the four rows' values side by side. Returns a new malloc'ed array
+ * and its float count in *count.
+ */
+static float *neon_f32_panels(const float *w, size_t *count, int rows, int cols) {
+    int panels = (rows + 3) / 4;
+    float *pw = calloc((size_t)panels * 4 * (size_t)cols + 1, sizeof(float));
+    if (!pw) {
+        abort();
+    }
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++) {
+            pw[((size_t)(r / 4) * (size_t)cols + (size_t)c) * 4 + (size_t)(r % 4)] = w[(size_t)r * (size_t)cols + (size_t)c];
+        }
+    }
+    *count = (size_t)panels * 4 * (size_t)cols;
+    return pw;
+}
+
 #endif /* HARNESS_NEON_LAYOUT_H */

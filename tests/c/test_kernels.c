@@ -37,7 +37,9 @@
     neon_panels((q4), (w), (ws), (wbytes), (nscales), (rows), (cols), (group_size))
 #define KERNEL_Q4Z_LAYOUT(w, words, wbytes, nwords, rows, cols, group_size)                                            \
     neon_q4z_panels((w), (words), (wbytes), (nwords), (rows), (cols), (group_size))
+#define KERNEL_F32_LAYOUT(w, count, rows, cols) neon_f32_panels((w), (count), (rows), (cols))
 #else /* the reference layout */
+#define KERNEL_F32_LAYOUT(w, count, rows, cols) ((void)(w), (void)(count), (void)(rows), (void)(cols), (float *)NULL)
 #define KERNEL_Q4Z_LAYOUT(w, words, wbytes, nwords, rows, cols, group_size)                                            \
     ((void)(w), (void)(words), (void)(wbytes), (void)(nwords), (void)(rows), (void)(cols), (void)(group_size), 0)
 #define KERNEL_LAYOUT(q4, w, ws, wbytes, nscales, rows, cols, group_size)                                              \
@@ -187,9 +189,11 @@ static int case_id;
 static void run_matmul_f32(const float *w, const float *x, int rows, int cols) {
     int id = case_id++;
     size_t wn = (size_t)rows * (size_t)cols;
+    float *laid_out = KERNEL_F32_LAYOUT(w, &wn, rows, cols); /* the kernel set's layout, or NULL: row-major */
+    const float *kw = laid_out ? laid_out : w;
     float *outs[2];
     for (int side = 0; side < 2; side++) {
-        guarded gw = guard_copy(w, wn * sizeof(float), side == 0);
+        guarded gw = guard_copy(kw, wn * sizeof(float), side == 0);
         guarded gx = guard_copy(x, (size_t)cols * sizeof(float), side == 0);
         outs[side] = xmalloc((size_t)rows * sizeof(float));
         matmul_f32(outs[side], gx.ptr, gw.ptr, rows, cols);
@@ -206,6 +210,7 @@ static void run_matmul_f32(const float *w, const float *x, int rows, int cols) {
         }
         printf("matmul_f32 %d %d %08" PRIx32 " %a %d\n", id, i, f32_bits(outs[0][i]), abs_sum, cols);
     }
+    free(laid_out);
     free(outs[0]);
     free(outs[1]);
 }
@@ -425,13 +430,19 @@ static void case_embed(int n_rows, int dim, int group_size) {
     uint8_t *t4 = xmalloc((size_t)n_rows * q4_row);
     float *scales = xmalloc((size_t)n_rows * (size_t)ngroups * sizeof(float));
     fill_floats(tf, fn, 1.0f, 1);
-    fill_int8(t8, fn, -127, 127);
+    float *tf_laid_out = KERNEL_F32_LAYOUT(tf, &fn, n_rows, dim);
+    if (tf_laid_out) {
+        free(tf);
+        tf = tf_laid_out;
+    }
+    fill_int8(t8, (size_t)n_rows * (size_t)dim, -127, 127);
     fill_bytes(t4, (size_t)n_rows * q4_row);
     for (size_t k = 0; k < (size_t)n_rows * (size_t)ngroups; k++) {
         scales[k] = random_scale();
     }
     /* The tables in the layout a build links (the same scales, each copy arranged for its table). */
-    size_t nscales = (size_t)n_rows * (size_t)ngroups, t8_bytes = fn, t4_bytes = (size_t)n_rows * q4_row;
+    size_t nscales = (size_t)n_rows * (size_t)ngroups, t8_bytes = (size_t)n_rows * (size_t)dim;
+    size_t t4_bytes = (size_t)n_rows * q4_row;
     size_t s8_n = nscales, s4_n = nscales;
     float *s8 = xmalloc(nscales * sizeof(float)), *s4 = xmalloc(nscales * sizeof(float));
     memcpy(s8, scales, nscales * sizeof(float));

@@ -4,12 +4,12 @@
  *
  * Bit-exactness with the reference (runtime_c/README.md, "The numeric contract"):
  *
- * - matmul_f32 (default): four rows at a time, one row per lane, each lane summing its row left to right
- *   with a separate multiply and add (no FMA): every row sees exactly the reference's operations, so the
- *   result is bit-identical. The speed comes from doing four rows' chains side by side.
- * - matmul_f32 with LLMCU_FAST_F32 defined at compile time: FMA and 16 partial sums per row. Not
- *   bit-identical; see the tolerance stated above its definition. Off by default because the golden
- *   byte-for-byte tests of fp32 builds run with the target's kernels.
+ * - matmul_f32 (default): over the fp32 panel layout (four rows' values per column side by side), one row
+ *   per lane, each lane summing its row left to right with a separate multiply and add (no FMA): every row
+ *   sees exactly the reference's operations, so the result is bit-identical. The speed comes from doing eight
+ *   rows' chains side by side, a column of four rows per load.
+ * - matmul_f32 with LLMCU_FAST_F32 (numerics=fast): FMA by lane, two partial sums per row. Not
+ *   bit-identical; see the tolerance stated above its definition.
  * - matmul_q8 / matmul_q4: the integer dot product of each group is exact in int32 whatever the order,
  *   so it is computed with the dot-product instruction (SDOT, vdotq_s32: sixteen int8 products summed into
  *   four int32 lanes); the float part, out[i] = sum_g ((float)isum * ws[i][g]) * xs[g], stays sequential
@@ -27,55 +27,67 @@
 
 /* ---- fp32 ---- */
 
+/*
+ * fp32 matrices are stored in panels (site_scons/llmcu/builder/layouts.py, neon_panels, for every fp32 matrix of a
+ * build with this set): rows in panels of four, zero rows padding the last, and per column the four rows' values
+ * side by side, so that one vector load is one column of four rows and a panel is 4 * cols floats. Row r of a
+ * range starting at a multiple of four (the thread pool splits at multiples of 16) is where the row-major offset
+ * arithmetic of transformer.c puts it. Each activation x[j] then multiplies a whole column by lane, with no
+ * transposition: two panels (eight rows) per pass share every load of x.
+ */
+
 #if defined(LLMCU_NUMERICS_FAST) && LLMCU_NUMERICS_FAST && !defined(LLMCU_FAST_F32)
 #define LLMCU_FAST_F32 1 /* numerics=fast takes the FMA matmul below */
 #endif
 
 #ifndef LLMCU_FAST_F32
 
-/* Row r's sequential dot product with x in lane r, for the four rows r0..r3 of length n. */
-static inline float32x4_t dot4_sequential(const float *r0, const float *r1, const float *r2, const float *r3,
-                                          const float *x, int n) {
-    float32x4_t acc = vdupq_n_f32(0.0f); /* the reference's `val = 0.0f` */
-    int j = 0;
-    for (; j + 8 <= n; j += 8) { /* two blocks of four columns per iteration: less loop overhead */
-        float32x4_t xv = vld1q_f32(x + j);
-        acc = add_columns_in_order(acc, vmulq_f32(vld1q_f32(r0 + j), xv), vmulq_f32(vld1q_f32(r1 + j), xv),
-                                   vmulq_f32(vld1q_f32(r2 + j), xv), vmulq_f32(vld1q_f32(r3 + j), xv));
-        xv = vld1q_f32(x + j + 4);
-        acc = add_columns_in_order(acc, vmulq_f32(vld1q_f32(r0 + j + 4), xv), vmulq_f32(vld1q_f32(r1 + j + 4), xv),
-                                   vmulq_f32(vld1q_f32(r2 + j + 4), xv), vmulq_f32(vld1q_f32(r3 + j + 4), xv));
-    }
-    for (; j + 4 <= n; j += 4) {
-        float32x4_t xv = vld1q_f32(x + j);
-        /* W[i][j] * x[j], the reference's operand order (it only matters for which NaN propagates). */
-        acc = add_columns_in_order(acc, vmulq_f32(vld1q_f32(r0 + j), xv), vmulq_f32(vld1q_f32(r1 + j), xv),
-                                   vmulq_f32(vld1q_f32(r2 + j), xv), vmulq_f32(vld1q_f32(r3 + j), xv));
-    }
-    for (; j < n; j++) { /* the last n % 4 columns, one column of four rows at a time */
-        acc = vaddq_f32(acc, vmulq_n_f32(gather4_f32(r0 + j, r1 + j, r2 + j, r3 + j), x[j]));
-    }
-    return acc;
-}
+/* acc (lane k = row k of the panel) += column c * x_j, as the reference does it: the product rounded, then the
+ * sum, separately (no FMA), and W[i][j] * x[j] in that operand order (it only matters for which NaN
+ * propagates). Every lane sees its row's operations in the reference's order, so the result is bit-identical. */
+#define F32_STEP(acc, column, xv, lane) vaddq_f32((acc), vmulq_laneq_f32((column), (xv), (lane)))
 
-void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) {
-    for (int i = 0; i < rows; i += 4) {
-        int valid = rows - i < 4 ? rows - i : 4;
-        const float *r0 = w + (size_t)i * (size_t)cols;
-        store_lanes_f32(out + i,
-                        dot4_sequential(r0, r0 + (size_t)clamp_row(1, valid) * (size_t)cols,
-                                        r0 + (size_t)clamp_row(2, valid) * (size_t)cols,
-                                        r0 + (size_t)clamp_row(3, valid) * (size_t)cols, x, cols),
-                        valid);
+/* `np` (1 or 2) panels from panel p on: out rows 4p.. (at most `rows` - 4p of them stored). */
+NEON_ALWAYS_INLINE void f32_panels_pass(float *out, const float *x, const float *w, int p, int np, int rows,
+                                        int cols) {
+    const float *w0 = w + (size_t)p * 4 * (size_t)cols, *w1 = w0 + (size_t)(np - 1) * 4 * (size_t)cols;
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0; /* the reference's `val = 0.0f`, one per row */
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+        float32x4_t xv = vld1q_f32(x + j);
+        float32x4x4_t c = vld1q_f32_x4(w0 + 4 * (size_t)j); /* columns j..j+3 of four rows */
+        acc0 = F32_STEP(acc0, c.val[0], xv, 0);
+        acc0 = F32_STEP(acc0, c.val[1], xv, 1);
+        acc0 = F32_STEP(acc0, c.val[2], xv, 2);
+        acc0 = F32_STEP(acc0, c.val[3], xv, 3);
+        if (np == 2) {
+            c = vld1q_f32_x4(w1 + 4 * (size_t)j);
+            acc1 = F32_STEP(acc1, c.val[0], xv, 0);
+            acc1 = F32_STEP(acc1, c.val[1], xv, 1);
+            acc1 = F32_STEP(acc1, c.val[2], xv, 2);
+            acc1 = F32_STEP(acc1, c.val[3], xv, 3);
+        }
+    }
+    for (; j < cols; j++) { /* the last cols % 4 columns */
+        acc0 = vaddq_f32(acc0, vmulq_n_f32(vld1q_f32(w0 + 4 * (size_t)j), x[j]));
+        if (np == 2) {
+            acc1 = vaddq_f32(acc1, vmulq_n_f32(vld1q_f32(w1 + 4 * (size_t)j), x[j]));
+        }
+    }
+    int valid = rows - 4 * p;
+    store_lanes_f32(out + 4 * p, acc0, valid < 4 ? valid : 4);
+    if (np == 2) {
+        valid -= 4;
+        store_lanes_f32(out + 4 * p + 4, acc1, valid < 4 ? valid : 4);
     }
 }
 
 #else /* LLMCU_FAST_F32 */
 
 /*
- * The fast fp32 matmul: fused multiply-adds into 16 partial sums per row (4 vectors of 4 lanes, so four
- * independent FMA chains hide the FMA latency), combined at the end, and the last cols % 4 columns added
- * one at a time. This changes the rounding, so it is NOT bit-identical to the reference.
+ * The fast fp32 matmul: fused multiply-adds by lane into two partial sums per row (columns 4k, 4k + 2 into one,
+ * 4k + 1, 4k + 3 into the other, so two independent FMA chains per panel hide the latency), added at the end.
+ * This changes the rounding, so it is NOT bit-identical to the reference.
  *
  * Stated tolerance (tests/runtime/test_neon_kernels.py checks it on every matmul_f32 case of tests/c/test_kernels.c):
  * for every row i, unless something overflows to infinity,
@@ -92,74 +104,52 @@ void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) 
  * both the reference and this kernel are such sums. Relative to |out| itself no bound exists: when the
  * products cancel, the reference's own result is mostly rounding error.
  */
-static inline float dot_tail(const float *row, const float *x, int j, int n, float sum) {
-    for (; j < n; j++) {
-        sum += row[j] * x[j];
+NEON_ALWAYS_INLINE void f32_panels_pass(float *out, const float *x, const float *w, int p, int np, int rows,
+                                        int cols) {
+    const float *w0 = w + (size_t)p * 4 * (size_t)cols, *w1 = w0 + (size_t)(np - 1) * 4 * (size_t)cols;
+    float32x4_t a0 = vdupq_n_f32(0.0f), b0 = a0, a1 = a0, b1 = a0;
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+        float32x4_t xv = vld1q_f32(x + j);
+        float32x4x4_t c = vld1q_f32_x4(w0 + 4 * (size_t)j);
+        a0 = vfmaq_laneq_f32(a0, c.val[0], xv, 0);
+        b0 = vfmaq_laneq_f32(b0, c.val[1], xv, 1);
+        a0 = vfmaq_laneq_f32(a0, c.val[2], xv, 2);
+        b0 = vfmaq_laneq_f32(b0, c.val[3], xv, 3);
+        if (np == 2) {
+            c = vld1q_f32_x4(w1 + 4 * (size_t)j);
+            a1 = vfmaq_laneq_f32(a1, c.val[0], xv, 0);
+            b1 = vfmaq_laneq_f32(b1, c.val[1], xv, 1);
+            a1 = vfmaq_laneq_f32(a1, c.val[2], xv, 2);
+            b1 = vfmaq_laneq_f32(b1, c.val[3], xv, 3);
+        }
     }
-    return sum;
-}
-
-void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) {
-    int i = 0;
-    /* Four rows share each load of x. */
-    for (; i + 4 <= rows; i += 4) {
-        const float *r0 = w + (size_t)i * (size_t)cols;
-        const float *r1 = r0 + cols;
-        const float *r2 = r1 + cols;
-        const float *r3 = r2 + cols;
-        float32x4_t a00 = vdupq_n_f32(0.0f), a01 = a00, a02 = a00, a03 = a00;
-        float32x4_t a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-        float32x4_t a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-        float32x4_t a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-        int j = 0;
-        for (; j + 16 <= cols; j += 16) {
-            float32x4_t x0 = vld1q_f32(x + j), x1 = vld1q_f32(x + j + 4);
-            float32x4_t x2 = vld1q_f32(x + j + 8), x3 = vld1q_f32(x + j + 12);
-            a00 = vfmaq_f32(a00, vld1q_f32(r0 + j), x0);
-            a01 = vfmaq_f32(a01, vld1q_f32(r0 + j + 4), x1);
-            a02 = vfmaq_f32(a02, vld1q_f32(r0 + j + 8), x2);
-            a03 = vfmaq_f32(a03, vld1q_f32(r0 + j + 12), x3);
-            a10 = vfmaq_f32(a10, vld1q_f32(r1 + j), x0);
-            a11 = vfmaq_f32(a11, vld1q_f32(r1 + j + 4), x1);
-            a12 = vfmaq_f32(a12, vld1q_f32(r1 + j + 8), x2);
-            a13 = vfmaq_f32(a13, vld1q_f32(r1 + j + 12), x3);
-            a20 = vfmaq_f32(a20, vld1q_f32(r2 + j), x0);
-            a21 = vfmaq_f32(a21, vld1q_f32(r2 + j + 4), x1);
-            a22 = vfmaq_f32(a22, vld1q_f32(r2 + j + 8), x2);
-            a23 = vfmaq_f32(a23, vld1q_f32(r2 + j + 12), x3);
-            a30 = vfmaq_f32(a30, vld1q_f32(r3 + j), x0);
-            a31 = vfmaq_f32(a31, vld1q_f32(r3 + j + 4), x1);
-            a32 = vfmaq_f32(a32, vld1q_f32(r3 + j + 8), x2);
-            a33 = vfmaq_f32(a33, vld1q_f32(r3 + j + 12), x3);
+    for (; j < cols; j++) { /* the last cols % 4 columns */
+        a0 = vfmaq_n_f32(a0, vld1q_f32(w0 + 4 * (size_t)j), x[j]);
+        if (np == 2) {
+            a1 = vfmaq_n_f32(a1, vld1q_f32(w1 + 4 * (size_t)j), x[j]);
         }
-        for (; j + 4 <= cols; j += 4) {
-            float32x4_t xv = vld1q_f32(x + j);
-            a00 = vfmaq_f32(a00, vld1q_f32(r0 + j), xv);
-            a10 = vfmaq_f32(a10, vld1q_f32(r1 + j), xv);
-            a20 = vfmaq_f32(a20, vld1q_f32(r2 + j), xv);
-            a30 = vfmaq_f32(a30, vld1q_f32(r3 + j), xv);
-        }
-        out[i] = dot_tail(r0, x, j, cols, vaddvq_f32(vaddq_f32(vaddq_f32(a00, a01), vaddq_f32(a02, a03))));
-        out[i + 1] = dot_tail(r1, x, j, cols, vaddvq_f32(vaddq_f32(vaddq_f32(a10, a11), vaddq_f32(a12, a13))));
-        out[i + 2] = dot_tail(r2, x, j, cols, vaddvq_f32(vaddq_f32(vaddq_f32(a20, a21), vaddq_f32(a22, a23))));
-        out[i + 3] = dot_tail(r3, x, j, cols, vaddvq_f32(vaddq_f32(vaddq_f32(a30, a31), vaddq_f32(a32, a33))));
     }
-    for (; i < rows; i++) { /* the last rows % 4 rows, one at a time */
-        const float *row = w + (size_t)i * (size_t)cols;
-        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
-        int j = 0;
-        for (; j + 8 <= cols; j += 8) {
-            a0 = vfmaq_f32(a0, vld1q_f32(row + j), vld1q_f32(x + j));
-            a1 = vfmaq_f32(a1, vld1q_f32(row + j + 4), vld1q_f32(x + j + 4));
-        }
-        for (; j + 4 <= cols; j += 4) {
-            a0 = vfmaq_f32(a0, vld1q_f32(row + j), vld1q_f32(x + j));
-        }
-        out[i] = dot_tail(row, x, j, cols, vaddvq_f32(vaddq_f32(a0, a1)));
+    int valid = rows - 4 * p;
+    store_lanes_f32(out + 4 * p, vaddq_f32(a0, b0), valid < 4 ? valid : 4);
+    if (np == 2) {
+        valid -= 4;
+        store_lanes_f32(out + 4 * p + 4, vaddq_f32(a1, b1), valid < 4 ? valid : 4);
     }
 }
 
 #endif /* LLMCU_FAST_F32 */
+
+void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) {
+    int panels = (rows + 3) / 4;
+    int p = 0;
+    for (; p + 2 <= panels; p += 2) {
+        f32_panels_pass(out, x, w, p, 2, rows, cols);
+    }
+    if (p < panels) {
+        f32_panels_pass(out, x, w, p, 1, rows, cols);
+    }
+}
 
 /* ---- group-quantized weights: exact integer group sums, then the reference's float chain per row ---- */
 

@@ -76,13 +76,16 @@ void quantize_activations(int8_t *xq, float *xs, const float *x, int n, int grou
 }
 
 /*
- * The embedding lookups run once per token over `dim` values: not worth vectorising, written plainly. A
- * quantized table is in the panel layout when panel_layout() says so (matmul.c): the table doubles as the
- * classifier, which matmul reads that way.
+ * The embedding lookups run once per token over `dim` values: not worth vectorising, written plainly. An fp32
+ * table is always in the panel layout, a quantized one when panel_layout() says so (matmul.c): the table doubles
+ * as the classifier, which matmul reads that way.
  */
 
 void embed_f32(float *out, const float *table, int row, int dim) {
-    memcpy(out, table + (size_t)row * (size_t)dim, (size_t)dim * sizeof(float));
+    const float *panel = table + (size_t)(row / 4) * 4 * (size_t)dim + (size_t)(row % 4);
+    for (int j = 0; j < dim; j++) { /* fp32 tables are always in panels: column j is four floats */
+        out[j] = panel[4 * (size_t)j];
+    }
 }
 
 void embed_q8(float *out, const int8_t *table, const float *scales, int row, int dim, int group_size) {

@@ -9,6 +9,9 @@ of 16 (where the thread pool splits a matmul) starts where it would in the row-m
 ``neon_panels`` (runtime_c/kernels/neon/matmul.c describes the C side): rows in panels of four (padded with zero
 rows and zero scales to a multiple of four);
 
+- fp32, every matrix: per panel, for each column, the four rows' values side by side (16 bytes), so that one
+  vector load is a column of four rows;
+
 - q8, when cols and group_size are multiples of 4: per panel, for each quad of columns 4c..4c+3, row 0's four
   bytes, then row 1's, row 2's, row 3's (16 bytes);
 - q4, when cols and group_size are multiples of 8: per panel, 16 bytes per block of 8 columns 8b..8b+7, byte
@@ -33,7 +36,7 @@ rows and zero scales to a multiple of four);
 - q4z, when q4's applies: the codes as q4's panels (n in place of q + 8), and per panel, per group, the two
   rows' 16-bit group words side by side.
 
-Other shapes and fp32 matrices stay row-major.
+Other shapes stay row-major, and so do fp32 matrices outside ``neon_panels``.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ def for_kernel_set(kernel_set: str) -> str:
 
 
 def panel_applies(qtype: str, cols: int, group_size: int) -> bool:
-    """Whether ``neon_panels`` rearranges a matrix (the same test as the C side's panel_layout())."""
-    unit = {"q8": 4, "q4": 8, "q4z": 8}.get(qtype)
+    """Whether ``neon_panels`` rearranges a matrix (the same test as the C side's panel_layout(); fp32 always)."""
+    unit = {"fp32": 1, "q8": 4, "q4": 8, "q4z": 8}.get(qtype)
     return unit is not None and cols % unit == 0 and group_size % unit == 0
 
 
@@ -85,6 +88,13 @@ def panel_q8(q: np.ndarray) -> np.ndarray:
     panels, cols = padded.shape[0] // 4, padded.shape[1]
     # (panel, row in panel, quad, byte) -> (panel, quad, row in panel, byte)
     return padded.reshape(panels, 4, cols // 4, 4).transpose(0, 2, 1, 3).reshape(-1).view(np.uint8)
+
+
+def panel_f32(values: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` float32 -> the fp32 panel values (float32, flat): per panel, per column, four rows."""
+    padded = _pad_rows(np.asarray(values, dtype=np.float32), 4)
+    panels, cols = padded.shape[0] // 4, padded.shape[1]
+    return padded.reshape(panels, 4, cols).transpose(0, 2, 1).reshape(-1)
 
 
 def panel_q4(q: np.ndarray) -> np.ndarray:
@@ -141,10 +151,11 @@ class PanelLayout:
     q4: Callable[[np.ndarray], np.ndarray]  # int4 codes in [-8, 7] -> bytes (q4, and q4z's n - 8)
     q4_scale_rows: int  # q4: the rows whose scales sit together, group by group
     q4z_word_rows: int  # q4z: the rows whose group words sit together, group by group
+    f32: Callable[[np.ndarray], np.ndarray] | None = None  # float32 values -> float32 values; None: row-major
 
 
 PANEL_LAYOUTS = {
-    NEON_PANELS: PanelLayout(panel_applies, panel_q8, panel_q4, q4_scale_rows=4, q4z_word_rows=4),
+    NEON_PANELS: PanelLayout(panel_applies, panel_q8, panel_q4, q4_scale_rows=4, q4z_word_rows=4, f32=panel_f32),
     M7_PANELS: PanelLayout(m7_panel_applies, m7_panels_q8, m7_pairs_q4, q4_scale_rows=2, q4z_word_rows=2),
 }
 
@@ -156,6 +167,10 @@ def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, by
     panels = PANEL_LAYOUTS.get(layout)
     if panels is None or not panels.applies(matrix.qtype, matrix.cols, matrix.group_size):
         return matrix.storage()
+    if matrix.qtype == "fp32":
+        if panels.f32 is None:
+            return matrix.storage()
+        return panels.f32(matrix.q).astype("<f4").tobytes(), b""
     assert matrix.scales is not None and matrix.q.ndim == 2
     if matrix.qtype == "q4z":
         codes, words = _q4z_codes_and_words(matrix)

@@ -51,8 +51,23 @@ def test_q4_panels_hold_twos_complement_nibbles() -> None:
             assert (nibble - 16 if nibble >= 8 else nibble) == matrix.q[r, c]
 
 
+def test_fp32_panels_put_a_column_of_four_rows_side_by_side_and_pad_the_last_panel() -> None:
+    rows, cols = 6, 5
+    values = np.random.default_rng(7).standard_normal((rows, cols)).astype(np.float32)
+    matrix = quantize_matrix(values, "fp32", 32)
+    data, scales = layouts.storage(matrix, layouts.NEON_PANELS)
+    assert scales == b""
+    flat = np.frombuffer(data, dtype="<f4")
+    assert len(flat) == 8 * cols  # two panels: rows 6 and 7 are zeros
+    for r in range(8):
+        for c in range(cols):
+            assert flat[(r // 4) * 4 * cols + c * 4 + r % 4] == (values[r, c] if r < rows else 0.0)
+    # the Cortex-M7 set reads fp32 row-major
+    assert layouts.storage(matrix, layouts.M7_PANELS) == matrix.storage()
+
+
 def test_shapes_the_panels_do_not_fit_stay_row_major() -> None:
-    for qtype, cols, group in (("q8", 18, 6), ("q4", 172, 32), ("fp32", 64, 32)):
+    for qtype, cols, group in (("q8", 18, 6), ("q4", 172, 32)):
         matrix = quantize_matrix(np.ones((4, cols), dtype=np.float32), qtype, group)
         assert layouts.storage(matrix, layouts.NEON_PANELS) == matrix.storage()
     matrix = quantize_matrix(np.ones((4, 8), dtype=np.float32), "q8", 4)

@@ -38,17 +38,34 @@ def test_q8_panels_put_each_weight_where_the_kernel_reads_it(rows: int) -> None:
             assert s[((r // 4) * (cols // group) + g) * 4 + r % 4] == expected_scale
 
 
-def test_q4_panels_hold_twos_complement_nibbles() -> None:
-    rows, cols, group = 8, 16, 8
+def test_q4_pair_panels_hold_row_k_high_and_row_k_plus_4_low() -> None:
+    rows, cols, group = 10, 12, 4  # two panels of eight, the second padded with six zero rows
     matrix = quantize_matrix(np.random.default_rng(4).standard_normal((rows, cols)), "q4", group)
-    data, _ = layouts.storage(matrix, layouts.NEON_PANELS)
-    assert len(data) == rows * cols // 2
+    data, scales = layouts.storage(matrix, layouts.NEON_PANELS)
+    assert len(data) == 16 * cols // 2
     flat = np.frombuffer(data, dtype=np.uint8)
+    for r in range(16):
+        for c in range(cols):
+            byte = int(flat[(r // 8) * 4 * cols + (c // 4) * 16 + (r % 4) * 4 + c % 4])
+            if r % 8 < 4:
+                value = (byte >> 4) - 16 * (byte >> 7)  # the high nibble, two's complement
+            else:
+                value = (byte & 0x0F) - 8  # the low nibble, q + 8
+            assert value == (matrix.q[r, c] if r < rows else 0)
+    panel_scales = np.frombuffer(scales, dtype="<f4").reshape(2, cols // group, 8)  # per panel, per group, 8 rows
+    assert np.array_equal(panel_scales[0].T, matrix.scales[:8])
+    assert np.array_equal(panel_scales[1, :, :2].T, matrix.scales[8:]) and not panel_scales[1, :, 2:].any()
+
+
+def test_q4z_codes_keep_four_row_panels_of_twos_complement_nibbles() -> None:
+    rows, cols, group = 8, 16, 8
+    codes = np.random.default_rng(5).integers(-8, 8, size=(rows, cols))
+    flat = layouts.panel_q4(codes)
     for r in range(rows):
         for c in range(cols):
             byte = int(flat[(r // 4) * 2 * cols + (c // 8) * 16 + (r % 4) * 4 + c % 4])
             nibble = (byte >> 4) if c % 8 >= 4 else (byte & 0x0F)
-            assert (nibble - 16 if nibble >= 8 else nibble) == matrix.q[r, c]
+            assert (nibble - 16 if nibble >= 8 else nibble) == codes[r, c]
 
 
 def test_fp32_panels_put_a_column_of_four_rows_side_by_side_and_pad_the_last_panel() -> None:
@@ -67,7 +84,7 @@ def test_fp32_panels_put_a_column_of_four_rows_side_by_side_and_pad_the_last_pan
 
 
 def test_shapes_the_panels_do_not_fit_stay_row_major() -> None:
-    for qtype, cols, group in (("q8", 18, 6), ("q4", 172, 32)):
+    for qtype, cols, group in (("q8", 18, 6), ("q4", 18, 6), ("q4z", 172, 32)):
         matrix = quantize_matrix(np.ones((4, cols), dtype=np.float32), qtype, group)
         assert layouts.storage(matrix, layouts.NEON_PANELS) == matrix.storage()
     matrix = quantize_matrix(np.ones((4, 8), dtype=np.float32), "q8", 4)

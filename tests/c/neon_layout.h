@@ -105,6 +105,54 @@ static int neon_q4z_panels(uint8_t **w, uint16_t **words, size_t *wbytes, size_t
 }
 
 /*
+ * q4 in pair panels (cols and group_size multiples of 4): rows in panels of eight; per quad of columns, byte
+ * 4k + m holds row k's column 4c + m in its high nibble (two's complement of q) and row k + 4's in its low nibble
+ * (q + 8); scales per panel, per group, the eight rows' side by side. Replaces *w and *ws (returns 1) when it
+ * applies.
+ */
+static int neon_q4_pairs(uint8_t **w, float **ws, size_t *wbytes, size_t *nscales, int rows, int cols,
+                         int group_size) {
+    if (cols % 4 != 0 || group_size % 4 != 0) {
+        return 0;
+    }
+    int panels = (rows + 7) / 8, ngroups = group_count(cols, group_size);
+    size_t panel_bytes = 4 * (size_t)cols;
+    uint8_t *pw = calloc((size_t)panels * panel_bytes + 1, 1);
+    float *ps = calloc((size_t)panels * 8 * (size_t)ngroups + 1, sizeof(float));
+    if (!pw || !ps) {
+        abort();
+    }
+    for (int p = 0; p < panels; p++) { /* padding rows: q = 0, so their low nibbles hold 8 */
+        for (size_t b = 0; b < panel_bytes; b++) {
+            pw[(size_t)p * panel_bytes + b] = 0x08;
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        int p = r / 8, k = r % 8;
+        uint8_t *panel = pw + (size_t)p * panel_bytes;
+        for (int c = 0; c < cols; c++) {
+            int q = neon_q_at(*w, 1, cols, r, c);
+            uint8_t *byte = &panel[(size_t)(c / 4) * 16 + (size_t)(k % 4) * 4 + (size_t)(c % 4)];
+            if (k < 4) {
+                *byte = (uint8_t)((*byte & 0x0F) | (((unsigned)q & 0x0Fu) << 4));
+            } else {
+                *byte = (uint8_t)((*byte & 0xF0) | (unsigned)(q + 8));
+            }
+        }
+        for (int g = 0; g < ngroups; g++) {
+            ps[((size_t)p * (size_t)ngroups + (size_t)g) * 8 + (size_t)k] = (*ws)[(size_t)r * (size_t)ngroups + (size_t)g];
+        }
+    }
+    free(*w);
+    free(*ws);
+    *w = pw;
+    *ws = ps;
+    *wbytes = (size_t)panels * panel_bytes;
+    *nscales = (size_t)panels * 8 * (size_t)ngroups;
+    return 1;
+}
+
+/*
  * An fp32 matrix (row-major, rows x cols) in the panel layout, which applies to every fp32 matrix: rows in panels
  * of four (zero rows pad the last), per column the four rows' values side by side. Returns a new malloc'ed array
  * and its float count in *count.

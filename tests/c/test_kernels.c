@@ -34,7 +34,8 @@
 #if defined(HARNESS_LAYOUT_NEON_PANELS) /* the kernel set reads the NEON panel layout (neon_layout.h) */
 #include "neon_layout.h"
 #define KERNEL_LAYOUT(q4, w, ws, wbytes, nscales, rows, cols, group_size)                                              \
-    neon_panels((q4), (w), (ws), (wbytes), (nscales), (rows), (cols), (group_size))
+    ((q4) ? neon_q4_pairs((w), (ws), (wbytes), (nscales), (rows), (cols), (group_size))                                \
+          : neon_panels(0, (w), (ws), (wbytes), (nscales), (rows), (cols), (group_size)))
 #define KERNEL_Q4Z_LAYOUT(w, words, wbytes, nwords, rows, cols, group_size)                                            \
     neon_q4z_panels((w), (words), (wbytes), (nwords), (rows), (cols), (group_size))
 #define KERNEL_F32_LAYOUT(w, count, rows, cols) neon_f32_panels((w), (count), (rows), (cols))

@@ -621,6 +621,248 @@ NEON_ALWAYS_INLINE void panels_pass(float *out, const int8_t *xq, const float *x
 }
 
 /*
+ * q4 in pair panels (cols and group_size multiples of 4): rows in panels of eight, and per quad of columns 16
+ * bytes, byte 4k + m holding row k's column 4c + m in its high nibble (the 4-bit two's complement of q) and row
+ * k + 4's in its low nibble (q + 8, unsigned). As an int8 such a byte is 16 q_k + (q_{k+4} + 8), so one SDOT by
+ * lane on the raw bytes gives A = 16 S_k + L_{k+4} in lane k, and one on the bytes masked to their low nibbles
+ * gives L_{k+4} = sum (q_{k+4} + 8) x: the eight rows' exact group sums are S = (A - L) >> 4 (rows 0-3) and
+ * L - 8 sum x (rows 4-7). Three instructions per 32 weights (a mask and two SDOTs) where unpacking both nibbles
+ * takes four, which brings q4 close to q8's cost per weight. Scales: per panel, per group, the eight rows' scales
+ * side by side.
+ */
+
+/* The sum of `len` activations (exact in int32). */
+static inline int32_t group_sum(const int8_t *x, int len) {
+    int32_t sum = 0;
+    int j = 0;
+    for (; j + 16 <= len; j += 16) {
+        sum += vaddlvq_s8(vld1q_s8(x + j)); /* 16 int8 summed into an int16: no overflow */
+    }
+    for (; j < len; j++) {
+        sum += x[j];
+    }
+    return sum;
+}
+
+/* One quad (4 columns, 16 bytes at *w) against lane `lane` of xv into the raw (a) and low-nibble (l) sums. */
+#define PAIR_QUAD(a, l, bytes, xv, lane)                                                                                \
+    do {                                                                                                               \
+        int8x16_t b_ = (bytes);                                                                                        \
+        (a) = SDOT_LANE((a), b_, (xv), (lane));                                                                        \
+        (l) = SDOT_LANE((l), vandq_s8(b_, vdupq_n_s8(0x0F)), (xv), (lane));                                            \
+    } while (0)
+
+/* The raw and low-nibble sums of `len` columns (a multiple of 4) of one pair panel; *w moves past them. */
+NEON_ALWAYS_INLINE void pair_group(int32x4_t *a_out, int32x4_t *l_out, const int8_t **w, const int8_t *x, int len) {
+    int32x4_t a = vdupq_n_s32(0), l = a;
+    int j = 0;
+    for (; j + 16 <= len; j += 16) {
+        int8x16_t xv = vld1q_s8(x + j);
+        int8x16x4_t b = vld1q_s8_x4(*w);
+        *w += 64;
+        PAIR_QUAD(a, l, b.val[0], xv, 0);
+        PAIR_QUAD(a, l, b.val[1], xv, 1);
+        PAIR_QUAD(a, l, b.val[2], xv, 2);
+        PAIR_QUAD(a, l, b.val[3], xv, 3);
+    }
+    int rest = (len - j) / 4;
+    if (rest > 0) {
+        int8x16_t xv = load_x_quads(x + j, rest);
+        PAIR_QUAD(a, l, vld1q_s8(*w), xv, 0);
+        if (rest > 1) {
+            PAIR_QUAD(a, l, vld1q_s8(*w + 16), xv, 1);
+        }
+        if (rest > 2) {
+            PAIR_QUAD(a, l, vld1q_s8(*w + 32), xv, 2);
+        }
+        *w += 16 * rest;
+    }
+    *a_out = a;
+    *l_out = l;
+}
+
+/* One group (`len` columns from `start`) of pair panels p and p + 1 (np = 2) or p alone: the four accumulators'
+ * chain steps, rows 0-3 (hi) and 4-7 (lo) of each panel. */
+NEON_ALWAYS_INLINE void pair_step(float32x4_t acc[4], const int8_t *w[2], const float *s[2], const int8_t *x,
+                                  float xs_g, int len, int np) {
+    int32x4_t a, l, low_fix = vdupq_n_s32(8 * group_sum(x, len)); /* the low rows' + 8 */
+    pair_group(&a, &l, &w[0], x, len);
+    acc[0] = panel_step(acc[0], vshrq_n_s32(vsubq_s32(a, l), 4), s[0], xs_g);
+    acc[1] = panel_step(acc[1], vsubq_s32(l, low_fix), s[0] + 4, xs_g);
+    s[0] += 8;
+    if (np == 2) {
+        pair_group(&a, &l, &w[1], x, len);
+        acc[2] = panel_step(acc[2], vshrq_n_s32(vsubq_s32(a, l), 4), s[1], xs_g);
+        acc[3] = panel_step(acc[3], vsubq_s32(l, low_fix), s[1] + 4, xs_g);
+        s[1] += 8;
+    }
+}
+
+/* Pair panels p and p + 1 (np = 2) or p alone: out rows 8p.. (at most `rows` - 8p of them stored). */
+NEON_ALWAYS_INLINE void pairs_pass(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
+                                   int p, int np, int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    const int8_t *w0 = (const int8_t *)w + (size_t)p * 4 * (size_t)cols;
+    const int8_t *wp[2] = {w0, w0 + (size_t)(np - 1) * 4 * (size_t)cols};
+    const float *s0 = ws + (size_t)p * 8 * (size_t)ngroups;
+    const float *sp[2] = {s0, s0 + (size_t)(np - 1) * 8 * (size_t)ngroups};
+    float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+    int full = cols / group_size; /* whole groups: a constant length, so their loops unroll */
+    int g = 0;
+    for (; g < full; g++) {
+        pair_step(acc, wp, sp, xq + g * group_size, xs[g], group_size, np);
+    }
+    if (g < ngroups) { /* the rows' last, shorter group */
+        pair_step(acc, wp, sp, xq + g * group_size, xs[g], cols - g * group_size, np);
+    }
+    int valid = rows - 8 * p;
+    for (int half = 0; half < 2 * np; half++, valid -= 4) {
+        if (valid > 0) {
+            store_lanes_f32(out + 8 * p + 4 * half, acc[half], valid < 4 ? valid : 4);
+        }
+    }
+}
+
+/* matmul_q4 over pair panels, two per pass (16 rows) sharing the activation loads; group size 32 gets its own copy
+ * of the loops (fully unrolled). */
+NEON_ALWAYS_INLINE void q4_pairs_rows(float *out, const int8_t *xq, const float *xs, const uint8_t *w,
+                                      const float *ws, int rows, int cols, int group_size) {
+    int panels = (rows + 7) / 8;
+    int p = 0;
+    for (; p + 2 <= panels; p += 2) {
+        pairs_pass(out, xq, xs, w, ws, p, 2, rows, cols, group_size);
+    }
+    if (p < panels) {
+        pairs_pass(out, xq, xs, w, ws, p, 1, rows, cols, group_size);
+    }
+}
+
+/* The 32 columns of one group of a pair panel (128 bytes, *w moves past them): its eight rows' exact integer sums,
+ * rows 0-3 into *hi and rows 4-7 into *lo, given low_fix = 8 * the group's sum of x in every lane. */
+NEON_ALWAYS_INLINE void pair_panel_g32(int32x4_t *hi, int32x4_t *lo, const int8_t **w, int8x16_t xa, int8x16_t xb,
+                                       int32x4_t low_fix) {
+    int8x16x4_t b0 = vld1q_s8_x4(*w), b1 = vld1q_s8_x4(*w + 64);
+    *w += 128;
+    int32x4_t a = vdupq_n_s32(0), l = a;
+    PAIR_QUAD(a, l, b0.val[0], xa, 0);
+    PAIR_QUAD(a, l, b0.val[1], xa, 1);
+    PAIR_QUAD(a, l, b0.val[2], xa, 2);
+    PAIR_QUAD(a, l, b0.val[3], xa, 3);
+    PAIR_QUAD(a, l, b1.val[0], xb, 0);
+    PAIR_QUAD(a, l, b1.val[1], xb, 1);
+    PAIR_QUAD(a, l, b1.val[2], xb, 2);
+    PAIR_QUAD(a, l, b1.val[3], xb, 3);
+    *hi = vshrq_n_s32(vsubq_s32(a, l), 4);
+    *lo = vsubq_s32(l, low_fix);
+}
+
+/* Pair panels p and p + 1 (rows 8p..8p+15, all real rows), group size 32, cols a multiple of 32; sums8[g] is
+ * 8 * the sum of group g's activations. */
+NEON_ALWAYS_INLINE void q4_pairs2_g32(float *out, const int8_t *xq, const float *xs, const int32_t *sums8,
+                                      const uint8_t *w, const float *ws, int p, int cols) {
+    int ngroups = cols / 32;
+    const int8_t *w0 = (const int8_t *)w + (size_t)p * 4 * (size_t)cols, *w1 = w0 + 4 * (size_t)cols;
+    const float *s0 = ws + (size_t)p * 8 * (size_t)ngroups, *s1 = s0 + 8 * (size_t)ngroups;
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int g = 0; g < ngroups; g++) {
+        int8x16_t xa = vld1q_s8(xq), xb = vld1q_s8(xq + 16);
+        xq += 32;
+        float xs_g = xs[g];
+        int32x4_t low_fix = vld1q_dup_s32(sums8 + g), h0, l0, h1, l1;
+        pair_panel_g32(&h0, &l0, &w0, xa, xb, low_fix);
+        pair_panel_g32(&h1, &l1, &w1, xa, xb, low_fix);
+        acc0 = panel_step(acc0, h0, s0, xs_g);
+        acc1 = panel_step(acc1, l0, s0 + 4, xs_g);
+        acc2 = panel_step(acc2, h1, s1, xs_g);
+        acc3 = panel_step(acc3, l1, s1 + 4, xs_g);
+        s0 += 8;
+        s1 += 8;
+    }
+    vst1q_f32(out + 8 * p, acc0);
+    vst1q_f32(out + 8 * p + 4, acc1);
+    vst1q_f32(out + 8 * p + 8, acc2);
+    vst1q_f32(out + 8 * p + 12, acc3);
+}
+
+/* Group size 32 takes q4_pairs2_g32 for whole pairs of panels when the group sums fit this buffer (any matrix up to
+ * 16384 columns); the rest goes through the general loops. */
+#define PAIR_SUMS_MAX 512
+
+static void q4_pairs_matmul(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
+                            int rows, int cols, int group_size) {
+    if (group_size == 32 && cols % 32 == 0 && cols / 32 <= PAIR_SUMS_MAX) {
+        int32_t sums8[PAIR_SUMS_MAX];
+        for (int g = 0; g < cols / 32; g++) {
+            sums8[g] = 8 * group_sum(xq + 32 * g, 32);
+        }
+        int p = 0;
+        for (; 8 * (p + 2) <= rows; p += 2) {
+            q4_pairs2_g32(out, xq, xs, sums8, w, ws, p, cols);
+        }
+        if (8 * p < rows) { /* the last eight rows or fewer */
+            q4_pairs_rows(out + 8 * p, xq, xs, w + (size_t)p * 4 * (size_t)cols,
+                          ws + (size_t)p * 8 * (size_t)(cols / 32), rows - 8 * p, cols, 32);
+        }
+        return;
+    }
+    q4_pairs_rows(out, xq, xs, w, ws, rows, cols, group_size);
+}
+
+/*
+ * q8 with group size 32 (GGUF's Q8_0 blocks, and llmcu's default): four panels (16 rows) per pass, a group at a
+ * time, written out so that nothing but the work is left in the loop. Per group and panel: the 32 columns' weights
+ * in two four-register loads, eight SDOTs by lane against the group's two activation vectors, and the float step
+ * with the panel's four scales in one load. The activations and their scale are loaded once for the four panels.
+ */
+
+/* The integer sums of one group of 32 columns of a q8 panel (128 bytes, *w moves past them). */
+NEON_ALWAYS_INLINE int32x4_t q8_panel_g32(const int8_t **w, int8x16_t xa, int8x16_t xb) {
+    int8x16x4_t lo = vld1q_s8_x4(*w);
+    *w += 64;
+    int8x16x4_t hi = vld1q_s8_x4(*w);
+    *w += 64;
+    int32x4_t acc = SDOT_LANE(vdupq_n_s32(0), lo.val[0], xa, 0);
+    acc = SDOT_LANE(acc, lo.val[1], xa, 1);
+    acc = SDOT_LANE(acc, lo.val[2], xa, 2);
+    acc = SDOT_LANE(acc, lo.val[3], xa, 3);
+    acc = SDOT_LANE(acc, hi.val[0], xb, 0);
+    acc = SDOT_LANE(acc, hi.val[1], xb, 1);
+    acc = SDOT_LANE(acc, hi.val[2], xb, 2);
+    return SDOT_LANE(acc, hi.val[3], xb, 3);
+}
+
+/* q8 panels p..p+3 (rows 4p..4p+15, all of them real rows) of a matrix whose cols are a multiple of 32. */
+NEON_ALWAYS_INLINE void q8_panels4_g32(float *out, const int8_t *xq, const float *xs, const uint8_t *w,
+                                       const float *ws, int p, int cols) {
+    int ngroups = cols / 32;
+    size_t panel_bytes = 4 * (size_t)cols;
+    const int8_t *w0 = (const int8_t *)w + (size_t)p * panel_bytes, *w1 = w0 + panel_bytes, *w2 = w1 + panel_bytes,
+                 *w3 = w2 + panel_bytes;
+    const float *s0 = ws + (size_t)p * 4 * (size_t)ngroups, *s1 = s0 + 4 * (size_t)ngroups,
+                *s2 = s1 + 4 * (size_t)ngroups, *s3 = s2 + 4 * (size_t)ngroups;
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int g = 0; g < ngroups; g++) {
+        int8x16_t xa = vld1q_s8(xq), xb = vld1q_s8(xq + 16);
+        xq += 32;
+        float xs_g = xs[g];
+        int32x4_t i0 = q8_panel_g32(&w0, xa, xb), i1 = q8_panel_g32(&w1, xa, xb);
+        int32x4_t i2 = q8_panel_g32(&w2, xa, xb), i3 = q8_panel_g32(&w3, xa, xb);
+        acc0 = panel_step(acc0, i0, s0, xs_g);
+        acc1 = panel_step(acc1, i1, s1, xs_g);
+        acc2 = panel_step(acc2, i2, s2, xs_g);
+        acc3 = panel_step(acc3, i3, s3, xs_g);
+        s0 += 4;
+        s1 += 4;
+        s2 += 4;
+        s3 += 4;
+    }
+    vst1q_f32(out + 4 * p, acc0);
+    vst1q_f32(out + 4 * p + 4, acc1);
+    vst1q_f32(out + 4 * p + 8, acc2);
+    vst1q_f32(out + 4 * p + 12, acc3);
+}
+
+/*
  * matmul_q8/q4 over panels: two panels (eight rows) per pass share every activation load, each lane of a
  * float accumulator doing its row's chain acc += ((float)isum * ws) * xs over the groups in order.
  */
@@ -628,6 +870,11 @@ NEON_ALWAYS_INLINE void q_matmul_panels(float *out, const int8_t *xq, const floa
                                         const float *ws, int rows, int cols, int group_size, int q4) {
     int panels = (rows + 3) / 4;
     int p = 0;
+    if (!q4 && group_size == 32 && cols % 32 == 0) {
+        for (; 4 * (p + 4) <= rows; p += 4) {
+            q8_panels4_g32(out, xq, xs, w, ws, p, cols);
+        }
+    }
     for (; p + 2 <= panels; p += 2) {
         panels_pass(out, xq, xs, w, ws, p, 2, rows, cols, group_size, q4);
     }
@@ -662,6 +909,10 @@ void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, c
 
 void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows,
                int cols, int group_size) {
+    if (q4_pair_layout(cols, group_size)) {
+        q4_pairs_matmul(out, xq, xs, w, ws, rows, cols, group_size);
+        return;
+    }
     q_matmul_any(out, xq, xs, w, ws, rows, cols, group_size, 1);
 }
 
@@ -674,17 +925,6 @@ void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, 
  * the scales by the contract's bit formula ((word & 0xFFF0) << 13) + 0x38000000, the float32 value of the
  * binary16 scale.
  */
-static inline int32_t group_sum(const int8_t *x, int len) {
-    int32_t sum = 0;
-    int j = 0;
-    for (; j + 16 <= len; j += 16) {
-        sum += vaddlvq_s8(vld1q_s8(x + j)); /* 16 int8 summed into an int16: no overflow */
-    }
-    for (; j < len; j++) {
-        sum += x[j];
-    }
-    return sum;
-}
 
 /* acc[r] += ((float)(isum[r] - (z[r] - 8) * xsum) * scale[r]) * xs_g for the four rows' group words. */
 static inline float32x4_t q4z_step(float32x4_t acc, int32x4_t isum, uint32x4_t word, int32_t xsum, float xs_g) {

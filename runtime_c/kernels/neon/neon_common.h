@@ -100,6 +100,10 @@ static inline int panel_layout(int cols, int group_size, int q4) {
     return cols % unit == 0 && group_size % unit == 0;
 }
 
+/* Whether codegen stored a q4 matrix in pair panels (matmul.c; layouts.py's q4 in neon_panels): checked before
+ * panel_layout(), which then applies to q4z only among the 4-bit types. */
+static inline int q4_pair_layout(int cols, int group_size) { return cols % 4 == 0 && group_size % 4 == 0; }
+
 #if defined(LLMCU_NUMERICS_FAST) && LLMCU_NUMERICS_FAST
 /*
  * exp(x) in four lanes for numerics=fast (softmax, SwiGLU, attention): x = n ln2 + r with n = round(x / ln2) and

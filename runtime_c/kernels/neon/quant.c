@@ -110,6 +110,17 @@ void embed_q8(float *out, const int8_t *table, const float *scales, int row, int
 
 void embed_q4(float *out, const uint8_t *table, const float *scales, int row, int dim, int group_size) {
     int ngroups = group_count(dim, group_size);
+    if (q4_pair_layout(dim, group_size)) {
+        int k = row % 8; /* rows 0-3 of a pair panel in the high nibbles, rows 4-7 in the low ones */
+        const uint8_t *panel = table + (size_t)(row / 8) * 4 * (size_t)dim + (size_t)(k % 4) * 4;
+        const float *s = scales + (size_t)(row / 8) * 8 * (size_t)ngroups + (size_t)k;
+        for (int j = 0; j < dim; j++) { /* column j: quad j / 4, byte j % 4 of this row's four */
+            uint8_t byte = panel[(size_t)(j / 4) * 16 + (size_t)(j % 4)];
+            int q = k < 4 ? (byte >> 4) - ((byte >> 7) << 4) : (byte & 0x0F) - 8;
+            out[j] = (float)q * s[8 * (j / group_size)];
+        }
+        return;
+    }
     if (panel_layout(dim, group_size, 1)) {
         const uint8_t *panel = table + (size_t)(row / 4) * 2 * (size_t)dim + (size_t)(row % 4) * 4;
         const float *s = scales + (size_t)(row / 4) * 4 * (size_t)ngroups + (size_t)(row % 4);

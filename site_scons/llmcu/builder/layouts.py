@@ -14,12 +14,15 @@ rows and zero scales to a multiple of four);
 
 - q8, when cols and group_size are multiples of 4: per panel, for each quad of columns 4c..4c+3, row 0's four
   bytes, then row 1's, row 2's, row 3's (16 bytes);
-- q4, when cols and group_size are multiples of 8: per panel, 16 bytes per block of 8 columns 8b..8b+7, byte
-  4k + m holding row k's column 8b + m in its low nibble and column 8b + 4 + m in its high nibble, each nibble
-  the 4-bit two's complement of q (not q + 8);
-- q4z, as q4 (the code n stored as the two's complement nibble of n - 8), its group words per panel, per group,
-  the four rows' side by side;
-- scales, for either: per panel, per group, the four rows' scales side by side.
+- q4, when cols and group_size are multiples of 4: pair panels, rows in panels of eight (padded with zero rows
+  and zero scales to a multiple of eight); per panel, 16 bytes per quad of columns 4c..4c+3, byte 4k + m holding
+  row k's column 4c + m in its high nibble (the 4-bit two's complement of q) and row k + 4's in its low nibble
+  (q + 8); scales per panel, per group, the eight rows' side by side;
+- q4z, when cols and group_size are multiples of 8: per panel of four rows, 16 bytes per block of 8 columns
+  8b..8b+7, byte 4k + m holding row k's column 8b + m in its low nibble and column 8b + 4 + m in its high nibble,
+  each nibble the 4-bit two's complement of n - 8; its group words per panel, per group, the four rows' side by
+  side;
+- q8 scales: per panel, per group, the four rows' scales side by side.
 
 ``m7_panels`` (runtime_c/kernels/cortex_m7/matmul.c describes the C side):
 
@@ -64,7 +67,7 @@ def for_kernel_set(kernel_set: str) -> str:
 
 def panel_applies(qtype: str, cols: int, group_size: int) -> bool:
     """Whether ``neon_panels`` rearranges a matrix (the same test as the C side's panel_layout(); fp32 always)."""
-    unit = {"fp32": 1, "q8": 4, "q4": 8, "q4z": 8}.get(qtype)
+    unit = {"fp32": 1, "q8": 4, "q4": 4, "q4z": 8}.get(qtype)
     return unit is not None and cols % unit == 0 and group_size % unit == 0
 
 
@@ -97,8 +100,19 @@ def panel_f32(values: np.ndarray) -> np.ndarray:
     return padded.reshape(panels, 4, cols).transpose(0, 2, 1).reshape(-1)
 
 
+def pair_panels_q4(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int4 values in [-8, 7] -> the q4 pair-panel bytes (uint8, flat)."""
+    padded = _pad_rows(np.asarray(q, dtype=np.int8), 8)
+    panels, cols = padded.shape[0] // 8, padded.shape[1]
+    # (panel, half, row in half, quad, m) -> (panel, quad, row in half, m) for each half
+    halves = padded.reshape(panels, 2, 4, cols // 4, 4).transpose(0, 1, 3, 2, 4)
+    high = (halves[:, 0].astype(np.uint8) & 0x0F) << 4
+    low = (halves[:, 1].astype(np.int16) + 8).astype(np.uint8)
+    return (high | low).reshape(-1).astype(np.uint8)
+
+
 def panel_q4(q: np.ndarray) -> np.ndarray:
-    """``(rows, cols)`` int4 values in [-8, 7] -> the q4 panel bytes (uint8, flat)."""
+    """``(rows, cols)`` int4 values in [-8, 7] -> the four-row q4 panel bytes (uint8, flat), as q4z's codes use."""
     nibbles = _pad_rows(np.asarray(q, dtype=np.int8), 4).astype(np.uint8) & 0x0F
     panels, cols = nibbles.shape[0] // 4, nibbles.shape[1]
     # (panel, row in panel, block, half, m) -> (panel, block, row in panel, m) for each half
@@ -148,15 +162,18 @@ class PanelLayout:
 
     applies: Callable[[str, int, int], bool]  # (qtype, cols, group size): whether it rearranges the matrix
     q8: Callable[[np.ndarray], np.ndarray]  # int8 codes -> bytes
-    q4: Callable[[np.ndarray], np.ndarray]  # int4 codes in [-8, 7] -> bytes (q4, and q4z's n - 8)
+    q4: Callable[[np.ndarray], np.ndarray]  # int4 codes in [-8, 7] -> bytes
+    q4z: Callable[[np.ndarray], np.ndarray]  # q4z's codes as n - 8 in [-8, 7] -> bytes
     q4_scale_rows: int  # q4: the rows whose scales sit together, group by group
     q4z_word_rows: int  # q4z: the rows whose group words sit together, group by group
     f32: Callable[[np.ndarray], np.ndarray] | None = None  # float32 values -> float32 values; None: row-major
 
 
 PANEL_LAYOUTS = {
-    NEON_PANELS: PanelLayout(panel_applies, panel_q8, panel_q4, q4_scale_rows=4, q4z_word_rows=4, f32=panel_f32),
-    M7_PANELS: PanelLayout(m7_panel_applies, m7_panels_q8, m7_pairs_q4, q4_scale_rows=2, q4z_word_rows=2),
+    NEON_PANELS: PanelLayout(
+        panel_applies, panel_q8, pair_panels_q4, panel_q4, q4_scale_rows=8, q4z_word_rows=4, f32=panel_f32
+    ),
+    M7_PANELS: PanelLayout(m7_panel_applies, m7_panels_q8, m7_pairs_q4, m7_pairs_q4, q4_scale_rows=2, q4z_word_rows=2),
 }
 
 
@@ -176,7 +193,7 @@ def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, by
         codes, words = _q4z_codes_and_words(matrix)
         rows = panels.q4z_word_rows
         words = _pad_rows(words, rows)
-        return panels.q4(codes - 8).tobytes(), words.reshape(-1, rows, words.shape[1]).transpose(0, 2, 1).tobytes()
+        return panels.q4z(codes - 8).tobytes(), words.reshape(-1, rows, words.shape[1]).transpose(0, 2, 1).tobytes()
     if matrix.qtype == "q4":
         return panels.q4(matrix.q).tobytes(), panel_scales(matrix.scales, panels.q4_scale_rows).astype("<f4").tobytes()
     return panels.q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()

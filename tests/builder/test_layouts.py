@@ -47,10 +47,8 @@ def test_q4_pair_panels_hold_row_k_high_and_row_k_plus_4_low() -> None:
     for r in range(16):
         for c in range(cols):
             byte = int(flat[(r // 8) * 4 * cols + (c // 4) * 16 + (r % 4) * 4 + c % 4])
-            if r % 8 < 4:
-                value = (byte >> 4) - 16 * (byte >> 7)  # the high nibble, two's complement
-            else:
-                value = (byte & 0x0F) - 8  # the low nibble, q + 8
+            # rows 0-3: the high nibble, two's complement; rows 4-7: the low nibble, q + 8
+            value = (byte >> 4) - 16 * (byte >> 7) if r % 8 < 4 else (byte & 0x0F) - 8
             assert value == (matrix.q[r, c] if r < rows else 0)
     panel_scales = np.frombuffer(scales, dtype="<f4").reshape(2, cols // group, 8)  # per panel, per group, 8 rows
     assert np.array_equal(panel_scales[0].T, matrix.scales[:8])
@@ -58,7 +56,7 @@ def test_q4_pair_panels_hold_row_k_high_and_row_k_plus_4_low() -> None:
 
 
 def test_q4z_codes_keep_four_row_panels_of_twos_complement_nibbles() -> None:
-    rows, cols, group = 8, 16, 8
+    rows, cols = 8, 16
     codes = np.random.default_rng(5).integers(-8, 8, size=(rows, cols))
     flat = layouts.panel_q4(codes)
     for r in range(rows):

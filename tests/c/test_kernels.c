@@ -505,6 +505,45 @@ static void case_embed(int n_rows, int dim, int group_size) {
 
 /* ---- q16 attention ---- */
 
+/* kv_store_q16's codes of values at the edges: NaN, infinities, past the saturation on both sides, halves (which
+ * round away from zero), signed zeros, subnormals; two kv heads of head_size 12, so that both the eight-channel
+ * and the single-channel code paths of a kernel set see them. Prints every code of the cache. */
+static void case_kv_store_q16_edges(void) {
+    int id = case_id++;
+    enum { HEAD = 12, KV_DIM = 24, POSITIONS = 16 };
+    static const float edges[] = {NAN, INFINITY, -INFINITY, 1.0e30f, -1.0e30f, 32767.0f, -32767.0f, 32767.5f,
+                                  -32768.0f, 2.5f, -2.5f, 0.5f, -0.5f, 0.0f, -0.0f, 1.0e-40f, 3.5f, -1.5f, 7.0f};
+    int n_edges = (int)(sizeof edges / sizeof edges[0]);
+    float k[KV_DIM], v[KV_DIM], scales[2 * KV_DIM];
+    int16_t *keys = calloc(POSITIONS * KV_DIM, sizeof(int16_t)), *values = calloc(POSITIONS * KV_DIM, sizeof(int16_t));
+    if (!keys || !values) {
+        abort();
+    }
+    for (int t = 0; t < POSITIONS; t++) {
+        for (int c = 0; c < KV_DIM; c++) {
+            k[c] = edges[(t * KV_DIM + c) % n_edges];
+            v[c] = edges[(t * KV_DIM + c + 5) % n_edges] * 3.0f;
+            scales[c] = (c % 3 == 0) ? 1.0f : 0.5f; /* powers of two: the halves stay halves */
+            scales[KV_DIM + c] = (c % 2 == 0) ? 0.25f : 3.0f;
+        }
+        kv_store_q16(keys, values, k, v, scales, scales + KV_DIM, t, POSITIONS, KV_DIM, HEAD);
+    }
+    for (int t = 0; t < POSITIONS; t++) {
+        for (int c = 0; c < KV_DIM; c++) {
+#if defined(HARNESS_LAYOUT_NEON_PANELS) /* the NEON set's cache: [kv head][t / 8][head_size][8] */
+            size_t at = (size_t)(c / HEAD) * POSITIONS * HEAD + (size_t)(t / 8) * 8 * HEAD + (size_t)(c % HEAD) * 8 +
+                        (size_t)(t % 8);
+#else /* the reference's: [t][kv_dim] */
+            size_t at = (size_t)t * KV_DIM + (size_t)c;
+#endif
+            printf("kv_store_q16 %d %d %d %04x %04x\n", id, t, c, (unsigned)(uint16_t)keys[at],
+                   (unsigned)(uint16_t)values[at]);
+        }
+    }
+    free(keys);
+    free(values);
+}
+
 /* Every head of a layer over n_pos positions stored by kv_store_q16 into guarded caches (the kernel set's own
  * arrangement), keys and values of magnitude about kvscale, every seventh position 8x larger (so that some
  * codes saturate); qscale spreads the softmax from flat (0: a zero query) to one-hot. */
@@ -815,6 +854,7 @@ static void check(void) {
     case_attention_q16(8, 8, 64, 100, 1.0f, 4.0f);
     case_attention_q16(2, 1, 16, 40, 5.0f, 1.0f);
     case_attention_q16(4, 4, 6, 9, 5.0f, 1.0f);
+    case_kv_store_q16_edges();
 
     check_f16();
     printf("done\n");

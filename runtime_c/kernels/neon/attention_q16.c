@@ -27,12 +27,42 @@ static inline size_t block_index(int t, int i, int head_size) {
     return (size_t)(t / BLOCK) * (size_t)BLOCK * (size_t)head_size + (size_t)i * BLOCK + (size_t)(t % BLOCK);
 }
 
+/* Four codes as q16_code makes them: x / scale (IEEE division, as the scalar one), rounded half away from zero
+ * (FRINTA, roundf's rule), clamped to +-Q16_MAX; NaN stores 0 (the clamp passes NaN on, the mask clears it). */
+static inline int32x4_t q16_codes4(float32x4_t x, float32x4_t scale) {
+    float32x4_t r = vrndaq_f32(vdivq_f32(x, scale));
+    uint32x4_t is_number = vceqq_f32(r, r);
+    r = vminq_f32(vmaxq_f32(r, vdupq_n_f32(-(float)Q16_MAX)), vdupq_n_f32((float)Q16_MAX));
+    return vandq_s32(vcvtq_s32_f32(r), vreinterpretq_s32_u32(is_number));
+}
+
+/* Eight channels' codes (c..c+7) into their places in the block layout: one channel every BLOCK codes. */
+static inline void store_codes8(int16_t *dst, const float *x, const float *scale) {
+    int16x8_t codes = vcombine_s16(vmovn_s32(q16_codes4(vld1q_f32(x), vld1q_f32(scale))),
+                                   vmovn_s32(q16_codes4(vld1q_f32(x + 4), vld1q_f32(scale + 4))));
+    vst1q_lane_s16(dst, codes, 0);
+    vst1q_lane_s16(dst + BLOCK, codes, 1);
+    vst1q_lane_s16(dst + 2 * BLOCK, codes, 2);
+    vst1q_lane_s16(dst + 3 * BLOCK, codes, 3);
+    vst1q_lane_s16(dst + 4 * BLOCK, codes, 4);
+    vst1q_lane_s16(dst + 5 * BLOCK, codes, 5);
+    vst1q_lane_s16(dst + 6 * BLOCK, codes, 6);
+    vst1q_lane_s16(dst + 7 * BLOCK, codes, 7);
+}
+
 void kv_store_q16(int16_t *keys, int16_t *values, const float *k, const float *v, const float *key_scale,
                   const float *value_scale, int pos, int positions, int kv_dim, int head_size) {
     int n_kv_heads = kv_dim / head_size;
     for (int kvh = 0; kvh < n_kv_heads; kvh++) {
         size_t head = (size_t)kvh * (size_t)positions * (size_t)head_size;
-        for (int i = 0; i < head_size; i++) {
+        int i = 0;
+        for (; i + 8 <= head_size; i += 8) {
+            int c = kvh * head_size + i;
+            size_t at = head + block_index(pos, i, head_size);
+            store_codes8(keys + at, k + c, key_scale + c);
+            store_codes8(values + at, v + c, value_scale + c);
+        }
+        for (; i < head_size; i++) {
             int c = kvh * head_size + i;
             size_t at = head + block_index(pos, i, head_size);
             keys[at] = q16_code(k[c], key_scale[c]);

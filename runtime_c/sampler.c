@@ -40,9 +40,11 @@ static float random_f32(uint64_t *state) { return (float)(random_u32(state) >> 8
 /* The index of the largest value; the first one on a tie. */
 static int argmax(const float *p, int n) {
     int best = 0;
+    float best_value = p[0]; /* held, not reloaded through p[best]: a chain through memory costs every step */
     for (int i = 1; i < n; i++) {
-        if (p[i] > p[best]) {
+        if (p[i] > best_value) {
             best = i;
+            best_value = p[i];
         }
     }
     return best;

@@ -102,7 +102,7 @@ def run_peer(args: argparse.Namespace) -> int:
         print(f"llmcu: error: {error}", file=sys.stderr)
         return 2
     if args.merge and (args.out / "peer.json").is_file():
-        rows = peer.merge(peer.load_rows(args.out / "peer.json"), rows)
+        rows = bench.merge(peer.load_rows(args.out / "peer.json"), rows)
     peer.write_results(rows, args.out)
     print("\n".join(peer.markdown(rows)))
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcu.reports import peer, peer_build
+from llmcu.reports import bench, peer, peer_build
 from llmcu.reports.peer import PeerError, PeerRow
 from llmcu.reports.peer_build import LLAMA_CPP, MACHINES, PeerBuildError, PeerSource
 
@@ -42,7 +42,7 @@ def test_results_round_trip_and_a_new_run_replaces_its_own_rows(tmp_path: Path) 
     assert "| 15m-shaped | Q4_0 |" in (tmp_path / "peer.md").read_text()
     loaded = peer.load_rows(tmp_path / "peer.json")
     assert loaded == old
-    merged = peer.merge(loaded, [a55("15m-shaped", "q4", 3e6, 7e6), a55("110m-shaped", "q4", 30e6, 33e6)])
+    merged = bench.merge(loaded, [a55("15m-shaped", "q4", 3e6, 7e6), a55("110m-shaped", "q4", 30e6, 33e6)])
     assert [(row.model, row.quant, row.llmcu) for row in merged] == [
         ("15m-shaped", "q8", 4e6), ("15m-shaped", "q4", 3e6), ("110m-shaped", "q4", 30e6)]  # fmt: skip
 

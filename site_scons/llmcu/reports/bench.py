@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from elftools.elf.elffile import ELFFile
 
@@ -444,8 +445,16 @@ def load_rows(path: Path) -> list[BenchRow]:
     return [BenchRow(**record) for record in json.loads(path.read_text())]
 
 
-def merge(old: list[BenchRow], new: list[BenchRow]) -> list[BenchRow]:
-    """``old`` with the rows of ``new`` replacing those of the same key (and new keys appended)."""
+class KeyedRow(Protocol):
+    def key(self) -> tuple[str, ...]: ...
+
+
+Row = TypeVar("Row", bound=KeyedRow)
+
+
+def merge(old: list[Row], new: list[Row]) -> list[Row]:
+    """``old`` with the rows of ``new`` replacing those of the same key (and new keys appended): results and peer
+    rows alike."""
     fresh = {row.key(): row for row in new}
     merged = [fresh.pop(row.key(), row) for row in old]
     return merged + list(fresh.values())

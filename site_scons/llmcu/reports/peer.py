@@ -310,13 +310,6 @@ def load_rows(path: Path) -> list[PeerRow]:
     return rows
 
 
-def merge(old: list[PeerRow], new: list[PeerRow]) -> list[PeerRow]:
-    """``old`` with the rows of ``new`` replacing those of the same machine, model, quant and numerics."""
-    fresh = {row.key(): row for row in new}
-    merged = [fresh.pop(row.key(), row) for row in old]
-    return merged + list(fresh.values())
-
-
 def write_results(rows: list[PeerRow], out_dir: Path) -> None:
     """OUT/peer.json (the rows, and what llama.cpp was) and OUT/peer.md (the table)."""
     record = {"llama_cpp": LLAMA_CPP.record(), "qemu": qemu_version(), "rows": [row.as_dict() for row in rows]}

@@ -29,10 +29,10 @@ import numpy as np
 
 from llmcu.core.config import ModelConfig
 from llmcu.model.checkpoint import Checkpoint
+from llmcu.model.gguf_writer import write_gguf
 from llmcu.model.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # tests/support/modelfiles.py writes the other formats
 
 SHAPES = {
     # dim, hidden_dim, layers, heads, kv heads, vocab, context: TinyLlama-1.1B and a Llama-2-style 110M
@@ -83,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         help="absmax: fit=absmax calib=none; default: the build's own defaults (GPTQ, calibration)",
     )
     args = parser.parse_args(argv)
-    from support.modelfiles import write_gguf
-
     config = SHAPES[args.shape]
     args.work.mkdir(parents=True, exist_ok=True)
     gguf_path = args.work / f"random-{args.shape}{'' if args.source == 'F16' else '-' + args.source}.gguf"

@@ -462,3 +462,17 @@ def test_gguf_prompt_flags_are_honoured_by_the_encoder_and_the_runtime(tmp_path:
     expected = oracle.generate(Reference.from_checkpoint(ckpt, "fp32"), read, "Once upon a time", 40, 0.0, 0.9, 1)
     assert run.token_sequence() == expected.tokens[: len(run.token_sequence())]
     assert run.text == expected.text and run.text.startswith(b"Once upon a time")
+
+
+@pytest.mark.fault(
+    area="checkpoint",
+    kind="input",
+    what="a .gguf file whose first bytes are not GGUF's magic (a cut or corrupt download)",
+    sees=r"model\.gguf: not a GGUF file: it starts with b'GG\\x01F', where a GGUF file starts with b'GGUF'",
+)
+def test_a_gguf_file_without_its_magic_is_named_so_not_read_as_llama2c(tmp_path: Path, sees) -> None:
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GG\x01F" + bytes(60))
+    with pytest.raises(CheckpointError) as caught:
+        sources.read_model(path)
+    sees(str(caught.value))

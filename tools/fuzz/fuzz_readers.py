@@ -41,6 +41,7 @@ from llmcu.core.config import ModelConfig
 from llmcu.core.errors import LlmcuError
 from llmcu.device import protocol, uart
 from llmcu.model import checkpoint, tokenizer
+from llmcu.model.gguf_writer import write_gguf
 from llmcu.platform import targets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,8 +235,8 @@ def _hf_config(config: ModelConfig) -> str:
 
 def _model_seeds(kind: str) -> list[bytes]:
     """TINY_IMPORT as a GGUF file (F32 and F16, with a byte-fallback vocabulary) or a model.safetensors."""
-    sys.path.insert(0, str(ROOT / "tests"))  # tests/support/modelfiles.py writes the other formats
-    from support.modelfiles import write_gguf, write_hf_folder
+    sys.path.insert(0, str(ROOT / "tests"))  # tests/support/modelfiles.py writes Hugging Face folders
+    from support.modelfiles import write_hf_folder
 
     ckpt = checkpoint.random_checkpoint(TINY_IMPORT, seed=5)
     tok = tokenizer.parse_tokenizer(_tokenizer_bytes(), TINY_IMPORT.vocab_size)

@@ -10,18 +10,24 @@ import os
 from pathlib import Path
 
 from ..core.config import ModelConfig
-from ..core.errors import TokenizerError
+from ..core.errors import CheckpointError, TokenizerError
 from .checkpoint import Checkpoint, detect_config, read_checkpoint
-from .importers import is_gguf, is_hf_folder
+from .importers import GGUF_MAGIC, is_gguf, is_hf_folder
 from .tokenizer import Tokenizer, read_tokenizer
 
 
 def kind(path: str | os.PathLike[str]) -> str:
-    """``gguf``, ``hf`` or ``llama2c`` for a model path."""
+    """``gguf``, ``hf`` or ``llama2c`` for a model path. A ``.gguf`` file without GGUF's magic is an error (a cut or
+    corrupt download), not a llama2.c checkpoint to be read as one."""
     if is_hf_folder(path):
         return "hf"
     if is_gguf(path):
         return "gguf"
+    if Path(path).suffix.lower() == ".gguf" and Path(path).is_file():
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        raise CheckpointError(f"{path}: not a GGUF file: it starts with {head!r}, where a GGUF file starts with "
+                              f"{GGUF_MAGIC!r} (a cut or corrupt download?)")  # fmt: skip
     return "llama2c"
 
 

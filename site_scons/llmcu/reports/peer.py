@@ -37,7 +37,7 @@ from ..model.models import resolve_file, resolve_model
 from ..model.presets import load_preset
 from ..model.tokenizer import Tokenizer, read_tokenizer
 from ..platform.targets import load_target
-from .bench import GOALS_FILE, PROMPT, build
+from .bench import GOALS_FILE, PROMPT, build, honours_fast_numerics
 from .peer_build import CACHE_DIR, LLAMA_CPP, peer_program
 
 Progress = Callable[[str], None]
@@ -262,13 +262,16 @@ def peer_goals() -> dict[tuple[str, str, str], float]:
 
 def run_peer(models: Iterable[str], quants: Iterable[str], machines: Iterable[str], *, runs: int = 5,
              progress: Progress = print) -> list[PeerRow]:  # fmt: skip
-    """Every machine x model x quant (fp32 twice: exact and fast numerics) as peer rows."""
+    """Every machine x model x quant as peer rows (fp32 twice, exact and fast numerics, where the kernel set has a
+    fast route)."""
     goals = peer_goals()
     rows = []
     for machine in machines:
         for name in models:
             for quant in quants:
-                for numerics in ("exact", "fast") if quant == "fp32" else ("exact",):
+                # fp32 also with numerics=fast where the machine's kernel set has that route (NEON; not x86)
+                fast = quant == "fp32" and honours_fast_numerics(QEMU_TARGET if machine == "a55" else "host")
+                for numerics in ("exact", "fast") if fast else ("exact",):
                     if machine == "a55":
                         row = a55_row(name, quant, numerics, progress)
                     elif machine == "host":

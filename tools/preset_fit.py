@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llmcu.builder import linux, linuxmem
+from llmcu.builder import layouts, linux, linuxmem
 from llmcu.core.paths import MODELS_DIR, TARGETS_DIR
 from llmcu.model import presets
 from llmcu.model.quantize import QuantPlan
@@ -47,7 +47,8 @@ def rows(target_name: str, boards: list[str], quants: list[str]) -> list[str]:
         for quant in quants:
             plan = QuantPlan.parse(quant, 32)
             kv_type = "f32" if quant == "fp32" else "q16"
-            need = linuxmem.estimate(preset.shape, plan, kv_type, threads, tokenizer_bytes(preset))
+            need = linuxmem.estimate(preset.shape, plan, kv_type, threads, tokenizer_bytes(preset),
+                                     layouts.for_kernel_set(target.kernel_set))  # fmt: skip
             fits = ["yes" if need.total <= room else "no" for room in rooms]
             cells = [f"`{preset.name}`", _size(download) if download else "?", quant, _size(need.weights),
                      f"{_size(need.kv_cache)} ({kv_type})", _size(need.total), *fits]  # fmt: skip

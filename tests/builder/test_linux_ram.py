@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcu.builder import linuxmem, steps
+from llmcu.builder import layouts, linuxmem, steps
 from llmcu.builder.memplan import FitError
 from llmcu.builder.settings import BuildSettings, configure
 from llmcu.core.errors import OptionError
@@ -84,7 +84,8 @@ def test_the_estimate_from_the_shape_is_what_the_build_counts(quant, tmp_path, s
     model = steps.generate_sources(settings)
     built = linuxmem.needs(model, model.kv_type, settings.default_threads)
     plan = model.plan
-    estimated = linuxmem.estimate(model.config, plan, model.kv_type, settings.default_threads, built.tokenizer)
+    layout = layouts.for_kernel_set(settings.kernel_set)  # the NEON set pads q4's pair panels to eight rows
+    estimated = linuxmem.estimate(model.config, plan, model.kv_type, settings.default_threads, built.tokenizer, layout)
     assert (estimated.weights, estimated.kv_cache) == (built.weights, built.kv_cache)
     assert abs(estimated.run_state - built.run_state) <= 64 * model.records + 64
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.quantize import QuantizedMatrix, unpack_q4
+from ..model.quantize import QuantizedMatrix, matrix_bytes, unpack_q4
 
 REFERENCE = "rowmajor"
 NEON_PANELS = "neon_panels"
@@ -167,14 +167,41 @@ class PanelLayout:
     q4_scale_rows: int  # q4: the rows whose scales sit together, group by group
     q4z_word_rows: int  # q4z: the rows whose group words sit together, group by group
     f32: Callable[[np.ndarray], np.ndarray] | None = None  # float32 values -> float32 values; None: row-major
+    heights: tuple[tuple[str, int], ...] = ()  # (qtype, rows per panel): the row count the layout pads to
 
 
 PANEL_LAYOUTS = {
     NEON_PANELS: PanelLayout(
-        panel_applies, panel_q8, pair_panels_q4, panel_q4, q4_scale_rows=8, q4z_word_rows=4, f32=panel_f32
+        panel_applies,
+        panel_q8,
+        pair_panels_q4,
+        panel_q4,
+        q4_scale_rows=8,
+        q4z_word_rows=4,
+        f32=panel_f32,
+        heights=(("fp32", 4), ("q8", 4), ("q4", 8), ("q4z", 4)),
     ),
-    M7_PANELS: PanelLayout(m7_panel_applies, m7_panels_q8, m7_pairs_q4, m7_pairs_q4, q4_scale_rows=2, q4z_word_rows=2),
+    M7_PANELS: PanelLayout(
+        m7_panel_applies,
+        m7_panels_q8,
+        m7_pairs_q4,
+        m7_pairs_q4,
+        q4_scale_rows=2,
+        q4z_word_rows=2,
+        heights=(("q8", 4), ("q4", 2), ("q4z", 2)),
+    ),
 }
+
+
+def stored_bytes(qtype: str, rows: int, cols: int, group_size: int, layout: str = REFERENCE) -> int:
+    """What a ``(rows, cols)`` matrix of ``qtype`` stores in ``layout`` (the length of :func:`storage`'s two parts,
+    without the matrix): the reference's bytes, for its rows padded up to the layout's panel height where it
+    applies."""
+    panels = PANEL_LAYOUTS.get(layout)
+    height = dict(panels.heights).get(qtype, 1) if panels is not None else 1
+    if height > 1 and panels is not None and panels.applies(qtype, cols, group_size):
+        rows = -(-rows // height) * height
+    return matrix_bytes(qtype, rows, cols, group_size)
 
 
 def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, bytes]:

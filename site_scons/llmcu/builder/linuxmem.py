@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from ..core.config import ModelConfig
 from ..model.kvcache import kv_cache_bytes
-from ..model.quantize import QuantPlan, matrix_bytes
+from ..model.quantize import QuantPlan
 from ..platform.targets import PROMPT_MAX_BYTES
+from .layouts import REFERENCE, stored_bytes
 from .memplan import FitError, run_state_bytes
 
 THREAD_STACK_BYTES = 1 << 20  # what a worker thread's stack and its kernel bookkeeping take when resident (1 MiB)
@@ -66,25 +67,28 @@ def needs(model: object, kv_type: str, threads: int) -> LinuxNeeds:
     )
 
 
-def weight_bytes(config: ModelConfig, plan: QuantPlan) -> int:
-    """The weights' bytes from the model's shape alone (no tensor read): each matrix in its quantization, the
-    norms in float32, as model.bin stores them."""
+def weight_bytes(config: ModelConfig, plan: QuantPlan, layout: str = REFERENCE) -> int:
+    """The weights' bytes from the model's shape alone (no tensor read): each matrix in its quantization and in the
+    kernel set's ``layout`` (llmcu.builder.layouts), the norms in float32, as model.bin stores them."""
     total = 0
     for name, shape in config.tensor_shapes().items():
         *lead, rows, cols = shape if len(shape) >= 2 else (1, *shape)
         count = 1
         for extent in lead:
             count *= extent
-        qtype = plan.qtype(name) if name not in ("rms_att", "rms_ffn", "rms_final") else "fp32"
-        total += count * matrix_bytes(qtype, rows, cols, plan.group_size)
+        if name in ("rms_att", "rms_ffn", "rms_final"):  # vectors, never in a matrix layout
+            total += count * rows * cols * 4
+            continue
+        total += count * stored_bytes(plan.qtype(name), rows, cols, plan.group_size, layout)
     return total
 
 
-def estimate(config: ModelConfig, plan: QuantPlan, kv_type: str, threads: int, tokenizer_bytes: int) -> LinuxNeeds:
+def estimate(config: ModelConfig, plan: QuantPlan, kv_type: str, threads: int, tokenizer_bytes: int,
+             layout: str = REFERENCE) -> LinuxNeeds:  # fmt: skip
     """:func:`needs` from the shape alone, before a model is downloaded or quantized (the preset table of
-    docs/models-and-quantization.md)."""
+    docs/models-and-quantization.md); ``layout``: the kernel set's weight layout."""
     return LinuxNeeds(
-        weights=weight_bytes(config, plan),
+        weights=weight_bytes(config, plan, layout),
         tokenizer=tokenizer_bytes,
         kv_cache=kv_cache_bytes(config, config.seq_len, kv_type),
         run_state=run_state_bytes(config, config.seq_len, plan.group_size, kv_type, 0, PROMPT_MAX_BYTES["linux"]),

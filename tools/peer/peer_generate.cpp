@@ -28,11 +28,11 @@ struct Options {
     int threads = 1;
 };
 
-void usage(const char *program) {
+void print_peer_usage(const char *program) {
     std::fprintf(stderr, "usage: %s -m model.gguf [-p prompt] [-n steps] [-t threads]\n", program);
 }
 
-bool parse(int argc, char **argv, Options &options) {
+bool parse_peer_options(int argc, char **argv, Options &options) {
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (i + 1 >= argc) {
@@ -65,8 +65,8 @@ void quiet_log(ggml_log_level level, const char *text, void *) {
 
 int main(int argc, char **argv) {
     Options options;
-    if (!parse(argc, argv, options)) {
-        usage(argv[0]);
+    if (!parse_peer_options(argc, argv, options)) {
+        print_peer_usage(argv[0]);
         return 2;
     }
     llama_log_set(quiet_log, nullptr);

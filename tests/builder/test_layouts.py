@@ -1,4 +1,4 @@
-"""Build-time weight layouts (llmcu.builder.layouts): the NEON panel arrangement, element by element."""
+"""Build-time weight layouts (llmcu.builder.layouts): the NEON and x86 panel arrangements, element by element."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def test_each_kernel_set_names_its_layout() -> None:
     assert layouts.for_kernel_set("neon") == layouts.NEON_PANELS
     assert layouts.for_kernel_set("") == layouts.REFERENCE
     assert layouts.for_kernel_set("cortex_m7") == layouts.M7_PANELS
+    assert layouts.for_kernel_set("x86") == layouts.X86_PANELS
 
 
 @pytest.mark.parametrize("rows", [4, 6, 9])
@@ -89,3 +90,59 @@ def test_shapes_the_panels_do_not_fit_stay_row_major() -> None:
     assert layouts.storage(matrix, layouts.REFERENCE) == matrix.storage()
     with pytest.raises(ValueError, match="unknown weight layout"):
         layouts.storage(matrix, "zigzag")
+
+
+# ---- x86_panels (runtime_c/kernels/x86/matmul.c) ----
+
+
+@pytest.mark.parametrize("rows", [8, 11])
+def test_x86_q8_panels_put_pairs_of_eight_rows_side_by_side(rows: int) -> None:
+    cols, group = 18, 6  # even, not a multiple of 4: x86_panels takes it, neon_panels does not
+    matrix = quantize_matrix(np.random.default_rng(rows).standard_normal((rows, cols)), "q8", group)
+    data, scales = layouts.storage(matrix, layouts.X86_PANELS)
+    panels, ngroups = -(-rows // 8), cols // group
+    stored = layouts.stored_bytes("q8", rows, cols, group, layouts.X86_PANELS)
+    assert len(data) == panels * 8 * cols == stored - len(scales)
+    flat = np.frombuffer(data, dtype=np.int8)
+    s = np.frombuffer(scales, dtype="<f4")
+    for r in range(panels * 8):
+        for c in range(cols):
+            expected = matrix.q[r, c] if r < rows else 0
+            assert flat[(r // 8) * 8 * cols + (c // 2) * 16 + (r % 8) * 2 + c % 2] == expected
+        for g in range(ngroups):
+            assert s[((r // 8) * ngroups + g) * 8 + r % 8] == (matrix.scales[r, g] if r < rows else 0.0)
+
+
+@pytest.mark.parametrize("qtype", ["q4", "q4z"])
+def test_x86_4bit_panels_hold_unsigned_codes_low_then_high_half_of_each_block(qtype: str) -> None:
+    rows, cols, group = 12, 24, 8
+    matrix = quantize_matrix(np.random.default_rng(9).standard_normal((rows, cols)), qtype, group)
+    data, extra = layouts.storage(matrix, layouts.X86_PANELS)
+    row_major, row_extra = matrix.storage()
+    flat = np.frombuffer(data, dtype=np.uint8)
+    codes = np.frombuffer(row_major, dtype=np.uint8).reshape(rows, cols // 2)  # the reference's q + 8 (q4z: n)
+    assert len(flat) == 16 * cols // 2
+    for r in range(rows):
+        for c in range(cols):
+            byte = int(flat[(r // 8) * 4 * cols + (c // 8) * 32 + (r % 8) * 4 + c % 4])
+            stored = int(codes[r, c // 2] >> 4 if c % 2 else codes[r, c // 2] & 0x0F)
+            assert ((byte >> 4) if c % 8 >= 4 else (byte & 0x0F)) == stored
+    unit = "<u2" if qtype == "q4z" else "<f4"
+    per_panel = np.frombuffer(extra, dtype=unit).reshape(2, cols // group, 8)  # per panel, per group, eight rows
+    reference = np.frombuffer(row_extra, dtype=unit).reshape(rows, cols // group)
+    assert np.array_equal(per_panel[0].T, reference[:8])
+    assert np.array_equal(per_panel[1, :, :4].T, reference[8:]) and not per_panel[1, :, 4:].any()
+
+
+def test_x86_fp32_panels_hold_a_column_of_eight_rows_and_other_shapes_stay_row_major() -> None:
+    rows, cols = 3, 5
+    values = np.random.default_rng(3).standard_normal((rows, cols)).astype(np.float32)
+    data, _ = layouts.storage(quantize_matrix(values, "fp32", 32), layouts.X86_PANELS)
+    flat = np.frombuffer(data, dtype="<f4")
+    assert len(flat) == 8 * cols
+    for r in range(8):
+        for c in range(cols):
+            assert flat[c * 8 + r] == (values[r, c] if r < rows else 0.0)
+    for qtype, cols, group in (("q8", 9, 3), ("q4", 12, 4), ("q4z", 172, 32)):
+        matrix = quantize_matrix(np.ones((4, cols), dtype=np.float32), qtype, group)
+        assert layouts.storage(matrix, layouts.X86_PANELS) == matrix.storage()

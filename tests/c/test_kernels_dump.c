@@ -52,7 +52,7 @@ static float rand_value(void) {
 
 /* ---- buffers that end at a guard page ---- */
 
-#define MAX_GUARDED 16
+#define MAX_GUARDED 32
 
 static struct {
     void *base;
@@ -86,6 +86,19 @@ static void guarded_free_all(void) {
     }
     n_guarded = 0;
 }
+
+/* The kernel set's weight layout, made from the row-major inputs: x86_panels (x86_layout.h) when built with
+ * -DHARNESS_LAYOUT_X86_PANELS, else the reference's row-major matrices as they are. */
+#if defined(HARNESS_LAYOUT_X86_PANELS)
+#include "x86_layout.h"
+#define LAYOUT_F32(w, rows, cols) x86_f32_panels((w), (rows), (cols))
+#define LAYOUT_Q8(w, ws, rows, cols, group_size) x86_q8_panels(&(w), &(ws), (rows), (cols), (group_size))
+#define LAYOUT_Q4(w, ws, rows, cols, group_size) x86_q4_panels(&(w), &(ws), (rows), (cols), (group_size))
+#else
+#define LAYOUT_F32(w, rows, cols) (w)
+#define LAYOUT_Q8(w, ws, rows, cols, group_size) ((void)0)
+#define LAYOUT_Q4(w, ws, rows, cols, group_size) ((void)0)
+#endif
 
 static float *rand_floats(int n) {
     float *p = guarded_alloc((size_t)n * sizeof(float));
@@ -171,7 +184,7 @@ static void matmul_cases(void) {
             float *w = rand_floats(rows * cols);
             float *out = guarded_alloc((size_t)rows * sizeof(float));
             begin("matmul_f32 rows=%d cols=%d", rows, cols, 0, 0);
-            matmul_f32(out, x, w, rows, cols);
+            matmul_f32(out, x, LAYOUT_F32(w, rows, cols), rows, cols);
             dump_floats(out, rows);
             end();
 
@@ -190,14 +203,17 @@ static void matmul_cases(void) {
                 float *ws = rand_scales(rows * ng);
                 int8_t *w8 = rand_int8(rows * cols, -128, 127);
                 float *o8 = guarded_alloc((size_t)rows * sizeof(float));
+                float *ws8 = ws;
+                LAYOUT_Q8(w8, ws8, rows, cols, g);
                 begin("matmul_q8 rows=%d cols=%d group=%d", rows, cols, g, 0);
-                matmul_q8(o8, xq, xs, w8, ws, rows, cols, g);
+                matmul_q8(o8, xq, xs, w8, ws8, rows, cols, g);
                 dump_floats(o8, rows);
                 putchar('\n');
 
                 size_t row_bytes = ((size_t)cols + 1) / 2;
                 uint8_t *w4 = rand_bytes((size_t)rows * row_bytes);
                 float *o4 = guarded_alloc((size_t)rows * sizeof(float));
+                LAYOUT_Q4(w4, ws, rows, cols, g);
                 begin("matmul_q4 rows=%d cols=%d group=%d", rows, cols, g, 0);
                 matmul_q4(o4, xq, xs, w4, ws, rows, cols, g);
                 dump_floats(o4, rows);
@@ -218,10 +234,13 @@ static void matmul_cases(void) {
         float *ws = rand_scales(rows * 2);
         xs[0] = xs[1] = 1.0f;
         float *o = guarded_alloc((size_t)rows * sizeof(float));
+        float *ws8 = ws;
+        LAYOUT_Q8(w8, ws8, rows, cols, g);
         begin("matmul_q8 extreme=%d", sign, 0, 0, 0);
-        matmul_q8(o, xq, xs, w8, ws, rows, cols, g);
+        matmul_q8(o, xq, xs, w8, ws8, rows, cols, g);
         dump_floats(o, rows);
         putchar('\n');
+        LAYOUT_Q4(w4, ws, rows, cols, g);
         begin("matmul_q4 extreme=%d", sign, 0, 0, 0);
         matmul_q4(o, xq, xs, w4, ws, rows, cols, g);
         dump_floats(o, rows);
@@ -268,13 +287,17 @@ static void quant_cases(void) {
         uint8_t *t4 = rand_bytes((size_t)vocab * (size_t)dim / 2);
         float *scales = rand_scales(vocab * ng);
         float *out = guarded_alloc((size_t)dim * sizeof(float));
+        float *laid_f32 = LAYOUT_F32(table, vocab, dim);
+        float *s8 = scales, *s4 = scales;
+        LAYOUT_Q8(t8, s8, vocab, dim, g);
+        LAYOUT_Q4(t4, s4, vocab, dim, g);
         for (int row = 0; row < vocab; row += 2) {
             begin("embed row=%d group=%d", row, g, 0, 0);
-            embed_f32(out, table, row, dim);
+            embed_f32(out, laid_f32, row, dim);
             dump_floats(out, dim);
-            embed_q8(out, t8, scales, row, dim, g);
+            embed_q8(out, t8, s8, row, dim, g);
             dump_floats(out, dim);
-            embed_q4(out, t4, scales, row, dim, g);
+            embed_q4(out, t4, s4, row, dim, g);
             dump_floats(out, dim);
             putchar('\n');
         }

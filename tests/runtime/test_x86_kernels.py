@@ -5,7 +5,9 @@ rows that are not multiples of the 8-row block, every group size from 2 to 256 w
 head sizes that are not multiples of 8, ...) and prints every result's bits; each input ends at a guard page, so
 reading past a tensor crashes. It is compiled with the host's contract flags against the reference kernels, against
 the x86 set as the build selects it (compileflags.runtime_sources), and against the x86 set with its SIMD code
-compiled out (the fallback a CPU without AVX2 runs): all three outputs must be identical, bit for bit.
+compiled out (the fallback a CPU without AVX2 runs): all three outputs must be identical, bit for bit. The x86 set
+reads its own weight layout (x86_panels), so for it the harness lays the random matrices out as a build does
+(tests/c/x86_layout.h, -DHARNESS_LAYOUT_X86_PANELS), also ending at a guard page.
 
 Then the whole model: stories260K host builds with kernels=opt and kernels=ref generate the same tokens and text for
 every golden case, in fp32, q8 and q4, plus a group size of 16 (tail groups) and an int8 KV cache.
@@ -27,6 +29,7 @@ from support.build import ROOT, case_args, scons
 
 HARNESS = ROOT / "tests" / "c" / "test_kernels_dump.c"
 KERNEL_SET = "x86"
+LAYOUT = ("-DHARNESS_LAYOUT_X86_PANELS",)  # what a build with the x86 set links: layouts.X86_PANELS
 CFLAGS = [
     "-std=c99", "-O2", "-ffp-contract=off", "-fno-fast-math",
     "-Wall", "-Wextra", "-Wshadow", "-Wdouble-promotion", "-Werror",
@@ -89,13 +92,13 @@ def test_the_set_replaces_the_hot_kernels() -> None:
 def test_x86_kernels_equal_the_reference_bit_for_bit(reference_dump: list[str], tmp_path: Path) -> None:
     if not cpu_has_avx2():
         pytest.skip("this CPU has no AVX2: the x86 set would run its reference fallback only")
-    x86 = dump(tmp_path / "dump_x86", KERNEL_SET)
+    x86 = dump(tmp_path / "dump_x86", KERNEL_SET, LAYOUT)
     assert len(reference_dump) > 2000
     assert x86 == reference_dump, first_difference(reference_dump, x86)
 
 
 def test_fallback_without_simd_equals_the_reference(reference_dump: list[str], tmp_path: Path) -> None:
-    fallback = dump(tmp_path / "dump_fallback", KERNEL_SET, ("-DLLMCU_X86_NO_SIMD",))
+    fallback = dump(tmp_path / "dump_fallback", KERNEL_SET, ("-DLLMCU_X86_NO_SIMD", *LAYOUT))
     assert fallback == reference_dump, first_difference(reference_dump, fallback)
 
 

@@ -1,19 +1,25 @@
 /*
- * Matrix-vector products for x86-64 with AVX2, eight rows per pass (see x86.h for how the ISA is chosen
- * and the exactness rules).
+ * Matrix-vector products for x86-64 with AVX2 (see x86.h for how the ISA is chosen and the exactness rules).
  *
- * fp32: each lane of an accumulator is one row, summed over j in order from 0.0f, one multiply and one
- *       add per column, exactly as the reference loop; eight columns of eight rows are multiplied by x
- *       row-wise, then an 8x8 transpose gives one vector of products per column (x86_dot8x8). Two blocks of
- *       eight rows are interleaved to hide the add latency.
- * q8/q4: per group, the exact int32 dot products of eight rows (vpmaddwd on sign-extended int8 for q8;
- *       vpmaddubsw on the unsigned nibbles for q4, whose +8 offset is taken off as 8 * sum(x), and for q4z,
- *       whose zero points are taken off as z * sum(x) per row), reduced
- *       to one vector of eight row sums; then the float part ((float)isum * ws) * xs is added to each
- *       row's lane, group after group, as in the reference.
- * When rows is not a multiple of 8 the last block overlaps the one before it (those rows are computed
- * twice, the same way). Matrices of fewer than 8 rows, and group sizes that are not a multiple of 16,
- * use the reference code.
+ * The build stores the matrices in "x86_panels" (x86.h, site_scons/llmcu/builder/layouts.py): rows in panels of
+ * eight, the eight rows' values for a column (fp32), a pair of columns (q8) or a block of eight columns (q4, q4z)
+ * side by side in 32 or 16 bytes, and each group's eight scales (or q4z words) side by side. A matmul then reads
+ * each matrix front to back in one stream, a vector load holds a piece of eight rows, lane k of every
+ * accumulator is row k (no horizontal sums, no gathered scales), and four panels share each activation load.
+ * Rows are padded to a multiple of eight with zero rows and zero scales; only the matrix's rows are stored.
+ *
+ * fp32: per column, acc += w * x for eight rows at once, in column order from 0.0f, as the reference loop.
+ * q8:   vpmaddwd of the sign-extended pair row by the broadcast activation pair (exact for every int8).
+ * q4:   vpmaddubsw of the unsigned nibbles by the broadcast activation quads, the +8 offset taken off as
+ *       8 * sum(x); q4z the same with its zero points per row, z * sum(x).
+ * Per group, the float part ((float)isum * ws) * xs is added to each row's lane, group after group, as in the
+ * reference. Without AVX2 the panels are read one value at a time in the reference's order.
+ *
+ * q8 matrices with an odd column count or group size, and 4-bit ones whose columns or group size are not a
+ * multiple of eight, stay row-major; for them the row-major kernels below (eight rows per pass: per group the
+ * eight rows' exact int32 sums, reduced to one vector, then the float part) or the reference code run. When rows
+ * is not a multiple of 8 their last block overlaps the one before it (those rows are computed twice, the same
+ * way); matrices of fewer than 8 rows, and group sizes that are not a multiple of 16, use the reference code.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -38,46 +44,6 @@
 /* The first row of the block for rows i0..: i0, or rows - 8 when fewer than eight rows are left, so that
  * the last block overlaps the one before rather than running past the matrix (rows >= 8). */
 static inline int block_start(int i0, int rows) { return i0 + BLOCK <= rows ? i0 : rows - BLOCK; }
-
-/* ---- fp32 ---- */
-
-X86_AVX2 static void matmul_f32_avx2(float *out, const float *x, const float *w, int rows, int cols) {
-    size_t stride = (size_t)cols;
-    int cols8 = cols & ~7;
-    int i0 = 0;
-    /* Sixteen rows per pass: two independent chains of `cols` dependent adds. */
-    for (; i0 + 2 * BLOCK <= rows; i0 += 2 * BLOCK) {
-        const float *a = w + (size_t)i0 * stride;
-        const float *b = a + BLOCK * stride;
-        __m256 acc_a = _mm256_setzero_ps();
-        __m256 acc_b = _mm256_setzero_ps();
-        int j = 0;
-        for (; j < cols8; j += 8) {
-            acc_a = x86_dot8x8(acc_a, a + j, stride, x + j);
-            acc_b = x86_dot8x8(acc_b, b + j, stride, x + j);
-        }
-        for (; j < cols; j++) {
-            acc_a = x86_dot8x1(acc_a, a + j, stride, x + j);
-            acc_b = x86_dot8x1(acc_b, b + j, stride, x + j);
-        }
-        _mm256_storeu_ps(out + i0, acc_a);
-        _mm256_storeu_ps(out + i0 + BLOCK, acc_b);
-    }
-    /* The rest, eight rows at a time, the last block overlapping. */
-    for (; i0 < rows; i0 += BLOCK) {
-        int first = block_start(i0, rows);
-        const float *a = w + (size_t)first * stride;
-        __m256 acc = _mm256_setzero_ps();
-        int j = 0;
-        for (; j < cols8; j += 8) {
-            acc = x86_dot8x8(acc, a + j, stride, x + j);
-        }
-        for (; j < cols; j++) {
-            acc = x86_dot8x1(acc, a + j, stride, x + j);
-        }
-        _mm256_storeu_ps(out + first, acc);
-    }
-}
 
 /* ---- shared by q8 and q4 ---- */
 
@@ -287,20 +253,331 @@ X86_AVX2 static void matmul_q4_avx2(float *out, const int8_t *xq, const float *x
     }
 }
 
+/* ---- x86_panels: rows in panels of eight (x86.h; layouts.py makes them) ---- */
+
+#define PASS 4 /* panels per pass: one activation load feeds 32 rows */
+
+/* Rows of output panel `panel` that exist: eight, or what the matrix has left in its last panel. */
+static inline int panel_rows(int panel, int rows) {
+    int left = rows - panel * X86_PANEL_ROWS;
+    return left < X86_PANEL_ROWS ? left : X86_PANEL_ROWS;
+}
+
+/* Stores the first n (1..8) lanes of v at dst. */
+X86_AVX2_INLINE void store_rows(float *dst, __m256 v, int n) {
+    if (n == X86_PANEL_ROWS) {
+        _mm256_storeu_ps(dst, v);
+        return;
+    }
+    float lanes[X86_PANEL_ROWS];
+    _mm256_storeu_ps(lanes, v);
+    memcpy(dst, lanes, (size_t)n * sizeof(float));
+}
+
+/*
+ * A pass takes PASS panels. The last pass of a matrix whose panel count is not a multiple of PASS repeats its
+ * last panel in the missing places (computed again, not stored), so every pass has the same straight code.
+ */
+static inline int pass_panel(int first, int k, int panels) { return first + k < panels ? first + k : panels - 1; }
+
+#define PASS4(M) M(0) M(1) M(2) M(3)
+
+/*
+ * fp32: a panel is, per column j, the eight rows' values side by side (32 bytes). Lane k of an accumulator is
+ * row k: acc += w[j] * x[j] for j in order from 0.0f, one multiply and one add, as the reference loop does;
+ * four panels give four independent chains to hide the add's latency.
+ */
+X86_AVX2 static void matmul_f32_panels(float *out, const float *x, const float *w, int rows, int cols) {
+    int panels = (rows + X86_PANEL_ROWS - 1) / X86_PANEL_ROWS;
+    size_t panel_floats = (size_t)X86_PANEL_ROWS * (size_t)cols;
+    for (int first = 0; first < panels; first += PASS) {
+#define F32_START(k)                                                                          \
+    const float *p##k = w + (size_t)pass_panel(first, k, panels) * panel_floats;              \
+    __m256 acc##k = _mm256_setzero_ps();
+        PASS4(F32_START)
+        for (int j = 0; j < cols; j++) {
+            __m256 xv = _mm256_broadcast_ss(x + j);
+#define F32_COLUMN(k) acc##k = _mm256_add_ps(acc##k, _mm256_mul_ps(_mm256_loadu_ps(p##k + 8 * (size_t)j), xv));
+            PASS4(F32_COLUMN)
+        }
+#define F32_STORE(k)                                                                          \
+    if (first + k < panels) {                                                                 \
+        store_rows(out + (first + k) * X86_PANEL_ROWS, acc##k, panel_rows(first + k, rows));  \
+    }
+        PASS4(F32_STORE)
+    }
+}
+
+/* One group's float part for a panel: lane k of val += ((float)isum[k] * scale_k) * xs, the eight rows' scales
+ * side by side at `scales`. */
+X86_AVX2_INLINE __m256 panel_float_part(__m256 val, __m256i isum, const float *scales, float xs) {
+    __m256 product = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_loadu_ps(scales));
+    return _mm256_add_ps(val, _mm256_mul_ps(product, _mm256_set1_ps(xs)));
+}
+
+#define CHUNK 32 /* columns whose activations are made ready at a time */
+
+/*
+ * q8: a panel is, per pair of columns (2c, 2c + 1), the eight rows' two bytes side by side (16 bytes); scales per
+ * group, the eight rows' side by side. Sign-extended to int16, a pair row is what vpmaddwd multiplies by the
+ * activation pair broadcast to every lane: lane k gets row k's two products summed, exact for every int8 (the
+ * int32 lanes cannot overflow: |sum| <= 2 * 128 * 128). The activations are sign-extended 32 columns at a time
+ * into xw, whose pairs are then broadcast as 32-bit words.
+ */
+X86_AVX2 static void matmul_q8_panels(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws,
+                                      int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    int panels = (rows + X86_PANEL_ROWS - 1) / X86_PANEL_ROWS;
+    size_t panel_bytes = (size_t)X86_PANEL_ROWS * (size_t)cols;
+    size_t panel_scales = (size_t)X86_PANEL_ROWS * (size_t)ngroups;
+    int16_t xw[CHUNK];
+    for (int first = 0; first < panels; first += PASS) {
+#define Q8P_START(k)                                                                          \
+    size_t n##k = (size_t)pass_panel(first, k, panels);                                       \
+    const int8_t *p##k = w + n##k * panel_bytes;                                              \
+    const float *s##k = ws + n##k * panel_scales;                                             \
+    __m256 val##k = _mm256_setzero_ps();
+        PASS4(Q8P_START)
+        for (int g = 0; g < ngroups; g++) {
+            int start = g * group_size;
+            int end = start + group_size < cols ? start + group_size : cols;
+#define Q8P_ZERO(k) __m256i a##k = _mm256_setzero_si256();
+            PASS4(Q8P_ZERO)
+            for (int j = start; j < end; j += CHUNK) {
+                int n = end - j < CHUNK ? end - j : CHUNK; /* even: cols and the group size are */
+                if (n == CHUNK) {
+                    _mm256_storeu_si256((__m256i *)xw, _mm256_cvtepi8_epi16(load16(xq + j)));
+                    _mm256_storeu_si256((__m256i *)(xw + 16), _mm256_cvtepi8_epi16(load16(xq + j + 16)));
+                } else {
+                    for (int t = 0; t < n; t++) {
+                        xw[t] = xq[j + t];
+                    }
+                }
+                for (int c = 0; c < n; c += 2) {
+                    int32_t pair;
+                    memcpy(&pair, xw + c, sizeof pair);
+                    __m256i xv = _mm256_set1_epi32(pair);
+                    size_t at = 8 * (size_t)(j + c); /* the pair's 16 bytes in each panel */
+#define Q8P_PAIR(k) a##k = _mm256_add_epi32(a##k, _mm256_madd_epi16(_mm256_cvtepi8_epi16(load16(p##k + at)), xv));
+                    PASS4(Q8P_PAIR)
+                }
+            }
+#define Q8P_GROUP(k) val##k = panel_float_part(val##k, a##k, s##k + (size_t)g * X86_PANEL_ROWS, xs[g]);
+            PASS4(Q8P_GROUP)
+        }
+#define Q8P_STORE(k)                                                                          \
+    if (first + k < panels) {                                                                 \
+        store_rows(out + (first + k) * X86_PANEL_ROWS, val##k, panel_rows(first + k, rows));  \
+    }
+        PASS4(Q8P_STORE)
+    }
+}
+
+/*
+ * q4 and q4z: a panel is, per block of eight columns 8b..8b+7, 32 bytes: byte 4k + m holds row k's column 8b + m in
+ * its low nibble and column 8b + 4 + m in its high nibble, each as the unsigned code n (q + 8 for q4; q4z's n).
+ * The two nibble vectors are multiplied by vpmaddubsw (unsigned n by signed x) against the block's two activation
+ * quads broadcast to every lane: lane k's 16-bit pairs hold row k's sums of two products. Sums of at most eight
+ * such vectors fit int16 (8 * 2 * 15 * 128 = 30720), so they are widened to int32 every 32 columns. The offset
+ * comes off through the group's activation sum: q4 sum (n - 8) x = sum n x - 8 sum x; q4z sum (n - z) x per row.
+ */
+X86_AVX2_INLINE __m256i q4_panel_block(__m256i sum16, __m256i bytes, __m256i xlo, __m256i xhi) {
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    __m256i lo = _mm256_and_si256(bytes, nibble);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
+    sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(lo, xlo));
+    return _mm256_add_epi16(sum16, _mm256_maddubs_epi16(hi, xhi));
+}
+
+X86_AVX2_INLINE __m256i broadcast4(const int8_t *x) {
+    int32_t quad;
+    memcpy(&quad, x, sizeof quad);
+    return _mm256_set1_epi32(quad);
+}
+
+/* The sum of xq[start..end) (end - start a multiple of 8), exact. */
+X86_AVX2_INLINE int32_t activation_sum(const int8_t *xq, int start, int end) {
+    __m256i acc = _mm256_setzero_si256();
+    int j = start;
+    for (; j + 32 <= end; j += 32) {
+        __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)(xq + j)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    }
+    int32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, acc);
+    int32_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+    for (; j < end; j++) {
+        sum += xq[j];
+    }
+    return sum;
+}
+
+/* q4z's group float part for a panel: the eight rows' words (side by side at `words`) give each row's zero point,
+ * taken off as z * xsum, and scale (the contract's bit formula). */
+X86_AVX2_INLINE __m256 q4z_float_part(__m256 val, __m256i nsum, const uint16_t *words, int32_t xsum, float xs) {
+    __m256i word = _mm256_cvtepu16_epi32(load16(words));
+    __m256i zero = _mm256_and_si256(word, _mm256_set1_epi32(15));
+    __m256i isum = _mm256_sub_epi32(nsum, _mm256_mullo_epi32(zero, _mm256_set1_epi32(xsum)));
+    __m256i bits = _mm256_add_epi32(_mm256_slli_epi32(_mm256_and_si256(word, _mm256_set1_epi32(0xFFF0)), 13),
+                                    _mm256_set1_epi32(0x38000000));
+    __m256 product = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_castsi256_ps(bits));
+    return _mm256_add_ps(val, _mm256_mul_ps(product, _mm256_set1_ps(xs)));
+}
+
+/* q4 (ws, words NULL) or q4z (words, ws NULL) in panels. */
+X86_AVX2 static void matmul_q4_panels(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
+                                      const uint16_t *words, int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    int panels = (rows + X86_PANEL_ROWS - 1) / X86_PANEL_ROWS;
+    size_t panel_bytes = (size_t)X86_PANEL_ROWS * (size_t)cols / 2;
+    size_t panel_groups = (size_t)X86_PANEL_ROWS * (size_t)ngroups;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int first = 0; first < panels; first += PASS) {
+#define Q4P_START(k)                                                                          \
+    size_t n##k = (size_t)pass_panel(first, k, panels);                                       \
+    const uint8_t *p##k = w + n##k * panel_bytes;                                             \
+    __m256 val##k = _mm256_setzero_ps();
+        PASS4(Q4P_START)
+        for (int g = 0; g < ngroups; g++) {
+            int start = g * group_size;
+            int end = start + group_size < cols ? start + group_size : cols; /* a multiple of 8 columns */
+            int32_t xsum = activation_sum(xq, start, end);
+            /* q4: every row starts from -8 * sum x; q4z: from 0, its zero points come off per row after. */
+            __m256i offset = _mm256_set1_epi32(words == NULL ? -8 * xsum : 0);
+#define Q4P_ZERO(k) __m256i a##k = offset;
+            PASS4(Q4P_ZERO)
+            for (int j = start; j < end; j += CHUNK) {
+                int stop = end - j < CHUNK ? end : j + CHUNK;
+#define Q4P_ZERO16(k) __m256i h##k = _mm256_setzero_si256();
+                PASS4(Q4P_ZERO16)
+                for (int b = j; b < stop; b += 8) {
+                    __m256i xlo = broadcast4(xq + b);
+                    __m256i xhi = broadcast4(xq + b + 4);
+                    size_t at = 4 * (size_t)b; /* the block's 32 bytes in each panel */
+#define Q4P_BLOCK(k) h##k = q4_panel_block(h##k, _mm256_loadu_si256((const __m256i *)(p##k + at)), xlo, xhi);
+                    PASS4(Q4P_BLOCK)
+                }
+#define Q4P_WIDEN(k) a##k = _mm256_add_epi32(a##k, _mm256_madd_epi16(h##k, ones));
+                PASS4(Q4P_WIDEN)
+            }
+            if (words == NULL) {
+#define Q4P_GROUP(k) val##k = panel_float_part(val##k, a##k, ws + n##k * panel_groups + (size_t)g * X86_PANEL_ROWS, xs[g]);
+                PASS4(Q4P_GROUP)
+            } else {
+#define Q4ZP_GROUP(k)                                                                                        \
+    val##k = q4z_float_part(val##k, a##k, words + n##k * panel_groups + (size_t)g * X86_PANEL_ROWS, xsum, xs[g]);
+                PASS4(Q4ZP_GROUP)
+            }
+        }
+#define Q4P_STORE(k)                                                                          \
+    if (first + k < panels) {                                                                 \
+        store_rows(out + (first + k) * X86_PANEL_ROWS, val##k, panel_rows(first + k, rows));  \
+    }
+        PASS4(Q4P_STORE)
+    }
+}
+
 #endif /* X86_SIMD */
+
+/*
+ * The same panels read one value at a time, for a CPU without AVX2 (and a compiler or host without the SIMD
+ * code): each row summed in the reference's order, so the results are the reference's bit for bit.
+ */
+
+/* Row r's column j in an fp32 or q8 panel matrix: panel r / 8, row r % 8 (`width` columns side by side). */
+static inline size_t panel_index(int r, int j, int cols, int width) {
+    size_t panel = (size_t)(r / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)cols;
+    return panel + (size_t)(j / width) * X86_PANEL_ROWS * (size_t)width + (size_t)(r % X86_PANEL_ROWS) * (size_t)width +
+           (size_t)(j % width);
+}
+
+/* Row r's code n in column j of a q4/q4z panel matrix (block j / 8; low nibble for j % 8 < 4, else high). */
+static inline int32_t panel_code(const uint8_t *w, int r, int j, int cols) {
+    size_t panel = (size_t)(r / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)cols / 2;
+    uint8_t byte = w[panel + (size_t)(j / 8) * 32 + (size_t)(r % X86_PANEL_ROWS) * 4 + (size_t)(j % 4)];
+    return (j % 8 < 4) ? (byte & 0x0F) : (byte >> 4);
+}
+
+/* Row r's entry for group g in a panel matrix's scales or group words (the eight rows' side by side). */
+static inline size_t panel_group_index(int r, int g, int ngroups) {
+    return (size_t)(r / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)ngroups + (size_t)g * X86_PANEL_ROWS +
+           (size_t)(r % X86_PANEL_ROWS);
+}
+
+static void matmul_f32_panels_scalar(float *out, const float *x, const float *w, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        float val = 0.0f;
+        for (int j = 0; j < cols; j++) {
+            val += w[panel_index(r, j, cols, 1)] * x[j];
+        }
+        out[r] = val;
+    }
+}
+
+static void matmul_q8_panels_scalar(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws,
+                                    int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    for (int r = 0; r < rows; r++) {
+        float val = 0.0f;
+        for (int g = 0; g < ngroups; g++) {
+            int start = g * group_size;
+            int end = start + group_size < cols ? start + group_size : cols;
+            int32_t isum = 0;
+            for (int j = start; j < end; j++) {
+                isum += (int32_t)w[panel_index(r, j, cols, 2)] * (int32_t)xq[j];
+            }
+            val += ((float)isum * ws[panel_group_index(r, g, ngroups)]) * xs[g];
+        }
+        out[r] = val;
+    }
+}
+
+static void matmul_q4_panels_scalar(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
+                                    const uint16_t *words, int rows, int cols, int group_size) {
+    int ngroups = group_count(cols, group_size);
+    for (int r = 0; r < rows; r++) {
+        float val = 0.0f;
+        for (int g = 0; g < ngroups; g++) {
+            int start = g * group_size;
+            int end = start + group_size < cols ? start + group_size : cols;
+            int32_t nsum = 0, xsum = 0;
+            for (int j = start; j < end; j++) {
+                nsum += panel_code(w, r, j, cols) * (int32_t)xq[j];
+                xsum += xq[j];
+            }
+            size_t at = panel_group_index(r, g, ngroups);
+            if (words == NULL) {
+                val += ((float)(nsum - 8 * xsum) * ws[at]) * xs[g];
+            } else {
+                val += ((float)(nsum - q4z_zero(words[at]) * xsum) * q4z_scale(words[at])) * xs[g];
+            }
+        }
+        out[r] = val;
+    }
+}
 
 void matmul_f32(float *out, const float *x, const float *w, int rows, int cols) {
 #if X86_SIMD
-    if (rows >= BLOCK && x86_have_avx2()) {
-        matmul_f32_avx2(out, x, w, rows, cols);
+    if (x86_have_avx2()) {
+        matmul_f32_panels(out, x, w, rows, cols);
         return;
     }
 #endif
-    ref_matmul_f32(out, x, w, rows, cols);
+    matmul_f32_panels_scalar(out, x, w, rows, cols); /* fp32 matrices are always in panels */
 }
 
 void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws, int rows, int cols,
                int group_size) {
+    if (x86_panel_layout(cols, group_size, 0)) {
+#if X86_SIMD
+        if (x86_have_avx2()) {
+            matmul_q8_panels(out, xq, xs, w, ws, rows, cols, group_size);
+            return;
+        }
+#endif
+        matmul_q8_panels_scalar(out, xq, xs, w, ws, rows, cols, group_size);
+        return;
+    }
 #if X86_SIMD
     if (rows >= BLOCK && group_size % 16 == 0 && x86_have_avx2()) {
         matmul_q8_avx2(out, xq, xs, w, ws, rows, cols, group_size);
@@ -310,25 +587,39 @@ void matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *w, c
     ref_matmul_q8(out, xq, xs, w, ws, rows, cols, group_size);
 }
 
-void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows, int cols,
-               int group_size) {
+/* q4 (ws) or q4z (words): the panel kernels when the layout applies, else the row-major ones. */
+static void matmul_4bit(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
+                        const uint16_t *words, int rows, int cols, int group_size) {
+    if (x86_panel_layout(cols, group_size, 1)) {
+#if X86_SIMD
+        if (x86_have_avx2()) {
+            matmul_q4_panels(out, xq, xs, w, ws, words, rows, cols, group_size);
+            return;
+        }
+#endif
+        matmul_q4_panels_scalar(out, xq, xs, w, ws, words, rows, cols, group_size);
+        return;
+    }
 #if X86_SIMD
     if (rows >= BLOCK && group_size % 16 == 0 && x86_have_avx2()) {
-        matmul_q4_avx2(out, xq, xs, w, ws, NULL, rows, cols, group_size);
+        matmul_q4_avx2(out, xq, xs, w, ws, words, rows, cols, group_size);
         return;
     }
 #endif
-    ref_matmul_q4(out, xq, xs, w, ws, rows, cols, group_size);
+    if (words == NULL) {
+        ref_matmul_q4(out, xq, xs, w, ws, rows, cols, group_size);
+    } else {
+        ref_matmul_q4z(out, xq, xs, w, words, rows, cols, group_size);
+    }
 }
 
-/* q4z: q4's kernel with the group words (q4z.c compiles the reference's as ref_matmul_q4z). */
+void matmul_q4(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws, int rows, int cols,
+               int group_size) {
+    matmul_4bit(out, xq, xs, w, ws, NULL, rows, cols, group_size);
+}
+
+/* q4z: q4's kernels with the group words (q4z.c compiles the reference's as ref_matmul_q4z). */
 void matmul_q4z(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const uint16_t *wg, int rows,
                 int cols, int group_size) {
-#if X86_SIMD
-    if (rows >= BLOCK && group_size % 16 == 0 && x86_have_avx2()) {
-        matmul_q4_avx2(out, xq, xs, w, NULL, wg, rows, cols, group_size);
-        return;
-    }
-#endif
-    ref_matmul_q4z(out, xq, xs, w, wg, rows, cols, group_size);
+    matmul_4bit(out, xq, xs, w, NULL, wg, rows, cols, group_size);
 }

@@ -1,6 +1,7 @@
 /*
  * Activation quantization for x86-64 with AVX2 (see x86.h for how the ISA is chosen and the exactness
- * rules); the embedding lookups are the reference's.
+ * rules), and the embedding lookups, which read the x86_panels layout (matmul.c) where the build stored it: the
+ * table doubles as the classifier, which matmul reads that way.
  *
  * Per group, eight values at a time: amax (the order of a maximum does not matter; max_ps(|x|, amax)
  * skips a NaN as the reference's `if (a > amax)` does), the float32 division x / scale, roundf and the
@@ -16,8 +17,14 @@
 #include "kernels/x86/x86.h"
 
 #define quantize_activations ref_quantize_activations
+#define embed_f32 ref_embed_f32
+#define embed_q8 ref_embed_q8
+#define embed_q4 ref_embed_q4
 #include "kernels/ref/quant.c"
 #undef quantize_activations
+#undef embed_f32
+#undef embed_q8
+#undef embed_q4
 
 #if X86_SIMD
 
@@ -94,4 +101,46 @@ void quantize_activations(int8_t *xq, float *xs, const float *x, int n, int grou
     }
 #endif
     ref_quantize_activations(xq, xs, x, n, group_size);
+}
+
+/* Where row `row`'s entries start in a panel matrix whose panels hold `panel_size` entries and give each row
+ * `unit` entries side by side: its panel, then its place among the panel's eight rows. */
+static size_t panel_row_start(int row, size_t panel_size, size_t unit) {
+    return (size_t)(row / X86_PANEL_ROWS) * panel_size + (size_t)(row % X86_PANEL_ROWS) * unit;
+}
+
+void embed_f32(float *out, const float *table, int row, int dim) {
+    /* fp32 tables are always in panels: column j is eight floats, this row's the (row % 8)th */
+    const float *panel = table + panel_row_start(row, X86_PANEL_ROWS * (size_t)dim, 1);
+    for (int j = 0; j < dim; j++) {
+        out[j] = panel[X86_PANEL_ROWS * (size_t)j];
+    }
+}
+
+void embed_q8(float *out, const int8_t *table, const float *scales, int row, int dim, int group_size) {
+    if (!x86_panel_layout(dim, group_size, 0)) {
+        ref_embed_q8(out, table, scales, row, dim, group_size);
+        return;
+    }
+    int ngroups = group_count(dim, group_size);
+    const int8_t *panel = table + panel_row_start(row, X86_PANEL_ROWS * (size_t)dim, 2);
+    const float *s = scales + panel_row_start(row, X86_PANEL_ROWS * (size_t)ngroups, 1);
+    for (int j = 0; j < dim; j++) { /* column j: pair j / 2 (16 bytes), byte j % 2 of this row's two */
+        out[j] = (float)panel[(size_t)(j / 2) * 16 + (size_t)(j % 2)] * s[X86_PANEL_ROWS * (size_t)(j / group_size)];
+    }
+}
+
+void embed_q4(float *out, const uint8_t *table, const float *scales, int row, int dim, int group_size) {
+    if (!x86_panel_layout(dim, group_size, 1)) {
+        ref_embed_q4(out, table, scales, row, dim, group_size);
+        return;
+    }
+    int ngroups = group_count(dim, group_size);
+    const uint8_t *panel = table + panel_row_start(row, X86_PANEL_ROWS * (size_t)dim / 2, 4);
+    const float *s = scales + panel_row_start(row, X86_PANEL_ROWS * (size_t)ngroups, 1);
+    for (int j = 0; j < dim; j++) { /* column j: block j / 8 (32 bytes); low nibble for j % 8 < 4, else high */
+        uint8_t byte = panel[(size_t)(j / 8) * 32 + (size_t)(j % 4)];
+        int n = (j % 8 < 4) ? (byte & 0x0F) : (byte >> 4);
+        out[j] = (float)(n - 8) * s[X86_PANEL_ROWS * (size_t)(j / group_size)];
+    }
 }

@@ -30,6 +30,19 @@
 #ifndef LLMCU_KERNELS_X86_H
 #define LLMCU_KERNELS_X86_H
 
+/*
+ * The weight layout this set reads, "x86_panels" (site_scons/llmcu/builder/layouts.py makes it at build time;
+ * kernels/x86/matmul.c describes it): rows in panels of eight, so that one 32-byte load holds a piece of eight
+ * rows and a matmul streams each matrix front to back. fp32 matrices are always in panels; a quantized one when
+ * x86_panel_layout() says so, a property of its columns and group size only (the same test as layouts.py's).
+ */
+#define X86_PANEL_ROWS 8
+
+static inline int x86_panel_layout(int cols, int group_size, int q4) {
+    int unit = q4 ? 8 : 2; /* q4: blocks of eight columns; q8: pairs of columns */
+    return cols % unit == 0 && group_size % unit == 0;
+}
+
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(LLMCU_X86_NO_SIMD)
 #define X86_SIMD 1
 #include <immintrin.h>

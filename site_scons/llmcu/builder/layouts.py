@@ -39,7 +39,18 @@ rows and zero scales to a multiple of four);
 - q4z, when q4's applies: the codes as q4's panels (n in place of q + 8), and per panel, per group, the two
   rows' 16-bit group words side by side.
 
-Other shapes stay row-major, and so do fp32 matrices outside ``neon_panels``.
+``x86_panels`` (runtime_c/kernels/x86/matmul.c describes the C side): rows in panels of eight (padded with zero
+rows and zero scales to a multiple of eight), so that one 32-byte load holds a piece of eight rows;
+
+- fp32, every matrix: per panel, for each column, the eight rows' values side by side (32 bytes);
+- q8, when cols and group_size are even: per panel, for each pair of columns 2c, 2c + 1, row 0's two bytes, then
+  row 1's, ... row 7's (16 bytes);
+- q4 and q4z, when cols and group_size are multiples of 8: per panel, 32 bytes per block of 8 columns 8b..8b+7,
+  byte 4k + m holding row k's column 8b + m in its low nibble and column 8b + 4 + m in its high nibble, each the
+  unsigned code (q + 8 for q4, q4z's n);
+- scales (q8, q4) and q4z's group words: per panel, per group, the eight rows' side by side.
+
+Other shapes stay row-major, and so do fp32 matrices outside ``neon_panels`` and ``x86_panels``.
 """
 
 from __future__ import annotations
@@ -54,10 +65,11 @@ from ..model.quantize import QuantizedMatrix, matrix_bytes, unpack_q4
 REFERENCE = "rowmajor"
 NEON_PANELS = "neon_panels"
 M7_PANELS = "m7_panels"
-LAYOUTS = (REFERENCE, NEON_PANELS, M7_PANELS)
+X86_PANELS = "x86_panels"
+LAYOUTS = (REFERENCE, NEON_PANELS, M7_PANELS, X86_PANELS)
 # The layout each optimised kernel set reads (runtime_c/kernels/<set>/); a set not named here reads the
 # reference layout.
-KERNEL_SET_LAYOUTS = {"neon": NEON_PANELS, "cortex_m7": M7_PANELS}
+KERNEL_SET_LAYOUTS = {"neon": NEON_PANELS, "cortex_m7": M7_PANELS, "x86": X86_PANELS}
 
 
 def for_kernel_set(kernel_set: str) -> str:
@@ -78,6 +90,12 @@ def m7_panel_applies(qtype: str, cols: int, group_size: int) -> bool:
     return qtype in ("q4", "q4z") and cols % 4 == 0 and group_size % 8 == 0
 
 
+def x86_panel_applies(qtype: str, cols: int, group_size: int) -> bool:
+    """Whether ``x86_panels`` rearranges a matrix (the same test as the C side's x86_panel_layout(); fp32 always)."""
+    unit = {"fp32": 1, "q8": 2, "q4": 8, "q4z": 8}.get(qtype)
+    return unit is not None and cols % unit == 0 and group_size % unit == 0
+
+
 def _pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
     rows = array.shape[0]
     padded = np.zeros((-(-rows // multiple) * multiple, *array.shape[1:]), dtype=array.dtype)
@@ -85,19 +103,23 @@ def _pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
     return padded
 
 
-def panel_q8(q: np.ndarray) -> np.ndarray:
-    """``(rows, cols)`` int8 -> the q8 panel bytes (uint8, flat)."""
-    padded = _pad_rows(np.asarray(q, dtype=np.int8), 4)
-    panels, cols = padded.shape[0] // 4, padded.shape[1]
-    # (panel, row in panel, quad, byte) -> (panel, quad, row in panel, byte)
-    return padded.reshape(panels, 4, cols // 4, 4).transpose(0, 2, 1, 3).reshape(-1).view(np.uint8)
+def interleave(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(rows, cols)`` -> flat: rows in panels of ``height`` (zero rows pad the last), per panel, for each run of
+    ``width`` columns, the panel's rows' runs side by side."""
+    padded = _pad_rows(np.asarray(values), height)
+    panels, cols = padded.shape[0] // height, padded.shape[1]
+    # (panel, row in panel, run, column in run) -> (panel, run, row in panel, column in run)
+    return padded.reshape(panels, height, cols // width, width).transpose(0, 2, 1, 3).reshape(-1)
 
 
-def panel_f32(values: np.ndarray) -> np.ndarray:
-    """``(rows, cols)`` float32 -> the fp32 panel values (float32, flat): per panel, per column, four rows."""
-    padded = _pad_rows(np.asarray(values, dtype=np.float32), 4)
-    panels, cols = padded.shape[0] // 4, padded.shape[1]
-    return padded.reshape(panels, 4, cols).transpose(0, 2, 1).reshape(-1)
+def panel_q8(q: np.ndarray, height: int = 4, width: int = 4) -> np.ndarray:
+    """``(rows, cols)`` int8 -> the q8 panel bytes (uint8, flat): neon_panels' quads of four rows by default."""
+    return interleave(np.asarray(q, dtype=np.int8), height, width).view(np.uint8)
+
+
+def panel_f32(values: np.ndarray, height: int = 4) -> np.ndarray:
+    """``(rows, cols)`` float32 -> the fp32 panel values (float32, flat): per panel, per column, ``height`` rows."""
+    return interleave(np.asarray(values, dtype=np.float32), height, 1)
 
 
 def pair_panels_q4(q: np.ndarray) -> np.ndarray:
@@ -111,12 +133,13 @@ def pair_panels_q4(q: np.ndarray) -> np.ndarray:
     return (high | low).reshape(-1).astype(np.uint8)
 
 
-def panel_q4(q: np.ndarray) -> np.ndarray:
-    """``(rows, cols)`` int4 values in [-8, 7] -> the four-row q4 panel bytes (uint8, flat), as q4z's codes use."""
-    nibbles = _pad_rows(np.asarray(q, dtype=np.int8), 4).astype(np.uint8) & 0x0F
-    panels, cols = nibbles.shape[0] // 4, nibbles.shape[1]
+def panel_q4(q: np.ndarray, height: int = 4) -> np.ndarray:
+    """``(rows, cols)`` 4-bit values -> the q4 panel bytes (uint8, flat) of ``height``-row panels, each value's low
+    four bits stored: neon_panels' q4z codes (values in [-8, 7]) and x86_panels' codes (values in [0, 15])."""
+    nibbles = _pad_rows(np.asarray(q, dtype=np.int8), height).astype(np.uint8) & 0x0F
+    panels, cols = nibbles.shape[0] // height, nibbles.shape[1]
     # (panel, row in panel, block, half, m) -> (panel, block, row in panel, m) for each half
-    blocks = nibbles.reshape(panels, 4, cols // 8, 2, 4).transpose(0, 2, 1, 3, 4)
+    blocks = nibbles.reshape(panels, height, cols // 8, 2, 4).transpose(0, 2, 1, 3, 4)
     return (blocks[..., 0, :] | (blocks[..., 1, :] << 4)).reshape(-1).astype(np.uint8)
 
 
@@ -149,6 +172,22 @@ def m7_pairs_q4(q: np.ndarray) -> np.ndarray:
     return np.concatenate([blocks, pairs[:, :, full:].reshape(rows // 2, -1)], axis=1).reshape(-1)
 
 
+def x86_panels_q8(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int8 -> the q8 bytes of ``x86_panels``: eight-row panels of column pairs."""
+    return panel_q8(q, 8, 2)
+
+
+def x86_panels_q4(q: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` int4 values in [-8, 7] -> the 4-bit bytes of ``x86_panels``: eight-row panels of 8-column
+    blocks holding q + 8 (the reference's stored code)."""
+    return panel_q4(np.asarray(q, dtype=np.int8) + 8, 8)
+
+
+def x86_panels_f32(values: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` float32 -> the fp32 values of ``x86_panels``: per eight-row panel, per column, eight rows."""
+    return panel_f32(values, 8)
+
+
 def _q4z_codes_and_words(matrix: QuantizedMatrix) -> tuple[np.ndarray, np.ndarray]:
     """A q4z matrix's codes n (int16, 0..15) and group words (little-endian uint16), as the reference stores them."""
     row_major, words = matrix.storage()
@@ -168,6 +207,7 @@ class PanelLayout:
     q4z_word_rows: int  # q4z: the rows whose group words sit together, group by group
     f32: Callable[[np.ndarray], np.ndarray] | None = None  # float32 values -> float32 values; None: row-major
     heights: tuple[tuple[str, int], ...] = ()  # (qtype, rows per panel): the row count the layout pads to
+    q8_scale_rows: int = 4  # q8: the rows whose scales sit together, group by group
 
 
 PANEL_LAYOUTS = {
@@ -189,6 +229,17 @@ PANEL_LAYOUTS = {
         q4_scale_rows=2,
         q4z_word_rows=2,
         heights=(("q8", 4), ("q4", 2), ("q4z", 2)),
+    ),
+    X86_PANELS: PanelLayout(
+        x86_panel_applies,
+        x86_panels_q8,
+        x86_panels_q4,
+        x86_panels_q4,  # q4z's codes n - 8 in, its n stored
+        q4_scale_rows=8,
+        q4z_word_rows=8,
+        f32=x86_panels_f32,
+        heights=(("fp32", 8), ("q8", 8), ("q4", 8), ("q4z", 8)),
+        q8_scale_rows=8,
     ),
 }
 
@@ -223,4 +274,4 @@ def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, by
         return panels.q4z(codes - 8).tobytes(), words.reshape(-1, rows, words.shape[1]).transpose(0, 2, 1).tobytes()
     if matrix.qtype == "q4":
         return panels.q4(matrix.q).tobytes(), panel_scales(matrix.scales, panels.q4_scale_rows).astype("<f4").tobytes()
-    return panels.q8(matrix.q).tobytes(), panel_scales(matrix.scales).astype("<f4").tobytes()
+    return panels.q8(matrix.q).tobytes(), panel_scales(matrix.scales, panels.q8_scale_rows).astype("<f4").tobytes()

@@ -72,8 +72,13 @@ def test_unknown_models_and_machines_are_refused() -> None:
         peer.gguf_files("7b")
     with pytest.raises(PeerBuildError, match="known are host, aarch64"):
         peer_build.peer_program("riscv64")
-    with pytest.raises(PeerError, match="a55 or host"):
+    with pytest.raises(PeerError, match="machine 'm7' is not one of a55, host"):
         peer.run_peer(["260k"], ["q8"], ["m7"])
+    # a quant or model name that does not exist is named before any row is built or run
+    with pytest.raises(PeerError, match="quant 'f32' is not one of fp32, q8, q4"):
+        peer.run_peer(["260k"], ["q8", "f32"], ["host"], progress=pytest.fail)
+    with pytest.raises(PeerError, match="model '15m' is not one of 260k"):
+        peer.run_peer(["15m"], ["q8"], ["a55"], progress=pytest.fail)
 
 
 def test_each_machine_is_built_for_the_instruction_sets_llmcu_uses() -> None:

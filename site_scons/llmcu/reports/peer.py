@@ -43,6 +43,7 @@ from .peer_build import CACHE_DIR, LLAMA_CPP, peer_program
 Progress = Callable[[str], None]
 
 PEER_MODELS = ("260k", "15m-shaped", "110m-shaped")
+PEER_MACHINES = ("a55", "host")
 # llmcu's quant -> the GGUF type both programs run
 GGUF_TYPES = {"fp32": "F32", "q8": "Q8_0", "q4": "Q4_0"}
 # The two run lengths (steps, prompt included) whose difference gives the cost per token under QEMU; fewer for the
@@ -264,6 +265,12 @@ def run_peer(models: Iterable[str], quants: Iterable[str], machines: Iterable[st
              progress: Progress = print) -> list[PeerRow]:  # fmt: skip
     """Every machine x model x quant as peer rows (fp32 twice, exact and fast numerics, where the kernel set has a
     fast route)."""
+    models, quants, machines = list(models), list(quants), list(machines)
+    for kind, asked, known in (("model", models, PEER_MODELS), ("quant", quants, tuple(GGUF_TYPES)),
+                               ("machine", machines, PEER_MACHINES)):  # fmt: skip
+        unknown = [value for value in asked if value not in known]
+        if unknown:  # before anything is built: a typo should not cost the rows before it
+            raise PeerError(f"peer {kind} {unknown[0]!r} is not one of {', '.join(known)}")
     goals = peer_goals()
     rows = []
     for machine in machines:
@@ -274,10 +281,8 @@ def run_peer(models: Iterable[str], quants: Iterable[str], machines: Iterable[st
                 for numerics in ("exact", "fast") if fast else ("exact",):
                     if machine == "a55":
                         row = a55_row(name, quant, numerics, progress)
-                    elif machine == "host":
-                        row = host_row(name, quant, numerics, runs, progress)
                     else:
-                        raise PeerError(f"peer machine {machine!r}: a55 or host")
+                        row = host_row(name, quant, numerics, runs, progress)
                     if name != "260k":
                         row.goal = goals.get((machine, quant, numerics))
                     rows.append(row)

@@ -710,7 +710,8 @@ def foreign_weights(tmp_path_factory: pytest.TempPathFactory, stories260k: Path,
                 area="deploy",
                 kind="input",
                 what="weights file: a data size field 4 bytes short (header checksum right)",
-                sees=r"does not belong to this program: it holds '260k q8' \(layout [0-9a-f]{16}, \d+ bytes of data\)",
+                sees=r"does not belong to this program: it holds '260k q8 x86_panels' "
+                r"\(layout [0-9a-f]{16}, \d+ bytes of data\)",
             ),
         ),
         pytest.param(
@@ -746,7 +747,7 @@ def foreign_weights(tmp_path_factory: pytest.TempPathFactory, stories260k: Path,
                 area="deploy",
                 kind="input",
                 what="weights file: the q4 build's file for a q8 program",
-                sees=r"does not belong to this program: it holds '260k q4'.*built for '260k q8'",
+                sees=r"does not belong to this program: it holds '260k q4'.*built for '260k q8 x86_panels'",
             ),
         ),
         pytest.param(

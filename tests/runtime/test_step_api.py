@@ -14,19 +14,21 @@ from pathlib import Path
 import pytest
 
 from llmcu.builder.compileflags import runtime_sources
+from llmcu.platform.targets import load_target
 from support.build import ROOT, scons
 
 APP = Path(__file__).parent / "apps" / "step_api.c"
+HOST = load_target("host", ROOT / "targets")
 GOLDEN = ROOT.parent / "shared" / "golden" / "stories260K_llama2c_run.json"
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 
 
 def build_app(build: Path, out: Path, std: str = "c99") -> Path:
-    """The application linked with the runtime (reference kernels) and the build's generated model, every file
-    compiled as part of the application (warnings are errors)."""
+    """The application linked with the runtime (the host target's kernel set, whose weight layout the build's
+    generated model is in) and that model, every file compiled as part of the application (warnings are errors)."""
     gen = build / "gen"
-    sources = [APP, *runtime_sources(""), gen / "model_weights.c", gen / "model_data.S"]
+    sources = [APP, *runtime_sources(HOST.kernel_set), gen / "model_weights.c", gen / "model_data.S"]
     program = out / f"step_api-{std}"
     command = ["gcc", f"-std={std}", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(ROOT / "runtime_c"), "-I",
                str(gen), *map(str, sources), "-lm", "-o", str(program)]  # fmt: skip
@@ -87,7 +89,7 @@ def test_a_c11_and_a_cpp_application(apps: dict[str, Path], shared_build_root: P
         pytest.skip("g++ not installed")
     gen = build / "gen"
     objects = []
-    for source in [*runtime_sources(""), gen / "model_weights.c", gen / "model_data.S"]:
+    for source in [*runtime_sources(HOST.kernel_set), gen / "model_weights.c", gen / "model_data.S"]:
         obj = tmp_path / f"{source.name}.o"
         subprocess.run(["gcc", "-std=c99", "-O2", "-c", "-I", str(ROOT / "runtime_c"), "-I", str(gen), str(source),
                         "-o", str(obj)], check=True, cwd=gen)  # fmt: skip

@@ -40,7 +40,8 @@ def generate_model(model: str, work: Path) -> Path:
     from llmcu.builder import steps
     from llmcu.builder.settings import configure
 
-    settings = configure({"model": model, "quant": "q8", "build_dir": str(work / "model")})
+    # kernels=ref: the matrices row-major, as the reference kernels that sources() compiles read them
+    settings = configure({"model": model, "quant": "q8", "kernels": "ref", "build_dir": str(work / "model")})
     if not (settings.gen_dir / "model_weights.c").is_file():
         steps.generate_sources(settings)
     return settings.gen_dir

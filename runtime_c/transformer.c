@@ -287,6 +287,25 @@ static const float *rope_beyond(int pos) {
 #define kv_slot(pos) (pos)
 #endif
 
+#if !LLMCU_ROPE_TABLE && LLMCU_HEAD_SIZE % 2 == 0
+/*
+ * Without the table, a position's angles are computed once for all the layers rather than once per layer:
+ * rope_angles gives the cosines and sines rope computes for each pair (the same expressions), and every layer
+ * rotates by them. (An odd head size has pairs that straddle heads: rope itself runs then.)
+ */
+#define ROPE_ANGLES_ONCE 1
+static float rope_angles_row[LLMCU_HEAD_SIZE];
+static int rope_angles_pos = -1;
+
+static const float *rope_angles_at(int pos) {
+    if (pos != rope_angles_pos) { /* the first layer of a pass; a function of pos alone, so kept across passes */
+        rope_angles(rope_angles_row, LLMCU_HEAD_SIZE, pos, LLMCU_ROPE_THETA);
+        rope_angles_pos = pos;
+    }
+    return rope_angles_row;
+}
+#endif
+
 /* ---- the blocks of a layer ---- */
 
 static void add_residual(float *x, const float *y, int n) {
@@ -324,6 +343,8 @@ static void attention_block(const llmcu_layer *layer, int l, int pos) {
         /* The angles' cosines and sines from the build-time table (llmcu.h), the same floats rope computes. */
         PHASE(PHASE_ROPE, rope_rotate(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE,
                                       llmcu_rope_table + (size_t)pos * LLMCU_HEAD_SIZE));
+#elif defined(ROPE_ANGLES_ONCE)
+        PHASE(PHASE_ROPE, rope_rotate(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, rope_angles_at(pos)));
 #else
         PHASE(PHASE_ROPE, rope(s.q, LLMCU_DIM, k, LLMCU_KV_DIM, LLMCU_HEAD_SIZE, pos, LLMCU_ROPE_THETA));
 #endif

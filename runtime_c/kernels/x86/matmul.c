@@ -255,7 +255,11 @@ X86_AVX2 static void matmul_q4_avx2(float *out, const int8_t *xq, const float *x
 
 /* ---- x86_panels: rows in panels of eight (x86.h; layouts.py makes them) ---- */
 
-#define PASS 4 /* panels per pass: one activation load feeds 32 rows */
+/*
+ * One panel per pass, the matrix read front to back as a single stream. Passes over four panels at once, which
+ * share each activation load, measured faster with the weights in cache but 25-40% slower once they come from
+ * memory (four streams), which is where a model of any size runs (bench/README.md, "The peer").
+ */
 
 /* Rows of output panel `panel` that exist: eight, or what the matrix has left in its last panel. */
 static inline int panel_rows(int panel, int rows) {
@@ -275,36 +279,18 @@ X86_AVX2_INLINE void store_rows(float *dst, __m256 v, int n) {
 }
 
 /*
- * A pass takes PASS panels. The last pass of a matrix whose panel count is not a multiple of PASS repeats its
- * last panel in the missing places (computed again, not stored), so every pass has the same straight code.
- */
-static inline int pass_panel(int first, int k, int panels) { return first + k < panels ? first + k : panels - 1; }
-
-#define PASS4(M) M(0) M(1) M(2) M(3)
-
-/*
- * fp32: a panel is, per column j, the eight rows' values side by side (32 bytes). Lane k of an accumulator is
- * row k: acc += w[j] * x[j] for j in order from 0.0f, one multiply and one add, as the reference loop does;
- * four panels give four independent chains to hide the add's latency.
+ * fp32: a panel is, per column j, the eight rows' values side by side (32 bytes). Lane k of the accumulator is
+ * row k: acc += w[j] * x[j] for j in order from 0.0f, one multiply and one add, as the reference loop does.
  */
 X86_AVX2 static void matmul_f32_panels(float *out, const float *x, const float *w, int rows, int cols) {
     int panels = (rows + X86_PANEL_ROWS - 1) / X86_PANEL_ROWS;
-    size_t panel_floats = (size_t)X86_PANEL_ROWS * (size_t)cols;
-    for (int first = 0; first < panels; first += PASS) {
-#define F32_START(k)                                                                          \
-    const float *p##k = w + (size_t)pass_panel(first, k, panels) * panel_floats;              \
-    __m256 acc##k = _mm256_setzero_ps();
-        PASS4(F32_START)
-        for (int j = 0; j < cols; j++) {
-            __m256 xv = _mm256_broadcast_ss(x + j);
-#define F32_COLUMN(k) acc##k = _mm256_add_ps(acc##k, _mm256_mul_ps(_mm256_loadu_ps(p##k + 8 * (size_t)j), xv));
-            PASS4(F32_COLUMN)
+    const float *p = w;
+    for (int panel = 0; panel < panels; panel++) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int j = 0; j < cols; j++, p += X86_PANEL_ROWS) {
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_broadcast_ss(x + j)));
         }
-#define F32_STORE(k)                                                                          \
-    if (first + k < panels) {                                                                 \
-        store_rows(out + (first + k) * X86_PANEL_ROWS, acc##k, panel_rows(first + k, rows));  \
-    }
-        PASS4(F32_STORE)
+        store_rows(out + panel * X86_PANEL_ROWS, acc, panel_rows(panel, rows));
     }
 }
 
@@ -315,36 +301,37 @@ X86_AVX2_INLINE __m256 panel_float_part(__m256 val, __m256i isum, const float *s
     return _mm256_add_ps(val, _mm256_mul_ps(product, _mm256_set1_ps(xs)));
 }
 
-#define CHUNK 32 /* columns whose activations are made ready at a time */
-
 /*
  * q8: a panel is, per pair of columns (2c, 2c + 1), the eight rows' two bytes side by side (16 bytes); scales per
  * group, the eight rows' side by side. Sign-extended to int16, a pair row is what vpmaddwd multiplies by the
  * activation pair broadcast to every lane: lane k gets row k's two products summed, exact for every int8 (the
- * int32 lanes cannot overflow: |sum| <= 2 * 128 * 128). The activations are sign-extended 32 columns at a time
- * into xw, whose pairs are then broadcast as 32-bit words.
+ * int32 lanes cannot overflow: |sum| <= 2 * 128 * 128). The activations are sign-extended 32 at a time into xw,
+ * whose pairs are then broadcast; two accumulators (even and odd pairs) keep two chains of adds in flight.
  */
+/* Pair c of xw (the activations as int16) broadcast as a 32-bit word, times the pair row at p. */
+X86_AVX2_INLINE __m256i q8_pair(const int8_t *p, const int16_t *xw) {
+    int32_t word;
+    memcpy(&word, xw, sizeof word);
+    return _mm256_madd_epi16(_mm256_cvtepi8_epi16(load16(p)), _mm256_set1_epi32(word));
+}
+
+#define CHUNK 32 /* activations sign-extended to int16 at a time */
+
 X86_AVX2 static void matmul_q8_panels(float *out, const int8_t *xq, const float *xs, const int8_t *w, const float *ws,
                                       int rows, int cols, int group_size) {
     int ngroups = group_count(cols, group_size);
     int panels = (rows + X86_PANEL_ROWS - 1) / X86_PANEL_ROWS;
-    size_t panel_bytes = (size_t)X86_PANEL_ROWS * (size_t)cols;
-    size_t panel_scales = (size_t)X86_PANEL_ROWS * (size_t)ngroups;
+    const int8_t *p = w;
+    const float *s = ws;
     int16_t xw[CHUNK];
-    for (int first = 0; first < panels; first += PASS) {
-#define Q8P_START(k)                                                                          \
-    size_t n##k = (size_t)pass_panel(first, k, panels);                                       \
-    const int8_t *p##k = w + n##k * panel_bytes;                                              \
-    const float *s##k = ws + n##k * panel_scales;                                             \
-    __m256 val##k = _mm256_setzero_ps();
-        PASS4(Q8P_START)
-        for (int g = 0; g < ngroups; g++) {
+    for (int panel = 0; panel < panels; panel++) {
+        __m256 val = _mm256_setzero_ps();
+        for (int g = 0; g < ngroups; g++, s += X86_PANEL_ROWS) {
             int start = g * group_size;
-            int end = start + group_size < cols ? start + group_size : cols;
-#define Q8P_ZERO(k) __m256i a##k = _mm256_setzero_si256();
-            PASS4(Q8P_ZERO)
+            int end = start + group_size < cols ? start + group_size : cols; /* even: cols and the group size are */
+            __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
             for (int j = start; j < end; j += CHUNK) {
-                int n = end - j < CHUNK ? end - j : CHUNK; /* even: cols and the group size are */
+                int n = end - j < CHUNK ? end - j : CHUNK;
                 if (n == CHUNK) {
                     _mm256_storeu_si256((__m256i *)xw, _mm256_cvtepi8_epi16(load16(xq + j)));
                     _mm256_storeu_si256((__m256i *)(xw + 16), _mm256_cvtepi8_epi16(load16(xq + j + 16)));
@@ -353,23 +340,19 @@ X86_AVX2 static void matmul_q8_panels(float *out, const int8_t *xq, const float 
                         xw[t] = xq[j + t];
                     }
                 }
-                for (int c = 0; c < n; c += 2) {
-                    int32_t pair;
-                    memcpy(&pair, xw + c, sizeof pair);
-                    __m256i xv = _mm256_set1_epi32(pair);
-                    size_t at = 8 * (size_t)(j + c); /* the pair's 16 bytes in each panel */
-#define Q8P_PAIR(k) a##k = _mm256_add_epi32(a##k, _mm256_madd_epi16(_mm256_cvtepi8_epi16(load16(p##k + at)), xv));
-                    PASS4(Q8P_PAIR)
+                int c = 0;
+                for (; c + 4 <= n; c += 4, p += 32) {
+                    even = _mm256_add_epi32(even, q8_pair(p, xw + c));
+                    odd = _mm256_add_epi32(odd, q8_pair(p + 16, xw + c + 2));
+                }
+                if (c < n) {
+                    even = _mm256_add_epi32(even, q8_pair(p, xw + c));
+                    p += 16;
                 }
             }
-#define Q8P_GROUP(k) val##k = panel_float_part(val##k, a##k, s##k + (size_t)g * X86_PANEL_ROWS, xs[g]);
-            PASS4(Q8P_GROUP)
+            val = panel_float_part(val, _mm256_add_epi32(even, odd), s, xs[g]);
         }
-#define Q8P_STORE(k)                                                                          \
-    if (first + k < panels) {                                                                 \
-        store_rows(out + (first + k) * X86_PANEL_ROWS, val##k, panel_rows(first + k, rows));  \
-    }
-        PASS4(Q8P_STORE)
+        store_rows(out + panel * X86_PANEL_ROWS, val, panel_rows(panel, rows));
     }
 }
 
@@ -381,18 +364,19 @@ X86_AVX2 static void matmul_q8_panels(float *out, const int8_t *xq, const float 
  * such vectors fit int16 (8 * 2 * 15 * 128 = 30720), so they are widened to int32 every 32 columns. The offset
  * comes off through the group's activation sum: q4 sum (n - 8) x = sum n x - 8 sum x; q4z sum (n - z) x per row.
  */
-X86_AVX2_INLINE __m256i q4_panel_block(__m256i sum16, __m256i bytes, __m256i xlo, __m256i xhi) {
-    const __m256i nibble = _mm256_set1_epi8(0x0F);
-    __m256i lo = _mm256_and_si256(bytes, nibble);
-    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
-    sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(lo, xlo));
-    return _mm256_add_epi16(sum16, _mm256_maddubs_epi16(hi, xhi));
-}
-
 X86_AVX2_INLINE __m256i broadcast4(const int8_t *x) {
     int32_t quad;
     memcpy(&quad, x, sizeof quad);
     return _mm256_set1_epi32(quad);
+}
+
+X86_AVX2_INLINE __m256i q4_panel_block(__m256i sum16, const uint8_t *p, const int8_t *xq) {
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    __m256i bytes = _mm256_loadu_si256((const __m256i *)p);
+    __m256i lo = _mm256_and_si256(bytes, nibble);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
+    sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(lo, broadcast4(xq)));
+    return _mm256_add_epi16(sum16, _mm256_maddubs_epi16(hi, broadcast4(xq + 4)));
 }
 
 /* The sum of xq[start..end) (end - start a multiple of 8), exact. */
@@ -429,51 +413,32 @@ X86_AVX2 static void matmul_q4_panels(float *out, const int8_t *xq, const float 
                                       const uint16_t *words, int rows, int cols, int group_size) {
     int ngroups = group_count(cols, group_size);
     int panels = (rows + X86_PANEL_ROWS - 1) / X86_PANEL_ROWS;
-    size_t panel_bytes = (size_t)X86_PANEL_ROWS * (size_t)cols / 2;
-    size_t panel_groups = (size_t)X86_PANEL_ROWS * (size_t)ngroups;
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int first = 0; first < panels; first += PASS) {
-#define Q4P_START(k)                                                                          \
-    size_t n##k = (size_t)pass_panel(first, k, panels);                                       \
-    const uint8_t *p##k = w + n##k * panel_bytes;                                             \
-    __m256 val##k = _mm256_setzero_ps();
-        PASS4(Q4P_START)
-        for (int g = 0; g < ngroups; g++) {
+    const uint8_t *p = w;
+    size_t at = 0; /* the panel's group entries: scales or words */
+    for (int panel = 0; panel < panels; panel++) {
+        __m256 val = _mm256_setzero_ps();
+        for (int g = 0; g < ngroups; g++, at += X86_PANEL_ROWS) {
             int start = g * group_size;
             int end = start + group_size < cols ? start + group_size : cols; /* a multiple of 8 columns */
             int32_t xsum = activation_sum(xq, start, end);
-            /* q4: every row starts from -8 * sum x; q4z: from 0, its zero points come off per row after. */
-            __m256i offset = _mm256_set1_epi32(words == NULL ? -8 * xsum : 0);
-#define Q4P_ZERO(k) __m256i a##k = offset;
-            PASS4(Q4P_ZERO)
-            for (int j = start; j < end; j += CHUNK) {
-                int stop = end - j < CHUNK ? end : j + CHUNK;
-#define Q4P_ZERO16(k) __m256i h##k = _mm256_setzero_si256();
-                PASS4(Q4P_ZERO16)
-                for (int b = j; b < stop; b += 8) {
-                    __m256i xlo = broadcast4(xq + b);
-                    __m256i xhi = broadcast4(xq + b + 4);
-                    size_t at = 4 * (size_t)b; /* the block's 32 bytes in each panel */
-#define Q4P_BLOCK(k) h##k = q4_panel_block(h##k, _mm256_loadu_si256((const __m256i *)(p##k + at)), xlo, xhi);
-                    PASS4(Q4P_BLOCK)
-                }
-#define Q4P_WIDEN(k) a##k = _mm256_add_epi32(a##k, _mm256_madd_epi16(h##k, ones));
-                PASS4(Q4P_WIDEN)
+            /* q4: the row sums start from -8 * sum x; q4z: from 0, its zero points come off per row after. */
+            __m256i isum = _mm256_set1_epi32(words == NULL ? -8 * xsum : 0);
+            int j = start;
+            for (; j + 32 <= end; j += 32, p += 128) {
+                __m256i a = q4_panel_block(_mm256_setzero_si256(), p, xq + j);
+                __m256i b = q4_panel_block(_mm256_setzero_si256(), p + 32, xq + j + 8);
+                a = q4_panel_block(a, p + 64, xq + j + 16);
+                b = q4_panel_block(b, p + 96, xq + j + 24);
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_add_epi16(a, b), ones));
             }
-            if (words == NULL) {
-#define Q4P_GROUP(k) val##k = panel_float_part(val##k, a##k, ws + n##k * panel_groups + (size_t)g * X86_PANEL_ROWS, xs[g]);
-                PASS4(Q4P_GROUP)
-            } else {
-#define Q4ZP_GROUP(k)                                                                                        \
-    val##k = q4z_float_part(val##k, a##k, words + n##k * panel_groups + (size_t)g * X86_PANEL_ROWS, xsum, xs[g]);
-                PASS4(Q4ZP_GROUP)
+            for (; j < end; j += 8, p += 32) { /* fewer than 32 columns left in the group */
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(q4_panel_block(_mm256_setzero_si256(), p, xq + j), ones));
             }
+            val = words == NULL ? panel_float_part(val, isum, ws + at, xs[g])
+                                : q4z_float_part(val, isum, words + at, xsum, xs[g]);
         }
-#define Q4P_STORE(k)                                                                          \
-    if (first + k < panels) {                                                                 \
-        store_rows(out + (first + k) * X86_PANEL_ROWS, val##k, panel_rows(first + k, rows));  \
-    }
-        PASS4(Q4P_STORE)
+        store_rows(out + panel * X86_PANEL_ROWS, val, panel_rows(panel, rows));
     }
 }
 

@@ -37,19 +37,6 @@ static uint32_t random_u32(uint64_t *state) {
 /* A float in [0, 1) from the top 24 bits, which a float holds exactly. */
 static float random_f32(uint64_t *state) { return (float)(random_u32(state) >> 8) / 16777216.0f; }
 
-/* The index of the largest value; the first one on a tie. */
-static int argmax(const float *p, int n) {
-    int best = 0;
-    float best_value = p[0]; /* held, not reloaded through p[best]: a chain through memory costs every step */
-    for (int i = 1; i < n; i++) {
-        if (p[i] > best_value) {
-            best = i;
-            best_value = p[i];
-        }
-    }
-    return best;
-}
-
 /* The first i whose cumulative probability exceeds coin (the last index if rounding leaves a gap). */
 static int sample_multinomial(const float *p, int n, float coin) {
     float cdf = 0.0f;

@@ -78,6 +78,9 @@ void rope_rotate(float *q, int q_dim, float *k, int k_dim, int head_size, const 
 void rope_angles(float *cs, int head_size, int pos, float theta);
 /* In place: hb[i] = silu(hb[i]) * hb2[i]. */
 void swiglu(float *hb, const float *hb2, int n);
+/* The index of the largest of x[0..n) (n >= 1), the first one on a tie; NaNs are never larger (a NaN at x[0] is
+ * kept): greedy decoding's choice. */
+int argmax(const float *x, int n);
 
 /* ---- attention.c ---- */
 

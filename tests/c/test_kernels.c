@@ -421,6 +421,37 @@ static void case_quantize(int n, int group_size, int kind) {
     }
 }
 
+/* argmax over n values of one kind: 0 random, 1 ties at the maximum (integers in a small range), 2 signed zeros and
+ * negatives only, 3 NaNs and infinities mixed in, 4 a NaN first. */
+static void case_argmax(int n, int kind) {
+    int id = case_id++;
+    float *x = xmalloc((size_t)n * sizeof(float));
+    fill_floats(x, (size_t)n, 4.0f, 1);
+    for (int i = 0; i < n; i++) {
+        if (kind == 1) {
+            x[i] = (float)((int)rng_below(7) - 3);
+        } else if (kind == 2) {
+            x[i] = rng_below(3) == 0 ? -1.0f - (float)rng_below(5) : (rng_below(2) ? 0.0f : -0.0f);
+        } else if (kind >= 3 && rng_below(5) == 0) {
+            x[i] = rng_below(3) == 0 ? -INFINITY : NAN;
+        }
+    }
+    if (kind == 4) {
+        x[0] = NAN;
+    }
+    int result[2];
+    for (int side = 0; side < 2; side++) {
+        guarded gx = guard_copy(x, (size_t)n * sizeof(float), side == 0);
+        result[side] = argmax(gx.ptr, n);
+        guard_free(&gx);
+    }
+    if (result[0] != result[1]) {
+        printf("PLACEMENT-MISMATCH argmax %d\n", id);
+    }
+    printf("argmax %d 0 %d\n", id, result[0]);
+    free(x);
+}
+
 static void case_embed(int n_rows, int dim, int group_size) {
     int id = case_id++;
     int ngroups = group_count(dim, group_size);
@@ -821,6 +852,16 @@ static void check(void) {
         for (size_t g = 0; g < sizeof quant_groups / sizeof quant_groups[0]; g++) {
             case_quantize(quant_long[s], quant_groups[g], 0);
             case_quantize(quant_long[s], quant_groups[g], 1);
+        }
+    }
+    /* argmax: every length up to 40 (the vector loops' edges) and a vocabulary's, each kind of value */
+    static const int argmax_long[] = {64, 100, 512, 32000};
+    for (int kind = 0; kind < 5; kind++) {
+        for (int n = 1; n <= 40; n++) {
+            case_argmax(n, kind);
+        }
+        for (size_t s = 0; s < 4; s++) {
+            case_argmax(argmax_long[s], kind);
         }
     }
     case_embed(3, 64, 32);

@@ -142,7 +142,7 @@ def test_harness_covers_every_kernel(outputs: dict[str, list[str]]) -> None:
         "matmul_f32", "matmul_q8", "matmul_q4", "matmul_q4z", "quantize_xq", "quantize_xs", "embed_f32", "embed_q8",
         "embed_q4", "embed_q4z",
         "attention_f32", "attention_f16", "attention_q8", "attention_f32_att", "attention_f16_att",
-        "attention_q8_att", "f16_to_f32", "f32_to_f16", "kv_store_f16", "attention_q16", "kv_store_q16",
+        "attention_q8_att", "f16_to_f32", "f32_to_f16", "kv_store_f16", "attention_q16", "kv_store_q16", "argmax",
     }  # fmt: skip
     assert expected <= kernels
     for name, lines in outputs.items():

@@ -7,19 +7,22 @@
  * C library's expf is within 1), softmax multiplies by the sum's reciprocal instead of dividing, and its sum is
  * four interleaved partial sums. The model's output then differs from the reference's by float rounding only;
  * tests/device/test_rzv2l.py holds it to the quality bounds of tests/model/test_quality.py.
+ *
+ * argmax (greedy decoding over the vocabulary) is vectorised in either numerics, with the reference's result.
  */
+#include <arm_neon.h>
 #include <math.h>
 
 #include "kernels/kernels.h"
 #include "kernels/ref/ref.h"
 
+#define argmax ref_argmax
 #if !defined(LLMCU_NUMERICS_FAST) || !LLMCU_NUMERICS_FAST
 
 #include "kernels/ref/ops.c"
+#undef argmax
 
 #else /* numerics=fast */
-
-#include <arm_neon.h>
 
 #include "neon_common.h"
 
@@ -29,6 +32,7 @@
 #include "kernels/ref/ops.c"
 #undef softmax
 #undef swiglu
+#undef argmax
 
 void softmax(float *x, int n) {
     float32x4_t m4 = vdupq_n_f32(-INFINITY);
@@ -79,3 +83,36 @@ void swiglu(float *hb, const float *hb2, int n) {
 }
 
 #endif /* LLMCU_NUMERICS_FAST */
+
+/*
+ * Two passes, eight lanes at a time: the largest value m, then the first index holding a value equal to it. That
+ * is the reference's answer: its strict > keeps the first index that reaches the maximum, and == takes +0 and -0
+ * as equal where > lets neither replace the other. FMAXNM skips NaNs as the reference's comparisons do; x[0] a NaN
+ * (which the reference keeps, nothing comparing larger) and short vectors go to the reference.
+ */
+int argmax(const float *x, int n) {
+    if (n < 8 || isnan(x[0])) {
+        return ref_argmax(x, n);
+    }
+    float32x4_t m0 = vld1q_f32(x), m1 = vld1q_f32(x + 4);
+    int i = 8;
+    for (; i + 8 <= n; i += 8) {
+        m0 = vmaxnmq_f32(m0, vld1q_f32(x + i));
+        m1 = vmaxnmq_f32(m1, vld1q_f32(x + i + 4));
+    }
+    float m = vmaxnmvq_f32(vmaxnmq_f32(m0, m1)); /* lane 0 holds x[0], a number: the result is one */
+    for (; i < n; i++) {
+        m = x[i] > m ? x[i] : m;
+    }
+    float32x4_t mv = vdupq_n_f32(m);
+    i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint32x4_t hit = vorrq_u32(vceqq_f32(vld1q_f32(x + i), mv), vceqq_f32(vld1q_f32(x + i + 4), mv));
+        if (vmaxvq_u32(hit) != 0) {
+            break;
+        }
+    }
+    for (; x[i] != m; i++) { /* m is in x: this stops */
+    }
+    return i;
+}

@@ -123,3 +123,15 @@ void swiglu(float *hb, const float *hb2, int n) {
         hb[i] = h;
     }
 }
+
+int argmax(const float *x, int n) {
+    int best = 0;
+    float best_value = x[0]; /* held, not reloaded through x[best]: a chain through memory costs every step */
+    for (int i = 1; i < n; i++) {
+        if (x[i] > best_value) {
+            best = i;
+            best_value = x[i];
+        }
+    }
+    return best;
+}

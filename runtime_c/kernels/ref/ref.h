@@ -38,6 +38,7 @@ void ref_rope(float *q, int q_dim, float *k, int k_dim, int head_size, int pos, 
 void ref_rope_rotate(float *q, int q_dim, float *k, int k_dim, int head_size, const float *cs);
 void ref_rope_angles(float *cs, int head_size, int pos, float theta);
 void ref_swiglu(float *hb, const float *hb2, int n);
+int ref_argmax(const float *x, int n);
 void ref_attention_head(float *out, float *att, const float *q, const float *k, const float *v, int stride,
                         int head_size, int n_pos);
 uint16_t ref_f32_to_f16(float x);

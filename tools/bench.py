@@ -82,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge and (args.out / "results.json").is_file():
         rows = bench.merge(bench.load_rows(args.out / "results.json"), rows)
     bench.write_results(rows, args.out)
-    bench.plot(rows, args.out / "instructions.png")
+    if not bench.plot(rows, args.out / "instructions.png"):
+        print(
+            f"bench: no row with its per-position curve; {args.out / 'instructions.png'} left as it was",
+            file=sys.stderr,
+        )
     print("\n".join(bench.markdown(rows)))
     if args.save_baseline:
         write_text_atomic(args.baseline, json.dumps([row.as_dict() for row in rows], indent=2) + "\n")

@@ -77,10 +77,14 @@ def test_table_json_and_plot(tmp_path: Path) -> None:
     # runq.c's 3.95 M over 500 K; the goal is 450 K; (600 K - 400 K) / 254 positions is the growth
     assert lines[2].endswith("| 7.90x | <= 450 K: missed; growth 787/pos <= 1,000: met |")
     write_results(rows, tmp_path)
-    plot(rows, tmp_path / "instructions.png")
+    assert plot(rows, tmp_path / "instructions.png")
     assert (tmp_path / "results.json").read_text().count('"instructions_per_token"') == 2
     assert "costs" not in (tmp_path / "results.json").read_text()
-    assert (tmp_path / "instructions.png").read_bytes().startswith(b"\x89PNG")
+    drawn = (tmp_path / "instructions.png").read_bytes()
+    assert drawn.startswith(b"\x89PNG")
+    # rows read back from results.json have no curves: a merged run that measured none keeps the drawn plot
+    assert not plot(load_rows(tmp_path / "results.json"), tmp_path / "instructions.png")
+    assert (tmp_path / "instructions.png").read_bytes() == drawn
 
 
 def test_fast_rows_only_for_kernel_sets_that_have_the_route() -> None:

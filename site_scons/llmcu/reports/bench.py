@@ -416,8 +416,12 @@ def phase_table(rows: list[BenchRow]) -> list[str]:
     return lines
 
 
-def plot(rows: list[BenchRow], path: Path) -> None:
-    """Instructions per token over position, one line per twin row."""
+def plot(rows: list[BenchRow], path: Path) -> bool:
+    """Instructions per token over position, one line per twin row. Rows read back from a results.json keep their
+    figures, not their curves: with no curve among the rows nothing is written (False), so that a merged run that
+    measured none leaves the plot of the run that did."""
+    if not any(row.costs and row.instructions_per_token for row in rows):
+        return False
     import io
 
     import matplotlib
@@ -439,6 +443,7 @@ def plot(rows: list[BenchRow], path: Path) -> None:
     figure.savefig(buffer, format="png")
     plt.close(figure)
     write_bytes_atomic(path, buffer.getvalue())
+    return True
 
 
 def load_rows(path: Path) -> list[BenchRow]:

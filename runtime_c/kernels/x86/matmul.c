@@ -408,12 +408,22 @@ X86_AVX2_INLINE __m256 q4z_float_part(__m256 val, __m256i nsum, const uint16_t *
     return _mm256_add_ps(val, _mm256_mul_ps(product, _mm256_set1_ps(xs)));
 }
 
+/* The groups whose activation sums are computed once per matmul (a stack array; more groups than this, e.g. 16384
+ * columns in groups of 32, compute them per panel). */
+#define Q4_SUMS_MAX 512
+
 /* q4 (ws, words NULL) or q4z (words, ws NULL) in panels. */
 X86_AVX2 static void matmul_q4_panels(float *out, const int8_t *xq, const float *xs, const uint8_t *w, const float *ws,
                                       const uint16_t *words, int rows, int cols, int group_size) {
     int ngroups = group_count(cols, group_size);
     int panels = (rows + X86_PANEL_ROWS - 1) / X86_PANEL_ROWS;
     const __m256i ones = _mm256_set1_epi16(1);
+    int32_t sums[Q4_SUMS_MAX];
+    int summed = ngroups <= Q4_SUMS_MAX;
+    for (int g = 0; summed && g < ngroups; g++) {
+        int start = g * group_size;
+        sums[g] = activation_sum(xq, start, start + group_size < cols ? start + group_size : cols);
+    }
     const uint8_t *p = w;
     size_t at = 0; /* the panel's group entries: scales or words */
     for (int panel = 0; panel < panels; panel++) {
@@ -421,7 +431,7 @@ X86_AVX2 static void matmul_q4_panels(float *out, const int8_t *xq, const float 
         for (int g = 0; g < ngroups; g++, at += X86_PANEL_ROWS) {
             int start = g * group_size;
             int end = start + group_size < cols ? start + group_size : cols; /* a multiple of 8 columns */
-            int32_t xsum = activation_sum(xq, start, end);
+            int32_t xsum = summed ? sums[g] : activation_sum(xq, start, end);
             /* q4: the row sums start from -8 * sum x; q4z: from 0, its zero points come off per row after. */
             __m256i isum = _mm256_set1_epi32(words == NULL ? -8 * xsum : 0);
             int j = start;

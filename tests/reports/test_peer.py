@@ -34,6 +34,9 @@ def test_the_table_shows_both_figures_the_advantage_and_the_goal() -> None:
     )
     assert lines[5].endswith("| 3.44x |  |  |")  # stories260K: shown, held to no goal
     assert lines[6] == "| host | 15m-shaped | Q4_0 | exact | 1,000 tok/s | 900 tok/s | 0.90x | >= 1.20x: missed | no |"
+    # an advantage just under its goal is not rounded up to it beside "missed"
+    close = a55("110m-shaped", "q4", 20e6, 23.98e6, goal=1.2)
+    assert "| 1.199x | >= 1.20x: missed |" in peer.markdown([close])[4]
 
 
 def test_results_round_trip_and_a_new_run_replaces_its_own_rows(tmp_path: Path) -> None:

@@ -301,11 +301,15 @@ def markdown(rows: list[PeerRow]) -> list[str]:
         else:
             figures = f"{row.peer / 1e6:,.2f} M | {row.llmcu / 1e6:,.2f} M"
         goal = ""
+        advantage = f"{row.advantage:.2f}x"
         if row.goal is not None:
-            goal = f">= {row.goal:.2f}x: {'met' if row.advantage >= row.goal else 'missed'}"
+            met = row.advantage >= row.goal
+            goal = f">= {row.goal:.2f}x: {'met' if met else 'missed'}"
+            if (round(row.advantage, 2) >= row.goal) != met:  # 1.199 would read as 1.20x beside "missed"
+                advantage = f"{row.advantage:.3f}x"
         same = {True: "yes", False: "no", None: ""}[row.same_text]
         lines.append(f"| {row.machine} | {row.model} | {row.gguf_type} | {row.numerics} | {figures} "
-                     f"| {row.advantage:.2f}x | {goal} | {same} |")  # fmt: skip
+                     f"| {advantage} | {goal} | {same} |")  # fmt: skip
     return lines
 
 

@@ -621,6 +621,32 @@ NEON_ALWAYS_INLINE void panels_pass(float *out, const int8_t *xq, const float *x
 }
 
 /*
+ * The end of a group in the assembly loops below: v0-v3 hold four vectors of rows' exact int32 sums, v20-v23 their
+ * scales, v18 lane 0 the group's xs; each accumulator operand acc0-acc3 takes its step acc += ((float)isum * ws) * xs
+ * (SCVTF, FMUL, FMUL, FADD: the reference's operations in its order, nothing fused), and the loop goes on while
+ * `groups` counts down.
+ */
+#define ASM_GROUP_STEP4                                                                                                \
+    "scvtf  v0.4s, v0.4s\n\t"                                                                                          \
+    "scvtf  v1.4s, v1.4s\n\t"                                                                                          \
+    "scvtf  v2.4s, v2.4s\n\t"                                                                                          \
+    "scvtf  v3.4s, v3.4s\n\t"                                                                                          \
+    "fmul   v0.4s, v0.4s, v20.4s\n\t"                                                                                  \
+    "fmul   v1.4s, v1.4s, v21.4s\n\t"                                                                                  \
+    "fmul   v2.4s, v2.4s, v22.4s\n\t"                                                                                  \
+    "fmul   v3.4s, v3.4s, v23.4s\n\t"                                                                                  \
+    "fmul   v0.4s, v0.4s, v18.s[0]\n\t"                                                                                \
+    "fmul   v1.4s, v1.4s, v18.s[0]\n\t"                                                                                \
+    "fmul   v2.4s, v2.4s, v18.s[0]\n\t"                                                                                \
+    "fmul   v3.4s, v3.4s, v18.s[0]\n\t"                                                                                \
+    "fadd   %[acc0].4s, %[acc0].4s, v0.4s\n\t"                                                                         \
+    "fadd   %[acc1].4s, %[acc1].4s, v1.4s\n\t"                                                                         \
+    "fadd   %[acc2].4s, %[acc2].4s, v2.4s\n\t"                                                                         \
+    "fadd   %[acc3].4s, %[acc3].4s, v3.4s\n\t"                                                                         \
+    "subs   %[groups], %[groups], #1\n\t"                                                                              \
+    "b.ne   1b\n\t"
+
+/*
  * q4 in pair panels (cols and group_size multiples of 4): rows in panels of eight, and per quad of columns 16
  * bytes, byte 4k + m holding row k's column 4c + m in its high nibble (the 4-bit two's complement of q) and row
  * k + 4's in its low nibble (q + 8, unsigned). As an int8 such a byte is 16 q_k + (q_{k+4} + 8), so one SDOT by
@@ -840,24 +866,7 @@ NEON_ALWAYS_INLINE void q4_pairs2_g32(float *out, const int8_t *xq, const float 
             "sshr   v2.4s, v2.4s, #4\n\t"
             "ld1    {v20.4s, v21.4s}, [%[s0]], #32\n\t"
             "ld1    {v22.4s, v23.4s}, [%[s1]], #32\n\t"
-            "scvtf  v0.4s, v0.4s\n\t"
-            "scvtf  v1.4s, v1.4s\n\t"
-            "scvtf  v2.4s, v2.4s\n\t"
-            "scvtf  v3.4s, v3.4s\n\t"
-            "fmul   v0.4s, v0.4s, v20.4s\n\t"
-            "fmul   v1.4s, v1.4s, v21.4s\n\t"
-            "fmul   v2.4s, v2.4s, v22.4s\n\t"
-            "fmul   v3.4s, v3.4s, v23.4s\n\t"
-            "fmul   v0.4s, v0.4s, v18.s[0]\n\t"
-            "fmul   v1.4s, v1.4s, v18.s[0]\n\t"
-            "fmul   v2.4s, v2.4s, v18.s[0]\n\t"
-            "fmul   v3.4s, v3.4s, v18.s[0]\n\t"
-            "fadd   %[acc0].4s, %[acc0].4s, v0.4s\n\t"
-            "fadd   %[acc1].4s, %[acc1].4s, v1.4s\n\t"
-            "fadd   %[acc2].4s, %[acc2].4s, v2.4s\n\t"
-            "fadd   %[acc3].4s, %[acc3].4s, v3.4s\n\t"
-            "subs   %[groups], %[groups], #1\n\t"
-            "b.ne   1b\n\t"
+            ASM_GROUP_STEP4
             : [acc0] "+w"(acc0), [acc1] "+w"(acc1), [acc2] "+w"(acc2), [acc3] "+w"(acc3), [xq] "+r"(xq), [xs] "+r"(xs),
               [sums8] "+r"(sums8), [w0] "+r"(w0), [w1] "+r"(w1), [s0] "+r"(s0), [s1] "+r"(s1), [groups] "+r"(groups)
             :
@@ -1013,24 +1022,7 @@ NEON_ALWAYS_INLINE void q8_panels4_g32(float *out, const int8_t *xq, const float
             "sdot   v3.4s, v30.16b, v17.4b[2]\n\t"
             "sdot   v3.4s, v31.16b, v17.4b[3]\n\t"
             "ldr    s18, [%[xs]], #4\n\t"
-            "scvtf  v0.4s, v0.4s\n\t"
-            "scvtf  v1.4s, v1.4s\n\t"
-            "scvtf  v2.4s, v2.4s\n\t"
-            "scvtf  v3.4s, v3.4s\n\t"
-            "fmul   v0.4s, v0.4s, v20.4s\n\t"
-            "fmul   v1.4s, v1.4s, v21.4s\n\t"
-            "fmul   v2.4s, v2.4s, v22.4s\n\t"
-            "fmul   v3.4s, v3.4s, v23.4s\n\t"
-            "fmul   v0.4s, v0.4s, v18.s[0]\n\t"
-            "fmul   v1.4s, v1.4s, v18.s[0]\n\t"
-            "fmul   v2.4s, v2.4s, v18.s[0]\n\t"
-            "fmul   v3.4s, v3.4s, v18.s[0]\n\t"
-            "fadd   %[acc0].4s, %[acc0].4s, v0.4s\n\t"
-            "fadd   %[acc1].4s, %[acc1].4s, v1.4s\n\t"
-            "fadd   %[acc2].4s, %[acc2].4s, v2.4s\n\t"
-            "fadd   %[acc3].4s, %[acc3].4s, v3.4s\n\t"
-            "subs   %[groups], %[groups], #1\n\t"
-            "b.ne   1b\n\t"
+            ASM_GROUP_STEP4
             : [acc0] "+w"(acc0), [acc1] "+w"(acc1), [acc2] "+w"(acc2), [acc3] "+w"(acc3), [xq] "+r"(xq), [xs] "+r"(xs),
               [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2),
               [s3] "+r"(s3), [groups] "+r"(groups)

@@ -18,21 +18,8 @@
 
 static int x86_panels(int rows) { return (rows + X86_ROWS - 1) / X86_ROWS; }
 
-/* Per panel, per group, the eight rows' scales side by side (zero for the padding rows). */
-static float *x86_panel_scales(const float *ws, int rows, int ngroups) {
-    size_t n = (size_t)x86_panels(rows) * X86_ROWS * (size_t)ngroups;
-    float *ps = guarded_alloc(n * sizeof(float));
-    memset(ps, 0, n * sizeof(float));
-    for (int r = 0; r < rows; r++) {
-        for (int g = 0; g < ngroups; g++) {
-            ps[((size_t)(r / X86_ROWS) * (size_t)ngroups + (size_t)g) * X86_ROWS + (size_t)(r % X86_ROWS)] =
-                ws[(size_t)r * (size_t)ngroups + (size_t)g];
-        }
-    }
-    return ps;
-}
-
-/* fp32 (always in panels): per panel, per column, the eight rows' values side by side. */
+/* fp32 (always in panels): per panel, per column, the eight rows' values side by side (zero for the padding rows).
+ * Scales and group words are laid out the same way, a group in place of a column. */
 static float *x86_f32_panels(const float *w, int rows, int cols) {
     size_t n = (size_t)x86_panels(rows) * X86_ROWS * (size_t)cols;
     float *pw = guarded_alloc(n * sizeof(float));
@@ -61,7 +48,7 @@ static void x86_q8_panels(int8_t **w, float **ws, int rows, int cols, int group_
             pw[at] = (*w)[(size_t)r * (size_t)cols + (size_t)c];
         }
     }
-    *ws = x86_panel_scales(*ws, rows, group_count(cols, group_size));
+    *ws = x86_f32_panels(*ws, rows, group_count(cols, group_size));
     *w = pw;
 }
 
@@ -85,7 +72,7 @@ static void x86_q4_panels(uint8_t **w, float **ws, int rows, int cols, int group
             pw[at] = (uint8_t)(pw[at] | (code << ((c % 8) < 4 ? 0 : 4)));
         }
     }
-    *ws = x86_panel_scales(*ws, rows, group_count(cols, group_size));
+    *ws = x86_f32_panels(*ws, rows, group_count(cols, group_size));
     *w = pw;
 }
 

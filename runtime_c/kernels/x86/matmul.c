@@ -443,7 +443,8 @@ X86_AVX2 static void matmul_q4_panels(float *out, const int8_t *xq, const float 
                 isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_add_epi16(a, b), ones));
             }
             for (; j < end; j += 8, p += 32) { /* fewer than 32 columns left in the group */
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(q4_panel_block(_mm256_setzero_si256(), p, xq + j), ones));
+                __m256i block = q4_panel_block(_mm256_setzero_si256(), p, xq + j);
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(block, ones));
             }
             val = words == NULL ? panel_float_part(val, isum, ws + at, xs[g])
                                 : q4z_float_part(val, isum, words + at, xsum, xs[g]);
@@ -459,31 +460,11 @@ X86_AVX2 static void matmul_q4_panels(float *out, const int8_t *xq, const float 
  * code): each row summed in the reference's order, so the results are the reference's bit for bit.
  */
 
-/* Row r's column j in an fp32 or q8 panel matrix: panel r / 8, row r % 8 (`width` columns side by side). */
-static inline size_t panel_index(int r, int j, int cols, int width) {
-    size_t panel = (size_t)(r / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)cols;
-    return panel + (size_t)(j / width) * X86_PANEL_ROWS * (size_t)width + (size_t)(r % X86_PANEL_ROWS) * (size_t)width +
-           (size_t)(j % width);
-}
-
-/* Row r's code n in column j of a q4/q4z panel matrix (block j / 8; low nibble for j % 8 < 4, else high). */
-static inline int32_t panel_code(const uint8_t *w, int r, int j, int cols) {
-    size_t panel = (size_t)(r / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)cols / 2;
-    uint8_t byte = w[panel + (size_t)(j / 8) * 32 + (size_t)(r % X86_PANEL_ROWS) * 4 + (size_t)(j % 4)];
-    return (j % 8 < 4) ? (byte & 0x0F) : (byte >> 4);
-}
-
-/* Row r's entry for group g in a panel matrix's scales or group words (the eight rows' side by side). */
-static inline size_t panel_group_index(int r, int g, int ngroups) {
-    return (size_t)(r / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)ngroups + (size_t)g * X86_PANEL_ROWS +
-           (size_t)(r % X86_PANEL_ROWS);
-}
-
 static void matmul_f32_panels_scalar(float *out, const float *x, const float *w, int rows, int cols) {
     for (int r = 0; r < rows; r++) {
         float val = 0.0f;
         for (int j = 0; j < cols; j++) {
-            val += w[panel_index(r, j, cols, 1)] * x[j];
+            val += w[x86_panel_index(r, j, cols, 1)] * x[j];
         }
         out[r] = val;
     }
@@ -499,9 +480,9 @@ static void matmul_q8_panels_scalar(float *out, const int8_t *xq, const float *x
             int end = start + group_size < cols ? start + group_size : cols;
             int32_t isum = 0;
             for (int j = start; j < end; j++) {
-                isum += (int32_t)w[panel_index(r, j, cols, 2)] * (int32_t)xq[j];
+                isum += (int32_t)w[x86_panel_index(r, j, cols, 2)] * (int32_t)xq[j];
             }
-            val += ((float)isum * ws[panel_group_index(r, g, ngroups)]) * xs[g];
+            val += ((float)isum * ws[x86_panel_group_index(r, g, ngroups)]) * xs[g];
         }
         out[r] = val;
     }
@@ -517,10 +498,10 @@ static void matmul_q4_panels_scalar(float *out, const int8_t *xq, const float *x
             int end = start + group_size < cols ? start + group_size : cols;
             int32_t nsum = 0, xsum = 0;
             for (int j = start; j < end; j++) {
-                nsum += panel_code(w, r, j, cols) * (int32_t)xq[j];
+                nsum += x86_panel_code(w, r, j, cols) * (int32_t)xq[j];
                 xsum += xq[j];
             }
-            size_t at = panel_group_index(r, g, ngroups);
+            size_t at = x86_panel_group_index(r, g, ngroups);
             if (words == NULL) {
                 val += ((float)(nsum - 8 * xsum) * ws[at]) * xs[g];
             } else {

@@ -23,14 +23,8 @@ void embed_q4z(float *out, const uint8_t *table, const uint16_t *words, int row,
         return;
     }
     int ngroups = group_count(dim, group_size);
-    const uint8_t *panel = table + (size_t)(row / X86_PANEL_ROWS) * 4 * X86_PANEL_ROWS * (size_t)dim / 8 +
-                           (size_t)(row % X86_PANEL_ROWS) * 4;
-    const uint16_t *w = words + (size_t)(row / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)ngroups +
-                        (size_t)(row % X86_PANEL_ROWS);
-    for (int j = 0; j < dim; j++) { /* column j: block j / 8 (32 bytes); low nibble for j % 8 < 4, else high */
-        uint8_t byte = panel[(size_t)(j / 8) * 32 + (size_t)(j % 4)];
-        int32_t n = (j % 8 < 4) ? (byte & 0x0F) : (byte >> 4);
-        uint16_t word = w[X86_PANEL_ROWS * (j / group_size)];
-        out[j] = (float)(n - q4z_zero(word)) * q4z_scale(word);
+    for (int j = 0; j < dim; j++) {
+        uint16_t word = words[x86_panel_group_index(row, j / group_size, ngroups)];
+        out[j] = (float)(x86_panel_code(table, row, j, dim) - q4z_zero(word)) * q4z_scale(word);
     }
 }

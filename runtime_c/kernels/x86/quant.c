@@ -103,17 +103,9 @@ void quantize_activations(int8_t *xq, float *xs, const float *x, int n, int grou
     ref_quantize_activations(xq, xs, x, n, group_size);
 }
 
-/* Where row `row`'s entries start in a panel matrix whose panels hold `panel_size` entries and give each row
- * `unit` entries side by side: its panel, then its place among the panel's eight rows. */
-static size_t panel_row_start(int row, size_t panel_size, size_t unit) {
-    return (size_t)(row / X86_PANEL_ROWS) * panel_size + (size_t)(row % X86_PANEL_ROWS) * unit;
-}
-
 void embed_f32(float *out, const float *table, int row, int dim) {
-    /* fp32 tables are always in panels: column j is eight floats, this row's the (row % 8)th */
-    const float *panel = table + panel_row_start(row, X86_PANEL_ROWS * (size_t)dim, 1);
-    for (int j = 0; j < dim; j++) {
-        out[j] = panel[X86_PANEL_ROWS * (size_t)j];
+    for (int j = 0; j < dim; j++) { /* fp32 tables are always in panels */
+        out[j] = table[x86_panel_index(row, j, dim, 1)];
     }
 }
 
@@ -123,10 +115,9 @@ void embed_q8(float *out, const int8_t *table, const float *scales, int row, int
         return;
     }
     int ngroups = group_count(dim, group_size);
-    const int8_t *panel = table + panel_row_start(row, X86_PANEL_ROWS * (size_t)dim, 2);
-    const float *s = scales + panel_row_start(row, X86_PANEL_ROWS * (size_t)ngroups, 1);
-    for (int j = 0; j < dim; j++) { /* column j: pair j / 2 (16 bytes), byte j % 2 of this row's two */
-        out[j] = (float)panel[(size_t)(j / 2) * 16 + (size_t)(j % 2)] * s[X86_PANEL_ROWS * (size_t)(j / group_size)];
+    for (int j = 0; j < dim; j++) {
+        float scale = scales[x86_panel_group_index(row, j / group_size, ngroups)];
+        out[j] = (float)table[x86_panel_index(row, j, dim, 2)] * scale;
     }
 }
 
@@ -136,11 +127,8 @@ void embed_q4(float *out, const uint8_t *table, const float *scales, int row, in
         return;
     }
     int ngroups = group_count(dim, group_size);
-    const uint8_t *panel = table + panel_row_start(row, X86_PANEL_ROWS * (size_t)dim / 2, 4);
-    const float *s = scales + panel_row_start(row, X86_PANEL_ROWS * (size_t)ngroups, 1);
-    for (int j = 0; j < dim; j++) { /* column j: block j / 8 (32 bytes); low nibble for j % 8 < 4, else high */
-        uint8_t byte = panel[(size_t)(j / 8) * 32 + (size_t)(j % 4)];
-        int n = (j % 8 < 4) ? (byte & 0x0F) : (byte >> 4);
-        out[j] = (float)(n - 8) * s[X86_PANEL_ROWS * (size_t)(j / group_size)];
+    for (int j = 0; j < dim; j++) {
+        float scale = scales[x86_panel_group_index(row, j / group_size, ngroups)];
+        out[j] = (float)(x86_panel_code(table, row, j, dim) - 8) * scale;
     }
 }

@@ -30,6 +30,9 @@
 #ifndef LLMCU_KERNELS_X86_H
 #define LLMCU_KERNELS_X86_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 /*
  * The weight layout this set reads, "x86_panels" (site_scons/llmcu/builder/layouts.py makes it at build time;
  * kernels/x86/matmul.c describes it): rows in panels of eight, so that one 32-byte load holds a piece of eight
@@ -41,6 +44,30 @@
 static inline int x86_panel_layout(int cols, int group_size, int q4) {
     int unit = q4 ? 8 : 2; /* q4: blocks of eight columns; q8: pairs of columns */
     return cols % unit == 0 && group_size % unit == 0;
+}
+
+/* One element of a panel matrix, for the loops that read it a value at a time (the fallback matmuls without AVX2
+ * and the embedding lookups, which read the table that doubles as the classifier). */
+
+/* Row r's column j in an fp32 (width 1) or q8 (width 2) panel matrix: panel r / 8, then `width` columns of the
+ * eight rows side by side. */
+static inline size_t x86_panel_index(int r, int j, int cols, int width) {
+    size_t panel = (size_t)(r / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)cols;
+    return panel + (size_t)(j / width) * X86_PANEL_ROWS * (size_t)width + (size_t)(r % X86_PANEL_ROWS) * (size_t)width +
+           (size_t)(j % width);
+}
+
+/* Row r's code n in column j of a q4/q4z panel matrix (block j / 8; low nibble for j % 8 < 4, else high). */
+static inline int32_t x86_panel_code(const uint8_t *w, int r, int j, int cols) {
+    size_t panel = (size_t)(r / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)cols / 2;
+    uint8_t byte = w[panel + (size_t)(j / 8) * 32 + (size_t)(r % X86_PANEL_ROWS) * 4 + (size_t)(j % 4)];
+    return (j % 8 < 4) ? (byte & 0x0F) : (byte >> 4);
+}
+
+/* Row r's entry for group g in a panel matrix's scales or group words (the eight rows' side by side). */
+static inline size_t x86_panel_group_index(int r, int g, int ngroups) {
+    return (size_t)(r / X86_PANEL_ROWS) * X86_PANEL_ROWS * (size_t)ngroups + (size_t)g * X86_PANEL_ROWS +
+           (size_t)(r % X86_PANEL_ROWS);
 }
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(LLMCU_X86_NO_SIMD)

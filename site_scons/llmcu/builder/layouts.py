@@ -145,9 +145,7 @@ def panel_q4(q: np.ndarray, height: int = 4) -> np.ndarray:
 
 def panel_scales(scales: np.ndarray, panel_rows: int = 4) -> np.ndarray:
     """``(rows, ngroups)`` float32 -> per panel, per group, the panel's rows' scales (flat, float32)."""
-    padded = _pad_rows(np.asarray(scales, dtype=np.float32), panel_rows)
-    panels, ngroups = padded.shape[0] // panel_rows, padded.shape[1]
-    return padded.reshape(panels, panel_rows, ngroups).transpose(0, 2, 1).reshape(-1)
+    return interleave(np.asarray(scales, dtype=np.float32), panel_rows, 1)
 
 
 def m7_panels_q8(q: np.ndarray) -> np.ndarray:
@@ -269,9 +267,7 @@ def storage(matrix: QuantizedMatrix, layout: str = REFERENCE) -> tuple[bytes, by
     assert matrix.scales is not None and matrix.q.ndim == 2
     if matrix.qtype == "q4z":
         codes, words = _q4z_codes_and_words(matrix)
-        rows = panels.q4z_word_rows
-        words = _pad_rows(words, rows)
-        return panels.q4z(codes - 8).tobytes(), words.reshape(-1, rows, words.shape[1]).transpose(0, 2, 1).tobytes()
+        return panels.q4z(codes - 8).tobytes(), interleave(words, panels.q4z_word_rows, 1).tobytes()
     if matrix.qtype == "q4":
         return panels.q4(matrix.q).tobytes(), panel_scales(matrix.scales, panels.q4_scale_rows).astype("<f4").tobytes()
     return panels.q8(matrix.q).tobytes(), panel_scales(matrix.scales, panels.q8_scale_rows).astype("<f4").tobytes()
